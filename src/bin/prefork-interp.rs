@@ -1,0 +1,16 @@
+//! The `prefork-interp` binary: see the library's `client` module.
+//!
+//! `#![no_main]` keeps Rust's runtime start-up out of the way: in
+//! particular it leaves SIGPIPE as the caller had it (the standard `main`
+//! would ignore it), which the setup process and so the script inherit,
+//! just as with the C client.
+#![no_main]
+
+/// The C entry point.
+#[unsafe(no_mangle)]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    prefork_interp::client::main()
+}

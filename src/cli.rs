@@ -1,0 +1,395 @@
+//! The command line (SPEC §2), compatible with chiark-utils 7.0.0:
+//!
+//! ```text
+//! prefork-interp  [<option> ..] <interpreter>  [<script> [<args> ...]]
+//! prefork-interp  [<option>,..],<interpreter>   <script> [<args> ...]
+//! prefork-interp '[<option> ..] <interpreter>'  <script> [<args> ...]
+//! ```
+//!
+//! The last two forms are what the kernel passes for a `#!` line: all the
+//! words of the line arrive as one argument. If the first argument starts
+//! with `-` and contains a space or a comma, it is split on spaces and
+//! commas into options, the interpreter, and (our extension) the
+//! interpreter's own arguments: `#!/usr/bin/prefork-interp -U,perl,-w`
+//! runs `perl -w SCRIPT`.
+//!
+//! Options are parsed like upstream's `myopt`: short options may be bundled
+//! (`-Uf`), a short option's value may be attached (`-EVAR`, `-E=VAR`) or be
+//! the next word, and `--` ends the options.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::error::{Error, Result};
+
+/// What to do with the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Use the existing server, starting one if needed.
+    Normal,
+    /// `-f`: always start a fresh server (the old one quits).
+    Fresh,
+    /// `--kill`: stop any existing server and run nothing.
+    Kill,
+}
+
+/// A `-G` or `-E` option, which adds to the identity in command-line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentItem {
+    /// `-G STRING`.
+    String(OsString),
+    /// `-E VAR`: the variable's name and its value now (None if unset).
+    Env(OsString, Option<OsString>),
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// `-U` was given (required: it names the only argument mediation).
+    pub unlaundered: bool,
+    /// `-f`, `--kill` or neither.
+    pub mode: Mode,
+    /// `-G`/`-E` items, in order.
+    pub ident_items: Vec<IdentItem>,
+    /// `-g IDENT`: use this instead of the hash.
+    pub ident: Option<OsString>,
+    /// The interpreter, as given (looked up in `PATH` if it has no `/`).
+    pub interpreter: OsString,
+    /// The interpreter's own arguments (combined form only).
+    pub interpreter_args: Vec<OsString>,
+    /// The script, if any.
+    pub script: Option<OsString>,
+    /// The script's arguments.
+    pub args: Vec<OsString>,
+}
+
+/// The result of parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// `--help`: print [`USAGE`] and exit 0.
+    Help,
+    /// Run (or kill) a server.
+    Run(Command),
+}
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+usage: #!/usr/bin/prefork-interp [<options>],<interpreter>[,<interpreter-arg>...]
+       prefork-interp [<options>] <interpreter> [<script> [<args>...]]
+       prefork-interp '[<options>] <interpreter>' <script> [<args>...]
+
+Runs <script> under <interpreter> through a server that the script starts
+once (when it calls its library's initialisation_complete()) and that then
+serves every call by a fresh fork.
+
+options:
+  -U          unlaundered argument mediation (required): the script gets all
+              arguments and environment variables
+  -f          start a fresh server; the old one quits
+  --kill      stop any existing server for this script; run nothing
+  -E VAR      the value (or absence) of environment variable VAR is part of
+              the server's identity
+  -G STRING   STRING is part of the server's identity
+  -g IDENT    use IDENT as the identity instead of the hash
+  --help      print this message and exit
+
+environment:
+  PREFORK_INTERP_RUN_DIR   use this directory for sockets and locks
+  PREFORK_INTERP_DEBUG     trace what the client does on stderr
+";
+
+/// Parse `argv` (including `argv[0]`).
+pub fn parse(argv: &[OsString]) -> Result<Parsed> {
+    let rest = argv.get(1..).unwrap_or_default();
+    let mut cmd = Command {
+        unlaundered: false,
+        mode: Mode::Normal,
+        ident_items: Vec::new(),
+        ident: None,
+        interpreter: OsString::new(),
+        interpreter_args: Vec::new(),
+        script: None,
+        args: Vec::new(),
+    };
+
+    if let Some(first) = rest.first().filter(|a| is_combined(a)) {
+        let words = split_combined(first);
+        let mut words = words.as_slice();
+        if parse_options(&mut words, &mut cmd)? {
+            return Ok(Parsed::Help);
+        }
+        let (interp, interp_args) = words
+            .split_first()
+            .ok_or_else(|| Error::usage("combined argument lacks <interpreter>"))?;
+        cmd.interpreter = interp.clone();
+        cmd.interpreter_args = interp_args.to_vec();
+        let (script, args) = rest[1..].split_first().ok_or_else(|| {
+            Error::usage("no script argument (expected after combined #! options)")
+        })?;
+        cmd.script = Some(script.clone());
+        cmd.args = args.to_vec();
+    } else {
+        let mut words = rest;
+        if parse_options(&mut words, &mut cmd)? {
+            return Ok(Parsed::Help);
+        }
+        let (interp, after) = words
+            .split_first()
+            .ok_or_else(|| Error::usage("need interpreter argument"))?;
+        cmd.interpreter = interp.clone();
+        if let Some((script, args)) = after.split_first() {
+            cmd.script = Some(script.clone());
+            cmd.args = args.to_vec();
+        }
+    }
+
+    if !cmd.unlaundered {
+        return Err(Error::usage(
+            "need -U (specifying unlaundered argument handling)",
+        ));
+    }
+    if cmd.interpreter.is_empty() {
+        return Err(Error::usage("empty interpreter name"));
+    }
+    Ok(Parsed::Run(cmd))
+}
+
+/// Is this the single combined argument of a `#!` line?
+fn is_combined(arg: &OsStr) -> bool {
+    let b = arg.as_bytes();
+    b.first() == Some(&b'-') && b.iter().any(|&c| c == b' ' || c == b',')
+}
+
+/// Split a combined argument on spaces and commas, dropping empty words.
+fn split_combined(arg: &OsStr) -> Vec<OsString> {
+    arg.as_bytes()
+        .split(|&c| c == b' ' || c == b',')
+        .filter(|w| !w.is_empty())
+        .map(|w| OsString::from_vec(w.to_vec()))
+        .collect()
+}
+
+/// Consume leading options from `words`. Returns true for `--help`.
+fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<bool> {
+    while let Some((word, rest)) = words.split_first() {
+        let w = word.as_bytes();
+        if w.first() != Some(&b'-') || w.len() == 1 {
+            break;
+        }
+        *words = rest;
+        if w == b"--" {
+            break;
+        }
+        if let Some(long) = w.strip_prefix(b"--") {
+            match long {
+                b"help" => return Ok(true),
+                b"kill" => cmd.mode = Mode::Kill,
+                _ => {
+                    let name = String::from_utf8_lossy(long);
+                    if let Some((opt, _)) = name.split_once('=')
+                        && (opt == "help" || opt == "kill")
+                    {
+                        return Err(Error::usage(format!(
+                            "--{opt} option does not take a value"
+                        )));
+                    }
+                    return Err(Error::usage(format!("unknown option --{name}")));
+                }
+            }
+            continue;
+        }
+        let mut i = 1;
+        while i < w.len() {
+            let c = w[i];
+            i += 1;
+            match c {
+                b'U' => cmd.unlaundered = true,
+                b'f' => cmd.mode = Mode::Fresh,
+                b'g' | b'G' | b'E' => {
+                    let value = if i < w.len() {
+                        let v = &w[i..];
+                        i = w.len();
+                        OsString::from_vec(v.strip_prefix(b"=").unwrap_or(v).to_vec())
+                    } else {
+                        let (v, rest) = words.split_first().ok_or_else(|| {
+                            Error::usage(format!("-{} option takes a value", c as char))
+                        })?;
+                        *words = rest;
+                        v.clone()
+                    };
+                    match c {
+                        b'g' => cmd.ident = Some(value),
+                        b'G' => cmd.ident_items.push(IdentItem::String(value)),
+                        _ => {
+                            let val = getenv(&value);
+                            cmd.ident_items.push(IdentItem::Env(value, val));
+                        }
+                    }
+                }
+                _ => {
+                    if c == b'=' && i >= 2 && matches!(w[i - 2], b'U' | b'f') {
+                        return Err(Error::usage(format!(
+                            "-{} option does not take a value",
+                            w[i - 2] as char
+                        )));
+                    }
+                    return Err(Error::usage(format!(
+                        "unknown option -{}",
+                        String::from_utf8_lossy(&[c])
+                    )));
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// `getenv(3)`: the value of `name` now, if set. A name that cannot be a
+/// variable name (empty, or with `=`) is never set.
+fn getenv(name: &OsStr) -> Option<OsString> {
+    let n = name.as_bytes();
+    if n.is_empty() || n.contains(&b'=') || n.contains(&0) {
+        return None;
+    }
+    std::env::var_os(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        std::iter::once("prefork-interp")
+            .chain(words.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn run(words: &[&str]) -> Command {
+        match parse(&argv(words)).unwrap() {
+            Parsed::Run(c) => c,
+            Parsed::Help => panic!("unexpected help"),
+        }
+    }
+
+    fn err(words: &[&str]) -> String {
+        parse(&argv(words)).unwrap_err().to_string()
+    }
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn separate_form() {
+        let c = run(&["-U", "python3", "/s.py", "a", "-b"]);
+        assert!(c.unlaundered);
+        assert_eq!(c.mode, Mode::Normal);
+        assert_eq!(c.interpreter, "python3");
+        assert!(c.interpreter_args.is_empty());
+        assert_eq!(c.script.as_deref(), Some(OsStr::new("/s.py")));
+        assert_eq!(c.args, os(&["a", "-b"]));
+    }
+
+    #[test]
+    fn separate_form_without_script() {
+        let c = run(&["-U", "perl"]);
+        assert_eq!(c.interpreter, "perl");
+        assert_eq!(c.script, None);
+        assert!(c.args.is_empty());
+    }
+
+    #[test]
+    fn comma_combined_form() {
+        let c = run(&["-U,python3", "/s.py", "x"]);
+        assert_eq!(c.interpreter, "python3");
+        assert_eq!(c.script.as_deref(), Some(OsStr::new("/s.py")));
+        assert_eq!(c.args, os(&["x"]));
+    }
+
+    #[test]
+    fn space_combined_form() {
+        let c = run(&["-U -f perl", "/s.pl"]);
+        assert_eq!(c.mode, Mode::Fresh);
+        assert_eq!(c.interpreter, "perl");
+    }
+
+    #[test]
+    fn combined_form_with_interpreter_args() {
+        let c = run(&["-U,perl,-w", "/s.pl", "a"]);
+        assert_eq!(c.interpreter, "perl");
+        assert_eq!(c.interpreter_args, os(&["-w"]));
+        let c = run(&["-U python3 -X dev", "/s.py"]);
+        assert_eq!(c.interpreter, "python3");
+        assert_eq!(c.interpreter_args, os(&["-X", "dev"]));
+    }
+
+    #[test]
+    fn combined_form_options_with_values() {
+        let c = run(&["-U,-E,LANG,-GHELLO,-g=myid,python3", "/s.py"]);
+        assert_eq!(c.ident.as_deref(), Some(OsStr::new("myid")));
+        assert_eq!(c.ident_items[1], IdentItem::String("HELLO".into()));
+        assert!(matches!(&c.ident_items[0], IdentItem::Env(n, _) if n == "LANG"));
+    }
+
+    #[test]
+    fn combined_form_needs_script_and_interpreter() {
+        assert!(err(&["-U,python3"]).contains("no script argument"));
+        assert!(err(&["-U,-f", "/s.py"]).contains("lacks <interpreter>"));
+    }
+
+    #[test]
+    fn dash_dash_ends_options() {
+        let c = run(&["-U", "--", "-weird-interp", "s"]);
+        assert_eq!(c.interpreter, "-weird-interp");
+    }
+
+    #[test]
+    fn bundled_and_attached_options() {
+        let c = run(&["-UfGabc", "-E", "HOME", "--kill", "sh", "s"]);
+        assert_eq!(c.mode, Mode::Kill);
+        assert_eq!(c.ident_items[0], IdentItem::String("abc".into()));
+        assert_eq!(
+            c.ident_items[1],
+            IdentItem::Env("HOME".into(), std::env::var_os("HOME"))
+        );
+    }
+
+    #[test]
+    fn env_item_records_absence() {
+        let c = run(&["-U", "-E", "PREFORK_INTERP_TEST_SURELY_UNSET", "sh"]);
+        assert_eq!(
+            c.ident_items,
+            vec![IdentItem::Env(
+                "PREFORK_INTERP_TEST_SURELY_UNSET".into(),
+                None
+            )]
+        );
+        let c = run(&["-U", "-E", "A=B", "sh"]);
+        assert_eq!(c.ident_items, vec![IdentItem::Env("A=B".into(), None)]);
+    }
+
+    #[test]
+    fn help_wins_wherever_it_is() {
+        assert_eq!(parse(&argv(&["--help"])).unwrap(), Parsed::Help);
+        assert_eq!(parse(&argv(&["-U", "--help", "-Z"])).unwrap(), Parsed::Help);
+        assert_eq!(parse(&argv(&["-U,--help,x", "s"])).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(err(&[]).contains("need interpreter argument"));
+        assert!(err(&["-U"]).contains("need interpreter argument"));
+        assert!(err(&["python3", "s"]).contains("need -U"));
+        assert!(err(&["-Z", "sh"]).contains("unknown option -Z"));
+        assert!(err(&["--frob", "sh"]).contains("unknown option --frob"));
+        assert!(err(&["--kill=yes", "sh"]).contains("does not take a value"));
+        assert!(err(&["-U=1", "sh"]).contains("does not take a value"));
+        assert!(err(&["-U", "-E"]).contains("-E option takes a value"));
+        assert!(err(&["-U", "-g"]).contains("-g option takes a value"));
+        assert!(err(&["-U", ""]).contains("empty interpreter"));
+        for e in [err(&[]), err(&["-Z", "sh"])] {
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+}

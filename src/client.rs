@@ -1,0 +1,361 @@
+//! The client (SPEC §4-5): find the server for this script, or start one,
+//! then make the call and leave with the script's exit status.
+//!
+//! ```text
+//!   connect + greeting ──ok──────────────────────────────┐
+//!      │ no server / stale                                │
+//!   prune; lock; connect + greeting again ──ok──┐         │
+//!      │ still none                              │         │
+//!   start server (watcher, setup), greeting     unlock    │
+//!   unlock ──────────────────────────────────────┴─────────┤
+//!                                         send request, read status, exit
+//! ```
+//! Numbered steps refer to `docs/design.md` §4.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+};
+
+use crate::cli::{self, Command, Mode, Parsed};
+use crate::error::{Error, Result};
+use crate::exit_status::{self, Outcome};
+use crate::identity::{self, DevIno, Host};
+use crate::protocol::{Call, Request};
+use crate::rundir::{self, Lock, RunDir};
+use crate::spawn::{self, SetupFds};
+use crate::sys;
+
+/// Environment variable that turns on tracing to stderr.
+pub const DEBUG_VAR: &str = "PREFORK_INTERP_DEBUG";
+
+/// How long `--kill` waits for the old server to go.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+fn debug(msg: impl FnOnce() -> String) {
+    if DEBUG.load(Ordering::Relaxed) {
+        eprintln!("prefork-interp[{}]: {}", std::process::id(), msg());
+    }
+}
+
+/// The whole client: parse the command line, run, exit. Never returns.
+pub fn main() -> ! {
+    if std::env::var_os(DEBUG_VAR).is_some_and(|v| !v.is_empty()) {
+        DEBUG.store(true, Ordering::Relaxed);
+    }
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let outcome = match cli::parse(&argv) {
+        Ok(Parsed::Help) => help(),
+        Ok(Parsed::Run(cmd)) => run(&cmd),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(outcome) => exit_status::propagate(outcome),
+        Err(e) => {
+            eprintln!("prefork-interp: {e}");
+            sys::exit_now(127)
+        }
+    }
+}
+
+fn help() -> Result<Outcome> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(cli::USAGE.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("write usage message to stdout", e))?;
+    Ok(Outcome::Exit(0))
+}
+
+/// Run a parsed command line: returns what the caller should exit with.
+pub fn run(cmd: &Command) -> Result<Outcome> {
+    sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
+    let run_dir = RunDir::locate()?;
+    let ident = identity_for(cmd, &run_dir)?;
+    run_dir.create()?;
+    let sock_path = run_dir.socket_path(&ident);
+    let lock_path = run_dir.lock_path(&ident);
+    debug(|| format!("socket {}", sock_path.display()));
+
+    let mut call = match cmd.mode {
+        Mode::Normal => connect_existing(&sock_path)?,
+        Mode::Fresh | Mode::Kill => None,
+    };
+    if call.is_none() {
+        rundir::prune(&run_dir.path)?;
+        let lock = Lock::acquire(&lock_path)?;
+        if cmd.mode == Mode::Kill {
+            kill(&sock_path, &lock_path, lock)?;
+            return Ok(Outcome::Exit(0));
+        }
+        if cmd.mode == Mode::Normal {
+            call = connect_existing(&sock_path)?;
+        }
+        if call.is_none() {
+            match start_server(cmd, &sock_path, &lock)? {
+                Started::Ready(c) => call = Some(c),
+                Started::SetupFailed(outcome) => return Ok(outcome),
+            }
+        }
+        drop(lock);
+    }
+    let mut call = call.expect("connected or started");
+
+    let request = Request {
+        env: std::env::vars_os()
+            .map(|(k, v)| {
+                let mut e = k;
+                e.push("=");
+                e.push(v);
+                e
+            })
+            .collect(),
+        args: wire_args(cmd),
+    };
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], &request)?;
+    debug(|| "request sent".into());
+    let status = call.read_status().map_err(|e| {
+        if e.is_peer_gone() {
+            Error::msg("server's monitor process quit without reporting a status")
+        } else {
+            e
+        }
+    })?;
+    debug(|| format!("wait status 0x{status:x}"));
+    Ok(exit_status::classify(status, "invocation"))
+}
+
+/// The identity (socket name) for this command: `-g`, or the hash cut to
+/// what fits in a socket path.
+fn identity_for(cmd: &Command, run_dir: &RunDir) -> Result<String> {
+    let dir_len = run_dir.path.as_os_str().len();
+    let max = identity::max_ident_len(dir_len);
+    if let Some(ident) = &cmd.ident {
+        let ident = ident
+            .to_str()
+            .filter(|s| !s.is_empty() && !s.contains('/'))
+            .ok_or_else(|| Error::usage("-g IDENT must be non-empty text without '/'"))?;
+        if ident.len() as isize > max {
+            return Err(Error::msg(format!(
+                "run directory {} plus ident {ident} too long for a socket path (max ident {max})",
+                run_dir.path.display()
+            )));
+        }
+        return Ok(ident.to_string());
+    }
+    if max < identity::MIN_HEX_LEN as isize {
+        return Err(Error::msg(format!(
+            "run directory {} leaves only {max} characters for the id hash, \
+             which is too few (<{}); set {} to a shorter directory",
+            run_dir.path.display(),
+            identity::MIN_HEX_LEN,
+            rundir::RUN_DIR_VAR
+        )));
+    }
+    let host = Host {
+        utsname: sys::uname_raw().map_err(|e| Error::io("uname", e))?,
+        cwd: dev_ino(Path::new("."))?,
+        root: dev_ino(Path::new("/"))?,
+    };
+    let mut hex = identity::hex_identity(&host, cmd);
+    hex.truncate(max.min(64) as usize);
+    Ok(hex)
+}
+
+fn dev_ino(path: &Path) -> Result<DevIno> {
+    let md =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    Ok(DevIno {
+        dev: md.dev(),
+        ino: md.ino(),
+    })
+}
+
+/// What goes on the wire as arguments: `interpreter, [script,] args...`
+/// (as 7.0.0 sends; interpreter arguments are part of the identity instead).
+fn wire_args(cmd: &Command) -> Vec<OsString> {
+    std::iter::once(&cmd.interpreter)
+        .chain(&cmd.script)
+        .chain(&cmd.args)
+        .cloned()
+        .collect()
+}
+
+/// What the setup process runs: `interpreter [interp-args] [script] args`.
+fn exec_args(cmd: &Command) -> Vec<OsString> {
+    std::iter::once(&cmd.interpreter)
+        .chain(&cmd.interpreter_args)
+        .chain(&cmd.script)
+        .chain(&cmd.args)
+        .cloned()
+        .collect()
+}
+
+/// Connect to an existing server and read its greeting (step 1). `None`
+/// means there is no usable server: nothing there, nobody listening, or it
+/// hung up before greeting us.
+fn connect_existing(path: &Path) -> Result<Option<Call>> {
+    let sock = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            debug(|| format!("no server: {e}"));
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(format!("connect {}", path.display()), e)),
+    };
+    let mut call = Call::new(sock);
+    match call.read_greeting() {
+        Ok(_) => {
+            debug(|| "connected to existing server".into());
+            Ok(Some(call))
+        }
+        Err(e) if e.is_peer_gone() => {
+            debug(|| "server hung up before greeting".into());
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+enum Started {
+    Ready(Call),
+    SetupFailed(Outcome),
+}
+
+/// Start a new server (design.md §4.3-4.9). We hold the lock.
+fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started> {
+    let _ = lock; // held for the whole of this function by our caller
+    rundir::remove_if_exists(sock_path, "remove stale socket")?;
+
+    let listen_fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("socket() for new listener", e))?;
+    let addr = UnixAddr::new(sock_path)
+        .map_err(|e| Error::io(format!("socket path {}", sock_path.display()), e))?;
+    bind(listen_fd.as_raw_fd(), &addr)
+        .map_err(|e| Error::io(format!("bind {}", sock_path.display()), e))?;
+    let st = std::fs::metadata(sock_path).map_err(|e| Error::io("stat fresh socket", e))?;
+    // Between bind and listen a caller may get ECONNREFUSED; it then takes
+    // the lock, which we hold, and retries after we are done.
+    listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;
+    set_nonblocking(&listen_fd, "listener")?;
+    let initial = DevIno {
+        dev: st.dev(),
+        ino: st.ino(),
+    };
+    let stamp = (st.mtime(), st.mtime_nsec() as u32);
+
+    let (watch_in_r, watch_in_w) = pipe("watcher stdin")?;
+    let (watch_err_r, watch_err_w) = pipe("watcher output")?;
+    set_nonblocking(&watch_err_r, "watcher output")?;
+    spawn::start_watcher(sock_path, initial, watch_in_r, watch_err_w)?;
+    debug(|| "watcher started".into());
+
+    let (client_end, server_end) =
+        UnixStream::pair().map_err(|e| Error::io("socketpair() for first call", e))?;
+    let fds = SetupFds {
+        listen: listen_fd,
+        call: server_end.into(),
+        watchi: watch_in_w,
+        watche: watch_err_r,
+    };
+    let pid = spawn::start_setup(&exec_args(cmd), stamp, &fds)?;
+    drop(fds);
+    debug(|| format!("setup process {pid} started"));
+    let status = sys::wait_raw(pid).map_err(|e| Error::io(format!("wait for setup [{pid}]"), e))?;
+    if status != 0 {
+        debug(|| format!("setup failed, wait status 0x{status:x}"));
+        return Ok(Started::SetupFailed(exit_status::classify(
+            status as u32,
+            "setup",
+        )));
+    }
+    let mut call = Call::new(client_end);
+    match call.read_greeting() {
+        Ok(_) => Ok(Started::Ready(call)),
+        Err(e) if e.is_peer_gone() => Err(Error::msg(
+            "setup failed: initial monitor process quit \
+             (did the script call its library's initialisation_complete()?)",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io(format!("pipe() for {what}"), e))
+}
+
+fn set_nonblocking(fd: &OwnedFd, what: &str) -> Result<()> {
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL)
+        .map_err(|e| Error::io(format!("get flags of {what}"), e))?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags))
+        .map_err(|e| Error::io(format!("make {what} non-blocking"), e))?;
+    Ok(())
+}
+
+/// `--kill`: remove the socket and the lock (the server's watcher sees the
+/// socket go and the server quits), then wait until the old listening
+/// socket refuses connections, i.e. the server has closed it by exiting.
+fn kill(sock_path: &Path, lock_path: &Path, lock: Lock) -> Result<()> {
+    // An O_PATH handle lets us reach the socket after unlinking it.
+    let handle = match nix::fcntl::open(
+        sock_path,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => Some(fd),
+        Err(nix::errno::Errno::ENOENT) => None,
+        Err(e) => return Err(Error::io(format!("open {}", sock_path.display()), e)),
+    };
+    rundir::remove_if_exists(sock_path, "remove socket")?;
+    rundir::remove_if_exists(lock_path, "remove lock")?;
+    drop(lock);
+    let Some(handle) = handle else {
+        debug(|| "no server to kill".into());
+        return Ok(());
+    };
+    let via = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let deadline = Instant::now() + KILL_WAIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match UnixStream::connect(&via) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                debug(|| "old server has gone".into());
+                return Ok(());
+            }
+            // No /proc, or not a socket after all: nothing to wait for.
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Ok(()),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "prefork-interp: warning: old server still running {} s after removing its socket",
+                KILL_WAIT.as_secs()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}

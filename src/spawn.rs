@@ -1,0 +1,234 @@
+//! The processes the client forks when it starts a server (design.md §3):
+//! the watcher daemon and the setup process. Each child role has one
+//! function that never returns, `become_*`, whose comment says which fds it
+//! starts with.
+//!
+//! Both forks happen in the single-threaded client, so the children may
+//! allocate; each ends in `exec` or `_exit`.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::error::{Error, Result};
+use crate::identity::DevIno;
+use crate::protocol::{ENV_VAR, SetupEnv};
+use crate::sys::{self, Forked};
+
+/// Start the watcher daemon for the socket at `socket_path`, whose inode is
+/// `initial`. `stdin` is the read end of the pipe whose write end (WATCHI)
+/// only the server will hold; `out` is the write end of the pipe whose read
+/// end (WATCHE) the server reads. The daemon is a grandchild: the child in
+/// between exits at once and is reaped here, so no zombie is left with the
+/// caller even where init does not reap.
+pub fn start_watcher(
+    socket_path: &Path,
+    initial: DevIno,
+    stdin: OwnedFd,
+    out: OwnedFd,
+) -> Result<()> {
+    // SAFETY: the client is single-threaded; both children end in _exit.
+    match unsafe { sys::fork() }.map_err(|e| Error::io("fork watcher", e))? {
+        Forked::Child => {
+            // SAFETY: still single-threaded (we are a fresh fork of it).
+            match unsafe { sys::fork() } {
+                Ok(Forked::Child) => become_watcher(socket_path, initial, stdin, out),
+                Ok(Forked::Parent(_)) => sys::exit_now(0),
+                Err(e) => {
+                    eprintln!("prefork-interp: fork watcher daemon: {e}");
+                    sys::exit_now(127)
+                }
+            }
+        }
+        Forked::Parent(pid) => {
+            let status = sys::wait_raw(pid).map_err(|e| Error::io("wait for watcher", e))?;
+            if status != 0 {
+                return Err(Error::msg(format!(
+                    "watcher failed to start (wait status 0x{status:x})"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The watcher daemon (design.md §3.2).
+///
+/// On entry: fds 0-2 are still the caller's; `stdin` and `out` are the
+/// watcher's ends of its two pipes; other fds are whatever the client had.
+/// It becomes a session leader with fd 0 = `stdin` (non-blocking), fds 1
+/// and 2 = `out`, and nothing else open but its inotify fd, in `/`.
+///
+/// It exits 0 when the socket path disappears or names another inode, or
+/// when anything happens on its stdin (EOF: the server has gone). Errors go
+/// to stderr, which the server reads and logs before quitting.
+fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: OwnedFd) -> ! {
+    let _ = nix::unistd::setsid();
+    let arranged = sys::dup_onto(stdin.as_raw_fd(), 0)
+        .and_then(|()| sys::dup_onto(out.as_raw_fd(), 1))
+        .and_then(|()| sys::dup_onto(out.as_raw_fd(), 2));
+    if arranged.is_err() {
+        sys::exit_now(127);
+    }
+    std::mem::forget(stdin); // closed by close_fds_from below
+    std::mem::forget(out);
+    sys::close_fds_from(3, &[]);
+    let _ = std::env::set_current_dir("/");
+    match watch(socket_path, initial) {
+        Ok(()) => sys::exit_now(0),
+        Err(e) => {
+            eprintln!("prefork-interp: watcher: {e}");
+            sys::exit_now(127)
+        }
+    }
+}
+
+/// The watcher's loop: returns Ok when it is time to go.
+fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
+    // SAFETY-free: fd 0 is ours after become_watcher's dup2.
+    let stdin = std::io::stdin();
+    let flags =
+        fcntl(stdin.as_fd(), FcntlArg::F_GETFL).map_err(|e| Error::io("get stdin flags", e))?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(stdin.as_fd(), FcntlArg::F_SETFL(flags))
+        .map_err(|e| Error::io("set stdin non-blocking", e))?;
+
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .map_err(|e| Error::io("inotify_init", e))?;
+    let mask =
+        AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
+    match inotify.add_watch(socket_path, mask) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::io(format!("watch {}", socket_path.display()), e)),
+    }
+    // The socket may have been replaced before the watch existed.
+    if socket_replaced(socket_path, initial)? {
+        return Ok(());
+    }
+    loop {
+        let mut fds = [
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::io("poll", e)),
+        }
+        let stdin_ready = !fds[0].revents().unwrap_or(PollFlags::empty()).is_empty();
+        let inotify_ready = !fds[1].revents().unwrap_or(PollFlags::empty()).is_empty();
+        if stdin_ready {
+            let mut b = [0u8; 1];
+            match nix::unistd::read(&stdin, &mut b) {
+                Ok(_) => return Ok(()), // EOF (server gone) or a poke
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("read sentinel stdin", e)),
+            }
+        }
+        if inotify_ready {
+            match inotify.read_events() {
+                Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => return Err(Error::io("read inotify events", e)),
+            }
+            if socket_replaced(socket_path, initial)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Is the socket gone, or a different inode from the one we watch?
+fn socket_replaced(path: &Path, initial: DevIno) -> Result<bool> {
+    match nix::sys::stat::stat(path) {
+        Ok(st) => Ok(st.st_dev != initial.dev || st.st_ino != initial.ino),
+        Err(nix::errno::Errno::ENOENT) => Ok(true),
+        Err(e) => Err(Error::io(format!("stat socket {}", path.display()), e)),
+    }
+}
+
+/// The fds the setup process hands to the script, in `PREFORK_INTERP` order.
+pub struct SetupFds {
+    /// Listening socket (already non-blocking).
+    pub listen: OwnedFd,
+    /// Server end of the first call's socketpair.
+    pub call: OwnedFd,
+    /// Write end of the watcher's stdin pipe.
+    pub watchi: OwnedFd,
+    /// Read end of the watcher's output pipe (already non-blocking).
+    pub watche: OwnedFd,
+}
+
+/// Fork the setup process, which execs the interpreter on the script with
+/// `PREFORK_INTERP` set. Returns its pid; the caller waits for it.
+pub fn start_setup(
+    exec_argv: &[OsString],
+    stamp: (i64, u32),
+    fds: &SetupFds,
+) -> Result<libc::pid_t> {
+    let env = SetupEnv {
+        stamp_secs: stamp.0,
+        stamp_nsecs: stamp.1,
+        listen: fds.listen.as_raw_fd(),
+        call: fds.call.as_raw_fd(),
+        watchi: fds.watchi.as_raw_fd(),
+        watche: fds.watche.as_raw_fd(),
+    };
+    let argv = exec_argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| Error::msg("argument contains a NUL byte"))?;
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != ENV_VAR)
+        .filter_map(|(k, v)| {
+            let mut e = k.as_bytes().to_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            CString::new(e).ok()
+        })
+        .collect();
+    envp.push(CString::new(format!("{ENV_VAR}={}", env.format())).expect("no NUL"));
+    let keep = [env.listen, env.call, env.watchi, env.watche];
+
+    // SAFETY: the client is single-threaded; the child execs or _exits.
+    match unsafe { sys::fork() }.map_err(|e| Error::io("fork setup", e))? {
+        Forked::Child => become_setup(&exec_argv[0], &argv, &envp, &keep),
+        Forked::Parent(pid) => Ok(pid),
+    }
+}
+
+/// The setup process (design.md §3.3).
+///
+/// On entry: fds 0-2 are the caller's; `keep` are the four protocol fds
+/// (close-on-exec); the lock and the client's end of the first call are
+/// close-on-exec too. Before exec: fd 0 is /dev/null, fds 1 and 2 are the
+/// caller's stderr, and the `keep` fds are inherited by the interpreter.
+fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[RawFd]) -> ! {
+    let prepared = (|| -> std::io::Result<()> {
+        let null = std::fs::File::open("/dev/null")?;
+        sys::dup_onto(null.as_raw_fd(), 0)?;
+        drop(null);
+        sys::dup_onto(2, 1)?;
+        for &fd in keep {
+            sys::clear_cloexec(fd)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = prepared {
+        eprintln!("prefork-interp: prepare setup process: {e}");
+        sys::exit_now(127);
+    }
+    let err = sys::execvpe(interp, argv, envp);
+    eprintln!(
+        "prefork-interp: execute {}: {}",
+        interp.to_string_lossy(),
+        nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
+    );
+    sys::exit_now(127)
+}
