@@ -1,0 +1,558 @@
+# Prefork::Interp - script side of prefork-interp, for Perl.
+#
+# Public API (compatible with chiark-utils' Proc::Prefork::Interp),
+# option checking, and the executor's entry into a call.  The
+# processes themselves are in Prefork/Interp/Server.pm, the bytes on
+# the wire in Prefork/Interp/Protocol.pm.  Documentation at the end.
+#
+# Copyright the prefork-interp contributors; see the project's
+# top-level files for the licence.
+
+package Prefork::Interp;
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Exporter qw(import);
+use File::Basename ();
+use File::Spec ();
+use POSIX ();
+
+use Prefork::Interp::Log;
+use Prefork::Interp::Protocol;
+use Prefork::Interp::Server;
+
+our $VERSION = '1.0.0';
+
+our @EXPORT = qw(
+    prefork_initialisation_complete
+    prefork_autoreload_also_check
+);
+
+# Tunables, documented under "PACKAGE VARIABLES".
+our $REQUEST_TIMEOUT = 5;
+our $USE_PIDFD = 1;
+
+# Option defaults.  7.0.0 documents idle_timeout's default under
+# autoreload_extra; it is one megasecond (about eleven days).
+my %DEFAULTS = (
+    max_servers      => 4,
+    idle_timeout     => 1_000_000,
+    autoreload_inc   => 1,
+    autoreload_extra => [],
+    max_errors       => 100,
+    log_facility     => 'LOG_USER',
+    log_file         => undef,
+);
+
+# $0 as perl set it, and whether perl was given a script file at all
+# ("-e" and "-" mean it was not); recorded when the module is loaded,
+# before the script can change $0 or the current directory.
+my $LOAD_TIME_0 = $0;
+my $SCRIPT_FILE = ($0 eq '-e' || $0 eq '-') ? undef
+                : File::Spec->rel2abs($0);
+
+my @also_check;        # from prefork_autoreload_also_check
+my $became_server = 0; # set once this process tree has daemonised
+
+sub prefork_autoreload_also_check {
+    push @also_check, map { File::Spec->rel2abs($_) } @_;
+    return;
+}
+
+sub prefork_initialisation_complete {
+    my %opt = _check_options(@_);
+
+    # Already a call process of a server: there is nothing left to do.
+    return if $became_server;
+
+    # Not run by prefork-interp: carry on as an ordinary script.
+    my $value = $ENV{Prefork::Interp::Protocol::ENV_NAME};
+    return unless defined $value;
+
+    my $fds = eval { Prefork::Interp::Protocol::parse_env_value($value) };
+    if (!$fds) {
+        my $e = $@;
+        chomp $e;
+        croak "prefork_initialisation_complete: $e";
+    }
+    foreach my $which (qw(listen call watchi watche)) {
+        POSIX::fstat($fds->{$which})
+            or croak "prefork_initialisation_complete: "
+                   . Prefork::Interp::Protocol::ENV_NAME
+                   . " names fd $fds->{$which} ($which), which is not"
+                   . " open";
+    }
+    # Nothing the script starts from here on should think it is a
+    # prefork-interp setup process.
+    delete $ENV{Prefork::Interp::Protocol::ENV_NAME};
+
+    my $title = defined $SCRIPT_FILE ? $LOAD_TIME_0 : 'perl';
+    my $log = Prefork::Interp::Log->new(
+        ident    => File::Basename::basename($title),
+        facility => $opt{log_facility},
+        file     => defined $opt{log_file}
+                    ? File::Spec->rel2abs($opt{log_file}) : undef,
+    );
+
+    my %cfg = (
+        fds             => $fds,
+        max_servers     => $opt{max_servers},
+        idle_timeout    => $opt{idle_timeout},
+        max_errors      => $opt{max_errors},
+        reload_files    => _reload_files(\%opt),
+        request_timeout => $REQUEST_TIMEOUT,
+        use_pidfd       => $USE_PIDFD,
+        log             => $log,
+        title           => $title,
+    );
+
+    $became_server = 1;
+    my $request = eval { Prefork::Interp::Server::serve(\%cfg) };
+    if (!$request) {
+        # Still the setup process: the client shows our stderr.
+        $became_server = 0;
+        my $e = $@;
+        chomp $e;
+        croak "prefork_initialisation_complete: $e";
+    }
+    _enter_call($request);
+    return;
+}
+
+#---------- options ----------
+
+sub _check_options {
+    @_ % 2 == 0
+        or croak 'prefork_initialisation_complete: options must be'
+               . ' NAME => VALUE pairs';
+    my %given = @_;
+    foreach my $name (sort keys %given) {
+        exists $DEFAULTS{$name}
+            or croak "prefork_initialisation_complete: unknown option"
+                   . " '$name'";
+    }
+    my %opt = (%DEFAULTS, map { defined $given{$_} ? ($_ => $given{$_}) : () }
+                              keys %given);
+
+    foreach my $name (qw(max_servers max_errors)) {
+        $opt{$name} =~ m/\A-?[0-9]+\z/
+            or croak "prefork_initialisation_complete: $name must be an"
+                   . " integer, not '$opt{$name}'";
+    }
+    $opt{idle_timeout} =~ m/\A-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
+        or croak 'prefork_initialisation_complete: idle_timeout must be'
+               . " a number of seconds, not '$opt{idle_timeout}'";
+    ref($opt{autoreload_extra}) eq 'ARRAY'
+        or croak 'prefork_initialisation_complete: autoreload_extra must'
+               . ' be an array reference';
+    if (length $opt{log_facility}) {
+        defined Prefork::Interp::Log::facility_code($opt{log_facility})
+            or croak 'prefork_initialisation_complete: log_facility'
+                   . " '$opt{log_facility}' is not a syslog facility";
+    }
+    return %opt;
+}
+
+# Files whose modification means the server is out of date.  %INC is
+# taken now: the server loads nothing more, and relative entries (from
+# a relative "use lib") must be resolved before anything changes
+# directory.
+sub _reload_files ($) {
+    my ($opt) = @_;
+    my @files;
+    push @files, $SCRIPT_FILE if defined $SCRIPT_FILE;
+    if ($opt->{autoreload_inc}) {
+        # Entries can be undef (failed require) or refs (@INC hooks).
+        push @files, map { File::Spec->rel2abs($_) }
+                     grep { defined && !ref } values %INC;
+    }
+    push @files, @also_check;
+    push @files, map { File::Spec->rel2abs($_) } @{ $opt->{autoreload_extra} };
+    my %seen;
+    return [ grep { !$seen{$_}++ } @files ];
+}
+
+#---------- entering a call (executor) ----------
+
+# Upstream part 4 step 9: runs in the executor once serve() has
+# returned, so the script's own signal handlers and $0 are back.
+sub _enter_call ($) {
+    my ($request) = @_;
+    my ($fd0, $fd1, $fd2) = @{ $request->{fds} };
+
+    # 4.9.i and iii: the caller's stdin, stdout and stderr.  Reopening
+    # the perl handles keeps fds 0, 1 and 2, keeps the I/O layers the
+    # script pushed during initialisation (e.g. "use open ':std'"),
+    # and lets perl choose line buffering afresh for a terminal.
+    _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
+    _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
+    _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
+    POSIX::close($_) foreach $fd0, $fd1, $fd2;
+
+    # 4.9.ii: environment and arguments, as a direct run would have
+    # them.  On the wire: interpreter, [script,] arguments.
+    %ENV = ();
+    $ENV{ $_->[0] } = $_->[1] foreach @{ $request->{env} };
+    my @args = @{ $request->{args} };
+    shift @args;                          # the interpreter
+    if (defined $SCRIPT_FILE && @args) {
+        my $script = shift @args;
+        # Unless the script renamed itself during initialisation, $0
+        # is the script as this caller named it (which differs from the
+        # server's only with -g).
+        $0 = $script if $0 eq $LOAD_TIME_0;
+    }
+    @ARGV = @args;
+
+    # 4.9.iv: the monitor uses SIGINT to stop us if the caller goes
+    # away, so it must not be ignored (the first caller may have had it
+    # ignored, as shells do for background jobs); SIGPIPE too must
+    # behave as for a fresh program.
+    $SIG{INT} = 'DEFAULT';
+    $SIG{PIPE} = 'DEFAULT';
+
+    # What perl itself sets up per run.
+    $^T = time;
+    srand();    # otherwise every call would draw the same numbers
+    $? = 0;
+    $@ = '';
+    $! = 0;
+    return;
+}
+
+sub _install_stdio ($$$$$) {
+    my ($fh, $mode, $src, $want, $errfd) = @_;
+    return if open($fh, "$mode&", $src) && fileno($fh) == $want;
+    # The script closed this handle during initialisation and perl
+    # chose another fd: put it where the caller expects it.
+    if (defined fileno($fh) && defined POSIX::dup2(fileno($fh), $want)) {
+        my $other = fileno($fh);
+        return if open($fh, "$mode&", $want) && fileno($fh) == $want
+            && (POSIX::close($other), 1);
+    }
+    my $msg = "prefork: cannot set up fd $want for this call: $!\n";
+    POSIX::write($errfd, $msg, length $msg);
+    POSIX::_exit(127);
+}
+
+1;
+
+__END__
+
+=encoding utf8
+
+=head1 NAME
+
+Prefork::Interp - script side of prefork-interp, for Perl
+
+=head1 SYNOPSIS
+
+    #!/usr/bin/prefork-interp -U,perl,-w
+    use strict;
+    use Prefork::Interp;
+
+    # ... expensive initialisation: use statements, loading data ...
+
+    prefork_initialisation_complete();
+
+    # ... per-call code: @ARGV, %ENV, STDIN, STDOUT, STDERR and $0
+    # are those of this invocation ...
+
+=head1 DESCRIPTION
+
+C<prefork-interp> is a C<#!> "interpreter" wrapper that pays a
+script's start-up cost once.  The first invocation runs the script as
+usual until it calls C<prefork_initialisation_complete>, which turns
+the process into a server listening on a per-user socket.  Every
+invocation, the first included, is then served by a fresh fork of that
+initialised process, with the caller's standard input, output and
+error, arguments and environment; and the caller's exit status is the
+script's.
+
+Prefork::Interp is the Perl side of that arrangement.  It has the same
+API as C<Proc::Prefork::Interp> from chiark-utils, works with both
+prefork-interp clients (the Rust one from this project and chiark-utils'
+C one), and fixes that library's defects; see
+L</"DIFFERENCES FROM Proc::Prefork::Interp">.
+
+=head1 FUNCTIONS
+
+Both functions are exported by default.
+
+=over
+
+=item C<< prefork_initialisation_complete( I<%options> ) >>
+
+Marks the end of initialisation.
+
+When the script was not started by C<prefork-interp> (the
+C<PREFORK_INTERP> environment variable is not set), it checks the
+options and returns at once: the script simply runs on, as a normal
+program.  See L</"STANDALONE OPERATION">.
+
+Otherwise it daemonises (the process that called it exits, and the
+client carries on) and never returns in the server.  Instead it
+returns once for each invocation of the script, each time in a new
+process, set up as described in L</"AFTER INITIALISATION">.
+
+Options, given as a list of name-value pairs:
+
+=over
+
+=item C<< max_servers => I<N> >>
+
+At most I<N> invocations are served at once; more wait until one
+finishes.  Negative means no limit; 0 means 1.  Default: 4.
+
+=item C<< idle_timeout => I<SECONDS> >>
+
+If no invocation arrives for this long, the server quits, and the
+next invocation starts the script afresh.  Fractions are allowed;
+negative means never.  Default: 1000000 (about eleven days).
+
+=item C<< autoreload_inc => I<BOOL> >>
+
+Whether the files in C<%INC> (the modules the script has loaded) are
+checked for changes.  Default: true.  See L</"AUTOMATIC RELOADING">.
+
+=item C<< autoreload_extra => [ I<PATHS> ] >>
+
+More files to check for changes, as an array reference.  Default: none.
+
+=item C<< max_errors => I<N> >>
+
+If the server fails to accept or to fork for a call more than I<N>
+times in a row, it logs the fact and quits (the next invocation starts
+a fresh server).  A served call resets the count.  Negative means no
+limit.  Default: 100.
+
+=item C<< log_facility => I<FACILITY> >>
+
+The syslog facility for the server's messages, as
+L<Sys::Syslog/openlog> names them: C<"LOG_USER">, C<"user">,
+C<"local3"> and so on.  The empty string turns syslog off.
+Default: C<"LOG_USER">.
+
+=item C<< log_file => I<PATH> >>
+
+Also append the server's messages to I<PATH>, one line each, with a
+UTC timestamp.  (Not in C<Proc::Prefork::Interp>.)  Useful where there
+is no syslog daemon, and for debugging.  Default: none.
+
+=back
+
+An unknown option, or a value of the wrong kind, is an error
+(C<croak>), also when running standalone, so mistakes show up early.
+
+=item C<< prefork_autoreload_also_check( I<PATHS> ) >>
+
+Adds files to check for changes (see L</"AUTOMATIC RELOADING">); call
+it before C<prefork_initialisation_complete>, for example right after
+reading a data file.  Relative paths are taken relative to the current
+directory at the time of the call.
+
+=back
+
+=head1 BEFORE INITIALISATION
+
+The script runs as it would directly, with two differences: standard
+input is F</dev/null>, and standard output goes to the caller's
+standard error.
+
+Initialisation should load modules and prepare data, but must not
+depend on anything that varies between invocations: the arguments, the
+environment, the current time, the terminal.  It must not open
+connections to databases or other services either: every invocation
+would share them.
+
+Output printed during initialisation is flushed before the server
+starts, so it is seen (on standard error) by the first caller only.
+
+=head1 AFTER INITIALISATION
+
+Each return from C<prefork_initialisation_complete> is one invocation,
+in its own process (the I<executor>), with:
+
+=over
+
+=item *
+
+C<STDIN>, C<STDOUT> and C<STDERR> on the caller's file descriptors 0,
+1 and 2.  I/O layers pushed on them during initialisation (for example
+by C<use open qw(:std :utf8)>) and C<$|> are kept; buffering is chosen
+afresh (line-buffered for a terminal).
+
+=item *
+
+C<@ARGV> and C<%ENV> exactly as the caller passed them, and C<$0> the
+script's name as the caller gave it, just as when run directly (unless
+the script set C<$0> itself during initialisation, which is kept).
+
+=item *
+
+C<$SIG{INT}> and C<$SIG{PIPE}> at their defaults; other signal
+handlers as the script left them.  C<$^T> is the time of the call, and
+the random number generator is reseeded (call C<srand> after
+initialisation if you want a fixed sequence).
+
+=item *
+
+Everything else as the script set it up: loaded modules, data, open
+files, the current directory, umask and resource limits.  No file
+descriptor of the library's is left open.
+
+=back
+
+The script's exit status, or the signal that killed it, is what the
+caller sees, exactly; C<exit> in C<END> blocks, C<die>, and C<exec> of
+another program all behave as when run directly.
+
+The executor is in a process group of its own, in a session without a
+controlling terminal.  Signals sent to the C<prefork-interp> client are
+not passed on to it.  If the client goes away (killed, or its caller
+gave up), the executor's process group gets C<SIGINT>: the script
+should then stop promptly, without further I/O on its standard
+descriptors.
+
+=head1 AUTOMATIC RELOADING
+
+When a call arrives, the server checks whether the script, any file in
+C<%INC> (unless C<autoreload_inc> is false), or any file given through
+C<autoreload_extra> or C<prefork_autoreload_also_check> has been
+modified since the server was started.  If one has, the server logs
+why and quits, and the client starts a fresh server, which runs the
+script from the top.  A file that does not exist is not a reason to
+reload; one that cannot be checked (for example, permission denied)
+is.
+
+=head1 STANDALONE OPERATION
+
+Run directly (C<perl script.pl>, or a C<#!/usr/bin/perl> line),
+C<prefork_initialisation_complete> only checks its options and
+returns, once, in the same process, and nothing else changes.  This is
+handy for testing and debugging.
+
+=head1 MESSAGES
+
+Errors found before the server starts (a bad option, an incompatible
+client) are reported with C<croak>, on the first caller's standard
+error.  The server's and monitors' messages (reloads, idle shutdown,
+clients that broke the protocol, failures) go to syslog, and to
+C<log_file> if given, as one line each starting with "prefork:".
+
+=head1 PACKAGE VARIABLES
+
+Set these before calling C<prefork_initialisation_complete>; most
+scripts never need to.
+
+=over
+
+=item C<$Prefork::Interp::REQUEST_TIMEOUT>
+
+Seconds a caller has, after connecting, to send its whole request
+before the server gives up on it (quietly: one "info" log line).
+Default: 5.
+
+=item C<$Prefork::Interp::USE_PIDFD>
+
+Set to 0 to learn of the end of a call from C<SIGCHLD> instead of a
+Linux pidfd.  The library falls back to that by itself where pidfds
+are not available; the switch is for testing.  Default: 1.
+
+=back
+
+=head1 SWITCHING FROM Proc::Prefork::Interp
+
+Change
+
+    use Proc::Prefork::Interp;
+
+to
+
+    use Prefork::Interp;
+
+Nothing else needs to change: the function names, their options and
+the client (either C<prefork-interp>) are the same.  If the script
+relied on 7.0.0's C<@ARGV> (which starts with the interpreter and the
+script), drop that workaround: C<@ARGV> now holds the arguments only.
+Both modules can be installed side by side.
+
+=head1 DIFFERENCES FROM Proc::Prefork::Interp
+
+Fixed defects of chiark-utils 7.0.0 (unchanged up to 8.0.1):
+
+=over
+
+=item *
+
+The exit status is exact.  7.0.0 learns of the end of a call from a
+pipe that perl closes during global destruction, before the process has
+exited, and then sends it C<SIGINT>: C<exit 0> commonly came back as
+130.  An executor that C<exec>s another program (which closes that pipe
+too) was killed at once.  We ask the kernel (pidfd, or C<waitpid>).
+
+=item *
+
+C<@ARGV> holds the arguments only, not the interpreter and script
+too, and C<$0> follows the caller.
+
+=item *
+
+A client that connects but does not send its request within
+C<$REQUEST_TIMEOUT> seconds is dropped; with 7.0.0 a few idle
+connections block every other caller for ever.  Clients that break the
+protocol are logged and dropped; the server carries on.
+
+=item *
+
+C<max_errors> counts (7.0.0 never increments its counter, so a
+persistent C<accept> failure spins for ever).
+
+=item *
+
+C<SIGINT> is reset to the default in each call, so a caller going away
+stops the call even if the first caller had C<SIGINT> ignored; and the
+process group is only signalled when the caller has gone, not after
+every call, so background processes a call leaves behind survive as
+they would when run directly.
+
+=item *
+
+The server does not use L<Sys::Syslog>, so a script's own
+C<openlog> settings are not disturbed; and C<%INC> entries that are not
+file names (C<@INC> hooks) are skipped.
+
+=item *
+
+On quitting (reload, idle timeout, C<--kill>), the server waits for
+the calls in progress, so no monitor is left orphaned.
+
+=back
+
+Additions: the C<log_file> option, the two package variables, and
+unknown options are errors.
+
+=head1 LIMITATIONS
+
+Calls inherit the server's current directory, umask, resource limits
+and credentials, which are the first caller's.  (The client includes
+the current directory in the server's identity, so a call from another
+directory gets another server.)  There is no controlling terminal.
+
+A script that ignores C<SIGINT> keeps running after its caller has
+gone, and holds one of the C<max_servers> places until it finishes.
+
+=head1 SEE ALSO
+
+F<README.md> in the C<perl/> directory of the prefork-interp source,
+the project's protocol document, and C<Proc::Prefork::Interp> from
+chiark-utils, whose API this module follows.
+
+=head1 COPYRIGHT
+
+Copyright the prefork-interp contributors.  See the project's
+top-level files for the licence.  There is NO WARRANTY.
+
+=cut

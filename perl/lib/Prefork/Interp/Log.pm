@@ -1,0 +1,124 @@
+# Prefork::Interp::Log - where the server's and monitors' messages go.
+#
+# Once the server has daemonised nobody sees its stderr, so its
+# messages go to syslog (upstream part 3 step 2), to a log file if the
+# script asked for one, and, while there still is a caller's stderr
+# (setup, initial monitor), there too.
+#
+# Syslog is spoken directly over /dev/log, one datagram per message,
+# rather than through Sys::Syslog: Sys::Syslog keeps process-wide state
+# (ident, facility, an open socket) that the script may be using for
+# its own logging, and our executors must hand that back untouched.
+# Messages are rare, so opening a socket per message costs nothing
+# that matters, and no descriptor of ours is ever inherited.
+#
+# Copyright the prefork-interp contributors; see the project's
+# top-level files for the licence.
+
+package Prefork::Interp::Log;
+
+use strict;
+use warnings;
+
+use POSIX ();
+use Socket qw(AF_UNIX SOCK_DGRAM SOCK_STREAM pack_sockaddr_un);
+use Sys::Syslog ();
+
+our $VERSION = '1.0.0';
+
+use constant SYSLOG_PATH => '/dev/log';
+
+# Levels we use, as syslog severities.
+my %SEVERITY = (err => 3, warning => 4, info => 6);
+
+# facility_code(NAME) - NAME as Sys::Syslog::openlog takes it: "user",
+# "LOG_USER", "local3", ...  Returns the facility code (already shifted,
+# as in <syslog.h>), or undef if NAME is not a facility.
+sub facility_code ($) {
+    my ($name) = @_;
+    return undef unless defined $name && $name =~ m/\A(?:LOG_)?(\w+)\z/i;
+    my $const = 'LOG_' . uc $1;
+    # Only the facility constants, not the severities or options.
+    return undef unless $const =~ m/\ALOG_(?:KERN|USER|MAIL|DAEMON|AUTH
+        |SYSLOG|LPR|NEWS|UUCP|CRON|AUTHPRIV|FTP|LOCAL[0-7])\z/x;
+    my $code = eval { no strict 'refs'; &{"Sys::Syslog::$const"}() };
+    return $code;
+}
+
+# new(ident => NAME, facility => NAME-or-'', file => PATH-or-undef)
+sub new {
+    my ($class, %args) = @_;
+    my $self = bless {
+        ident    => $args{ident},
+        facility => undef,
+        file     => $args{file},
+        stderr   => 1,
+    }, $class;
+    if (defined $args{facility} && length $args{facility}) {
+        $self->{facility} = facility_code($args{facility});
+    }
+    return $self;
+}
+
+# to_stderr(BOOL): whether messages also go to our stderr.
+sub to_stderr {
+    my ($self, $on) = @_;
+    $self->{stderr} = $on;
+}
+
+# msg(LEVEL, TEXT): LEVEL is 'err', 'warning' or 'info'.  Never dies:
+# there is nowhere left to report a failure to log.
+sub msg {
+    my ($self, $level, $text) = @_;
+    $text =~ s/\n+\z//;
+    $text =~ s/\n/ /g;
+    my $line = "prefork: $text";
+
+    if (defined $self->{facility}) {
+        my $pri = $self->{facility} | $SEVERITY{$level};
+        _send_syslog("<$pri>$self->{ident}\[$$\]: $line");
+    }
+    if (defined $self->{file}) {
+        my @t = gmtime;
+        my $stamp = POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', @t);
+        if (open my $fh, '>>', $self->{file}) {
+            print $fh "$stamp $self->{ident}\[$$\]: $level: $line\n";
+            close $fh;
+        }
+    }
+    if ($self->{stderr}) {
+        local $!;
+        print STDERR "$self->{ident}: $line\n";
+    }
+}
+
+sub _send_syslog ($) {
+    my ($datagram) = @_;
+    local $!;
+    my $addr = pack_sockaddr_un(SYSLOG_PATH);
+    foreach my $type (SOCK_DGRAM, SOCK_STREAM) {
+        socket(my $sock, AF_UNIX, $type, 0) or return;
+        next unless connect($sock, $addr);
+        # A stream syslog socket wants each message terminated.
+        my $data = $type == SOCK_STREAM ? "$datagram\0" : $datagram;
+        send($sock, $data, 0);
+        close $sock;
+        return;
+    }
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Prefork::Interp::Log - logging for the Prefork::Interp server (internal)
+
+=head1 DESCRIPTION
+
+Internal to L<Prefork::Interp>.  Sends the server's and monitors'
+messages to syslog (directly over F</dev/log>), an optional log file,
+and, before daemonising, standard error.
+
+=cut
