@@ -654,3 +654,96 @@ fn relative_run_dir_is_made_absolute() {
     k.env("PREFORK_INTERP_RUN_DIR", "rel-run");
     assert_ok(&k.output().unwrap());
 }
+
+/// Live processes started as our client for this fixture's script that
+/// made themselves session leaders: the watcher daemons.
+fn watchers(f: &Fixture) -> Vec<i32> {
+    let script = f.script.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let sid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(") ")?
+                        .1
+                        .split(' ')
+                        .nth(3)?
+                        .parse::<i32>()
+                        .ok()
+                });
+            args.first().map(String::as_str) == Some(OURS)
+                && args.contains(&script)
+                && sid == Some(pid)
+                && alive(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn stale_socket_of_a_killed_server_is_replaced() {
+    let f = Fixture::new("stale");
+    let old = f.server(&[]);
+    let w = watchers(&f);
+    assert_eq!(w.len(), 1, "watchers: {w:?}");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(2), || !alive(old)));
+    // The watcher notices the server has gone (EOF on its stdin).
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(w[0])),
+        "watcher {} outlived its server",
+        w[0]
+    );
+    // Its socket is still there, with nobody listening.
+    let names: Vec<String> = std::fs::read_dir(&f.run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with('s')), "{names:?}");
+    let new = f.server(&[]);
+    assert_ne!(new, old);
+}
+
+#[test]
+fn garbage_at_the_socket_path_is_replaced() {
+    let f = Fixture::new("garbage");
+    std::fs::create_dir_all(&f.run_dir).unwrap();
+    // A plain file where the socket should be.
+    std::fs::write(f.run_dir.join("sjunk"), "not a socket").unwrap();
+    let out = f.run(&["-U", "-g", "junk"], &["echo"]);
+    assert_ok(&out);
+    // A listener that hangs up without greeting.
+    let path = f.run_dir.join("shangup");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let t = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        drop(conn);
+    });
+    let out = f.run(&["-U", "-g", "hangup"], &["echo"]);
+    assert_ok(&out);
+    t.join().unwrap();
+    for g in ["junk", "hangup"] {
+        assert_ok(&f.run(&["-U", "-g", g, "--kill"], &[]));
+    }
+}
+
+#[test]
+fn a_stranger_on_the_socket_is_an_error() {
+    let f = Fixture::new("stranger");
+    std::fs::create_dir_all(&f.run_dir).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(f.run_dir.join("sweb")).unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(b"HTTP/1.0 400 Bad Request\r\n").unwrap();
+    });
+    let out = f.run(&["-U", "-g", "web"], &["echo"]);
+    t.join().unwrap();
+    assert_error(&out, "unexpected greeting 0x48545450");
+}
