@@ -34,6 +34,7 @@ test-perl: build
 install: build
 	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/prefork-interp
 	python3 -m pip install --quiet ./python
+	install -D -m 644 docs/prefork-interp.1 $(DESTDIR)$(PREFIX)/share/man/man1/prefork-interp.1
 	cd perl/lib && find . -name '*.pm' -exec install -D -m 644 {} $(DESTDIR)$(PERL_SITELIB)/{} \;
 
 bench: build
