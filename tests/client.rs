@@ -54,6 +54,9 @@ if ($cmd eq 'echo') {
     sleep 5;
 } elsif ($cmd eq 'sleep') {
     sleep $args[0];
+} elsif ($cmd eq 'sigign') {
+    open my $f, '<', '/proc/self/status' or die;
+    while (<$f>) { print "$1\n" if /^SigIgn:\s*(\S+)/ }
 } elsif ($cmd eq 'warnflag') {
     print "W=$^W\n";
 }
@@ -746,4 +749,33 @@ fn a_stranger_on_the_socket_is_an_error() {
     let out = f.run(&["-U", "-g", "web"], &["echo"]);
     t.join().unwrap();
     assert_error(&out, "unexpected greeting 0x48545450");
+}
+
+#[test]
+fn sigpipe_disposition_is_the_callers() {
+    // Rust's runtime would ignore SIGPIPE; the binary keeps the caller's
+    // disposition, which the setup process and so the server inherit.
+    let f = Fixture::new("sigpipe");
+    let sigign = |out: &Output| {
+        assert_ok(out);
+        u64::from_str_radix(text(&out.stdout).trim(), 16).unwrap()
+    };
+    let pipe_bit = 1u64 << (libc::SIGPIPE - 1);
+    let out = f.cmd(OURS, &["-U"], &["sigign"]).output().unwrap();
+    assert_eq!(sigign(&out) & pipe_bit, 0, "SIGPIPE ignored in the script");
+    let mut c = f.cmd(OURS, &["-U", "-G", "ignoring"], &["sigign"]);
+    // SAFETY: signal(2) in the child before exec, nothing else.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    assert_eq!(
+        sigign(&out) & pipe_bit,
+        pipe_bit,
+        "caller's SIG_IGN not inherited"
+    );
+    assert_ok(&f.run(&["-U", "-G", "ignoring", "--kill"], &[]));
 }
