@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::OFlag;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
 };
@@ -258,7 +258,7 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
     // Between bind and listen a caller may get ECONNREFUSED; it then takes
     // the lock, which we hold, and retries after we are done.
     listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;
-    set_nonblocking(&listen_fd, "listener")?;
+    spawn::set_nonblocking(listen_fd.as_fd(), "listener")?;
     let initial = DevIno {
         dev: st.dev(),
         ino: st.ino(),
@@ -267,7 +267,7 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
 
     let (watch_in_r, watch_in_w) = pipe("watcher stdin")?;
     let (watch_err_r, watch_err_w) = pipe("watcher output")?;
-    set_nonblocking(&watch_err_r, "watcher output")?;
+    spawn::set_nonblocking(watch_err_r.as_fd(), "watcher output")?;
     spawn::start_watcher(sock_path, initial, watch_in_r, watch_err_w)?;
     debug(|| "watcher started".into());
 
@@ -303,15 +303,6 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io(format!("pipe() for {what}"), e))
-}
-
-fn set_nonblocking(fd: &OwnedFd, what: &str) -> Result<()> {
-    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL)
-        .map_err(|e| Error::io(format!("get flags of {what}"), e))?;
-    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags))
-        .map_err(|e| Error::io(format!("make {what} non-blocking"), e))?;
-    Ok(())
 }
 
 /// `--kill`: remove the socket and the lock (the server's watcher sees the

@@ -7,7 +7,7 @@
 //! allocate; each ends in `exec` or `_exit`.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -90,13 +90,8 @@ fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: Owne
 
 /// The watcher's loop: returns Ok when it is time to go.
 fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
-    // SAFETY-free: fd 0 is ours after become_watcher's dup2.
     let stdin = std::io::stdin();
-    let flags =
-        fcntl(stdin.as_fd(), FcntlArg::F_GETFL).map_err(|e| Error::io("get stdin flags", e))?;
-    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-    fcntl(stdin.as_fd(), FcntlArg::F_SETFL(flags))
-        .map_err(|e| Error::io("set stdin non-blocking", e))?;
+    set_nonblocking(stdin.as_fd(), "stdin")?;
 
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(|e| Error::io("inotify_init", e))?;
@@ -141,6 +136,16 @@ fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
             }
         }
     }
+}
+
+/// Set `O_NONBLOCK` on the open file behind `fd` (`what` names it in errors).
+pub fn set_nonblocking(fd: BorrowedFd<'_>, what: &str) -> Result<()> {
+    let flags =
+        fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::io(format!("get flags of {what}"), e))?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags))
+        .map_err(|e| Error::io(format!("make {what} non-blocking"), e))?;
+    Ok(())
 }
 
 /// Is the socket gone, or a different inode from the one we watch?
