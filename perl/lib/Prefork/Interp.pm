@@ -75,14 +75,13 @@ sub prefork_initialisation_complete {
     if (!$fds) {
         my $e = $@;
         chomp $e;
-        croak "prefork_initialisation_complete: $e";
+        _croak($e);
     }
     foreach my $which (qw(listen call watchi watche)) {
         POSIX::fstat($fds->{$which})
-            or croak "prefork_initialisation_complete: "
-                   . Prefork::Interp::Protocol::ENV_NAME
+            or _croak(Prefork::Interp::Protocol::ENV_NAME
                    . " names fd $fds->{$which} ($which), which is not"
-                   . " open";
+                   . " open");
     }
     # Nothing the script starts from here on should think it is a
     # prefork-interp setup process.
@@ -115,7 +114,7 @@ sub prefork_initialisation_complete {
         $became_server = 0;
         my $e = $@;
         chomp $e;
-        croak "prefork_initialisation_complete: $e";
+        _croak($e);
     }
     _enter_call($request);
     return;
@@ -123,34 +122,38 @@ sub prefork_initialisation_complete {
 
 #---------- options ----------
 
+# croak with our prefix; the exit status of a script that dies of it is
+# 255, not whatever errno happened to be.
+sub _croak ($) {
+    my ($msg) = @_;
+    $! = 0;
+    $? = 0;
+    croak "prefork_initialisation_complete: $msg";
+}
+
 sub _check_options {
-    @_ % 2 == 0
-        or croak 'prefork_initialisation_complete: options must be'
-               . ' NAME => VALUE pairs';
+    @_ % 2 == 0 or _croak('options must be NAME => VALUE pairs');
     my %given = @_;
     foreach my $name (sort keys %given) {
-        exists $DEFAULTS{$name}
-            or croak "prefork_initialisation_complete: unknown option"
-                   . " '$name'";
+        exists $DEFAULTS{$name} or _croak("unknown option '$name'");
     }
-    my %opt = (%DEFAULTS, map { defined $given{$_} ? ($_ => $given{$_}) : () }
-                              keys %given);
+    my %opt = (%DEFAULTS,
+               map { defined $given{$_} ? ($_ => $given{$_}) : () }
+                   keys %given);
 
     foreach my $name (qw(max_servers max_errors)) {
         $opt{$name} =~ m/\A-?[0-9]+\z/
-            or croak "prefork_initialisation_complete: $name must be an"
-                   . " integer, not '$opt{$name}'";
+            or _croak("$name must be an integer, not '$opt{$name}'");
     }
     $opt{idle_timeout} =~ m/\A-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
-        or croak 'prefork_initialisation_complete: idle_timeout must be'
-               . " a number of seconds, not '$opt{idle_timeout}'";
+        or _croak('idle_timeout must be a number of seconds, not'
+                  . " '$opt{idle_timeout}'");
     ref($opt{autoreload_extra}) eq 'ARRAY'
-        or croak 'prefork_initialisation_complete: autoreload_extra must'
-               . ' be an array reference';
+        or _croak('autoreload_extra must be an array reference');
     if (length $opt{log_facility}) {
         defined Prefork::Interp::Log::facility_code($opt{log_facility})
-            or croak 'prefork_initialisation_complete: log_facility'
-                   . " '$opt{log_facility}' is not a syslog facility";
+            or _croak("log_facility '$opt{log_facility}' is not a syslog"
+                      . ' facility');
     }
     return %opt;
 }

@@ -1,0 +1,623 @@
+# PfiTest - helpers for the Prefork::Interp test suite.
+#
+# Two ways of driving the library:
+#
+#  * PfiTest::Fixture runs scripts through a real prefork-interp client:
+#    chiark-utils' C client (/usr/bin/prefork-interp) or ours (from
+#    $PREFORK_INTERP_CLIENT, default target/release/prefork-interp in
+#    the repository).  Each fixture has a private temp dir holding its
+#    scripts (so each script has its own server identity) and, for our
+#    client, its run dir (PREFORK_INTERP_RUN_DIR).
+#
+#  * PfiTest::Harness plays the client itself, byte by byte, so tests
+#    can check the wire format and send the garbage no real client
+#    would.
+#
+# Processes are tracked by session id: every test script appends its
+# session (= its server's pid, since the server calls setsid) to
+# <dir>/sessions on each call.  Cleanup stops servers with --kill (or,
+# for the harness, by closing the watcher pipe, as a real watcher does)
+# and then kills whatever is left in those sessions, by pid.  Zombies
+# whose parent is pid 1 are ignored: this machine's init does not reap.
+
+package PfiTest;
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use Exporter qw(import);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep);
+
+our @EXPORT_OK = qw(
+    root_dir lib_dir client_kinds fixture slurp spit wait_for
+    procs_in_sessions describe_status
+);
+
+my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
+
+sub root_dir () { $ROOT }
+sub lib_dir () { "$ROOT/perl/lib" }
+
+use constant C_CLIENT => '/usr/bin/prefork-interp';
+
+sub our_client () {
+    return $ENV{PREFORK_INTERP_CLIENT}
+        // "$ROOT/target/release/prefork-interp";
+}
+
+# The clients every client-level test runs against.
+sub client_kinds () { ('c', 'ours') }
+
+sub client_path ($) {
+    my ($kind) = @_;
+    return $kind eq 'c' ? C_CLIENT : our_client();
+}
+
+# fixture(KIND): a new PfiTest::Fixture, or undef after failing the
+# current test if that client is not there.  (A missing client is a
+# failure, not a skip: CI must not go green without it.)
+sub fixture ($) {
+    my ($kind) = @_;
+    my $path = client_path($kind);
+    if (!-x $path) {
+        fail("$kind client: $path is not an executable file");
+        diag($kind eq 'ours'
+             ? 'build it with "cargo build --release" in the repository,'
+               . ' or set PREFORK_INTERP_CLIENT'
+             : 'install chiark-utils-bin');
+        return undef;
+    }
+    return PfiTest::Fixture->new($kind, $path);
+}
+
+sub slurp ($) {
+    my ($file) = @_;
+    open(my $fh, '<:raw', $file) or return undef;
+    local $/;
+    my $data = <$fh>;
+    return $data // '';
+}
+
+sub spit ($$) {
+    my ($file, $data) = @_;
+    open(my $fh, '>:raw', $file) or die "write $file: $!";
+    print $fh $data;
+    close $fh or die "close $file: $!";
+}
+
+# wait_for(TIMEOUT, CODE): polls CODE until it returns true or TIMEOUT
+# seconds pass; returns CODE's last value.
+sub wait_for ($$) {
+    my ($timeout, $code) = @_;
+    my $deadline = Time::HiRes::time() + $timeout;
+    for (;;) {
+        my $r = $code->();
+        return $r if $r || Time::HiRes::time() > $deadline;
+        sleep 0.02;
+    }
+}
+
+# All processes, as hash refs: pid, ppid, pgrp, sid, state, comm.
+sub _all_procs () {
+    my @procs;
+    opendir(my $d, '/proc') or die "opendir /proc: $!";
+    foreach my $pid (grep { m/\A[0-9]+\z/ } readdir $d) {
+        my $stat = slurp("/proc/$pid/stat") // next;
+        # comm may hold spaces and parentheses: split after the last ')'.
+        my ($comm, $rest) = $stat =~ m/\A[0-9]+ \((.*)\) (.*)\z/s or next;
+        my ($state, $ppid, $pgrp, $sid) = split ' ', $rest;
+        push @procs, { pid => $pid, ppid => $ppid, pgrp => $pgrp,
+                       sid => $sid, state => $state, comm => $comm };
+    }
+    return @procs;
+}
+
+# procs_in_sessions(SIDS, PIDS): live processes in any of the sessions,
+# or with any of the pids.  Zombies whose parent is init are not
+# counted (nobody will reap them here); other zombies are.
+sub procs_in_sessions ($;$) {
+    my ($sids, $pids) = @_;
+    my %sid = map { $_ => 1 } @$sids;
+    my %pid = map { $_ => 1 } @{ $pids // [] };
+    return grep {
+        ($sid{ $_->{sid} } || $pid{ $_->{pid} })
+            && !($_->{state} eq 'Z' && $_->{ppid} == 1)
+            && $_->{pid} != $$
+    } _all_procs();
+}
+
+sub describe_status ($) {
+    my ($st) = @_;
+    return 'undef' unless defined $st;
+    return "exit " . ($st >> 8) unless $st & 127;
+    return "signal " . ($st & 127) . (($st & 128) ? ' (core)' : '');
+}
+
+# Writes a test script: the standard prologue (library, session
+# recording), INIT code, the prefork_initialisation_complete call with
+# OPTS (perl source), and BODY.
+sub script_text (%) {
+    my (%a) = @_;
+    my $lib = lib_dir();
+    my $sessions = "$a{dir}/sessions";
+    my $opts = $a{opts} // '';
+    my $log = "$a{dir}/log";
+    $opts = "log_facility => '', log_file => '$log', $opts"
+        unless $a{raw_opts};
+    my $shebang = $a{shebang} // '#!/usr/bin/perl';
+    my $preamble = $a{preamble} // '';
+    return <<"EOF";
+$shebang
+use strict;
+use warnings;
+$preamble
+use lib '$lib';
+use Prefork::Interp;
+$a{init}
+prefork_initialisation_complete($opts);
+{
+    # Test suite bookkeeping: record this server's session.
+    my (\$sid) = (do { local (\@ARGV, \$/) = '/proc/self/stat'; <> })
+        =~ m/\\) \\S+ \\S+ \\S+ (\\S+)/;
+    open(my \$fh, '>>', '$sessions') or die "record session: \$!";
+    print \$fh "\$sid\\n";
+    close \$fh;
+}
+$a{body}
+EOF
+}
+
+#======================================================================
+package PfiTest::Fixture;
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep);
+
+sub new {
+    my ($class, $kind, $client) = @_;
+    my $dir = Cwd::abs_path(tempdir('pfi-perl-XXXXXX', TMPDIR => 1,
+                                    CLEANUP => 1));
+    my $self = bless {
+        kind     => $kind,
+        client   => $client,
+        dir      => $dir,
+        scripts  => {},
+        pids     => [],
+        children => {},
+    }, $class;
+    return $self;
+}
+
+sub kind { $_[0]{kind} }
+sub dir { $_[0]{dir} }
+sub client { $_[0]{client} }
+sub run_dir { "$_[0]{dir}/run" }
+sub log_text { PfiTest::slurp("$_[0]{dir}/log") // '' }
+
+# The environment callers get (plus what a test adds).
+sub base_env {
+    my ($self) = @_;
+    my %env = (
+        PATH => '/usr/local/bin:/usr/bin:/bin',
+        HOME => $ENV{HOME} // '/root',
+        LC_ALL => 'C',
+    );
+    $env{PREFORK_INTERP_RUN_DIR} = $self->run_dir if $self->{kind} eq 'ours';
+    return %env;
+}
+
+# script(NAME, init => CODE, opts => CODE, body => CODE, ...): writes
+# NAME in the fixture's dir and returns its path.
+sub script {
+    my ($self, $name, %a) = @_;
+    my $path = "$self->{dir}/$name";
+    PfiTest::spit($path, PfiTest::script_text(%a, dir => $self->{dir},
+                                               init => $a{init} // '',
+                                               body => $a{body} // ''));
+    chmod 0755, $path or die "chmod $path: $!";
+    $self->{scripts}{$path} = 1;
+    return $path;
+}
+
+# The command line for a call.  Default: "CLIENT [FLAGS] -U perl
+# SCRIPT ARGS"; with shebang => 1 the script is executed directly and
+# its #! line must name the client.
+sub command {
+    my ($self, $script, %a) = @_;
+    return ($script, @{ $a{args} // [] }) if $a{shebang};
+    return ($self->{client}, @{ $a{flags} // [] }, '-U', 'perl',
+            $script, @{ $a{args} // [] });
+}
+
+# start(SCRIPT, args => [...], env => {...}, stdin => STRING,
+#       ignore => [SIGNAMES], flags => [...], shebang => BOOL)
+# Starts a call in the background; returns a handle for finish().
+sub start {
+    my ($self, $script, %a) = @_;
+    my $n = ++$self->{seq};
+    my %h = (
+        in  => "$self->{dir}/call$n.in",
+        out => "$self->{dir}/call$n.out",
+        err => "$self->{dir}/call$n.err",
+    );
+    PfiTest::spit($h{in}, $a{stdin} // '');
+    my @cmd = $self->command($script, %a);
+    my %env = ($self->base_env, %{ $a{env} // {} });
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        eval {
+            chdir $self->{dir} or die "chdir: $!";
+            open(STDIN, '<', $h{in}) or die "stdin: $!";
+            open(STDOUT, '>', $h{out}) or die "stdout: $!";
+            open(STDERR, '>', $h{err}) or die "stderr: $!";
+            %ENV = %env;
+            $SIG{$_} = 'IGNORE' foreach @{ $a{ignore} // [] };
+            exec { $cmd[0] } @cmd or die "exec $cmd[0]: $!";
+        };
+        print STDERR $@;
+        POSIX::_exit(126);
+    }
+    $h{pid} = $pid;
+    $self->{children}{$pid} = 1;
+    return \%h;
+}
+
+# finish(HANDLE, TIMEOUT): waits for the call; returns a hash ref:
+# status (raw wait status), out, err, timed_out.
+sub finish {
+    my ($self, $h, $timeout) = @_;
+    $timeout //= 30;
+    my $deadline = Time::HiRes::time() + $timeout;
+    my $got;
+    for (;;) {
+        $got = waitpid($h->{pid}, WNOHANG);
+        last if $got == $h->{pid} || $got < 0;
+        if (Time::HiRes::time() > $deadline) {
+            kill 'KILL', $h->{pid};
+            waitpid($h->{pid}, 0);
+            delete $self->{children}{ $h->{pid} };
+            return { timed_out => 1, status => undef,
+                     out => PfiTest::slurp($h->{out}),
+                     err => PfiTest::slurp($h->{err}) };
+        }
+        sleep 0.002;
+    }
+    my $status = $?;
+    delete $self->{children}{ $h->{pid} };
+    return { status => $status, timed_out => 0,
+             out => PfiTest::slurp($h->{out}),
+             err => PfiTest::slurp($h->{err}) };
+}
+
+sub run {
+    my ($self, $script, %a) = @_;
+    return $self->finish($self->start($script, %a), $a{timeout});
+}
+
+# Sessions recorded by the scripts so far.
+sub sessions {
+    my ($self) = @_;
+    my $text = PfiTest::slurp("$self->{dir}/sessions") // '';
+    my %s = map { $_ => 1 } grep { m/\A[0-9]+\z/ } split /\n/, $text;
+    return sort { $a <=> $b } keys %s;
+}
+
+# Remembers extra pids (say, a script's background child) to clean up.
+sub track_pids {
+    my ($self, @pids) = @_;
+    push @{ $self->{pids} }, @pids;
+}
+
+sub live_procs {
+    my ($self) = @_;
+    return PfiTest::procs_in_sessions([ $self->sessions ], $self->{pids});
+}
+
+# kill_server(SCRIPT): "--kill" through the client.
+sub kill_server {
+    my ($self, $script) = @_;
+    my $r = $self->run($script, flags => ['--kill'], timeout => 20);
+    return $r;
+}
+
+# Stops every server and process this fixture knows of.  Returns the
+# processes that were still there after --kill and a grace period (and
+# have now been killed).
+sub cleanup {
+    my ($self) = @_;
+    return () if $self->{cleaned}++;
+    $self->kill_server($_) foreach sort keys %{ $self->{scripts} };
+    my @left;
+    PfiTest::wait_for(5, sub { @left = $self->live_procs; !@left });
+    foreach my $p (@left) {
+        kill 'KILL', $p->{pid};
+    }
+    foreach my $pid (keys %{ $self->{children} }) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+    PfiTest::wait_for(5, sub { !$self->live_procs });
+    return @left;
+}
+
+# cleanup_ok(): cleanup as a test assertion.
+sub cleanup_ok {
+    my ($self) = @_;
+    my @left = $self->cleanup;
+    ok(!@left, "$self->{kind} client: no process left after --kill")
+        or diag(join "\n", map { "left: pid $_->{pid} ($_->{comm})"
+                                 . " state $_->{state} ppid $_->{ppid}"
+                                 . " sid $_->{sid}" } @left);
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $!, $@);
+    $self->cleanup;
+}
+
+#======================================================================
+package PfiTest::Harness;
+
+# Plays the client's part (SPEC sections 4 and 5) so tests control
+# every byte.  The server-side fds are: LISTEN, a Unix socket at
+# <dir>/h.sock; CALL, one end of a socketpair; WATCHI, the write end of
+# a pipe whose read end we keep (EOF there = server gone); WATCHE, the
+# read end of a pipe whose write end we keep (closing it = "socket
+# replaced", as a real watcher's exit).
+
+use strict;
+use warnings;
+
+use Fcntl qw(F_SETFD);
+use File::Temp qw(tempdir);
+use IO::FDPass;
+use IO::Handle;
+use POSIX qw(WNOHANG);
+use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC pack_sockaddr_un);
+use Test::More;
+use Time::HiRes qw(sleep);
+
+# new(init => CODE, opts => CODE, body => CODE, listen => 'socket' |
+#     'not-listening', env => {...})
+sub new {
+    my ($class, %a) = @_;
+    my $dir = Cwd::abs_path(tempdir('pfi-perl-h-XXXXXX', TMPDIR => 1,
+                                    CLEANUP => 1));
+    my $self = bless { dir => $dir }, $class;
+    my $script = "$dir/h.pl";
+    PfiTest::spit($script, PfiTest::script_text(%a, dir => $dir,
+                                                 init => $a{init} // '',
+                                                 body => $a{body} // ''));
+    $self->{script} = $script;
+
+    my ($listen, $listen_peer);
+    if (($a{listen} // 'socket') eq 'socket') {
+        socket($listen, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+        bind($listen, pack_sockaddr_un("$dir/h.sock")) or die "bind: $!";
+        listen($listen, 64) or die "listen: $!";
+    } else {
+        # A connected socket with data waiting: select calls it
+        # readable, accept fails (EINVAL) every time.
+        socketpair($listen, $listen_peer, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+            or die "socketpair: $!";
+        syswrite($listen_peer, "x");
+    }
+    socketpair(my $call_c, my $call_s, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+        or die "socketpair: $!";
+    pipe(my $wi_r, my $wi_w) or die "pipe: $!";
+    pipe(my $we_r, my $we_w) or die "pipe: $!";
+
+    my $t = Time::HiRes::time();
+    my $stamp = $a{stamp}
+        // sprintf('%d.%09d', int($t), int(($t - int $t) * 1e9));
+    my %fd = (listen => fileno($listen), call => fileno($call_s),
+              watchi => fileno($wi_w), watche => fileno($we_r),
+              %{ $a{fd_override} // {} });
+    my $env_value = $a{env_value}
+        // sprintf('v1,%s %d,%d,%d,%d', $stamp,
+                   @fd{qw(listen call watchi watche)});
+    if ($a{env_extras}) {
+        # What a later client may add: more items, more words.
+        $env_value =~ s/\A(\S+) (\S+)\z/$1,future $2,77 more words \x01\xff/
+            or die "cannot add extras to $env_value";
+    }
+
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        eval {
+            close $_ foreach $call_c, $wi_r, $we_w;
+            close $listen_peer if $listen_peer;
+            foreach my $fh ($listen, $call_s, $wi_w, $we_r) {
+                fcntl($fh, F_SETFD, 0) or die "fcntl: $!";
+            }
+            chdir $dir or die "chdir: $!";
+            open(STDIN, '<', '/dev/null') or die "stdin: $!";
+            open(STDOUT, '>', "$dir/setup.err") or die "stdout: $!";
+            open(STDERR, '>&', \*STDOUT) or die "stderr: $!";
+            %ENV = (PATH => '/usr/bin:/bin', %{ $a{env} // {} },
+                    PREFORK_INTERP => $env_value);
+            exec 'perl', $script, @{ $a{setup_args} // [] }
+                or die "exec perl: $!";
+        };
+        print STDERR $@;
+        POSIX::_exit(126);
+    }
+    close $_ foreach $call_s, $wi_w, $we_r;
+    # The server is whoever holds the other end of our WATCHI pipe.
+    $self->{wi_inode} = (stat $wi_r)[1];
+    $self->{listen_peer} = $listen_peer;
+    close $listen;
+    waitpid($pid, 0);
+    $self->{setup_status} = $?;
+    $self->{setup_err} = PfiTest::slurp("$dir/setup.err");
+    $self->{initial} = $call_c;
+    $self->{wi_r} = $wi_r;
+    $self->{we_w} = $we_w;
+    $we_w->autoflush(1);
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub script { $_[0]{script} }
+sub setup_status { $_[0]{setup_status} }
+sub setup_err { $_[0]{setup_err} }
+sub initial { $_[0]{initial} }
+sub log_text { PfiTest::slurp("$_[0]{dir}/log") // '' }
+
+sub connect {
+    my ($self) = @_;
+    socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+    connect($s, pack_sockaddr_un("$self->{dir}/h.sock"))
+        or die "connect: $!";
+    return $s;
+}
+
+# Reads N bytes, or fewer at EOF, within TIMEOUT seconds.
+sub read_bytes {
+    my ($self, $conn, $n, $timeout) = @_;
+    my $deadline = Time::HiRes::time() + ($timeout // 20);
+    my $buf = '';
+    while (length($buf) < $n) {
+        my $left = $deadline - Time::HiRes::time();
+        last if $left <= 0;
+        my $rbits = '';
+        vec($rbits, fileno($conn), 1) = 1;
+        next unless select($rbits, undef, undef, $left) > 0;
+        my $r = sysread($conn, $buf, $n - length($buf), length($buf));
+        last if !$r;
+    }
+    return $buf;
+}
+
+# request_data(env => [STRINGS], args => [STRINGS])
+sub request_data {
+    my ($self, %a) = @_;
+    return join('', map { "$_\0" } @{ $a{env} // [] }) . "\0"
+         . join('', map { "$_\0" } @{ $a{args} // [] });
+}
+
+# send_request(CONN, fds => [3 fds], env => [...], args => [...]):
+# steps 2 to 4 of SPEC section 5.
+sub send_request {
+    my ($self, $conn, %a) = @_;
+    syswrite($conn, "\0") == 1 or die "send byte: $!";
+    foreach my $fd (@{ $a{fds} }) {
+        IO::FDPass::send(fileno($conn), $fd) or die "send fd: $!";
+    }
+    my $data = $a{data} // $self->request_data(%a);
+    my $msg = pack('N', length $data) . $data;
+    syswrite($conn, $msg) == length $msg or die "send request: $!";
+}
+
+# call(CONN, args => [...], env => [...], stdin/stdout/stderr => FH,
+#      timeout => SECONDS)
+# A whole call.  Returns (greeting, wait status or undef, stdout,
+# stderr); stdout and stderr are captured through temp files unless
+# handles are given.
+sub call {
+    my ($self, $conn, %a) = @_;
+    my $n = ++$self->{seq};
+    my %f = map { $_ => "$self->{dir}/hcall$n.$_" } qw(in out err);
+    PfiTest::spit($f{in}, $a{stdin_data} // '');
+    open(my $in, '<', $f{in}) or die;
+    open(my $out, '>', $f{out}) or die;
+    open(my $err, '>', $f{err}) or die;
+    my $greeting = $self->read_bytes($conn, 8, $a{timeout});
+    $self->send_request($conn, fds => [ map { fileno $_ }
+                                        ($a{stdin} // $in),
+                                        ($a{stdout} // $out),
+                                        ($a{stderr} // $err) ],
+                        env => $a{env} // ['PATH=/usr/bin:/bin'],
+                        args => $a{args} // [ 'perl', $self->{script} ]);
+    close $_ foreach $in, $out, $err;
+    my $st = $self->read_bytes($conn, 4, $a{timeout});
+    close $conn;
+    return ($greeting,
+            length($st) == 4 ? unpack('N', $st) : undef,
+            PfiTest::slurp($f{out}), PfiTest::slurp($f{err}));
+}
+
+# Whether the server has gone (EOF on the WATCHI pipe) within TIMEOUT.
+sub server_gone {
+    my ($self, $timeout) = @_;
+    my $buf;
+    my $rbits = '';
+    vec($rbits, fileno($self->{wi_r}), 1) = 1;
+    return 0 unless select($rbits, undef, undef, $timeout) > 0;
+    return sysread($self->{wi_r}, $buf, 1) == 0;
+}
+
+# Tells the server what its watcher would: an error message.
+sub watcher_says {
+    my ($self, $msg) = @_;
+    syswrite($self->{we_w}, $msg);
+}
+
+# Stops the server as a real watcher would (by exiting) and reports
+# any process left after that, killing it.
+sub cleanup {
+    my ($self) = @_;
+    return () if $self->{cleaned}++;
+    my @sids = $self->sessions;
+    close $self->{we_w};
+    close $self->{initial};
+    my @left;
+    PfiTest::wait_for(5, sub {
+        @left = PfiTest::procs_in_sessions(\@sids); !@left });
+    kill 'KILL', $_->{pid} foreach @left;
+    PfiTest::wait_for(5, sub { !PfiTest::procs_in_sessions(\@sids) });
+    return @left;
+}
+
+sub sessions {
+    my ($self) = @_;
+    my $text = PfiTest::slurp("$self->{dir}/sessions") // '';
+    my %s = map { $_ => 1 } grep { m/\A[0-9]+\z/ } split /\n/, $text;
+    $s{$_} = 1 foreach $self->server_pids;
+    return keys %s;
+}
+
+# Pids of the processes holding the write end of our WATCHI pipe: the
+# server (it is also its session id).
+sub server_pids {
+    my ($self) = @_;
+    my $want = "pipe:[$self->{wi_inode}]";
+    my @pids;
+    opendir(my $d, '/proc') or return ();
+    foreach my $pid (grep { m/\A[0-9]+\z/ } readdir $d) {
+        next if $pid == $$;
+        opendir(my $fds, "/proc/$pid/fd") or next;
+        foreach my $fd (readdir $fds) {
+            my $l = readlink("/proc/$pid/fd/$fd") // next;
+            if ($l eq $want) { push @pids, $pid; last }
+        }
+    }
+    return @pids;
+}
+
+sub cleanup_ok {
+    my ($self, $name) = @_;
+    my @left = $self->cleanup;
+    ok(!@left, ($name // 'harness') . ': no process left')
+        or diag(join "\n", map { "left: pid $_->{pid} ($_->{comm})"
+                                 . " state $_->{state}" } @left);
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $!, $@);
+    $self->cleanup;
+}
+
+1;
