@@ -15,6 +15,7 @@
 //! - [`client`]: connect to a server or start one, run the call;
 //! - [`spawn`]: the watcher and setup processes the client forks;
 //! - [`exit_status`]: turning a wait status into our own exit;
+//! - [`server`]: the script side for Rust programs (`initialisation_complete`);
 //! - [`error`]: the one-line error type.
 #![deny(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod exit_status;
 pub mod identity;
 pub mod protocol;
 pub mod rundir;
+pub mod server;
 pub mod spawn;
 pub mod sys;
 

@@ -1,0 +1,323 @@
+//! The script side for Rust programs: turn a program that has finished its
+//! slow start-up into a prefork-interp server (SPEC §6).
+//!
+//! Run a program through the client with the program as the
+//! "interpreter":
+//!
+//! ```text
+//! prefork-interp -U /path/to/program ARGS...
+//! ```
+//!
+//! The first call starts the program as usual. When its initialisation is
+//! done it calls [`initialisation_complete`], which turns the process into
+//! a server and then returns once per call, each time in a new process (a
+//! fork of the initialised one) that has the caller's arguments,
+//! environment and stdin/stdout/stderr. The caller gets that process's
+//! exit status as its own. Run without `prefork-interp` (the
+//! `PREFORK_INTERP` variable unset), [`initialisation_complete`] returns at
+//! once, in the same process, with the program's own arguments.
+//!
+//! ```no_run
+//! use prefork_interp::server::{self, Options};
+//! use std::io::Write;
+//!
+//! fn main() {
+//!     let table: Vec<u64> = (0..1_000_000).map(|i| i * i).collect(); // slow start-up
+//!     let call = match server::initialisation_complete(&Options::new()) {
+//!         Ok(call) => call,
+//!         Err(e) => {
+//!             eprintln!("squares: {e}");
+//!             std::process::exit(127);
+//!         }
+//!     };
+//!     // From here on, once per call, in a fresh process.
+//!     for arg in call.args() {
+//!         let n: usize = arg.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+//!         let _ = writeln!(std::io::stdout(), "{}", table.get(n).copied().unwrap_or(0));
+//!     }
+//! }
+//! ```
+//!
+//! # Processes
+//!
+//! ```text
+//!   setup ── the program as first started, runs until initialisation_complete
+//!     │ fork, then setup exits 0 (the client waits for that)
+//!   server && ── setsid; stdio /dev/null; logs to syslog; accepts calls
+//!     │ fork per call (at most max_servers at once)
+//!   monitor & ── own process group; protocol v1; waits for the executor
+//!     │ fork
+//!   executor ── returns from initialisation_complete into the program
+//! ```
+//!
+//! Files, one concern each: `setup.rs` (the `PREFORK_INTERP` fds, the
+//! checks, daemonising), `serve.rs` (the server's
+//! event loop), `reload.rs` (is the program out of date?), `monitor.rs`
+//! (one call), `executor.rs` (the process that returns to the program),
+//! `child.rs` (waiting for a child by pidfd), `log.rs` (stderr or
+//! syslog).
+//!
+//! # Threads
+//!
+//! Forking a multi-threaded process is unsound: only the forking thread
+//! survives in the child, and locks held by the others (the allocator's,
+//! say) stay locked forever. [`initialisation_complete`] therefore refuses,
+//! with an error, to start a server when the process has more than one
+//! thread. Start threads only after it has returned, in each call.
+//! Every fork the server side makes re-checks this.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Result;
+
+mod child;
+mod executor;
+mod log;
+mod monitor;
+mod reload;
+mod serve;
+mod setup;
+
+/// How a server behaves: concurrency, lifetime, reloading and logging.
+///
+/// Built with chained setters from [`Options::new`] (the same as
+/// `Options::default()`):
+///
+/// ```
+/// use prefork_interp::server::Options;
+/// use std::time::Duration;
+///
+/// let opts = Options::new()
+///     .max_servers(8)
+///     .idle_timeout(Some(Duration::from_secs(600)))
+///     .also_check("/etc/myprog.conf")
+///     .syslog(false);
+/// assert_eq!(opts.get_max_servers(), 8);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    max_servers: usize,
+    idle_timeout: Option<Duration>,
+    reload_paths: Vec<PathBuf>,
+    syslog: bool,
+    request_timeout: Duration,
+    max_errors: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_servers: 4,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            reload_paths: Vec::new(),
+            syslog: true,
+            request_timeout: Duration::from_secs(5),
+            max_errors: 100,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: 4 calls at once, quit after an hour without calls,
+    /// reload when the program's executable changes, log to syslog.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Serve at most `n` calls at once (default 4); `0` means no limit.
+    /// Further callers wait (in the listening socket's queue) until a call
+    /// finishes: they never fail because the server is busy.
+    pub fn max_servers(mut self, n: usize) -> Options {
+        self.max_servers = n;
+        self
+    }
+
+    /// Quit when no call has been running or started for this long
+    /// (default one hour); `None`: never. The next caller then starts a
+    /// fresh server, running the program from the top.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Options {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Also reload when `path` changes: when it is modified after the
+    /// server started, or replaced by another file (including a file
+    /// appearing where there was none). A path that disappears does not
+    /// count. The program's own executable is always checked; add data
+    /// and configuration files read during initialisation, or a script the
+    /// program interprets.
+    pub fn also_check(mut self, path: impl Into<PathBuf>) -> Options {
+        self.reload_paths.push(path.into());
+        self
+    }
+
+    /// Send the server's messages to syslog (the default, facility
+    /// `LOG_USER`), or nowhere (`false`). Errors in the first call's
+    /// monitor go to the first caller's stderr either way.
+    pub fn syslog(mut self, on: bool) -> Options {
+        self.syslog = on;
+        self
+    }
+
+    /// How long a caller may take to send its whole request after the
+    /// greeting (default 5 s) before its monitor quietly gives up, so idle
+    /// or half-open connections cannot hold every `max_servers` slot.
+    pub fn request_timeout(mut self, timeout: Duration) -> Options {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Quit after this many consecutive failures to accept or fork a call
+    /// (default 100), rather than fail every caller forever.
+    pub fn max_errors(mut self, n: u32) -> Options {
+        self.max_errors = n;
+        self
+    }
+
+    /// The concurrency limit set by [`Options::max_servers`].
+    pub fn get_max_servers(&self) -> usize {
+        self.max_servers
+    }
+}
+
+/// One call: what [`initialisation_complete`] returns, in the process that
+/// is to serve it.
+///
+/// The arguments are what the program would have had if it had been run
+/// directly, as `std::env::args_os()` gives them. Do not use
+/// `std::env::args_os()` itself after [`initialisation_complete`]: in a
+/// served call it still holds the arguments of the call that started the
+/// server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    served: bool,
+}
+
+impl Invocation {
+    /// The arguments after the program name: `std::env::args_os().skip(1)`
+    /// of a direct run.
+    ///
+    /// The client sends `program, [script,] args...` (SPEC §5); this is
+    /// everything after `program`. So for `prefork-interp -U prog a b` it
+    /// is `[a, b]`, and when `prog` is the `#!` interpreter of a script,
+    /// `#!/usr/bin/prefork-interp -U,/path/prog` run as `./script a b`, it
+    /// is `[./script, a, b]`, just as the kernel would have run
+    /// `/path/prog ./script a b`. Words after the program on a `#!` line
+    /// (`-U,/path/prog,-x`) are not sent with each call: they reach only
+    /// the first run, which sees them in `std::env::args_os()` before
+    /// calling [`initialisation_complete`], and they are part of the
+    /// server's identity, so they are the same for every call it serves.
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// Consume the invocation, keeping only [`Invocation::args`].
+    pub fn into_args(self) -> Vec<OsString> {
+        self.args
+    }
+
+    /// The program name the caller used (`argv[0]`).
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The caller's environment, which is also the process's environment
+    /// now. Entries reserved for protocol extensions
+    /// ([`crate::protocol::is_reserved_env`]) and malformed entries are
+    /// left out.
+    pub fn env(&self) -> &[(OsString, OsString)] {
+        &self.env
+    }
+
+    /// True in a call served by a prefork server; false when the program
+    /// runs standalone (without `PREFORK_INTERP`).
+    pub fn is_served(&self) -> bool {
+        self.served
+    }
+
+    /// This process as it was started, for standalone runs.
+    fn standalone() -> Invocation {
+        let mut argv = std::env::args_os();
+        Invocation {
+            program: argv.next().unwrap_or_default(),
+            args: argv.collect(),
+            env: std::env::vars_os().collect(),
+            served: false,
+        }
+    }
+}
+
+/// Turn this process into a prefork-interp server, and return once per
+/// call, each time in a new process with the caller's arguments,
+/// environment and stdio.
+///
+/// When `PREFORK_INTERP` is unset (the program was not started by
+/// `prefork-interp`), returns at once, in this process, with its own
+/// arguments and environment.
+///
+/// Otherwise this is the setup run: it checks the variable and the fds it
+/// names, forks the server and exits 0 itself (so the first caller's
+/// client knows the server is up); the server serves calls until it quits
+/// (idle timeout, its socket removed or replaced, the program changed on
+/// disk), and each call's process returns from here. In that process fds
+/// 0, 1 and 2 are the caller's, the environment is the caller's
+/// (`std::env::var` sees it), SIGINT has its default action (the call is
+/// interrupted with SIGINT when the caller goes away), and the process
+/// exit status (or the signal it dies of) is what the caller's client
+/// exits with. Everything else set up before the call is inherited:
+/// memory, other open fds, signal dispositions, the current directory.
+///
+/// # Errors
+///
+/// Only in the setup run, before anything has forked: the variable is
+/// malformed or names fds that are not what it says, the process has more
+/// than one thread, or this function was already called. The setup run
+/// should print the error and exit non-zero; the first caller's client
+/// passes that exit status on.
+///
+/// ```no_run
+/// # use prefork_interp::server::{initialisation_complete, Options};
+/// let call = initialisation_complete(&Options::new().max_servers(2)).unwrap_or_else(|e| {
+///     eprintln!("myprog: {e}");
+///     std::process::exit(127)
+/// });
+/// println!("called with {:?}", call.args());
+/// ```
+pub fn initialisation_complete(options: &Options) -> Result<Invocation> {
+    let Some(value) = std::env::var_os(crate::protocol::ENV_VAR) else {
+        return Ok(Invocation::standalone());
+    };
+    setup::become_server(value.as_encoded_bytes(), options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_defaults_and_setters() {
+        let o = Options::new();
+        assert_eq!(o.max_servers, 4);
+        assert_eq!(o.idle_timeout, Some(Duration::from_secs(3600)));
+        assert!(o.syslog);
+        assert!(o.reload_paths.is_empty());
+        let o = o
+            .max_servers(0)
+            .idle_timeout(None)
+            .syslog(false)
+            .also_check("/a")
+            .also_check("/b")
+            .request_timeout(Duration::from_millis(10))
+            .max_errors(3);
+        assert_eq!(o.get_max_servers(), 0);
+        assert_eq!(o.idle_timeout, None);
+        assert_eq!(o.reload_paths, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(o.request_timeout, Duration::from_millis(10));
+        assert_eq!(o.max_errors, 3);
+    }
+}

@@ -1,0 +1,229 @@
+//! The setup run's last steps (upstream part 3 steps 1-6): understand
+//! `PREFORK_INTERP`, check that forking is sound, take the four fds it
+//! names, then daemonise: fork and let the setup process exit, `setsid`,
+//! fork the first call's monitor, point stdio at `/dev/null`, and run the
+//! server loop.
+//!
+//! ```text
+//!   setup      fd0 /dev/null, fd1+2 the first caller's stderr,
+//!              LISTEN CALL WATCHI WATCHE (made close-on-exec here)
+//!     └ server       same fds; setsid; after forking the first monitor:
+//!                    CALL closed, fd0-2 /dev/null, syslog
+//!         └ monitor  (first call) fd0-2 as setup's, CALL only
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::stat::SFlag;
+
+use super::child::Child;
+use super::log::Log;
+use super::reload::ReloadCheck;
+use super::serve::{Server, ServerFds};
+use super::{Invocation, Options, monitor};
+use crate::error::{Error, Result};
+use crate::protocol::{ENV_VAR, SetupEnv};
+use crate::sys::{self, Forked};
+
+/// Set once the setup run has taken the `PREFORK_INTERP` fds: they must
+/// not be taken twice (and a second call in an executor, whose
+/// environment a caller could have filled with anything, must fail).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The fds named by `PREFORK_INTERP`, owned.
+struct Fds {
+    listen: UnixListener,
+    call: UnixStream,
+    watchi: OwnedFd,
+    watche: File,
+}
+
+/// The setup run: check, take the fds and daemonise. Returns `Err` only
+/// in the setup process, before forking; `Ok` only in a call's executor.
+pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> {
+    let env = SetupEnv::parse(value)?;
+    let threads = sys::thread_count()
+        .map_err(|e| Error::io("count this process's threads in /proc/self/task", e))?;
+    if threads != 1 {
+        return Err(Error::msg(format!(
+            "cannot start a prefork server: the process has {threads} threads, and forking \
+             a multi-threaded process is unsound (start threads only after \
+             initialisation_complete has returned)"
+        )));
+    }
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return Err(Error::msg(
+            "initialisation_complete was called again in a process that already started a server",
+        ));
+    }
+    Log::set_program(program_name());
+    sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
+    let fds = take_fds(&env)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("find this program's executable (/proc/self/exe)", e))?;
+    let reload = ReloadCheck::new(
+        (env.stamp_secs, env.stamp_nsecs),
+        std::iter::once(exe).chain(opts.reload_paths.iter().cloned()),
+    );
+    // Anything still buffered would be written again by every call.
+    let _ = std::io::stdout().flush();
+
+    match sys::fork_checked().map_err(|e| Error::io("fork server", e))? {
+        // The client waits for the setup process: its exit 0 says the
+        // server is up (or about to be) and the first greeting will come.
+        Forked::Parent(_) => sys::exit_now(0),
+        Forked::Child => {}
+    }
+    let (call, log) = become_detached_server(fds, reload, opts);
+    Ok(monitor::become_monitor(call, log, opts))
+}
+
+/// The server (upstream part 3 steps 4-7). Returns only in a newly forked
+/// monitor, with its call's socket and where its messages go.
+///
+/// On entry: fd 0 is /dev/null, fds 1 and 2 the first caller's stderr,
+/// `fds` the protocol fds. We become a session leader, fork the first
+/// call's monitor (which keeps the caller's stderr for its messages), then
+/// close CALL, put /dev/null on fds 0-2 and log to syslog.
+fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (UnixStream, Log) {
+    let log = Log::Stderr;
+    if let Err(e) = nix::unistd::setsid() {
+        log.err(&format!("setsid: {}", e.desc()));
+        sys::exit_now(127);
+    }
+    let Fds {
+        listen,
+        call,
+        watchi,
+        watche,
+    } = fds;
+    let first = match sys::fork_checked() {
+        Ok(Forked::Child) => return (call, Log::Stderr),
+        Ok(Forked::Parent(pid)) => Child::new(pid),
+        Err(e) => {
+            log.err(&Error::io("fork first monitor", e).to_string());
+            sys::exit_now(127)
+        }
+    };
+    drop(call);
+    if let Err(e) = stdio_to_dev_null() {
+        log.err(&Error::io("put /dev/null on stdin, stdout and stderr", e).to_string());
+        sys::exit_now(127);
+    }
+    let log = Log::open_syslog(opts.syslog);
+    let server = Server::new(
+        ServerFds {
+            listen,
+            watchi,
+            watche,
+        },
+        reload,
+        first,
+        opts,
+        log,
+    );
+    (server.run(), log)
+}
+
+fn stdio_to_dev_null() -> std::io::Result<()> {
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in 0..3 {
+        sys::dup_onto(null.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+/// The program's name for messages: the file name it was run as.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "prefork".into())
+}
+
+/// Take the fds `PREFORK_INTERP` names, after checking that each is open,
+/// is what it should be and is named once, and make them close-on-exec.
+fn take_fds(env: &SetupEnv) -> Result<Fds> {
+    let named = [
+        ("LISTEN", env.listen),
+        ("CALL", env.call),
+        ("WATCHI", env.watchi),
+        ("WATCHE", env.watche),
+    ];
+    for (i, &(what, fd)) in named.iter().enumerate() {
+        if fd < 3 {
+            return Err(Error::protocol(format!(
+                "{ENV_VAR} gives fd {fd} as {what}, but that is a stdio fd"
+            )));
+        }
+        if named[..i].iter().any(|&(_, other)| other == fd) {
+            return Err(Error::protocol(format!(
+                "{ENV_VAR} gives fd {fd} more than once"
+            )));
+        }
+    }
+    let take = |what: &str, fd: RawFd, kind: SFlag| -> Result<OwnedFd> {
+        // SAFETY: the process inherited this fd across exec, with its
+        // number in PREFORK_INTERP, for us: no code in the program opened
+        // it, so nothing owns it. It is taken once: the numbers are
+        // distinct (checked above) and STARTED lets this run only once per
+        // process.
+        let owned = unsafe { sys::adopt_fd(fd) }
+            .map_err(|e| Error::io(format!("{ENV_VAR} {what} fd {fd}"), e))?;
+        let st = nix::sys::stat::fstat(owned.as_fd())
+            .map_err(|e| Error::io(format!("fstat {ENV_VAR} {what} fd {fd}"), e))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != kind {
+            return Err(Error::protocol(format!(
+                "{ENV_VAR} {what} fd {fd} is not a {}",
+                if kind == SFlag::S_IFSOCK {
+                    "socket"
+                } else {
+                    "pipe"
+                }
+            )));
+        }
+        fcntl(owned.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| Error::io(format!("make {ENV_VAR} {what} fd {fd} close-on-exec"), e))?;
+        Ok(owned)
+    };
+    let listen = take("LISTEN", env.listen, SFlag::S_IFSOCK)?;
+    let listening = nix::sys::socket::getsockopt(&listen, nix::sys::socket::sockopt::AcceptConn)
+        .map_err(|e| Error::io(format!("{ENV_VAR} LISTEN fd {}", env.listen), e))?;
+    if !listening {
+        return Err(Error::protocol(format!(
+            "{ENV_VAR} LISTEN fd {} is not a listening socket",
+            env.listen
+        )));
+    }
+    set_blocking(&listen, false, "LISTEN")?;
+    let call = take("CALL", env.call, SFlag::S_IFSOCK)?;
+    set_blocking(&call, true, "CALL")?;
+    let watchi = take("WATCHI", env.watchi, SFlag::S_IFIFO)?;
+    let watche = take("WATCHE", env.watche, SFlag::S_IFIFO)?;
+    set_blocking(&watche, false, "WATCHE")?;
+    Ok(Fds {
+        listen: UnixListener::from(listen),
+        call: UnixStream::from(call),
+        watchi,
+        watche: File::from(watche),
+    })
+}
+
+fn set_blocking(fd: &OwnedFd, blocking: bool, what: &str) -> Result<()> {
+    let err = |e| Error::io(format!("set {ENV_VAR} {what} fd blocking mode"), e);
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(err)?);
+    let flags = if blocking {
+        flags - OFlag::O_NONBLOCK
+    } else {
+        flags | OFlag::O_NONBLOCK
+    };
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(err)?;
+    Ok(())
+}
