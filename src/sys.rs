@@ -231,6 +231,228 @@ pub fn ensure_stdio_open() -> io::Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// For the Rust server side (`server`): forking a process that returns into
+// the caller's code, pidfds, signal dispositions, syslog.
+
+/// How many threads this process has (the entries of `/proc/self/task`).
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+fn check_single_threaded() -> io::Result<()> {
+    match thread_count()? {
+        1 => Ok(()),
+        n => Err(io::Error::other(format!(
+            "the process has {n} threads, and forking a multi-threaded process is unsound"
+        ))),
+    }
+}
+
+/// `fork(2)` made safe by checking first that this process has a single
+/// thread (which costs a few microseconds: one read of `/proc/self/task`).
+///
+/// Fails, without forking, when the process has more threads or when the
+/// thread count cannot be read. Unlike [`fork`], the child may run any
+/// code, including returning into the caller's logic.
+pub fn fork_checked() -> io::Result<Forked> {
+    check_single_threaded()?;
+    // SAFETY: the process has exactly one thread, the one running this
+    // code, so no lock (in the allocator, stdio, ...) can be held by a
+    // thread that the child would not have; nothing between the check and
+    // the fork can start a thread.
+    unsafe { fork() }
+}
+
+/// Like [`fork_checked`], and in the child replace the whole environment
+/// with `env` before returning.
+///
+/// Entries whose name is empty or contains `=` or a NUL, or whose value
+/// contains a NUL, cannot be environment variables and are left out.
+pub fn fork_checked_with_env(
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> io::Result<Forked> {
+    let forked = fork_checked()?;
+    if let Forked::Child = forked {
+        let valid = |k: &OsStr, v: &OsStr| {
+            !k.is_empty()
+                && !k.as_bytes().contains(&b'=')
+                && !k.as_bytes().contains(&0)
+                && !v.as_bytes().contains(&0)
+        };
+        for (k, _) in std::env::vars_os() {
+            // SAFETY: we are a fork child of a single-threaded process, so
+            // this is the only thread: nothing can read the environment
+            // concurrently. `k` came from the environment, so it is a
+            // valid name.
+            unsafe { std::env::remove_var(k) };
+        }
+        for (k, v) in env.iter().filter(|(k, v)| valid(k, v)) {
+            // SAFETY: as above (single thread); the name and value were
+            // checked to be valid, so set_var cannot panic.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+    Ok(forked)
+}
+
+/// `pidfd_open(2)`: an fd that polls readable when process `pid` (our
+/// child, not yet reaped) has exited. Close-on-exec.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open only creates a new fd; it takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(r).map_err(|_| io::Error::other("pidfd_open: fd out of range"))?;
+    // SAFETY: the kernel just created this fd for us; nothing else owns it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// `waitpid(pid, WNOHANG)`: the raw wait status if `pid` has exited (and
+/// is now reaped), `None` if it is still running. Retries on EINTR.
+pub fn try_wait_raw(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        match r {
+            0 => return Ok(None),
+            r if r == pid => return Ok(Some(status)),
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return Err(err);
+                }
+            }
+            r => return Err(io::Error::other(format!("waitpid({pid}) returned {r}"))),
+        }
+    }
+}
+
+/// Wait for any child: its pid and raw wait status, or `None` when there
+/// are no children left (ECHILD). Retries on EINTR.
+pub fn wait_any_raw() -> io::Result<Option<(libc::pid_t, i32)>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the call.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r > 0 {
+            return Ok(Some((r, status)));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Arm the real-time interval timer (`setitimer(ITIMER_REAL)`) to deliver
+/// SIGALRM once, `after` from now; `Duration::ZERO` disarms it.
+pub fn alarm_after(after: std::time::Duration) -> io::Result<()> {
+    let value = libc::timeval {
+        tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(after.subsec_micros()),
+    };
+    let zero = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let timer = libc::itimerval {
+        it_interval: zero,
+        it_value: value,
+    };
+    // SAFETY: setitimer reads the struct we pass and writes nothing (null
+    // old-value pointer); it only affects this process's timer.
+    check(unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) }).map(drop)
+}
+
+/// A disposition to give a signal with [`set_signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// `SIG_DFL`.
+    Default,
+    /// `SIG_IGN`.
+    Ignore,
+}
+
+/// A signal's disposition as it was before [`set_signal`] changed it.
+pub struct SavedSignal {
+    sig: libc::c_int,
+    action: libc::sigaction,
+}
+
+impl std::fmt::Debug for SavedSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SavedSignal({})", self.sig)
+    }
+}
+
+/// Set `sig` to `SIG_DFL` or `SIG_IGN`, returning what it was.
+pub fn set_signal(sig: libc::c_int, to: Disposition) -> io::Result<SavedSignal> {
+    // SAFETY: sigaction is plain data; all-zero is a valid value (empty
+    // mask, no flags, handler SIG_DFL).
+    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+    new.sa_sigaction = match to {
+        Disposition::Default => libc::SIG_DFL,
+        Disposition::Ignore => libc::SIG_IGN,
+    };
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal context;
+    // both pointers are to valid sigaction structs.
+    check(unsafe { libc::sigaction(sig, &new, &mut old) })?;
+    Ok(SavedSignal { sig, action: old })
+}
+
+/// Put back a disposition saved by [`set_signal`].
+pub fn restore_signal(saved: &SavedSignal) -> io::Result<()> {
+    // SAFETY: this disposition was in force in this process image before
+    // (fork keeps the code and data a handler refers to), so reinstating
+    // it is exactly as sound as when the program installed it.
+    check(unsafe { libc::sigaction(saved.sig, &saved.action, std::ptr::null_mut()) }).map(drop)
+}
+
+/// `openlog(ident, LOG_PID, LOG_USER)`. glibc keeps the `ident` pointer,
+/// hence `'static`.
+pub fn open_syslog(ident: &'static std::ffi::CStr) {
+    // SAFETY: `ident` is a NUL-terminated string that lives for the rest of
+    // the program, as openlog requires.
+    unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_USER) }
+}
+
+/// `syslog(priority, "%s", msg)`; NUL bytes in `msg` are shown as `\0`.
+pub fn syslog(priority: libc::c_int, msg: &str) {
+    let Ok(msg) = CString::new(msg.replace('\0', "\\0")) else {
+        return;
+    };
+    // SAFETY: a constant "%s" format with one NUL-terminated string
+    // argument that outlives the call.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) }
+}
+
+/// `closelog()`: drop the connection to the system logger, if any.
+pub fn close_syslog() {
+    // SAFETY: closelog only closes glibc's own syslog socket.
+    unsafe { libc::closelog() }
+}
+
+/// Take ownership of an fd this process inherited by number (as the
+/// `PREFORK_INTERP` variable hands them over). Fails if `fd` is not open.
+///
+/// # Safety
+/// Nothing else in the process may own `fd` (no `File`, `OwnedFd` or
+/// other handle that will close it), and `fd` must not be adopted twice:
+/// the returned `OwnedFd` closes it when dropped.
+pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: F_GETFD only queries the fd table.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the fd is open, and the caller guarantees it has no owner.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
