@@ -131,6 +131,33 @@ sub procs_in_sessions ($;$) {
     } _all_procs();
 }
 
+# In a child about to exec: closes every fd above 2 but KEEP, so that
+# what the script sees does not depend on what the test runner left
+# open.
+sub close_fds_except {
+    my %keep = map { $_ => 1 } @_;
+    opendir(my $d, '/proc/self/fd') or die "opendir /proc/self/fd: $!";
+    my @fds = grep { m/\A[0-9]+\z/ && $_ > 2 && !$keep{$_} } readdir $d;
+    closedir $d;
+    POSIX::close($_) foreach @fds;
+}
+
+# For failure messages: each process, its state and its fds.
+sub describe_procs {
+    my @lines;
+    foreach my $p (@_) {
+        push @lines, "left: pid $p->{pid} ($p->{comm}) state $p->{state}"
+            . " ppid $p->{ppid} pgrp $p->{pgrp} sid $p->{sid}"
+            . " wchan " . (slurp("/proc/$p->{pid}/wchan") // '?');
+        opendir(my $d, "/proc/$p->{pid}/fd") or next;
+        foreach my $fd (sort { $a <=> $b } grep { m/\A[0-9]+\z/ } readdir $d) {
+            push @lines, "    fd $fd -> "
+                . (readlink("/proc/$p->{pid}/fd/$fd") // '?');
+        }
+    }
+    return join "\n", @lines;
+}
+
 sub describe_status ($) {
     my ($st) = @_;
     return 'undef' unless defined $st;
@@ -185,7 +212,7 @@ use Time::HiRes qw(sleep);
 
 sub new {
     my ($class, $kind, $client) = @_;
-    my $dir = Cwd::abs_path(tempdir('pfi-perl-XXXXXX', TMPDIR => 1,
+    my $dir = Cwd::abs_path(tempdir('pfi-pl-XXXXXX', TMPDIR => 1,
                                     CLEANUP => 1));
     my $self = bless {
         kind     => $kind,
@@ -230,13 +257,14 @@ sub script {
 }
 
 # The command line for a call.  Default: "CLIENT [FLAGS] -U perl
-# SCRIPT ARGS"; with shebang => 1 the script is executed directly and
+# SCRIPT ARGS", where interp => [...] replaces "-U perl"; with shebang => 1 the script is executed directly and
 # its #! line must name the client.
 sub command {
     my ($self, $script, %a) = @_;
     return ($script, @{ $a{args} // [] }) if $a{shebang};
-    return ($self->{client}, @{ $a{flags} // [] }, '-U', 'perl',
-            $script, @{ $a{args} // [] });
+    return ($self->{client}, @{ $a{flags} // [] },
+            @{ $a{interp} // [ '-U', 'perl' ] }, $script,
+            @{ $a{args} // [] });
 }
 
 # start(SCRIPT, args => [...], env => {...}, stdin => STRING,
@@ -261,6 +289,7 @@ sub start {
             open(STDOUT, '>', $h{out}) or die "stdout: $!";
             open(STDERR, '>', $h{err}) or die "stderr: $!";
             %ENV = %env;
+            PfiTest::close_fds_except();
             $SIG{$_} = 'IGNORE' foreach @{ $a{ignore} // [] };
             exec { $cmd[0] } @cmd or die "exec $cmd[0]: $!";
         };
@@ -339,6 +368,7 @@ sub cleanup {
     $self->kill_server($_) foreach sort keys %{ $self->{scripts} };
     my @left;
     PfiTest::wait_for(5, sub { @left = $self->live_procs; !@left });
+    $self->{left_diag} = PfiTest::describe_procs(@left);
     foreach my $p (@left) {
         kill 'KILL', $p->{pid};
     }
@@ -355,9 +385,7 @@ sub cleanup_ok {
     my ($self) = @_;
     my @left = $self->cleanup;
     ok(!@left, "$self->{kind} client: no process left after --kill")
-        or diag(join "\n", map { "left: pid $_->{pid} ($_->{comm})"
-                                 . " state $_->{state} ppid $_->{ppid}"
-                                 . " sid $_->{sid}" } @left);
+        or diag($self->{left_diag});
 }
 
 sub DESTROY {
@@ -392,7 +420,7 @@ use Time::HiRes qw(sleep);
 #     'not-listening', env => {...})
 sub new {
     my ($class, %a) = @_;
-    my $dir = Cwd::abs_path(tempdir('pfi-perl-h-XXXXXX', TMPDIR => 1,
+    my $dir = Cwd::abs_path(tempdir('pfi-pl-h-XXXXXX', TMPDIR => 1,
                                     CLEANUP => 1));
     my $self = bless { dir => $dir }, $class;
     my $script = "$dir/h.pl";
@@ -441,6 +469,8 @@ sub new {
             foreach my $fh ($listen, $call_s, $wi_w, $we_r) {
                 fcntl($fh, F_SETFD, 0) or die "fcntl: $!";
             }
+            PfiTest::close_fds_except(map { fileno $_ }
+                                      $listen, $call_s, $wi_w, $we_r);
             chdir $dir or die "chdir: $!";
             open(STDIN, '<', '/dev/null') or die "stdin: $!";
             open(STDOUT, '>', "$dir/setup.err") or die "stdout: $!";
@@ -575,6 +605,7 @@ sub cleanup {
     my @left;
     PfiTest::wait_for(5, sub {
         @left = PfiTest::procs_in_sessions(\@sids); !@left });
+    $self->{left_diag} = PfiTest::describe_procs(@left);
     kill 'KILL', $_->{pid} foreach @left;
     PfiTest::wait_for(5, sub { !PfiTest::procs_in_sessions(\@sids) });
     return @left;
@@ -610,8 +641,7 @@ sub cleanup_ok {
     my ($self, $name) = @_;
     my @left = $self->cleanup;
     ok(!@left, ($name // 'harness') . ': no process left')
-        or diag(join "\n", map { "left: pid $_->{pid} ($_->{comm})"
-                                 . " state $_->{state}" } @left);
+        or diag($self->{left_diag});
 }
 
 sub DESTROY {
