@@ -103,11 +103,19 @@ mod tests {
     fn arguments_drop_only_the_program() {
         let r = Request {
             env: vec![],
-            args: vec![os("/p/prog"), os("a"), os(""), OsString::from_vec(vec![0xff])],
+            args: vec![
+                os("/p/prog"),
+                os("a"),
+                os(""),
+                OsString::from_vec(vec![0xff]),
+            ],
         };
         let inv = invocation(&r);
         assert_eq!(inv.program(), "/p/prog");
-        assert_eq!(inv.args(), [os("a"), os(""), OsString::from_vec(vec![0xff])]);
+        assert_eq!(
+            inv.args(),
+            [os("a"), os(""), OsString::from_vec(vec![0xff])]
+        );
         assert!(inv.is_served());
         let inv = invocation(&Request::default());
         assert_eq!(inv.program(), "");

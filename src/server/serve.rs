@@ -316,7 +316,9 @@ impl Server {
         }
         // Nothing else should be left, but leave no zombie if there is.
         while let Ok(Some((pid, status))) = sys::wait_any_raw() {
-            log.warn(&format!("reaped unexpected child [{pid}], wait status 0x{status:x}"));
+            log.warn(&format!(
+                "reaped unexpected child [{pid}], wait status 0x{status:x}"
+            ));
         }
         sys::exit_now(0)
     }

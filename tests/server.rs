@@ -1,0 +1,531 @@
+//! Integration tests of the Rust server side (`prefork_interp::server`):
+//! the `exit_with` and `probe` examples run as servers through our client
+//! and through the reference C client. Real processes, real sockets.
+//!
+//! Each test has its own directory with its own copy of the example (so
+//! its own server identity) and its own run directory; the fixture stops
+//! every server it started. See `server_util` for the harness.
+
+mod server_util;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use server_util::*;
+
+/// Both clients, or only ours where the C client is not installed.
+fn clients() -> Vec<Client> {
+    if have_c_client() {
+        vec![Client::Ours, Client::C]
+    } else {
+        eprintln!("{C_CLIENT} not installed: testing with our client only");
+        vec![Client::Ours]
+    }
+}
+
+#[test]
+fn exit_codes_and_words_are_passed_on() {
+    for client in clients() {
+        let f = Fixture::new("codes", "exit_with", client);
+        // CODE is the first argument, which the client counts as the
+        // script: each code has its own server. Each cold, then warm.
+        for code in [0, 1, 2, 42, 126, 127, 128, 200, 255] {
+            for _ in 0..2 {
+                let out = f.run(&[code.to_string().as_str(), "hello", "world"]);
+                assert_eq!(out.status.code(), Some(code), "{client:?}: {out:?}");
+                assert_eq!(text(&out.stdout), "hello world\n", "{client:?}");
+                assert_eq!(text(&out.stderr), "", "{client:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn arguments_are_as_in_a_direct_run_including_non_utf8() {
+    let args: Vec<OsString> = vec![
+        "same".into(),
+        OsString::from_vec(vec![0xff, 0xfe, b'x']),
+        "".into(),
+        "a b".into(),
+        "-U".into(),
+    ];
+    let expected: String = args
+        .iter()
+        .map(|a| format!("arg={}\n", hex(a.as_encoded_bytes())))
+        .collect();
+    for client in clients() {
+        let f = Fixture::new("args", "probe", client);
+        let program = format!("program={}\n", hex(f.prog.as_os_str().as_encoded_bytes()));
+        for round in ["cold", "warm"] {
+            let out = f.probe("args", &args);
+            assert_ok(&out);
+            assert_eq!(
+                text(&out.stdout),
+                format!("{program}{expected}"),
+                "{client:?} {round}"
+            );
+        }
+        // The same program run directly sees the same.
+        let out = std::process::Command::new(&f.prog)
+            .args(&args)
+            .env("PROBE", "args")
+            .env_remove("PREFORK_INTERP")
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        assert_eq!(text(&out.stdout), format!("{program}{expected}"));
+    }
+}
+
+#[test]
+fn exit_with_runs_standalone() {
+    let f = Fixture::new("standalone", "exit_with", Client::Ours);
+    let out = std::process::Command::new(&f.prog)
+        .args(["5", "a", "b"])
+        .env_remove("PREFORK_INTERP")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(text(&out.stdout), "a b\n");
+    assert!(f.processes().is_empty());
+    let out = std::process::Command::new(&f.prog).output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("usage"), "{out:?}");
+}
+
+#[test]
+fn environment_is_the_callers_without_reserved_entries() {
+    for client in clients() {
+        let f = Fixture::new("env", "probe", client);
+        let names = [
+            "same",
+            "FOO",
+            "BAR",
+            "PREFORK_INTERP_EXT_TEST",
+            "PREFORK_INTERP",
+        ];
+        let mut c = f.cmd(&names);
+        c.env("PROBE", "env")
+            .env("FOO", "first")
+            .env("BAR", "1")
+            .env("PREFORK_INTERP_EXT_TEST", "x");
+        let out = f.output(c);
+        assert_ok(&out);
+        let first = text(&out.stdout);
+        assert!(first.contains("FOO=first\nBAR=1\n"), "{client:?}: {first}");
+        let mut c = f.cmd(&names);
+        c.env("PROBE", "env")
+            .env("FOO", "second")
+            .env_remove("BAR")
+            .env("PREFORK_INTERP_EXT_TEST", "x");
+        let out = f.output(c);
+        assert_ok(&out);
+        assert_eq!(
+            text(&out.stdout),
+            "FOO=second\nBAR unset\nPREFORK_INTERP_EXT_TEST unset\nPREFORK_INTERP unset\n",
+            "{client:?}"
+        );
+    }
+}
+
+#[test]
+fn stdio_is_the_callers() {
+    for client in clients() {
+        let f = Fixture::new("stdio", "probe", client);
+        for _ in 0..2 {
+            let mut c = f.cmd(&["same"]);
+            c.env("PROBE", "cat").stdin(Stdio::piped());
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"hello\nworld\n").unwrap();
+            drop(stdin);
+            let out = output_within(child, Duration::from_secs(30));
+            assert_ok(&out);
+            assert_eq!(text(&out.stdout), "hello\nworld\n", "{client:?}");
+            assert_eq!(text(&out.stderr), "to stderr\n", "{client:?}");
+        }
+    }
+}
+
+#[test]
+fn death_by_signal_is_passed_on() {
+    for client in clients() {
+        let f = Fixture::new("signal", "probe", client);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL, libc::SIGHUP] {
+            let out = f.probe("signal", &["same", &sig.to_string()]);
+            assert_eq!(out.status.signal(), Some(sig), "{client:?}: {out:?}");
+        }
+        // Other signals are reported, and the client exits 127.
+        let out = f.probe("signal", &["same", &libc::SIGSEGV.to_string()]);
+        assert_eq!(out.status.code(), Some(127), "{client:?}: {out:?}");
+        assert!(
+            text(&out.stderr).contains("signal 11"),
+            "{client:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_call_that_execs_keeps_its_exit_status() {
+    for client in clients() {
+        let f = Fixture::new("exec", "probe", client);
+        for _ in 0..3 {
+            let out = f.probe("exec", &["same", "/bin/sh", "-c", "echo via sh; exit 7"]);
+            assert_eq!(out.status.code(), Some(7), "{client:?}: {out:?}");
+            assert_eq!(text(&out.stdout), "via sh\n");
+        }
+    }
+}
+
+#[test]
+fn a_call_holds_no_protocol_fds() {
+    let f = Fixture::new("fds", "probe", Client::Ours);
+    let fds = |out: &std::process::Output| -> Vec<String> {
+        text(&out.stdout)
+            .lines()
+            .filter(|l| {
+                !l.contains("/proc/")
+                    && !l.starts_with("fd=0 ")
+                    && !l.starts_with("fd=1 ")
+                    && !l.starts_with("fd=2 ")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    // What the program inherits from this test process anyway.
+    let direct = std::process::Command::new(&f.prog)
+        .arg("same")
+        .env("PROBE", "fds")
+        .env_remove("PREFORK_INTERP")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let inherited = fds(&direct);
+    for _ in 0..2 {
+        let out = f.probe("fds", &["same"]);
+        assert_ok(&out);
+        let seen = fds(&out);
+        for line in &seen {
+            assert!(!line.contains("socket:"), "socket in call: {seen:?}");
+            assert!(
+                inherited.contains(line) || !line.contains("pipe:"),
+                "unexpected fd in call: {line} (all: {seen:?}, direct run: {inherited:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn processes_are_server_monitor_executor() {
+    let f = Fixture::new("tree", "probe", Client::Ours);
+    let a = f.probe("ids", &["same"]);
+    let b = f.probe("ids", &["same"]);
+    assert_ok(&a);
+    assert_ok(&b);
+    let server = id(&a, "sid");
+    assert_eq!(
+        id(&b, "sid"),
+        server,
+        "second call served by the same server"
+    );
+    // The executor's parent, the monitor, leads the call's process group
+    // and is the server's child; the server is a session leader.
+    for out in [&a, &b] {
+        assert_eq!(id(out, "pgid"), id(out, "ppid"));
+        assert_ne!(id(out, "pid"), id(out, "pgid"));
+    }
+    let (state, ppid, pgid, sid) = proc_stat(server).expect("server alive");
+    assert_ne!(state, 'Z');
+    assert_eq!((pgid, sid), (server, server));
+    assert_eq!(ppid, 1, "the setup process has exited");
+    // Every monitor has been reaped.
+    assert!(
+        wait_until(Duration::from_secs(5), || children(server).is_empty()),
+        "server children: {:?}",
+        children(server)
+    );
+}
+
+#[test]
+fn server_keeps_no_zombies_and_no_extra_fds() {
+    let f = Fixture::new("leaks", "exit_with", Client::Ours);
+    assert_ok(&f.run(&["0"]));
+    let server = f.processes();
+    assert_eq!(server.len(), 1, "{server:?}");
+    let server = server[0];
+    assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
+    let before = fd_count(server);
+    for _ in 0..20 {
+        assert_ok(&f.run(&["0"]));
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || children(server).is_empty()),
+        "server children: {:?}",
+        children(server)
+    );
+    assert_eq!(fd_count(server), before);
+    assert_eq!(f.processes(), [server]);
+}
+
+#[test]
+fn concurrency_limit_makes_callers_wait_never_fail() {
+    let f = Fixture::new("limit", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids").env("PROBE_MAX_SERVERS", "2");
+    assert_ok(&f.output(c));
+    let markers = f.dir.join("running");
+    std::fs::create_dir(&markers).unwrap();
+    let start = Instant::now();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = f.cmd(&[OsString::from("same"), "300".into(), markers.clone().into()]);
+            c.env("PROBE", "sleep")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| output_within(c, Duration::from_secs(30)))
+        .collect();
+    let elapsed = start.elapsed();
+    for out in &outs {
+        assert_ok(out);
+        let n = id(out, "concurrent");
+        assert!(
+            (1..=2).contains(&n),
+            "{n} calls at once: {}",
+            text(&out.stdout)
+        );
+    }
+    // Six calls of 300 ms, two at a time.
+    assert!(elapsed >= Duration::from_millis(850), "{elapsed:?}");
+}
+
+#[test]
+fn caller_killed_mid_call_leaves_no_process() {
+    for client in clients() {
+        let f = Fixture::new("killed", "probe", client);
+        let mut c = f.cmd(&["same", "30000"]);
+        c.env("PROBE", "sleep").stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let word = |key: &str| -> i32 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        let (executor, monitor, server) = (word("pid"), word("ppid"), word("sid"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || gone(executor) && gone(monitor)),
+            "{client:?}: executor {executor} {:?}, monitor {monitor} {:?}",
+            proc_stat(executor),
+            proc_stat(monitor)
+        );
+        // Properly reaped, not left to init, and the server carries on.
+        assert!(proc_stat(executor).is_none() && proc_stat(monitor).is_none());
+        let out = f.probe("ids", &["same"]);
+        assert_ok(&out);
+        assert_eq!(id(&out, "sid"), server, "{client:?}");
+    }
+}
+
+#[test]
+fn replacing_the_executable_reloads() {
+    let f = Fixture::new("reload", "probe", Client::Ours);
+    let first = f.probe("ids", &["same"]);
+    assert_ok(&first);
+    let old = id(&first, "sid");
+    assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
+    // Install a new build the usual way: write a new file, rename it over.
+    let new = f.dir.join("probe.new");
+    std::fs::copy(examples_dir().join("probe"), &new).unwrap();
+    std::fs::rename(&new, &f.prog).unwrap();
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    let fresh = id(&out, "sid");
+    assert_ne!(fresh, old, "still the old server");
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(old)),
+        "old server {old} still running"
+    );
+    assert_eq!(id(&f.probe("ids", &["same"]), "sid"), fresh);
+}
+
+#[test]
+fn changing_an_extra_file_reloads() {
+    let f = Fixture::new("reload-extra", "probe", Client::Ours);
+    let conf = f.dir.join("probe.conf");
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
+    let out = f.output(c);
+    assert_ok(&out);
+    let old = id(&out, "sid");
+    assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
+    std::fs::write(&conf, "changed").unwrap();
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_ne!(id(&out, "sid"), old);
+}
+
+#[test]
+fn idle_server_quits() {
+    let f = Fixture::new("idle", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "300");
+    let out = f.output(c);
+    assert_ok(&out);
+    let old = id(&out, "sid");
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(old)),
+        "server {old} did not time out"
+    );
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_ne!(id(&out, "sid"), old);
+}
+
+#[test]
+fn a_running_call_keeps_an_idle_server() {
+    let f = Fixture::new("idle-busy", "probe", Client::Ours);
+    let mut c = f.cmd(&["same", "1500"]);
+    c.env("PROBE", "sleep").env("PROBE_IDLE_MS", "700");
+    let out = f.output(c);
+    assert_ok(&out);
+    let server = id(&out, "sid");
+    // The call outlived the idle timeout, but idle time counts from the
+    // end of the last call.
+    assert!(!gone(server), "server quit during a call");
+    assert_eq!(id(&f.probe("ids", &["same"]), "sid"), server);
+    assert!(wait_until(Duration::from_secs(10), || gone(server)));
+}
+
+#[test]
+fn a_threaded_program_is_refused() {
+    let f = Fixture::new("threads", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE_THREAD", "1");
+    let out = f.output(c);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("2 threads") && err.contains("unsound"),
+        "{err}"
+    );
+    assert!(f.processes().is_empty());
+}
+
+#[test]
+fn setup_exit_status_is_passed_on() {
+    let f = Fixture::new("setup-exit", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE_SETUP_EXIT", "9");
+    assert_eq!(f.output(c).status.code(), Some(9));
+}
+
+#[test]
+fn bad_clients_do_not_block_real_callers() {
+    let f = Fixture::new("bad-clients", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids")
+        .env("PROBE_MAX_SERVERS", "2")
+        .env("PROBE_REQUEST_MS", "300");
+    let out = f.output(c);
+    assert_ok(&out);
+    let server = id(&out, "sid");
+    let sock = f.socket();
+    let greeted = |s: &mut UnixStream| {
+        let mut g = [0u8; 8];
+        s.read_exact(&mut g).unwrap();
+        assert_eq!(&g, b"PFI\n\0\0\0\0");
+    };
+    // Connections that never send a request, more than max_servers.
+    let mut idle: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    greeted(&mut idle[0]);
+    // A wrong signalling byte; a hang-up half-way through a request.
+    let mut bad = UnixStream::connect(&sock).unwrap();
+    bad.write_all(&[1]).unwrap();
+    let mut half = UnixStream::connect(&sock).unwrap();
+    half.write_all(&[0]).unwrap();
+    drop(half);
+    let start = Instant::now();
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), server, "the server survived");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // The idle connections were dropped by their monitors.
+    let mut buf = [0u8; 1];
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(idle[0].read(&mut buf).unwrap(), 0);
+    assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
+}
+
+#[test]
+fn kill_stops_the_server_and_its_calls_finish() {
+    let f = Fixture::new("kill", "probe", Client::Ours);
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    let server = id(&out, "sid");
+    let mut c = f.cmd(&["same", "500"]);
+    c.env("PROBE", "sleep")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let running = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut k = std::process::Command::new(OURS);
+    k.args(["--kill", "-U"])
+        .arg(&f.prog)
+        .arg("same")
+        .current_dir(&f.dir)
+        .env("PREFORK_INTERP_RUN_DIR", &f.run_dir);
+    assert!(k.status().unwrap().success());
+    // The call in progress completes with its status.
+    let out = output_within(running, Duration::from_secs(30));
+    assert_ok(&out);
+    assert!(wait_until(Duration::from_secs(5), || gone(server)));
+    assert!(f.processes().is_empty(), "{:?}", f.processes());
+}
+
+#[test]
+fn c_client_and_ours_share_the_rust_server() {
+    if !have_c_client() {
+        eprintln!("{C_CLIENT} not installed: skipped");
+        return;
+    }
+    let f = Fixture::new("shared", "probe", Client::C);
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    let server = id(&out, "sid");
+    let mut c = std::process::Command::new(OURS);
+    c.arg("-U")
+        .arg(&f.prog)
+        .arg("same")
+        .current_dir(&f.dir)
+        .env("PROBE", "ids")
+        .env_remove("PREFORK_INTERP_RUN_DIR")
+        .stdin(Stdio::null());
+    let out = f.output(c);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), server);
+}
