@@ -176,7 +176,7 @@ fn wait_or_hangup(call: &Call, executor: &Child) -> std::io::Result<Option<i32>>
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        if !fds[0].revents().is_some_and(|r| !r.is_empty()) {
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
             continue;
         }
         // The executor's death wins a tie: report its real status.

@@ -166,10 +166,10 @@ impl Server {
     /// Handle what woke us, the watcher first: if it says quit, no new
     /// call is accepted.
     fn dispatch(&mut self, ready: Ready) -> Next {
-        if ready.watche {
-            if let next @ Next::Quit(..) = self.on_watcher_output() {
-                return next;
-            }
+        if ready.watche
+            && let next @ Next::Quit(..) = self.on_watcher_output()
+        {
+            return next;
         }
         if ready.listen {
             return self.on_call();
