@@ -164,6 +164,7 @@ impl Options {
     /// How long a caller may take to send its whole request after the
     /// greeting (default 5 s) before its monitor quietly gives up, so idle
     /// or half-open connections cannot hold every `max_servers` slot.
+    /// `Duration::ZERO`: no limit.
     pub fn request_timeout(mut self, timeout: Duration) -> Options {
         self.request_timeout = timeout;
         self
