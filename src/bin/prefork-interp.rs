@@ -4,9 +4,10 @@
 //! particular it leaves SIGPIPE as the caller had it (the standard `main`
 //! would ignore it), which the setup process and so the script inherit,
 //! just as with the C client.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
-/// The C entry point.
+/// The C entry point (under `cargo test` the test harness has its own).
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 pub extern "C" fn main(
     _argc: std::ffi::c_int,
