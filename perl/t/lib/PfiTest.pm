@@ -35,7 +35,7 @@ use Time::HiRes qw(sleep);
 
 our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
-    procs_in_sessions describe_status
+    procs_in_sessions describe_status listen_path zombie_children
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -140,6 +140,31 @@ sub close_fds_except {
     my @fds = grep { m/\A[0-9]+\z/ && $_ > 2 && !$keep{$_} } readdir $d;
     closedir $d;
     POSIX::close($_) foreach @fds;
+}
+
+# listen_path(PID): the path of the listening Unix socket held by the
+# process PID (a server), found through /proc/net/unix.
+sub listen_path ($) {
+    my ($pid) = @_;
+    my %inodes;
+    opendir(my $d, "/proc/$pid/fd") or return undef;
+    foreach my $fd (readdir $d) {
+        my $l = readlink("/proc/$pid/fd/$fd") // next;
+        $inodes{$1} = 1 if $l =~ m/\Asocket:\[([0-9]+)\]\z/;
+    }
+    open(my $fh, '<', '/proc/net/unix') or return undef;
+    while (my $line = <$fh>) {
+        my @f = split ' ', $line;
+        # Num RefCount Protocol Flags Type St Inode Path; St 01 = listening
+        return $f[7] if @f >= 8 && $inodes{ $f[6] } && $f[3] eq '00010000';
+    }
+    return undef;
+}
+
+# Children of PID that are zombies.
+sub zombie_children ($) {
+    my ($pid) = @_;
+    return grep { $_->{ppid} == $pid && $_->{state} eq 'Z' } _all_procs();
 }
 
 # For failure messages: each process, its state and its fds.

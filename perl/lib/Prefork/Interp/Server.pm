@@ -136,6 +136,11 @@ sub _server_loop ($$$) {
     my $errors = 0;           # consecutive, reset by a successful call
     my $last_call = Time::HiRes::time();
 
+    # A monitor finishing interrupts select (EINTR), so we reap it at
+    # once rather than at the next call.  (If it finishes just before
+    # select, it is reaped at the next wake-up: no harm done.)
+    local $SIG{CHLD} = sub { };
+
     for (;;) {
         # 3.7.A.ii, done before waiting: reap what we can, and while we
         # are at the concurrency limit wait for a monitor to finish.
