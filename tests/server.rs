@@ -208,18 +208,29 @@ fn a_call_holds_no_protocol_fds() {
         .output()
         .unwrap();
     let inherited = fds(&direct);
+    assert_ok(&f.probe("ids", &["same"]));
+    // A call in progress, so the server holds a pidfd for its monitor.
+    let mut c = f.cmd(&["same", "1000"]);
+    c.env("PROBE", "sleep").stdout(Stdio::piped());
+    let mut busy = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(busy.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     for _ in 0..2 {
         let out = f.probe("fds", &["same"]);
         assert_ok(&out);
         let seen = fds(&out);
         for line in &seen {
             assert!(!line.contains("socket:"), "socket in call: {seen:?}");
+            assert!(!line.contains("pidfd"), "pidfd in call: {seen:?}");
             assert!(
                 inherited.contains(line) || !line.contains("pipe:"),
                 "unexpected fd in call: {line} (all: {seen:?}, direct run: {inherited:?})"
             );
         }
     }
+    assert!(busy.wait().unwrap().success());
 }
 
 #[test]
