@@ -3,8 +3,9 @@
 //! function that never returns, `become_*`, whose comment says which fds it
 //! starts with.
 //!
-//! Both forks happen in the single-threaded client, so the children may
-//! allocate; each ends in `exec` or `_exit`.
+//! Both forks happen in the single-threaded client (`sys::fork_checked`
+//! makes sure), so the children may allocate; each ends in `exec` or
+//! `_exit`.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -32,19 +33,15 @@ pub fn start_watcher(
     stdin: OwnedFd,
     out: OwnedFd,
 ) -> Result<()> {
-    // SAFETY: the client is single-threaded; both children end in _exit.
-    match unsafe { sys::fork() }.map_err(|e| Error::io("fork watcher", e))? {
-        Forked::Child => {
-            // SAFETY: still single-threaded (we are a fresh fork of it).
-            match unsafe { sys::fork() } {
-                Ok(Forked::Child) => become_watcher(socket_path, initial, stdin, out),
-                Ok(Forked::Parent(_)) => sys::exit_now(0),
-                Err(e) => {
-                    eprintln!("prefork-interp: fork watcher daemon: {e}");
-                    sys::exit_now(127)
-                }
+    match sys::fork_checked().map_err(|e| Error::io("fork watcher", e))? {
+        Forked::Child => match sys::fork_checked() {
+            Ok(Forked::Child) => become_watcher(socket_path, initial, stdin, out),
+            Ok(Forked::Parent(_)) => sys::exit_now(0),
+            Err(e) => {
+                eprintln!("prefork-interp: fork watcher daemon: {e}");
+                sys::exit_now(127)
             }
-        }
+        },
         Forked::Parent(pid) => {
             let status = sys::wait_raw(pid).map_err(|e| Error::io("wait for watcher", e))?;
             if status != 0 {
@@ -201,8 +198,7 @@ pub fn start_setup(
     envp.push(CString::new(format!("{ENV_VAR}={}", env.format())).expect("no NUL"));
     let keep = [env.listen, env.call, env.watchi, env.watche];
 
-    // SAFETY: the client is single-threaded; the child execs or _exits.
-    match unsafe { sys::fork() }.map_err(|e| Error::io("fork setup", e))? {
+    match sys::fork_checked().map_err(|e| Error::io("fork setup", e))? {
         Forked::Child => become_setup(&exec_argv[0], &argv, &envp, &keep),
         Forked::Parent(pid) => Ok(pid),
     }

@@ -1,10 +1,13 @@
 //! Thin wrappers over the few system calls that need `unsafe` or that nix
 //! does not offer in the shape we need: the raw `struct utsname`, fork,
 //! `dup2` onto a given number, closing every other fd, `execvpe`, raw wait
-//! statuses and re-raising a signal with its default action.
+//! statuses and re-raising a signal with its default action; for the Rust
+//! server side, a fork that checks the process is single-threaded, pidfds,
+//! signal dispositions, syslog and adopting inherited fds.
 //!
-//! Every `unsafe` block in the crate outside received-fd adoption in
-//! `protocol` lives here, each with a `SAFETY:` comment.
+//! Every `unsafe` block in the crate lives here, except where fds are
+//! adopted (received by SCM_RIGHTS in `protocol`, inherited through
+//! `PREFORK_INTERP` in `server::setup`), each with a `SAFETY:` comment.
 
 use std::ffi::{CString, OsStr};
 use std::io;
