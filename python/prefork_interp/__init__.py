@@ -1,0 +1,171 @@
+"""Script-side library for prefork-interp: pay a Python script's start-up once.
+
+A script run through ``prefork-interp`` does its slow initialisation
+(imports, loading data), then calls :func:`initialisation_complete`::
+
+    #!/usr/bin/prefork-interp -U,python3
+    import boto3                       # runs once, in the server
+    import prefork_interp
+    prefork_interp.initialisation_complete()
+    ...                                # runs once per call
+
+The first call turns the process into a server; every call, the first
+included, is then served by a fresh fork of it, which returns from
+:func:`initialisation_complete` with the caller's arguments, environment and
+stdio, and whose exit status becomes the caller's.  Run directly (without
+prefork-interp), the script runs standalone: the call returns at once.
+
+Modules: ``_protocol`` (wire format), ``_server`` (daemon and accept loop),
+``_monitor`` (one per call), ``_executor`` (the caller's process context),
+``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PreforkError",
+    "autoreload_also_check",
+    "initialisation_complete",
+]
+
+__version__ = "0.1.0"
+
+import os
+import syslog
+import threading
+from typing import Iterable, List, Optional, Union
+
+from ._executor import ScriptState, become_executor
+from ._log import Log, resolve_facility
+from ._protocol import ENV_NAME, PreforkError, parse_setup_env
+from ._server import Options, serve
+
+#: Paths given to autoreload_also_check() so far.
+_extra_files: List[str] = []
+
+#: Set once initialisation_complete() has returned in this process (an
+#: executor): a second call is a no-op, as when run standalone.
+_completed = False
+
+_DEFAULT_IDLE_TIMEOUT = 1_000_000.0
+
+
+def autoreload_also_check(*paths: Union[str, "os.PathLike[str]"]) -> None:
+    """Also reload the server when any of ``paths`` changes.
+
+    A path that does not exist is not an error; one that cannot be checked
+    (permission denied, say) makes the server quit, so that the next call
+    starts afresh.  Relative paths are taken relative to the current
+    directory now.  Only paths given before :func:`initialisation_complete`
+    have an effect.
+    """
+    for path in paths:
+        _extra_files.append(os.path.abspath(os.fspath(path)))
+
+
+def _options(
+    max_servers: int,
+    idle_timeout: Optional[float],
+    autoreload: bool,
+    autoreload_extra: Iterable[Union[str, "os.PathLike[str]"]],
+    log_facility: Union[int, str, None],
+    max_errors: int,
+    fast_exit: bool,
+) -> Options:
+    if isinstance(max_servers, bool) or not isinstance(max_servers, int):
+        raise TypeError(f"max_servers must be an int, not {max_servers!r}")
+    if max_servers == 0:
+        raise ValueError("max_servers must be positive (or negative for no limit), not 0")
+    if idle_timeout is not None:
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+            raise TypeError(f"idle_timeout must be a number of seconds or None, not {idle_timeout!r}")
+        if idle_timeout < 0:
+            idle_timeout = None
+    if isinstance(max_errors, bool) or not isinstance(max_errors, int):
+        raise TypeError(f"max_errors must be an int, not {max_errors!r}")
+    if isinstance(autoreload_extra, (str, bytes)):
+        raise TypeError("autoreload_extra must be a collection of paths, not one path")
+    extra = tuple(os.path.abspath(os.fspath(path)) for path in autoreload_extra)
+    return Options(
+        max_servers=max_servers,
+        idle_timeout=None if idle_timeout is None else float(idle_timeout),
+        autoreload=bool(autoreload),
+        autoreload_extra=extra,
+        log_facility=resolve_facility(log_facility),
+        max_errors=max_errors,
+        fast_exit=bool(fast_exit),
+    )
+
+
+def initialisation_complete(
+    *,
+    max_servers: int = 4,
+    idle_timeout: Optional[float] = _DEFAULT_IDLE_TIMEOUT,
+    autoreload: bool = True,
+    autoreload_extra: Iterable[Union[str, "os.PathLike[str]"]] = (),
+    log_facility: Union[int, str, None] = syslog.LOG_USER,
+    max_errors: int = 100,
+    fast_exit: bool = True,
+) -> None:
+    """Turn this script into a prefork server; return once per call.
+
+    When ``PREFORK_INTERP`` is not set (the script was run directly), checks
+    the options and returns at once.  Otherwise it daemonises and returns
+    only in executors: once per call, each time in a new process, with
+    ``sys.argv == [script, args...]``, ``os.environ`` the caller's,
+    ``sys.stdin``/``stdout``/``stderr`` new streams on the caller's fds (as
+    the interpreter would make them at start-up for those fds and that
+    environment), SIGINT at its default (the call is cancelled with SIGINT
+    when the caller goes away), and the script's other signal handlers.
+
+    Options:
+
+    ``max_servers``
+        Calls served at once (default 4); more wait.  Negative: no limit.
+    ``idle_timeout``
+        Quit after this many seconds with no call (default 1e6).  None or
+        negative: never.
+    ``autoreload``
+        Quit on the next call when a loaded module's file changed (default
+        True).  The script itself and extra paths are always checked.
+    ``autoreload_extra``
+        More paths to check (see :func:`autoreload_also_check`).
+    ``log_facility``
+        syslog facility for the server's messages: a ``syslog.LOG_*``
+        number or name; None or ``""``: no logging.  Default LOG_USER.
+    ``max_errors``
+        Quit after more than this many accept or fork failures in a row
+        (default 100).  Negative: never.
+    ``fast_exit``
+        End each call without interpreter finalization, with the same exit
+        status, atexit handlers and flushed stdio (default True).
+
+    Raises :class:`PreforkError` (in the first call only) if prefork-interp
+    set the process up wrongly, and RuntimeError if other threads are
+    running: ``fork`` copies only the calling thread.
+    """
+    global _completed
+    opts = _options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit)
+    if _completed:
+        return
+    raw = os.environb.get(ENV_NAME.encode())
+    if raw is None:
+        return
+    setup = parse_setup_env(raw)
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("initialisation_complete() must be called from the main thread")
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        raise RuntimeError(
+            f"initialisation_complete(): other threads are running ({', '.join(others)});"
+            " fork() would copy only this one: start them after initialisation_complete()"
+        )
+    del os.environ[ENV_NAME]
+    state = ScriptState.capture()
+    import __main__
+
+    log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
+    request, fds = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
+    # Only executors get here.
+    _completed = True
+    become_executor(request, fds, state, log, opts.fast_exit)

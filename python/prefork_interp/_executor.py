@@ -1,0 +1,273 @@
+"""Turning a fresh fork of a monitor into the caller's own process.
+
+The executor is the process that returns from ``initialisation_complete()``
+into the script.  Before it does, it takes on what a direct run of the script
+by the caller would have had: fds 0-2, environment, ``sys.argv``, the
+standard streams as the interpreter would have made them for those fds and
+that environment, and the script's own signal dispositions (SIGINT: default).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ScriptState", "become_executor", "stdio_settings"]
+
+import codecs
+import io
+import locale
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+
+from . import _fastexit
+from ._log import Log
+from ._protocol import Request
+
+#: Signals whose dispositions the server changes; the executor gets the
+#: script's back (SIGINT then goes to default, see become_executor).
+_SAVED_SIGNALS = (signal.SIGINT, signal.SIGCHLD)
+
+#: Locales the interpreter coerces a "C" LC_CTYPE to (PEP 538), in order;
+#: stdio in these uses surrogateescape.
+_COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
+
+#: Environment variables that decide LC_CTYPE at start-up.
+_LOCALE_VARS = ("LC_ALL", "LC_CTYPE", "LANG", "PYTHONCOERCECLOCALE")
+
+_STD_STREAMS = (("stdin", 0), ("stdout", 1), ("stderr", 2))
+
+# On Python 3.9 (no sys.orig_argv), `python -u` shows only in how the
+# start-up streams were made: unbuffered, with PYTHONUNBUFFERED unset.
+_STARTUP_CMDLINE_UNBUFFERED = isinstance(getattr(sys.__stdout__, "buffer", None), io.RawIOBase) and (
+    sys.flags.ignore_environment or not os.environ.get("PYTHONUNBUFFERED")
+)
+
+
+@dataclass
+class ScriptState:
+    """What the server changes in the process and the executor restores."""
+
+    handlers: Dict[int, object]
+    wakeup_fd: int
+    locale_env: Tuple[Optional[str], ...]
+
+    @classmethod
+    def capture(cls) -> "ScriptState":
+        """Record the script's state; call before the server changes it."""
+        handlers = {sig: signal.getsignal(sig) for sig in _SAVED_SIGNALS}
+        wakeup_fd = signal.set_wakeup_fd(-1)
+        if wakeup_fd != -1:
+            signal.set_wakeup_fd(wakeup_fd)
+        return cls(handlers, wakeup_fd, _locale_env())
+
+    def restore_signals(self) -> None:
+        """Give the script back its signal handlers and wake-up fd."""
+        for sig, handler in self.handlers.items():
+            if handler is not None:  # None: set from C, cannot be restored
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+        if self.wakeup_fd != -1:
+            signal.set_wakeup_fd(self.wakeup_fd)
+
+
+def _locale_env() -> Tuple[Optional[str], ...]:
+    return tuple(os.environ.get(name) for name in _LOCALE_VARS)
+
+
+# ---------------------------------------------------------------------------
+# The standard streams, as the interpreter makes them at start-up
+
+
+def _env_option(name: str) -> Optional[str]:
+    """A PYTHON* variable as the interpreter reads it: empty is unset, and
+    ``-E``/``-I`` ignore them all."""
+    if sys.flags.ignore_environment:
+        return None
+    return os.environ.get(name) or None
+
+
+def _cmdline_unbuffered() -> bool:
+    """Whether the interpreter's own command line has ``-u``."""
+    orig_argv = getattr(sys, "orig_argv", None)
+    if orig_argv is None:  # Python 3.9
+        return _STARTUP_CMDLINE_UNBUFFERED
+    args = iter(orig_argv[1:])
+    for arg in args:
+        if arg in ("-", "--") or not arg.startswith("-"):
+            break
+        if arg.startswith("--"):
+            if arg == "--check-hash-based-pycs":
+                next(args, None)
+            continue
+        for i, letter in enumerate(arg[1:]):
+            if letter == "u":
+                return True
+            if letter in "cm":
+                return False
+            if letter in "WX":  # the rest of the word, or the next, is its value
+                if i == len(arg) - 2:
+                    next(args, None)
+                break
+    return False
+
+
+def _set_ctype_locale() -> Tuple[str, str]:
+    """Set LC_CTYPE from the environment as the interpreter does at start-up.
+
+    Returns the locale before and after C locale coercion (PEP 538: a "C"
+    LC_CTYPE becomes C.UTF-8, and LC_CTYPE is exported, unless LC_ALL is
+    set or PYTHONCOERCECLOCALE=0).
+    """
+    try:
+        before = locale.setlocale(locale.LC_CTYPE, "")
+    except locale.Error:
+        before = locale.setlocale(locale.LC_CTYPE, "C")
+    if before != "C" or os.environ.get("LC_ALL") or _env_option("PYTHONCOERCECLOCALE") == "0":
+        return before, before
+    for target in _COERCION_TARGETS:
+        try:
+            after = locale.setlocale(locale.LC_CTYPE, target)
+        except locale.Error:
+            continue
+        os.environ["LC_CTYPE"] = target
+        return before, after
+    return before, before
+
+
+def _utf8_mode(ctype_before_coercion: str) -> bool:
+    """UTF-8 mode as the interpreter would choose it (PEP 540)."""
+    xoption = sys._xoptions.get("utf8")
+    if xoption is not None:
+        return xoption is True or xoption == "1"
+    env = _env_option("PYTHONUTF8")
+    if env in ("0", "1"):
+        return env == "1"
+    if env is not None:  # the interpreter refuses to start; keep ours
+        return bool(sys.flags.utf8_mode)
+    return ctype_before_coercion in ("C", "POSIX")
+
+
+def stdio_settings(locale_changed: bool) -> Tuple[str, str, bool]:
+    """Encoding, errors handler (stdin, stdout) and "buffered" for stdio.
+
+    Follows CPython's start-up (``config_init_stdio_encoding``) using the
+    current ``os.environ``.  ``locale_changed``: the locale variables differ
+    from the server's, so LC_CTYPE is set afresh (as at start-up).
+    Raises LookupError for an unknown PYTHONIOENCODING.
+    """
+    if locale_changed:
+        before, after = _set_ctype_locale()
+    else:
+        before = after = locale.setlocale(locale.LC_CTYPE)
+    utf8 = _utf8_mode(before)
+    encoding: Optional[str] = None
+    errors: Optional[str] = None
+    ioencoding = _env_option("PYTHONIOENCODING")
+    if ioencoding:
+        enc_part, _, err_part = ioencoding.partition(":")
+        if enc_part:
+            encoding, errors = enc_part, err_part or "strict"
+        elif err_part:
+            errors = err_part
+    if encoding is None:
+        encoding = "utf-8" if utf8 else (locale.nl_langinfo(locale.CODESET) or "utf-8")
+    encoding = codecs.lookup(encoding).name
+    if errors is None:
+        legacy = after in ("C", "POSIX") or after in _COERCION_TARGETS
+        errors = "surrogateescape" if utf8 or legacy else "strict"
+    buffered = not (_cmdline_unbuffered() or _env_option("PYTHONUNBUFFERED"))
+    return encoding, errors, buffered
+
+
+def _open_std_stream(fd: int, name: str, encoding: str, errors: str, buffered: bool) -> TextIO:
+    """One standard stream exactly as CPython's ``create_stdio`` makes it."""
+    write = fd != 0
+    unbuffered_raw = write and not buffered
+    buf = io.open(fd, "wb" if write else "rb", buffering=0 if unbuffered_raw else -1, closefd=False)
+    raw = buf if unbuffered_raw else buf.raw  # type: ignore[attr-defined]
+    raw.name = f"<{name}>"
+    line_buffering = buffered and (raw.isatty() or fd == 2)
+    stream = io.TextIOWrapper(
+        buf,  # type: ignore[arg-type]
+        encoding=encoding,
+        errors="backslashreplace" if fd == 2 else errors,
+        newline="\n",
+        line_buffering=line_buffering,
+        write_through=not buffered,
+    )
+    stream.mode = "w" if write else "r"  # type: ignore[misc]
+    return stream
+
+
+def _recreate_std_streams(locale_changed: bool) -> List[TextIO]:
+    """Make new sys.stdin/stdout/stderr on fds 0-2; return the replaced ones.
+
+    A stream the script replaced with its own object is left to the script
+    (it still writes to the same fd, now the caller's); ``sys.__stdxxx__``
+    always gets the new stream.
+    """
+    try:
+        encoding, errors, buffered = stdio_settings(locale_changed)
+    except LookupError as e:
+        os.write(2, f"Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"
+                    f"LookupError: {e}\n".encode())
+        os._exit(1)
+    replaced: List[TextIO] = []
+    for name, fd in _STD_STREAMS:
+        old = getattr(sys, "__" + name + "__")
+        new = _open_std_stream(fd, name, encoding, errors, buffered)
+        if getattr(sys, name) is old:
+            setattr(sys, name, new)
+        setattr(sys, "__" + name + "__", new)
+        if old is not None:
+            replaced.append(old)
+    return replaced
+
+
+# ---------------------------------------------------------------------------
+# Putting it together
+
+
+def _install_stdio_fds(fds: Sequence[int]) -> None:
+    # The received fds are never 0-2: those are open in the monitor.
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in set(fds):
+        os.close(fd)
+
+
+def _apply_environment(env: Dict[bytes, bytes]) -> None:
+    environ = os.environb
+    environ.clear()
+    for name, value in env.items():
+        if name:  # putenv cannot set an empty name
+            environ[name] = value
+
+
+def become_executor(request: Request, fds: Sequence[int], state: ScriptState, log: Log, fast_exit: bool) -> None:
+    """Take on the caller's process context, then return into the script.
+
+    On entry: a fresh fork child of a monitor, in the monitor's process
+    group; fds 0-2 are the monitor's; ``fds`` are the caller's stdin,
+    stdout and stderr; the monitor's protocol fds and wake-up pipe are
+    already closed.  Any failure here is reported on the caller's stderr
+    and ends the process with status 127: it never returns into the script
+    half set up.
+    """
+    try:
+        _install_stdio_fds(fds)
+        state.restore_signals()
+        # Upstream part 4 step 9.iv: the monitor SIGINTs the process group
+        # when the caller goes away; the executor must then just die.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _apply_environment(request.env)
+        sys.argv = [os.fsdecode(arg) for arg in request.argv[1:]] or [""]
+        replaced = _recreate_std_streams(_locale_env() != state.locale_env)
+        log.close_for_executor()
+        if fast_exit:
+            _fastexit.install(replaced)
+    except BaseException as e:
+        try:
+            os.write(2, f"{log.script}: prefork: error: setting up the call: {e}\n".encode(errors="replace"))
+        finally:
+            os._exit(127)

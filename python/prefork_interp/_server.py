@@ -1,0 +1,325 @@
+"""The server: daemonise, then accept calls and fork a monitor for each.
+
+Upstream design part 3 ("Library should do the following"), in order:
+fork and let the setup process exit, ``setsid``, fork the first call's
+monitor on CALL, point stdio at ``/dev/null`` and log to syslog from then
+on, then loop (:meth:`_Server.loop`):
+
+- reap monitors, at most ``max_servers`` at once: when full, stop accepting
+  until one exits (callers wait in the listen queue; they never fail);
+- quit after ``idle_timeout`` seconds with no call in progress;
+- quit on EOF from WATCHE (the socket was removed or replaced) or on a
+  message from the watcher (an error);
+- when a caller connects: quit without answering if any program file is
+  newer than the server's start stamp (the caller then starts a fresh
+  server), else accept and fork its monitor;
+- count accept and fork failures, and quit after more than ``max_errors``
+  in a row.
+
+Quitting closes LISTEN and the watcher fds at once (new callers start a new
+server), then waits for the running calls' monitors, so none is left to an
+init that may never reap it.  The loop is the place for later additions
+(pre-forked executors, signal forwarding): each wake-up source is one poll
+registration and one handler.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Options", "program_files", "serve", "stale_file"]
+
+import errno
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from ._log import Log
+from ._monitor import become_monitor
+from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
+from ._protocol import ENV_NAME, PreforkError, Request, SetupInfo
+
+#: Errors from stat() meaning "the file is not there": not a reason to reload.
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated options of ``initialisation_complete``."""
+
+    max_servers: int
+    idle_timeout: Optional[float]
+    autoreload: bool
+    autoreload_extra: Tuple[str, ...]
+    log_facility: Optional[int]
+    max_errors: int
+    fast_exit: bool
+
+
+class _Quit(Exception):
+    """Leave the server loop: log ``message`` and exit with ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------
+# Automatic reloading
+
+
+def program_files(autoreload: bool, extra: Iterable[str]) -> List[str]:
+    """The files whose modification means the server is out of date.
+
+    The main script always; with ``autoreload``, the file of every module in
+    ``sys.modules`` (sources for modules loaded from bytecode caches, shared
+    objects for extensions); and ``extra``.  Absolute, without duplicates.
+    """
+    candidates: List[object] = [getattr(sys.modules.get("__main__"), "__file__", None)]
+    if autoreload:
+        candidates.extend(getattr(module, "__file__", None) for module in list(sys.modules.values()))
+    candidates.extend(extra)
+    files: Dict[str, None] = {}
+    for path in candidates:
+        if isinstance(path, str) and path:
+            files.setdefault(os.path.abspath(path), None)
+    return list(files)
+
+
+def stale_file(files: Iterable[str], stamp_ns: int) -> Optional[str]:
+    """The first of ``files`` modified after ``stamp_ns``, or None.
+
+    A missing file is not stale; any other stat failure raises OSError.
+    """
+    for path in files:
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError as e:
+            if e.errno in _MISSING:
+                continue
+            raise
+        if mtime > stamp_ns:
+            return path
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The fds from the client
+
+
+def _adopt_socket(fd: int, what: str, listening: bool) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise PreforkError(f"{ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise PreforkError(f"{ENV_NAME}: {what} fd {fd} is not a Unix stream socket")
+    if listening and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise PreforkError(f"{ENV_NAME}: {what} fd {fd} is not listening")
+    return sock
+
+
+def _check_open(fd: int, what: str) -> None:
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        raise PreforkError(f"{ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+# ---------------------------------------------------------------------------
+# The server loop
+
+Call = Tuple[Request, List[int]]
+
+
+class _Server:
+    """State of a running server (the daemon), from the first monitor on."""
+
+    def __init__(self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, files: List[str]) -> None:
+        self.setup = setup
+        self.opts = opts
+        self.log = log
+        self.listen = listen
+        self.files = files
+        self.wakeup = ChildWakeup()
+        self.children: Dict[int, None] = {}
+        self.errors = 0
+        self.idle_since = time.monotonic()
+        listen.setblocking(False)
+        os.set_blocking(setup.watche_fd, False)
+
+    def release_for_child(self) -> None:
+        """In a freshly forked monitor: close what only the server needs
+        (LISTEN, WATCHI, WATCHE and the wake-up pipe; upstream part 4 step 1)."""
+        self.wakeup.close()
+        self.listen.close()
+        close_quietly((self.setup.watchi_fd, self.setup.watche_fd))
+
+    def start_monitor(self, call: socket.socket) -> Optional[Call]:
+        """Fork a monitor for ``call``.  Returns only in the executor."""
+        try:
+            pid = fork()
+        except OSError as e:
+            call.close()
+            self._count_error(f"fork for a call: {e}")
+            return None
+        if pid == 0:
+            return become_monitor(call, self.release_for_child, self.log)
+        call.close()
+        self.children[pid] = None
+        self.errors = 0
+        return None
+
+    def _count_error(self, message: str) -> None:
+        self.errors += 1
+        self.log.warning(message)
+        if 0 <= self.opts.max_errors < self.errors:
+            raise _Quit(127, f"{self.errors} errors in a row, quitting (last: {message})")
+
+    def _reap(self, block: bool) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid not in self.children:
+                self.log.warning(f"reaped process [{pid}], which was not one of our monitors")
+                continue
+            del self.children[pid]
+            if not self.children:
+                self.idle_since = time.monotonic()
+            if status != 0 and not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE):
+                self.log.warning(f"monitor [{pid}] failed: {_describe_status(status)}")
+
+    def _watcher_says(self) -> None:
+        try:
+            data = os.read(self.setup.watche_fd, 2048)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            raise _Quit(127, f"reading from the watcher: {e}") from None
+        if not data:
+            raise _Quit(0, "socket removed or replaced (fresh server or cleanup), quitting")
+        raise _Quit(127, f"watcher: {data.decode(errors='replace').strip()}")
+
+    def _accept(self) -> Optional[socket.socket]:
+        try:
+            stale = stale_file(self.files, self.setup.stamp_ns)
+        except OSError as e:
+            raise _Quit(127, f"checking for reload: {e}") from None
+        if stale is not None:
+            raise _Quit(0, f"reloading: {stale} changed, quitting")
+        try:
+            call, _ = self.listen.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return None  # nothing to accept after all, or the caller gave up
+        except OSError as e:
+            self._count_error(f"accept: {e}")
+            return None
+        return call
+
+    def loop(self) -> Call:
+        """Serve calls until told to quit (raises _Quit).  Returns only in an
+        executor, with its call."""
+        poller = select.poll()
+        poller.register(self.setup.watche_fd, select.POLLIN)
+        poller.register(self.wakeup.fd, select.POLLIN)
+        accepting = False
+        while True:
+            self._reap(block=False)
+            want = not (0 <= self.opts.max_servers <= len(self.children))
+            if want != accepting:
+                if want:
+                    poller.register(self.listen, select.POLLIN)
+                else:
+                    poller.unregister(self.listen)
+                accepting = want
+            timeout_ms: Optional[int] = None
+            if not self.children and self.opts.idle_timeout is not None:
+                remaining = self.idle_since + self.opts.idle_timeout - time.monotonic()
+                if remaining <= 0:
+                    raise _Quit(0, "idle timeout, quitting")
+                timeout_ms = int(remaining * 1000) + 1
+            for fd, _ in poller.poll(timeout_ms):
+                if fd == self.setup.watche_fd:
+                    self._watcher_says()
+                elif fd == self.wakeup.fd:
+                    self.wakeup.drain()
+                elif accepting and fd == self.listen.fileno():
+                    call = self._accept()
+                    if call is not None:
+                        self.idle_since = time.monotonic()
+                        executor_call = self.start_monitor(call)
+                        if executor_call is not None:
+                            return executor_call
+
+    def shutdown(self) -> None:
+        """Stop taking calls, then wait for the running ones."""
+        self.listen.close()
+        close_quietly((self.setup.watchi_fd, self.setup.watche_fd))
+        self._reap(block=True)
+
+
+def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log) -> Call:
+    """Become the server.  Returns only in an executor, with its call.
+
+    On entry: the setup process, single-threaded, with the fds named in
+    ``setup``.  Problems with those fds raise :class:`PreforkError` here,
+    in the setup process; from the fork on, the setup process exits 0, and
+    every process but an executor ends in ``os._exit``.
+    """
+    listen = _adopt_socket(setup.listen_fd, "LISTEN", listening=True)
+    call = _adopt_socket(setup.call_fd, "CALL", listening=False)
+    _check_open(setup.watchi_fd, "WATCHI")
+    _check_open(setup.watche_fd, "WATCHE")
+    if fork() != 0:
+        # Setup [2]: the client waits for this exit, then for the greeting.
+        os._exit(0)
+    server_pid = os.getpid()
+    code = 127
+    server: Optional[_Server] = None
+    try:
+        os.setsid()
+        log.open_syslog()
+        server = _Server(setup, opts, log, listen, program_files(opts.autoreload, extra_files))
+        first = fork()
+        if first == 0:
+            return become_monitor(call, server.release_for_child, log)
+        server.children[first] = None
+        call.close()
+        log.to_stderr = False
+        redirect_stdio_to_devnull()
+        # Collect the set-up's garbage once, then keep the collector away
+        # from everything that exists now: a collection in an executor would
+        # otherwise touch, and so copy, every page of the server's objects.
+        gc.collect()
+        gc.freeze()
+        return server.loop()
+    except _Quit as q:
+        code = q.code
+        if code == 0:
+            log.info(str(q))
+        else:
+            log.error(str(q))
+    except BaseException as e:
+        log.error(f"server: {type(e).__name__}: {e}")
+    finally:
+        if os.getpid() == server_pid:
+            if server is not None:
+                server.shutdown()
+            os._exit(code)
+    raise AssertionError("not reached: the server exits in the finally clause")

@@ -1,0 +1,260 @@
+"""Test harness: scripts in a private directory, calls through a client,
+process bookkeeping and clean-up.
+
+Each test gets its own directory; scripts live there and calls run with it
+as the current directory, so every test has its own server identity even
+with the C client (which ignores PREFORK_INTERP_RUN_DIR and uses the
+machine-wide ~root/.prefork-interp).  Every executor appends its pid,
+process group and session to a record file; the session is the server's
+pid.  Clean-up stops each server with ``--kill`` through the client, then
+kills whatever is left in the recorded sessions, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+#: Appended to every test script after initialisation_complete(): record
+#: this executor (pid, process group, session = server pid) for the harness.
+#: (Direct runs do not get PFI_TEST_RECORD.)
+RECORD_SNIPPET = """\
+if os.environ.get("PFI_TEST_RECORD"):
+    with open(os.environ["PFI_TEST_RECORD"], "a") as _f:
+        _f.write(f"{os.getpid()} {os.getpgid(0)} {os.getsid(0)}\\n")
+"""
+
+
+@dataclass
+class Result:
+    """Outcome of one call."""
+
+    returncode: int
+    out: bytes
+    err: bytes
+    seconds: float
+
+    def text(self) -> str:
+        return f"status {self.returncode}\n--- stdout\n{self.out!r}\n--- stderr\n{self.err.decode(errors='replace')}"
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One line of /proc/<pid>/stat, the fields we use."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+
+    @property
+    def gone(self) -> bool:
+        """A zombie nobody will reap (init here does not): as good as gone."""
+        return self.state in ("Z", "X") and self.ppid == 1
+
+
+def processes() -> List[Proc]:
+    """Every process on the machine."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        found.append(Proc(int(name), fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3])))
+    return found
+
+
+def alive(match: Callable[[Proc], bool]) -> List[Proc]:
+    """Processes matching ``match`` that are not unreapable zombies."""
+    return [p for p in processes() if match(p) and not p.gone]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
+    """Poll ``condition`` until it is true; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Harness:
+    """Scripts and calls of one test (see the module docstring)."""
+
+    def __init__(self, client: str, directory: Path) -> None:
+        self.client = client
+        self.dir = directory
+        # Socket paths are limited to 108 bytes: a pytest tmp_path is too long.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="pfi-", dir="/tmp"))
+        self.record_file = directory / "executors.log"
+        self.scripts: Set[Tuple[str, ...]] = set()
+        self.popened: List[subprocess.Popen] = []
+        self.own_session = os.getsid(0)
+
+    # -- environment and scripts -------------------------------------------
+
+    def env(self, overrides: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, str]:
+        """The environment for calls: ours, plus the package path, the run
+        dir for our client and the record file; ``overrides`` set (None:
+        remove) variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_INTERP")}
+        pythonpath = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(PACKAGE_ROOT) + (os.pathsep + pythonpath if pythonpath else "")
+        env["PREFORK_INTERP_RUN_DIR"] = str(self.run_dir)
+        env["PFI_TEST_RECORD"] = str(self.record_file)
+        for name, value in (overrides or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    def script(self, name: str, body: str, setup: str = "", init: str = "", shebang: Optional[str] = None) -> Path:
+        """Write a script: ``setup`` code, initialisation_complete(``init``),
+        the record snippet, then ``body``.  Returns its path."""
+        path = self.dir / name
+        parts = []
+        if shebang is not None:
+            parts.append(f"#!{shebang}\n")
+        parts.append("import os, sys\n")
+        parts.append(textwrap.dedent(setup))
+        parts.append("import prefork_interp\n")
+        parts.append(f"prefork_interp.initialisation_complete({init})\n")
+        parts.append(RECORD_SNIPPET)
+        parts.append(textwrap.dedent(body))
+        path.write_text("".join(parts))
+        return path
+
+    def module(self, name: str, text: str) -> Path:
+        """Write a module next to the scripts (importable by them)."""
+        path = self.dir / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    # -- calls --------------------------------------------------------------
+
+    def command(self, script: Union[Path, str], args: Iterable[Union[str, bytes]] = (), interp: Iterable[str] = ()) -> List:
+        interp = tuple(interp)
+        self.scripts.add((str(script), *interp))
+        if interp:
+            return [self.client, ",".join(("-U", PYTHON, *interp)), str(script), *args]
+        return [self.client, "-U", PYTHON, str(script), *args]
+
+    def _call(self, cmd: List, env: Dict[str, str], input: Optional[bytes], stdin, stdout, timeout: float) -> Result:
+        started = time.monotonic()
+        p = subprocess.run(
+            cmd,
+            input=input,
+            stdin=stdin if input is None else None,
+            stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=self.dir,
+            timeout=timeout,
+        )
+        return Result(p.returncode, p.stdout or b"", p.stderr, time.monotonic() - started)
+
+    def run(
+        self,
+        script: Union[Path, str],
+        *args: Union[str, bytes],
+        input: Optional[bytes] = None,
+        env: Optional[Dict[str, Optional[str]]] = None,
+        timeout: float = 30,
+        interp: Iterable[str] = (),
+        stdin=None,
+        stdout=None,
+    ) -> Result:
+        """One call of ``script`` through the client.  ``stdin``/``stdout``:
+        fds or files to use instead of ``input`` and capturing."""
+        return self._call(self.command(script, args, interp), self.env(env), input, stdin, stdout, timeout)
+
+    def direct(
+        self,
+        script: Union[Path, str],
+        *args: Union[str, bytes],
+        input: Optional[bytes] = None,
+        env: Optional[Dict[str, Optional[str]]] = None,
+        timeout: float = 30,
+        stdin=None,
+        stdout=None,
+    ) -> Result:
+        """The same script run directly by the interpreter (no prefork)."""
+        full_env = self.env(env)
+        del full_env["PFI_TEST_RECORD"]  # a direct run must not record our session
+        return self._call([PYTHON, str(script), *args], full_env, input, stdin, stdout, timeout)
+
+    def popen(self, script: Union[Path, str], *args: str, env: Optional[Dict[str, Optional[str]]] = None, **kw) -> subprocess.Popen:
+        """Start a call without waiting for it (killed at clean-up)."""
+        p = subprocess.Popen(self.command(script, args), env=self.env(env), cwd=self.dir, **kw)
+        self.popened.append(p)
+        return p
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def executors(self) -> List[Tuple[int, int, int]]:
+        """(pid, pgid, sid) of every executor so far, in order."""
+        try:
+            lines = self.record_file.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [tuple(int(x) for x in line.split()) for line in lines]  # type: ignore[misc]
+
+    def sessions(self) -> Set[int]:
+        """Sessions (server pids) our executors ran in."""
+        return {sid for _, _, sid in self.executors() if sid != self.own_session}
+
+    def last_server(self) -> int:
+        return self.executors()[-1][2]
+
+    def kill_server(self, script: Union[Path, str], interp: Tuple[str, ...] = ()) -> None:
+        """``--kill`` the server of ``script`` through the client."""
+        cmd = [self.client, "--kill", ",".join(("-U", PYTHON, *interp)) if interp else "-U"]
+        if not interp:
+            cmd.append(PYTHON)
+        cmd.append(str(script))
+        subprocess.run(cmd, env=self.env(), cwd=self.dir, capture_output=True, timeout=30)
+
+    def cleanup(self) -> None:
+        """Stop everything this test started; processes are found by the
+        pids and sessions recorded, never by name."""
+        for p in self.popened:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for script, *interp in sorted(self.scripts):
+            self.kill_server(script, tuple(interp))
+        sessions = self.sessions()
+        in_sessions = lambda p: p.sid in sessions  # noqa: E731
+        try:
+            wait_until(lambda: not alive(in_sessions), 3, "servers to quit after --kill")
+        except AssertionError:
+            for proc in alive(in_sessions):
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            wait_until(lambda: not alive(in_sessions), 5, "killed processes to go")
+        finally:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
