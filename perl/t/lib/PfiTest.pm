@@ -176,8 +176,22 @@ sub describe_procs {
             . " wchan " . (slurp("/proc/$p->{pid}/wchan") // '?');
         opendir(my $d, "/proc/$p->{pid}/fd") or next;
         foreach my $fd (sort { $a <=> $b } grep { m/\A[0-9]+\z/ } readdir $d) {
-            push @lines, "    fd $fd -> "
-                . (readlink("/proc/$p->{pid}/fd/$fd") // '?');
+            my $target = readlink("/proc/$p->{pid}/fd/$fd") // '?';
+            push @lines, "    fd $fd -> $target";
+            next unless $target =~ m/\Apipe:/;
+            # Who else holds this pipe (a watcher, a leaked copy)?
+            foreach my $other (_all_procs()) {
+                next if $other->{pid} == $p->{pid};
+                opendir(my $od, "/proc/$other->{pid}/fd") or next;
+                foreach my $ofd (grep { m/\A[0-9]+\z/ } readdir $od) {
+                    next unless (readlink("/proc/$other->{pid}/fd/$ofd")
+                                 // '') eq $target;
+                    my $cmd = slurp("/proc/$other->{pid}/cmdline") // '?';
+                    $cmd =~ s/\0/ /g;
+                    push @lines, "        also fd $ofd of pid $other->{pid}"
+                        . " ($cmd) state $other->{state}";
+                }
+            }
         }
     }
     return join "\n", @lines;
@@ -390,10 +404,16 @@ sub kill_server {
 sub cleanup {
     my ($self) = @_;
     return () if $self->{cleaned}++;
-    $self->kill_server($_) foreach sort keys %{ $self->{scripts} };
+    my @kills;
+    foreach my $script (sort keys %{ $self->{scripts} }) {
+        my $r = $self->kill_server($script);
+        push @kills, "--kill $script: " . PfiTest::describe_status($r->{status})
+            . ($r->{err} ? ", stderr: $r->{err}" : '');
+    }
     my @left;
     PfiTest::wait_for(5, sub { @left = $self->live_procs; !@left });
-    $self->{left_diag} = PfiTest::describe_procs(@left);
+    $self->{left_diag} = join "\n", PfiTest::describe_procs(@left), @kills,
+        map { "run dir: $_" } glob($self->run_dir . '/*');
     foreach my $p (@left) {
         kill 'KILL', $p->{pid};
     }
