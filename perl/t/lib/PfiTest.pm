@@ -386,9 +386,26 @@ sub track_pids {
     push @{ $self->{pids} }, @pids;
 }
 
+# Processes of ours still alive: those in the recorded sessions, the
+# tracked pids, and anything whose current directory is our private
+# dir (servers run there: it is part of their identity).
 sub live_procs {
     my ($self) = @_;
-    return PfiTest::procs_in_sessions([ $self->sessions ], $self->{pids});
+    my @in_dir;
+    foreach my $p (PfiTest::_all_procs()) {
+        next if $p->{state} eq 'Z' || $p->{pid} == $$;
+        my $cwd = readlink("/proc/$p->{pid}/cwd") // next;
+        push @in_dir, $p->{pid} if $cwd eq $self->{dir};
+    }
+    return PfiTest::procs_in_sessions([ $self->sessions ],
+                                      [ @{ $self->{pids} }, @in_dir ]);
+}
+
+# Registers a script written elsewhere, so cleanup stops its server.
+sub adopt_script {
+    my ($self, $path) = @_;
+    $self->{scripts}{$path} = 1;
+    return $path;
 }
 
 # kill_server(SCRIPT): "--kill" through the client.
