@@ -1,0 +1,327 @@
+"""The server's life: reloading, concurrency limit, idle timeout, callers
+that go away, bad clients, error counting, stdio buffers across forks."""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import socket
+
+import pytest
+from harness import alive, wait_until
+
+from prefork_interp._protocol import GREETING, encode_request
+
+NO_PYTHONUNBUFFERED = {"PYTHONUNBUFFERED": None}
+
+
+def _server_gone(sid: int) -> bool:
+    return not alive(lambda p: p.pid == sid)
+
+
+def _listening_socket(server_pid: int) -> str:
+    """Path of the Unix socket the server listens on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{server_pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{server_pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    with open("/proc/net/unix") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and int(fields[6]) in inodes and int(fields[3], 16) & 0x10000:
+                return fields[7]
+    raise AssertionError(f"server {server_pid} has no listening socket")
+
+
+# ---------------------------------------------------------------------------
+# Reloading
+
+
+def test_reload_after_editing_the_script(harness):
+    script = harness.script("edit.py", 'print("version 1")\n')
+    assert harness.run(script).out == b"version 1\n"
+    assert harness.run(script).out == b"version 1\n"
+    first = harness.last_server()
+    harness.script("edit.py", 'print("version 2")\n')
+    got = harness.run(script)
+    assert got.out == b"version 2\n", got.text()
+    second = harness.last_server()
+    assert second != first
+    wait_until(lambda: _server_gone(first), 5, "the stale server to quit")
+    assert harness.run(script).out == b"version 2\n"
+    assert harness.last_server() == second
+
+
+def test_reload_after_touching_an_imported_module(harness):
+    module = harness.module("helper.py", "VALUE = 1\n")
+    script = harness.script("uses_helper.py", "print(helper.VALUE)\n", setup="import helper\n")
+    assert harness.run(script).out == b"1\n"
+    first = harness.last_server()
+    os.utime(module)
+    assert harness.run(script).out == b"1\n"
+    assert harness.last_server() != first
+    second = harness.last_server()
+    module.write_text("VALUE = 2\n")
+    assert harness.run(script).out == b"2\n"
+    assert harness.last_server() != second
+
+
+def test_no_module_reload_without_autoreload(harness):
+    module = harness.module("helper.py", "VALUE = 1\n")
+    script = harness.script("uses_helper.py", "print(helper.VALUE)\n", setup="import helper\n", init="autoreload=False")
+    harness.run(script)
+    first = harness.last_server()
+    module.write_text("VALUE = 2\n")
+    assert harness.run(script).out == b"1\n", "modules are not checked with autoreload=False"
+    assert harness.last_server() == first
+    os.utime(script)
+    assert harness.run(script).out == b"2\n", "the script itself is always checked"
+    assert harness.last_server() != first
+
+
+@pytest.mark.parametrize("how", ["option", "function"])
+def test_reload_after_touching_an_extra_file(harness, how):
+    data = harness.dir / "data.txt"
+    data.write_text("a\n")
+    missing = harness.dir / "does-not-exist"
+    if how == "option":
+        setup, init = "", f"autoreload_extra=[{str(data)!r}, {str(missing)!r}]"
+    else:
+        setup, init = f"prefork_interp.autoreload_also_check({str(data)!r}, {str(missing)!r})\n", ""
+    script = harness.script("extra.py", f"print(open({str(data)!r}).read(), end='')\n", setup="import prefork_interp\n" + setup, init=init)
+    assert harness.run(script).out == b"a\n"
+    assert harness.run(script).out == b"a\n"
+    first = harness.last_server()
+    data.write_text("b\n")
+    assert harness.run(script).out == b"b\n"
+    assert harness.last_server() != first
+
+
+# ---------------------------------------------------------------------------
+# Concurrency, idle timeout, callers going away
+
+
+CONCURRENT_BODY = """\
+import time
+started = time.monotonic()
+time.sleep(0.3)
+print(started, time.monotonic())
+"""
+
+
+def test_max_servers_reached_callers_wait(harness):
+    script = harness.script("busy.py", CONCURRENT_BODY, init="max_servers=2")
+    assert harness.run(script).returncode == 0
+    calls = [harness.popen(script, stdout=-1, stderr=-1) for _ in range(8)]
+    intervals = []
+    for p in calls:
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        start, end = map(float, out.split())
+        intervals.append((start, end))
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = most = 0
+    for _, delta in events:
+        running += delta
+        most = max(most, running)
+    assert most == 2, f"{most} calls ran at once with max_servers=2"
+    assert len(harness.sessions()) == 1
+
+
+SLEEPER_BODY = """\
+import time
+with open(os.environ["STARTED_FILE"], "w") as f:
+    f.write("started")
+time.sleep(float(sys.argv[1]))
+print("done")
+"""
+
+
+def test_caller_killed_mid_call_leaves_no_process(harness):
+    script = harness.script("sleeper.py", SLEEPER_BODY)
+    started = harness.dir / "started"
+    env = {"STARTED_FILE": str(started)}
+    caller = harness.popen(script, "60", env=env, stdout=-1, stderr=-1)
+    wait_until(started.exists, 10, "the call to start")
+    executor, group, server = harness.executors()[-1]
+    assert group != server and group != executor, "the call should have its own process group"
+    assert alive(lambda p: p.pgid == group)
+    caller.kill()
+    caller.wait()
+    wait_until(lambda: not alive(lambda p: p.pgid == group), 10, "the call's process group to empty")
+    assert not _server_gone(server), "the server should keep running"
+    started.unlink()
+    got = harness.run(script, "0", env=env)
+    assert got.out == b"done\n", got.text()
+    assert harness.last_server() == server
+
+
+def test_idle_timeout(harness):
+    script = harness.script("idle.py", SLEEPER_BODY, init="idle_timeout=1")
+    env = {"STARTED_FILE": str(harness.dir / "started")}
+    # A call longer than the idle timeout does not count as idle time.
+    assert harness.run(script, "1.5", env=env).out == b"done\n"
+    assert harness.run(script, "0", env=env).returncode == 0
+    first = harness.last_server()
+    assert len(harness.sessions()) == 1
+    wait_until(lambda: _server_gone(first), 5, "the idle server to quit")
+    assert harness.run(script, "0", env=env).out == b"done\n"
+    assert harness.last_server() != first
+
+
+# ---------------------------------------------------------------------------
+# Bad clients
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    return s
+
+
+def _send_fds(sock: socket.socket, fds) -> None:
+    sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+
+def test_server_survives_bad_clients(harness):
+    script = harness.script("ok.py", 'print("fine")\n')
+    assert harness.run(script).returncode == 0
+    server = harness.last_server()
+    path = _listening_socket(server)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        bad_clients = [
+            lambda s: None,  # hang up at once
+            lambda s: s.sendall(b"\x01garbage"),  # wrong signalling byte
+            lambda s: s.sendall(b"\0"),  # hang up before the fds
+            lambda s: (s.sendall(b"\0"), _send_fds(s, [null])),  # after one fd
+            lambda s: (s.sendall(b"\0"), _send_fds(s, [null, null])),  # two fds in one message
+            lambda s: (s.sendall(b"\0"), *(_send_fds(s, [null]) for _ in range(3)), s.sendall(b"\xff\xff\xff\xff")),
+            lambda s: (s.sendall(b"\0"), *(_send_fds(s, [null]) for _ in range(3)), s.sendall(encode_request([], [b"x"])[:-3])),
+            lambda s: (s.sendall(b"\0"), *(_send_fds(s, [null]) for _ in range(3)), s.sendall(b"\0\0\0\2ab")),
+        ]
+        for behave in bad_clients:
+            with _connect(path) as s:
+                assert s.recv(8, socket.MSG_WAITALL) == GREETING
+                behave(s)
+        for _ in range(3):
+            got = harness.run(script)
+            assert (got.returncode, got.out) == (0, b"fine\n"), got.text()
+    finally:
+        os.close(null)
+    assert harness.last_server() == server
+    # Every monitor of the bad clients has gone; only the server is left.
+    wait_until(lambda: [p.pid for p in alive(lambda p: p.sid == server)] == [server], 10, "bad clients' monitors to exit")
+
+
+def test_idle_connections_do_not_block_callers(harness):
+    """Connections that never send a request are dropped after a few
+    seconds, so they cannot hold every max_servers slot for ever."""
+    script = harness.script("ok.py", 'print("fine")\n', init="max_servers=2")
+    assert harness.run(script).returncode == 0
+    path = _listening_socket(harness.last_server())
+    idle = [_connect(path) for _ in range(2)]
+    try:
+        for s in idle:
+            assert s.recv(8, socket.MSG_WAITALL) == GREETING
+        got = harness.run(script, timeout=30)
+        assert (got.returncode, got.out) == (0, b"fine\n"), got.text()
+        assert got.seconds > 2, "the idle connections should have held both slots for a while"
+        assert got.seconds < 15
+    finally:
+        for s in idle:
+            s.close()
+
+
+MAX_ERRORS_SETUP = """\
+import resource
+
+_forks = {}
+
+def _after_fork_in_parent():
+    # In the server (a session leader), after it forked its second monitor:
+    # leave it no fds, so that every accept() fails with EMFILE.
+    pid = os.getpid()
+    _forks[pid] = _forks.get(pid, 0) + 1
+    if _forks[pid] == 2 and os.getsid(0) == pid:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+os.register_at_fork(after_in_parent=_after_fork_in_parent)
+"""
+
+
+def test_max_errors_makes_a_failing_server_quit(harness):
+    """accept() failing again and again: the server counts the errors and
+    quits after max_errors; the waiting caller then starts a new server."""
+    script = harness.script("failing.py", 'print("fine")\n', setup=MAX_ERRORS_SETUP, init="max_errors=5")
+    assert harness.run(script).returncode == 0
+    assert harness.run(script).returncode == 0
+    first = harness.last_server()
+    got = harness.run(script, timeout=30)
+    assert (got.returncode, got.out) == (0, b"fine\n"), got.text()
+    assert harness.last_server() != first
+    wait_until(lambda: _server_gone(first), 5, "the failing server to quit")
+
+
+# ---------------------------------------------------------------------------
+# Output and set-up
+
+
+def test_no_output_duplicated_or_lost(harness):
+    """Output still buffered when initialisation_complete() forks is
+    written once (to the first caller's stderr, where the set-up's stdout
+    goes), never again by the server, monitors or executors."""
+    setup = 'print("MARK-OUT", end="")\nsys.stderr.write("MARK-ERR")\n'
+    script = harness.script("buffered.py", 'print("call", end="")\n', setup=setup)
+    results = [harness.run(script, env=NO_PYTHONUNBUFFERED) for _ in range(3)]
+    everything = b"".join(r.out + r.err for r in results)
+    assert everything.count(b"MARK-OUT") == 1, [r.text() for r in results]
+    assert everything.count(b"MARK-ERR") == 1, [r.text() for r in results]
+    assert b"MARK-OUT" in results[0].err and b"MARK-ERR" in results[0].err
+    for r in results:
+        assert r.out == b"call", r.text()
+
+
+def test_threads_running_at_initialisation(harness):
+    setup = "import threading, time\nthreading.Thread(target=time.sleep, args=(0.5,), daemon=True).start()\n"
+    script = harness.script("threads.py", 'print("never")\n', setup=setup)
+    got = harness.run(script)
+    assert got.returncode == 1, got.text()
+    assert b"other threads are running" in got.err
+    assert got.out == b""
+
+
+def test_sigint_is_default_in_the_executor(harness):
+    """The script's own SIGINT handler (Python's KeyboardInterrupt) is
+    replaced by the default, so SIGINT ends the call at once."""
+    body = "print(signal.getsignal(signal.SIGINT) == signal.SIG_DFL, flush=True)\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
+    script = harness.script("sigint.py", body, setup="import signal\nsignal.signal(signal.SIGTERM, lambda *a: None)\n")
+    got = harness.run(script, env=NO_PYTHONUNBUFFERED)
+    assert got.returncode == -signal.SIGINT, got.text()
+    assert got.out == b"True\n"
+
+
+def test_script_signal_handlers_survive(harness):
+    body = "print(signal.getsignal(signal.SIGTERM) is handler, signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL)\n"
+    setup = "import signal\ndef handler(*a): pass\nsignal.signal(signal.SIGTERM, handler)\n"
+    script = harness.script("handlers.py", body, setup=setup)
+    got = harness.run(script)
+    assert got.out == b"True True\n", got.text()
+
+
+def test_many_calls_keep_the_server_steady(harness):
+    """No fds leak in the server, and its children are all reaped."""
+    script = harness.script("steady.py", "pass\n")
+    harness.run(script)
+    server = harness.last_server()
+    before = len(os.listdir(f"/proc/{server}/fd"))
+    for _ in range(30):
+        assert harness.run(script).returncode == 0
+    assert len(os.listdir(f"/proc/{server}/fd")) == before
+    wait_until(lambda: [p.pid for p in alive(lambda p: p.sid == server)] == [server], 5, "monitors to be reaped")
