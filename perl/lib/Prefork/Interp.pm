@@ -252,8 +252,9 @@ Prefork::Interp - script side of prefork-interp, for Perl
 
 =head1 SYNOPSIS
 
-    #!/usr/bin/prefork-interp -U,perl,-w
+    #!/usr/bin/prefork-interp -U,perl
     use strict;
+    use warnings;
     use Prefork::Interp;
 
     # ... expensive initialisation: use statements, loading data ...
@@ -273,6 +274,9 @@ invocation, the first included, is then served by a fresh fork of that
 initialised process, with the caller's standard input, output and
 error, arguments and environment; and the caller's exit status is the
 script's.
+
+(This project's client also takes interpreter arguments in the C<#!>
+line, as in C<-U,perl,-w>; chiark-utils' 7.0.0 client does not.)
 
 Prefork::Interp is the Perl side of that arrangement.  It has the same
 API as C<Proc::Prefork::Interp> from chiark-utils, works with both
