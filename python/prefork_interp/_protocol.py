@@ -94,6 +94,9 @@ class PreforkError(RuntimeError):
     the first caller sees it."""
 
 
+PreforkError.__module__ = "prefork_interp"  # where users import it from
+
+
 class ProtocolError(Exception):
     """The peer sent something protocol v1 does not allow."""
 
