@@ -20,8 +20,6 @@ Modules: ``_protocol`` (wire format), ``_server`` (daemon and accept loop),
 ``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
 """
 
-from __future__ import annotations
-
 __all__ = [
     "PreforkError",
     "autoreload_also_check",
@@ -30,18 +28,24 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# Only light imports here: a script run standalone imports this package
+# too, and pays for every module it pulls in.  The server's modules are
+# imported when PREFORK_INTERP says there is a server to be.
 import os
 import syslog
-import threading
-from typing import Iterable, List, Optional, Union
 
-from ._executor import ScriptState, become_executor
-from ._log import Log, resolve_facility
-from ._protocol import ENV_NAME, PreforkError, parse_setup_env
-from ._server import Options, serve
+from ._errors import PreforkError
+from ._options import make_options
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
+if TYPE_CHECKING:
+    from typing import Iterable, List, Optional, Union
+
+#: Environment variable of protocol v1 (also in ``_protocol``).
+_ENV_NAME = "PREFORK_INTERP"
 
 #: Paths given to autoreload_also_check() so far.
-_extra_files: List[str] = []
+_extra_files: "List[str]" = []
 
 #: Set once initialisation_complete() has returned in this process (an
 #: executor): a second call is a no-op, as when run standalone.
@@ -50,7 +54,7 @@ _completed = False
 _DEFAULT_IDLE_TIMEOUT = 1_000_000.0
 
 
-def autoreload_also_check(*paths: Union[str, "os.PathLike[str]"]) -> None:
+def autoreload_also_check(*paths: "Union[str, os.PathLike]") -> None:
     """Also reload the server when any of ``paths`` changes.
 
     A path that does not exist is not an error; one that cannot be checked
@@ -63,47 +67,13 @@ def autoreload_also_check(*paths: Union[str, "os.PathLike[str]"]) -> None:
         _extra_files.append(os.path.abspath(os.fspath(path)))
 
 
-def _options(
-    max_servers: int,
-    idle_timeout: Optional[float],
-    autoreload: bool,
-    autoreload_extra: Iterable[Union[str, "os.PathLike[str]"]],
-    log_facility: Union[int, str, None],
-    max_errors: int,
-    fast_exit: bool,
-) -> Options:
-    if isinstance(max_servers, bool) or not isinstance(max_servers, int):
-        raise TypeError(f"max_servers must be an int, not {max_servers!r}")
-    if max_servers == 0:
-        raise ValueError("max_servers must be positive (or negative for no limit), not 0")
-    if idle_timeout is not None:
-        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
-            raise TypeError(f"idle_timeout must be a number of seconds or None, not {idle_timeout!r}")
-        if idle_timeout < 0:
-            idle_timeout = None
-    if isinstance(max_errors, bool) or not isinstance(max_errors, int):
-        raise TypeError(f"max_errors must be an int, not {max_errors!r}")
-    if isinstance(autoreload_extra, (str, bytes)):
-        raise TypeError("autoreload_extra must be a collection of paths, not one path")
-    extra = tuple(os.path.abspath(os.fspath(path)) for path in autoreload_extra)
-    return Options(
-        max_servers=max_servers,
-        idle_timeout=None if idle_timeout is None else float(idle_timeout),
-        autoreload=bool(autoreload),
-        autoreload_extra=extra,
-        log_facility=resolve_facility(log_facility),
-        max_errors=max_errors,
-        fast_exit=bool(fast_exit),
-    )
-
-
 def initialisation_complete(
     *,
     max_servers: int = 4,
-    idle_timeout: Optional[float] = _DEFAULT_IDLE_TIMEOUT,
+    idle_timeout: "Optional[float]" = _DEFAULT_IDLE_TIMEOUT,
     autoreload: bool = True,
-    autoreload_extra: Iterable[Union[str, "os.PathLike[str]"]] = (),
-    log_facility: Union[int, str, None] = syslog.LOG_USER,
+    autoreload_extra: "Iterable[Union[str, os.PathLike]]" = (),
+    log_facility: "Union[int, str, None]" = syslog.LOG_USER,
     max_errors: int = 100,
     fast_exit: bool = True,
 ) -> None:
@@ -145,12 +115,22 @@ def initialisation_complete(
     running: ``fork`` copies only the calling thread.
     """
     global _completed
-    opts = _options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit)
+    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit)
     if _completed:
         return
-    raw = os.environb.get(ENV_NAME.encode())
+    raw = os.environb.get(_ENV_NAME.encode())
     if raw is None:
         return
+
+    import threading
+
+    import __main__
+
+    from ._executor import ScriptState, become_executor
+    from ._log import Log
+    from ._protocol import parse_setup_env
+    from ._server import serve
+
     setup = parse_setup_env(raw)
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("initialisation_complete() must be called from the main thread")
@@ -160,10 +140,8 @@ def initialisation_complete(
             f"initialisation_complete(): other threads are running ({', '.join(others)});"
             " fork() would copy only this one: start them after initialisation_complete()"
         )
-    del os.environ[ENV_NAME]
+    del os.environ[_ENV_NAME]
     state = ScriptState.capture()
-    import __main__
-
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
     request, fds = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
     # Only executors get here.

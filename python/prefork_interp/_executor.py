@@ -237,10 +237,18 @@ def _install_stdio_fds(fds: Sequence[int]) -> None:
 
 
 def _apply_environment(env: Dict[bytes, bytes]) -> None:
+    """Make ``os.environ`` (and the C environment) exactly ``env``.
+
+    Only the differences are applied: a caller's environment is usually
+    nearly the server's, and every putenv/unsetenv in a fresh fork is slow.
+    (So variables both have keep the server's order in ``os.environ``.)
+    """
     environ = os.environb
-    environ.clear()
+    current = dict(environ)
+    for name in current.keys() - env.keys():
+        del environ[name]
     for name, value in env.items():
-        if name:  # putenv cannot set an empty name
+        if current.get(name) != value and name:  # putenv cannot set an empty name
             environ[name] = value
 
 

@@ -6,20 +6,21 @@ which is still the first caller's; once the server has pointed its stdio at
 off, and then the server's messages are lost.
 """
 
-from __future__ import annotations
-
 __all__ = ["Log", "resolve_facility"]
 
 import os
 import syslog
-from typing import Optional, Union
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
+if TYPE_CHECKING:
+    from typing import Optional, Union
 
 #: syslog identity, as the Perl library's (without its ``$0``: we put the
 #: script in each message instead, and add the pid).
 SYSLOG_IDENT = "prefork-interp"
 
 
-def resolve_facility(facility: Union[int, str, None]) -> Optional[int]:
+def resolve_facility(facility: "Union[int, str, None]") -> "Optional[int]":
     """Turn a ``log_facility`` option into a syslog facility or None.
 
     Accepts a ``syslog.LOG_*`` integer, a name (``"LOG_DAEMON"``,
@@ -48,7 +49,7 @@ class Log:
     when it detaches from that stderr.
     """
 
-    def __init__(self, script: str, facility: Optional[int]) -> None:
+    def __init__(self, script: str, facility: "Optional[int]") -> None:
         self.script = script
         self.facility = facility
         self.to_stderr = True

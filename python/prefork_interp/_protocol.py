@@ -48,6 +48,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ._errors import PreforkError
+
 # ---------------------------------------------------------------------------
 # Constants
 
@@ -86,15 +88,6 @@ _FD_SIZE = array.array("i").itemsize
 
 # ---------------------------------------------------------------------------
 # Errors
-
-
-class PreforkError(RuntimeError):
-    """The server cannot be set up: ``PREFORK_INTERP`` or the fds it names
-    are not what prefork-interp provides.  Raised in the setup process, so
-    the first caller sees it."""
-
-
-PreforkError.__module__ = "prefork_interp"  # where users import it from
 
 
 class ProtocolError(Exception):

@@ -25,7 +25,7 @@ registration and one handler.
 
 from __future__ import annotations
 
-__all__ = ["Options", "program_files", "serve", "stale_file"]
+__all__ = ["program_files", "serve", "stale_file"]
 
 import errno
 import gc
@@ -35,29 +35,16 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ._log import Log
 from ._monitor import become_monitor
+from ._options import Options
 from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
 from ._protocol import ENV_NAME, PreforkError, Request, SetupInfo
 
 #: Errors from stat() meaning "the file is not there": not a reason to reload.
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
-
-
-@dataclass(frozen=True)
-class Options:
-    """Validated options of ``initialisation_complete``."""
-
-    max_servers: int
-    idle_timeout: Optional[float]
-    autoreload: bool
-    autoreload_extra: Tuple[str, ...]
-    log_facility: Optional[int]
-    max_errors: int
-    fast_exit: bool
 
 
 class _Quit(Exception):

@@ -1,0 +1,73 @@
+"""Options of ``initialisation_complete()``, checked (cheap to import: they
+are checked even when the script runs standalone)."""
+
+__all__ = ["Options", "make_options"]
+
+import os
+
+from ._log import resolve_facility
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
+if TYPE_CHECKING:
+    from typing import Iterable, Optional, Tuple, Union
+
+
+class Options:
+    """Validated options; see ``initialisation_complete`` for their meaning."""
+
+    __slots__ = ("max_servers", "idle_timeout", "autoreload", "autoreload_extra", "log_facility", "max_errors", "fast_exit")
+
+    max_servers: int
+    idle_timeout: "Optional[float]"
+    autoreload: bool
+    autoreload_extra: "Tuple[str, ...]"
+    log_facility: "Optional[int]"
+    max_errors: int
+    fast_exit: bool
+
+    def __init__(self, **values: object) -> None:
+        for name in self.__slots__:
+            setattr(self, name, values.pop(name))
+        if values:
+            raise TypeError(f"unknown options {sorted(values)}")
+
+    def __repr__(self) -> str:
+        return "Options(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def make_options(
+    max_servers: int,
+    idle_timeout: "Optional[float]",
+    autoreload: bool,
+    autoreload_extra: "Iterable[Union[str, os.PathLike]]",
+    log_facility: "Union[int, str, None]",
+    max_errors: int,
+    fast_exit: bool,
+) -> Options:
+    """Check and normalise the options; TypeError or ValueError if wrong."""
+    if not _is_int(max_servers):
+        raise TypeError(f"max_servers must be an int, not {max_servers!r}")
+    if max_servers == 0:
+        raise ValueError("max_servers must be positive (or negative for no limit), not 0")
+    if idle_timeout is not None:
+        if not (_is_int(idle_timeout) or isinstance(idle_timeout, float)):
+            raise TypeError(f"idle_timeout must be a number of seconds or None, not {idle_timeout!r}")
+        if idle_timeout < 0:
+            idle_timeout = None
+    if not _is_int(max_errors):
+        raise TypeError(f"max_errors must be an int, not {max_errors!r}")
+    if isinstance(autoreload_extra, (str, bytes, os.PathLike)):
+        raise TypeError("autoreload_extra must be a collection of paths, not one path")
+    return Options(
+        max_servers=max_servers,
+        idle_timeout=None if idle_timeout is None else float(idle_timeout),
+        autoreload=bool(autoreload),
+        autoreload_extra=tuple(os.path.abspath(os.fspath(path)) for path in autoreload_extra),
+        log_facility=resolve_facility(log_facility),
+        max_errors=max_errors,
+        fast_exit=bool(fast_exit),
+    )
