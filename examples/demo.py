@@ -1,7 +1,7 @@
 #!/usr/bin/prefork-interp -U,python3
 """Demo: a script with a slow start-up, served warm by prefork-interp.
 
-The initialisation (a sieve of primes below 3 million, standing in for
+The initialisation (a sieve of primes below 10 million, standing in for
 heavy imports or loading data) runs once, in the server. Each call then
 runs only the code after initialisation_complete().
 """
@@ -9,7 +9,7 @@ import sys
 import time
 
 started = time.monotonic()
-LIMIT = 3_000_000
+LIMIT = 10_000_000
 sieve = bytearray([1]) * LIMIT
 sieve[0:2] = b"\0\0"
 for i in range(2, int(LIMIT**0.5) + 1):
