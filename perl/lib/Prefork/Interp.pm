@@ -528,8 +528,7 @@ they would when run directly.
 =item *
 
 The server does not use L<Sys::Syslog>, so a script's own
-C<openlog> settings are not disturbed; and C<%INC> entries that are not
-file names (C<@INC> hooks) are skipped.
+C<openlog> settings are not disturbed.
 
 =item *
 
