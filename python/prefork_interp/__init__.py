@@ -54,7 +54,7 @@ _completed = False
 _DEFAULT_IDLE_TIMEOUT = 1_000_000.0
 
 
-def autoreload_also_check(*paths: "Union[str, os.PathLike]") -> None:
+def autoreload_also_check(*paths: "Union[str, os.PathLike[str]]") -> None:
     """Also reload the server when any of ``paths`` changes.
 
     A path that does not exist is not an error; one that cannot be checked
@@ -72,7 +72,7 @@ def initialisation_complete(
     max_servers: int = 4,
     idle_timeout: "Optional[float]" = _DEFAULT_IDLE_TIMEOUT,
     autoreload: bool = True,
-    autoreload_extra: "Iterable[Union[str, os.PathLike]]" = (),
+    autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]" = (),
     log_facility: "Union[int, str, None]" = syslog.LOG_USER,
     max_errors: int = 100,
     fast_exit: bool = True,

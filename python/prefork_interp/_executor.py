@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import _fastexit
 from ._log import Log
@@ -39,7 +39,7 @@ _STD_STREAMS = (("stdin", 0), ("stdout", 1), ("stderr", 2))
 
 # On Python 3.9 (no sys.orig_argv), `python -u` shows only in how the
 # start-up streams were made: unbuffered, with PYTHONUNBUFFERED unset.
-_STARTUP_CMDLINE_UNBUFFERED = isinstance(getattr(sys.__stdout__, "buffer", None), io.RawIOBase) and (
+_STARTUP_CMDLINE_UNBUFFERED = isinstance(getattr(sys.__stdout__, "buffer", None), io.RawIOBase) and bool(
     sys.flags.ignore_environment or not os.environ.get("PYTHONUNBUFFERED")
 )
 
@@ -48,14 +48,14 @@ _STARTUP_CMDLINE_UNBUFFERED = isinstance(getattr(sys.__stdout__, "buffer", None)
 class ScriptState:
     """What the server changes in the process and the executor restores."""
 
-    handlers: Dict[int, object]
+    handlers: Dict[int, Any]
     wakeup_fd: int
     locale_env: Tuple[Optional[str], ...]
 
     @classmethod
     def capture(cls) -> "ScriptState":
         """Record the script's state; call before the server changes it."""
-        handlers = {sig: signal.getsignal(sig) for sig in _SAVED_SIGNALS}
+        handlers: Dict[int, Any] = {sig: signal.getsignal(sig) for sig in _SAVED_SIGNALS}
         wakeup_fd = signal.set_wakeup_fd(-1)
         if wakeup_fd != -1:
             signal.set_wakeup_fd(wakeup_fd)
@@ -65,7 +65,7 @@ class ScriptState:
         """Give the script back its signal handlers and wake-up fd."""
         for sig, handler in self.handlers.items():
             if handler is not None:  # None: set from C, cannot be restored
-                signal.signal(sig, handler)  # type: ignore[arg-type]
+                signal.signal(sig, handler)
         if self.wakeup_fd != -1:
             signal.set_wakeup_fd(self.wakeup_fd)
 
@@ -184,11 +184,11 @@ def _open_std_stream(fd: int, name: str, encoding: str, errors: str, buffered: b
     write = fd != 0
     unbuffered_raw = write and not buffered
     buf = io.open(fd, "wb" if write else "rb", buffering=0 if unbuffered_raw else -1, closefd=False)
-    raw = buf if unbuffered_raw else buf.raw  # type: ignore[attr-defined]
+    raw: Any = buf if unbuffered_raw else buf.raw  # type: ignore[attr-defined]
     raw.name = f"<{name}>"
     line_buffering = buffered and (raw.isatty() or fd == 2)
     stream = io.TextIOWrapper(
-        buf,  # type: ignore[arg-type]
+        buf,
         encoding=encoding,
         errors="backslashreplace" if fd == 2 else errors,
         newline="\n",

@@ -54,7 +54,7 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Any, List, Optional, TextIO
+from typing import Any, List, Optional, TextIO, Tuple
 
 #: Opcodes that return from a frame (RETURN_CONST exists from 3.12).
 _RETURN_OPS = frozenset(opcode.opmap[name] for name in ("RETURN_VALUE", "RETURN_CONST") if name in opcode.opmap)
@@ -109,7 +109,7 @@ class _ExitClass(SystemExit):
     """
 
     @property
-    def code(self) -> Any:  # type: ignore[override]
+    def code(self) -> Any:
         value = _BASE_CODE.__get__(self)
         if _at_top_level(1):
             _outcome.exit_code = value
@@ -136,7 +136,7 @@ def _sys_exit(status: Any = None, /) -> None:
     raise _ExitClass(status)
 
 
-def _audit(event: str, args: tuple) -> None:
+def _audit(event: str, args: Tuple[Any, ...]) -> None:
     """Audit hook: notice an uncaught exception reported from the top level."""
     if event == "sys.excepthook" and _at_top_level(1):
         _outcome.exception = args[1]
@@ -305,6 +305,6 @@ def install(replaced_streams: List[TextIO]) -> None:
         return  # python -i: the interpreter does not exit after the script
     _outcome.main_frame = _find_main_frame()
     _outcome.replaced_streams = list(replaced_streams)
-    sys.exit = _sys_exit
+    sys.exit = _sys_exit  # type: ignore[assignment]
     sys.addaudithook(_audit)
     atexit.register(_arm)

@@ -43,7 +43,7 @@ def make_options(
     max_servers: int,
     idle_timeout: "Optional[float]",
     autoreload: bool,
-    autoreload_extra: "Iterable[Union[str, os.PathLike]]",
+    autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]",
     log_facility: "Union[int, str, None]",
     max_errors: int,
     fast_exit: bool,
