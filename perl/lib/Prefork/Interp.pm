@@ -68,7 +68,8 @@ sub prefork_initialisation_complete {
     return if $became_server;
 
     # Not run by prefork-interp: carry on as an ordinary script.
-    my $value = $ENV{Prefork::Interp::Protocol::ENV_NAME};
+    my $env_name = Prefork::Interp::Protocol::ENV_NAME;
+    my $value = $ENV{$env_name};
     return unless defined $value;
 
     my $fds = eval { Prefork::Interp::Protocol::parse_env_value($value) };
@@ -79,13 +80,12 @@ sub prefork_initialisation_complete {
     }
     foreach my $which (qw(listen call watchi watche)) {
         POSIX::fstat($fds->{$which})
-            or _croak(Prefork::Interp::Protocol::ENV_NAME
-                   . " names fd $fds->{$which} ($which), which is not"
-                   . " open");
+            or _croak("$env_name names fd $fds->{$which} ($which), which"
+                      . ' is not open');
     }
     # Nothing the script starts from here on should think it is a
     # prefork-interp setup process.
-    delete $ENV{Prefork::Interp::Protocol::ENV_NAME};
+    delete $ENV{$env_name};
 
     my $title = defined $SCRIPT_FILE ? $LOAD_TIME_0 : 'perl';
     my $log = Prefork::Interp::Log->new(
