@@ -11,7 +11,9 @@
 //! with `-` and contains a space or a comma, it is split on spaces and
 //! commas into options, the interpreter, and (our extension) the
 //! interpreter's own arguments: `#!/usr/bin/prefork-interp -U,perl,-w`
-//! runs `perl -w SCRIPT`.
+//! runs `perl -w SCRIPT`. Also our extension: separate options may come
+//! before the combined argument, so `prefork-interp --kill -U,perl,-w
+//! SCRIPT` stops the server that `#!` line starts.
 //!
 //! Options are parsed like upstream's `myopt`: short options may be bundled
 //! (`-Uf`), a short option's value may be attached (`-EVAR`, `-E=VAR`) or be
@@ -112,27 +114,29 @@ pub fn parse(argv: &[OsString]) -> Result<Parsed> {
         args: Vec::new(),
     };
 
-    if let Some(first) = rest.first().filter(|a| is_combined(a)) {
-        let words = split_combined(first);
-        let mut words = words.as_slice();
-        if parse_options(&mut words, &mut cmd)? {
+    // Separate options first; they stop at a combined argument, which may
+    // follow them (`--kill -U,perl,-w SCRIPT`) or come first (`#!` lines).
+    let mut words = rest;
+    if parse_options(&mut words, &mut cmd)? {
+        return Ok(Parsed::Help);
+    }
+    if let Some((first, after)) = words.split_first().filter(|(w, _)| is_combined(w)) {
+        let split = split_combined(first);
+        let mut split = split.as_slice();
+        if parse_options(&mut split, &mut cmd)? {
             return Ok(Parsed::Help);
         }
-        let (interp, interp_args) = words
+        let (interp, interp_args) = split
             .split_first()
             .ok_or_else(|| Error::usage("combined argument lacks <interpreter>"))?;
         cmd.interpreter = interp.clone();
         cmd.interpreter_args = interp_args.to_vec();
-        let (script, args) = rest[1..].split_first().ok_or_else(|| {
+        let (script, args) = after.split_first().ok_or_else(|| {
             Error::usage("no script argument (expected after combined #! options)")
         })?;
         cmd.script = Some(script.clone());
         cmd.args = args.to_vec();
     } else {
-        let mut words = rest;
-        if parse_options(&mut words, &mut cmd)? {
-            return Ok(Parsed::Help);
-        }
         let (interp, after) = words
             .split_first()
             .ok_or_else(|| Error::usage("need interpreter argument"))?;
@@ -173,7 +177,7 @@ fn split_combined(arg: &OsStr) -> Vec<OsString> {
 fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<bool> {
     while let Some((word, rest)) = words.split_first() {
         let w = word.as_bytes();
-        if w.first() != Some(&b'-') || w.len() == 1 {
+        if w.first() != Some(&b'-') || w.len() == 1 || is_combined(word) {
             break;
         }
         *words = rest;
@@ -330,6 +334,19 @@ mod tests {
         assert_eq!(c.ident.as_deref(), Some(OsStr::new("myid")));
         assert_eq!(c.ident_items[1], IdentItem::String("HELLO".into()));
         assert!(matches!(&c.ident_items[0], IdentItem::Env(n, _) if n == "LANG"));
+    }
+
+    #[test]
+    fn separate_options_before_a_combined_argument() {
+        let c = run(&["--kill", "-U,perl,-w", "/s.pl"]);
+        assert_eq!(c.mode, Mode::Kill);
+        assert_eq!(c.interpreter, "perl");
+        assert_eq!(c.interpreter_args, os(&["-w"]));
+        assert_eq!(c.script.as_deref(), Some(OsStr::new("/s.pl")));
+        let c = run(&["-f", "-G", "a,b", "-U perl", "/s.pl", "x"]);
+        assert_eq!(c.mode, Mode::Fresh);
+        assert_eq!(c.ident_items, vec![IdentItem::String("a,b".into())]);
+        assert_eq!(c.args, os(&["x"]));
     }
 
     #[test]

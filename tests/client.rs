@@ -395,11 +395,26 @@ fn interpreter_arguments_on_the_shebang_line() {
     let out = f.run(&["-U"], &["warnflag"]);
     assert_ok(&out);
     assert_eq!(text(&out.stdout), "W=0\n", "{out:?}");
+    let sockets = || {
+        std::fs::read_dir(&f.run_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('s')
+            })
+            .count()
+    };
+    assert_eq!(sockets(), 2);
+    // `--kill` before the combined argument stops the `-w` server only.
     let mut k = Command::new(OURS);
-    k.arg("-U,--kill,perl,-w").arg(&f.script);
+    k.args(["--kill", "-U,perl,-w"]).arg(&f.script);
     k.current_dir(&f.dir)
         .env("PREFORK_INTERP_RUN_DIR", &f.run_dir);
     assert_ok(&k.output().unwrap());
+    assert_eq!(sockets(), 1);
 }
 
 #[test]
