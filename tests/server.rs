@@ -540,3 +540,73 @@ fn c_client_and_ours_share_the_rust_server() {
     assert_ok(&out);
     assert_eq!(id(&out, "sid"), server);
 }
+
+#[test]
+fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
+    // SPEC §3: before a new server is made, a run directory holding more
+    // than 100 identities loses the least recently used (socket atime),
+    // and the servers whose sockets go quit through their watchers.
+    let f = Fixture::new("prune", "exit_with", Client::Ours);
+    let start = |n: usize| {
+        let mut c = std::process::Command::new(OURS);
+        c.arg("-U")
+            .arg("-G")
+            .arg(format!("g{n}"))
+            .arg(&f.prog)
+            .arg("0");
+        c.current_dir(&f.dir)
+            .env("PREFORK_INTERP_RUN_DIR", &f.run_dir)
+            .env("PREFORK_INTERP_DEBUG", "1")
+            .stdin(Stdio::null());
+        let out = f.output(c);
+        assert_ok(&out);
+        let err = text(&out.stderr);
+        let sock = err
+            .lines()
+            .find_map(|l| l.split_once("]: socket ").map(|(_, p)| p.to_string()))
+            .unwrap_or_else(|| panic!("no socket in trace: {err}"));
+        std::path::PathBuf::from(sock)
+    };
+    let mut sockets = Vec::new();
+    for n in 0..=100 {
+        sockets.push(start(n));
+    }
+    // Make g0 the least recently used, then g1, ...
+    for (n, s) in sockets.iter().enumerate() {
+        let t = nix::sys::time::TimeSpec::new(1_000_000 + n as i64, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            s,
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+    let before = f.processes().len();
+    assert_eq!(before, 101, "one server per identity");
+    // The 102nd identity: 101 are there, so the two oldest go.
+    sockets.push(start(101));
+    assert!(!sockets[0].exists() && !sockets[1].exists());
+    assert!(sockets[2..].iter().all(|s| s.exists()));
+    let idents = std::fs::read_dir(&f.run_dir).unwrap().count();
+    assert_eq!(idents, 2 * 100, "sockets and locks of 100 identities");
+    assert!(
+        wait_until(Duration::from_secs(3), || f.processes().len() == 100),
+        "pruned servers still running: {} processes",
+        f.processes().len()
+    );
+    for n in 2..=101 {
+        let mut c = std::process::Command::new(OURS);
+        c.arg("--kill")
+            .arg("-U")
+            .arg("-G")
+            .arg(format!("g{n}"))
+            .arg(&f.prog)
+            .arg("0");
+        c.current_dir(&f.dir)
+            .env("PREFORK_INTERP_RUN_DIR", &f.run_dir);
+        assert_ok(&f.output(c));
+    }
+    assert!(f.processes().is_empty(), "{:?}", f.processes());
+}
