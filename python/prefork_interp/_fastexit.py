@@ -83,7 +83,12 @@ def _at_top_level(depth: int) -> bool:
 class _Outcome:
     """How the main module ended, as far as we have seen it (per process)."""
 
+    #: The ``__main__`` module's frame, until atexit time, when the main
+    #: module has ended and :func:`_arm` notes whether it returned and lets
+    #: go of it (holding it would keep the module's globals alive through
+    #: the teardown, and their finalizers from running if we step aside).
     main_frame: Optional[FrameType] = None
+    main_returned = False
     #: Set when an uncaught exception reached the top level.
     exception: Optional[type] = None
     #: Set to the SystemExit code the interpreter read at the top level.
@@ -175,27 +180,32 @@ def _decided_status() -> Optional[int]:
         return -signal.SIGINT if issubclass(_outcome.exception, KeyboardInterrupt) else 1
     if _outcome.exit_code_seen:
         return exit_status_of_code(_outcome.exit_code)
-    if _main_frame_returned(_outcome.main_frame):
+    if _outcome.main_returned:
         return 0
     return None
 
 
 def _report_flush_failure(stream: Any, exc: BaseException) -> None:
-    """As ``PyErr_WriteUnraisable(stdout)`` at exit, through sys.unraisablehook."""
+    """Report a failed flush of stdout as the interpreter does at exit:
+    through sys.unraisablehook, with CPython's wording of the version."""
+    if sys.version_info >= (3, 13):
+        err_msg, obj = "Exception ignored on flushing sys.stdout", None
+    else:
+        err_msg, obj = None, stream
     hook = sys.unraisablehook
     if hook is not sys.__unraisablehook__:
         from types import SimpleNamespace
 
-        hook(SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=None, err_msg=None, object=stream))
+        hook(SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=None, err_msg=err_msg, object=obj))
         return
     import traceback
 
     err = sys.stderr
     if err is None:
         return
+    heading = f"{err_msg}:" if obj is None else f"Exception ignored in: {obj!r}"
     try:
-        err.write(f"Exception ignored in: {stream!r}\n")
-        err.write("".join(traceback.format_exception_only(type(exc), exc)))
+        err.write(heading + "\n" + "".join(traceback.format_exception_only(type(exc), exc)))
         err.flush()
     except Exception:
         pass
@@ -216,6 +226,7 @@ def _finish(triggers: List[Any]) -> None:
             setattr(sys, name, trigger._stream)
     status = _decided_status()
     if status is None:
+        _outcome.replaced_streams = []  # theirs to flush when they are freed
         return
     # flush_std_files(): stdout failing is reported and makes the status 120;
     # stderr failing only changes the status.
@@ -269,7 +280,10 @@ class _ExitTrigger:
 
 
 def _arm() -> None:
-    """atexit handler: put exit triggers in front of sys.stdout/sys.stderr."""
+    """atexit handler: note how the main module ended, and put exit
+    triggers in front of sys.stdout/sys.stderr."""
+    _outcome.main_returned = _main_frame_returned(_outcome.main_frame)
+    _outcome.main_frame = None
     triggers: List[Any] = []
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)

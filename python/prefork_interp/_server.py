@@ -290,11 +290,11 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         call.close()
         log.to_stderr = False
         redirect_stdio_to_devnull()
-        # Collect the set-up's garbage once, then keep the collector away
-        # from everything that exists now: a collection in an executor would
-        # otherwise touch, and so copy, every page of the server's objects.
+        # Collect the set-up's garbage once here rather than in every
+        # executor.  (No gc.freeze(): frozen objects are never collected, so
+        # cycles through module globals would no longer be finalized at a
+        # normal exit, nor freed when a long call drops them.)
         gc.collect()
-        gc.freeze()
         return server.loop()
     except _Quit as q:
         code = q.code

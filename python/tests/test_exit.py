@@ -193,22 +193,37 @@ class Noisy:
         os.write(1, b"finalized")
 
 keep = Noisy()
-sys.exit(int(sys.argv[1]))
+how = sys.argv[1]
+if how == "sys.exit":
+    sys.exit(4)
+elif how == "exception":
+    raise ValueError("boom")
+elif how == "keyboard_interrupt":
+    raise KeyboardInterrupt
+elif how == "raise":
+    raise SystemExit(4)
 """
+
+# How each way out ends with fast_exit on; "raise SystemExit(n)" written out
+# cannot be observed, so the interpreter finalizes as usual (README).
+FAST_EXIT_PATHS = {"end": True, "sys.exit": True, "exception": True, "keyboard_interrupt": True, "raise": False}
 
 
 @pytest.mark.parametrize("fast_exit", [True, False])
 def test_fast_exit_skips_finalization(harness, fast_exit):
     """Proof that the fast exit is taken: objects alive at exit are not
-    finalized (as with os._exit), while atexit still runs.  With
+    finalized (as with os._exit), while atexit handlers still run.  With
     fast_exit=False the interpreter tears down and __del__ runs."""
     script = harness.script(
         "noisy.py", FINALIZER_BODY, setup="import atexit\natexit.register(os.write, 1, b'atexit ')\n",
         init=f"fast_exit={fast_exit}",
     )
-    got = harness.run(script, "4", env=BUFFERED)
-    assert got.returncode == 4, got.text()
-    assert got.out == (b"atexit " if fast_exit else b"atexit finalized")
+    for how, fast in FAST_EXIT_PATHS.items():
+        got = harness.run(script, how, env=BUFFERED)
+        want = harness.direct(script, how, env=BUFFERED)
+        assert got.returncode == want.returncode, got.text()
+        assert want.out == b"atexit finalized"
+        assert got.out == (b"atexit " if fast_exit and fast else b"atexit finalized"), f"{how}: {got.text()}"
 
 
 BROKEN_PIPE_BODY = """\
