@@ -209,8 +209,13 @@ def _recreate_std_streams(locale_changed: bool) -> List[TextIO]:
     try:
         encoding, errors, buffered = stdio_settings(locale_changed)
     except LookupError as e:
-        os.write(2, f"Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"
-                    f"LookupError: {e}\n".encode())
+        # What the interpreter says, and does, at start-up.
+        os.write(
+            2,
+            b"Fatal Python error: init_stdio_encoding: failed to get the Python codec name"
+            b" of the stdio encoding\nPython runtime state: core initialized\n"
+            + f"LookupError: {e}\n".encode(errors="backslashreplace"),
+        )
         os._exit(1)
     replaced: List[TextIO] = []
     for name, fd in _STD_STREAMS:

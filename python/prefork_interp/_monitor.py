@@ -117,6 +117,8 @@ def become_monitor(call: socket.socket, release: Callable[[], None], log: Log) -
         log.error(f"monitor: {e}")
     finally:
         if os.getpid() == monitor_pid:
-            close_quietly(fds)
-            os._exit(code)
+            try:
+                close_quietly(fds)
+            finally:
+                os._exit(code)
     raise AssertionError("not reached: the monitor exits in the finally clause")

@@ -306,7 +306,11 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         log.error(f"server: {type(e).__name__}: {e}")
     finally:
         if os.getpid() == server_pid:
-            if server is not None:
-                server.shutdown()
-            os._exit(code)
+            try:
+                if server is not None:
+                    server.shutdown()
+            except BaseException as e:
+                log.error(f"server: waiting for calls in progress: {type(e).__name__}: {e}")
+            finally:
+                os._exit(code)
     raise AssertionError("not reached: the server exits in the finally clause")

@@ -132,6 +132,21 @@ def test_stdio_as_the_interpreter_makes_it(harness):
             assert got[key] == want[key], f"{key} with {extra}"
 
 
+def test_unknown_pythonioencoding(harness):
+    """As at start-up: a fatal error, status 1."""
+    script = harness.script("report.py", REPORT)
+    assert harness.run(script).returncode == 0  # a server, started with a good encoding
+    server = harness.last_server()
+    env = {"PYTHONIOENCODING": "no-such-codec"}
+    got = harness.run(script, env=env)
+    want = harness.direct(script, env=env)
+    assert got.returncode == want.returncode == 1, got.text()
+    assert got.out == want.out == b""
+    assert got.err.splitlines()[:3] == want.err.splitlines()[:3], got.text()
+    assert harness.run(script).returncode == 0
+    assert harness.executors()[-1][2] == server and len(harness.executors()) == 2, "one server served all"
+
+
 def test_stdio_on_a_terminal(harness):
     """stdin and stdout on a terminal: line buffered, as in a direct run."""
     script = harness.script("report.py", REPORT)
