@@ -86,6 +86,8 @@ elif mode == "thread":
     threading.Thread(target=late).start()
 elif mode == "atexit_exit":
     atexit.register(Exit7())
+elif mode == "atexit_sys_exit":
+    atexit.register(sys.exit, 7)
 elif mode == "sigterm":
     os.kill(os.getpid(), signal.SIGTERM)
 elif mode == "sigkill":
@@ -164,6 +166,18 @@ def test_death_by_signal(harness):
     for mode, status in SIGNAL_MODES.items():
         want = _check_same(harness, script, mode, 3)
         assert want.returncode == status
+
+
+def test_sys_exit_in_an_atexit_handler_does_not_change_the_status(harness):
+    """The interpreter ignores it (reporting it, with our sys.exit's extra
+    traceback line), and so must the fast exit."""
+    script = _script(harness)
+    want = harness.direct(script, "atexit_sys_exit", env=BUFFERED)
+    assert want.returncode == 0
+    for _ in range(3):
+        got = harness.run(script, "atexit_sys_exit", env=BUFFERED)
+        assert (got.returncode, got.out) == (want.returncode, want.out), got.text()
+        assert got.err.endswith(b"SystemExit: 7\natexit-err\n"), got.text()
 
 
 def test_exec_from_the_executor_keeps_running_and_reports_its_status(harness):
