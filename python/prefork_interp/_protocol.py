@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 import array
-import os
 import socket
 import struct
 import time
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ._errors import PreforkError
+from ._proc import close_quietly
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -187,14 +187,6 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float, what: str) -> byte
     return bytes(buf)
 
 
-def _close_all(fds: List[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
     """Receive one one-byte message carrying exactly one fd."""
     _set_deadline(sock, deadline)
@@ -213,7 +205,7 @@ def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
         else:
             odd_cmsg = True
     if not data:
-        _close_all(fds)
+        close_quietly(fds)
         raise PeerGone(f"EOF before fd {which}")
     problem: Optional[str] = None
     if flags & socket.MSG_CTRUNC:
@@ -223,7 +215,7 @@ def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
     elif len(fds) != 1:
         problem = f"{len(fds)} fds in one message"
     if problem is not None:
-        _close_all(fds)
+        close_quietly(fds)
         raise ProtocolError(f"receiving fd {which}: {problem}")
     return fds[0]
 
@@ -318,7 +310,7 @@ def receive_call(sock: socket.socket, timeout: float) -> Tuple[List[int], Reques
         sock.setblocking(True)
         return fds, request
     except BaseException:
-        _close_all(fds)
+        close_quietly(fds)
         raise
 
 

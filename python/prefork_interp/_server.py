@@ -283,11 +283,9 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         os.setsid()
         log.open_syslog()
         server = _Server(setup, opts, log, listen, program_files(opts.autoreload, extra_files))
-        first = fork()
-        if first == 0:
-            return become_monitor(call, server.release_for_child, log)
-        server.children[first] = None
-        call.close()
+        executor_call = server.start_monitor(call)  # the first call's
+        if executor_call is not None:
+            return executor_call
         log.to_stderr = False
         redirect_stdio_to_devnull()
         # Collect the set-up's garbage once here rather than in every

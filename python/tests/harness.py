@@ -12,17 +12,19 @@ kills whatever is left in the recorded sessions, by pid.
 
 from __future__ import annotations
 
+import array
 import os
-import signal
-import subprocess
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -64,6 +66,12 @@ class Proc:
     def gone(self) -> bool:
         """A zombie nobody will reap (init here does not): as good as gone."""
         return self.state in ("Z", "X") and self.ppid == 1
+
+
+def send_fds(sock: socket.socket, fds: Sequence[int]) -> None:
+    """Send one byte carrying ``fds`` in SCM_RIGHTS, as a client sends
+    each of its stdio fds."""
+    sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
 
 
 def processes() -> List[Proc]:

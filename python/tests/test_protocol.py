@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import array
 import os
 import socket
 import time
 
 import pytest
+from harness import send_fds
 
 from prefork_interp._fastexit import exit_status_of_code
 from prefork_interp._protocol import (
@@ -107,10 +107,6 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def _send_fds(sock, fds):
-    sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-
-
 @pytest.fixture
 def pair():
     server, client = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -125,7 +121,7 @@ def test_receive_call(pair, tmp_path):
     try:
         client.sendall(b"\0")
         for f in files:
-            _send_fds(client, [f.fileno()])
+            send_fds(client, [f.fileno()])
         client.sendall(encode_request([(b"HOME", b"/h")], [b"python3", b"/s.py", b"a"]))
         fds, request = receive_call(server, timeout=5)
         try:
@@ -155,10 +151,10 @@ def _bad_call(client, null, case):
         client.sendall(b"\0")
         return
     if case == "two fds":
-        _send_fds(client, [null, null])
+        send_fds(client, [null, null])
         return
     for _ in range(3):
-        _send_fds(client, [null])
+        send_fds(client, [null])
     if case == "too long":
         client.sendall((MAX_REQUEST + 1).to_bytes(4, "big"))
     elif case == "bad body":
@@ -193,7 +189,7 @@ def test_receive_call_peer_gone(pair):
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         client.sendall(b"\0")
-        _send_fds(client, [null])
+        send_fds(client, [null])
         client.close()
         before = _open_fds()
         with pytest.raises(PeerGone):

@@ -3,13 +3,12 @@ that go away, bad clients, error counting, stdio buffers across forks."""
 
 from __future__ import annotations
 
-import array
 import os
 import signal
 import socket
 
 import pytest
-from harness import alive, wait_until
+from harness import alive, send_fds, wait_until
 
 from prefork_interp._protocol import GREETING, encode_request
 
@@ -185,10 +184,6 @@ def _connect(path: str) -> socket.socket:
     return s
 
 
-def _send_fds(sock: socket.socket, fds) -> None:
-    sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-
-
 def test_server_survives_bad_clients(harness):
     script = harness.script("ok.py", 'print("fine")\n')
     assert harness.run(script).returncode == 0
@@ -200,11 +195,11 @@ def test_server_survives_bad_clients(harness):
             lambda s: None,  # hang up at once
             lambda s: s.sendall(b"\x01garbage"),  # wrong signalling byte
             lambda s: s.sendall(b"\0"),  # hang up before the fds
-            lambda s: (s.sendall(b"\0"), _send_fds(s, [null])),  # after one fd
-            lambda s: (s.sendall(b"\0"), _send_fds(s, [null, null])),  # two fds in one message
-            lambda s: (s.sendall(b"\0"), *(_send_fds(s, [null]) for _ in range(3)), s.sendall(b"\xff\xff\xff\xff")),
-            lambda s: (s.sendall(b"\0"), *(_send_fds(s, [null]) for _ in range(3)), s.sendall(encode_request([], [b"x"])[:-3])),
-            lambda s: (s.sendall(b"\0"), *(_send_fds(s, [null]) for _ in range(3)), s.sendall(b"\0\0\0\2ab")),
+            lambda s: (s.sendall(b"\0"), send_fds(s, [null])),  # after one fd
+            lambda s: (s.sendall(b"\0"), send_fds(s, [null, null])),  # two fds in one message
+            lambda s: (s.sendall(b"\0"), *(send_fds(s, [null]) for _ in range(3)), s.sendall(b"\xff\xff\xff\xff")),
+            lambda s: (s.sendall(b"\0"), *(send_fds(s, [null]) for _ in range(3)), s.sendall(encode_request([], [b"x"])[:-3])),
+            lambda s: (s.sendall(b"\0"), *(send_fds(s, [null]) for _ in range(3)), s.sendall(b"\0\0\0\2ab")),
         ]
         for behave in bad_clients:
             with _connect(path) as s:
