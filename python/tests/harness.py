@@ -169,7 +169,8 @@ class Harness:
             return [self.client, ",".join(("-U", PYTHON, *interp)), str(script), *args]
         return [self.client, "-U", PYTHON, str(script), *args]
 
-    def _call(self, cmd: List, env: Dict[str, str], input: Optional[bytes], stdin, stdout, timeout: float) -> Result:
+    def call_argv(self, cmd: List, env: Dict[str, str], input: Optional[bytes], stdin, stdout, timeout: float) -> Result:
+        """Run any command line in the test directory and capture it."""
         started = time.monotonic()
         p = subprocess.run(
             cmd,
@@ -196,7 +197,7 @@ class Harness:
     ) -> Result:
         """One call of ``script`` through the client.  ``stdin``/``stdout``:
         fds or files to use instead of ``input`` and capturing."""
-        return self._call(self.command(script, args, interp), self.env(env), input, stdin, stdout, timeout)
+        return self.call_argv(self.command(script, args, interp), self.env(env), input, stdin, stdout, timeout)
 
     def direct(
         self,
@@ -211,7 +212,7 @@ class Harness:
         """The same script run directly by the interpreter (no prefork)."""
         full_env = self.env(env)
         del full_env["PFI_TEST_RECORD"]  # a direct run must not record our session
-        return self._call([PYTHON, str(script), *args], full_env, input, stdin, stdout, timeout)
+        return self.call_argv([PYTHON, str(script), *args], full_env, input, stdin, stdout, timeout)
 
     def popen(self, script: Union[Path, str], *args: str, env: Optional[Dict[str, Optional[str]]] = None, **kw) -> subprocess.Popen:
         """Start a call without waiting for it (killed at clean-up)."""

@@ -175,7 +175,7 @@ def test_hashbang_line(harness):
     """Run as a program: the kernel passes "-U,python" as one argument."""
     script = _shebang_script(harness, f"{harness.client} -U,{PYTHON}")
     harness.scripts.add((str(script),))
-    got = _report(harness._call([str(script), "x", "y"], harness.env(), None, None, None, 30))
+    got = _report(harness.call_argv([str(script), "x", "y"], harness.env(), None, None, None, 30))
     want = _report(harness.direct(script, "x", "y"))
     assert got["argv"] == want["argv"]
 
@@ -186,7 +186,7 @@ def test_interpreter_arguments_on_the_hashbang_line(our_harness):
     harness = our_harness
     script = _shebang_script(harness, f"{harness.client} -U,{PYTHON},-X,dev")
     harness.scripts.add((str(script), "-X", "dev"))
-    got = _report(harness._call([str(script), "x"], harness.env(), None, None, None, 30))
+    got = _report(harness.call_argv([str(script), "x"], harness.env(), None, None, None, 30))
     assert got["dev_mode"] is True
     assert [bytes.fromhex(a) for a in got["argv"]] == [os.fsencode(script), b"x"]
 
@@ -199,5 +199,5 @@ def test_interpreter_options_shape_stdio(our_harness, option):
     script = harness.script("report.py", REPORT)
     env = {"PYTHONUNBUFFERED": None, "LC_ALL": "C", "PYTHONUTF8": None}
     got = _report(harness.run(script, env=env, interp=(option,)))
-    want = _report(harness._call([PYTHON, option, str(script)], harness.env({**env, "PFI_TEST_RECORD": None}), None, None, None, 30))
+    want = _report(harness.call_argv([PYTHON, option, str(script)], harness.env({**env, "PFI_TEST_RECORD": None}), None, None, None, 30))
     assert got["stdio"] == want["stdio"]
