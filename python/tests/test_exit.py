@@ -177,7 +177,9 @@ def test_sys_exit_in_an_atexit_handler_does_not_change_the_status(harness):
     for _ in range(3):
         got = harness.run(script, "atexit_sys_exit", env=BUFFERED)
         assert (got.returncode, got.out) == (want.returncode, want.out), got.text()
-        assert got.err.endswith(b"SystemExit: 7\natexit-err\n"), got.text()
+        # Same report (from 3.11 on; silence before), but for the traceback
+        # line of our sys.exit.
+        assert got.err.splitlines()[-2:] == want.err.splitlines()[-2:], got.text()
 
 
 def test_exec_from_the_executor_keeps_running_and_reports_its_status(harness):
