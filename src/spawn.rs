@@ -148,10 +148,22 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, what: &str) -> Result<()> {
 /// Is the socket gone, or a different inode from the one we watch?
 fn socket_replaced(path: &Path, initial: DevIno) -> Result<bool> {
     match nix::sys::stat::stat(path) {
-        Ok(st) => Ok(st.st_dev != initial.dev || st.st_ino != initial.ino),
+        Ok(st) => Ok(not_our_socket(&st, initial)),
         Err(nix::errno::Errno::ENOENT) => Ok(true),
         Err(e) => Err(Error::io(format!("stat socket {}", path.display()), e)),
     }
+}
+
+/// Does `st` (what the socket path names now) show our socket has gone?
+///
+/// A link count of 0 counts as gone: the kernel sends the `IN_ATTRIB` of
+/// an unlink after dropping the link count but before removing the name
+/// from the dentry cache, so a `stat` racing with the unlink can still
+/// find the old inode under the old name. Without this check the watcher
+/// would go back to sleep and never hear of the unlink again (seen about
+/// once in a thousand `--kill`s under load).
+fn not_our_socket(st: &libc::stat, initial: DevIno) -> bool {
+    st.st_dev != initial.dev || st.st_ino != initial.ino || st.st_nlink == 0
 }
 
 /// The fds the setup process hands to the script, in `PREFORK_INTERP` order.
@@ -232,4 +244,28 @@ fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[R
         nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
     );
     sys::exit_now(127)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlinked_or_other_inode_is_not_our_socket() {
+        let path = std::env::temp_dir();
+        let st = nix::sys::stat::stat(&path).unwrap();
+        let ours = DevIno {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        assert!(!not_our_socket(&st, ours));
+        let mut unlinked = st;
+        unlinked.st_nlink = 0;
+        assert!(not_our_socket(&unlinked, ours));
+        let other = DevIno {
+            dev: st.st_dev,
+            ino: st.st_ino + 1,
+        };
+        assert!(not_our_socket(&st, other));
+    }
 }

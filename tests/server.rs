@@ -608,5 +608,11 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
             .env("PREFORK_INTERP_RUN_DIR", &f.run_dir);
         assert_ok(&f.output(c));
     }
-    assert!(f.processes().is_empty(), "{:?}", f.processes());
+    // --kill returns once a server has closed its listener; it exits
+    // right after.
+    assert!(
+        wait_until(Duration::from_secs(5), || f.processes().is_empty()),
+        "{:?}",
+        f.processes()
+    );
 }
