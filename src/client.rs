@@ -87,29 +87,17 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
     let lock_path = run_dir.lock_path(&ident);
     debug(|| format!("socket {}", sock_path.display()));
 
-    let mut call = match cmd.mode {
+    let existing = match cmd.mode {
         Mode::Normal => connect_existing(&sock_path)?,
         Mode::Fresh | Mode::Kill => None,
     };
-    if call.is_none() {
-        rundir::prune(&run_dir.path)?;
-        let lock = Lock::acquire(&lock_path)?;
-        if cmd.mode == Mode::Kill {
-            kill(&sock_path, &lock_path, lock)?;
-            return Ok(Outcome::Exit(0));
-        }
-        if cmd.mode == Mode::Normal {
-            call = connect_existing(&sock_path)?;
-        }
-        if call.is_none() {
-            match start_server(cmd, &sock_path, &lock)? {
-                Started::Ready(c) => call = Some(c),
-                Started::SetupFailed(outcome) => return Ok(outcome),
-            }
-        }
-        drop(lock);
-    }
-    let mut call = call.expect("connected or started");
+    let mut call = match existing {
+        Some(call) => call,
+        None => match under_lock(cmd, &run_dir, &sock_path, &lock_path)? {
+            Started::Ready(call) => call,
+            Started::Done(outcome) => return Ok(outcome),
+        },
+    };
 
     let request = Request {
         env: std::env::vars_os()
@@ -233,9 +221,36 @@ fn connect_existing(path: &Path) -> Result<Option<Call>> {
     }
 }
 
+/// What happened under the lock.
 enum Started {
+    /// A server greeted us: make the call.
     Ready(Call),
-    SetupFailed(Outcome),
+    /// Nothing to call: leave with this (`--kill` done, or the setup
+    /// process failed).
+    Done(Outcome),
+}
+
+/// Steps 5-9: prune, lock, then kill, find the server someone else has
+/// just started, or start one.
+fn under_lock(
+    cmd: &Command,
+    run_dir: &RunDir,
+    sock_path: &Path,
+    lock_path: &Path,
+) -> Result<Started> {
+    rundir::prune(&run_dir.path)?;
+    let lock = Lock::acquire(lock_path)?;
+    if cmd.mode == Mode::Kill {
+        kill(sock_path, lock_path, lock)?;
+        return Ok(Started::Done(Outcome::Exit(0)));
+    }
+    if cmd.mode == Mode::Normal
+        && let Some(call) = connect_existing(sock_path)?
+    {
+        return Ok(Started::Ready(call));
+    }
+    start_server(cmd, sock_path, &lock)
+    // The lock is released here, after the new server's greeting.
 }
 
 /// Start a new server (design.md §4.3-4.9). We hold the lock.
@@ -285,10 +300,7 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
     let status = sys::wait_raw(pid).map_err(|e| Error::io(format!("wait for setup [{pid}]"), e))?;
     if status != 0 {
         debug(|| format!("setup failed, wait status 0x{status:x}"));
-        return Ok(Started::SetupFailed(exit_status::classify(
-            status as u32,
-            "setup",
-        )));
+        return Ok(Started::Done(exit_status::classify(status as u32, "setup")));
     }
     let mut call = Call::new(client_end);
     match call.read_greeting() {
