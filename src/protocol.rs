@@ -14,7 +14,7 @@
 //!   server → client   u32 BE wait status                                step 5
 //! ```
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -137,8 +137,9 @@ impl SetupEnv {
 /// What a caller asks for: its environment and its arguments.
 ///
 /// On the wire the arguments are `interpreter, [script,] args...` exactly as
-/// the 7.0.0 C client sends them; [`Request::script_args`] gives what the
-/// script itself should see.
+/// the 7.0.0 C client sends them. What the program should see of them
+/// depends on the script side (a script drops the interpreter and itself, a
+/// program run as the interpreter only its own name: see `server`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// `NAME=value` entries, in the caller's order.
@@ -191,17 +192,6 @@ impl Request {
         }
         let args = strings.map(|s| OsString::from_vec(s.to_vec())).collect();
         Ok(Request { env, args })
-    }
-
-    /// The arguments the script would have had if run directly: the wire's
-    /// list without the interpreter and the script.
-    pub fn script_args(&self) -> &[OsString] {
-        self.args.get(2..).unwrap_or_default()
-    }
-
-    /// The script path (second item on the wire), if there is one.
-    pub fn script(&self) -> Option<&OsStr> {
-        self.args.get(1).map(|s| s.as_os_str())
     }
 }
 
@@ -473,8 +463,6 @@ mod tests {
         let body = r.encode_body();
         assert_eq!(body, b"A=1\0B=\0\0python3\0/x/s.py\0\0a b\0");
         assert_eq!(Request::decode_body(&body).unwrap(), r);
-        assert_eq!(r.script_args(), &[os(""), os("a b")]);
-        assert_eq!(r.script(), Some(OsStr::new("/x/s.py")));
     }
 
     #[test]
@@ -482,7 +470,6 @@ mod tests {
         let r = Request::default();
         assert_eq!(r.encode_body(), b"\0");
         assert_eq!(Request::decode_body(b"\0").unwrap(), r);
-        assert!(r.script_args().is_empty());
         let r = Request {
             env: vec![],
             args: vec![OsString::from_vec(vec![0xff, 0x80])],
