@@ -143,7 +143,7 @@ def initialisation_complete(
     del os.environ[_ENV_NAME]
     state = ScriptState.capture()
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
-    request, fds = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
+    call = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
     # Only executors get here.
     _completed = True
-    become_executor(request, fds, state, log, opts.fast_exit)
+    become_executor(call, state, log, opts.fast_exit)
