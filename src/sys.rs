@@ -235,6 +235,140 @@ pub fn ensure_stdio_open() -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------
+// Process attributes a call carries (protocol.md §6.3-6.4): read by the
+// client, applied by the Rust executor.
+
+/// Signal numbers a process can have a disposition or mask bit for: 1-64,
+/// without glibc's two internal real-time signals (32 and 33), which its
+/// `sigaction` refuses.
+pub fn all_signals() -> impl Iterator<Item = libc::c_int> {
+    (1..=64).filter(|&s| s != 32 && s != 33)
+}
+
+/// A signal set holding `sigs`, real-time signals included (nix's
+/// `Signal` has none).
+pub fn sigset_of(sigs: impl Iterator<Item = libc::c_int>) -> nix::sys::signal::SigSet {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before
+    // sigaddset writes into it (an invalid number is EINVAL, no change).
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut raw);
+        for s in sigs {
+            libc::sigaddset(&mut raw, s);
+        }
+        nix::sys::signal::SigSet::from_sigset_t_unchecked(raw)
+    }
+}
+
+/// Is `sig` in `set`? (Real-time signals included.)
+pub fn sigset_has(set: &nix::sys::signal::SigSet, sig: libc::c_int) -> bool {
+    // SAFETY: sigismember only reads the initialised set we pass.
+    unsafe { libc::sigismember(set.as_ref(), sig) == 1 }
+}
+
+/// Is `sig` pending for this process or thread (`sigpending`)?
+pub fn signal_pending(sig: libc::c_int) -> bool {
+    // SAFETY: sigpending fills the set we pass; all-zero is a valid start.
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut raw) == 0 && libc::sigismember(&raw, sig) == 1
+    }
+}
+
+/// Is `sig` set to `SIG_IGN`? (A query: changes nothing.)
+pub fn signal_is_ignored(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction is plain data, all-zero is valid; a null new-action
+    // pointer makes sigaction a pure query of `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is a valid out-pointer.
+    let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    r == 0 && old.sa_sigaction == libc::SIG_IGN
+}
+
+/// `getpriority(PRIO_PROCESS, 0)`: our nice value.
+pub fn nice_value() -> io::Result<i32> {
+    // getpriority may legitimately return -1, so errno tells failure apart.
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: getpriority takes no pointers.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let err = io::Error::last_os_error();
+    if r == -1 && err.raw_os_error() != Some(0) {
+        return Err(err);
+    }
+    Ok(r)
+}
+
+/// `setpriority(PRIO_PROCESS, 0, nice)`.
+pub fn set_nice_value(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes no pointers and affects only this process.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
+}
+
+/// Number of resource limits the kernel has (`RLIM_NLIMITS` on Linux).
+pub const RLIMIT_COUNT: u32 = 16;
+
+/// `getrlimit(resource)` by number: (soft, hard), `RLIM_INFINITY` as
+/// `u64::MAX`.
+pub fn get_rlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer; an unknown resource is EINVAL.
+    check(unsafe { libc::getrlimit(resource as _, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// `setrlimit(resource, soft, hard)` by number.
+pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid struct read by the call.
+    check(unsafe { libc::setrlimit(resource as _, &lim) }).map(drop)
+}
+
+/// Is `fd` open and inherited across exec (no `FD_CLOEXEC`)?
+pub fn fd_is_inheritable(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the fd table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0 && flags & libc::FD_CLOEXEC == 0
+}
+
+/// Is `fd` open?
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the fd table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Every signal back to `SIG_DFL` and nothing blocked: the state a fresh
+/// server starts in (protocol.md §6.4 step 6), set in a fork child before
+/// exec.
+pub fn reset_signals() {
+    for sig in all_signals().filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: SIG_DFL runs no code of ours; failures (none expected
+        // for these numbers) leave that signal as it was.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set, built by sigemptyset, and a null old-set
+    // pointer; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Make sure dying now leaves no core file: soft `RLIMIT_CORE` 0.
+pub fn disable_core_dumps() {
+    if let Ok((_, hard)) = get_rlimit(libc::RLIMIT_CORE) {
+        let _ = set_rlimit(libc::RLIMIT_CORE, 0, hard);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // For the Rust server side (`server`): forking a process that returns into
 // the caller's code, pidfds, signal dispositions, syslog.
 

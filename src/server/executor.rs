@@ -109,6 +109,7 @@ mod tests {
                 os(""),
                 OsString::from_vec(vec![0xff]),
             ],
+            ..Default::default()
         };
         let inv = invocation(&r);
         assert_eq!(inv.program(), "/p/prog");
@@ -135,6 +136,7 @@ mod tests {
                 OsString::from_vec(b"D=\xfe".to_vec()),
             ],
             args: vec![],
+            ..Default::default()
         };
         let inv = invocation(&r);
         assert_eq!(

@@ -16,8 +16,8 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use crate::error::{Error, Result};
-use crate::identity::DevIno;
+use crate::client::identity::DevIno;
+use crate::error::{Error, Result, report};
 use crate::protocol::{ENV_VAR, SetupEnv};
 use crate::sys::{self, Forked};
 
@@ -38,7 +38,7 @@ pub fn start_watcher(
             Ok(Forked::Child) => become_watcher(socket_path, initial, stdin, out),
             Ok(Forked::Parent(_)) => sys::exit_now(0),
             Err(e) => {
-                eprintln!("prefork-interp: fork watcher daemon: {e}");
+                report(format_args!("fork watcher daemon: {e}"));
                 sys::exit_now(127)
             }
         },
@@ -79,7 +79,7 @@ fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: Owne
     match watch(socket_path, initial) {
         Ok(()) => sys::exit_now(0),
         Err(e) => {
-            eprintln!("prefork-interp: watcher: {e}");
+            report(format_args!("watcher: {e}"));
             sys::exit_now(127)
         }
     }
@@ -231,18 +231,24 @@ fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[R
         for &fd in keep {
             sys::clear_cloexec(fd)?;
         }
+        // The server outlives this call: it must hold none of the caller's
+        // other fds (a pipe's reader would never see EOF), and start with
+        // the script's own signal state, not this caller's (protocol.md
+        // §6.4 step 6): every signal default, nothing blocked.
+        sys::close_fds_from(3, keep);
+        sys::reset_signals();
         Ok(())
     })();
     if let Err(e) = prepared {
-        eprintln!("prefork-interp: prepare setup process: {e}");
+        report(format_args!("prepare setup process: {e}"));
         sys::exit_now(127);
     }
     let err = sys::execvpe(interp, argv, envp);
-    eprintln!(
-        "prefork-interp: execute {}: {}",
+    report(format_args!(
+        "execute {}: {}",
         interp.to_string_lossy(),
         nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
-    );
+    ));
     sys::exit_now(127)
 }
 
