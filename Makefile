@@ -26,7 +26,7 @@ test-rust:
 	cargo test --release
 
 test-python: build
-	python3 -m pytest -q python/tests
+	python3 -m pytest -q python/tests tests/interactive
 
 test-perl: build
 	prove -r perl/t

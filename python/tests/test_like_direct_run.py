@@ -294,16 +294,13 @@ def test_sigint_runs_the_scripts_cleanup_as_in_a_direct_run(our_harness, cleanup
 # The C client: v1, no extension (section 6.6)
 
 
-def test_c_client_sigint_is_keyboard_interrupt(tmp_path):
+def test_c_client_sigint_is_keyboard_interrupt(c_harness):
     """With the v1 C client the executor still has Python's SIGINT
     (default_int_handler), and when the client dies of SIGINT the call's
     group is SIGINTed: the script's KeyboardInterrupt cleanup runs."""
-    from conftest import client_path
-
-    harness = Harness(client_path("c"), tmp_path)
-    try:
-        marker = tmp_path / "cleaned-up"
-        body = f"""\
+    harness = c_harness
+    marker = harness.dir / "cleaned-up"
+    body = f"""\
 import signal, time
 print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, os.getpgid(0) == os.getpid(), flush=True)
 try:
@@ -312,15 +309,13 @@ except KeyboardInterrupt:
     open({str(marker)!r}, "w").write("yes")
     sys.exit(3)
 """
-        script = harness.script("c_sigint.py", body)
-        call = _start(harness, "served", script)
-        call.wait_for(b"\n")
-        assert call.out == b"True True\n"
-        os.kill(call.p.pid, signal.SIGINT)
-        status, _, _ = call.finish()
-        assert status == -signal.SIGINT, "the C client dies of SIGINT (v1)"
-        wait_until(marker.exists, 10, "the script's KeyboardInterrupt cleanup")
-        executor = harness.executors()[-1][0]
-        wait_until(lambda: not alive(lambda p: p.pid == executor), 10, "the executor to exit")
-    finally:
-        harness.cleanup()
+    script = harness.script("c_sigint.py", body)
+    call = _start(harness, "served", script)
+    call.wait_for(b"\n")
+    assert call.out == b"True True\n"
+    os.kill(call.p.pid, signal.SIGINT)
+    status, _, _ = call.finish()
+    assert status == -signal.SIGINT, "the C client dies of SIGINT (v1)"
+    wait_until(marker.exists, 10, "the script's KeyboardInterrupt cleanup")
+    executor = harness.executors()[-1][0]
+    wait_until(lambda: not alive(lambda p: p.pid == executor), 10, "the executor to exit")
