@@ -635,18 +635,19 @@ def encode_attributes(attrs: Attributes) -> bytes:
     Keys in the order of protocol.md's table; absent attributes omitted.
     """
 
+    # int(): an IntEnum (signal.Signals) prints its name on Python < 3.11.
     def limit(value: int) -> str:
-        return "inf" if value == RLIM_INFINITY else str(value)
+        return "inf" if value == RLIM_INFINITY else str(int(value))
 
     def numbers(values: Iterable[int]) -> str:
-        return ",".join(str(v) for v in sorted(values))
+        return ",".join(str(int(v)) for v in sorted(values))
 
     entries: List[str] = []
     if attrs.umask is not None:
-        entries.append(f"umask={attrs.umask:03o}")
+        entries.append(f"umask={int(attrs.umask):03o}")
     if attrs.nice is not None:
-        entries.append(f"nice={attrs.nice}")
-    entries.extend(f"rlimit={res},{limit(soft)},{limit(hard)}" for res, soft, hard in attrs.rlimits)
+        entries.append(f"nice={int(attrs.nice)}")
+    entries.extend(f"rlimit={int(res)},{limit(soft)},{limit(hard)}" for res, soft, hard in attrs.rlimits)
     if attrs.sigign is not None:
         entries.append(f"sigign={numbers(attrs.sigign)}")
     if attrs.sigmask is not None:

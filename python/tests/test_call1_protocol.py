@@ -248,3 +248,10 @@ def test_accept_call1_gives_up_on_a_silent_client(pair):
     server, _client = pair
     with pytest.raises(PeerGone, match="in time"):
         accept_call1(server, timeout=0.3)
+
+
+def test_attr_encoding_takes_signal_enums():
+    """signal.Signals members print their names on Python < 3.11; the wire
+    has numbers."""
+    body = encode_attributes(Attributes(sigign=frozenset({signal.SIGHUP}), sigmask=frozenset({signal.SIGUSR1})))
+    assert body == b"sigign=1\0sigmask=10\0fds=\0"
