@@ -90,14 +90,17 @@ pub fn wait_raw(pid: libc::pid_t) -> io::Result<i32> {
     }
 }
 
-/// `dup2(old, new)`, retrying on EINTR.
+/// `dup2(old, new)`, retrying on EINTR: the new fd is inheritable.
 ///
-/// Only for fork children arranging their fds 0-2 before exec, or for
-/// filling closed stdio fds at start-up: it replaces whatever `new` was.
-pub fn dup_onto(old: RawFd, new: RawFd) -> io::Result<()> {
+/// # Safety
+/// `dup2` silently closes whatever `new` was, so no Rust value may own
+/// `new` (an `OwnedFd`, a `File`...): the caller must be deliberately
+/// filling that slot (a fork child arranging its stdio before exec, a
+/// closed stdio fd at start-up, an executor installing the caller's fds).
+pub unsafe fn dup_onto(old: RawFd, new: RawFd) -> io::Result<()> {
     loop {
-        // SAFETY: dup2 only manipulates the fd table; the callers own `new`
-        // (a stdio slot they are deliberately replacing).
+        // SAFETY: dup2 only manipulates the fd table; the caller
+        // guarantees nothing owns `new`.
         let r = unsafe { libc::dup2(old, new) };
         if r == new {
             return Ok(());
@@ -111,9 +114,15 @@ pub fn dup_onto(old: RawFd, new: RawFd) -> io::Result<()> {
 
 /// Close every fd numbered `from` or above except those in `keep`.
 ///
-/// Used by the watcher daemon, which must not hold on to the caller's
-/// files (a `$(script)` substitution would otherwise wait for it).
-pub fn close_fds_from(from: RawFd, keep: &[RawFd]) {
+/// Used by the watcher daemon and the setup process, which must not hold
+/// on to the caller's files (a `$(script)` substitution or a pipe's reader
+/// would otherwise wait for them).
+///
+/// # Safety
+/// Every `OwnedFd`, `File` or other owner of a closed fd is left dangling,
+/// so the caller must be a fork child about to `exec` or to become a
+/// daemon that uses only the fds in `keep` (and 0-2) from here on.
+pub unsafe fn close_fds_from(from: RawFd, keep: &[RawFd]) {
     let mut start = from as libc::c_uint;
     let mut keep: Vec<libc::c_uint> = keep
         .iter()
@@ -125,8 +134,8 @@ pub fn close_fds_from(from: RawFd, keep: &[RawFd]) {
     for k in keep {
         if k > start {
             let last = k - 1;
-            // SAFETY: close_range only closes fds; our caller (a fork child
-            // about to become a daemon) owns the whole fd table.
+            // SAFETY: close_range only closes fds; our caller guarantees
+            // no live owner uses them again.
             let r = unsafe { libc::syscall(libc::SYS_close_range, start, last, 0) };
             if r != 0 {
                 close_range_fallback(start, last);
@@ -225,7 +234,8 @@ pub fn ensure_stdio_open() -> io::Result<()> {
             use std::os::fd::IntoRawFd;
             let raw = null.into_raw_fd();
             if raw != fd {
-                dup_onto(raw, fd)?;
+                // SAFETY: `fd` was closed a moment ago, so nothing owns it.
+                unsafe { dup_onto(raw, fd) }?;
                 // SAFETY: `raw` came from into_raw_fd just above; we own it.
                 unsafe { libc::close(raw) };
             }
@@ -467,6 +477,35 @@ pub fn try_wait_raw(pid: libc::pid_t) -> io::Result<Option<i32>> {
     }
 }
 
+/// `waitpid(pid, WNOHANG | WUNTRACED)`: the raw wait status if `pid` has
+/// stopped or exited (then reaped), `None` if neither. Retries on EINTR.
+pub fn try_wait_untraced(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        match r {
+            0 => return Ok(None),
+            r if r == pid => return Ok(Some(status)),
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return Err(err);
+                }
+            }
+            r => return Err(io::Error::other(format!("waitpid({pid}) returned {r}"))),
+        }
+    }
+}
+
+/// `kill(target, sig)` with a raw signal number, real-time signals
+/// included (nix's `Signal` has none); a negative `target` is a process
+/// group.
+pub fn send_signal(target: libc::pid_t, sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: kill takes no pointers; it only sends a signal.
+    nix::errno::Errno::result(unsafe { libc::kill(target, sig) }).map(drop)
+}
+
 /// Wait for any child: its pid and raw wait status, or `None` when there
 /// are no children left (ECHILD). Retries on EINTR.
 pub fn wait_any_raw() -> io::Result<Option<(libc::pid_t, i32)>> {
@@ -541,6 +580,28 @@ pub fn set_signal(sig: libc::c_int, to: Disposition) -> io::Result<SavedSignal> 
     // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal context;
     // both pointers are to valid sigaction structs.
     check(unsafe { libc::sigaction(sig, &new, &mut old) })?;
+    Ok(SavedSignal { sig, action: old })
+}
+
+impl SavedSignal {
+    /// The signal this is the disposition of.
+    pub fn signal(&self) -> libc::c_int {
+        self.sig
+    }
+
+    /// Was it `SIG_DFL`?
+    pub fn is_default(&self) -> bool {
+        self.action.sa_sigaction == libc::SIG_DFL
+    }
+}
+
+/// `sig`'s disposition, to put back later with [`restore_signal`].
+pub fn get_signal(sig: libc::c_int) -> io::Result<SavedSignal> {
+    // SAFETY: sigaction is plain data, all-zero is valid; a null new-action
+    // pointer makes the call a query that fills `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is a valid out-pointer.
+    check(unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) })?;
     Ok(SavedSignal { sig, action: old })
 }
 

@@ -63,7 +63,8 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 
 fn debug(msg: impl FnOnce() -> String) {
     if DEBUG.load(Ordering::Relaxed) {
-        report(format_args!("[{}] {}", std::process::id(), msg()));
+        let line = format!("prefork-interp[{}]: {}\n", std::process::id(), msg());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 
