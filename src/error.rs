@@ -85,11 +85,6 @@ impl Error {
         matches!(self.kind, Kind::PeerGone { .. })
     }
 
-    /// True if this is a command-line mistake.
-    pub fn is_usage(&self) -> bool {
-        matches!(self.kind, Kind::Usage(_))
-    }
-
     /// The OS error number, if this error came from a system call.
     pub fn raw_os_error(&self) -> Option<i32> {
         match &self.kind {

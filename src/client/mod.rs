@@ -176,10 +176,7 @@ fn identity_for(cmd: &Command, run_dir: &RunDir) -> Result<String> {
 fn dev_ino(path: &Path) -> Result<DevIno> {
     let md =
         std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    Ok(DevIno {
-        dev: md.dev(),
-        ino: md.ino(),
-    })
+    Ok(DevIno::of(&md))
 }
 
 /// What goes on the wire as arguments: `interpreter, [script,] args...`
@@ -285,16 +282,15 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
     // Between bind and listen a caller may get ECONNREFUSED; it then takes
     // the lock, which we hold, and retries after we are done.
     listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;
-    spawn::set_nonblocking(listen_fd.as_fd(), "listener")?;
-    let initial = DevIno {
-        dev: st.dev(),
-        ino: st.ino(),
-    };
+    sys::set_nonblocking(listen_fd.as_fd(), true)
+        .map_err(|e| Error::io("make listener non-blocking", e))?;
+    let initial = DevIno::of(&st);
     let stamp = (st.mtime(), st.mtime_nsec() as u32);
 
     let (watch_in_r, watch_in_w) = pipe("watcher stdin")?;
     let (watch_err_r, watch_err_w) = pipe("watcher output")?;
-    spawn::set_nonblocking(watch_err_r.as_fd(), "watcher output")?;
+    sys::set_nonblocking(watch_err_r.as_fd(), true)
+        .map_err(|e| Error::io("make watcher output non-blocking", e))?;
     spawn::start_watcher(sock_path, initial, watch_in_r, watch_err_w)?;
     debug(|| "watcher started".into());
 
