@@ -131,7 +131,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         args: wire_args(cmd),
         offer: Offer { call1: true },
     };
-    let status = call::make_call(call, &request, &caller)?;
+    let status = call::make_call(call, &request, &caller).map_err(|e| e.at(sock_path.display()))?;
     debug(|| format!("wait status 0x{status:x}"));
     Ok(exit_status::classify(status, "invocation"))
 }
@@ -226,7 +226,7 @@ fn connect_existing(path: &Path) -> Result<Option<Call>> {
             debug(|| "server hung up before greeting".into());
             Ok(None)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.at(path.display())),
     }
 }
 
@@ -317,7 +317,7 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
             "setup failed: initial monitor process quit \
              (did the script call its library's initialisation_complete()?)",
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(e.at(format!("first call of new server {}", sock_path.display()))),
     }
 }
 
