@@ -626,11 +626,6 @@ impl Call {
         &self.sock
     }
 
-    /// Give the socket back.
-    pub fn into_socket(self) -> UnixStream {
-        self.sock
-    }
-
     fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         self.sock.read_exact(buf).map_err(|e| Error::io(what, e))
     }
@@ -939,6 +934,93 @@ mod tests {
         assert!(is_reserved_env(b"PREFORK_INTERP_EXT_SIGNALS=1"));
         assert!(!is_reserved_env(b"PREFORK_INTERP=v1"));
         assert!(!is_reserved_env(b"HOME=/"));
+    }
+
+    #[test]
+    fn offer_is_parsed_from_reserved_entries_and_sent_last() {
+        let r = Request {
+            env: vec![os("A=1"), os("PREFORK_INTERP_EXT=stale"), os("B=2")],
+            args: vec![os("i")],
+            offer: Offer { call1: true },
+        };
+        let body = r.encode_body();
+        assert_eq!(body, b"A=1\0B=2\0PREFORK_INTERP_EXT=call1\0\0i\0");
+        let got = Request::decode_body(&body).unwrap();
+        assert_eq!(got.env, [os("A=1"), os("B=2")]);
+        assert!(got.offer.call1);
+        // Unknown names and other reserved entries: no offer, not env.
+        let got = Request::decode_body(b"PREFORK_INTERP_EXT=x,y\0PREFORK_INTERP_EXT_Z=call1\0\0")
+            .unwrap();
+        assert_eq!(got.offer, Offer::default());
+        assert!(got.env.is_empty());
+        let got = Request::decode_body(b"PREFORK_INTERP_EXT=zz,call1\0\0").unwrap();
+        assert!(got.offer.call1);
+    }
+
+    #[test]
+    fn attr_worked_example_of_protocol_md() {
+        let a = Attributes {
+            umask: Some(0o027),
+            nice: Some(0),
+            rlimits: vec![Rlimit {
+                resource: 7,
+                soft: 200,
+                hard: 524288,
+            }],
+            ignored: Some(vec![1]),
+            blocked: Some(vec![]),
+            fds: vec![3],
+        };
+        let mut want = b"ATTR\0\0\0\x3d".to_vec();
+        want.extend_from_slice(
+            b"umask=027\0nice=0\0rlimit=7,200,524288\0sigign=1\0sigmask=\0fds=3\0",
+        );
+        let frame = Frame::Attr(a.clone());
+        assert_eq!(frame.encode(), want);
+        assert_eq!(Frame::parse(&want).unwrap(), Some((frame, want.len())));
+        // Infinity, unknown keys, absent keys.
+        let got = Attributes::decode_body(b"rlimit=3,inf,inf\0colour=blue\0").unwrap();
+        assert_eq!(got.rlimits[0].soft, RLIM_INFINITY);
+        assert_eq!(got.umask, None);
+        for bad in [
+            &b"umask=9\0"[..],
+            b"rlimit=1,2\0",
+            b"fds=2\0",
+            b"nice=x\0",
+            b"noequals\0",
+            b"umask=022",
+        ] {
+            assert!(Attributes::decode_body(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn signal_and_status_frames_of_protocol_md() {
+        let sigg = Frame::SignalGroup(2).encode();
+        assert_eq!(sigg, b"SIGG\0\0\0\x04\0\0\0\x02");
+        let exit = Frame::Exit(130 << 8).encode();
+        assert_eq!(exit, b"EXIT\0\0\0\x04\0\0\x82\0");
+        let mut buf = FrameBuf::default();
+        buf.buf
+            .extend_from_slice(&Frame::Accept(vec![CALL1.into()]).encode());
+        buf.buf.extend_from_slice(&exit[..5]);
+        assert_eq!(
+            buf.first_reply().unwrap(),
+            Some(FirstReply::Accepted(vec!["call1".into()]))
+        );
+        assert_eq!(buf.next_frame().unwrap(), None, "half a frame");
+        buf.buf.extend_from_slice(&exit[5..]);
+        buf.buf.extend_from_slice(b"ZZZZ\0\0\0\x01x");
+        assert_eq!(buf.next_frame().unwrap(), Some(Frame::Exit(130 << 8)));
+        assert_eq!(buf.next_frame().unwrap(), Some(Frame::Unknown(*b"ZZZZ")));
+        // A v1 status is a first reply too; bad frames are errors.
+        assert_eq!(
+            parse_first_reply(&[0, 0, 3, 0]).unwrap(),
+            Some((FirstReply::Status(0x300), 4))
+        );
+        assert!(Frame::parse(b"SIGP\0\0\0\x04\0\0\0\x63").is_err());
+        assert!(Frame::parse(b"SIGP\0\0\0\x02\0\0").is_err());
+        assert!(Frame::parse(b"XXXX\0\x01\0\x01").is_err(), "over the limit");
     }
 
     #[test]

@@ -14,18 +14,19 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::stat::SFlag;
 
 use super::child::Child;
 use super::log::Log;
 use super::reload::ReloadCheck;
 use super::serve::{Server, ServerFds};
+use super::signals::{self, Program, SERVER_SIGNALS};
 use super::{Invocation, Options, monitor};
 use crate::error::{Error, Result};
 use crate::protocol::{ENV_VAR, SetupEnv};
@@ -62,6 +63,10 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
             "initialisation_complete was called again in a process that already started a server",
         ));
     }
+    // Before the server changes any signal: what the executor restores.
+    let program =
+        Program::snapshot().map_err(|e| Error::io("read the program's signal state", e))?;
+    signals::install(SERVER_SIGNALS).map_err(|e| Error::io("set server signals", e))?;
     Log::set_program(program_name());
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
     let fds = take_fds(&env)?;
@@ -81,7 +86,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         Forked::Child => {}
     }
     let (call, log) = become_detached_server(fds, reload, opts);
-    Ok(monitor::become_monitor(call, log, opts))
+    Ok(monitor::become_monitor(call, log, opts, &program))
 }
 
 /// The server (upstream part 3 steps 4-7). Returns only in a newly forked
@@ -112,7 +117,7 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
         }
     };
     drop(call);
-    if let Err(e) = stdio_to_dev_null() {
+    if let Err(e) = sys::null_stdio(&[0, 1, 2]) {
         log.err(&Error::io("put /dev/null on stdin, stdout and stderr", e).to_string());
         sys::exit_now(127);
     }
@@ -129,14 +134,6 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
         log,
     );
     (server.run(), log)
-}
-
-fn stdio_to_dev_null() -> std::io::Result<()> {
-    let null = File::options().read(true).write(true).open("/dev/null")?;
-    for fd in 0..3 {
-        sys::dup_onto(null.as_raw_fd(), fd)?;
-    }
-    Ok(())
 }
 
 /// The program's name for messages: the file name it was run as.
@@ -202,12 +199,12 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
             env.listen
         )));
     }
-    set_blocking(&listen, false, "LISTEN")?;
+    nonblocking(&listen, true, "LISTEN")?;
     let call = take("CALL", env.call, SFlag::S_IFSOCK)?;
-    set_blocking(&call, true, "CALL")?;
+    nonblocking(&call, false, "CALL")?;
     let watchi = take("WATCHI", env.watchi, SFlag::S_IFIFO)?;
     let watche = take("WATCHE", env.watche, SFlag::S_IFIFO)?;
-    set_blocking(&watche, false, "WATCHE")?;
+    nonblocking(&watche, true, "WATCHE")?;
     Ok(Fds {
         listen: UnixListener::from(listen),
         call: UnixStream::from(call),
@@ -216,14 +213,8 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
     })
 }
 
-fn set_blocking(fd: &OwnedFd, blocking: bool, what: &str) -> Result<()> {
-    let err = |e| Error::io(format!("set {ENV_VAR} {what} fd blocking mode"), e);
-    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(err)?);
-    let flags = if blocking {
-        flags - OFlag::O_NONBLOCK
-    } else {
-        flags | OFlag::O_NONBLOCK
-    };
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(err)?;
-    Ok(())
+/// Set the blocking mode the protocol gives each inherited fd.
+fn nonblocking(fd: &OwnedFd, on: bool, what: &str) -> Result<()> {
+    sys::set_nonblocking(fd.as_fd(), on)
+        .map_err(|e| Error::io(format!("set {ENV_VAR} {what} fd blocking mode"), e))
 }
