@@ -13,8 +13,9 @@ waits, learning of the executor's state from the kernel (SIGCHLD and
 - with call1, the executor stopping (``WUNTRACED``): a ``STOP`` frame;
 - with call1, frames from the client: ``SIGP`` (signal the executor),
   ``SIGG`` (signal the call's group); frames with other tags are skipped;
-- the caller hanging up (EOF on the call socket; in v1 any byte too, as the
-  7.0.0 Perl library does; with call1 also a frame over the size limit):
+- the caller hanging up (EOF on the call socket; with call1 also a frame
+  over the size limit; in v1 bytes after the request are read and ignored,
+  protocol.md section 4):
   SIGINT to the call's group (and SIGCONT, if the executor is stopped, so
   that the SIGINT acts), then wait for the executor.
 
@@ -83,21 +84,6 @@ class Call:
     extra_fds: Optional[List[int]] = None
 
 
-def _caller_gone_v1(call: socket.socket) -> bool:
-    """v1: the call socket polled readable: has the caller hung up?
-
-    In protocol v1 the client sends nothing after the request, so data is
-    treated as a hang-up too (as the 7.0.0 Perl library does).
-    """
-    try:
-        call.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False  # spurious wake-up
-    except OSError:
-        pass  # ECONNRESET and the like
-    return True
-
-
 class _Supervisor:
     """The monitor's wait for the executor (see the module docstring)."""
 
@@ -156,8 +142,6 @@ class _Supervisor:
     def _from_client(self) -> bool:
         """The call socket polled readable.  Returns False if the call is
         to be dropped (hang-up, or a protocol error, logged)."""
-        if not self.framed:
-            return not _caller_gone_v1(self.call)
         try:
             data = self.call.recv(_READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -166,6 +150,8 @@ class _Supervisor:
             return False  # ECONNRESET and the like
         if not data:
             return False
+        if not self.framed:
+            return True  # v1 has nothing after the request: ignored
         try:
             frames = self.frames.feed(data)
         except ProtocolError as e:

@@ -24,6 +24,10 @@ import os, sys
 import prefork_interp
 prefork_interp.initialisation_complete(log_facility=None)
 print("argv", sys.argv[1:], "sid", os.getsid(0), flush=True)
+if sys.argv[1] == "sleep":
+    import time
+    time.sleep(0.5)
+    sys.exit(4)
 sys.exit(int(sys.argv[1]))
 """
 
@@ -103,3 +107,22 @@ def test_no_call1_offer_is_plain_v1(fake, offer):
         env = [(b"A", b"1")] + ([] if offer is None else [(b"PREFORK_INTERP_EXT", offer)])
         sock.sendall(encode_request(env, [b"python3", fake.script.encode(), b"7"]))
         assert sock.recv(100, socket.MSG_WAITALL) == b"\0\0\x07\0"
+
+
+def test_v1_bytes_after_the_request_are_ignored(fake):
+    """In v1 only EOF ends a call early (protocol.md section 4): bytes the
+    client sends after the request are read and dropped."""
+    _, out = fake.call(fake.first_call, b"0")
+    fake.servers.append(_server_of(out))
+    with fake.connect() as sock:
+        assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
+        sock.sendall(b"\0")
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for _ in range(3):
+                send_fds(sock, [null])
+        finally:
+            os.close(null)
+        sock.sendall(encode_request([(b"A", b"1")], [b"python3", fake.script.encode(), b"sleep"]))
+        sock.sendall(b"bytes v1 does not have" * 100)
+        assert sock.recv(100, socket.MSG_WAITALL) == b"\0\0\x04\0"
