@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 BIN     = target/release/prefork-interp
 PERL_SITELIB ?= $(shell perl -MConfig -e 'print $$Config{installsitelib}')
 
-.PHONY: build demo test lint test-rust test-python test-perl install bench clean
+.PHONY: build demo test lint test-rust test-python typecheck-python test-perl install bench clean
 
 build:
 	cargo build --release
@@ -27,6 +27,11 @@ test-rust:
 
 test-python: build
 	python3 -m pytest -q python/tests tests/interactive
+
+# Not part of `make test` (mypy is not installed by .ci/run): run it after
+# changing the Python library.
+typecheck-python:
+	cd python && python3 -m mypy --strict prefork_interp
 
 test-perl: build
 	prove -r perl/t
