@@ -37,8 +37,8 @@ import prefork_interp
 prefork_interp.initialisation_complete(log_facility=None)
 
 CHILD = '''
-import signal, sys, time
-signal.signal(signal.SIGUSR1, lambda *a: print("child USR1", flush=True))
+import os, signal, sys, time
+signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"child USR1\\n"))
 print("child ready", flush=True)
 while True:
     time.sleep(1)
@@ -82,7 +82,9 @@ elif mode == "write-fds":
         os.write(int(n), f"fd {n} from pid {os.getpid()}\\n".encode())
     print(json.dumps(report()))
 elif mode == "wait":
-    signal.signal(signal.SIGUSR1, lambda *a: print("script USR1", flush=True))
+    # os.write, not print: a handler running inside print() would be a
+    # reentrant call on sys.stdout.
+    signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"script USR1\n"))
     child = subprocess.Popen([sys.executable, "-c", CHILD])
     print("script ready", child.pid, flush=True)
     try:

@@ -185,7 +185,7 @@ CATCHABLE = sorted(int(s) for s in signal.valid_signals() if s not in (signal.SI
 CATCH_ALL = """\
 import signal, time
 def handler(sig, frame):
-    print("got", sig, flush=True)
+    os.write(1, f"got {sig}\\n".encode())  # not print(): no reentrant call on sys.stdout
 for sig in signal.valid_signals():
     if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
         signal.signal(sig, handler)

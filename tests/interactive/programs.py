@@ -17,8 +17,9 @@ contains them, so the terminal's echo of a typed command never matches):
     print ``<<ready>>``, wait until PATH exists, print ``<<finished>>``,
     exit 5.
 ``winch``
-    print ``<<ready>>``; on SIGWINCH print ``<<winch COLSxROWS>>`` (the
-    terminal's size as the language's usual call reports it) and exit 0.
+    print ``<<ready>>``; after a SIGWINCH (seen by a handler) print
+    ``<<winch COLSxROWS>>`` (the terminal's size as the language's usual
+    call reports it) and exit 0.
 ``password``
     read a password without echo, prompting ``<<password:>>``; print
     ``<<len N>>``.
@@ -93,14 +94,16 @@ elif mode == "wait-file":
     say("finished")
     sys.exit(5)
 elif mode == "winch":
+    # The handler only notes the signal: printing from a handler that may
+    # run inside print() itself would be a reentrant call.
     import shutil
-    def on_winch(sig, frame):
-        size = shutil.get_terminal_size()
-        say(f"winch {size.columns}x{size.lines}")
-        sys.exit(0)
-    signal.signal(signal.SIGWINCH, on_winch)
+    resized = []
+    signal.signal(signal.SIGWINCH, lambda sig, frame: resized.append(sig))
     say("ready")
-    wait_forever()
+    while not resized:
+        time.sleep(0.02)
+    size = shutil.get_terminal_size()
+    say(f"winch {size.columns}x{size.lines}")
 elif mode == "password":
     import getpass
     password = getpass.getpass("<<password:>>")

@@ -76,6 +76,14 @@ def processes_in_session(sid: int) -> List[int]:
     return found
 
 
+def _kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Terminal:
     """``bash -i`` on a pty; see the module docstring."""
 
@@ -210,18 +218,15 @@ class Terminal:
         the registered server sessions, and close the pty."""
         for argv in killers:
             subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=30)
+        _kill_all(processes_in_session(self.bash.pid))
+        # Servers quit by themselves after --kill, once their calls are
+        # done; whatever is left after a grace period is killed.
         sessions = {self.bash.pid, *self.extra_sessions}
-        deadline = time.monotonic() + 5
-        while True:
-            left = [pid for sid in sessions for pid in processes_in_session(sid)]
-            if not left or time.monotonic() > deadline:
-                break
-            for pid in left:
-                if pid == self.bash.pid or time.monotonic() > deadline - 3:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            time.sleep(0.05)
+        left = lambda: [pid for sid in sessions for pid in processes_in_session(sid)]  # noqa: E731
+        for grace in (3.0, 5.0):
+            deadline = time.monotonic() + grace
+            while left() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _kill_all(left())
         self.bash.wait(timeout=10)
         os.close(self.master)
