@@ -38,7 +38,7 @@ prefork_interp.initialisation_complete(log_facility=None)
 
 CHILD = '''
 import os, signal, sys, time
-signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"child USR1\\n"))
+signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"child USR1\\\\n"))
 print("child ready", flush=True)
 while True:
     time.sleep(1)
@@ -84,10 +84,10 @@ elif mode == "write-fds":
 elif mode == "wait":
     # os.write, not print: a handler running inside print() would be a
     # reentrant call on sys.stdout.
-    signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"script USR1\n"))
+    signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"script USR1\\n"))
     child = subprocess.Popen([sys.executable, "-c", CHILD])
-    print("script ready", child.pid, flush=True)
     try:
+        print("script ready", child.pid, flush=True)
         while True:
             time.sleep(0.02)
     except KeyboardInterrupt:

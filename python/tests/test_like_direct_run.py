@@ -302,8 +302,8 @@ def test_c_client_sigint_is_keyboard_interrupt(c_harness):
     marker = harness.dir / "cleaned-up"
     body = f"""\
 import signal, time
-print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, os.getpgid(0) == os.getpid(), flush=True)
 try:
+    print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, os.getpgid(0) == os.getpid(), flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     open({str(marker)!r}, "w").write("yes")

@@ -66,6 +66,7 @@ def _bash_reads_the_terminal(term: Terminal) -> bool:
 def _interrupted(term: Terminal, command: str, which: str) -> Any:
     start = term.start(f"{command} {which}")
     ready = term.expect(b"<<ready>>").end()
+    time.sleep(0.2)  # a person's ^C comes after the print has returned
     term.send(b"\x03")
     status = term.wait_done()
     _prompt(term)
