@@ -16,8 +16,8 @@ waits, learning of the executor's state from the kernel (SIGCHLD and
 - the caller hanging up (EOF on the call socket; with call1 also a frame
   over the size limit; in v1 bytes after the request are read and ignored,
   protocol.md section 4):
-  SIGINT to the call's group (and SIGCONT, if the executor is stopped, so
-  that the SIGINT acts), then wait for the executor.
+  SIGINT to the call's group, then SIGCONT (a stopped call gets the SIGINT
+  only once continued), then wait for the executor.
 
 The monitor forks with every signal blocked: the executor sets its final
 mask last, once its dispositions are the caller's (``_signals``), so a
@@ -95,8 +95,6 @@ class _Supervisor:
         #: Extension call1 is on: frames both ways, stops reported.
         self.framed = framed
         self.frames = FrameReader()
-        #: The executor is stopped, as far as waitpid has told us.
-        self.stopped = False
 
     def run(self) -> int:
         """Supervise until the executor has been reaped and its status
@@ -120,18 +118,14 @@ class _Supervisor:
     def _reap(self) -> Optional[int]:
         """Collect the executor's state changes; its wait status once it
         has ended, else None.  With call1, each stop is reported."""
-        flags = os.WNOHANG | (os.WUNTRACED | os.WCONTINUED if self.framed else 0)
+        flags = os.WNOHANG | (os.WUNTRACED if self.framed else 0)
         while True:
             pid, status = os.waitpid(self.executor, flags)
             if pid == 0:
                 return None
-            if os.WIFSTOPPED(status):
-                self.stopped = True
-                self._send(TAG_STOP, os.WSTOPSIG(status))
-            elif os.WIFCONTINUED(status):
-                self.stopped = False
-            else:
+            if not os.WIFSTOPPED(status):
                 return status
+            self._send(TAG_STOP, os.WSTOPSIG(status))
 
     def _send(self, tag: bytes, value: int) -> None:
         try:
@@ -184,8 +178,9 @@ class _Supervisor:
 
     def _hang_up(self) -> int:
         """The caller is gone: SIGINT the call's group (upstream part 4
-        steps 12-14) and wait for the executor's death."""
-        for sig in (signal.SIGINT, signal.SIGCONT) if self.stopped else (signal.SIGINT,):
+        steps 12-14), SIGCONT it in case it is stopped (the SIGINT acts only
+        then), and wait for the executor's death."""
+        for sig in (signal.SIGINT, signal.SIGCONT):
             try:
                 os.killpg(self.executor, sig)
             except ProcessLookupError:

@@ -127,6 +127,20 @@ def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     return data
 
 
+def read_to_eof(fd: int, timeout: float) -> bytes:
+    """Read ``fd`` to EOF; fail if it is still open after ``timeout``."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise AssertionError(f"no EOF after {timeout} s; got {data!r}")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 class Call1:
     """One call with extension call1, driven by hand.
 

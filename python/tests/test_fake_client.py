@@ -14,7 +14,7 @@ import socket
 import textwrap
 
 import pytest
-from fake_client import FakeClient
+from fake_client import FakeClient, read_to_eof, read_until
 from harness import alive, send_fds, wait_until
 
 from prefork_interp._protocol import encode_request
@@ -28,6 +28,14 @@ if sys.argv[1] == "sleep":
     import time
     time.sleep(0.5)
     sys.exit(4)
+if sys.argv[1] == "stop":
+    import signal
+    try:
+        os.kill(os.getpid(), signal.SIGSTOP)
+        signal.pause()
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt after SIGCONT", flush=True)
+        sys.exit(3)
 sys.exit(int(sys.argv[1]))
 """
 
@@ -126,3 +134,32 @@ def test_v1_bytes_after_the_request_are_ignored(fake):
         sock.sendall(encode_request([(b"A", b"1")], [b"python3", fake.script.encode(), b"sleep"]))
         sock.sendall(b"bytes v1 does not have" * 100)
         assert sock.recv(100, socket.MSG_WAITALL) == b"\0\0\x04\0"
+
+
+def test_hang_up_reaches_a_stopped_executor(fake):
+    """The caller goes away while the executor is stopped (v1: the monitor
+    does not even know): SIGINT, then SIGCONT, so the SIGINT acts."""
+    _, out = fake.call(fake.first_call, b"0")
+    fake.servers.append(_server_of(out))
+    sock = fake.connect()
+    assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
+    sock.sendall(b"\0")
+    out_r, out_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (null, out_w, null):
+            send_fds(sock, [fd])
+    finally:
+        os.close(null)
+        os.close(out_w)
+    sock.sendall(encode_request([], [b"python3", fake.script.encode(), b"stop"]))
+    try:
+        assert read_until(out_r, b"\n", 10).startswith(b"argv ['stop']")
+        wait_until(
+            lambda: alive(lambda p: p.sid == fake.servers[-1] and p.state == "T"), 10, "the executor to stop"
+        )
+        sock.close()
+        assert read_until(out_r, b"\n", 10) == b"KeyboardInterrupt after SIGCONT\n"
+        assert read_to_eof(out_r, 10) == b"", "stdout reaches EOF: the executor is gone"
+    finally:
+        os.close(out_r)
