@@ -26,6 +26,8 @@ contains them, so the terminal's echo of a typed command never matches):
 ``pager-run``
     run ``less`` on a 300-line file as a child; on SIGINT print
     ``<<interrupted>>`` and exit 3; after it, print ``<<after pager>>``.
+``tty``
+    try to open ``/dev/tty``: print ``<<tty opened>>`` or ``<<tty ERRNO>>``.
 ``pager-pydoc`` (Python)
     ``pydoc.pager`` (PAGER=less) with 300 lines, then ``<<after pager>>``.
 
@@ -120,6 +122,13 @@ elif mode == "pager-run":
     finally:
         os.unlink(f.name)
     say("after pager")
+elif mode == "tty":
+    try:
+        open("/dev/tty").close()
+        say("tty opened")
+    except OSError as e:
+        import errno
+        say(f"tty {errno.errorcode[e.errno]}")
 elif mode == "pager-pydoc":
     import pydoc
     pydoc.pager(LINES)
@@ -164,7 +173,7 @@ def python_program(directory: Path, run_dir: Path, sessions_file: Path) -> Progr
         direct=f"{quote(PYTHON)} {quote(str(script))}",
         killers=[[CLIENT, "--kill", "-U", PYTHON, str(script)]],
         env=env,
-        modes=["interrupt", "finally", "read-line", "wait-file", "winch", "password", "pager-run", "pager-pydoc"],
+        modes=["interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run", "pager-pydoc"],
     )
     warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
     assert warm.returncode == 0, warm.stderr.decode(errors="replace")

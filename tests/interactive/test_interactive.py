@@ -138,6 +138,14 @@ def password(term: Terminal, command: str) -> Any:
     return status, markers(term.since(start)), b"s3cret" in term.since(start)
 
 
+@mode("tty")
+def open_dev_tty(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} tty")
+    status = term.wait_done()
+    _prompt(term)
+    return status, markers(term.since(start))
+
+
 @mode("pager-run")
 def pager_ctrl_c(term: Terminal, command: str) -> Any:
     start = term.start(f"{command} pager-run")
@@ -217,6 +225,14 @@ def test_getpass(setup):
     same: a prompt, no echo, the password read."""
     got = both(setup, password)
     assert got["served"] == got["direct"] == (0, ["password:", "len 6"], False)
+
+
+def test_no_controlling_terminal_when_served(setup):
+    """What cannot be matched (README, Limitations): a served call runs in
+    the server's session, which has no controlling terminal."""
+    got = both(setup, open_dev_tty)
+    assert got["direct"] == (0, ["tty opened"])
+    assert got["served"] == (0, ["tty ENXIO"])
 
 
 def test_ctrl_c_in_a_pager_child_leaves_nothing_behind(setup):
