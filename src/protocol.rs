@@ -626,11 +626,6 @@ impl Call {
         &self.sock
     }
 
-    /// Give the socket back.
-    pub fn into_socket(self) -> UnixStream {
-        self.sock
-    }
-
     fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         self.sock.read_exact(buf).map_err(|e| Error::io(what, e))
     }

@@ -17,7 +17,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Run `cmd` with the caller's attributes this test sets: umask 027,
-/// NOFILE 200/4096, no core files, nice +3, SIGHUP and SIGPIPE ignored,
+/// NOFILE 200/4096, no core files, nice +3, SIGINT, SIGHUP and SIGPIPE
+/// ignored,
 /// SIGUSR1 and SIGRTMIN+2 blocked, `extra` at fd 7.
 fn with_attributes(cmd: &mut Command, extra: &OwnedFd) {
     let raw = extra.as_raw_fd();
@@ -36,6 +37,7 @@ fn with_attributes(cmd: &mut Command, extra: &OwnedFd) {
             };
             libc::setrlimit(libc::RLIMIT_CORE, &core);
             libc::setpriority(libc::PRIO_PROCESS, 0, 3);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -66,6 +68,12 @@ fn attributes_and_fds_are_the_callers() {
     let want = f.output(d);
     assert_ok(&want);
     assert!(text(&want.stdout).contains("umask=0027"), "{want:?}");
+    let sigign = text(&want.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("sigign="))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap();
+    assert_eq!(sigign & 0x1003, 0x1003, "HUP, INT, PIPE ignored: {want:?}");
     assert!(fds_of(&text(&want.stdout)).contains(&7), "{want:?}");
     // Twice: the server starts with the first call, then is reused.
     for round in ["first", "second"] {
