@@ -1,5 +1,6 @@
 //! The harness shared by the integration tests (`client.rs`, `server.rs`,
-//! `transparency.rs`, `identity.rs`):
+//! `transparency.rs`, `identity.rs`, `robustness.rs`; `harness.rs` checks
+//! it):
 //!
 //! - [`Fixture`]: a test's own directory, program (a private copy of a
 //!   Rust example, or a script written there), run directory and `$HOME`,
