@@ -20,7 +20,7 @@ test: lint test-rust test-python test-perl
 
 lint:
 	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --all-targets -- -D warnings -W clippy::undocumented_unsafe_blocks
 
 test-rust:
 	cargo test --release

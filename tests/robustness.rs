@@ -3,26 +3,19 @@
 //! error still exits 127, not SIGABRT from a panicking `eprintln!`; with
 //! stderr closed, likewise.
 
+mod common;
+
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const OURS: &str = env!("CARGO_BIN_EXE_prefork-interp");
+use common::{OURS, Running};
 
+/// Run `cmd` (stdin `/dev/null`, stdout and stderr as set) for at most
+/// 10 s: its status.
 fn status_within(mut cmd: Command) -> std::process::ExitStatus {
-    let mut child = cmd.stdin(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("client did not finish within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    cmd.stdin(Stdio::null());
+    Running::spawn(cmd, Duration::from_secs(10)).finish().status
 }
 
 #[test]
