@@ -1,7 +1,7 @@
 # prefork-interp: build, demo, install and test.
 #
 #   make demo      build, then run a demo script cold and warm
-#   make test      everything CI runs: lint, Rust, Python and Perl suites
+#   make test      everything CI runs: lint, type check, Rust, Python and Perl suites
 #   make install   binary, Python package and Perl module under $(PREFIX)
 
 PREFIX ?= /usr/local
@@ -16,7 +16,7 @@ build:
 demo: build
 	@examples/demo.sh $(BIN)
 
-test: lint test-rust test-python test-perl
+test: lint typecheck-python test-rust test-python test-perl
 
 lint:
 	cargo fmt --check
@@ -28,8 +28,6 @@ test-rust:
 test-python: build
 	python3 -m pytest -q python/tests tests/interactive
 
-# Not part of `make test` (mypy is not installed by .ci/run): run it after
-# changing the Python library.
 typecheck-python:
 	cd python && python3 -m mypy --strict prefork_interp
 
