@@ -56,17 +56,21 @@ impl Program {
         Ok(Program { saved, mask })
     }
 
-    /// Give the executor its signals: for each signal the program's
-    /// handler or `SIG_IGN`; where the program had the default, `SIG_IGN`
-    /// if the caller ignores it (`ignored`), else the default. Then the
-    /// mask: the caller's (`blocked`) or, without one, the program's.
+    /// Give the executor its signals (protocol.md §6.4 step 6): where the
+    /// program has what a Rust program starts with (`SIG_DFL`), `SIG_IGN`
+    /// if the caller ignores it (`ignored`), else the default again; every
+    /// other disposition is the program's choice and kept. SIGPIPE starts
+    /// ignored in a Rust program, so a `SIG_DFL` there is a choice too.
+    /// Then the mask: the caller's (`blocked`) or, without one, the
+    /// program's.
     pub(super) fn apply(
         &self,
         ignored: &[libc::c_int],
         blocked: Option<&[libc::c_int]>,
     ) -> io::Result<()> {
         for saved in &self.saved {
-            if saved.is_default() && ignored.contains(&saved.signal()) {
+            let sig = saved.signal();
+            if saved.is_default() && sig != libc::SIGPIPE && ignored.contains(&sig) {
                 sys::set_signal(saved.signal(), Disposition::Ignore)?;
             } else {
                 sys::restore_signal(saved)?;
