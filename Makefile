@@ -26,6 +26,7 @@ test-rust:
 	cargo test --release
 
 test-python: build
+	cargo build --release --example interactive
 	python3 -m pytest -q python/tests tests/interactive
 
 typecheck-python:

@@ -32,8 +32,10 @@ contains them, so the terminal's echo of a typed command never matches):
     ``pydoc.pager`` (PAGER=less) with 300 lines, then ``<<after pager>>``.
 
 A :class:`Program` gives the shell command lines to run it served (through
-the prefork-interp client) and directly, and how to stop its server.
-Perl and Rust programs will be added here with the same modes.
+the prefork-interp client) and directly, and how to stop its server. The
+Perl program is ``interactive.pl`` beside this file (this project's
+``Prefork::Interp``), the Rust one ``examples/interactive.rs``; both have
+every mode but ``pager-pydoc``.
 """
 
 from __future__ import annotations
@@ -180,8 +182,72 @@ def python_program(directory: Path, run_dir: Path, sessions_file: Path) -> Progr
     return program
 
 
+#: The modes every language has.
+COMMON_MODES = ["interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run"]
+
+
+def _program_env(run_dir: Path, sessions_file: Path, **extra: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_INTERP") and k != "PYTHONUNBUFFERED"}
+    env.update(
+        PREFORK_INTERP_RUN_DIR=str(run_dir),
+        PFI_SESSIONS=str(sessions_file),
+        PAGER="less",
+        LESS="",
+        LESSHISTFILE="-",
+        **extra,
+    )
+    return env
+
+
+def _warm(name: str, served: List[str], env: Dict[str, str], directory: Path) -> None:
+    warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
+    assert warm.returncode == 0, f"{name}: " + warm.stderr.decode(errors="replace")
+
+
+def perl_program(directory: Path, run_dir: Path, sessions_file: Path) -> Program:
+    """The Perl script (a private copy, so its server is this test's)."""
+    script = directory / "interactive.pl"
+    script.write_text((Path(__file__).parent / "interactive.pl").read_text())
+    env = _program_env(run_dir, sessions_file, PERL5LIB=str(REPO_ROOT / "perl" / "lib"))
+    served = [CLIENT, "-U", "perl", str(script)]
+    _warm("perl", served, env, directory)
+    return Program(
+        name="perl",
+        served=" ".join(quote(a) for a in served),
+        direct=f"perl {quote(str(script))}",
+        killers=[[CLIENT, "--kill", "-U", "perl", str(script)]],
+        env=env,
+        modes=COMMON_MODES,
+    )
+
+
+def rust_program(directory: Path, run_dir: Path, sessions_file: Path) -> Program:
+    """The Rust program (a private copy of examples/interactive)."""
+    built = REPO_ROOT / "target" / "release" / "examples" / "interactive"
+    if not built.exists():
+        subprocess.run(
+            ["cargo", "build", "--release", "--example", "interactive"], cwd=REPO_ROOT, check=True, timeout=600
+        )
+    program = directory / "interactive"
+    program.write_bytes(built.read_bytes())
+    program.chmod(0o755)
+    env = _program_env(run_dir, sessions_file)
+    served = [CLIENT, "-U", str(program)]
+    _warm("rust", served, env, directory)
+    return Program(
+        name="rust",
+        served=" ".join(quote(a) for a in served),
+        direct=quote(str(program)),
+        # The client counts the first argument (the mode) as a script:
+        # each mode has its own server.
+        killers=[[CLIENT, "--kill", "-U", str(program), m] for m in ["warm", *COMMON_MODES]],
+        env=env,
+        modes=COMMON_MODES,
+    )
+
+
 #: Each language's program maker; the tests run once per entry.
-PROGRAMS = {"python": python_program}
+PROGRAMS = {"python": python_program, "perl": perl_program, "rust": rust_program}
 
 
 class Setup:
