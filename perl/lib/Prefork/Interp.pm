@@ -19,9 +19,11 @@ use File::Basename ();
 use File::Spec ();
 use POSIX ();
 
+use Prefork::Interp::Attributes;
 use Prefork::Interp::Log;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Server;
+use Prefork::Interp::Signals;
 
 our $VERSION = '1.0.0';
 
@@ -55,6 +57,7 @@ my $SCRIPT_FILE = ($0 eq '-e' || $0 eq '-') ? undef
 
 my @also_check;        # from prefork_autoreload_also_check
 my $became_server = 0; # set once this process tree has daemonised
+my $signal_snapshot;   # the script's signal state at initialisation
 
 sub prefork_autoreload_also_check {
     push @also_check, map { File::Spec->rel2abs($_) } @_;
@@ -106,6 +109,10 @@ sub prefork_initialisation_complete {
         log             => $log,
         title           => $title,
     );
+
+    # What protocol.md 6.4 step 6 calls P: the script's dispositions
+    # now, before the server changes any.
+    $signal_snapshot = Prefork::Interp::Signals::snapshot();
 
     $became_server = 1;
     my $request = eval { Prefork::Interp::Server::serve(\%cfg) };
@@ -209,12 +216,9 @@ sub _enter_call ($) {
     }
     @ARGV = @args;
 
-    # 4.9.iv: the monitor uses SIGINT to stop us if the caller goes
-    # away, so it must not be ignored (the first caller may have had it
-    # ignored, as shells do for background jobs); SIGPIPE too must
-    # behave as for a fresh program.
-    $SIG{INT} = 'DEFAULT';
-    $SIG{PIPE} = 'DEFAULT';
+    # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
+    # step 1, the process group, was done as we were forked).
+    _apply_caller_attributes($request);
 
     # What perl itself sets up per run.
     $^T = time;
@@ -223,6 +227,32 @@ sub _enter_call ($) {
     $@ = '';
     $! = 0;
     return;
+}
+
+# protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
+# client, protocol.md 6.6) only the signal steps: nothing ignored by
+# the caller, and the script's own mask.  Every signal has been blocked
+# since the monitor forked us; step 7 unblocks them.
+sub _apply_caller_attributes ($) {
+    my ($request) = @_;
+    my $log = $request->{log};
+    # From now on the caller's stderr is ours: log only.
+    $log->to_stderr(0);
+    my $call1 = $request->{call1};
+    my $attr = $call1 ? $call1->{attr} : {};
+    if ($call1) {
+        Prefork::Interp::Attributes::install_fds($call1->{extra_fds}, $log);
+        Prefork::Interp::Attributes::set_umask($attr->{umask})
+            if defined $attr->{umask};
+        Prefork::Interp::Attributes::set_rlimits($attr->{rlimits}, $log)
+            if defined $attr->{rlimits};
+        Prefork::Interp::Attributes::set_nice($attr->{nice})
+            if defined $attr->{nice};
+    }
+    Prefork::Interp::Signals::apply_dispositions($signal_snapshot,
+                                                 $attr->{sigign} // []);
+    Prefork::Interp::Signals::set_mask($attr->{sigmask}
+                                       // $signal_snapshot->{mask});
 }
 
 sub _install_stdio ($$$$$) {
