@@ -25,6 +25,7 @@ package PfiTest;
 use strict;
 use warnings;
 
+use Config ();
 use Cwd qw(abs_path);
 use Exporter qw(import);
 use File::Basename qw(dirname);
@@ -539,6 +540,16 @@ sub new {
             open(STDERR, '>&', \*STDOUT) or die "stderr: $!";
             %ENV = (PATH => '/usr/bin:/bin', %{ $a{env} // {} },
                     PREFORK_INTERP => $env_value);
+            # As our client starts the setup process: every signal at
+            # its default, nothing blocked; setup_ignore => [NAMES]
+            # plays a caller that ignores some (as the C client passes
+            # them on).
+            foreach my $name (split ' ', $Config::Config{sig_name}) {
+                next if $name =~ m/\A(?:ZERO|KILL|STOP|NUM3[23])\z/;
+                $SIG{$name} = 'DEFAULT';
+            }
+            $SIG{$_} = 'IGNORE' foreach @{ $a{setup_ignore} // [] };
+            POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new);
             exec 'perl', $script, @{ $a{setup_args} // [] }
                 or die "exec perl: $!";
         };
@@ -638,6 +649,135 @@ sub call {
     return ($greeting,
             length($st) == 4 ? unpack('N', $st) : undef,
             PfiTest::slurp($f{out}), PfiTest::slurp($f{err}));
+}
+
+#---------- extension call1, client side (protocol.md 6) ----------
+#
+# Written independently of Prefork::Interp::Protocol (from the text of
+# protocol.md), so the tests check the library against the document,
+# not against itself.
+
+# attr_body(KEY => VALUE, ...): an ATTR body, keys in the order given;
+# a VALUE that is an array ref gives one entry per element (rlimit).
+sub attr_body {
+    my ($self, @kv) = @_;
+    my $body = '';
+    while (@kv) {
+        my ($k, $v) = splice @kv, 0, 2;
+        $body .= "$k=$_\0" foreach ref $v ? @$v : ($v);
+    }
+    return $body;
+}
+
+sub frame {
+    my ($self, $tag, $body) = @_;
+    return $tag . pack('N', length $body) . $body;
+}
+
+sub send_frame {
+    my ($self, $conn, $tag, $body) = @_;
+    my $f = $self->frame($tag, $body);
+    syswrite($conn, $f) == length $f or die "send frame: $!";
+}
+
+# signal(CONN, 'SIGP' | 'SIGG', NUMBER)
+sub signal {
+    my ($self, $conn, $tag, $sig) = @_;
+    $self->send_frame($conn, $tag, pack('N', $sig));
+}
+
+# read_frame(CONN, TIMEOUT): [TAG, BODY], or undef at EOF or timeout
+# (then $self->{frame_eof} says which).
+sub read_frame {
+    my ($self, $conn, $timeout) = @_;
+    my $head = $self->read_bytes($conn, 8, $timeout);
+    if (length($head) < 8) {
+        $self->{frame_eof} = length($head) ? 'short' : 'eof-or-timeout';
+        return undef;
+    }
+    my ($tag, $len) = unpack 'a4 N', $head;
+    my $body = $self->read_bytes($conn, $len, $timeout);
+    return undef if length($body) < $len;
+    return [ $tag, $body ];
+}
+
+# call1_start(CONN, attr => BODY, extra => [ [NUMBER, FD], ... ],
+#             offer => 'call1', env => [...], args => [...],
+#             before_attr => BYTES, stdin_data => STRING)
+#
+# A call with the extension offered: greeting, request with
+# PREFORK_INTERP_EXT=OFFER last, then the answer.  If the server
+# accepts: BEFORE_ATTR (raw bytes, for tests), the ATTR frame (default:
+# just "fds=" listing EXTRA's numbers) and one message per extra fd.
+# Returns a hash ref: conn, accepted (the accept frame's body, or
+# undef), v1_status (if the server answered as v1), out, err (files
+# behind the caller's fds 1 and 2).
+sub call1_start {
+    my ($self, $conn, %a) = @_;
+    my $n = ++$self->{seq};
+    my %f = map { $_ => "$self->{dir}/hcall$n.$_" } qw(in out err);
+    PfiTest::spit($f{in}, $a{stdin_data} // '');
+    open(my $in, '<', $f{in}) or die;
+    open(my $out, '>', $f{out}) or die;
+    open(my $err, '>', $f{err}) or die;
+    my %c = (conn => $conn, out => $f{out}, err => $f{err});
+    $c{greeting} = $self->read_bytes($conn, 8, $a{timeout});
+    my $offer = $a{offer} // 'call1';
+    $self->send_request($conn, fds => [ map { fileno $_ } $in, $out, $err ],
+                        env => [ @{ $a{env} // ['PATH=/usr/bin:/bin'] },
+                                 (length $offer
+                                  ? ("PREFORK_INTERP_EXT=$offer") : ()) ],
+                        args => $a{args} // [ 'perl', $self->{script} ]);
+    close $_ foreach $in, $out, $err;
+    my $first = $self->read_bytes($conn, 4, $a{timeout} // 20);
+    if ($first ne 'PFXA') {
+        $c{v1_status} = length($first) == 4 ? unpack('N', $first) : undef;
+        return \%c;
+    }
+    my $len = unpack 'N', $self->read_bytes($conn, 4, 20);
+    $c{accepted} = $self->read_bytes($conn, $len, 20);
+    my @extra = @{ $a{extra} // [] };
+    if (defined $a{before_attr}) {
+        syswrite($conn, $a{before_attr}) == length $a{before_attr}
+            or die "send: $!";
+    }
+    my $attr = $a{attr}
+        // $self->attr_body(fds => join ',', map { $_->[0] } @extra);
+    $self->send_frame($conn, 'ATTR', $attr);
+    foreach my $e (@extra) {
+        IO::FDPass::send(fileno($conn), $e->[1]) or die "send fd: $!";
+    }
+    return \%c;
+}
+
+# call1_finish(CALL, TIMEOUT): reads frames until EXIT or EOF.  Adds to
+# CALL: frames => [ [TAG, BODY], ... ] (all of them), status (EXIT's
+# value, or undef), eof (1 if the connection closed without EXIT),
+# stdout, stderr.
+sub call1_finish {
+    my ($self, $c, $timeout) = @_;
+    $c->{frames} = [];
+    for (;;) {
+        my $f = $self->read_frame($c->{conn}, $timeout // 20);
+        if (!$f) { $c->{eof} = 1; last }
+        push @{ $c->{frames} }, $f;
+        if ($f->[0] eq 'EXIT') {
+            $c->{status} = unpack 'N', $f->[1];
+            last;
+        }
+    }
+    close $c->{conn};
+    $c->{stdout} = PfiTest::slurp($c->{out});
+    $c->{stderr} = PfiTest::slurp($c->{err});
+    return $c;
+}
+
+# call1(CONN, %args as call1_start, timeout => SECONDS): a whole call.
+sub call1 {
+    my ($self, $conn, %a) = @_;
+    my $c = $self->call1_start($conn, %a);
+    return $c unless defined $c->{accepted};
+    return $self->call1_finish($c, $a{timeout});
 }
 
 # Whether the server has gone (EOF on the WATCHI pipe) within TIMEOUT.
