@@ -19,6 +19,7 @@ use Errno qw(EPERM EINVAL);
 use POSIX ();
 
 use Prefork::Interp::Protocol ();
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -102,13 +103,8 @@ my $SYS_prlimit64;
 
 sub _rlimit_how () {
     return $RLIMIT_HOW if defined $RLIMIT_HOW;
-    $SYS_prlimit64 = eval {
-        local $SIG{__WARN__} = sub { };
-        require 'syscall.ph';
-        &SYS_prlimit64();
-    };
-    if (defined $SYS_prlimit64 && $^O eq 'linux'
-        && length(pack 'Q', 0) == 8) {
+    $SYS_prlimit64 = Prefork::Interp::Syscall::number('prlimit64');
+    if (defined $SYS_prlimit64 && length(pack 'Q', 0) == 8) {
         $RLIMIT_HOW = 'prlimit';
     } elsif (defined &BSD::Resource::setrlimit) {
         $RLIMIT_HOW = 'bsd-resource';

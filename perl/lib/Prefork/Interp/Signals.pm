@@ -189,6 +189,8 @@ package Prefork::Interp::Signals::ChildWatch;
 use Errno qw(EINTR EAGAIN EWOULDBLOCK);
 use POSIX qw(SIG_BLOCK SIGCHLD WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG);
 
+use Prefork::Interp::Syscall ();
+
 # Linux system call numbers, where the kernel headers do not tell us
 # (syscall.ph missing): x86_64 and the generic table agree on
 # pidfd_open; signalfd4 differs, so it is only used from syscall.ph.
@@ -252,9 +254,11 @@ sub check {
     for (;;) {
         my $got = waitpid($self->{pid}, $flags);
         if ($got == $self->{pid}) {
-            my $st = $?;
-            return ('stop', WSTOPSIG($st)) if WIFSTOPPED($st);
-            return ('exit', $st);
+            # perl's $? is 0 for a stopped child; the raw status is in
+            # ${^CHILD_ERROR_NATIVE}.
+            my $native = ${^CHILD_ERROR_NATIVE};
+            return ('stop', WSTOPSIG($native)) if WIFSTOPPED($native);
+            return ('exit', $?);
         }
         return () if $got == 0;
         next if $! == EINTR;
@@ -293,11 +297,7 @@ sub _pidfd_open ($) {
 # (SIGCHLD then unblocked again).  Only monitors use it, and they never
 # exec, so it need not be close-on-exec.
 sub _signalfd_chld () {
-    my $nr = eval {
-        local $SIG{__WARN__} = sub { };
-        require 'syscall.ph';
-        &SYS_signalfd4();
-    };
+    my $nr = Prefork::Interp::Syscall::number('signalfd4');
     return undef unless defined $nr;
     my $old = POSIX::SigSet->new;
     POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old)
