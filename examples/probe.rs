@@ -16,13 +16,19 @@
 //! - `fds`: `fd=N TARGET` for each open fd;
 //! - `exit N`; `signal N` (die of signal N); `exec PROG ARGS...`;
 //! - `sleep MS [DIR]`: print `ids`, then, with DIR, create `DIR/PID` and
-//!   print `concurrent=N` (the files in DIR), sleep, remove the file.
+//!   print `concurrent=N` (the files in DIR), sleep, remove the file;
+//! - `attrs`: what a process inherits from its caller: `umask=`, `nice=`,
+//!   `SigIgn=` and `SigBlk=` (as `/proc/self/status` shows them), one
+//!   `rlimit=R,SOFT,HARD` per resource and `fds=` (open fds 3 and up);
+//! - `sigwait`: handle every catchable signal, print `ready`, then print
+//!   `got=N` for the first signal that arrives and exit 0.
 //!
 //! Options for the server, read from the environment of the first call
 //! (the setup run): `PROBE_MAX_SERVERS`, `PROBE_IDLE_MS`,
 //! `PROBE_REQUEST_MS`, `PROBE_ALSO_CHECK` (a path), `PROBE_SETUP_EXIT`
 //! (exit with this status before initialisation_complete),
-//! `PROBE_THREAD=1` (start a thread first, which must be refused).
+//! `PROBE_THREAD=1` (start a thread first, which must be refused),
+//! `PROBE_SIGCHLD_IGN=1` (ignore SIGCHLD first, as some programs do).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -71,6 +77,10 @@ fn ids() -> String {
 fn main() {
     if let Some(code) = env_num("PROBE_SETUP_EXIT") {
         std::process::exit(code as i32);
+    }
+    if std::env::var_os("PROBE_SIGCHLD_IGN").is_some() {
+        // SAFETY: SIG_IGN runs no code; nothing else touches SIGCHLD here.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     }
     let _thread = (std::env::var_os("PROBE_THREAD").is_some())
         .then(|| std::thread::spawn(|| std::thread::sleep(Duration::from_secs(5))));
@@ -134,12 +144,13 @@ fn main() {
         }
         "exit" => std::process::exit(num(0) as i32),
         "signal" => {
-            let sig = nix::sys::signal::Signal::try_from(num(0) as i32);
-            if let Ok(sig) = sig {
-                // Twice: Rust's runtime catches the first SIGSEGV or SIGBUS
-                // (to detect stack overflow), resets it and returns.
-                let _ = nix::sys::signal::raise(sig);
-                let _ = nix::sys::signal::raise(sig);
+            let sig = num(0) as libc::c_int;
+            // Twice: Rust's runtime catches the first SIGSEGV or SIGBUS (to
+            // detect stack overflow), resets it and returns.
+            // SAFETY: raise only sends a signal to this thread.
+            unsafe {
+                libc::raise(sig);
+                libc::raise(sig);
             }
             std::thread::sleep(Duration::from_secs(5));
             std::process::exit(99);
@@ -151,6 +162,61 @@ fn main() {
             let err = std::process::Command::new(prog).args(prog_args).exec();
             eprintln!("probe: exec: {err}");
             std::process::exit(127);
+        }
+        "attrs" => {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            for line in status.lines() {
+                if let Some((k @ ("Umask" | "SigIgn" | "SigBlk"), v)) = line.split_once(':') {
+                    say(format!("{}={}", k.to_lowercase(), v.trim()));
+                }
+            }
+            // SAFETY: getpriority takes no pointers.
+            say(format!("nice={}", unsafe {
+                libc::getpriority(libc::PRIO_PROCESS, 0)
+            }));
+            for r in 0..16 {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: `l` is a valid out-pointer.
+                if unsafe { libc::getrlimit(r, &mut l) } == 0 {
+                    say(format!("rlimit={r},{},{}", l.rlim_cur, l.rlim_max));
+                }
+            }
+            let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            fds.retain(|&fd| {
+                fd >= 3
+                    && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .is_ok_and(|t| !t.starts_with("/proc"))
+            });
+            fds.sort_unstable();
+            say(format!("fds={fds:?}"));
+        }
+        "sigwait" => {
+            static GOT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+            extern "C" fn note(sig: libc::c_int) {
+                GOT.store(sig, std::sync::atomic::Ordering::SeqCst);
+            }
+            for sig in (1..=64).filter(|&s| ![9, 19, 32, 33].contains(&s)) {
+                // SAFETY: the handler only stores to an atomic, which is
+                // async-signal-safe.
+                unsafe { libc::signal(sig, note as *const () as libc::sighandler_t) };
+            }
+            say("ready".into());
+            while GOT.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                // SAFETY: pause takes no arguments; a handled signal ends it.
+                unsafe { libc::pause() };
+            }
+            say(format!(
+                "got={}",
+                GOT.load(std::sync::atomic::Ordering::SeqCst)
+            ));
         }
         "sleep" => {
             say(ids());

@@ -135,6 +135,16 @@ impl From<Error> for io::Error {
     }
 }
 
+/// Write `prefork-interp: MSG` and a newline to stderr as one write,
+/// ignoring failure: a closed stderr must not turn an error message into a
+/// panic (`eprintln!` panics, and with SIGPIPE ignored that aborts the
+/// client with SIGABRT instead of exiting 127).
+pub fn report(msg: impl fmt::Display) {
+    use std::io::Write;
+    let line = format!("prefork-interp: {msg}\n");
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -7,27 +7,21 @@
 //! exit status. `docs/design.md` describes the processes and their fds,
 //! `docs/protocol.md` the bytes on the wire.
 //!
-//! Modules, one concern each:
-//! - [`cli`]: the command line, including `#!` argument splitting;
-//! - [`identity`]: the identity hash that names a server (pure, no I/O);
-//! - [`rundir`]: the run directory, locks and pruning;
-//! - [`protocol`]: wire protocol v1, shared by client and server side;
-//! - [`client`]: connect to a server or start one, run the call;
-//! - [`spawn`]: the watcher and setup processes the client forks;
-//! - [`exit_status`]: turning a wait status into our own exit;
+//! The tree shows the two sides, with what they share at the top:
+//! - [`client`]: the `prefork-interp` binary: command line, identity, run
+//!   directory, starting servers, the call and its signal forwarding, exit
+//!   status (one module each, under `src/client/`);
 //! - [`server`]: the script side for Rust programs (`initialisation_complete`);
-//! - [`error`]: the one-line error type.
+//! - [`protocol`]: wire protocol v1 and its extension `call1`, shared by
+//!   both sides;
+//! - [`error`]: the one-line error type;
+//! - `sys`: the system calls nix does not wrap (crate-private).
 #![deny(missing_docs)]
 
-pub mod cli;
 pub mod client;
 pub mod error;
-pub mod exit_status;
-pub mod identity;
 pub mod protocol;
-pub mod rundir;
 pub mod server;
-pub mod spawn;
-pub mod sys;
+pub(crate) mod sys;
 
 pub use error::{Error, Result};

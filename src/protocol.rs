@@ -13,6 +13,21 @@
 //!   client → server   u32 BE length + env strings, "", args             step 4
 //!   server → client   u32 BE wait status                                step 5
 //! ```
+//!
+//! Extension `call1` (§6), negotiated inside v1: the client offers it with
+//! the reserved environment entry `PREFORK_INTERP_EXT=call1` (parsed into
+//! [`Offer`], never passed to the program); a server that accepts answers
+//! with a `PFXA` [`Frame`] instead of staying silent until the status, and
+//! from then on both sides exchange frames: the caller's [`Attributes`]
+//! and extra fds, forwarded signals, stops and the final status.
+//!
+//! ```text
+//!   client → server   ... request with PREFORK_INTERP_EXT=call1         step 4
+//!   server → client   frame PFXA "call1"                                §6.1
+//!   client → server   frame ATTR + one SCM_RIGHTS message per extra fd  §6.3
+//!   client → server   frames SIGP / SIGG (forwarded signals)            §6.5
+//!   server → client   frames STOP (executor stopped), EXIT (status)     §6.5
+//! ```
 
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut, Read};
@@ -45,9 +60,15 @@ pub const MAX_GREETING_EXTRA: u32 = 64 * 1024;
 pub const MAX_REQUEST_LEN: u32 = 64 * 1024 * 1024;
 
 /// Environment entries whose names start with this are reserved for
-/// protocol extensions negotiated inside v1 (SPEC §7): our libraries strip
-/// them before applying the caller's environment.
+/// protocol extensions negotiated inside v1 (SPEC §7): [`Request`] parses
+/// them into its [`Offer`] instead of its environment.
 pub const RESERVED_ENV_PREFIX: &[u8] = b"PREFORK_INTERP_EXT";
+
+/// The reserved entry that offers extensions: `PREFORK_INTERP_EXT=call1`.
+pub const OFFER_VAR: &str = "PREFORK_INTERP_EXT";
+
+/// The name of extension `call1` (§6).
+pub const CALL1: &str = "call1";
 
 /// Is this `NAME=value` entry reserved for protocol extensions?
 pub fn is_reserved_env(entry: &[u8]) -> bool {
@@ -142,25 +163,63 @@ impl SetupEnv {
 /// program run as the interpreter only its own name: see `server`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
-    /// `NAME=value` entries, in the caller's order.
+    /// `NAME=value` entries, in the caller's order, without reserved ones.
     pub env: Vec<OsString>,
     /// `interpreter, [script,] args...`.
     pub args: Vec<OsString>,
+    /// The extensions the client offers (reserved entries on the wire).
+    pub offer: Offer,
+}
+
+/// The extensions a client offers in its request (§6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offer {
+    /// Extension `call1`.
+    pub call1: bool,
+}
+
+impl Offer {
+    /// The reserved environment entry announcing this offer, if any.
+    fn entry(&self) -> Option<Vec<u8>> {
+        self.call1
+            .then(|| format!("{OFFER_VAR}={CALL1}").into_bytes())
+    }
+
+    /// Take in one reserved entry: names we do not know are ignored.
+    fn take(&mut self, entry: &[u8]) {
+        let Some(value) = entry
+            .strip_prefix(OFFER_VAR.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"="))
+        else {
+            return;
+        };
+        for name in value.split(|&b| b == b',') {
+            if name == CALL1.as_bytes() {
+                self.call1 = true;
+            }
+        }
+    }
 }
 
 impl Request {
     /// The body of step 4, without its length prefix.
+    /// Reserved entries in `env` are left out: only [`Request::offer`]
+    /// puts one on the wire, last in the environment.
     pub fn encode_body(&self) -> Vec<u8> {
-        let size: usize = self
+        let offer = self.offer.entry();
+        let env: Vec<&[u8]> = self
             .env
             .iter()
-            .chain(&self.args)
-            .map(|s| s.len() + 1)
-            .sum::<usize>()
+            .map(|e| e.as_bytes())
+            .filter(|e| !is_reserved_env(e))
+            .chain(offer.as_deref())
+            .collect();
+        let size: usize = env.iter().map(|e| e.len() + 1).sum::<usize>()
+            + self.args.iter().map(|s| s.len() + 1).sum::<usize>()
             + 1;
         let mut out = Vec::with_capacity(size);
-        for e in &self.env {
-            out.extend_from_slice(e.as_bytes());
+        for e in env {
+            out.extend_from_slice(e);
             out.push(0);
         }
         out.push(0);
@@ -179,6 +238,7 @@ impl Request {
         }
         let mut strings = body[..body.len() - 1].split(|&b| b == 0);
         let mut env = Vec::new();
+        let mut offer = Offer::default();
         loop {
             match strings.next() {
                 None => {
@@ -187,11 +247,342 @@ impl Request {
                     ));
                 }
                 Some([]) => break,
+                Some(s) if is_reserved_env(s) => offer.take(s),
                 Some(s) => env.push(OsString::from_vec(s.to_vec())),
             }
         }
         let args = strings.map(|s| OsString::from_vec(s.to_vec())).collect();
-        Ok(Request { env, args })
+        Ok(Request { env, args, offer })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Extension call1: frames and attributes (§6.2-6.5)
+
+/// Largest frame body either side accepts (§6.2).
+pub const MAX_FRAME_BODY: u32 = 65536;
+
+/// Most extra fds (besides 0-2) a client passes and a server accepts.
+pub const MAX_EXTRA_FDS: usize = 256;
+
+/// Resource limit value meaning "no limit" (`RLIM_INFINITY`), `inf` on
+/// the wire.
+pub const RLIM_INFINITY: u64 = u64::MAX;
+
+/// One frame of extension `call1` (§6.2): a 4-letter tag, a u32 BE
+/// length, a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `PFXA`, server → client: the accepted extension names.
+    Accept(Vec<String>),
+    /// `ATTR`, client → server: the caller's attributes (then its fds).
+    Attr(Attributes),
+    /// `SIGP`, client → server: deliver this signal to the executor.
+    SignalProcess(i32),
+    /// `SIGG`, client → server: deliver this signal to the call's group.
+    SignalGroup(i32),
+    /// `STOP`, server → client: the executor stopped with this signal.
+    Stopped(i32),
+    /// `EXIT`, server → client: the executor's raw wait status; last.
+    Exit(u32),
+    /// A frame with a tag we do not know (skipped, as §6.2 asks).
+    Unknown([u8; 4]),
+}
+
+const TAG_ACCEPT: [u8; 4] = *b"PFXA";
+const TAG_ATTR: [u8; 4] = *b"ATTR";
+const TAG_SIGP: [u8; 4] = *b"SIGP";
+const TAG_SIGG: [u8; 4] = *b"SIGG";
+const TAG_STOP: [u8; 4] = *b"STOP";
+const TAG_EXIT: [u8; 4] = *b"EXIT";
+
+fn tag_text(tag: &[u8]) -> String {
+    String::from_utf8_lossy(tag).escape_debug().to_string()
+}
+
+fn u32_body(tag: &[u8], body: &[u8]) -> Result<u32> {
+    let b: [u8; 4] = body.try_into().map_err(|_| {
+        Error::protocol(format!(
+            "{} frame has a {}-byte body, not 4",
+            tag_text(tag),
+            body.len()
+        ))
+    })?;
+    Ok(u32::from_be_bytes(b))
+}
+
+fn signal_body(tag: &[u8], body: &[u8]) -> Result<i32> {
+    let n = u32_body(tag, body)?;
+    i32::try_from(n)
+        .ok()
+        .filter(|&s| (1..=64).contains(&s))
+        .ok_or_else(|| Error::protocol(format!("{} frame: no signal {n}", tag_text(tag))))
+}
+
+impl Frame {
+    /// The frame as bytes on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body): ([u8; 4], Vec<u8>) = match self {
+            Frame::Accept(names) => (TAG_ACCEPT, names.join(",").into_bytes()),
+            Frame::Attr(a) => (TAG_ATTR, a.encode_body()),
+            Frame::SignalProcess(s) => (TAG_SIGP, (*s as u32).to_be_bytes().to_vec()),
+            Frame::SignalGroup(s) => (TAG_SIGG, (*s as u32).to_be_bytes().to_vec()),
+            Frame::Stopped(s) => (TAG_STOP, (*s as u32).to_be_bytes().to_vec()),
+            Frame::Exit(status) => (TAG_EXIT, status.to_be_bytes().to_vec()),
+            Frame::Unknown(tag) => (*tag, Vec::new()),
+        };
+        let mut out = Vec::with_capacity(8 + body.len());
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parse the frame at the front of `buf`: `None` if it is not all
+    /// there yet, else the frame and how many bytes it took.
+    pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>> {
+        if buf.len() < 8 {
+            return Ok(None);
+        }
+        let tag: [u8; 4] = buf[..4].try_into().expect("4 bytes");
+        let len = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
+        if len > MAX_FRAME_BODY {
+            return Err(Error::protocol(format!(
+                "{} frame of {len} bytes exceeds the limit of {MAX_FRAME_BODY}",
+                tag_text(&tag)
+            )));
+        }
+        let end = 8 + len as usize;
+        if buf.len() < end {
+            return Ok(None);
+        }
+        let body = &buf[8..end];
+        let frame = match tag {
+            TAG_ACCEPT => Frame::Accept(
+                String::from_utf8_lossy(body)
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            TAG_ATTR => Frame::Attr(Attributes::decode_body(body)?),
+            TAG_SIGP => Frame::SignalProcess(signal_body(&tag, body)?),
+            TAG_SIGG => Frame::SignalGroup(signal_body(&tag, body)?),
+            TAG_STOP => Frame::Stopped(signal_body(&tag, body)?),
+            TAG_EXIT => Frame::Exit(u32_body(&tag, body)?),
+            other => Frame::Unknown(other),
+        };
+        Ok(Some((frame, end)))
+    }
+}
+
+/// What the server sent first after a request that offered `call1`
+/// (§6.1 step 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstReply {
+    /// A v1 server: this is the executor's wait status; the call is over.
+    Status(u32),
+    /// The server accepted these extensions; frames follow.
+    Accepted(Vec<String>),
+}
+
+/// Parse the first reply at the front of `buf`: `None` if more bytes are
+/// needed, else the reply and how many bytes it took.
+pub fn parse_first_reply(buf: &[u8]) -> Result<Option<(FirstReply, usize)>> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    if buf[..4] != TAG_ACCEPT {
+        let status = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
+        return Ok(Some((FirstReply::Status(status), 4)));
+    }
+    Ok(match Frame::parse(buf)? {
+        Some((Frame::Accept(names), used)) => Some((FirstReply::Accepted(names), used)),
+        Some(_) => unreachable!("a PFXA tag parses as Frame::Accept"),
+        None => None,
+    })
+}
+
+/// One resource limit of the caller (`getrlimit`), [`RLIM_INFINITY`] for
+/// none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The resource number (`RLIMIT_NOFILE` is 7 on Linux).
+    pub resource: u32,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// The caller's process attributes that a direct run would inherit (§6.3).
+/// `None` or empty: not sent, leave the server's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attributes {
+    /// The umask.
+    pub umask: Option<u32>,
+    /// The nice value.
+    pub nice: Option<i32>,
+    /// Every resource limit.
+    pub rlimits: Vec<Rlimit>,
+    /// The signals the caller ignores (`SIG_IGN`).
+    pub ignored: Option<Vec<i32>>,
+    /// The caller's blocked signals.
+    pub blocked: Option<Vec<i32>>,
+    /// The numbers of the extra fds that follow the `ATTR` frame.
+    pub fds: Vec<RawFd>,
+}
+
+fn join_numbers<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn limit_text(v: u64) -> String {
+    if v == RLIM_INFINITY {
+        "inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+impl Attributes {
+    /// The `ATTR` body: NUL-terminated `key=value` strings.
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut items = Vec::new();
+        if let Some(umask) = self.umask {
+            items.push(format!("umask={umask:03o}"));
+        }
+        if let Some(nice) = self.nice {
+            items.push(format!("nice={nice}"));
+        }
+        for r in &self.rlimits {
+            items.push(format!(
+                "rlimit={},{},{}",
+                r.resource,
+                limit_text(r.soft),
+                limit_text(r.hard)
+            ));
+        }
+        if let Some(sigs) = &self.ignored {
+            items.push(format!("sigign={}", join_numbers(sigs)));
+        }
+        if let Some(sigs) = &self.blocked {
+            items.push(format!("sigmask={}", join_numbers(sigs)));
+        }
+        items.push(format!("fds={}", join_numbers(&self.fds)));
+        let mut out = Vec::new();
+        for item in items {
+            out.extend_from_slice(item.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// Parse an `ATTR` body. Unknown keys are ignored; a malformed value
+    /// of a known key is an error.
+    pub fn decode_body(body: &[u8]) -> Result<Attributes> {
+        if !body.is_empty() && body.last() != Some(&0) {
+            return Err(Error::protocol("ATTR body does not end in a NUL"));
+        }
+        let mut a = Attributes::default();
+        for item in body.split(|&b| b == 0).filter(|i| !i.is_empty()) {
+            let item =
+                std::str::from_utf8(item).map_err(|_| Error::protocol("ATTR item is not ASCII"))?;
+            let bad = || Error::protocol(format!("bad ATTR item {item:?}"));
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(bad());
+            };
+            let numbers = |v: &str| -> Result<Vec<i32>> {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().map_err(|_| bad()))
+                    .collect()
+            };
+            let limit = |v: &str| -> Result<u64> {
+                if v == "inf" {
+                    Ok(RLIM_INFINITY)
+                } else {
+                    v.parse().map_err(|_| bad())
+                }
+            };
+            match key {
+                "umask" => {
+                    a.umask = Some(
+                        u32::from_str_radix(value, 8)
+                            .ok()
+                            .filter(|&m| m <= 0o777)
+                            .ok_or_else(bad)?,
+                    )
+                }
+                "nice" => a.nice = Some(value.parse().map_err(|_| bad())?),
+                "rlimit" => {
+                    let parts: Vec<&str> = value.split(',').collect();
+                    let [res, soft, hard] = parts[..] else {
+                        return Err(bad());
+                    };
+                    a.rlimits.push(Rlimit {
+                        resource: res.parse().map_err(|_| bad())?,
+                        soft: limit(soft)?,
+                        hard: limit(hard)?,
+                    });
+                }
+                "sigign" => a.ignored = Some(numbers(value)?),
+                "sigmask" => a.blocked = Some(numbers(value)?),
+                "fds" => {
+                    a.fds = numbers(value)?;
+                    if a.fds.len() > MAX_EXTRA_FDS || a.fds.iter().any(|&fd| fd < 3) {
+                        return Err(bad());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// Bytes received on a call socket that frames are parsed from, for a
+/// side that polls the socket.
+#[derive(Debug, Default)]
+pub struct FrameBuf {
+    buf: Vec<u8>,
+}
+
+impl FrameBuf {
+    /// Read what the (readable) socket has. `Ok(false)`: end of file.
+    pub fn fill(&mut self, sock: &UnixStream) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match (&*sock).read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The first reply after an offering request (client side).
+    pub fn first_reply(&mut self) -> Result<Option<FirstReply>> {
+        Ok(parse_first_reply(&self.buf)?.map(|(reply, used)| {
+            self.buf.drain(..used);
+            reply
+        }))
+    }
+
+    /// The next complete frame, if there is one.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>> {
+        Ok(Frame::parse(&self.buf)?.map(|(frame, used)| {
+            self.buf.drain(..used);
+            frame
+        }))
     }
 }
 
@@ -391,6 +782,62 @@ impl Call {
         }
     }
 
+    // --- extension call1, both sides ---------------------------------------
+
+    /// Send one frame (§6.2).
+    pub fn send_frame(&self, frame: &Frame) -> Result<()> {
+        write_all_nosignal(&self.sock, &frame.encode(), "send frame")
+    }
+
+    /// §6.3, client side: the `ATTR` frame, then each extra fd in its own
+    /// message, in the order of `attrs.fds` (which must match `fds`).
+    pub fn send_attributes(&mut self, attrs: &Attributes, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        debug_assert_eq!(attrs.fds.len(), fds.len());
+        self.send_frame(&Frame::Attr(attrs.clone()))?;
+        for &fd in fds {
+            self.send_fd(fd)?;
+        }
+        Ok(())
+    }
+
+    /// Read one whole frame, blocking.
+    fn read_frame(&mut self) -> Result<Frame> {
+        let mut head = [0u8; 8];
+        self.read_exact(&mut head, "read frame")?;
+        let len = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
+        if len > MAX_FRAME_BODY {
+            // Let Frame::parse word the error.
+            return Frame::parse(&head).map(|_| unreachable!("over-long frame parsed"));
+        }
+        let mut frame = head.to_vec();
+        frame.resize(8 + len as usize, 0);
+        self.read_exact(&mut frame[8..], "read frame")?;
+        Ok(Frame::parse(&frame)?.expect("a whole frame").0)
+    }
+
+    /// §6.3, server side: the caller's attributes and its extra fds, each
+    /// with the number it had in the caller (close-on-exec here). Frames
+    /// with unknown tags before `ATTR` are skipped.
+    pub fn read_attributes(&mut self) -> Result<(Attributes, Vec<(RawFd, OwnedFd)>)> {
+        loop {
+            match self.read_frame()? {
+                Frame::Attr(attrs) => {
+                    let mut fds = Vec::with_capacity(attrs.fds.len());
+                    for &n in &attrs.fds {
+                        fds.push((n, self.recv_fd()?));
+                    }
+                    return Ok((attrs, fds));
+                }
+                Frame::Unknown(_) => {}
+                other => {
+                    return Err(Error::protocol(format!(
+                        "expected the ATTR frame, got {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Step 5, server side: send the executor's raw wait status.
     pub fn send_status(&mut self, status: i32) -> Result<()> {
         write_all_nosignal(&self.sock, &(status as u32).to_be_bytes(), "send status")
@@ -459,6 +906,7 @@ mod tests {
         let r = Request {
             env: vec![os("A=1"), os("B=")],
             args: vec![os("python3"), os("/x/s.py"), os(""), os("a b")],
+            ..Default::default()
         };
         let body = r.encode_body();
         assert_eq!(body, b"A=1\0B=\0\0python3\0/x/s.py\0\0a b\0");
@@ -473,6 +921,7 @@ mod tests {
         let r = Request {
             env: vec![],
             args: vec![OsString::from_vec(vec![0xff, 0x80])],
+            ..Default::default()
         };
         assert_eq!(Request::decode_body(&r.encode_body()).unwrap(), r);
     }
@@ -493,6 +942,93 @@ mod tests {
     }
 
     #[test]
+    fn offer_is_parsed_from_reserved_entries_and_sent_last() {
+        let r = Request {
+            env: vec![os("A=1"), os("PREFORK_INTERP_EXT=stale"), os("B=2")],
+            args: vec![os("i")],
+            offer: Offer { call1: true },
+        };
+        let body = r.encode_body();
+        assert_eq!(body, b"A=1\0B=2\0PREFORK_INTERP_EXT=call1\0\0i\0");
+        let got = Request::decode_body(&body).unwrap();
+        assert_eq!(got.env, [os("A=1"), os("B=2")]);
+        assert!(got.offer.call1);
+        // Unknown names and other reserved entries: no offer, not env.
+        let got = Request::decode_body(b"PREFORK_INTERP_EXT=x,y\0PREFORK_INTERP_EXT_Z=call1\0\0")
+            .unwrap();
+        assert_eq!(got.offer, Offer::default());
+        assert!(got.env.is_empty());
+        let got = Request::decode_body(b"PREFORK_INTERP_EXT=zz,call1\0\0").unwrap();
+        assert!(got.offer.call1);
+    }
+
+    #[test]
+    fn attr_worked_example_of_protocol_md() {
+        let a = Attributes {
+            umask: Some(0o027),
+            nice: Some(0),
+            rlimits: vec![Rlimit {
+                resource: 7,
+                soft: 200,
+                hard: 524288,
+            }],
+            ignored: Some(vec![1]),
+            blocked: Some(vec![]),
+            fds: vec![3],
+        };
+        let mut want = b"ATTR\0\0\0\x3d".to_vec();
+        want.extend_from_slice(
+            b"umask=027\0nice=0\0rlimit=7,200,524288\0sigign=1\0sigmask=\0fds=3\0",
+        );
+        let frame = Frame::Attr(a.clone());
+        assert_eq!(frame.encode(), want);
+        assert_eq!(Frame::parse(&want).unwrap(), Some((frame, want.len())));
+        // Infinity, unknown keys, absent keys.
+        let got = Attributes::decode_body(b"rlimit=3,inf,inf\0colour=blue\0").unwrap();
+        assert_eq!(got.rlimits[0].soft, RLIM_INFINITY);
+        assert_eq!(got.umask, None);
+        for bad in [
+            &b"umask=9\0"[..],
+            b"rlimit=1,2\0",
+            b"fds=2\0",
+            b"nice=x\0",
+            b"noequals\0",
+            b"umask=022",
+        ] {
+            assert!(Attributes::decode_body(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn signal_and_status_frames_of_protocol_md() {
+        let sigg = Frame::SignalGroup(2).encode();
+        assert_eq!(sigg, b"SIGG\0\0\0\x04\0\0\0\x02");
+        let exit = Frame::Exit(130 << 8).encode();
+        assert_eq!(exit, b"EXIT\0\0\0\x04\0\0\x82\0");
+        let mut buf = FrameBuf::default();
+        buf.buf
+            .extend_from_slice(&Frame::Accept(vec![CALL1.into()]).encode());
+        buf.buf.extend_from_slice(&exit[..5]);
+        assert_eq!(
+            buf.first_reply().unwrap(),
+            Some(FirstReply::Accepted(vec!["call1".into()]))
+        );
+        assert_eq!(buf.next_frame().unwrap(), None, "half a frame");
+        buf.buf.extend_from_slice(&exit[5..]);
+        buf.buf.extend_from_slice(b"ZZZZ\0\0\0\x01x");
+        assert_eq!(buf.next_frame().unwrap(), Some(Frame::Exit(130 << 8)));
+        assert_eq!(buf.next_frame().unwrap(), Some(Frame::Unknown(*b"ZZZZ")));
+        // A v1 status is a first reply too; bad frames are errors.
+        assert_eq!(
+            parse_first_reply(&[0, 0, 3, 0]).unwrap(),
+            Some((FirstReply::Status(0x300), 4))
+        );
+        assert!(Frame::parse(b"SIGP\0\0\0\x04\0\0\0\x63").is_err());
+        assert!(Frame::parse(b"SIGP\0\0\0\x02\0\0").is_err());
+        assert!(Frame::parse(b"XXXX\0\x01\0\x01").is_err(), "over the limit");
+    }
+
+    #[test]
     fn whole_call_over_a_socketpair() {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut client, mut server) = (Call::new(a), Call::new(b));
@@ -501,6 +1037,7 @@ mod tests {
         let req = Request {
             env: vec![os("X=y")],
             args: vec![os("interp"), os("script"), os("arg")],
+            ..Default::default()
         };
         let (r0, _w0) = std::io::pipe().unwrap();
         let devnull = std::fs::File::open("/dev/null").unwrap();
@@ -580,6 +1117,7 @@ mod tests {
                 &Request {
                     env: vec![os("A=xxxxxxxx")],
                     args: vec![],
+                    ..Default::default()
                 },
             )
             .unwrap();

@@ -90,14 +90,17 @@ pub fn wait_raw(pid: libc::pid_t) -> io::Result<i32> {
     }
 }
 
-/// `dup2(old, new)`, retrying on EINTR.
+/// `dup2(old, new)`, retrying on EINTR: the new fd is inheritable.
 ///
-/// Only for fork children arranging their fds 0-2 before exec, or for
-/// filling closed stdio fds at start-up: it replaces whatever `new` was.
-pub fn dup_onto(old: RawFd, new: RawFd) -> io::Result<()> {
+/// # Safety
+/// `dup2` silently closes whatever `new` was, so no Rust value may own
+/// `new` (an `OwnedFd`, a `File`...): the caller must be deliberately
+/// filling that slot (a fork child arranging its stdio before exec, a
+/// closed stdio fd at start-up, an executor installing the caller's fds).
+pub unsafe fn dup_onto(old: RawFd, new: RawFd) -> io::Result<()> {
     loop {
-        // SAFETY: dup2 only manipulates the fd table; the callers own `new`
-        // (a stdio slot they are deliberately replacing).
+        // SAFETY: dup2 only manipulates the fd table; the caller
+        // guarantees nothing owns `new`.
         let r = unsafe { libc::dup2(old, new) };
         if r == new {
             return Ok(());
@@ -111,9 +114,15 @@ pub fn dup_onto(old: RawFd, new: RawFd) -> io::Result<()> {
 
 /// Close every fd numbered `from` or above except those in `keep`.
 ///
-/// Used by the watcher daemon, which must not hold on to the caller's
-/// files (a `$(script)` substitution would otherwise wait for it).
-pub fn close_fds_from(from: RawFd, keep: &[RawFd]) {
+/// Used by the watcher daemon and the setup process, which must not hold
+/// on to the caller's files (a `$(script)` substitution or a pipe's reader
+/// would otherwise wait for them).
+///
+/// # Safety
+/// Every `OwnedFd`, `File` or other owner of a closed fd is left dangling,
+/// so the caller must be a fork child about to `exec` or to become a
+/// daemon that uses only the fds in `keep` (and 0-2) from here on.
+pub unsafe fn close_fds_from(from: RawFd, keep: &[RawFd]) {
     let mut start = from as libc::c_uint;
     let mut keep: Vec<libc::c_uint> = keep
         .iter()
@@ -125,8 +134,8 @@ pub fn close_fds_from(from: RawFd, keep: &[RawFd]) {
     for k in keep {
         if k > start {
             let last = k - 1;
-            // SAFETY: close_range only closes fds; our caller (a fork child
-            // about to become a daemon) owns the whole fd table.
+            // SAFETY: close_range only closes fds; our caller guarantees
+            // no live owner uses them again.
             let r = unsafe { libc::syscall(libc::SYS_close_range, start, last, 0) };
             if r != 0 {
                 close_range_fallback(start, last);
@@ -225,13 +234,148 @@ pub fn ensure_stdio_open() -> io::Result<()> {
             use std::os::fd::IntoRawFd;
             let raw = null.into_raw_fd();
             if raw != fd {
-                dup_onto(raw, fd)?;
+                // SAFETY: `fd` was closed a moment ago, so nothing owns it.
+                unsafe { dup_onto(raw, fd) }?;
                 // SAFETY: `raw` came from into_raw_fd just above; we own it.
                 unsafe { libc::close(raw) };
             }
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Process attributes a call carries (protocol.md §6.3-6.4): read by the
+// client, applied by the Rust executor.
+
+/// Signal numbers a process can have a disposition or mask bit for: 1-64,
+/// without glibc's two internal real-time signals (32 and 33), which its
+/// `sigaction` refuses.
+pub fn all_signals() -> impl Iterator<Item = libc::c_int> {
+    (1..=64).filter(|&s| s != 32 && s != 33)
+}
+
+/// A signal set holding `sigs`, real-time signals included (nix's
+/// `Signal` has none).
+pub fn sigset_of(sigs: impl Iterator<Item = libc::c_int>) -> nix::sys::signal::SigSet {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before
+    // sigaddset writes into it (an invalid number is EINVAL, no change).
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut raw);
+        for s in sigs {
+            libc::sigaddset(&mut raw, s);
+        }
+        nix::sys::signal::SigSet::from_sigset_t_unchecked(raw)
+    }
+}
+
+/// Is `sig` in `set`? (Real-time signals included.)
+pub fn sigset_has(set: &nix::sys::signal::SigSet, sig: libc::c_int) -> bool {
+    // SAFETY: sigismember only reads the initialised set we pass.
+    unsafe { libc::sigismember(set.as_ref(), sig) == 1 }
+}
+
+/// Is `sig` pending for this process or thread (`sigpending`)?
+pub fn signal_pending(sig: libc::c_int) -> bool {
+    // SAFETY: sigpending fills the set we pass; all-zero is a valid start.
+    unsafe {
+        let mut raw: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut raw) == 0 && libc::sigismember(&raw, sig) == 1
+    }
+}
+
+/// Is `sig` set to `SIG_IGN`? (A query: changes nothing.)
+pub fn signal_is_ignored(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction is plain data, all-zero is valid; a null new-action
+    // pointer makes sigaction a pure query of `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is a valid out-pointer.
+    let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    r == 0 && old.sa_sigaction == libc::SIG_IGN
+}
+
+/// `getpriority(PRIO_PROCESS, 0)`: our nice value.
+pub fn nice_value() -> io::Result<i32> {
+    // getpriority may legitimately return -1, so errno tells failure apart.
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: getpriority takes no pointers.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let err = io::Error::last_os_error();
+    if r == -1 && err.raw_os_error() != Some(0) {
+        return Err(err);
+    }
+    Ok(r)
+}
+
+/// `setpriority(PRIO_PROCESS, 0, nice)`.
+pub fn set_nice_value(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes no pointers and affects only this process.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
+}
+
+/// Number of resource limits the kernel has (`RLIM_NLIMITS` on Linux).
+pub const RLIMIT_COUNT: u32 = 16;
+
+/// `getrlimit(resource)` by number: (soft, hard), `RLIM_INFINITY` as
+/// `u64::MAX`.
+pub fn get_rlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer; an unknown resource is EINVAL.
+    check(unsafe { libc::getrlimit(resource as _, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// `setrlimit(resource, soft, hard)` by number.
+pub fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid struct read by the call.
+    check(unsafe { libc::setrlimit(resource as _, &lim) }).map(drop)
+}
+
+/// Is `fd` open and inherited across exec (no `FD_CLOEXEC`)?
+pub fn fd_is_inheritable(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the fd table.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    flags >= 0 && flags & libc::FD_CLOEXEC == 0
+}
+
+/// Is `fd` open?
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the fd table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Every signal back to `SIG_DFL` and nothing blocked: the state a fresh
+/// server starts in (protocol.md §6.4 step 6), set in a fork child before
+/// exec.
+pub fn reset_signals() {
+    for sig in all_signals().filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: SIG_DFL runs no code of ours; failures (none expected
+        // for these numbers) leave that signal as it was.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set, built by sigemptyset, and a null old-set
+    // pointer; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Make sure dying now leaves no core file: soft `RLIMIT_CORE` 0.
+pub fn disable_core_dumps() {
+    if let Ok((_, hard)) = get_rlimit(libc::RLIMIT_CORE) {
+        let _ = set_rlimit(libc::RLIMIT_CORE, 0, hard);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -333,6 +477,35 @@ pub fn try_wait_raw(pid: libc::pid_t) -> io::Result<Option<i32>> {
     }
 }
 
+/// `waitpid(pid, WNOHANG | WUNTRACED)`: the raw wait status if `pid` has
+/// stopped or exited (then reaped), `None` if neither. Retries on EINTR.
+pub fn try_wait_untraced(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        match r {
+            0 => return Ok(None),
+            r if r == pid => return Ok(Some(status)),
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return Err(err);
+                }
+            }
+            r => return Err(io::Error::other(format!("waitpid({pid}) returned {r}"))),
+        }
+    }
+}
+
+/// `kill(target, sig)` with a raw signal number, real-time signals
+/// included (nix's `Signal` has none); a negative `target` is a process
+/// group.
+pub fn send_signal(target: libc::pid_t, sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: kill takes no pointers; it only sends a signal.
+    nix::errno::Errno::result(unsafe { libc::kill(target, sig) }).map(drop)
+}
+
 /// Wait for any child: its pid and raw wait status, or `None` when there
 /// are no children left (ECHILD). Retries on EINTR.
 pub fn wait_any_raw() -> io::Result<Option<(libc::pid_t, i32)>> {
@@ -407,6 +580,28 @@ pub fn set_signal(sig: libc::c_int, to: Disposition) -> io::Result<SavedSignal> 
     // SAFETY: SIG_DFL and SIG_IGN run no code of ours in signal context;
     // both pointers are to valid sigaction structs.
     check(unsafe { libc::sigaction(sig, &new, &mut old) })?;
+    Ok(SavedSignal { sig, action: old })
+}
+
+impl SavedSignal {
+    /// The signal this is the disposition of.
+    pub fn signal(&self) -> libc::c_int {
+        self.sig
+    }
+
+    /// Was it `SIG_DFL`?
+    pub fn is_default(&self) -> bool {
+        self.action.sa_sigaction == libc::SIG_DFL
+    }
+}
+
+/// `sig`'s disposition, to put back later with [`restore_signal`].
+pub fn get_signal(sig: libc::c_int) -> io::Result<SavedSignal> {
+    // SAFETY: sigaction is plain data, all-zero is valid; a null new-action
+    // pointer makes the call a query that fills `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is a valid out-pointer.
+    check(unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) })?;
     Ok(SavedSignal { sig, action: old })
 }
 

@@ -79,6 +79,7 @@ mod monitor;
 mod reload;
 mod serve;
 mod setup;
+mod signals;
 
 /// How a server behaves: concurrency, lifetime, reloading and logging.
 ///

@@ -1,90 +1,47 @@
 //! One call's monitor (upstream part 4): greet the caller, take its
-//! request, fork the executor, then wait for whichever comes first, the
-//! executor's death or the caller hanging up, and report the executor's
-//! exact wait status.
+//! request (and, with extension `call1`, its attributes and extra fds),
+//! fork the executor, then relay until the executor has finished: the
+//! caller's forwarded signals to the executor, the executor's stops to the
+//! caller, and at the end its exact wait status.
 //!
 //! ```text
-//!   monitor  own process group (the executor shares it)
+//!   monitor  own process group; the executor leads another, the call's
 //!            fd0-2: /dev/null (first call: /dev/null + the caller's stderr)
-//!            CALL (blocking, close-on-exec); then the caller's fds 0-2
-//!            until the executor is forked; a pidfd for the executor
-//!            SIGINT ignored (we SIGINT our own group), SIGALRM default
+//!            CALL (blocking, close-on-exec); the caller's fds until the
+//!            executor is forked; a signalfd for SIGCHLD (blocked)
+//!            SIGALRM default (the request timeout)
 //! ```
 //!
-//! The executor's death is learnt from the kernel (a pidfd, then
-//! `waitpid`), never from an fd the program could close or inherit, so the
-//! status is exact even when the program `exec`s. A caller that does not
-//! send its whole request within `Options::request_timeout` of the
-//! greeting is dropped by SIGALRM's default action, quietly. A caller
-//! going away is not an error: the monitor SIGINTs its process group,
-//! reaps the executor and exits 0.
+//! The executor's stops and death are learnt from the kernel (SIGCHLD,
+//! then `waitpid(WUNTRACED)`), never from an fd the program could close or
+//! inherit, so the status is exact even when the program `exec`s. Signals
+//! go to the executor only while it is unreaped, so its pid (and its
+//! group's id) cannot have been reused. A caller that does not send its
+//! whole request within `Options::request_timeout` of the greeting is
+//! dropped by SIGALRM's default action, quietly. A caller going away is
+//! not an error: the monitor SIGINTs the call's group (and SIGCONTs it, in
+//! case it is stopped), reaps the executor and exits 0.
 
-use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, getpgrp, setpgid};
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::{Pid, setpgid};
 
-use super::child::{Child, TICK};
 use super::executor;
 use super::log::Log;
+use super::signals::{self, MONITOR_SIGNALS, Program};
 use super::{Invocation, Options};
 use crate::error::{Error, Result};
-use crate::protocol::{Call, MAX_REQUEST_LEN};
-use crate::sys::{self, Disposition, Forked, SavedSignal};
+use crate::protocol::{Attributes, CALL1, Call, Frame, FrameBuf, MAX_REQUEST_LEN};
+use crate::sys::{self, Forked};
 
-/// The monitor's signal dispositions, each with its reason. The executor
-/// puts back what the program had ([`Signals::restore`]) and then applies
-/// [`EXECUTOR_SIGNALS`].
-const MONITOR_SIGNALS: &[(libc::c_int, Disposition, &str)] = &[
-    (
-        libc::SIGINT,
-        Disposition::Ignore,
-        "the monitor SIGINTs its own process group when the caller goes",
-    ),
-    (
-        libc::SIGALRM,
-        Disposition::Default,
-        "the request timeout: SIGALRM ends a monitor whose caller is too slow",
-    ),
-];
-
-/// The executor's own dispositions, set after restoring the program's.
-pub(super) const EXECUTOR_SIGNALS: &[(libc::c_int, Disposition, &str)] = &[(
-    libc::SIGINT,
-    Disposition::Default,
-    "SPEC §6: a call is interrupted with SIGINT when its caller goes away",
-)];
-
-/// The dispositions [`Signals::install`] replaced.
-pub(super) struct Signals {
-    saved: Vec<SavedSignal>,
-}
-
-impl Signals {
-    /// Apply [`MONITOR_SIGNALS`], remembering what was there.
-    fn install() -> Result<Signals> {
-        let mut saved = Vec::with_capacity(MONITOR_SIGNALS.len());
-        for &(sig, to, _why) in MONITOR_SIGNALS {
-            saved.push(
-                sys::set_signal(sig, to)
-                    .map_err(|e| Error::io(format!("set disposition of signal {sig}"), e))?,
-            );
-        }
-        Ok(Signals { saved })
-    }
-
-    /// Undo [`Signals::install`], in reverse order.
-    pub(super) fn restore(self) -> std::io::Result<()> {
-        for saved in self.saved.iter().rev() {
-            sys::restore_signal(saved)?;
-        }
-        Ok(())
-    }
-}
+/// What extension `call1` brought: the caller's attributes and its extra
+/// fds, each with its number in the caller.
+pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
 
 /// Serve one call. Returns only in the executor, with the caller's
 /// arguments and environment; the monitor itself ends in `_exit`.
@@ -92,8 +49,13 @@ impl Signals {
 /// On entry: a fresh fork of the server; fds 0-2 are /dev/null (for the
 /// first call: /dev/null and the first caller's stderr); `call` is the only
 /// other fd of ours (the server's fds were closed on the way here).
-pub(super) fn become_monitor(call: UnixStream, log: Log, opts: &Options) -> Invocation {
-    match serve_call(call, log, opts.request_timeout) {
+pub(super) fn become_monitor(
+    call: UnixStream,
+    log: Log,
+    opts: &Options,
+    program: &Program,
+) -> Invocation {
+    match serve_call(call, log, opts.request_timeout, program) {
         Ok(invocation) => invocation,
         // The caller went away before the call started: not an error.
         Err(e) if e.is_peer_gone() => sys::exit_now(0),
@@ -104,40 +66,64 @@ pub(super) fn become_monitor(call: UnixStream, log: Log, opts: &Options) -> Invo
     }
 }
 
-/// Upstream part 4 steps 2-9.
-fn serve_call(call: UnixStream, log: Log, request_timeout: Duration) -> Result<Invocation> {
+/// Upstream part 4 steps 2-9, and protocol.md §6.1-6.3.
+fn serve_call(
+    call: UnixStream,
+    log: Log,
+    request_timeout: Duration,
+    program: &Program,
+) -> Result<Invocation> {
     setpgid(Pid::from_raw(0), Pid::from_raw(0))
-        .map_err(|e| Error::io("make a process group for the call (setpgid)", e))?;
-    let signals = Signals::install()?;
+        .map_err(|e| Error::io("make a process group for the monitor (setpgid)", e))?;
+    signals::install(MONITOR_SIGNALS).map_err(|e| Error::io("set monitor signals", e))?;
+    let children = signals::child_events().map_err(|e| Error::io("signalfd for SIGCHLD", e))?;
     let mut call = Call::new(call);
     call.send_greeting()?;
     sys::alarm_after(request_timeout).map_err(|e| Error::io("set request timer", e))?;
     let (stdio, request) = call.read_request(MAX_REQUEST_LEN)?;
+    let extension = if request.offer.call1 {
+        call.send_frame(&Frame::Accept(vec![CALL1.into()]))?;
+        Some(call.read_attributes()?)
+    } else {
+        None
+    };
     sys::alarm_after(Duration::ZERO).map_err(|e| Error::io("cancel request timer", e))?;
     let invocation = executor::invocation(&request);
     match sys::fork_checked_with_env(invocation.env()) {
-        Ok(Forked::Child) => Ok(executor::become_executor(
-            stdio, call, signals, invocation, log,
-        )),
+        Ok(Forked::Child) => {
+            drop(children);
+            Ok(executor::become_executor(
+                stdio, call, extension, program, invocation, log,
+            ))
+        }
         Ok(Forked::Parent(pid)) => {
-            drop(stdio);
-            supervise(call, Child::new(pid), log)
+            // The executor does the same; whichever runs first wins, and
+            // the other's call is then a harmless repeat (or EACCES once
+            // the child has run its program's exec).
+            let _ = setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
+            let framed = extension.is_some();
+            drop((stdio, extension));
+            supervise(call, Pid::from_raw(pid), framed, &children, log)
         }
         Err(e) => Err(Error::io("fork executor", e)),
     }
 }
 
-/// Upstream part 4 steps 11-16: wait for the executor or for the caller
-/// to go, then report the executor's wait status and exit.
-fn supervise(mut call: Call, executor: Child, log: Log) -> ! {
-    let status = match wait_or_hangup(&call, &executor) {
+/// Upstream part 4 steps 11-16 and protocol.md §6.5: relay until the
+/// executor has finished, report its wait status, exit.
+fn supervise(call: Call, executor: Pid, framed: bool, children: &SignalFd, log: Log) -> ! {
+    let status = match relay(&call, executor, framed, children) {
         Ok(Some(status)) => status,
         outcome => {
             if let Err(e) = outcome {
-                log.err(&Error::io("wait for the executor or the caller", e).to_string());
+                log.err(&e.to_string());
             }
-            interrupt(executor.pid);
-            match executor.reap() {
+            // The caller has gone (or broke the protocol): interrupt the
+            // call, which may be stopped, then reap it.
+            let _ = killpg(executor, Signal::SIGINT);
+            let _ = kill(executor, Signal::SIGINT);
+            let _ = killpg(executor, Signal::SIGCONT);
+            match sys::wait_raw(executor.as_raw()) {
                 Ok(status) => status,
                 Err(e) => {
                     log.err(&Error::io("wait for the executor", e).to_string());
@@ -146,7 +132,13 @@ fn supervise(mut call: Call, executor: Child, log: Log) -> ! {
             }
         }
     };
-    match call.send_status(status) {
+    let sent = if framed {
+        call.send_frame(&Frame::Exit(status as u32))
+    } else {
+        let mut call = call;
+        call.send_status(status)
+    };
+    match sent {
         Ok(()) => sys::exit_now(0),
         Err(e) if e.is_peer_gone() => sys::exit_now(0),
         Err(e) => {
@@ -158,49 +150,73 @@ fn supervise(mut call: Call, executor: Child, log: Log) -> ! {
 
 /// `Some(status)` once the executor has exited (and is reaped), `None` if
 /// the caller hung up first.
-fn wait_or_hangup(call: &Call, executor: &Child) -> std::io::Result<Option<i32>> {
-    let mut sock = call.socket();
+fn relay(call: &Call, executor: Pid, framed: bool, children: &SignalFd) -> Result<Option<i32>> {
+    let mut buf = FrameBuf::default();
     loop {
-        if let Some(status) = executor.try_reap()? {
-            return Ok(Some(status));
-        }
-        let mut fds = vec![PollFd::new(call.as_fd(), PollFlags::POLLIN)];
-        let timeout = match executor.pidfd() {
-            Some(fd) => {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                PollTimeout::NONE
+        // Drain SIGCHLD first, then ask the kernel: a stop or the end.
+        while let Ok(Some(_)) = children.read_signal() {}
+        loop {
+            match sys::try_wait_untraced(executor.as_raw())
+                .map_err(|e| Error::io("wait for the executor", e))?
+            {
+                None => break,
+                Some(status) if libc::WIFSTOPPED(status) => {
+                    if framed {
+                        call.send_frame(&Frame::Stopped(libc::WSTOPSIG(status)))?;
+                    }
+                }
+                Some(status) => return Ok(Some(status)),
             }
-            None => PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX),
-        };
-        match poll(&mut fds, timeout) {
+        }
+        let mut fds = [
+            PollFd::new(call.as_fd(), PollFlags::POLLIN),
+            PollFd::new(children.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::io("poll the caller and the executor", e)),
         }
         if fds[0].revents().is_none_or(|r| r.is_empty()) {
             continue;
         }
-        // The executor's death wins a tie: report its real status.
-        if let Some(status) = executor.try_reap()? {
-            return Ok(Some(status));
-        }
-        let mut buf = [0u8; 512];
-        match sock.read(&mut buf) {
-            Ok(0) => return Ok(None),
-            // Protocol v1 has nothing after the request; ignore it.
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
+        match buf.fill(call.socket()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return Ok(None),
+        }
+        // Protocol v1 has nothing after the request: anything is ignored.
+        if !framed {
+            buf = FrameBuf::default();
+            continue;
+        }
+        while let Some(frame) = buf.next_frame()? {
+            let sent = match frame {
+                Frame::SignalProcess(sig) => signal_executor(executor, sig, false),
+                Frame::SignalGroup(sig) => signal_executor(executor, sig, true),
+                Frame::Unknown(_) => Ok(()),
+                other => {
+                    return Err(Error::protocol(format!(
+                        "unexpected frame from the client: {other:?}"
+                    )));
+                }
+            };
+            // The executor may have just exited: not an error.
+            if let Err(e) = sent
+                && e != nix::errno::Errno::ESRCH
+            {
+                return Err(Error::io(format!("forward signal to [{executor}]"), e));
+            }
         }
     }
 }
 
-/// The caller has gone: interrupt the call's whole process group (our
-/// SIGINT is ignored), and the executor itself in case it left the group.
-fn interrupt(executor: libc::pid_t) {
-    let _ = killpg(getpgrp(), Signal::SIGINT);
-    let _ = kill(Pid::from_raw(executor), Signal::SIGINT);
+/// `kill` or `killpg` with a raw signal number (real-time ones included).
+fn signal_executor(executor: Pid, sig: i32, group: bool) -> nix::Result<()> {
+    let target = if group {
+        -executor.as_raw()
+    } else {
+        executor.as_raw()
+    };
+    sys::send_signal(target, sig)
 }

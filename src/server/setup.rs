@@ -14,18 +14,20 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::stat::SFlag;
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use super::child::Child;
 use super::log::Log;
 use super::reload::ReloadCheck;
 use super::serve::{Server, ServerFds};
+use super::signals::{self, Program, SERVER_SIGNALS};
 use super::{Invocation, Options, monitor};
 use crate::error::{Error, Result};
 use crate::protocol::{ENV_VAR, SetupEnv};
@@ -62,6 +64,10 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
             "initialisation_complete was called again in a process that already started a server",
         ));
     }
+    // Before the server changes any signal: what the executor restores.
+    let program =
+        Program::snapshot().map_err(|e| Error::io("read the program's signal state", e))?;
+    signals::install(SERVER_SIGNALS).map_err(|e| Error::io("set server signals", e))?;
     Log::set_program(program_name());
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
     let fds = take_fds(&env)?;
@@ -81,7 +87,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         Forked::Child => {}
     }
     let (call, log) = become_detached_server(fds, reload, opts);
-    Ok(monitor::become_monitor(call, log, opts))
+    Ok(monitor::become_monitor(call, log, opts, &program))
 }
 
 /// The server (upstream part 3 steps 4-7). Returns only in a newly forked
@@ -133,9 +139,9 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
 
 fn stdio_to_dev_null() -> std::io::Result<()> {
     let null = File::options().read(true).write(true).open("/dev/null")?;
-    for fd in 0..3 {
-        sys::dup_onto(null.as_raw_fd(), fd)?;
-    }
+    dup2_stdin(&null)?;
+    dup2_stdout(&null)?;
+    dup2_stderr(&null)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use sha2::{Digest, Sha256};
 
-use crate::cli::{Command, IdentItem};
+use crate::client::cli::{Command, IdentItem};
 use crate::sys::UTSNAME_LEN;
 
 /// Fewest hex digits of the hash we accept in a socket name.
@@ -109,7 +109,7 @@ pub fn max_ident_len(run_dir_len: usize) -> isize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Mode, Parsed, parse};
+    use crate::client::cli::{Mode, Parsed, parse};
     use std::ffi::OsString;
 
     fn host() -> Host {

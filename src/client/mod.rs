@@ -11,6 +11,23 @@
 //!                                         send request, read status, exit
 //! ```
 //! Numbered steps refer to `docs/design.md` §4.
+//!
+//! Modules, one concern each: [`cli`] (the command line, `#!` splitting),
+//! [`identity`] (the hash that names a server), [`rundir`] (run directory,
+//! locks, pruning), [`spawn`] (the watcher and setup processes),
+//! [`exit_status`] (a wait status into our own exit), `caller` (the
+//! caller's attributes and fds that a call carries), `call` (the exchange
+//! with the server, one poll loop) and `signals` (forwarding signals and
+//! job control, with its routing table).
+
+mod call;
+mod caller;
+pub mod cli;
+pub mod exit_status;
+pub mod identity;
+pub mod rundir;
+mod signals;
+pub mod spawn;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -26,14 +43,15 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
 };
 
-use crate::cli::{self, Command, Mode, Parsed};
-use crate::error::{Error, Result};
-use crate::exit_status::{self, Outcome};
-use crate::identity::{self, DevIno, Host};
-use crate::protocol::{Call, Request};
-use crate::rundir::{self, Lock, RunDir};
-use crate::spawn::{self, SetupFds};
+use self::cli::{Command, Mode, Parsed};
+use self::exit_status::Outcome;
+use self::identity::{DevIno, Host};
+use self::rundir::{Lock, RunDir};
+use self::spawn::SetupFds;
+use crate::error::{Error, Result, report};
+use crate::protocol::{Call, Offer, Request};
 use crate::sys;
+use caller::Caller;
 
 /// Environment variable that turns on tracing to stderr.
 pub const DEBUG_VAR: &str = "PREFORK_INTERP_DEBUG";
@@ -45,7 +63,8 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 
 fn debug(msg: impl FnOnce() -> String) {
     if DEBUG.load(Ordering::Relaxed) {
-        eprintln!("prefork-interp[{}]: {}", std::process::id(), msg());
+        let line = format!("prefork-interp[{}]: {}\n", std::process::id(), msg());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
 
@@ -63,7 +82,7 @@ pub fn main() -> ! {
     match outcome {
         Ok(outcome) => exit_status::propagate(outcome),
         Err(e) => {
-            eprintln!("prefork-interp: {e}");
+            report(e);
             sys::exit_now(127)
         }
     }
@@ -80,6 +99,7 @@ fn help() -> Result<Outcome> {
 /// Run a parsed command line: returns what the caller should exit with.
 pub fn run(cmd: &Command) -> Result<Outcome> {
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
+    let caller = Caller::capture();
     let run_dir = RunDir::locate()?;
     let ident = identity_for(cmd, &run_dir)?;
     run_dir.create()?;
@@ -91,7 +111,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         Mode::Normal => connect_existing(&sock_path)?,
         Mode::Fresh | Mode::Kill => None,
     };
-    let mut call = match existing {
+    let call = match existing {
         Some(call) => call,
         None => match under_lock(cmd, &run_dir, &sock_path, &lock_path)? {
             Started::Ready(call) => call,
@@ -109,17 +129,9 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
             })
             .collect(),
         args: wire_args(cmd),
+        offer: Offer { call1: true },
     };
-    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], &request)?;
-    debug(|| "request sent".into());
-    let status = call.read_status().map_err(|e| {
-        if e.is_peer_gone() {
-            Error::msg("server's monitor process quit without reporting a status")
-        } else {
-            e
-        }
-    })?;
+    let status = call::make_call(call, &request, &caller)?;
     debug(|| format!("wait status 0x{status:x}"));
     Ok(exit_status::classify(status, "invocation"))
 }
@@ -352,10 +364,10 @@ fn kill(sock_path: &Path, lock_path: &Path, lock: Lock) -> Result<()> {
             _ => {}
         }
         if Instant::now() >= deadline {
-            eprintln!(
-                "prefork-interp: warning: old server still running {} s after removing its socket",
+            report(format_args!(
+                "warning: old server still running {} s after removing its socket",
                 KILL_WAIT.as_secs()
-            );
+            ));
             return Ok(());
         }
         std::thread::sleep(pause);

@@ -1,11 +1,16 @@
-//! Turning a wait status into our own exit (SPEC §5), shared by the client
-//! (for the setup process and for each call) and the tests.
+//! Turning a wait status into our own exit, for the setup process and for
+//! each call.
 //!
-//! An exit code is passed on as it is. Death by SIGINT, SIGTERM, SIGHUP,
-//! SIGPIPE or SIGKILL without a core dump is passed on by dying of the same
-//! signal, so the caller (a shell, say) sees what it would have seen had it
-//! run the script directly. Any other signal, or a core dump, becomes a
-//! message and exit status 127, as with the C client.
+//! An exit code is passed on as it is. Death by any signal is passed on by
+//! dying of the same signal (with core dumps off, so the client leaves no
+//! core file of its own), so the caller (a shell, say) sees what it would
+//! have seen had it run the script directly: `$?` is 128 + the signal.
+//! The C client 7.0.0 does this only for INT, TERM, HUP, PIPE and KILL and
+//! reports the others with exit status 127. A status no process can die
+//! with (a stop, a signal whose default is to ignore or stop) becomes a
+//! message and 127.
+
+use crate::error::report;
 
 /// What to do with a wait status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,13 +23,17 @@ pub enum Outcome {
     Fail(String),
 }
 
-/// Signals we re-raise rather than report.
-const PROPAGATED: [libc::c_int; 5] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGPIPE,
-    libc::SIGKILL,
+/// Signals whose default action does not end a process: a status saying
+/// a process died of one cannot be reproduced by raising it.
+const NOT_FATAL: [libc::c_int; 8] = [
+    libc::SIGCHLD,
+    libc::SIGCONT,
+    libc::SIGURG,
+    libc::SIGWINCH,
+    libc::SIGSTOP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
 ];
 
 /// Classify a raw wait status received for `what` ("setup", "invocation").
@@ -38,7 +47,7 @@ pub fn classify(status: u32, what: &str) -> Outcome {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         let core = libc::WCOREDUMP(status);
-        if !core && PROPAGATED.contains(&sig) {
+        if !NOT_FATAL.contains(&sig) && (1..=64).contains(&sig) {
             return Outcome::Raise(sig);
         }
         return Outcome::Fail(format!(
@@ -57,15 +66,16 @@ pub fn propagate(outcome: Outcome) -> ! {
     match outcome {
         Outcome::Exit(code) => crate::sys::exit_now(code.into()),
         Outcome::Raise(sig) => {
+            crate::sys::disable_core_dumps();
             crate::sys::raise_default(sig);
             let name = crate::sys::signal_name(sig);
-            eprintln!(
-                "prefork-interp: unexpectedly kept running after raising (to propagate) {name}"
-            );
+            report(format_args!(
+                "unexpectedly kept running after raising (to propagate) {name}"
+            ));
             crate::sys::exit_now(127)
         }
         Outcome::Fail(msg) => {
-            eprintln!("prefork-interp: {msg}");
+            report(msg);
             crate::sys::exit_now(127)
         }
     }
@@ -110,14 +120,28 @@ mod tests {
     }
 
     #[test]
+    fn every_fatal_signal_is_raised_core_dump_or_not() {
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGQUIT,
+            libc::SIGABRT,
+            libc::SIGUSR1,
+            40,
+        ] {
+            assert_eq!(classify(signalled(sig, false), "x"), Outcome::Raise(sig));
+            assert_eq!(classify(signalled(sig, true), "x"), Outcome::Raise(sig));
+        }
+    }
+
+    #[test]
     fn reported_signals() {
         assert_eq!(
-            classify(signalled(libc::SIGSEGV, false), "invocation"),
-            Outcome::Fail("invocation failed due to signal 11 Segmentation fault".into())
+            classify(signalled(libc::SIGWINCH, false), "invocation"),
+            Outcome::Fail("invocation failed due to signal 28 Window changed".into())
         );
         assert_eq!(
-            classify(signalled(libc::SIGINT, true), "setup"),
-            Outcome::Fail("setup failed due to signal 2 Interrupt (core dumped)".into())
+            classify(signalled(libc::SIGCHLD, true), "setup"),
+            Outcome::Fail("setup failed due to signal 17 Child exited (core dumped)".into())
         );
     }
 

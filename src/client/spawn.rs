@@ -15,9 +15,10 @@ use std::path::Path;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
-use crate::error::{Error, Result};
-use crate::identity::DevIno;
+use crate::client::identity::DevIno;
+use crate::error::{Error, Result, report};
 use crate::protocol::{ENV_VAR, SetupEnv};
 use crate::sys::{self, Forked};
 
@@ -38,7 +39,7 @@ pub fn start_watcher(
             Ok(Forked::Child) => become_watcher(socket_path, initial, stdin, out),
             Ok(Forked::Parent(_)) => sys::exit_now(0),
             Err(e) => {
-                eprintln!("prefork-interp: fork watcher daemon: {e}");
+                report(format_args!("fork watcher daemon: {e}"));
                 sys::exit_now(127)
             }
         },
@@ -66,20 +67,22 @@ pub fn start_watcher(
 /// to stderr, which the server reads and logs before quitting.
 fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: OwnedFd) -> ! {
     let _ = nix::unistd::setsid();
-    let arranged = sys::dup_onto(stdin.as_raw_fd(), 0)
-        .and_then(|()| sys::dup_onto(out.as_raw_fd(), 1))
-        .and_then(|()| sys::dup_onto(out.as_raw_fd(), 2));
+    let arranged = dup2_stdin(&stdin)
+        .and_then(|()| dup2_stdout(&out))
+        .and_then(|()| dup2_stderr(&out));
     if arranged.is_err() {
         sys::exit_now(127);
     }
     std::mem::forget(stdin); // closed by close_fds_from below
     std::mem::forget(out);
-    sys::close_fds_from(3, &[]);
+    // SAFETY: a fork child about to run only `watch`, which opens its own
+    // fds; the two owners above were forgotten, nothing else is used.
+    unsafe { sys::close_fds_from(3, &[]) };
     let _ = std::env::set_current_dir("/");
     match watch(socket_path, initial) {
         Ok(()) => sys::exit_now(0),
         Err(e) => {
-            eprintln!("prefork-interp: watcher: {e}");
+            report(format_args!("watcher: {e}"));
             sys::exit_now(127)
         }
     }
@@ -225,24 +228,34 @@ pub fn start_setup(
 fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[RawFd]) -> ! {
     let prepared = (|| -> std::io::Result<()> {
         let null = std::fs::File::open("/dev/null")?;
-        sys::dup_onto(null.as_raw_fd(), 0)?;
+        dup2_stdin(&null)?;
         drop(null);
-        sys::dup_onto(2, 1)?;
+        // SAFETY: fd 2 is the caller's stderr, open for our whole life
+        // (ensure_stdio_open), and borrowed only for this call.
+        dup2_stdout(unsafe { BorrowedFd::borrow_raw(2) })?;
         for &fd in keep {
             sys::clear_cloexec(fd)?;
         }
+        // The server outlives this call: it must hold none of the caller's
+        // other fds (a pipe's reader would never see EOF), and start with
+        // the script's own signal state, not this caller's (protocol.md
+        // §6.4 step 6): every signal default, nothing blocked.
+        // SAFETY: a fork child about to exec: after this only `keep`, fds
+        // 0-2 and the exec arguments (memory, not fds) are used.
+        unsafe { sys::close_fds_from(3, keep) };
+        sys::reset_signals();
         Ok(())
     })();
     if let Err(e) = prepared {
-        eprintln!("prefork-interp: prepare setup process: {e}");
+        report(format_args!("prepare setup process: {e}"));
         sys::exit_now(127);
     }
     let err = sys::execvpe(interp, argv, envp);
-    eprintln!(
-        "prefork-interp: execute {}: {}",
+    report(format_args!(
+        "execute {}: {}",
         interp.to_string_lossy(),
         nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
-    );
+    ));
     sys::exit_now(127)
 }
 

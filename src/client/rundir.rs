@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, report};
 
 /// Environment variable naming the run directory explicitly.
 pub const RUN_DIR_VAR: &str = "PREFORK_INTERP_RUN_DIR";
@@ -151,10 +151,10 @@ fn var_run_user(uid: u32) -> Result<Option<PathBuf>> {
         None
     };
     if let Some(problem) = problem {
-        eprintln!(
-            "prefork-interp: warning: {} {problem}, falling back to home directory",
+        report(format_args!(
+            "warning: {} {problem}, falling back to home directory",
             base.display()
-        );
+        ));
         return Ok(None);
     }
     Ok(Some(base.join("prefork-interp")))

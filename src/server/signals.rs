@@ -1,0 +1,113 @@
+//! Signals on the server side, in one place: what the program had when it
+//! called `initialisation_complete` ([`Program`]), what the server and each
+//! monitor change ([`SERVER_SIGNALS`], [`MONITOR_SIGNALS`]), and what the
+//! executor ends up with ([`Program::apply`], protocol.md §6.4 step 6-7).
+//!
+//! ```text
+//!   program   its own dispositions and mask (snapshot)
+//!   server    SIGCHLD default: SIG_IGN would reap monitors behind our back
+//!   monitor   SIGALRM default (request timeout); SIGCHLD blocked, read
+//!             from a signalfd (the executor's stops and exit)
+//!   executor  the program's handlers and SIG_IGNs; its defaults become
+//!             SIG_IGN where the caller ignores them; the caller's mask
+//!             (without call1: the program's)
+//! ```
+
+use std::io;
+
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::sys::{self, Disposition, SavedSignal};
+
+/// Set in the server before it forks anything, with the reason.
+pub(super) const SERVER_SIGNALS: &[(libc::c_int, Disposition, &str)] = &[(
+    libc::SIGCHLD,
+    Disposition::Default,
+    "SIG_IGN would reap our children for us, and waitpid would fail",
+)];
+
+/// Set in each monitor, with the reason.
+pub(super) const MONITOR_SIGNALS: &[(libc::c_int, Disposition, &str)] = &[(
+    libc::SIGALRM,
+    Disposition::Default,
+    "the request timeout: SIGALRM ends a monitor whose caller is too slow",
+)];
+
+/// The program's signal state when it called `initialisation_complete`.
+pub(super) struct Program {
+    /// Every signal's disposition then, by number (SIGKILL and SIGSTOP
+    /// left out: they cannot be changed).
+    saved: Vec<SavedSignal>,
+    /// Its blocked signals.
+    mask: SigSet,
+}
+
+impl Program {
+    /// Record the program's dispositions and mask; call before the server
+    /// changes any.
+    pub(super) fn snapshot() -> io::Result<Program> {
+        let saved = sys::all_signals()
+            .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+            .map(sys::get_signal)
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut mask = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))?;
+        Ok(Program { saved, mask })
+    }
+
+    /// Give the executor its signals: for each signal the program's
+    /// handler or `SIG_IGN`; where the program had the default, `SIG_IGN`
+    /// if the caller ignores it (`ignored`), else the default. Then the
+    /// mask: the caller's (`blocked`) or, without one, the program's.
+    pub(super) fn apply(
+        &self,
+        ignored: &[libc::c_int],
+        blocked: Option<&[libc::c_int]>,
+    ) -> io::Result<()> {
+        for saved in &self.saved {
+            if saved.is_default() && ignored.contains(&saved.signal()) {
+                sys::set_signal(saved.signal(), Disposition::Ignore)?;
+            } else {
+                sys::restore_signal(saved)?;
+            }
+        }
+        let mask = blocked.map_or(self.mask, |b| sys::sigset_of(b.iter().copied()));
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+        Ok(())
+    }
+}
+
+/// Apply a table of dispositions.
+pub(super) fn install(table: &[(libc::c_int, Disposition, &str)]) -> io::Result<()> {
+    for &(sig, to, _why) in table {
+        sys::set_signal(sig, to)?;
+    }
+    Ok(())
+}
+
+/// In the monitor: block SIGCHLD and read it from a signalfd, so the loop
+/// wakes for the executor's stops as well as its exit (a pidfd only wakes
+/// for the exit).
+pub(super) fn child_events() -> io::Result<SignalFd> {
+    let set = sys::sigset_of(std::iter::once(libc::SIGCHLD));
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_name_each_signal_once() {
+        for table in [SERVER_SIGNALS, MONITOR_SIGNALS] {
+            let mut sigs: Vec<_> = table.iter().map(|r| r.0).collect();
+            sigs.dedup();
+            assert_eq!(sigs.len(), table.len());
+        }
+    }
+}
