@@ -437,6 +437,7 @@ sub _await_executor ($$$) {
     my ($cfg, $call, $pid) = @_;
     my $watch = Prefork::Interp::Signals::ChildWatch->new(
         $pid, stops => 0, kernel_fd => $cfg->{use_pidfd});
+    my $said_data = 0;
 
     for (;;) {
         my ($what, $status) = $watch->check;
@@ -454,21 +455,22 @@ sub _await_executor ($$$) {
         }
         next if $n == 0 || !vec($rbits, fileno($call), 1);
         # CALL is readable.  A v1 client sends nothing after its
-        # request, so this is a hang-up (EOF, reset) or a protocol
-        # violation, which we treat the same way.
+        # request: bytes are ignored (protocol.md 4; 7.0.0 took them as
+        # a hang-up), only EOF or an error ends the call early.
         my $buf;
         my $r = sysread($call, $buf, 4096);
         next if !defined $r && ($! == EINTR || $! == EAGAIN);
         if (defined $r && $r > 0) {
-            $cfg->{log}->msg('warning', 'caller sent data after its'
-                             . ' request; treating that as a hang-up');
+            $cfg->{log}->msg('info', 'caller sent data after its request;'
+                             . ' ignored') unless $said_data++;
+            next;
         }
         last;
     }
 
     # The caller has gone: 4.12 to 4.14.
     $SIG{INT} = 'IGNORE';
-    Prefork::Interp::Signals::hang_up($pid, 0);
+    Prefork::Interp::Signals::hang_up($pid);
     $watch->close;
     return $watch->wait_exit;
 }
@@ -482,7 +484,6 @@ sub _await_executor_call1 ($$$$) {
     my $log = $cfg->{log};
     my $watch = Prefork::Interp::Signals::ChildWatch->new(
         $pid, stops => 1, kernel_fd => $cfg->{use_pidfd});
-    my $stopped = 0;
     my $inbuf = '';
     my $gone;     # why the call is dropped, once it is
 
@@ -509,7 +510,6 @@ sub _await_executor_call1 ($$$$) {
             return;
         }
         if (defined $what) {
-            $stopped = 1;
             my $ok = eval {
                 Prefork::Interp::Protocol::send_u32_frame($call,
                     Prefork::Interp::Protocol::TAG_STOP, $value);
@@ -578,7 +578,7 @@ sub _await_executor_call1 ($$$$) {
     $log->msg('info', "caller $gone; stopping the call")
         if $gone ne 'broke the protocol';
     $SIG{INT} = 'IGNORE';
-    Prefork::Interp::Signals::hang_up($pid, $stopped);
+    Prefork::Interp::Signals::hang_up($pid);
     $watch->close;
     $watch->wait_exit;
     return;

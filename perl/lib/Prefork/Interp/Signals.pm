@@ -171,15 +171,15 @@ sub deliver ($$$) {
     return undef;
 }
 
-# hang_up(EXECUTOR, STOPPED): the caller has gone (protocol.md 2,
-# "Hang-ups"): SIGINT to the call's group, and to the executor in case
-# it left the group.  A stopped group is continued too, or the SIGINT
-# would wait for ever, as the kernel does for a stopped job whose shell
-# has gone.
-sub hang_up ($$) {
-    my ($pid, $stopped) = @_;
+# hang_up(EXECUTOR): the caller has gone (protocol.md 2, "Hang-ups"):
+# SIGINT to the call's group, and to the executor in case it left the
+# group; then SIGCONT, in case they were stopped, or the SIGINT would
+# wait for ever (the kernel does the same for a stopped job whose
+# session leader has gone).
+sub hang_up ($) {
+    my ($pid) = @_;
     kill SIGINT, -$pid, $pid;
-    kill SIGCONT, -$pid, $pid if $stopped;
+    kill SIGCONT, -$pid, $pid;
 }
 
 #---------- ChildWatch: the executor's state, from the kernel ----------
