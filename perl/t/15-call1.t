@@ -200,10 +200,11 @@ subtest 'the caller\'s attributes are applied' => sub {
     foreach my $s ($server, $v1) {
         is($s->{leader}, 1, 'the executor leads its own process group');
         is($s->{SigBlk}, '', 'nothing blocked');
-        is($s->{SigIgn}, SIGUSR2, 'only the script\'s own IGNORE (USR2)');
+        is($s->{SigIgn}, join(',', POSIX::SIGFPE(), SIGUSR2),
+           'only the script\'s own IGNORE (USR2) and perl\'s (FPE)');
         is($s->{SigCgt}, join(',', SIGUSR1, SIGTERM),
            'the script\'s handlers (USR1, TERM)');
-        is($s->{sig}, 'INT=DEFAULT HUP=DEFAULT PIPE=DEFAULT QUIT=DEFAULT'
+        is($s->{sig}, 'INT=undef HUP=undef PIPE=undef QUIT=undef'
            . ' TERM=CODE USR1=CODE USR2=IGNORE', '%SIG');
     }
     is_deeply($v1, $server, 'v1 and an empty ATTR give the same');
@@ -224,8 +225,8 @@ subtest 'the caller\'s attributes are applied' => sub {
          'RLIMIT_NOFILE 200');
     like($s->{rlimits}, qr/(?:^| )4=0,0(?: |$)/, 'RLIMIT_CORE 0');
     like($s->{rlimits}, qr/(?:^| )3=8388608,inf(?: |$)/, 'RLIMIT_STACK');
-    is($s->{SigIgn}, join(',', sort { $a <=> $b }
-                          SIGHUP, SIGINT, SIGQUIT, SIGUSR2, SIGPIPE),
+    is($s->{SigIgn}, join(',', sort { $a <=> $b } SIGHUP, SIGINT, SIGQUIT,
+                          POSIX::SIGFPE(), SIGUSR2, SIGPIPE),
        'ignored: the caller\'s (HUP, INT, QUIT, PIPE), the script\'s USR2;'
        . ' not USR1, which has a handler');
     is($s->{SigCgt}, join(',', SIGUSR1, SIGTERM), 'handlers kept');
@@ -262,7 +263,7 @@ subtest 'a server started by a caller that ignores signals (C client)' => sub {
     my (undef, $st, $out) = $h->call($h->initial,
                                      args => [ 'perl', $h->script, 'state' ]);
     my $s = state_of($out);
-    is($s->{sig}, 'INT=DEFAULT HUP=DEFAULT PIPE=DEFAULT QUIT=DEFAULT'
+    is($s->{sig}, 'INT=undef HUP=undef PIPE=undef QUIT=undef'
        . ' TERM=CODE USR1=CODE USR2=IGNORE',
        'v1: inherited IGNOREs are defaults again, the script\'s kept');
     is($s->{SigBlk}, 28, 'v1: the script\'s mask (SIGWINCH)');
@@ -270,7 +271,7 @@ subtest 'a server started by a caller that ignores signals (C client)' => sub {
                       attr => $h->attr_body(sigign => SIGQUIT,
                                             sigmask => ''));
     $s = state_of($c->{stdout});
-    is($s->{sig}, 'INT=DEFAULT HUP=DEFAULT PIPE=DEFAULT QUIT=IGNORE'
+    is($s->{sig}, 'INT=undef HUP=undef PIPE=undef QUIT=IGNORE'
        . ' TERM=CODE USR1=CODE USR2=IGNORE', 'call1: the caller\'s IGNOREs');
     is($s->{SigBlk}, '', 'call1: the caller\'s (empty) mask');
     $h->cleanup_ok;

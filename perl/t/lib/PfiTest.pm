@@ -143,6 +143,17 @@ sub close_fds_except {
     POSIX::close($_) foreach @fds;
 }
 
+# In a child about to exec: every signal at its default disposition,
+# none blocked.
+sub default_signals () {
+    foreach my $name (split ' ', $Config::Config{sig_name}) {
+        next if $name =~ m/\A(?:ZERO|KILL|STOP|NUM3[23])\z/;
+        $SIG{$name} = 'DEFAULT';
+    }
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new)
+        or die "sigprocmask: $!";
+}
+
 # listen_path(PID): the path of the listening Unix socket held by the
 # process PID (a server), found through /proc/net/unix.
 sub listen_path ($) {
@@ -218,6 +229,8 @@ sub script_text (%) {
         unless $a{raw_opts};
     my $shebang = $a{shebang} // '#!/usr/bin/perl';
     my $preamble = $a{preamble} // '';
+    my ($test_sid) = (slurp('/proc/self/stat') // '')
+        =~ m/\) \S+ \S+ \S+ (\S+)/;
     return <<"EOF";
 $shebang
 use strict;
@@ -228,12 +241,15 @@ use Prefork::Interp;
 $a{init}
 prefork_initialisation_complete($opts);
 {
-    # Test suite bookkeeping: record this server's session.
+    # Test suite bookkeeping: record this server's session (not the
+    # test's own, where a direct run is).
     my (\$sid) = (do { local (\@ARGV, \$/) = '/proc/self/stat'; <> })
         =~ m/\\) \\S+ \\S+ \\S+ (\\S+)/;
-    open(my \$fh, '>>', '$sessions') or die "record session: \$!";
-    print \$fh "\$sid\\n";
-    close \$fh;
+    if (\$sid != $test_sid) {
+        open(my \$fh, '>>', '$sessions') or die "record session: \$!";
+        print \$fh "\$sid\\n";
+        close \$fh;
+    }
 }
 $a{body}
 EOF
@@ -302,14 +318,21 @@ sub script {
 sub command {
     my ($self, $script, %a) = @_;
     return ($script, @{ $a{args} // [] }) if $a{shebang};
+    # A direct run, without prefork-interp, for comparison.
+    return ('perl', $script, @{ $a{args} // [] }) if $a{direct};
     return ($self->{client}, @{ $a{flags} // [] },
             @{ $a{interp} // [ '-U', 'perl' ] }, $script,
             @{ $a{args} // [] });
 }
 
 # start(SCRIPT, args => [...], env => {...}, stdin => STRING,
-#       ignore => [SIGNAMES], flags => [...], shebang => BOOL)
+#       ignore => [SIGNAMES], flags => [...], shebang => BOOL,
+#       direct => BOOL, pgrp => BOOL, caller => CODE)
 # Starts a call in the background; returns a handle for finish().
+# direct: run "perl SCRIPT ARGS" instead of the client.  pgrp: the call
+# gets a process group of its own (as a shell's job).  caller: run in
+# the child just before exec, to give it a caller's attributes (umask,
+# limits, fds...).
 sub start {
     my ($self, $script, %a) = @_;
     my $n = ++$self->{seq};
@@ -330,7 +353,12 @@ sub start {
             open(STDERR, '>', $h{err}) or die "stderr: $!";
             %ENV = %env;
             PfiTest::close_fds_except();
+            # A caller as a shell runs a command: every signal at its
+            # default, nothing blocked; then what the test asks for.
+            PfiTest::default_signals();
             $SIG{$_} = 'IGNORE' foreach @{ $a{ignore} // [] };
+            POSIX::setpgid(0, 0) or die "setpgid: $!" if $a{pgrp};
+            $a{caller}->() if $a{caller};
             exec { $cmd[0] } @cmd or die "exec $cmd[0]: $!";
         };
         print STDERR $@;
@@ -544,12 +572,8 @@ sub new {
             # its default, nothing blocked; setup_ignore => [NAMES]
             # plays a caller that ignores some (as the C client passes
             # them on).
-            foreach my $name (split ' ', $Config::Config{sig_name}) {
-                next if $name =~ m/\A(?:ZERO|KILL|STOP|NUM3[23])\z/;
-                $SIG{$name} = 'DEFAULT';
-            }
+            PfiTest::default_signals();
             $SIG{$_} = 'IGNORE' foreach @{ $a{setup_ignore} // [] };
-            POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new);
             exec 'perl', $script, @{ $a{setup_args} // [] }
                 or die "exec perl: $!";
         };

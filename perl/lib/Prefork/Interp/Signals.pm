@@ -62,8 +62,13 @@ sub catchable () {
 # that first caller's, not the script's choice, so snapshot() counts
 # them as defaults (protocol.md 6.6: "no signal ignored by the
 # caller").
+#
+# Except SIGFPE: perl itself ignores it as it starts (PERL_FPU_INIT;
+# it gives programs it runs the original disposition back), so every
+# direct run of a perl script has it ignored, and so must a call.
 my %INHERITED_IGNORE;
 foreach my $sig (catchable()) {
+    next if $sig == POSIX::SIGFPE();
     my $v = $SIG{ $NAME[$sig] };
     $INHERITED_IGNORE{$sig} = 1 if defined $v && $v eq 'IGNORE';
 }
@@ -72,21 +77,26 @@ foreach my $sig (catchable()) {
 # as a hash ref:
 #   disp => { SIGNAL => 'default' | 'ignore' | 'handler' }
 #   handler => { SIGNAL => the %SIG value (code ref or sub name) }
+#   unset => { SIGNAL => 1 }  defaults that %SIG shows as undef (never
+#            assigned), so that the call's %SIG reads as a direct run's
 #   mask => [ SIGNAL, ... ]  blocked
 sub snapshot () {
-    my (%disp, %handler);
+    my (%disp, %handler, %unset);
     foreach my $sig (catchable()) {
         my $v = $SIG{ $NAME[$sig] };
         if (!defined $v || $v eq '' || $v eq 'DEFAULT') {
             $disp{$sig} = 'default';
+            $unset{$sig} = 1 unless defined $v;
         } elsif ($v eq 'IGNORE') {
             $disp{$sig} = $INHERITED_IGNORE{$sig} ? 'default' : 'ignore';
+            $unset{$sig} = 1 if $INHERITED_IGNORE{$sig};
         } else {
             $disp{$sig} = 'handler';
             $handler{$sig} = $v;
         }
     }
-    return { disp => \%disp, handler => \%handler, mask => [ blocked() ] };
+    return { disp => \%disp, handler => \%handler, unset => \%unset,
+             mask => [ blocked() ] };
 }
 
 # apply_dispositions(SNAPSHOT, CALLER_IGNORES): protocol.md 6.4 step 6.
@@ -107,6 +117,9 @@ sub apply_dispositions ($$) {
             $SIG{$name} = 'IGNORE';
         } else {
             $SIG{$name} = 'DEFAULT';
+            # Deleting leaves the disposition alone and makes %SIG say
+            # undef, as in a program that never touched it.
+            delete $SIG{$name} if $snap->{unset}{$sig};
         }
     }
 }
