@@ -215,7 +215,7 @@ sub send_greeting ($) {
 #
 # Returns a hash ref: fds => [fd0, fd1, fd2] (raw descriptors, now
 # owned by the caller of read_request), plus what parse_request
-# returns.  On failure any descriptors already received are closed.
+# returns (env, offer, args).  On failure any descriptors already received are closed.
 sub read_request ($$) {
     my ($fh, $deadline) = @_;
     my @fds;
@@ -587,12 +587,15 @@ __END__
 
 =head1 NAME
 
-Prefork::Interp::Protocol - wire format of prefork-interp v1 (internal)
+Prefork::Interp::Protocol - wire format of prefork-interp v1 and of
+extension call1 (internal)
 
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: parsing of the C<PREFORK_INTERP>
 environment variable, and the script side of one call (greeting,
-request, wait status).  It has no stable API of its own.
+request, wait status); for extension call1, the client's offer, frames,
+the C<ATTR> body and the caller's extra descriptors.  It has no stable
+API of its own.
 
 =cut

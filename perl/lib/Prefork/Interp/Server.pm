@@ -9,8 +9,10 @@
 #   server &&            serve(): own session, stdio /dev/null,
 #     |                  fds: LISTEN, WATCHI, WATCHE (and the script's)
 #     `- monitor &       one per call: _monitor(); fds: CALL
-#          `- executor   the script again, returning from serve() with
+#          `- executor & the script again, returning from serve() with
 #                        the caller's stdio, environment and arguments
+#                        (and with extension call1, its other fds and
+#                        attributes); leader of the call's group
 #
 # The steps follow the upstream design comment, parts 3 ("Library
 # should do the following") and 4 ("service (monitor) child"); the
