@@ -178,6 +178,18 @@ subtest 'negotiation' => sub {
     is($c->{accepted}, 'call1', 'among other names: only call1 accepted');
     is($c->{status}, 4 << 8, 'EXIT 0x400');
 
+    # Frames before ATTR: an unknown one is skipped; a SIGP is held
+    # until the executor exists, and reaches it only once it has its
+    # dispositions (its USR1 handler) and mask: it was blocked since
+    # the fork.
+    $c = $h->call1($h->connect,
+                   before_attr => $h->frame('XTRA', 'x' x 1000)
+                                . $h->frame('SIGP', pack('N', SIGUSR1)),
+                   args => [ 'perl', $h->script, 'exit', '0' ]);
+    is($c->{status}, 0, 'frames before ATTR: the call runs');
+    like($c->{stdout}, qr/^USR1 in /m,
+         'an early SIGP USR1 reached the script\'s handler');
+
     $c = $h->call1($h->connect, offer => 'future',
                    args => [ 'perl', $h->script, 'exit', '5' ]);
     ok(!defined $c->{accepted}, 'nothing we know offered: no accept frame');

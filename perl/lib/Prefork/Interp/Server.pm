@@ -39,6 +39,7 @@ use Time::HiRes ();
 
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -68,6 +69,10 @@ sub serve ($) {
     local $SIG{__DIE__};             # the script's hooks must not run
     local $SIG{__WARN__};            #   in the server or in monitors
     local $0 = $0;                   # we retitle server and monitors
+
+    # Look up the system calls monitors and executors use now, once:
+    # loading syscall.ph takes a while, and they are forked from us.
+    Prefork::Interp::Syscall::number($_) foreach qw(signalfd4 prlimit64);
 
     my $fds = $cfg->{fds};
     my %fh;
@@ -400,13 +405,22 @@ sub _monitor_body ($$$$) {
     # own setpgid first.
     POSIX::setpgid($pid, $pid);
     Prefork::Interp::Signals::restore_mask($oldmask);
+    # Signal frames that came before the executor existed: delivered at
+    # once (before anything slow), so that even a short call gets them;
+    # the executor keeps them pending until its dispositions are set.
+    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
+        my ($tag, $sig) = @$early;
+        my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
+        $log->msg('warning', "caller sent a bad '$tag' frame: $err;"
+                  . ' ignored') if defined $err;
+    }
 
     # 4.10
     POSIX::close($_) foreach @caller_fds;
     $0 = "$cfg->{title} [prefork monitor $pid]" unless $initial;
 
     if ($call1) {
-        _await_executor_call1($cfg, $call, $pid, $call1->{early});
+        _await_executor_call1($cfg, $call, $pid);
         POSIX::_exit(0);
     }
 
@@ -479,10 +493,10 @@ sub _await_executor ($$$) {
 
 # Extension call1 (protocol.md 6.5): while the executor runs, carries
 # out the client's SIGP and SIGG frames, reports each stop with a STOP
-# frame and the end with an EXIT frame.  EARLY: signal frames that came
-# before the executor existed.  Returns once the executor has exited.
-sub _await_executor_call1 ($$$$) {
-    my ($cfg, $call, $pid, $early) = @_;
+# frame and the end with an EXIT frame.  Returns once the executor has
+# exited.
+sub _await_executor_call1 ($$$) {
+    my ($cfg, $call, $pid) = @_;
     my $log = $cfg->{log};
     my $watch = Prefork::Interp::Signals::ChildWatch->new(
         $pid, stops => 1, kernel_fd => $cfg->{use_pidfd});
@@ -491,11 +505,10 @@ sub _await_executor_call1 ($$$$) {
 
     my $signal = sub {
         my ($tag, $sig) = @_;
-        my $err = Prefork::Interp::Signals::deliver($tag, $pid, $sig);
+        my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
         $log->msg('warning', "caller sent a bad '$tag' frame: $err;"
                   . ' ignored') if defined $err;
     };
-    $signal->(@$_) foreach @$early;
 
     while (!defined $gone) {
         my ($what, $value) = $watch->check;

@@ -171,13 +171,13 @@ sub restore_mask ($) {
 
 #---------- the monitor ----------
 
-# deliver(TAG, EXECUTOR, SIGNAL): a SIGP frame kills the executor, a
+# deliver(TAG, SIGNAL, EXECUTOR): a SIGP frame kills the executor, a
 # SIGG frame the call's process group (whose leader is the executor).
 # Returns an error message for a signal number that is no signal, or
 # undef.  A target that has gone (ESRCH) is no error: the call is
 # finishing.
 sub deliver ($$$) {
-    my ($tag, $pid, $sig) = @_;
+    my ($tag, $sig, $pid) = @_;
     return "signal number $sig is out of range"
         unless $sig >= 1 && $sig <= MAX_SIGNAL;
     kill $sig, ($tag eq 'SIGG' ? -$pid : $pid);
