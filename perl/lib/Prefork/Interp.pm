@@ -452,7 +452,10 @@ script set in C<%SIG> before C<prefork_initialisation_complete> is
 kept, and so is an C<IGNORE> the script set (and perl's own on
 C<SIGFPE>); every other signal is ignored where the caller ignores it
 and at its default otherwise.  C<%SIG> reads as it would in a direct
-run.
+run.  (An C<IGNORE> already in force when Prefork::Interp was loaded
+was inherited from whoever started the server, not chosen by the
+script, and counts as a default: set your own after C<use
+Prefork::Interp>.)
 
 =item *
 
