@@ -1,14 +1,14 @@
 # prefork-interp: build, demo, install and test.
 #
 #   make demo      build, then run a demo script cold and warm
-#   make test      everything CI runs: lint, Rust, Python and Perl suites
+#   make test      everything CI runs: lint, type check, Rust, Python and Perl suites
 #   make install   binary, Python package and Perl module under $(PREFIX)
 
 PREFIX ?= /usr/local
 BIN     = target/release/prefork-interp
 PERL_SITELIB ?= $(shell perl -MConfig -e 'print $$Config{installsitelib}')
 
-.PHONY: build demo test lint test-rust test-python test-perl install bench clean
+.PHONY: build demo test lint test-rust test-python typecheck-python test-perl install bench clean
 
 build:
 	cargo build --release
@@ -16,17 +16,20 @@ build:
 demo: build
 	@examples/demo.sh $(BIN)
 
-test: lint test-rust test-python test-perl
+test: lint typecheck-python test-rust test-python test-perl
 
 lint:
 	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --all-targets -- -D warnings -W clippy::undocumented_unsafe_blocks
 
 test-rust:
 	cargo test --release
 
 test-python: build
-	python3 -m pytest -q python/tests
+	python3 -m pytest -q python/tests tests/interactive
+
+typecheck-python:
+	cd python && python3 -m mypy --strict prefork_interp
 
 test-perl: build
 	prove -r perl/t

@@ -16,6 +16,8 @@ use std::io;
 #[derive(Debug)]
 pub struct Error {
     kind: Kind,
+    /// Where it happened (a socket's path), if the message needs it.
+    place: Option<String>,
 }
 
 #[derive(Debug)]
@@ -45,9 +47,11 @@ impl Error {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe => Error {
                 kind: Kind::PeerGone { what },
+                place: None,
             },
             _ => Error {
                 kind: Kind::Io { what, err },
+                place: None,
             },
         }
     }
@@ -56,6 +60,7 @@ impl Error {
     pub fn peer_gone(what: impl Into<String>) -> Error {
         Error {
             kind: Kind::PeerGone { what: what.into() },
+            place: None,
         }
     }
 
@@ -63,6 +68,7 @@ impl Error {
     pub fn protocol(msg: impl Into<String>) -> Error {
         Error {
             kind: Kind::Protocol(msg.into()),
+            place: None,
         }
     }
 
@@ -70,6 +76,7 @@ impl Error {
     pub fn usage(msg: impl Into<String>) -> Error {
         Error {
             kind: Kind::Usage(msg.into()),
+            place: None,
         }
     }
 
@@ -77,17 +84,22 @@ impl Error {
     pub fn msg(msg: impl Into<String>) -> Error {
         Error {
             kind: Kind::Other(msg.into()),
+            place: None,
         }
+    }
+
+    /// Say where this happened (a socket's path), once: `protocol error on
+    /// PLACE: ...`, `PLACE: read frame: ...`.
+    pub fn at(mut self, place: impl fmt::Display) -> Error {
+        if self.place.is_none() {
+            self.place = Some(place.to_string());
+        }
+        self
     }
 
     /// True if the other end of a socket went away.
     pub fn is_peer_gone(&self) -> bool {
         matches!(self.kind, Kind::PeerGone { .. })
-    }
-
-    /// True if this is a command-line mistake.
-    pub fn is_usage(&self) -> bool {
-        matches!(self.kind, Kind::Usage(_))
     }
 
     /// The OS error number, if this error came from a system call.
@@ -110,6 +122,11 @@ fn os_text(err: &io::Error) -> String {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.place) {
+            (Kind::Protocol(m), Some(place)) => return write!(f, "protocol error on {place}: {m}"),
+            (_, Some(place)) => write!(f, "{place}: ")?,
+            (_, None) => {}
+        }
         match &self.kind {
             Kind::Io { what, err } => write!(f, "{what}: {}", os_text(err)),
             Kind::PeerGone { what } => write!(f, "{what}: peer closed the connection"),
@@ -161,6 +178,21 @@ mod tests {
         assert_eq!(e.to_string(), "connect /tmp/x: Connection refused");
         assert!(!e.is_peer_gone());
         assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+
+    #[test]
+    fn errors_can_name_their_socket() {
+        let e = Error::protocol("got unexpected greeting 0x48545450").at("/run/s1");
+        assert_eq!(
+            e.to_string(),
+            "protocol error on /run/s1: got unexpected greeting 0x48545450"
+        );
+        let e = Error::peer_gone("read frame").at("/run/s1").at("/other");
+        assert_eq!(
+            e.to_string(),
+            "/run/s1: read frame: peer closed the connection"
+        );
+        assert!(e.is_peer_gone());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`error`]: the one-line error type;
 //! - `sys`: the system calls nix does not wrap (crate-private).
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod client;
 pub mod error;

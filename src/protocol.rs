@@ -287,6 +287,9 @@ pub enum Frame {
     Exit(u32),
     /// A frame with a tag we do not know (skipped, as §6.2 asks).
     Unknown([u8; 4]),
+    /// A frame with a known tag whose body is wrong (§6.2: the server logs
+    /// and skips it, the client fails): the tag and what is wrong.
+    Malformed([u8; 4], String),
 }
 
 const TAG_ACCEPT: [u8; 4] = *b"PFXA";
@@ -329,7 +332,7 @@ impl Frame {
             Frame::SignalGroup(s) => (TAG_SIGG, (*s as u32).to_be_bytes().to_vec()),
             Frame::Stopped(s) => (TAG_STOP, (*s as u32).to_be_bytes().to_vec()),
             Frame::Exit(status) => (TAG_EXIT, status.to_be_bytes().to_vec()),
-            Frame::Unknown(tag) => (*tag, Vec::new()),
+            Frame::Unknown(tag) | Frame::Malformed(tag, _) => (*tag, Vec::new()),
         };
         let mut out = Vec::with_capacity(8 + body.len());
         out.extend_from_slice(&tag);
@@ -357,7 +360,15 @@ impl Frame {
             return Ok(None);
         }
         let body = &buf[8..end];
-        let frame = match tag {
+        let frame = match Frame::decode(tag, body) {
+            Ok(frame) => frame,
+            Err(e) => Frame::Malformed(tag, e.to_string()),
+        };
+        Ok(Some((frame, end)))
+    }
+
+    fn decode(tag: [u8; 4], body: &[u8]) -> Result<Frame> {
+        Ok(match tag {
             TAG_ACCEPT => Frame::Accept(
                 String::from_utf8_lossy(body)
                     .split(',')
@@ -371,8 +382,7 @@ impl Frame {
             TAG_STOP => Frame::Stopped(signal_body(&tag, body)?),
             TAG_EXIT => Frame::Exit(u32_body(&tag, body)?),
             other => Frame::Unknown(other),
-        };
-        Ok(Some((frame, end)))
+        })
     }
 }
 
@@ -626,11 +636,6 @@ impl Call {
         &self.sock
     }
 
-    /// Give the socket back.
-    pub fn into_socket(self) -> UnixStream {
-        self.sock
-    }
-
     fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         self.sock.read_exact(buf).map_err(|e| Error::io(what, e))
     }
@@ -829,6 +834,12 @@ impl Call {
                     return Ok((attrs, fds));
                 }
                 Frame::Unknown(_) => {}
+                Frame::Malformed(tag, why) => {
+                    return Err(Error::protocol(format!(
+                        "bad {} frame: {why}",
+                        tag_text(&tag)
+                    )));
+                }
                 other => {
                     return Err(Error::protocol(format!(
                         "expected the ATTR frame, got {other:?}"
@@ -1023,8 +1034,14 @@ mod tests {
             parse_first_reply(&[0, 0, 3, 0]).unwrap(),
             Some((FirstReply::Status(0x300), 4))
         );
-        assert!(Frame::parse(b"SIGP\0\0\0\x04\0\0\0\x63").is_err());
-        assert!(Frame::parse(b"SIGP\0\0\0\x02\0\0").is_err());
+        for bad in [&b"SIGP\0\0\0\x04\0\0\0\x63"[..], b"SIGP\0\0\0\x02\0\0"] {
+            let parsed = Frame::parse(bad).unwrap().unwrap();
+            assert!(
+                matches!(parsed.0, Frame::Malformed(t, _) if t == *b"SIGP"),
+                "{parsed:?}"
+            );
+            assert_eq!(parsed.1, bad.len());
+        }
         assert!(Frame::parse(b"XXXX\0\x01\0\x01").is_err(), "over the limit");
     }
 

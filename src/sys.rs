@@ -1,15 +1,17 @@
-//! Thin wrappers over the few system calls that need `unsafe` or that nix
-//! does not offer in the shape we need: the raw `struct utsname`, fork,
-//! `dup2` onto a given number, closing every other fd, `execvpe`, raw wait
-//! statuses and re-raising a signal with its default action; for the Rust
-//! server side, a fork that checks the process is single-threaded, pidfds,
-//! signal dispositions, syslog and adopting inherited fds.
+//! Thin wrappers over the system calls nix does not offer in the shape we
+//! need, each for a reason: the raw `struct utsname` bytes (the identity
+//! hash needs them exactly), fork (nix's is `unsafe` with the same
+//! contract), `dup2` onto any number (nix's `dup2` wants an `OwnedFd`
+//! target), closing every other fd, raw wait statuses (sent on the wire as
+//! they are), signal numbers and sets including real-time signals (nix's
+//! `Signal` has none), dispositions saved whole, resource limits and the
+//! nice value by number, pidfds, and adopting inherited fds.
 //!
 //! Every `unsafe` block in the crate lives here, except where fds are
 //! adopted (received by SCM_RIGHTS in `protocol`, inherited through
 //! `PREFORK_INTERP` in `server::setup`), each with a `SAFETY:` comment.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -37,6 +39,26 @@ pub fn uname_raw() -> io::Result<[u8; UTSNAME_LEN]> {
     // UTSNAME_LEN initialised bytes is sound.
     let bytes: [u8; UTSNAME_LEN] = unsafe { std::mem::transmute(uts) };
     Ok(bytes)
+}
+
+/// A file's identity: device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevIno {
+    /// `st_dev`.
+    pub dev: libc::dev_t,
+    /// `st_ino`.
+    pub ino: libc::ino_t,
+}
+
+impl DevIno {
+    /// The identity of the file `md` describes.
+    pub fn of(md: &std::fs::Metadata) -> DevIno {
+        use std::os::unix::fs::MetadataExt;
+        DevIno {
+            dev: md.dev(),
+            ino: md.ino(),
+        }
+    }
 }
 
 /// Which side of a fork we are on.
@@ -168,28 +190,6 @@ pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
 }
 
-/// `flock(fd, op)` (one attempt; EINTR is returned to the caller).
-pub fn flock(fd: std::os::fd::BorrowedFd<'_>, op: libc::c_int) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock only acts on the open file behind a valid borrowed fd.
-    check(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
-}
-
-/// `execvpe(file, argv, envp)`: returns only on failure.
-pub fn execvpe(file: &OsStr, argv: &[CString], envp: &[CString]) -> io::Error {
-    let Ok(file) = CString::new(file.as_bytes()) else {
-        return io::Error::from_raw_os_error(libc::EINVAL);
-    };
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
-    // SAFETY: every pointer is to a NUL-terminated string owned by `argv`,
-    // `envp` or `file`, all alive across the call; both arrays end in NULL.
-    unsafe { libc::execvpe(file.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    io::Error::last_os_error()
-}
-
 /// Die of `sig` with its default action: reset the handler, unblock it,
 /// raise it. Returns only if the signal did not kill us.
 pub fn raise_default(sig: libc::c_int) {
@@ -221,26 +221,44 @@ pub fn signal_name(sig: libc::c_int) -> String {
         .into_owned()
 }
 
+/// Put `/dev/null` (opened for reading and writing) on each of the given
+/// stdio fds (0, 1 or 2; other numbers are ignored).
+pub fn null_stdio(fds: &[RawFd]) -> io::Result<()> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for &fd in fds {
+        match fd {
+            0 => nix::unistd::dup2_stdin(&null)?,
+            1 => nix::unistd::dup2_stdout(&null)?,
+            2 => nix::unistd::dup2_stderr(&null)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Make sure fds 0, 1 and 2 are open (on /dev/null if they were closed),
 /// so no socket or pipe we create later lands on a stdio number.
 pub fn ensure_stdio_open() -> io::Result<()> {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries the fd table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            let null = std::fs::OpenOptions::new()
-                .read(fd == 0)
-                .write(fd != 0)
-                .open("/dev/null")?;
-            use std::os::fd::IntoRawFd;
-            let raw = null.into_raw_fd();
-            if raw != fd {
-                // SAFETY: `fd` was closed a moment ago, so nothing owns it.
-                unsafe { dup_onto(raw, fd) }?;
-                // SAFETY: `raw` came from into_raw_fd just above; we own it.
-                unsafe { libc::close(raw) };
-            }
-        }
-    }
+    let closed: Vec<RawFd> = (0..3).filter(|&fd| !fd_is_open(fd)).collect();
+    null_stdio(&closed)
+}
+
+/// Set or clear `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
 
@@ -611,30 +629,6 @@ pub fn restore_signal(saved: &SavedSignal) -> io::Result<()> {
     // (fork keeps the code and data a handler refers to), so reinstating
     // it is exactly as sound as when the program installed it.
     check(unsafe { libc::sigaction(saved.sig, &saved.action, std::ptr::null_mut()) }).map(drop)
-}
-
-/// `openlog(ident, LOG_PID, LOG_USER)`. glibc keeps the `ident` pointer,
-/// hence `'static`.
-pub fn open_syslog(ident: &'static std::ffi::CStr) {
-    // SAFETY: `ident` is a NUL-terminated string that lives for the rest of
-    // the program, as openlog requires.
-    unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_USER) }
-}
-
-/// `syslog(priority, "%s", msg)`; NUL bytes in `msg` are shown as `\0`.
-pub fn syslog(priority: libc::c_int, msg: &str) {
-    let Ok(msg) = CString::new(msg.replace('\0', "\\0")) else {
-        return;
-    };
-    // SAFETY: a constant "%s" format with one NUL-terminated string
-    // argument that outlives the call.
-    unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) }
-}
-
-/// `closelog()`: drop the connection to the system logger, if any.
-pub fn close_syslog() {
-    // SAFETY: closelog only closes glibc's own syslog socket.
-    unsafe { libc::closelog() }
 }
 
 /// Take ownership of an fd this process inherited by number (as the

@@ -4,19 +4,19 @@
 //!
 //! Each test has its own directory with its own copy of the example (so
 //! its own server identity) and its own run directory; the fixture stops
-//! every server it started. See `server_util` for the harness.
+//! every server it started. See `common` for the harness.
 
-mod server_util;
+mod common;
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use server_util::*;
+use common::*;
 
 /// Both clients, or only ours where the C client is not installed.
 fn clients() -> Vec<Client> {
@@ -31,7 +31,7 @@ fn clients() -> Vec<Client> {
 #[test]
 fn exit_codes_and_words_are_passed_on() {
     for client in clients() {
-        let f = Fixture::new("codes", "exit_with", client);
+        let f = Fixture::example("codes", "exit_with", client);
         // CODE is the first argument, which the client counts as the
         // script: each code has its own server. Each cold, then warm.
         for code in [0, 1, 2, 42, 126, 127, 128, 200, 255] {
@@ -59,7 +59,7 @@ fn arguments_are_as_in_a_direct_run_including_non_utf8() {
         .map(|a| format!("arg={}\n", hex(a.as_encoded_bytes())))
         .collect();
     for client in clients() {
-        let f = Fixture::new("args", "probe", client);
+        let f = Fixture::example("args", "probe", client);
         let program = format!("program={}\n", hex(f.prog.as_os_str().as_encoded_bytes()));
         for round in ["cold", "warm"] {
             let out = f.probe("args", &args);
@@ -71,12 +71,11 @@ fn arguments_are_as_in_a_direct_run_including_non_utf8() {
             );
         }
         // The same program run directly sees the same.
-        let out = std::process::Command::new(&f.prog)
-            .args(&args)
+        let mut c = Command::new(&f.prog);
+        c.args(&args)
             .env("PROBE", "args")
-            .env_remove("PREFORK_INTERP")
-            .output()
-            .unwrap();
+            .env_remove("PREFORK_INTERP");
+        let out = f.output(c);
         assert_ok(&out);
         assert_eq!(text(&out.stdout), format!("{program}{expected}"));
     }
@@ -84,16 +83,14 @@ fn arguments_are_as_in_a_direct_run_including_non_utf8() {
 
 #[test]
 fn exit_with_runs_standalone() {
-    let f = Fixture::new("standalone", "exit_with", Client::Ours);
-    let out = std::process::Command::new(&f.prog)
-        .args(["5", "a", "b"])
-        .env_remove("PREFORK_INTERP")
-        .output()
-        .unwrap();
+    let f = Fixture::example("standalone", "exit_with", Client::Ours);
+    let mut c = Command::new(&f.prog);
+    c.args(["5", "a", "b"]).env_remove("PREFORK_INTERP");
+    let out = f.output(c);
     assert_eq!(out.status.code(), Some(5));
     assert_eq!(text(&out.stdout), "a b\n");
     assert!(f.processes().is_empty());
-    let out = std::process::Command::new(&f.prog).output().unwrap();
+    let out = f.output(Command::new(&f.prog));
     assert_eq!(out.status.code(), Some(127));
     assert!(text(&out.stderr).contains("usage"), "{out:?}");
 }
@@ -101,7 +98,7 @@ fn exit_with_runs_standalone() {
 #[test]
 fn environment_is_the_callers_without_reserved_entries() {
     for client in clients() {
-        let f = Fixture::new("env", "probe", client);
+        let f = Fixture::example("env", "probe", client);
         let names = [
             "same",
             "FOO",
@@ -136,16 +133,15 @@ fn environment_is_the_callers_without_reserved_entries() {
 #[test]
 fn stdio_is_the_callers() {
     for client in clients() {
-        let f = Fixture::new("stdio", "probe", client);
+        let f = Fixture::example("stdio", "probe", client);
         for _ in 0..2 {
             let mut c = f.cmd(&["same"]);
             c.env("PROBE", "cat").stdin(Stdio::piped());
-            c.stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut child = c.spawn().unwrap();
-            let mut stdin = child.stdin.take().unwrap();
+            let mut child = f.spawn(c);
+            let mut stdin = child.take_stdin();
             stdin.write_all(b"hello\nworld\n").unwrap();
             drop(stdin);
-            let out = output_within(child, Duration::from_secs(30));
+            let out = child.finish();
             assert_ok(&out);
             assert_eq!(text(&out.stdout), "hello\nworld\n", "{client:?}");
             assert_eq!(text(&out.stderr), "to stderr\n", "{client:?}");
@@ -156,7 +152,7 @@ fn stdio_is_the_callers() {
 #[test]
 fn death_by_signal_is_passed_on() {
     for client in clients() {
-        let f = Fixture::new("signal", "probe", client);
+        let f = Fixture::example("signal", "probe", client);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL, libc::SIGHUP] {
             let out = f.probe("signal", &["same", &sig.to_string()]);
             assert_eq!(out.status.signal(), Some(sig), "{client:?}: {out:?}");
@@ -183,7 +179,7 @@ fn death_by_signal_is_passed_on() {
 #[test]
 fn a_call_that_execs_keeps_its_exit_status() {
     for client in clients() {
-        let f = Fixture::new("exec", "probe", client);
+        let f = Fixture::example("exec", "probe", client);
         for _ in 0..3 {
             let out = f.probe("exec", &["same", "/bin/sh", "-c", "echo via sh; exit 7"]);
             assert_eq!(out.status.code(), Some(7), "{client:?}: {out:?}");
@@ -194,7 +190,7 @@ fn a_call_that_execs_keeps_its_exit_status() {
 
 #[test]
 fn a_call_holds_no_protocol_fds() {
-    let f = Fixture::new("fds", "probe", Client::Ours);
+    let f = Fixture::example("fds", "probe", Client::Ours);
     let fds = |out: &std::process::Output| -> Vec<String> {
         text(&out.stdout)
             .lines()
@@ -208,23 +204,19 @@ fn a_call_holds_no_protocol_fds() {
             .collect()
     };
     // What the program inherits from this test process anyway.
-    let direct = std::process::Command::new(&f.prog)
+    let mut direct = Command::new(&f.prog);
+    direct
         .arg("same")
         .env("PROBE", "fds")
-        .env_remove("PREFORK_INTERP")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .env_remove("PREFORK_INTERP");
+    let direct = f.output(direct);
     let inherited = fds(&direct);
     assert_ok(&f.probe("ids", &["same"]));
     // A call in progress, so the server holds a pidfd for its monitor.
     let mut c = f.cmd(&["same", "1000"]);
-    c.env("PROBE", "sleep").stdout(Stdio::piped());
-    let mut busy = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(busy.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    c.env("PROBE", "sleep");
+    let mut busy = f.spawn(c);
+    busy.line();
     for _ in 0..2 {
         let out = f.probe("fds", &["same"]);
         assert_ok(&out);
@@ -238,12 +230,12 @@ fn a_call_holds_no_protocol_fds() {
             );
         }
     }
-    assert!(busy.wait().unwrap().success());
+    assert_ok(&busy.finish());
 }
 
 #[test]
 fn processes_are_server_monitor_executor() {
-    let f = Fixture::new("tree", "probe", Client::Ours);
+    let f = Fixture::example("tree", "probe", Client::Ours);
     let a = f.probe("ids", &["same"]);
     let b = f.probe("ids", &["same"]);
     assert_ok(&a);
@@ -275,7 +267,7 @@ fn processes_are_server_monitor_executor() {
 
 #[test]
 fn server_keeps_no_zombies_and_no_extra_fds() {
-    let f = Fixture::new("leaks", "exit_with", Client::Ours);
+    let f = Fixture::example("leaks", "exit_with", Client::Ours);
     assert_ok(&f.run(&["0"]));
     let server = f.processes();
     assert_eq!(server.len(), 1, "{server:?}");
@@ -296,7 +288,7 @@ fn server_keeps_no_zombies_and_no_extra_fds() {
 
 #[test]
 fn concurrency_limit_makes_callers_wait_never_fail() {
-    let f = Fixture::new("limit", "probe", Client::Ours);
+    let f = Fixture::example("limit", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids").env("PROBE_MAX_SERVERS", "2");
     assert_ok(&f.output(c));
@@ -306,16 +298,11 @@ fn concurrency_limit_makes_callers_wait_never_fail() {
     let children: Vec<_> = (0..6)
         .map(|_| {
             let mut c = f.cmd(&[OsString::from("same"), "300".into(), markers.clone().into()]);
-            c.env("PROBE", "sleep")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            c.spawn().unwrap()
+            c.env("PROBE", "sleep");
+            f.spawn(c)
         })
         .collect();
-    let outs: Vec<_> = children
-        .into_iter()
-        .map(|c| output_within(c, Duration::from_secs(30)))
-        .collect();
+    let outs: Vec<_> = children.into_iter().map(Running::finish).collect();
     let elapsed = start.elapsed();
     for out in &outs {
         assert_ok(out);
@@ -333,30 +320,27 @@ fn concurrency_limit_makes_callers_wait_never_fail() {
 #[test]
 fn caller_killed_mid_call_leaves_no_process() {
     for client in clients() {
-        let f = Fixture::new("killed", "probe", client);
+        let f = Fixture::example("killed", "probe", client);
         let mut c = f.cmd(&["same", "30000"]);
-        c.env("PROBE", "sleep").stdout(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        c.env("PROBE", "sleep");
+        let mut child = f.spawn(c);
+        let line = child.line();
         let word = |key: &str| -> i32 {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
         let (executor, monitor, server) = (word("pid"), word("ppid"), word("sid"));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
+        // Properly reaped (no zombie), not left to init, and the server
+        // carries on.
         assert!(
-            wait_until(Duration::from_secs(10), || gone(executor) && gone(monitor)),
+            wait_until(Duration::from_secs(10), || reaped(executor)
+                && reaped(monitor)),
             "{client:?}: executor {executor} {:?}, monitor {monitor} {:?}",
             proc_stat(executor),
             proc_stat(monitor)
         );
-        // Properly reaped, not left to init, and the server carries on.
-        assert!(proc_stat(executor).is_none() && proc_stat(monitor).is_none());
         let out = f.probe("ids", &["same"]);
         assert_ok(&out);
         assert_eq!(id(&out, "sid"), server, "{client:?}");
@@ -365,7 +349,7 @@ fn caller_killed_mid_call_leaves_no_process() {
 
 #[test]
 fn replacing_the_executable_reloads() {
-    let f = Fixture::new("reload", "probe", Client::Ours);
+    let f = Fixture::example("reload", "probe", Client::Ours);
     let first = f.probe("ids", &["same"]);
     assert_ok(&first);
     let old = id(&first, "sid");
@@ -387,7 +371,7 @@ fn replacing_the_executable_reloads() {
 
 #[test]
 fn changing_an_extra_file_reloads() {
-    let f = Fixture::new("reload-extra", "probe", Client::Ours);
+    let f = Fixture::example("reload-extra", "probe", Client::Ours);
     let conf = f.dir.join("probe.conf");
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
@@ -403,7 +387,7 @@ fn changing_an_extra_file_reloads() {
 
 #[test]
 fn idle_server_quits() {
-    let f = Fixture::new("idle", "probe", Client::Ours);
+    let f = Fixture::example("idle", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids").env("PROBE_IDLE_MS", "300");
     let out = f.output(c);
@@ -420,7 +404,7 @@ fn idle_server_quits() {
 
 #[test]
 fn a_running_call_keeps_an_idle_server() {
-    let f = Fixture::new("idle-busy", "probe", Client::Ours);
+    let f = Fixture::example("idle-busy", "probe", Client::Ours);
     let mut c = f.cmd(&["same", "1500"]);
     c.env("PROBE", "sleep").env("PROBE_IDLE_MS", "700");
     let out = f.output(c);
@@ -435,7 +419,7 @@ fn a_running_call_keeps_an_idle_server() {
 
 #[test]
 fn a_threaded_program_is_refused() {
-    let f = Fixture::new("threads", "probe", Client::Ours);
+    let f = Fixture::example("threads", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
     c.env("PROBE_THREAD", "1");
     let out = f.output(c);
@@ -450,7 +434,7 @@ fn a_threaded_program_is_refused() {
 
 #[test]
 fn setup_exit_status_is_passed_on() {
-    let f = Fixture::new("setup-exit", "probe", Client::Ours);
+    let f = Fixture::example("setup-exit", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
     c.env("PROBE_SETUP_EXIT", "9");
     assert_eq!(f.output(c).status.code(), Some(9));
@@ -458,7 +442,7 @@ fn setup_exit_status_is_passed_on() {
 
 #[test]
 fn bad_clients_do_not_block_real_callers() {
-    let f = Fixture::new("bad-clients", "probe", Client::Ours);
+    let f = Fixture::example("bad-clients", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids")
         .env("PROBE_MAX_SERVERS", "2")
@@ -503,25 +487,17 @@ fn bad_clients_do_not_block_real_callers() {
 
 #[test]
 fn kill_stops_the_server_and_its_calls_finish() {
-    let f = Fixture::new("kill", "probe", Client::Ours);
+    let f = Fixture::example("kill", "probe", Client::Ours);
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
     let server = id(&out, "sid");
     let mut c = f.cmd(&["same", "500"]);
-    c.env("PROBE", "sleep")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let running = c.spawn().unwrap();
+    c.env("PROBE", "sleep");
+    let running = f.spawn(c);
     std::thread::sleep(Duration::from_millis(100));
-    let mut k = std::process::Command::new(OURS);
-    k.args(["--kill", "-U"])
-        .arg(&f.prog)
-        .arg("same")
-        .current_dir(&f.dir)
-        .env("PREFORK_INTERP_RUN_DIR", &f.run_dir);
-    assert!(k.status().unwrap().success());
+    assert_ok(&f.run_opts(&["--kill", "-U"], &["same"]));
     // The call in progress completes with its status.
-    let out = output_within(running, Duration::from_secs(30));
+    let out = running.finish();
     assert_ok(&out);
     assert!(wait_until(Duration::from_secs(5), || gone(server)));
     assert!(f.processes().is_empty(), "{:?}", f.processes());
@@ -533,18 +509,14 @@ fn c_client_and_ours_share_the_rust_server() {
         eprintln!("{C_CLIENT} not installed: skipped");
         return;
     }
-    let f = Fixture::new("shared", "probe", Client::C);
+    let f = Fixture::example("shared", "probe", Client::C);
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
     let server = id(&out, "sid");
-    let mut c = std::process::Command::new(OURS);
-    c.arg("-U")
-        .arg(&f.prog)
-        .arg("same")
-        .current_dir(&f.dir)
-        .env("PROBE", "ids")
-        .env_remove("PREFORK_INTERP_RUN_DIR")
-        .stdin(Stdio::null());
+    // Shared: in the default run directory, as the C client.
+    assert!(f.is_shared());
+    let mut c = f.cmd_with(Client::Ours, &["-U"], &["same"]);
+    c.env("PROBE", "ids");
     let out = f.output(c);
     assert_ok(&out);
     assert_eq!(id(&out, "sid"), server);
@@ -555,18 +527,16 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
     // SPEC §3: before a new server is made, a run directory holding more
     // than 100 identities loses the least recently used (socket atime),
     // and the servers whose sockets go quit through their watchers.
-    let f = Fixture::new("prune", "exit_with", Client::Ours);
+    let f = Fixture::example("prune", "exit_with", Client::Ours);
     let start = |n: usize| {
-        let mut c = std::process::Command::new(OURS);
+        let mut c = Command::new(OURS);
         c.arg("-U")
             .arg("-G")
             .arg(format!("g{n}"))
             .arg(&f.prog)
             .arg("0");
-        c.current_dir(&f.dir)
-            .env("PREFORK_INTERP_RUN_DIR", &f.run_dir)
-            .env("PREFORK_INTERP_DEBUG", "1")
-            .stdin(Stdio::null());
+        f.prepare(&mut c);
+        c.env("PREFORK_INTERP_DEBUG", "1");
         let out = f.output(c);
         assert_ok(&out);
         let err = text(&out.stderr);
@@ -606,15 +576,14 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
         f.processes().len()
     );
     for n in 2..=101 {
-        let mut c = std::process::Command::new(OURS);
+        let mut c = Command::new(OURS);
         c.arg("--kill")
             .arg("-U")
             .arg("-G")
             .arg(format!("g{n}"))
             .arg(&f.prog)
             .arg("0");
-        c.current_dir(&f.dir)
-            .env("PREFORK_INTERP_RUN_DIR", &f.run_dir);
+        f.prepare(&mut c);
         assert_ok(&f.output(c));
     }
     // --kill returns once a server has closed its listener; it exits
@@ -624,4 +593,132 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
         "{:?}",
         f.processes()
     );
+}
+
+/// Set the soft `RLIMIT_NOFILE` of process `pid` (the hard limit stays),
+/// returning the old soft limit.
+fn set_nofile(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // nix has no prlimit(2) (its setrlimit is for this process only).
+    // SAFETY: prlimit reads no memory when `new` is null and writes one
+    // rlimit to `old`, which is valid for the call.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(r, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads one rlimit from `new`, valid for the call,
+    // and writes nothing when `old` is null.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// The lowest fd number `pid` has free.
+fn lowest_free_fd(pid: i32) -> u64 {
+    let used = fds(pid);
+    (0..).find(|n| !used.contains(n)).unwrap() as u64
+}
+
+/// A probe server, idle (its first call's monitor reaped): its pid.
+fn idle_probe_server(f: &Fixture) -> i32 {
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    let server = id(&out, "sid");
+    assert!(
+        wait_until(Duration::from_secs(5), || children(server).is_empty()),
+        "server children: {:?}",
+        children(server)
+    );
+    server
+}
+
+// `Options::max_errors` (default 100): a server that fails to accept or
+// fork a call that many times in a row, pausing 100 ms after each
+// failure, quits rather than fail every caller forever. The failures are
+// provoked by lowering the running server's RLIMIT_NOFILE from outside
+// (prlimit(2)), so the probe needs no option for it.
+
+#[test]
+fn a_server_that_cannot_accept_quits_after_max_errors() {
+    let f = Fixture::example("max-errors-accept", "probe", Client::Ours);
+    let server = idle_probe_server(&f);
+    // No fd can be allocated: accept fails with EMFILE and leaves the
+    // caller in the queue, so each turn of the loop fails again.
+    set_nofile(server, lowest_free_fd(server));
+    let start = Instant::now();
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids");
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let caller = Running::spawn(c, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!gone(server), "server quit after a few failures");
+    // When it quits, the caller's connection is reset: it starts a fresh
+    // server and its call succeeds.
+    let out = caller.finish();
+    let elapsed = start.elapsed();
+    assert_ok(&out);
+    assert_ne!(id(&out, "sid"), server);
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(server)),
+        "server {server} still running"
+    );
+    // 101 failures, 100 pauses of 100 ms.
+    assert!(elapsed >= Duration::from_secs(10), "{elapsed:?}");
+}
+
+/// Connect to `sock` as a caller would and read what comes: the greeting
+/// (`true`) or EOF (`false`).
+fn greeted(sock: &std::path::Path) -> bool {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut g = [0u8; 8];
+    match s.read(&mut g).unwrap() {
+        0 => false,
+        _ => {
+            s.read_exact(&mut g[1..]).unwrap_or(());
+            true
+        }
+    }
+}
+
+#[test]
+fn a_server_that_cannot_fork_quits_after_max_errors_in_a_row() {
+    let f = Fixture::example("max-errors-fork", "probe", Client::Ours);
+    let server = idle_probe_server(&f);
+    let sock = f.socket();
+    // One fd free: accept succeeds, and the fork's thread check (it reads
+    // /proc/self/task) fails; the call is dropped, the caller sees EOF.
+    let free = lowest_free_fd(server);
+    let old = set_nofile(server, free + 1);
+    for i in 0..50 {
+        assert!(!greeted(&sock), "call {i} was served");
+    }
+    // A success resets the count.
+    set_nofile(server, old);
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), server);
+    assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
+    assert_eq!(lowest_free_fd(server), free);
+    set_nofile(server, free + 1);
+    // 100 more failures in a row (150 in all): still serving.
+    for i in 0..100 {
+        assert!(!greeted(&sock), "call {i} was served");
+    }
+    assert!(!gone(server), "server quit before {} failures", 101);
+    // The 101st: it quits.
+    assert!(!greeted(&sock));
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(server)),
+        "server {server} still running after 101 failures in a row"
+    );
+    // The next caller starts a fresh server.
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_ne!(id(&out, "sid"), server);
 }

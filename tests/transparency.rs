@@ -4,20 +4,21 @@
 //! every fatal signal's status, job control. Each test compares with the
 //! same program run directly, in the same conditions.
 
-mod server_util;
+mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use server_util::*;
 
 /// Run `cmd` with the caller's attributes this test sets: umask 027,
-/// NOFILE 200/4096, no core files, nice +3, SIGHUP and SIGPIPE ignored,
+/// NOFILE 200/4096, no core files, nice +3, SIGINT, SIGHUP and SIGPIPE
+/// ignored,
 /// SIGUSR1 and SIGRTMIN+2 blocked, `extra` at fd 7.
 fn with_attributes(cmd: &mut Command, extra: &OwnedFd) {
     let raw = extra.as_raw_fd();
@@ -36,6 +37,7 @@ fn with_attributes(cmd: &mut Command, extra: &OwnedFd) {
             };
             libc::setrlimit(libc::RLIMIT_CORE, &core);
             libc::setpriority(libc::PRIO_PROCESS, 0, 3);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -58,7 +60,7 @@ fn direct(f: &Fixture, probe: &str, args: &[&str]) -> Command {
 
 #[test]
 fn attributes_and_fds_are_the_callers() {
-    let f = Fixture::new("attrs", "probe", Client::Ours);
+    let f = Fixture::example("attrs", "probe", Client::Ours);
     let file = std::fs::File::create(f.dir.join("seven")).unwrap();
     let extra = OwnedFd::from(file);
     let mut d = direct(&f, "attrs", &["same"]);
@@ -66,6 +68,12 @@ fn attributes_and_fds_are_the_callers() {
     let want = f.output(d);
     assert_ok(&want);
     assert!(text(&want.stdout).contains("umask=0027"), "{want:?}");
+    let sigign = text(&want.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("sigign="))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap();
+    assert_eq!(sigign & 0x1003, 0x1003, "HUP, INT, PIPE ignored: {want:?}");
     assert!(fds_of(&text(&want.stdout)).contains(&7), "{want:?}");
     // Twice: the server starts with the first call, then is reused.
     for round in ["first", "second"] {
@@ -94,7 +102,7 @@ fn fds_of(attrs: &str) -> Vec<i32> {
 
 #[test]
 fn an_extra_pipe_reaches_eof_when_the_call_ends() {
-    let f = Fixture::new("pipe-eof", "probe", Client::Ours);
+    let f = Fixture::example("pipe-eof", "probe", Client::Ours);
     for _ in 0..2 {
         let (r, w) = nix::unistd::pipe().unwrap();
         let mut c = f.cmd(&["same"]);
@@ -126,27 +134,23 @@ fn an_extra_pipe_reaches_eof_when_the_call_ends() {
 /// Spawn `cmd` (stdout piped) in its own process group, wait for its
 /// `ready` line, send it `sig`, return (stdout, status).
 fn signal_when_ready(mut cmd: Command, sig: i32) -> (String, std::process::ExitStatus) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    lines.read_line(&mut first).unwrap();
+        .process_group(0);
+    let mut child = Running::spawn(cmd, LIMIT);
+    let first = child.line();
     assert_eq!(first, "ready\n", "signal {sig}");
-    // SAFETY: kill takes no pointers.
-    unsafe { libc::kill(child.id() as i32, sig) };
-    let mut rest = String::new();
-    let _ = lines.read_to_string(&mut rest);
-    let out = output_within(child, Duration::from_secs(10));
-    (rest, out.status)
+    // nix's Signal has no real-time signals, so libc.
+    // SAFETY: kill(2) takes no pointers; the pid is our unreaped child.
+    let r = unsafe { libc::kill(child.pid(), sig) };
+    assert_eq!(r, 0, "kill {sig}");
+    let out = child.finish();
+    (text(&out.stdout), out.status)
 }
 
 #[test]
 fn every_catchable_signal_reaches_the_script() {
-    let f = Fixture::new("signals", "probe", Client::Ours);
+    let f = Fixture::example("signals", "probe", Client::Ours);
     let sigs = (1..=31)
         .filter(|s| ![libc::SIGKILL, libc::SIGSTOP, libc::SIGCHLD].contains(s))
         .chain([libc::SIGRTMIN(), libc::SIGRTMIN() + 5, libc::SIGRTMAX()]);
@@ -162,7 +166,7 @@ fn every_catchable_signal_reaches_the_script() {
 
 #[test]
 fn death_by_each_fatal_signal_gives_the_direct_runs_status() {
-    let f = Fixture::new("fatal", "probe", Client::Ours);
+    let f = Fixture::example("fatal", "probe", Client::Ours);
     let sigs = [
         libc::SIGHUP,
         libc::SIGINT,
@@ -215,7 +219,7 @@ fn with_no_core(cmd: &mut Command) {
 
 #[test]
 fn a_program_ignoring_sigchld_still_reports_statuses() {
-    let f = Fixture::new("sigchld-ign", "probe", Client::Ours);
+    let f = Fixture::example("sigchld-ign", "probe", Client::Ours);
     for code in ["3", "0", "7"] {
         let mut c = f.cmd(&["same", code]);
         c.env("PROBE", "exit").env("PROBE_SIGCHLD_IGN", "1");
@@ -230,19 +234,13 @@ fn state(pid: i32) -> char {
 
 #[test]
 fn a_stopped_script_stops_the_client_and_continues_with_it() {
-    let f = Fixture::new("jobs", "probe", Client::Ours);
+    let f = Fixture::example("jobs", "probe", Client::Ours);
     let mut c = f.cmd(&["same", "1500"]);
     c.env("PROBE", "sleep");
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let client = child.id() as i32;
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
-    let mut ids = String::new();
-    lines.read_line(&mut ids).unwrap();
+    c.process_group(0);
+    let mut child = f.spawn(c);
+    let client = child.pid();
+    let ids = child.line();
     let script: i32 = ids
         .split_whitespace()
         .find_map(|w| w.strip_prefix("pid="))
@@ -267,6 +265,6 @@ fn a_stopped_script_stops_the_client_and_continues_with_it() {
         state(script),
         state(client)
     );
-    let out = output_within(child, Duration::from_secs(10));
+    let out = child.finish();
     assert!(out.status.success(), "{out:?}");
 }

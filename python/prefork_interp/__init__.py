@@ -85,8 +85,12 @@ def initialisation_complete(
     ``sys.argv == [script, args...]``, ``os.environ`` the caller's,
     ``sys.stdin``/``stdout``/``stderr`` new streams on the caller's fds (as
     the interpreter would make them at start-up for those fds and that
-    environment), SIGINT at its default (the call is cancelled with SIGINT
-    when the caller goes away), and the script's other signal handlers.
+    environment), the script's signal handlers, Python's defaults for the
+    signals it left alone (SIGINT raises KeyboardInterrupt; the call gets
+    SIGINT when the caller goes away), and, with a client offering the
+    protocol extension call1, the caller's umask, resource limits, nice
+    value, ignored and blocked signals, other open fds, and the signals
+    sent to the caller while the call runs.
 
     Options:
 
@@ -143,7 +147,7 @@ def initialisation_complete(
     del os.environ[_ENV_NAME]
     state = ScriptState.capture()
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
-    request, fds = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
+    call = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
     # Only executors get here.
     _completed = True
-    become_executor(request, fds, state, log, opts.fast_exit)
+    become_executor(call, state, log, opts.fast_exit)

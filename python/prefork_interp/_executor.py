@@ -4,7 +4,11 @@ The executor is the process that returns from ``initialisation_complete()``
 into the script.  Before it does, it takes on what a direct run of the script
 by the caller would have had: fds 0-2, environment, ``sys.argv``, the
 standard streams as the interpreter would have made them for those fds and
-that environment, and the script's own signal dispositions (SIGINT: default).
+that environment, and (protocol.md section 6.4; with a v1 client, section
+6.6) in this order: its own process group, the caller's extra fds at their
+numbers, umask, resource limits, nice value, signal dispositions (the
+script's, with the caller's ignored signals, ``_signals``) and, last, the
+caller's signal mask.
 """
 
 from __future__ import annotations
@@ -12,21 +16,21 @@ from __future__ import annotations
 __all__ = ["ScriptState", "become_executor", "stdio_settings"]
 
 import codecs
+import fcntl
 import io
 import locale
 import os
-import signal
+import resource
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import _fastexit
 from ._log import Log
-from ._protocol import Request
-
-#: Signals whose dispositions the server changes; the executor gets the
-#: script's back (SIGINT then goes to default, see become_executor).
-_SAVED_SIGNALS = (signal.SIGINT, signal.SIGCHLD)
+from ._monitor import Call
+from ._protocol import RLIM_INFINITY, Attributes
+from ._proc import close_quietly
+from ._signals import ScriptSignals
 
 #: Locales the interpreter coerces a "C" LC_CTYPE to (PEP 538), in order;
 #: stdio in these uses surrogateescape.
@@ -48,26 +52,13 @@ _STARTUP_CMDLINE_UNBUFFERED = isinstance(getattr(sys.__stdout__, "buffer", None)
 class ScriptState:
     """What the server changes in the process and the executor restores."""
 
-    handlers: Dict[int, Any]
-    wakeup_fd: int
+    signals: ScriptSignals
     locale_env: Tuple[Optional[str], ...]
 
     @classmethod
     def capture(cls) -> "ScriptState":
         """Record the script's state; call before the server changes it."""
-        handlers: Dict[int, Any] = {sig: signal.getsignal(sig) for sig in _SAVED_SIGNALS}
-        wakeup_fd = signal.set_wakeup_fd(-1)
-        if wakeup_fd != -1:
-            signal.set_wakeup_fd(wakeup_fd)
-        return cls(handlers, wakeup_fd, _locale_env())
-
-    def restore_signals(self) -> None:
-        """Give the script back its signal handlers and wake-up fd."""
-        for sig, handler in self.handlers.items():
-            if handler is not None:  # None: set from C, cannot be restored
-                signal.signal(sig, handler)
-        if self.wakeup_fd != -1:
-            signal.set_wakeup_fd(self.wakeup_fd)
+        return cls(ScriptSignals.capture(), _locale_env())
 
 
 def _locale_env() -> Tuple[Optional[str], ...]:
@@ -241,6 +232,92 @@ def _install_stdio_fds(fds: Sequence[int]) -> None:
         os.close(fd)
 
 
+def _is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
+
+
+def _install_extra_fds(numbers: Sequence[int], received: Sequence[int]) -> List[str]:
+    """Step 2: each received fd at its number in the caller, inheritable.
+
+    The received copies are first moved above the highest number; a number
+    the script has open itself keeps the script's fd.  Every copy is closed
+    at the end (so a pipe's reader sees EOF when the call ends).  Returns
+    warnings about numbers not installed.
+    """
+    if not numbers:
+        return []
+    copies: List[int] = []
+    try:
+        floor = max(numbers) + 1
+        for fd in received:
+            copies.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor))
+    finally:
+        close_quietly(received)
+    warnings = []
+    try:
+        for number, copy in zip(numbers, copies):
+            if _is_open(number):
+                warnings.append(f"the caller's fd {number} is not passed on: the script has its own fd {number} open")
+            else:
+                os.dup2(copy, number, inheritable=True)
+    finally:
+        close_quietly(copies)
+    return warnings
+
+
+def _limit_key(value: int) -> float:
+    return float("inf") if value == RLIM_INFINITY else value
+
+
+def _set_rlimit(res: int, soft: int, hard: int) -> None:
+    """Step 4 for one resource: the caller's limits; if the kernel refuses
+    (a hard limit above ours, unprivileged), our hard limit and the lower
+    of the caller's soft limit and that."""
+    try:
+        resource.setrlimit(res, (soft, hard))
+        return
+    except (ValueError, OSError, OverflowError):
+        pass
+    try:
+        _, our_hard = resource.getrlimit(res)
+        resource.setrlimit(res, (min(soft, our_hard, key=_limit_key), our_hard))
+    except (ValueError, OSError, OverflowError):
+        pass  # a resource this kernel does not know, or nonsense: left as it is
+
+
+def _set_nice(nice: int) -> None:
+    """Step 5: the caller's nice value; a lower one than ours needs
+    privilege, and without it ours stays."""
+    if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except PermissionError:
+            pass
+
+
+def _apply_attributes(attrs: Attributes, extra_fds: Sequence[int], log: Log) -> None:
+    """Steps 2-5 of protocol.md section 6.4."""
+    warnings = _install_extra_fds(attrs.fds, extra_fds)
+    if warnings:
+        # To syslog only (the first call's monitor log still has the first
+        # caller's stderr as fd 2, which is now this caller's).
+        log.to_stderr = False
+        log.open_syslog()
+        for warning in warnings:
+            log.warning(warning)
+        log.close_for_executor()
+    if attrs.umask is not None:
+        os.umask(attrs.umask)
+    for res, soft, hard in attrs.rlimits:
+        _set_rlimit(res, soft, hard)
+    if attrs.nice is not None:
+        _set_nice(attrs.nice)
+
+
 def _apply_environment(env: Dict[bytes, bytes]) -> None:
     """Make ``os.environ`` (and the C environment) exactly ``env``.
 
@@ -257,30 +334,40 @@ def _apply_environment(env: Dict[bytes, bytes]) -> None:
             environ[name] = value
 
 
-def become_executor(request: Request, fds: Sequence[int], state: ScriptState, log: Log, fast_exit: bool) -> None:
+def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -> None:
     """Take on the caller's process context, then return into the script.
 
-    On entry: a fresh fork child of a monitor, in the monitor's process
-    group; fds 0-2 are the monitor's; ``fds`` are the caller's stdin,
-    stdout and stderr; the monitor's protocol fds and wake-up pipe are
-    already closed.  Any failure here is reported on the caller's stderr
-    and ends the process with status 127: it never returns into the script
-    half set up.
+    On entry: a fresh fork child of a monitor, already the leader of its
+    own process group, with every signal blocked; fds 0-2 are the
+    monitor's; ``call`` holds the caller's stdio fds, request and (call1)
+    attributes and extra fds; the monitor's protocol fds and wake-up pipe
+    are already closed.  Any failure here is reported on the caller's
+    stderr and ends the process with status 127: it never returns into the
+    script half set up.  The signal mask is set last, once everything else
+    is the caller's: a signal that arrived meanwhile acts then.
     """
+    attrs = call.attrs
     try:
-        _install_stdio_fds(fds)
-        state.restore_signals()
-        # Upstream part 4 step 9.iv: the monitor SIGINTs the process group
-        # when the caller goes away; the executor must then just die.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        _apply_environment(request.env)
-        sys.argv = [os.fsdecode(arg) for arg in request.argv[1:]] or [""]
+        _install_stdio_fds(call.stdio)
+        _apply_environment(call.request.env)
+        sys.argv = [os.fsdecode(arg) for arg in call.request.argv[1:]] or [""]
         replaced = _recreate_std_streams(_locale_env() != state.locale_env)
+        # Before the extra fds: syslog's socket is ours, not the script's.
         log.close_for_executor()
         if fast_exit:
             _fastexit.install(replaced)
+        if attrs is not None:
+            _apply_attributes(attrs, call.extra_fds or (), log)
+        # Step 6.  Without call1 no signal is ignored by the caller, and
+        # SIGINT is Python's default_int_handler again: the monitor SIGINTs
+        # the group when the caller goes away, and the script gets a
+        # KeyboardInterrupt, as after a ^C in a direct run.
+        state.signals.apply_dispositions(attrs.sigign or () if attrs is not None else ())
     except BaseException as e:
         try:
             os.write(2, f"{log.script}: prefork: error: setting up the call: {e}\n".encode(errors="replace"))
         finally:
             os._exit(127)
+    # Step 7, outside the try: a pending signal whose handler raises (^C
+    # already pressed: KeyboardInterrupt) raises into the script.
+    state.signals.set_mask(None if attrs is None else attrs.sigmask)

@@ -1,84 +1,214 @@
-"""The per-call monitor (upstream design part 4).
+"""The per-call monitor (upstream design part 4; protocol.md sections 2, 6).
 
 A monitor is forked by the server for each call.  It makes its own process
-group, runs the protocol exchange, forks the executor and then waits for
-whichever comes first: the executor's death (learned from the kernel, via
-SIGCHLD and ``waitpid``, never from a pipe the script's runtime may close
-early) or the caller hanging up (EOF on the call socket), in which case it
-SIGINTs its process group.  It reports the executor's raw wait status and
-exits.
+group, runs the protocol exchange (with extension call1 when the client
+offers it: accept frame, the caller's attributes and extra fds), and forks
+the executor, the leader of a new process group, the call's (both call
+``setpgid(executor, executor)``, so neither races the other).  Then it
+waits, learning of the executor's state from the kernel (SIGCHLD and
+``waitpid``, never from a pipe the script's runtime may close early), for:
+
+- the executor's death: its raw wait status goes to the client (v1: 4
+  bytes; call1: an ``EXIT`` frame), and the monitor exits;
+- with call1, the executor stopping (``WUNTRACED``): a ``STOP`` frame;
+- with call1, frames from the client: ``SIGP`` (signal the executor),
+  ``SIGG`` (signal the call's group); frames with other tags are skipped;
+- the caller hanging up (EOF on the call socket; with call1 also a frame
+  over the size limit; in v1 bytes after the request are read and ignored,
+  protocol.md section 4):
+  SIGINT to the call's group, then SIGCONT (a stopped call gets the SIGINT
+  only once continued), then wait for the executor.
+
+The monitor forks with every signal blocked: the executor sets its final
+mask last, once its dispositions are the caller's (``_signals``), so a
+signal forwarded at once acts as it would on the script.
 """
 
 from __future__ import annotations
 
-__all__ = ["REQUEST_TIMEOUT", "become_monitor"]
+__all__ = ["REQUEST_TIMEOUT", "Call", "become_monitor"]
 
 import os
 import select
 import signal
 import socket
-from typing import Callable, List, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
 from ._log import Log
 from ._proc import ChildWakeup, close_quietly, fork
-from ._protocol import PeerGone, ProtocolError, Request, receive_call, send_status
+from ._protocol import (
+    TAG_EXIT,
+    TAG_SIGG,
+    TAG_SIGP,
+    TAG_STOP,
+    Attributes,
+    Frame,
+    FrameReader,
+    PeerGone,
+    ProtocolError,
+    Request,
+    U32_BE,
+    accept_call1,
+    decode_u32,
+    receive_call,
+    send_frame,
+    send_status,
+)
+from ._signals import block_all, restore_mask
 
-#: Seconds a client has, from our greeting, to send its whole request.
-#: Longer would let idle or half-open connections hold every max_servers
-#: slot (SPEC section 6); a real client sends it at once.
+#: Seconds a client has, from our greeting, to send its whole request (and
+#: again, from the accept frame, for its attributes and extra fds).  Longer
+#: would let idle or half-open connections hold every max_servers slot
+#: (SPEC section 6); a real client sends it at once.
 REQUEST_TIMEOUT = 5.0
 
 #: Exit status of a monitor that failed (logged by itself, counted by the
 #: server as a failure).
 _FAILED = 127
 
+#: Bytes read from the call socket at once while the call runs.
+_READ_SIZE = 65536
 
-def _caller_gone(call: socket.socket) -> bool:
-    """The call socket polled readable: has the caller hung up?
 
-    In protocol v1 the client sends nothing after the request, so data is
-    treated as a hang-up too (as the 7.0.0 Perl library does).  This is
-    where an extension's messages from the client (signal forwarding, say)
-    would be read instead.
-    """
+@dataclass
+class Call:
+    """What a monitor received for one call; the executor takes it on."""
+
+    request: Request
+    #: The caller's fds 0, 1, 2 (received copies, the executor's to close).
+    stdio: List[int]
+    #: The caller's attributes (extension call1), or None for a v1 client.
+    attrs: Optional[Attributes] = None
+    #: Received copies of the caller's extra fds, one per ``attrs.fds``.
+    extra_fds: Optional[List[int]] = None
+
+
+class _Supervisor:
+    """The monitor's wait for the executor (see the module docstring)."""
+
+    def __init__(self, call: socket.socket, executor: int, wakeup: ChildWakeup, log: Log, framed: bool) -> None:
+        self.call = call
+        self.executor = executor
+        self.wakeup = wakeup
+        self.log = log
+        #: Extension call1 is on: frames both ways, stops reported.
+        self.framed = framed
+        self.frames = FrameReader()
+
+    def run(self) -> int:
+        """Supervise until the executor has been reaped and its status
+        reported.  Returns the monitor's exit status."""
+        poller = select.poll()
+        poller.register(self.call, select.POLLIN)
+        poller.register(self.wakeup.fd, select.POLLIN)
+        while True:
+            events = dict(poller.poll())
+            if self.wakeup.fd in events:
+                self.wakeup.drain()
+            status = self._reap()
+            if status is not None:
+                break
+            if self.call.fileno() in events and not self._from_client():
+                status = self._hang_up()
+                break
+        self._report(status)
+        return 0
+
+    def _reap(self) -> Optional[int]:
+        """Collect the executor's state changes; its wait status once it
+        has ended, else None.  With call1, each stop is reported."""
+        flags = os.WNOHANG | (os.WUNTRACED if self.framed else 0)
+        while True:
+            pid, status = os.waitpid(self.executor, flags)
+            if pid == 0:
+                return None
+            if not os.WIFSTOPPED(status):
+                return status
+            self._send(TAG_STOP, os.WSTOPSIG(status))
+
+    def _send(self, tag: bytes, value: int) -> None:
+        try:
+            send_frame(self.call, tag, U32_BE.pack(value & 0xFFFFFFFF))
+        except PeerGone:
+            pass  # the hang-up shows as EOF on the socket next
+
+    def _from_client(self) -> bool:
+        """The call socket polled readable.  Returns False if the call is
+        to be dropped (hang-up, or a protocol error, logged)."""
+        try:
+            data = self.call.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False  # ECONNRESET and the like
+        if not data:
+            return False
+        if not self.framed:
+            return True  # v1 has nothing after the request: ignored
+        try:
+            frames = self.frames.feed(data)
+        except ProtocolError as e:
+            self.log.warning(f"bad frame from client, dropping the call: {e}")
+            return False
+        for frame in frames:
+            self._handle(frame)
+        return True
+
+    def _handle(self, frame: Frame) -> None:
+        if frame.tag not in (TAG_SIGP, TAG_SIGG):
+            return  # a frame of a later version: skipped
+        try:
+            sig = decode_u32(frame)
+        except ProtocolError as e:
+            self.log.warning(f"bad frame from client, ignored: {e}")
+            return
+        if not 1 <= sig < signal.NSIG:
+            self.log.warning(f"bad frame from client, ignored: {frame.tag.decode()} {sig} is not a signal number")
+            return
+        try:
+            if frame.tag == TAG_SIGG:
+                os.killpg(self.executor, sig)
+            else:
+                os.kill(self.executor, sig)
+        except ProcessLookupError:
+            pass  # the group has emptied; the executor's death is on its way
+        except OSError as e:
+            self.log.warning(f"forwarding signal {sig}: {e}")
+
+    def _hang_up(self) -> int:
+        """The caller is gone: SIGINT the call's group (upstream part 4
+        steps 12-14), SIGCONT it in case it is stopped (the SIGINT acts only
+        then), and wait for the executor's death."""
+        for sig in (signal.SIGINT, signal.SIGCONT):
+            try:
+                os.killpg(self.executor, sig)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(self.executor, 0)
+        return status
+
+    def _report(self, status: int) -> None:
+        try:
+            if self.framed:
+                send_frame(self.call, TAG_EXIT, U32_BE.pack(status & 0xFFFFFFFF))
+            else:
+                send_status(self.call, status)
+        except PeerGone:
+            pass
+
+
+def _lead_group(executor: int) -> None:
+    """In the monitor: make the executor the leader of a new group."""
     try:
-        call.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False  # spurious wake-up
-    except OSError:
-        pass  # ECONNRESET and the like
-    return True
+        os.setpgid(executor, executor)
+    except (PermissionError, ProcessLookupError):
+        pass  # it has exec'd (after doing it itself) or is already gone
 
 
-def _supervise(call: socket.socket, executor: int, wakeup: ChildWakeup) -> int:
-    """Wait for the executor's death or the caller's hang-up; report the
-    executor's wait status.  Returns the monitor's exit status."""
-    poller = select.poll()
-    poller.register(call, select.POLLIN)
-    poller.register(wakeup.fd, select.POLLIN)
-    while True:
-        events = dict(poller.poll())
-        pid, status = os.waitpid(executor, os.WNOHANG)
-        if pid:
-            break
-        if wakeup.fd in events:
-            wakeup.drain()
-        if call.fileno() in events and _caller_gone(call):
-            # Upstream part 4 steps 12-14.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            os.killpg(0, signal.SIGINT)
-            _, status = os.waitpid(executor, 0)
-            break
-    try:
-        send_status(call, status)
-    except PeerGone:
-        pass
-    return 0
-
-
-def become_monitor(call: socket.socket, release: Callable[[], None], log: Log) -> Tuple[Request, List[int]]:
-    """Serve one call.  Returns only in the executor, with the request and
-    the caller's stdio fds.
+def become_monitor(call: socket.socket, release: Callable[[], None], log: Log) -> Call:
+    """Serve one call.  Returns only in the executor, with what the client
+    sent, and with every signal blocked (the executor sets its mask).
 
     On entry: a fresh fork child of the server, with the server's fds:
     ``call`` is this call's socket; ``release`` closes the server's other
@@ -96,7 +226,12 @@ def become_monitor(call: socket.socket, release: Callable[[], None], log: Log) -
         release()
         os.setpgid(0, 0)
         try:
-            fds, request = receive_call(call, REQUEST_TIMEOUT)
+            stdio, request = receive_call(call, REQUEST_TIMEOUT)
+            fds.extend(stdio)
+            received = Call(request, stdio)
+            if request.offer.call1:
+                received.attrs, received.extra_fds = accept_call1(call, REQUEST_TIMEOUT)
+                fds.extend(received.extra_fds)
         except PeerGone:
             code = 0
         except ProtocolError as e:
@@ -105,14 +240,18 @@ def become_monitor(call: socket.socket, release: Callable[[], None], log: Log) -
             code = 0
         else:
             wakeup = ChildWakeup()
+            mask = block_all()
             executor = fork()
             if executor == 0:
                 wakeup.close()
                 call.close()
-                return request, fds
+                os.setpgid(0, 0)
+                return received
+            restore_mask(mask)
+            _lead_group(executor)
             close_quietly(fds)
             fds = []
-            code = _supervise(call, executor, wakeup)
+            code = _Supervisor(call, executor, wakeup, log, framed=received.attrs is not None).run()
     except BaseException as e:
         log.error(f"monitor: {e}")
     finally:

@@ -84,6 +84,8 @@ class ChildWakeup:
             os.set_blocking(self._write_fd, False)
             signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
             signal.signal(signal.SIGCHLD, _ignore_signal)
+            # A script that blocked SIGCHLD would otherwise never wake us.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         except BaseException:
             self.close()
             raise

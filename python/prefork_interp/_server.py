@@ -35,13 +35,13 @@ import signal
 import socket
 import sys
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
 from ._log import Log
-from ._monitor import become_monitor
+from ._monitor import Call, become_monitor
 from ._options import Options
 from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
-from ._protocol import ENV_NAME, PreforkError, Request, SetupInfo
+from ._protocol import ENV_NAME, PreforkError, SetupInfo
 
 #: Errors from stat() meaning "the file is not there": not a reason to reload.
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
@@ -127,8 +127,6 @@ def _describe_status(status: int) -> str:
 
 # ---------------------------------------------------------------------------
 # The server loop
-
-Call = Tuple[Request, List[int]]
 
 
 class _Server:

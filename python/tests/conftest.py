@@ -64,3 +64,13 @@ def our_harness(tmp_path: Path):
         yield h
     finally:
         h.cleanup()
+
+
+@pytest.fixture
+def c_harness(tmp_path: Path):
+    """As ``harness``, for tests of the C client (protocol v1) only."""
+    h = Harness(client_path("c"), tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()

@@ -11,86 +11,33 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import textwrap
 
 import pytest
-from harness import PACKAGE_ROOT, PYTHON, alive, send_fds, wait_until
+from fake_client import FakeClient, read_to_eof, read_until
+from harness import alive, send_fds, wait_until
 
-from prefork_interp._protocol import GREETING, encode_request
+from prefork_interp._protocol import encode_request
 
 SCRIPT = """\
 import os, sys
 import prefork_interp
 prefork_interp.initialisation_complete(log_facility=None)
 print("argv", sys.argv[1:], "sid", os.getsid(0), flush=True)
+if sys.argv[1] == "sleep":
+    import time
+    time.sleep(0.5)
+    sys.exit(4)
+if sys.argv[1] == "stop":
+    import signal
+    try:
+        os.kill(os.getpid(), signal.SIGSTOP)
+        signal.pause()
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt after SIGCONT", flush=True)
+        sys.exit(3)
 sys.exit(int(sys.argv[1]))
 """
-
-
-class FakeClient:
-    """Just enough of a prefork-interp client to start a server and call it."""
-
-    def __init__(self, directory, script):
-        self.script = str(script)
-        self.path = str(directory / "s")
-        self.listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listen.bind(self.path)
-        self.listen.listen(8)
-        self.listen.setblocking(False)
-        self.first_call, call_fd = socket.socketpair()
-        self.watchi_r, watchi_w = os.pipe()  # the watcher's stdin
-        watche_r, self.watche_w = os.pipe()  # the watcher's stdout and stderr
-        mtime = os.stat(self.path).st_mtime_ns
-        fds = (self.listen.fileno(), call_fd.fileno(), watchi_w, watche_r)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_INTERP")}
-        env["PYTHONPATH"] = str(PACKAGE_ROOT)
-        env["PREFORK_INTERP"] = f"v1,{mtime // 10**9}.{mtime % 10**9:09d} " + ",".join(map(str, fds))
-        errors = directory / "setup-stderr"
-        try:
-            # Like a real client: wait for the setup process to exit (not
-            # for EOF on its stderr, which the first call's monitor keeps).
-            with open(errors, "wb") as err:
-                setup = subprocess.Popen(
-                    [PYTHON, self.script, "0"], env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
-                    stdout=err, stderr=err, cwd=directory,
-                )
-            assert setup.wait(timeout=30) == 0, errors.read_text()
-        finally:
-            # The server has its own copies now.
-            self.listen.close()
-            call_fd.close()
-            os.close(watchi_w)
-            os.close(watche_r)
-
-    def call(self, sock, *args):
-        """Run one call on ``sock``; returns (wait status, stdout)."""
-        assert sock.recv(8, socket.MSG_WAITALL) == GREETING
-        sock.sendall(b"\0")
-        out_r, out_w = os.pipe()
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            for fd in (null, out_w, null):
-                send_fds(sock, [fd])
-        finally:
-            os.close(out_w)
-            os.close(null)
-        sock.sendall(encode_request([(b"A", b"1")], [PYTHON.encode(), self.script.encode(), *args]))
-        status = int.from_bytes(sock.recv(4, socket.MSG_WAITALL), "big")
-        with os.fdopen(out_r, "rb") as f:
-            return status, f.read()
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(self.path)
-        return sock
-
-    def close(self):
-        self.listen.close()
-        self.first_call.close()
-        os.close(self.watchi_r)
-        if self.watche_w is not None:
-            os.close(self.watche_w)
 
 
 @pytest.fixture
@@ -98,13 +45,11 @@ def fake(tmp_path):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT))
     client = FakeClient(tmp_path, script)
-    servers = []
-    client.servers = servers
     try:
         yield client
     finally:
         client.close()
-        for sid in servers:
+        for sid in client.servers:
             for p in alive(lambda p, sid=sid: p.sid == sid):
                 try:
                     os.kill(p.pid, signal.SIGKILL)
@@ -143,11 +88,78 @@ def test_server_quits_when_the_watcher_says_so(fake, watcher):
     fake.servers.append(server)
     assert _watchi_open(fake)
     if watcher == "exits":
-        os.close(fake.watche_w)
-        fake.watche_w = None
+        fake.close_watcher()
     else:
         os.write(fake.watche_w, b"prefork-interp: watcher: stat socket: Permission denied\n")
     wait_until(lambda: not alive(lambda p: p.pid == server), 5, "the server to quit")
     assert not _watchi_open(fake)
     with pytest.raises(ConnectionRefusedError):
         fake.connect()
+
+
+@pytest.mark.parametrize("offer", [None, b"", b"call2,later", b"CALL1"])
+def test_no_call1_offer_is_plain_v1(fake, offer):
+    """No offer, or none the server knows: no accept frame; the 4-byte
+    status is all the server sends, then EOF (protocol.md section 6.1)."""
+    _, out = fake.call(fake.first_call, b"0")
+    fake.servers.append(_server_of(out))
+    with fake.connect() as sock:
+        assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
+        sock.sendall(b"\0")
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for _ in range(3):
+                send_fds(sock, [null])
+        finally:
+            os.close(null)
+        env = [(b"A", b"1")] + ([] if offer is None else [(b"PREFORK_INTERP_EXT", offer)])
+        sock.sendall(encode_request(env, [b"python3", fake.script.encode(), b"7"]))
+        assert sock.recv(100, socket.MSG_WAITALL) == b"\0\0\x07\0"
+
+
+def test_v1_bytes_after_the_request_are_ignored(fake):
+    """In v1 only EOF ends a call early (protocol.md section 4): bytes the
+    client sends after the request are read and dropped."""
+    _, out = fake.call(fake.first_call, b"0")
+    fake.servers.append(_server_of(out))
+    with fake.connect() as sock:
+        assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
+        sock.sendall(b"\0")
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for _ in range(3):
+                send_fds(sock, [null])
+        finally:
+            os.close(null)
+        sock.sendall(encode_request([(b"A", b"1")], [b"python3", fake.script.encode(), b"sleep"]))
+        sock.sendall(b"bytes v1 does not have" * 100)
+        assert sock.recv(100, socket.MSG_WAITALL) == b"\0\0\x04\0"
+
+
+def test_hang_up_reaches_a_stopped_executor(fake):
+    """The caller goes away while the executor is stopped (v1: the monitor
+    does not even know): SIGINT, then SIGCONT, so the SIGINT acts."""
+    _, out = fake.call(fake.first_call, b"0")
+    fake.servers.append(_server_of(out))
+    sock = fake.connect()
+    assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
+    sock.sendall(b"\0")
+    out_r, out_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (null, out_w, null):
+            send_fds(sock, [fd])
+    finally:
+        os.close(null)
+        os.close(out_w)
+    sock.sendall(encode_request([], [b"python3", fake.script.encode(), b"stop"]))
+    try:
+        assert read_until(out_r, b"\n", 10).startswith(b"argv ['stop']")
+        wait_until(
+            lambda: alive(lambda p: p.sid == fake.servers[-1] and p.state == "T"), 10, "the executor to stop"
+        )
+        sock.close()
+        assert read_until(out_r, b"\n", 10) == b"KeyboardInterrupt after SIGCONT\n"
+        assert read_to_eof(out_r, 10) == b"", "stdout reaches EOF: the executor is gone"
+    finally:
+        os.close(out_r)

@@ -13,6 +13,7 @@ from prefork_interp._fastexit import exit_status_of_code
 from prefork_interp._protocol import (
     GREETING,
     MAX_REQUEST,
+    Offer,
     PeerGone,
     PreforkError,
     ProtocolError,
@@ -70,7 +71,8 @@ def test_request_round_trip():
     request = parse_request(wire[4:])
     assert request.env == {b"A": b"1", b"EMPTY": b"", b"EQ": b"x=y"}, "first occurrence wins, as at start-up"
     assert request.argv == argv
-    assert request.extensions == {}
+    assert request.offer == Offer()
+    assert not request.offer.call1
 
 
 def test_request_layout_from_the_protocol_document():
@@ -81,8 +83,34 @@ def test_request_layout_from_the_protocol_document():
 
 def test_reserved_extension_entries_are_kept_out_of_the_environment():
     request = parse_request(encode_request([(b"PREFORK_INTERP_EXT_SIGNALS", b"1"), (b"PREFORK_INTERPX", b"2")], [b"i"])[4:])
-    assert request.extensions == {b"PREFORK_INTERP_EXT_SIGNALS": b"1"}
+    assert request.offer == Offer(names=(), ignored=(b"PREFORK_INTERP_EXT_SIGNALS",))
+    assert not request.offer.call1
     assert request.env == {b"PREFORK_INTERPX": b"2"}
+
+
+@pytest.mark.parametrize(
+    "value, names, call1",
+    [
+        (b"call1", ("call1",), True),
+        (b"later,call1", ("later", "call1"), True),
+        (b"call1,", ("call1",), True),
+        (b"call2", ("call2",), False),
+        (b"", (), False),
+        (b"CALL1", ("CALL1",), False),
+        (b"call1x,\xff", ("call1x", "\\xff"), False),
+    ],
+)
+def test_offer(value, names, call1):
+    env = [(b"A", b"1"), (b"PREFORK_INTERP_EXT", value), (b"B", b"2")]
+    request = parse_request(encode_request(env, [b"i"])[4:])
+    assert request.offer.names == names
+    assert request.offer.call1 is call1
+    assert request.env == {b"A": b"1", b"B": b"2"}
+
+
+def test_offer_first_entry_counts():
+    env = [(b"PREFORK_INTERP_EXT", b"nothing"), (b"PREFORK_INTERP_EXT", b"call1")]
+    assert not parse_request(encode_request(env, [b"i"])[4:]).offer.call1
 
 
 @pytest.mark.parametrize(

@@ -148,7 +148,7 @@ def test_caller_killed_mid_call_leaves_no_process(harness):
     caller = harness.popen(script, "60", env=env, stdout=-1, stderr=-1)
     wait_until(started.exists, 10, "the call to start")
     executor, group, server = harness.executors()[-1]
-    assert group != server and group != executor, "the call should have its own process group"
+    assert group == executor != server, "the executor should lead a process group of its own"
     assert alive(lambda p: p.pgid == group)
     caller.kill()
     caller.wait()
@@ -292,14 +292,22 @@ def test_threads_running_at_initialisation(harness):
     assert got.out == b""
 
 
-def test_sigint_is_default_in_the_executor(harness):
-    """The script's own SIGINT handler (Python's KeyboardInterrupt) is
-    replaced by the default, so SIGINT ends the call at once."""
-    body = "print(signal.getsignal(signal.SIGINT) == signal.SIG_DFL, flush=True)\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached')\n"
+def test_sigint_is_pythons_default_in_the_executor(harness):
+    """SIGINT is Python's default_int_handler, as in a direct run (the
+    server's handlers are not the script's): SIGINT raises
+    KeyboardInterrupt, and an uncaught one ends the call by SIGINT, with
+    the same traceback as a direct run."""
+    body = (
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('not reached')\n"
+    )
     script = harness.script("sigint.py", body, setup="import signal\nsignal.signal(signal.SIGTERM, lambda *a: None)\n")
     got = harness.run(script, env=NO_PYTHONUNBUFFERED)
-    assert got.returncode == -signal.SIGINT, got.text()
-    assert got.out == b"True\n"
+    want = harness.direct(script, env=NO_PYTHONUNBUFFERED)
+    assert got.returncode == want.returncode == -signal.SIGINT, got.text()
+    assert got.out == want.out == b"True\n"
+    assert got.err.splitlines()[-1] == want.err.splitlines()[-1] == b"KeyboardInterrupt", got.text()
 
 
 def test_script_signal_handlers_survive(harness):

@@ -30,14 +30,7 @@ use crate::sys::UTSNAME_LEN;
 /// Fewest hex digits of the hash we accept in a socket name.
 pub const MIN_HEX_LEN: usize = 33;
 
-/// Device and inode numbers of a directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DevIno {
-    /// `st_dev`.
-    pub dev: libc::dev_t,
-    /// `st_ino`.
-    pub ino: libc::ino_t,
-}
+pub use crate::sys::DevIno;
 
 /// Everything the hash covers besides the command line.
 #[derive(Debug, Clone)]

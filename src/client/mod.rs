@@ -131,7 +131,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         args: wire_args(cmd),
         offer: Offer { call1: true },
     };
-    let status = call::make_call(call, &request, &caller)?;
+    let status = call::make_call(call, &request, &caller).map_err(|e| e.at(sock_path.display()))?;
     debug(|| format!("wait status 0x{status:x}"));
     Ok(exit_status::classify(status, "invocation"))
 }
@@ -176,10 +176,7 @@ fn identity_for(cmd: &Command, run_dir: &RunDir) -> Result<String> {
 fn dev_ino(path: &Path) -> Result<DevIno> {
     let md =
         std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    Ok(DevIno {
-        dev: md.dev(),
-        ino: md.ino(),
-    })
+    Ok(DevIno::of(&md))
 }
 
 /// What goes on the wire as arguments: `interpreter, [script,] args...`
@@ -229,7 +226,7 @@ fn connect_existing(path: &Path) -> Result<Option<Call>> {
             debug(|| "server hung up before greeting".into());
             Ok(None)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.at(path.display())),
     }
 }
 
@@ -285,16 +282,15 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
     // Between bind and listen a caller may get ECONNREFUSED; it then takes
     // the lock, which we hold, and retries after we are done.
     listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;
-    spawn::set_nonblocking(listen_fd.as_fd(), "listener")?;
-    let initial = DevIno {
-        dev: st.dev(),
-        ino: st.ino(),
-    };
+    sys::set_nonblocking(listen_fd.as_fd(), true)
+        .map_err(|e| Error::io("make listener non-blocking", e))?;
+    let initial = DevIno::of(&st);
     let stamp = (st.mtime(), st.mtime_nsec() as u32);
 
     let (watch_in_r, watch_in_w) = pipe("watcher stdin")?;
     let (watch_err_r, watch_err_w) = pipe("watcher output")?;
-    spawn::set_nonblocking(watch_err_r.as_fd(), "watcher output")?;
+    sys::set_nonblocking(watch_err_r.as_fd(), true)
+        .map_err(|e| Error::io("make watcher output non-blocking", e))?;
     spawn::start_watcher(sock_path, initial, watch_in_r, watch_err_w)?;
     debug(|| "watcher started".into());
 
@@ -321,7 +317,7 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
             "setup failed: initial monitor process quit \
              (did the script call its library's initialisation_complete()?)",
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(e.at(format!("first call of new server {}", sock_path.display()))),
     }
 }
 

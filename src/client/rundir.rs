@@ -16,12 +16,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::error::{Error, Result, report};
+use crate::sys::DevIno;
 
 /// Environment variable naming the run directory explicitly.
 pub const RUN_DIR_VAR: &str = "PREFORK_INTERP_RUN_DIR";
@@ -174,7 +176,8 @@ fn node_name() -> Result<OsString> {
 /// An exclusive `flock` on an identity's lock file, released on drop.
 #[derive(Debug)]
 pub struct Lock {
-    file: File,
+    /// Held for its drop, which unlocks (and closes) the file.
+    _file: Flock<File>,
 }
 
 impl Lock {
@@ -191,30 +194,26 @@ impl Lock {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| Error::io(format!("create lock {}", path.display()), e))?;
-            loop {
-                match crate::sys::flock(file.as_fd(), libc::LOCK_EX) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io(format!("lock {}", path.display()), e)),
+            let mut file = file;
+            let file = loop {
+                match Flock::lock(file, FlockArg::LockExclusive) {
+                    Ok(locked) => break locked,
+                    Err((again, nix::errno::Errno::EINTR)) => file = again,
+                    Err((_, e)) => return Err(Error::io(format!("lock {}", path.display()), e)),
                 }
-            }
+            };
             let held = file
                 .metadata()
                 .map_err(|e| Error::io(format!("fstat lock {}", path.display()), e))?;
             match fs::metadata(path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Lock { file });
+                Ok(now) if DevIno::of(&now) == DevIno::of(&held) => {
+                    return Ok(Lock { _file: file });
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(format!("re-stat lock {}", path.display()), e)),
             }
         }
-    }
-
-    /// The locked file (the setup process must not inherit it).
-    pub fn file(&self) -> &File {
-        &self.file
     }
 }
 
@@ -300,10 +299,15 @@ mod tests {
         let p = d.join("lx");
         let lock = Lock::acquire(&p).unwrap();
         let other = File::open(&p).unwrap();
-        let try_lock = || crate::sys::flock(other.as_fd(), libc::LOCK_EX | libc::LOCK_NB);
-        assert!(try_lock().is_err());
+        let other = match Flock::lock(other, FlockArg::LockExclusiveNonblock) {
+            Ok(_) => panic!("locked twice"),
+            Err((other, e)) => {
+                assert_eq!(e, nix::errno::Errno::EWOULDBLOCK);
+                other
+            }
+        };
         drop(lock);
-        assert!(try_lock().is_ok());
+        assert!(Flock::lock(other, FlockArg::LockExclusiveNonblock).is_ok());
         fs::remove_dir_all(d).unwrap();
     }
 

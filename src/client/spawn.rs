@@ -12,7 +12,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
@@ -91,7 +90,8 @@ fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: Owne
 /// The watcher's loop: returns Ok when it is time to go.
 fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
     let stdin = std::io::stdin();
-    set_nonblocking(stdin.as_fd(), "stdin")?;
+    sys::set_nonblocking(stdin.as_fd(), true)
+        .map_err(|e| Error::io("make stdin non-blocking", e))?;
 
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(|e| Error::io("inotify_init", e))?;
@@ -136,16 +136,6 @@ fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
             }
         }
     }
-}
-
-/// Set `O_NONBLOCK` on the open file behind `fd` (`what` names it in errors).
-pub fn set_nonblocking(fd: BorrowedFd<'_>, what: &str) -> Result<()> {
-    let flags =
-        fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::io(format!("get flags of {what}"), e))?;
-    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd, FcntlArg::F_SETFL(flags))
-        .map_err(|e| Error::io(format!("make {what} non-blocking"), e))?;
-    Ok(())
 }
 
 /// Is the socket gone, or a different inode from the one we watch?
@@ -227,9 +217,7 @@ pub fn start_setup(
 /// caller's stderr, and the `keep` fds are inherited by the interpreter.
 fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[RawFd]) -> ! {
     let prepared = (|| -> std::io::Result<()> {
-        let null = std::fs::File::open("/dev/null")?;
-        dup2_stdin(&null)?;
-        drop(null);
+        sys::null_stdio(&[0])?;
         // SAFETY: fd 2 is the caller's stderr, open for our whole life
         // (ensure_stdio_open), and borrowed only for this call.
         dup2_stdout(unsafe { BorrowedFd::borrow_raw(2) })?;
@@ -250,11 +238,17 @@ fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[R
         report(format_args!("prepare setup process: {e}"));
         sys::exit_now(127);
     }
-    let err = sys::execvpe(interp, argv, envp);
+    let err = match CString::new(interp.as_bytes()) {
+        Ok(file) => match nix::unistd::execvpe(&file, argv, envp) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        },
+        Err(_) => nix::errno::Errno::EINVAL,
+    };
     report(format_args!(
         "execute {}: {}",
         interp.to_string_lossy(),
-        nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
+        err.desc()
     ));
     sys::exit_now(127)
 }

@@ -83,7 +83,7 @@ pub(super) fn become_executor(
         dup2_stderr(stderr)?;
         drop(stdio);
         drop(call);
-        sys::close_syslog();
+        nix::syslog::closelog();
         let skipped = install_extra_fds(extra);
         apply_attributes(&attrs);
         program.apply(
@@ -103,7 +103,7 @@ pub(super) fn become_executor(
             sys::exit_now(127);
         }
     }
-    sys::close_syslog();
+    nix::syslog::closelog();
     invocation
 }
 

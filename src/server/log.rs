@@ -5,10 +5,10 @@
 //! program name and pid; on stderr they read `<program>: prefork: <what>`.
 
 use std::ffi::CString;
+
+use nix::syslog::{Facility, LogFlags, Priority, Severity, openlog, syslog};
 use std::io::Write;
 use std::sync::OnceLock;
-
-use crate::sys;
 
 /// The program's name for messages, set once by the setup run.
 static PROGRAM: OnceLock<String> = OnceLock::new();
@@ -27,13 +27,14 @@ pub(super) enum Level {
 }
 
 impl Level {
-    fn priority(self) -> libc::c_int {
-        match self {
-            Level::Err => libc::LOG_ERR,
-            Level::Warning => libc::LOG_WARNING,
-            Level::Info => libc::LOG_INFO,
-            Level::Debug => libc::LOG_DEBUG,
-        }
+    fn priority(self) -> Priority {
+        let severity = match self {
+            Level::Err => Severity::LOG_ERR,
+            Level::Warning => Severity::LOG_WARNING,
+            Level::Info => Severity::LOG_INFO,
+            Level::Debug => Severity::LOG_DEBUG,
+        };
+        Priority::new(severity, Facility::LOG_USER)
     }
 }
 
@@ -64,7 +65,11 @@ impl Log {
         let ident = CString::new(name.replace('\0', "")).unwrap_or_default();
         // glibc keeps the pointer: the ident must live as long as the
         // process, and this runs once per server.
-        sys::open_syslog(Box::leak(ident.into_boxed_c_str()));
+        let _ = openlog(
+            Some(Box::leak(ident.into_boxed_c_str())),
+            LogFlags::LOG_PID,
+            Facility::LOG_USER,
+        );
         Log::Syslog
     }
 
@@ -72,7 +77,13 @@ impl Log {
     pub(super) fn log(self, level: Level, msg: &str) {
         match self {
             Log::Off => {}
-            Log::Syslog => sys::syslog(level.priority(), &format!("prefork: {msg}")),
+            // NUL bytes cannot pass through syslog(3): shown as \0.
+            Log::Syslog => {
+                let _ = syslog(
+                    level.priority(),
+                    &format!("prefork: {msg}").replace('\0', "\\0"),
+                );
+            }
             Log::Stderr => {
                 if level == Level::Debug {
                     return;

@@ -112,7 +112,7 @@ fn serve_call(
 /// Upstream part 4 steps 11-16 and protocol.md §6.5: relay until the
 /// executor has finished, report its wait status, exit.
 fn supervise(call: Call, executor: Pid, framed: bool, children: &SignalFd, log: Log) -> ! {
-    let status = match relay(&call, executor, framed, children) {
+    let status = match relay(&call, executor, framed, children, log) {
         Ok(Some(status)) => status,
         outcome => {
             if let Err(e) = outcome {
@@ -150,7 +150,13 @@ fn supervise(call: Call, executor: Pid, framed: bool, children: &SignalFd, log: 
 
 /// `Some(status)` once the executor has exited (and is reaped), `None` if
 /// the caller hung up first.
-fn relay(call: &Call, executor: Pid, framed: bool, children: &SignalFd) -> Result<Option<i32>> {
+fn relay(
+    call: &Call,
+    executor: Pid,
+    framed: bool,
+    children: &SignalFd,
+    log: Log,
+) -> Result<Option<i32>> {
     let mut buf = FrameBuf::default();
     loop {
         // Drain SIGCHLD first, then ask the kernel: a stop or the end.
@@ -195,6 +201,14 @@ fn relay(call: &Call, executor: Pid, framed: bool, children: &SignalFd) -> Resul
                 Frame::SignalProcess(sig) => signal_executor(executor, sig, false),
                 Frame::SignalGroup(sig) => signal_executor(executor, sig, true),
                 Frame::Unknown(_) => Ok(()),
+                // A client's mistake need not end the call: skip it.
+                Frame::Malformed(tag, why) => {
+                    log.warn(&format!(
+                        "bad {} frame from the client, skipped: {why}",
+                        String::from_utf8_lossy(&tag)
+                    ));
+                    Ok(())
+                }
                 other => {
                     return Err(Error::protocol(format!(
                         "unexpected frame from the client: {other:?}"

@@ -14,14 +14,13 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// A file's identity: device and inode.
-type FileId = (u64, u64);
+use crate::sys::DevIno;
 
 /// The watched files and what they were at start-up.
 #[derive(Debug)]
 pub(super) struct ReloadCheck {
     stamp: (i64, i64),
-    files: Vec<(PathBuf, Option<FileId>)>,
+    files: Vec<(PathBuf, Option<DevIno>)>,
 }
 
 fn stat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
@@ -39,7 +38,7 @@ impl ReloadCheck {
         let files = paths
             .into_iter()
             .map(|p| {
-                let id = stat(&p).ok().flatten().map(|md| (md.dev(), md.ino()));
+                let id = stat(&p).ok().flatten().map(|md| DevIno::of(&md));
                 (p, id)
             })
             .collect();
@@ -68,7 +67,7 @@ impl ReloadCheck {
             if (md.mtime(), md.mtime_nsec()) > self.stamp {
                 return Some(format!("{} was modified, reloading", path.display()));
             }
-            if *was != Some((md.dev(), md.ino())) {
+            if *was != Some(DevIno::of(&md)) {
                 return Some(format!("{} was replaced, reloading", path.display()));
             }
         }

@@ -19,9 +19,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::stat::SFlag;
-use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use super::child::Child;
 use super::log::Log;
@@ -118,7 +117,7 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
         }
     };
     drop(call);
-    if let Err(e) = stdio_to_dev_null() {
+    if let Err(e) = sys::null_stdio(&[0, 1, 2]) {
         log.err(&Error::io("put /dev/null on stdin, stdout and stderr", e).to_string());
         sys::exit_now(127);
     }
@@ -135,14 +134,6 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
         log,
     );
     (server.run(), log)
-}
-
-fn stdio_to_dev_null() -> std::io::Result<()> {
-    let null = File::options().read(true).write(true).open("/dev/null")?;
-    dup2_stdin(&null)?;
-    dup2_stdout(&null)?;
-    dup2_stderr(&null)?;
-    Ok(())
 }
 
 /// The program's name for messages: the file name it was run as.
@@ -208,12 +199,12 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
             env.listen
         )));
     }
-    set_blocking(&listen, false, "LISTEN")?;
+    nonblocking(&listen, true, "LISTEN")?;
     let call = take("CALL", env.call, SFlag::S_IFSOCK)?;
-    set_blocking(&call, true, "CALL")?;
+    nonblocking(&call, false, "CALL")?;
     let watchi = take("WATCHI", env.watchi, SFlag::S_IFIFO)?;
     let watche = take("WATCHE", env.watche, SFlag::S_IFIFO)?;
-    set_blocking(&watche, false, "WATCHE")?;
+    nonblocking(&watche, true, "WATCHE")?;
     Ok(Fds {
         listen: UnixListener::from(listen),
         call: UnixStream::from(call),
@@ -222,14 +213,8 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
     })
 }
 
-fn set_blocking(fd: &OwnedFd, blocking: bool, what: &str) -> Result<()> {
-    let err = |e| Error::io(format!("set {ENV_VAR} {what} fd blocking mode"), e);
-    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(err)?);
-    let flags = if blocking {
-        flags - OFlag::O_NONBLOCK
-    } else {
-        flags | OFlag::O_NONBLOCK
-    };
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(err)?;
-    Ok(())
+/// Set the blocking mode the protocol gives each inherited fd.
+fn nonblocking(fd: &OwnedFd, on: bool, what: &str) -> Result<()> {
+    sys::set_nonblocking(fd.as_fd(), on)
+        .map_err(|e| Error::io(format!("set {ENV_VAR} {what} fd blocking mode"), e))
 }

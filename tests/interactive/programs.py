@@ -1,0 +1,202 @@
+"""The programs the interactive tests run, one per script-side language.
+
+Every program takes a mode as its first argument and behaves as follows
+(markers in ``<<...>>`` are what the scenarios look for; no command line
+contains them, so the terminal's echo of a typed command never matches):
+
+``warm``
+    exit 0 at once (starts the server before the test proper).
+``interrupt``
+    print ``<<ready>>``, wait; on SIGINT print ``<<cleanup>>``, exit 3.
+``finally``
+    print ``<<ready>>``, wait; on SIGINT print ``<<cleanup>>`` on the way
+    out and die of SIGINT (Python: ``finally:`` around the wait).
+``read-line``
+    print ``<<ready>>``, read a line from stdin, print ``<<got LINE>>``.
+``wait-file PATH``
+    print ``<<ready>>``, wait until PATH exists, print ``<<finished>>``,
+    exit 5.
+``winch``
+    print ``<<ready>>``; after a SIGWINCH (seen by a handler) print
+    ``<<winch COLSxROWS>>`` (the terminal's size as the language's usual
+    call reports it) and exit 0.
+``password``
+    read a password without echo, prompting ``<<password:>>``; print
+    ``<<len N>>``.
+``pager-run``
+    run ``less`` on a 300-line file as a child; on SIGINT print
+    ``<<interrupted>>`` and exit 3; after it, print ``<<after pager>>``.
+``tty``
+    try to open ``/dev/tty``: print ``<<tty opened>>`` or ``<<tty ERRNO>>``.
+``pager-pydoc`` (Python)
+    ``pydoc.pager`` (PAGER=less) with 300 lines, then ``<<after pager>>``.
+
+A :class:`Program` gives the shell command lines to run it served (through
+the prefork-interp client) and directly, and how to stop its server.
+Perl and Rust programs will be added here with the same modes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from shlex import quote
+from typing import Dict, List, Set
+
+from terminal import Terminal
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+PYTHON_PACKAGE = REPO_ROOT / "python"
+PYTHON = sys.executable
+CLIENT = os.environ.get("PREFORK_INTERP_CLIENT") or str(REPO_ROOT / "target" / "release" / "prefork-interp")
+
+PYTHON_SCRIPT = """\
+import os, signal, sys, time
+import prefork_interp
+prefork_interp.initialisation_complete(log_facility=None)
+if os.environ.get("PFI_SESSIONS"):
+    with open(os.environ["PFI_SESSIONS"], "a") as f:
+        f.write(f"{os.getsid(0)}\\n")
+
+def say(text):
+    print(f"<<{text}>>", flush=True)
+
+def wait_forever():
+    while True:
+        time.sleep(0.05)
+
+LINES = "".join(f"page line {n}\\n" for n in range(1, 301))
+mode = sys.argv[1]
+if mode == "warm":
+    sys.exit(0)
+elif mode == "interrupt":
+    try:
+        say("ready")
+        wait_forever()
+    except KeyboardInterrupt:
+        say("cleanup")
+        sys.exit(3)
+elif mode == "finally":
+    try:
+        say("ready")
+        wait_forever()
+    finally:
+        say("cleanup")
+elif mode == "read-line":
+    say("ready")
+    say("got " + sys.stdin.readline().strip())
+elif mode == "wait-file":
+    say("ready")
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.02)
+    say("finished")
+    sys.exit(5)
+elif mode == "winch":
+    # The handler only notes the signal: printing from a handler that may
+    # run inside print() itself would be a reentrant call.
+    import shutil
+    resized = []
+    signal.signal(signal.SIGWINCH, lambda sig, frame: resized.append(sig))
+    say("ready")
+    while not resized:
+        time.sleep(0.02)
+    size = shutil.get_terminal_size()
+    say(f"winch {size.columns}x{size.lines}")
+elif mode == "password":
+    import getpass
+    password = getpass.getpass("<<password:>>")
+    say(f"len {len(password)}")
+elif mode == "pager-run":
+    import subprocess, tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(LINES)
+    try:
+        subprocess.run(["less", f.name])
+    except KeyboardInterrupt:
+        say("interrupted")
+        sys.exit(3)
+    finally:
+        os.unlink(f.name)
+    say("after pager")
+elif mode == "tty":
+    try:
+        open("/dev/tty").close()
+        say("tty opened")
+    except OSError as e:
+        import errno
+        say(f"tty {errno.errorcode[e.errno]}")
+elif mode == "pager-pydoc":
+    import pydoc
+    pydoc.pager(LINES)
+    say("after pager")
+"""
+
+
+@dataclass
+class Program:
+    """How to run one language's program in a terminal test."""
+
+    name: str
+    #: Shell command line running it through the client (add the mode).
+    served: str
+    #: Shell command line running it directly.
+    direct: str
+    #: Commands stopping its server (``prefork-interp --kill ...``).
+    killers: List[List[str]]
+    #: Environment for the terminal's bash.
+    env: Dict[str, str]
+    #: Modes this language has (see the module docstring).
+    modes: List[str] = field(default_factory=list)
+
+
+def python_program(directory: Path, run_dir: Path, sessions_file: Path) -> Program:
+    """The Python script, in ``directory``; its server is started here."""
+    script = directory / "interactive.py"
+    script.write_text(textwrap.dedent(PYTHON_SCRIPT))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_INTERP") and k != "PYTHONUNBUFFERED"}
+    env.update(
+        PYTHONPATH=str(PYTHON_PACKAGE),
+        PREFORK_INTERP_RUN_DIR=str(run_dir),
+        PFI_SESSIONS=str(sessions_file),
+        PAGER="less",
+        LESS="",
+        LESSHISTFILE="-",
+    )
+    served = [CLIENT, "-U", PYTHON, str(script)]
+    program = Program(
+        name="python",
+        served=" ".join(quote(a) for a in served),
+        direct=f"{quote(PYTHON)} {quote(str(script))}",
+        killers=[[CLIENT, "--kill", "-U", PYTHON, str(script)]],
+        env=env,
+        modes=["interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run", "pager-pydoc"],
+    )
+    warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
+    assert warm.returncode == 0, warm.stderr.decode(errors="replace")
+    return program
+
+
+#: Each language's program maker; the tests run once per entry.
+PROGRAMS = {"python": python_program}
+
+
+class Setup:
+    """One test's program and terminal."""
+
+    def __init__(self, program: Program, terminal: Terminal, directory: Path, sessions_file: Path) -> None:
+        self.program = program
+        self.terminal = terminal
+        self.dir = directory
+        self.sessions_file = sessions_file
+
+    def server_sessions(self) -> Set[int]:
+        """Sessions of the executors that ran served (the servers' pids)."""
+        try:
+            lines = self.sessions_file.read_text().split()
+        except FileNotFoundError:
+            return set()
+        return {int(sid) for sid in lines} - {self.terminal.bash.pid}

@@ -1,0 +1,251 @@
+"""Interactive use in a real terminal: a served call behaves like a direct
+run (issue 8).  Each test runs a scenario on the program run directly and
+then served, in the same bash on the same pty, and compares what the user
+sees: the program's markers, the statuses bash reports, what is echoed.
+
+The scenarios take a command line, so the same tests run every language in
+``programs.PROGRAMS``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable, Dict, List
+
+import pytest
+from programs import Setup
+from terminal import PROMPT, Terminal, processes_in_session
+
+MARKER = re.compile(rb"<<([^<>\r\n]*)>>")
+
+#: bash's $? for a job stopped by SIGTSTP (^Z).
+STOPPED_BY_TSTP = 128 + 20
+
+
+def markers(output: bytes) -> List[str]:
+    return [m.decode() for m in MARKER.findall(output)]
+
+
+def both(setup: Setup, scenario: Callable[..., Any], *args: Any) -> Dict[str, Any]:
+    """Run ``scenario`` direct, then served; their observations."""
+    if getattr(scenario, "mode", None) not in setup.program.modes:
+        pytest.fail(f"{setup.program.name} has no mode {getattr(scenario, 'mode', None)}")
+    return {how: scenario(setup.terminal, getattr(setup.program, how), *args) for how in ("direct", "served")}
+
+
+def mode(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def mark(scenario: Callable[..., Any]) -> Callable[..., Any]:
+        scenario.mode = name  # type: ignore[attr-defined]
+        return scenario
+
+    return mark
+
+
+def _prompt(term: Terminal) -> None:
+    term.expect(PROMPT.encode())
+
+
+def _nobody_else_on_the_terminal(term: Terminal) -> List[int]:
+    """Wait (a little) until only bash has the terminal open; who else has."""
+    deadline = time.monotonic() + 5
+    while term.others_holding_the_terminal() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return term.others_holding_the_terminal()
+
+
+def _bash_reads_the_terminal(term: Terminal) -> bool:
+    """Typed input reaches bash (nothing else is reading the terminal)."""
+    return term.command('echo "<<alive $((6 * 7))>>"') == 0 and markers(term.output[-200:])[-1:] == ["alive 42"]
+
+
+# ---------------------------------------------------------------------------
+# Scenarios: each takes the terminal and a command line, returns what it saw
+
+
+def _interrupted(term: Terminal, command: str, which: str) -> Any:
+    start = term.start(f"{command} {which}")
+    ready = term.expect(b"<<ready>>").end()
+    time.sleep(0.2)  # a person's ^C comes after the print has returned
+    term.send(b"\x03")
+    status = term.wait_done()
+    _prompt(term)
+    # What appears after <<ready>>: ^C's echo, a traceback, the cleanup.
+    after = term.output[ready : term.output.index(b"<DONE:", ready)]
+    return status, markers(term.since(start)), after
+
+
+@mode("interrupt")
+def ctrl_c_except(term: Terminal, command: str) -> Any:
+    return _interrupted(term, command, "interrupt")
+
+
+@mode("finally")
+def ctrl_c_finally(term: Terminal, command: str) -> Any:
+    return _interrupted(term, command, "finally")
+
+
+@mode("read-line")
+def ctrl_z_fg(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} read-line")
+    term.expect(b"<<ready>>")
+    term.send(b"\x1a")
+    stopped = term.wait_done()
+    _prompt(term)
+    term.start("fg")
+    term.expect(b"read-line")  # bash names the job it continues
+    time.sleep(0.3)  # let bash hand the terminal over before typing
+    term.sendline("hello")
+    status = term.wait_done()
+    _prompt(term)
+    return stopped, status, markers(term.since(start))
+
+
+@mode("wait-file")
+def ctrl_z_bg(term: Terminal, command: str, go: Any) -> Any:
+    start = term.start(f"{command} wait-file {go}")
+    term.expect(b"<<ready>>")
+    term.send(b"\x1a")
+    stopped = term.wait_done()
+    _prompt(term)
+    go.touch()
+    stays_stopped = term.absent_for(b"<<finished>>", 0.5)
+    term.start("bg; wait %1")
+    status = term.wait_done()
+    _prompt(term)
+    go.unlink()
+    return stopped, stays_stopped, status, markers(term.since(start))
+
+
+@mode("winch")
+def window_resize(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} winch")
+    term.expect(b"<<ready>>")
+    term.resize(33, 111)
+    status = term.wait_done()
+    _prompt(term)
+    term.resize(24, 80)
+    return status, markers(term.since(start))
+
+
+@mode("password")
+def password(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} password")
+    term.expect(b"<<password:>>")
+    term.sendline("s3cret")
+    status = term.wait_done()
+    _prompt(term)
+    return status, markers(term.since(start)), b"s3cret" in term.since(start)
+
+
+@mode("tty")
+def open_dev_tty(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} tty")
+    status = term.wait_done()
+    _prompt(term)
+    return status, markers(term.since(start))
+
+
+@mode("pager-run")
+def pager_ctrl_c(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} pager-run")
+    term.expect(b"page line 1")
+    time.sleep(0.3)  # less is reading keys
+    term.send(b"\x03")
+    status = term.wait_done()
+    _prompt(term)
+    return status, [m for m in markers(term.since(start))], _nobody_else_on_the_terminal(term), _bash_reads_the_terminal(term)
+
+
+@mode("pager-pydoc")
+def pydoc_pager_ctrl_c_then_q(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} pager-pydoc")
+    term.expect(b"page line 1")
+    time.sleep(0.3)
+    term.send(b"\x03")
+    survives = term.absent_for(b"<DONE:", 0.5)
+    term.send(b"q")
+    status = term.wait_done()
+    _prompt(term)
+    return survives, status, markers(term.since(start)), _nobody_else_on_the_terminal(term), _bash_reads_the_terminal(term)
+
+
+# ---------------------------------------------------------------------------
+# The tests
+
+
+def _no_process_left(setup: Setup) -> None:
+    """Each server's session holds the server alone: no monitor, executor
+    or child of a call is left."""
+    for sid in setup.server_sessions():
+        deadline = time.monotonic() + 5
+        while processes_in_session(sid) != [sid] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_in_session(sid) == [sid], "a process of a served call is left"
+
+
+def test_ctrl_c_with_except_keyboard_interrupt(setup):
+    got = both(setup, ctrl_c_except)
+    assert got["served"] == got["direct"]
+    status, seen, _ = got["served"]
+    assert (status, seen) == (3, ["ready", "cleanup"])
+    _no_process_left(setup)
+
+
+def test_ctrl_c_with_finally(setup):
+    got = both(setup, ctrl_c_finally)
+    assert got["served"] == got["direct"]
+    status, seen, after = got["served"]
+    assert (status, seen) == (128 + 2, ["ready", "cleanup"])
+    assert b"KeyboardInterrupt" in after
+    _no_process_left(setup)
+
+
+def test_ctrl_z_then_fg(setup):
+    got = both(setup, ctrl_z_fg)
+    assert got["served"] == got["direct"] == (STOPPED_BY_TSTP, 0, ["ready", "got hello"])
+    _no_process_left(setup)
+
+
+def test_ctrl_z_then_bg(setup):
+    got = {how: ctrl_z_bg(setup.terminal, getattr(setup.program, how), setup.dir / f"go-{how}") for how in ("direct", "served")}
+    assert got["served"] == got["direct"] == (STOPPED_BY_TSTP, True, 5, ["ready", "finished"])
+    _no_process_left(setup)
+
+
+def test_window_resize_reaches_sigwinch_handler_and_terminal_size(setup):
+    got = both(setup, window_resize)
+    assert got["served"] == got["direct"] == (0, ["ready", "winch 111x33"])
+
+
+def test_getpass(setup):
+    """Served there is no controlling terminal: getpass cannot open
+    /dev/tty and falls back to stdin, here the terminal, with echo off and
+    the prompt on stderr (here the same terminal).  The user sees the
+    same: a prompt, no echo, the password read."""
+    got = both(setup, password)
+    assert got["served"] == got["direct"] == (0, ["password:", "len 6"], False)
+
+
+def test_no_controlling_terminal_when_served(setup):
+    """What cannot be matched (README, Limitations): a served call runs in
+    the server's session, which has no controlling terminal."""
+    got = both(setup, open_dev_tty)
+    assert got["direct"] == (0, ["tty opened"])
+    assert got["served"] == (0, ["tty ENXIO"])
+
+
+def test_ctrl_c_in_a_pager_child_leaves_nothing_behind(setup):
+    """^C while the script runs less: the script's KeyboardInterrupt handler
+    runs, less is gone, and nothing but bash reads the terminal after."""
+    got = both(setup, pager_ctrl_c)
+    assert got["served"] == got["direct"] == (3, ["interrupted"], [], True)
+    _no_process_left(setup)
+
+
+def test_ctrl_c_in_pydoc_pager_then_q(setup):
+    """pydoc.pager ignores ^C like less does; q ends the pager, the call
+    goes on and ends; nothing is left reading the terminal."""
+    got = both(setup, pydoc_pager_ctrl_c_then_q)
+    assert got["served"] == got["direct"] == (True, 0, ["after pager"], [], True)
+    _no_process_left(setup)
