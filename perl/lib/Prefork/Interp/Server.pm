@@ -72,7 +72,8 @@ sub serve ($) {
 
     # Look up the system calls monitors and executors use now, once:
     # loading syscall.ph takes a while, and they are forked from us.
-    Prefork::Interp::Syscall::number($_) foreach qw(signalfd4 prlimit64);
+    Prefork::Interp::Syscall::number($_)
+        foreach qw(pidfd_open signalfd4 prlimit64);
 
     my $fds = $cfg->{fds};
     my %fh;

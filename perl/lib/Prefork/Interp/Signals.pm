@@ -21,9 +21,7 @@ use strict;
 use warnings;
 
 use Config ();
-use Errno qw(EINTR EAGAIN EWOULDBLOCK ECHILD);
-use POSIX qw(SIG_BLOCK SIG_SETMASK WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG
-             SIGCHLD SIGKILL SIGSTOP SIGINT SIGCONT);
+use POSIX qw(SIG_BLOCK SIG_SETMASK SIGKILL SIGSTOP SIGINT SIGCONT);
 
 our $VERSION = '1.0.0';
 
@@ -199,14 +197,14 @@ sub hang_up ($) {
 
 package Prefork::Interp::Signals::ChildWatch;
 
-use Errno qw(EINTR EAGAIN EWOULDBLOCK);
+use Errno qw(EINTR);
 use POSIX qw(SIG_BLOCK SIGCHLD WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG);
 
 use Prefork::Interp::Syscall ();
 
-# Linux system call numbers, where the kernel headers do not tell us
-# (syscall.ph missing): x86_64 and the generic table agree on
-# pidfd_open; signalfd4 differs, so it is only used from syscall.ph.
+# pidfd_open's number where syscall.ph does not know it: every
+# architecture's table agrees on it but alpha's and ia64's.  (signalfd4
+# differs between architectures, so it is only used from syscall.ph.)
 use constant SYS_pidfd_open => 434;
 
 # Without a kernel fd we poll this often; it bounds the delay in the
@@ -300,9 +298,13 @@ sub close {
 # A pidfd for PID, or undef where there is none (old kernel, seccomp).
 sub _pidfd_open ($) {
     my ($pid) = @_;
-    return undef if $Config::Config{archname} =~ m/\A(?:alpha|ia64)/;
+    my $nr = Prefork::Interp::Syscall::number('pidfd_open');
+    if (!defined $nr) {
+        return undef if $Config::Config{archname} =~ m/\A(?:alpha|ia64)/;
+        $nr = SYS_pidfd_open;
+    }
     # "+ 0": syscall passes strings as pointers, numbers as integers.
-    my $fd = syscall(SYS_pidfd_open, $pid + 0, 0);
+    my $fd = syscall($nr, $pid + 0, 0);
     return $fd >= 0 ? $fd : undef;
 }
 
