@@ -34,8 +34,8 @@ if ($what eq 'args') {
     printf "autoflush=%d\n", $|;
     print "e-acute=\x{e9}\n";
     printf "warn=%d\n", $^W;
-    printf "sig INT=%s PIPE=%s USR2=%s\n", map { ref($_) || $_ || 'undef' }
-        @SIG{qw(INT PIPE USR2)};
+    printf "sig INT=%s PIPE=%s USR2=%s HUP=%s\n",
+        map { ref($_) || $_ || 'undef' } @SIG{qw(INT PIPE USR2 HUP)};
     printf "T-now=%d\n", abs($^T - time) <= 2 ? 1 : 0;
     printf "T=%d\n", $^T;
     printf "rand=%.12f\n", rand();
@@ -120,8 +120,9 @@ foreach my $kind (client_kinds()) {
              'STDOUT keeps the I/O layers pushed during initialisation');
         like($out, qr/^e-acute=\xc3\xa9$/m, '... and they work');
         like($out, qr/^autoflush=1$/m, 'STDOUT keeps autoflush');
-        like($out, qr/^sig INT=DEFAULT PIPE=DEFAULT USR2=CODE$/m,
-             'SIGINT and SIGPIPE default, other handlers kept');
+        like($out, qr/^sig INT=CODE PIPE=IGNORE USR2=CODE HUP=undef$/m,
+             'the script\'s handlers and IGNOREs kept, the rest default'
+             . ' (protocol.md 6.4 step 6)');
         like($out, qr/^T-now=1$/m, '$^T is the time of the call');
         like($out, qr/^cwd=\Q${\ $fx->dir }\E$/m, 'current directory');
         my ($init_fd) = $out =~ m/^init-fd=(\d+)$/m;

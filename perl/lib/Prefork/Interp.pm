@@ -19,9 +19,11 @@ use File::Basename ();
 use File::Spec ();
 use POSIX ();
 
+use Prefork::Interp::Attributes;
 use Prefork::Interp::Log;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Server;
+use Prefork::Interp::Signals;
 
 our $VERSION = '1.0.0';
 
@@ -55,6 +57,7 @@ my $SCRIPT_FILE = ($0 eq '-e' || $0 eq '-') ? undef
 
 my @also_check;        # from prefork_autoreload_also_check
 my $became_server = 0; # set once this process tree has daemonised
+my $signal_snapshot;   # the script's signal state at initialisation
 
 sub prefork_autoreload_also_check {
     push @also_check, map { File::Spec->rel2abs($_) } @_;
@@ -106,6 +109,10 @@ sub prefork_initialisation_complete {
         log             => $log,
         title           => $title,
     );
+
+    # What protocol.md 6.4 step 6 calls P: the script's dispositions
+    # now, before the server changes any.
+    $signal_snapshot = Prefork::Interp::Signals::snapshot();
 
     $became_server = 1;
     my $request = eval { Prefork::Interp::Server::serve(\%cfg) };
@@ -209,12 +216,9 @@ sub _enter_call ($) {
     }
     @ARGV = @args;
 
-    # 4.9.iv: the monitor uses SIGINT to stop us if the caller goes
-    # away, so it must not be ignored (the first caller may have had it
-    # ignored, as shells do for background jobs); SIGPIPE too must
-    # behave as for a fresh program.
-    $SIG{INT} = 'DEFAULT';
-    $SIG{PIPE} = 'DEFAULT';
+    # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
+    # step 1, the process group, was done as we were forked).
+    _apply_caller_attributes($request);
 
     # What perl itself sets up per run.
     $^T = time;
@@ -223,6 +227,32 @@ sub _enter_call ($) {
     $@ = '';
     $! = 0;
     return;
+}
+
+# protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
+# client, protocol.md 6.6) only the signal steps: nothing ignored by
+# the caller, and the script's own mask.  Every signal has been blocked
+# since the monitor forked us; step 7 unblocks them.
+sub _apply_caller_attributes ($) {
+    my ($request) = @_;
+    my $log = $request->{log};
+    # From now on the caller's stderr is ours: log only.
+    $log->to_stderr(0);
+    my $call1 = $request->{call1};
+    my $attr = $call1 ? $call1->{attr} : {};
+    if ($call1) {
+        Prefork::Interp::Attributes::install_fds($call1->{extra_fds}, $log);
+        Prefork::Interp::Attributes::set_umask($attr->{umask})
+            if defined $attr->{umask};
+        Prefork::Interp::Attributes::set_rlimits($attr->{rlimits}, $log)
+            if defined $attr->{rlimits};
+        Prefork::Interp::Attributes::set_nice($attr->{nice})
+            if defined $attr->{nice};
+    }
+    Prefork::Interp::Signals::apply_dispositions($signal_snapshot,
+                                                 $attr->{sigign} // []);
+    Prefork::Interp::Signals::set_mask($attr->{sigmask}
+                                       // $signal_snapshot->{mask});
 }
 
 sub _install_stdio ($$$$$) {
@@ -380,7 +410,10 @@ starts, so it is seen (on standard error) by the first caller only.
 =head1 AFTER INITIALISATION
 
 Each return from C<prefork_initialisation_complete> is one invocation,
-in its own process (the I<executor>), with:
+in its own process (the I<executor>), which behaves like a direct run of
+the script (C<perl script.pl ...>) by the same caller.  With this
+project's C<prefork-interp> client, which speaks protocol extension
+C<call1>, the executor has:
 
 =over
 
@@ -393,22 +426,56 @@ afresh (line-buffered for a terminal).
 
 =item *
 
+The caller's other open file descriptors (C<3E<gt>file>, a pipe on fd
+4, ...) at the same numbers, not close-on-exec.  Where the script
+itself has that number open (a file it opened while initialising), the
+script's descriptor stays and the server logs a warning.  A pipe's
+reader sees end-of-file when the call ends.
+
+=item *
+
 C<@ARGV> and C<%ENV> exactly as the caller passed them, and C<$0> the
 script's name as the caller gave it, just as when run directly (unless
 the script set C<$0> itself during initialisation, which is kept).
 
 =item *
 
-C<$SIG{INT}> and C<$SIG{PIPE}> at their defaults; other signal
-handlers as the script left them.  C<$^T> is the time of the call, and
-the random number generator is reseeded (call C<srand> after
-initialisation if you want a fixed sequence).
+The caller's umask, resource limits, nice value and blocked-signal
+mask.  A hard limit above the server's, which the kernel refuses
+without privilege, becomes the server's (and the soft one no higher);
+a nice value lower than the server's needs privilege too.
+
+=item *
+
+Signal dispositions as a direct run would have them: a handler the
+script set in C<%SIG> before C<prefork_initialisation_complete> is
+kept, and so is an C<IGNORE> the script set (and perl's own on
+C<SIGFPE>); every other signal is ignored where the caller ignores it
+and at its default otherwise.  C<%SIG> reads as it would in a direct
+run.  (An C<IGNORE> already in force when Prefork::Interp was loaded
+was inherited from whoever started the server, not chosen by the
+script, and counts as a default: set your own after C<use
+Prefork::Interp>.)
+
+=item *
+
+The signals sent to the client: with C<kill>, every catchable one but
+C<SIGCHLD> reaches the script; those a terminal sends to its foreground
+job (^C, ^\, ^Z, a resize, a hang-up) reach the script and the
+processes it started in its process group.  If the script stops (^Z,
+C<kill -TSTP>), the client stops too, and C<fg> or C<bg> continue both.
+
+=item *
+
+C<$^T> is the time of the call, and the random number generator is
+reseeded (call C<srand> after initialisation if you want a fixed
+sequence).
 
 =item *
 
 Everything else as the script set it up: loaded modules, data, open
-files, the current directory, umask and resource limits.  No file
-descriptor of the library's is left open.
+files, the current directory.  No file descriptor of the library's is
+left open.
 
 =back
 
@@ -416,12 +483,20 @@ The script's exit status, or the signal that killed it, is what the
 caller sees, exactly; C<exit> in C<END> blocks, C<die>, and C<exec> of
 another program all behave as when run directly.
 
-The executor is in a process group of its own, in a session without a
-controlling terminal.  Signals sent to the C<prefork-interp> client are
-not passed on to it.  If the client goes away (killed, or its caller
-gave up), the executor's process group gets C<SIGINT>: the script
+The executor leads a process group of its own, in a session without a
+controlling terminal.  If the client goes away (killed with
+C<SIGKILL>, or its caller gave up), the executor's process group gets
+C<SIGINT> (and then C<SIGCONT>, in case it was stopped): the script
 should then stop promptly, without further I/O on its standard
 descriptors.
+
+With chiark-utils' C client, which speaks plain protocol v1, the
+executor gets standard input, output and error, arguments and
+environment only; its umask, resource limits and nice value are the
+server's (the first caller's), its signal mask is the script's at
+C<prefork_initialisation_complete>, its dispositions follow the rule
+above as if the caller ignored nothing (so C<SIGINT> is at its
+default), and signals sent to the client are not passed on.
 
 =head1 AUTOMATIC RELOADING
 
@@ -464,9 +539,10 @@ Default: 5.
 
 =item C<$Prefork::Interp::USE_PIDFD>
 
-Set to 0 to learn of the end of a call from C<SIGCHLD> instead of a
-Linux pidfd.  The library falls back to that by itself where pidfds
-are not available; the switch is for testing.  Default: 1.
+Set to 0 to learn of the end (and, with C<call1>, the stops) of a call
+from a C<SIGCHLD> handler and polling, instead of a Linux pidfd or
+signalfd.  The library falls back to that by itself where those are
+not available; the switch is for testing.  Default: 1.
 
 =back
 
@@ -519,11 +595,13 @@ persistent C<accept> failure spins for ever).
 
 =item *
 
-C<SIGINT> is reset to the default in each call, so a caller going away
-stops the call even if the first caller had C<SIGINT> ignored; and the
-process group is only signalled when the caller has gone, not after
-every call, so background processes a call leaves behind survive as
-they would when run directly.
+Signal dispositions are each caller's, not the first caller's: 7.0.0
+gives every call the dispositions of the caller that started the
+server, so a server started from a background job ignores C<SIGINT> in
+every call, and a call whose caller goes away runs on.  The process
+group is only signalled when the caller has gone, not after every
+call, so background processes a call leaves behind survive as they
+would when run directly.
 
 =item *
 
@@ -537,18 +615,46 @@ the calls in progress, so no monitor is left orphaned.
 
 =back
 
-Additions: the C<log_file> option, the two package variables, and
-unknown options are errors.
+Additions: protocol extension C<call1> with this project's client
+(the caller's fds, umask, limits, nice value, signals and job control,
+see L</"AFTER INITIALISATION">), the C<log_file> option, the two
+package variables, and unknown options are errors.
 
 =head1 LIMITATIONS
 
-Calls inherit the server's current directory, umask, resource limits
-and credentials, which are the first caller's.  (The client includes
-the current directory in the server's identity, so a call from another
-directory gets another server.)  There is no controlling terminal.
+Calls inherit the server's current directory and credentials, which
+are the first caller's.  (The client includes the current directory in
+the server's identity, so a call from another directory gets another
+server.)  With the C client, umask, resource limits and nice value are
+the server's too.
 
-A script that ignores C<SIGINT> keeps running after its caller has
-gone, and holds one of the C<max_servers> places until it finishes.
+What a served call cannot match of a direct run:
+
+=over
+
+=item *
+
+There is no controlling terminal: opening F</dev/tty> fails, and a
+script in a background job that reads the terminal is not stopped by
+C<SIGTTIN> (it competes with the shell for input).
+
+=item *
+
+C<kill -STOP> on the client stops the client only: C<SIGSTOP> cannot
+be caught, so it cannot be passed on.  C<kill -KILL> on the client is
+a hang-up: the call gets C<SIGINT>.
+
+=item *
+
+A signal sent with C<kill> to the client's process group reaches the
+script, but not the other processes the script started (a terminal's
+signals reach them all).
+
+=back
+
+A script that ignores C<SIGINT> (or has a handler that does not exit)
+keeps running after its caller has gone, and holds one of the
+C<max_servers> places until it finishes.
 
 =head1 SEE ALSO
 

@@ -25,6 +25,7 @@ package PfiTest;
 use strict;
 use warnings;
 
+use Config ();
 use Cwd qw(abs_path);
 use Exporter qw(import);
 use File::Basename qw(dirname);
@@ -142,6 +143,17 @@ sub close_fds_except {
     POSIX::close($_) foreach @fds;
 }
 
+# In a child about to exec: every signal at its default disposition,
+# none blocked.
+sub default_signals () {
+    foreach my $name (split ' ', $Config::Config{sig_name}) {
+        next if $name =~ m/\A(?:ZERO|KILL|STOP|NUM3[23])\z/;
+        $SIG{$name} = 'DEFAULT';
+    }
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new)
+        or die "sigprocmask: $!";
+}
+
 # listen_path(PID): the path of the listening Unix socket held by the
 # process PID (a server), found through /proc/net/unix.
 sub listen_path ($) {
@@ -217,6 +229,8 @@ sub script_text (%) {
         unless $a{raw_opts};
     my $shebang = $a{shebang} // '#!/usr/bin/perl';
     my $preamble = $a{preamble} // '';
+    my ($test_sid) = (slurp('/proc/self/stat') // '')
+        =~ m/\) \S+ \S+ \S+ (\S+)/;
     return <<"EOF";
 $shebang
 use strict;
@@ -227,12 +241,15 @@ use Prefork::Interp;
 $a{init}
 prefork_initialisation_complete($opts);
 {
-    # Test suite bookkeeping: record this server's session.
+    # Test suite bookkeeping: record this server's session (not the
+    # test's own, where a direct run is).
     my (\$sid) = (do { local (\@ARGV, \$/) = '/proc/self/stat'; <> })
         =~ m/\\) \\S+ \\S+ \\S+ (\\S+)/;
-    open(my \$fh, '>>', '$sessions') or die "record session: \$!";
-    print \$fh "\$sid\\n";
-    close \$fh;
+    if (\$sid != $test_sid) {
+        open(my \$fh, '>>', '$sessions') or die "record session: \$!";
+        print \$fh "\$sid\\n";
+        close \$fh;
+    }
 }
 $a{body}
 EOF
@@ -301,14 +318,21 @@ sub script {
 sub command {
     my ($self, $script, %a) = @_;
     return ($script, @{ $a{args} // [] }) if $a{shebang};
+    # A direct run, without prefork-interp, for comparison.
+    return ('perl', $script, @{ $a{args} // [] }) if $a{direct};
     return ($self->{client}, @{ $a{flags} // [] },
             @{ $a{interp} // [ '-U', 'perl' ] }, $script,
             @{ $a{args} // [] });
 }
 
 # start(SCRIPT, args => [...], env => {...}, stdin => STRING,
-#       ignore => [SIGNAMES], flags => [...], shebang => BOOL)
+#       ignore => [SIGNAMES], flags => [...], shebang => BOOL,
+#       direct => BOOL, pgrp => BOOL, caller => CODE)
 # Starts a call in the background; returns a handle for finish().
+# direct: run "perl SCRIPT ARGS" instead of the client.  pgrp: the call
+# gets a process group of its own (as a shell's job).  caller: run in
+# the child just before exec, to give it a caller's attributes (umask,
+# limits, fds...).
 sub start {
     my ($self, $script, %a) = @_;
     my $n = ++$self->{seq};
@@ -329,7 +353,12 @@ sub start {
             open(STDERR, '>', $h{err}) or die "stderr: $!";
             %ENV = %env;
             PfiTest::close_fds_except();
+            # A caller as a shell runs a command: every signal at its
+            # default, nothing blocked; then what the test asks for.
+            PfiTest::default_signals();
             $SIG{$_} = 'IGNORE' foreach @{ $a{ignore} // [] };
+            POSIX::setpgid(0, 0) or die "setpgid: $!" if $a{pgrp};
+            $a{caller}->() if $a{caller};
             exec { $cmd[0] } @cmd or die "exec $cmd[0]: $!";
         };
         print STDERR $@;
@@ -539,6 +568,12 @@ sub new {
             open(STDERR, '>&', \*STDOUT) or die "stderr: $!";
             %ENV = (PATH => '/usr/bin:/bin', %{ $a{env} // {} },
                     PREFORK_INTERP => $env_value);
+            # As our client starts the setup process: every signal at
+            # its default, nothing blocked; setup_ignore => [NAMES]
+            # plays a caller that ignores some (as the C client passes
+            # them on).
+            PfiTest::default_signals();
+            $SIG{$_} = 'IGNORE' foreach @{ $a{setup_ignore} // [] };
             exec 'perl', $script, @{ $a{setup_args} // [] }
                 or die "exec perl: $!";
         };
@@ -638,6 +673,141 @@ sub call {
     return ($greeting,
             length($st) == 4 ? unpack('N', $st) : undef,
             PfiTest::slurp($f{out}), PfiTest::slurp($f{err}));
+}
+
+#---------- extension call1, client side (protocol.md 6) ----------
+#
+# Written independently of Prefork::Interp::Protocol (from the text of
+# protocol.md), so the tests check the library against the document,
+# not against itself.
+
+# attr_body(KEY => VALUE, ...): an ATTR body, keys in the order given;
+# a VALUE that is an array ref gives one entry per element (rlimit).
+sub attr_body {
+    my ($self, @kv) = @_;
+    my $body = '';
+    while (@kv) {
+        my ($k, $v) = splice @kv, 0, 2;
+        $body .= "$k=$_\0" foreach ref $v ? @$v : ($v);
+    }
+    return $body;
+}
+
+sub frame {
+    my ($self, $tag, $body) = @_;
+    return $tag . pack('N', length $body) . $body;
+}
+
+# send_frame(CONN, TAG, BODY): true if the frame was sent whole (a
+# server that has dropped the call makes it fail: EPIPE, which the
+# tests ignore as a signal).
+sub send_frame {
+    my ($self, $conn, $tag, $body) = @_;
+    my $f = $self->frame($tag, $body);
+    my $n = syswrite($conn, $f);
+    return defined $n && $n == length $f;
+}
+
+# signal(CONN, 'SIGP' | 'SIGG', NUMBER)
+sub signal {
+    my ($self, $conn, $tag, $sig) = @_;
+    $self->send_frame($conn, $tag, pack('N', $sig));
+}
+
+# read_frame(CONN, TIMEOUT): [TAG, BODY], or undef at EOF or timeout
+# (then $self->{frame_eof} says which).
+sub read_frame {
+    my ($self, $conn, $timeout) = @_;
+    my $head = $self->read_bytes($conn, 8, $timeout);
+    if (length($head) < 8) {
+        $self->{frame_eof} = length($head) ? 'short' : 'eof-or-timeout';
+        return undef;
+    }
+    my ($tag, $len) = unpack 'a4 N', $head;
+    my $body = $self->read_bytes($conn, $len, $timeout);
+    return undef if length($body) < $len;
+    return [ $tag, $body ];
+}
+
+# call1_start(CONN, attr => BODY, extra => [ [NUMBER, FD], ... ],
+#             offer => 'call1', env => [...], args => [...],
+#             before_attr => BYTES, stdin_data => STRING)
+#
+# A call with the extension offered: greeting, request with
+# PREFORK_INTERP_EXT=OFFER last, then the answer.  If the server
+# accepts: BEFORE_ATTR (raw bytes, for tests), the ATTR frame (default:
+# just "fds=" listing EXTRA's numbers) and one message per extra fd.
+# Returns a hash ref: conn, accepted (the accept frame's body, or
+# undef), v1_status (if the server answered as v1), out, err (files
+# behind the caller's fds 1 and 2).
+sub call1_start {
+    my ($self, $conn, %a) = @_;
+    my $n = ++$self->{seq};
+    my %f = map { $_ => "$self->{dir}/hcall$n.$_" } qw(in out err);
+    PfiTest::spit($f{in}, $a{stdin_data} // '');
+    open(my $in, '<', $f{in}) or die;
+    open(my $out, '>', $f{out}) or die;
+    open(my $err, '>', $f{err}) or die;
+    my %c = (conn => $conn, out => $f{out}, err => $f{err});
+    $c{greeting} = $self->read_bytes($conn, 8, $a{timeout});
+    my $offer = $a{offer} // 'call1';
+    $self->send_request($conn, fds => [ map { fileno $_ } $in, $out, $err ],
+                        env => [ @{ $a{env} // ['PATH=/usr/bin:/bin'] },
+                                 (length $offer
+                                  ? ("PREFORK_INTERP_EXT=$offer") : ()) ],
+                        args => $a{args} // [ 'perl', $self->{script} ]);
+    close $_ foreach $in, $out, $err;
+    my $first = $self->read_bytes($conn, 4, $a{timeout} // 20);
+    if ($first ne 'PFXA') {
+        $c{v1_status} = length($first) == 4 ? unpack('N', $first) : undef;
+        return \%c;
+    }
+    my $len = unpack 'N', $self->read_bytes($conn, 4, 20);
+    $c{accepted} = $self->read_bytes($conn, $len, 20);
+    my @extra = @{ $a{extra} // [] };
+    # Writes fail (EPIPE) if the server has dropped the call; tests
+    # look at what comes back, so that is noted, not fatal.
+    if (defined $a{before_attr}) {
+        my $n = syswrite($conn, $a{before_attr});
+        $c{send_failed} = 1 unless $n && $n == length $a{before_attr};
+    }
+    my $attr = $a{attr}
+        // $self->attr_body(fds => join ',', map { $_->[0] } @extra);
+    $self->send_frame($conn, 'ATTR', $attr) or $c{send_failed} = 1;
+    foreach my $e (@extra) {
+        IO::FDPass::send(fileno($conn), $e->[1]) or $c{send_failed} = 1;
+    }
+    return \%c;
+}
+
+# call1_finish(CALL, TIMEOUT): reads frames until EXIT or EOF.  Adds to
+# CALL: frames => [ [TAG, BODY], ... ] (all of them), status (EXIT's
+# value, or undef), eof (1 if the connection closed without EXIT),
+# stdout, stderr.
+sub call1_finish {
+    my ($self, $c, $timeout) = @_;
+    $c->{frames} = [];
+    for (;;) {
+        my $f = $self->read_frame($c->{conn}, $timeout // 20);
+        if (!$f) { $c->{eof} = 1; last }
+        push @{ $c->{frames} }, $f;
+        if ($f->[0] eq 'EXIT') {
+            $c->{status} = unpack 'N', $f->[1];
+            last;
+        }
+    }
+    close $c->{conn};
+    $c->{stdout} = PfiTest::slurp($c->{out});
+    $c->{stderr} = PfiTest::slurp($c->{err});
+    return $c;
+}
+
+# call1(CONN, %args as call1_start, timeout => SECONDS): a whole call.
+sub call1 {
+    my ($self, $conn, %a) = @_;
+    my $c = $self->call1_start($conn, %a);
+    return $c unless defined $c->{accepted};
+    return $self->call1_finish($c, $a{timeout});
 }
 
 # Whether the server has gone (EOF on the WATCHI pipe) within TIMEOUT.

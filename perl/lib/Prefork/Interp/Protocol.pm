@@ -1,12 +1,15 @@
-# Prefork::Interp::Protocol - the bytes of prefork-interp protocol v1,
-# script side.
+# Prefork::Interp::Protocol - the bytes of prefork-interp protocol v1
+# and of its extension call1, script side.
 #
 # This file owns the wire format and nothing else: it parses the
 # PREFORK_INTERP environment variable, sends the greeting, reads and
-# decodes a request and writes the wait status.  It never forks, never
-# touches signal dispositions and never logs; callers decide what an
-# error means.  Step numbers refer to the upstream design comment,
-# part 4 ("service (monitor) child"), and to SPEC section 5.
+# decodes a request and writes the wait status; for call1 it parses the
+# client's offer, encodes and decodes frames and the ATTR body, and
+# receives the caller's extra fds.  It never forks, never touches
+# signal dispositions and never logs; callers decide what an error
+# means.  Step numbers refer to the upstream design comment, part 4
+# ("service (monitor) child"), to SPEC section 5, and to
+# docs/protocol.md ("protocol.md 6.3").
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -43,9 +46,38 @@ use constant SIGNAL_BYTE => "\0";
 use constant MAX_REQUEST_LEN => 16 * 1024 * 1024;
 
 # Environment entries whose names start with this are reserved for
-# protocol extensions (SPEC section 7); they are never given to the
-# script.  See parse_request.
+# protocol extensions (protocol.md 5); they are never given to the
+# script.  See parse_request and parse_offer.
 use constant EXT_ENV_PREFIX => 'PREFORK_INTERP_EXT';
+
+# The entry through which a client offers extensions (protocol.md
+# 6.1): PREFORK_INTERP_EXT=NAME[,NAME...].
+use constant EXT_OFFER_NAME => 'PREFORK_INTERP_EXT';
+
+# The one extension we implement.
+use constant EXT_CALL1 => 'call1';
+
+# Frames (protocol.md 6.2): 4-byte tag, 4-byte big-endian length, body.
+use constant MAX_FRAME_BODY => 65536;
+use constant FRAME_HEADER_LEN => 8;
+
+# Frame tags.
+use constant TAG_ACCEPT => 'PFXA';    # server -> client, accepted names
+use constant TAG_ATTR   => 'ATTR';    # client -> server, attributes
+use constant TAG_SIGP   => 'SIGP';    # client -> server, kill(executor)
+use constant TAG_SIGG   => 'SIGG';    # client -> server, killpg(call group)
+use constant TAG_STOP   => 'STOP';    # server -> client, executor stopped
+use constant TAG_EXIT   => 'EXIT';    # server -> client, final wait status
+
+# At most this many extra fds in one call (protocol.md 6.3).
+use constant MAX_EXTRA_FDS => 256;
+
+# Signal numbers the ATTR sets may hold (Linux: 1 to 64).
+use constant MAX_SIGNAL => 64;
+
+# RLIM_INFINITY, "inf" in an ATTR rlimit entry (all ones in the
+# kernel's 64-bit rlim_t).
+use constant RLIM_INFINITY => ~0;
 
 #---------- errors ----------
 
@@ -183,7 +215,7 @@ sub send_greeting ($) {
 #
 # Returns a hash ref: fds => [fd0, fd1, fd2] (raw descriptors, now
 # owned by the caller of read_request), plus what parse_request
-# returns.  On failure any descriptors already received are closed.
+# returns (env, offer, args).  On failure any descriptors already received are closed.
 sub read_request ($$) {
     my ($fh, $deadline) = @_;
     my @fds;
@@ -224,17 +256,17 @@ sub read_request ($$) {
 # clients send the arguments as "interpreter, [script,] args...".
 #
 # Returns a hash ref:
-#   env  => [ [NAME, VALUE], ... ]  in order, reserved entries removed
-#   ext  => { NAME => VALUE, ... }  the reserved PREFORK_INTERP_EXT*
-#                                   entries, for future extensions
-#   args => [ interpreter, ... ]
+#   env   => [ [NAME, VALUE], ... ]  in order, reserved entries removed
+#   offer => what parse_offer makes of the reserved PREFORK_INTERP_EXT*
+#            entries
+#   args  => [ interpreter, ... ]
 sub parse_request ($) {
     my ($data) = @_;
     length($data) && substr($data, -1) eq "\0"
         or die "request does not end in a NUL\n";
     my @strings = split /\0/, substr($data, 0, -1), -1;
 
-    my (@env, %ext);
+    my (@env, @reserved);
     for (;;) {
         @strings or die "request has no end-of-environment marker\n";
         my $s = shift @strings;
@@ -242,21 +274,289 @@ sub parse_request ($) {
         # An environment string without "=" cannot be represented in
         # %ENV; perl run directly skips such entries too.
         my ($name, $value) = $s =~ m/\A([^=]*)=(.*)\z/s or next;
-        # Reserved for protocol extensions (SPEC section 7): a newer
+        # Reserved for protocol extensions (protocol.md 5): a newer
         # client announces itself with such an entry inside a v1
         # request.  This is the one place they are taken out; the
-        # script never sees them.  This library implements no
-        # extension yet, so it never answers one, and the client
-        # carries on with plain v1.
+        # script never sees them.
         if (substr($name, 0, length EXT_ENV_PREFIX) eq EXT_ENV_PREFIX) {
-            $ext{$name} = $value;
+            push @reserved, [ $name, $value ];
             next;
         }
         push @env, [ $name, $value ];
     }
     @strings >= 1 or die "request has no arguments (not even the"
                          . " interpreter)\n";
-    return { env => \@env, ext => \%ext, args => \@strings };
+    return { env => \@env, offer => parse_offer(\@reserved),
+             args => \@strings };
+}
+
+# parse_offer([ [NAME, VALUE], ... ])
+#
+# The reserved environment entries of a request (protocol.md 5, 6.1),
+# as a hash ref:
+#   names   => [ NAME, ... ]  every extension name the client offers,
+#                             in its order, from PREFORK_INTERP_EXT
+#   call1   => BOOL           whether call1 is among them
+#   ignored => [ [NAME, VALUE], ... ]
+#                             reserved entries we do not understand
+#                             (removed from the environment all the same)
+sub parse_offer ($) {
+    my ($entries) = @_;
+    my (@names, @ignored);
+    foreach my $e (@$entries) {
+        my ($name, $value) = @$e;
+        if ($name eq EXT_OFFER_NAME) {
+            # A client sends one such entry; if there are more, their
+            # names add up.
+            push @names, grep { length } split /,/, $value;
+        } else {
+            push @ignored, [ $name, $value ];
+        }
+    }
+    return {
+        names   => \@names,
+        call1   => (grep { $_ eq EXT_CALL1 } @names) ? 1 : 0,
+        ignored => \@ignored,
+    };
+}
+
+# accepted_names(OFFER): the names we accept from an offer, in our
+# order of preference; empty means "plain v1, send nothing".
+sub accepted_names ($) {
+    my ($offer) = @_;
+    return $offer->{call1} ? (EXT_CALL1) : ();
+}
+
+#---------- extension call1: frames (protocol.md 6.2) ----------
+
+# encode_frame(TAG, BODY): the bytes of one frame.
+sub encode_frame ($$) {
+    my ($tag, $body) = @_;
+    length($tag) == 4 or die "frame tag '$tag' is not 4 bytes\n";
+    length($body) <= MAX_FRAME_BODY
+        or die "frame body of " . length($body) . " bytes is too long\n";
+    return $tag . pack('N', length $body) . $body;
+}
+
+# decode_frame_header(BYTES): (TAG, LENGTH) from the first 8 bytes;
+# dies if the length is over the limit (protocol.md 6.2: a protocol
+# error).
+sub decode_frame_header ($) {
+    my ($bytes) = @_;
+    length($bytes) >= FRAME_HEADER_LEN
+        or die "frame header is " . length($bytes) . " bytes, not 8\n";
+    my ($tag, $len) = unpack 'a4 N', $bytes;
+    $len <= MAX_FRAME_BODY
+        or die "frame '" . _printable($tag) . "' has a body of $len bytes"
+             . ' (the limit is ' . MAX_FRAME_BODY . ")\n";
+    return ($tag, $len);
+}
+
+# take_frame(\BUFFER): if BUFFER starts with a whole frame, removes it
+# and returns [TAG, BODY]; returns undef if more bytes are needed.
+# Dies as decode_frame_header does, as soon as the header is in.
+sub take_frame ($) {
+    my ($bufref) = @_;
+    return undef if length($$bufref) < FRAME_HEADER_LEN;
+    my ($tag, $len) = decode_frame_header($$bufref);
+    return undef if length($$bufref) < FRAME_HEADER_LEN + $len;
+    my $body = substr($$bufref, FRAME_HEADER_LEN, $len);
+    substr($$bufref, 0, FRAME_HEADER_LEN + $len) = '';
+    return [ $tag, $body ];
+}
+
+# encode_u32_frame(TAG, N) and decode_u32_body(TAG, BODY): the frames
+# whose body is one big-endian u32 (SIGP, SIGG, STOP, EXIT).
+sub encode_u32_frame ($$) {
+    my ($tag, $n) = @_;
+    return encode_frame($tag, pack('N', $n));
+}
+
+sub decode_u32_body ($$) {
+    my ($tag, $body) = @_;
+    length($body) == 4
+        or die "frame '" . _printable($tag) . "' has a body of "
+             . length($body) . " bytes, not 4\n";
+    return unpack 'N', $body;
+}
+
+sub _printable ($) {
+    my ($s) = @_;
+    $s =~ s/([^\x21-\x7e])/sprintf('\\x%02x', ord $1)/ge;
+    return $s;
+}
+
+# read_frame(CALL, DEADLINE, WHAT): reads one whole frame, blocking
+# until DEADLINE; returns [TAG, BODY].
+sub read_frame ($$$) {
+    my ($fh, $deadline, $what) = @_;
+    my ($tag, $len) = decode_frame_header(
+        _read_exact($fh, FRAME_HEADER_LEN, $deadline, "$what (header)"));
+    my $body = $len ? _read_exact($fh, $len, $deadline, $what) : '';
+    return [ $tag, $body ];
+}
+
+#---------- extension call1: ATTR (protocol.md 6.3) ----------
+
+# decode_attr(BODY)
+#
+# The ATTR body: NUL-terminated "key=value" strings.  Returns a hash
+# ref with one field per attribute; a field is undef when its key was
+# absent ("leave that attribute as the server has it"):
+#   umask   => NUMBER
+#   nice    => NUMBER
+#   rlimits => [ [RESOURCE, SOFT, HARD], ... ]   (RLIM_INFINITY for inf)
+#   sigign  => [ SIGNAL, ... ]
+#   sigmask => [ SIGNAL, ... ]
+#   fds     => [ FD, ... ]   ascending, each 3 or more, at most 256
+#   unknown => [ KEY, ... ]  keys we do not know (ignored)
+# A malformed value of a key we know is a protocol error: dies with a
+# one-line message.  A repeated key other than rlimit: the last wins.
+sub decode_attr ($) {
+    my ($body) = @_;
+    my %attr = (umask => undef, nice => undef, rlimits => undef,
+                sigign => undef, sigmask => undef, fds => undef,
+                unknown => []);
+    return \%attr if $body eq '';
+    substr($body, -1) eq "\0" or die "ATTR body does not end in a NUL\n";
+    foreach my $s (split /\0/, substr($body, 0, -1), -1) {
+        my ($key, $value) = $s =~ m/\A([^=]*)=(.*)\z/s
+            or die "ATTR entry '" . _printable($s) . "' has no '='\n";
+        my $bad = sub {
+            die "ATTR $key has a malformed value '" . _printable($value)
+                . "'\n";
+        };
+        if ($key eq 'umask') {
+            $value =~ m/\A[0-7]{1,4}\z/ && oct($value) <= 0777 or $bad->();
+            $attr{umask} = oct $value;
+        } elsif ($key eq 'nice') {
+            $value =~ m/\A-?[0-9]{1,3}\z/ or $bad->();
+            $attr{nice} = $value + 0;
+        } elsif ($key eq 'rlimit') {
+            my ($res, @lim) = $value =~ m/\A([0-9]{1,4}),([0-9]{1,20}|inf),
+                                           ([0-9]{1,20}|inf)\z/x
+                or $bad->();
+            foreach my $l (@lim) {
+                if ($l eq 'inf') {
+                    $l = RLIM_INFINITY;
+                } else {
+                    # Decimal digits beyond 64 bits do not fit rlim_t.
+                    length($l) < 20 || $l le '18446744073709551615'
+                        or $bad->();
+                    $l = _to_uint($l);
+                }
+            }
+            push @{ $attr{rlimits} }, [ $res + 0, @lim ];
+        } elsif ($key eq 'sigign' || $key eq 'sigmask') {
+            my @sigs = _number_list($value, $bad);
+            foreach my $sig (@sigs) {
+                $sig >= 1 && $sig <= MAX_SIGNAL or $bad->();
+            }
+            $attr{$key} = \@sigs;
+        } elsif ($key eq 'fds') {
+            my @fds = _number_list($value, $bad);
+            @fds <= MAX_EXTRA_FDS
+                or die "ATTR fds lists " . scalar(@fds) . " fds (the limit"
+                     . ' is ' . MAX_EXTRA_FDS . ")\n";
+            for my $i (0..$#fds) {
+                $fds[$i] >= 3 && $fds[$i] < 2**31 or $bad->();
+                $i == 0 || $fds[$i] > $fds[$i - 1] or $bad->();
+            }
+            $attr{fds} = \@fds;
+        } else {
+            push @{ $attr{unknown} }, $key;
+        }
+    }
+    return \%attr;
+}
+
+# A decimal string up to 2**64-1 as a perl number (an unsigned integer,
+# not a lossy floating-point one).
+sub _to_uint ($) {
+    my ($s) = @_;
+    $s =~ s/\A0+(?=[0-9])//;
+    return $s + 0;
+}
+
+sub _number_list ($$) {
+    my ($value, $bad) = @_;
+    return () if $value eq '';
+    my @n = split /,/, $value, -1;
+    foreach (@n) {
+        m/\A[0-9]{1,10}\z/ or $bad->();
+        $_ += 0;
+    }
+    return @n;
+}
+
+# encode_attr(ATTR): the ATTR body for a hash ref shaped as decode_attr
+# returns (undef fields are left out), keys in the order of
+# protocol.md 6.3.
+sub encode_attr ($) {
+    my ($attr) = @_;
+    my @s;
+    push @s, sprintf('umask=%03o', $attr->{umask}) if defined $attr->{umask};
+    push @s, "nice=$attr->{nice}" if defined $attr->{nice};
+    foreach my $r (@{ $attr->{rlimits} // [] }) {
+        my ($res, @lim) = @$r;
+        push @s, 'rlimit=' . join ',', $res,
+            map { $_ == RLIM_INFINITY ? 'inf' : $_ } @lim;
+    }
+    foreach my $key (qw(sigign sigmask fds)) {
+        push @s, "$key=" . join(',', @{ $attr->{$key} })
+            if defined $attr->{$key};
+    }
+    return join '', map { "$_\0" } @s;
+}
+
+# read_call1_setup(CALL, DEADLINE)
+#
+# Right after we sent the accept frame (protocol.md 6.3): frames until
+# the ATTR frame, then one message carrying one fd for each number in
+# its "fds".  Unknown frames before ATTR are skipped; SIGP and SIGG
+# frames (which a client has no reason to send yet) are kept for when
+# the executor runs.
+#
+# Returns a hash ref: attr (as decode_attr), extra_fds => [ [NUMBER,
+# RECEIVED_FD], ... ], early => [ [TAG, SIGNAL], ... ].  On failure the
+# fds already received are closed.
+sub read_call1_setup ($$) {
+    my ($fh, $deadline) = @_;
+    my (@early, $attr, @extra);
+    my $ok = eval {
+        for (;;) {
+            my $frame = read_frame($fh, $deadline, 'ATTR frame');
+            my ($tag, $body) = @$frame;
+            if ($tag eq TAG_ATTR) {
+                $attr = decode_attr($body);
+                last;
+            }
+            if ($tag eq TAG_SIGP || $tag eq TAG_SIGG) {
+                push @early, [ $tag, decode_u32_body($tag, $body) ];
+            }
+        }
+        foreach my $n (@{ $attr->{fds} // [] }) {
+            push @extra, [ $n, _recv_fd($fh, $deadline, "caller's fd $n") ];
+        }
+        1;
+    };
+    if (!$ok) {
+        my $e = $@;
+        POSIX::close($_->[1]) foreach @extra;
+        die $e;
+    }
+    return { attr => $attr, extra_fds => \@extra, early => \@early };
+}
+
+# send_frame(CALL, TAG, BODY) and send_u32_frame(CALL, TAG, N).
+sub send_frame ($$$) {
+    my ($fh, $tag, $body) = @_;
+    _write_all($fh, encode_frame($tag, $body), "'$tag' frame");
+}
+
+sub send_u32_frame ($$$) {
+    my ($fh, $tag, $n) = @_;
+    _write_all($fh, encode_u32_frame($tag, $n), "'$tag' frame");
 }
 
 # write_status(CALL, WAIT_STATUS): step 15, the raw wait status as a
@@ -287,12 +587,15 @@ __END__
 
 =head1 NAME
 
-Prefork::Interp::Protocol - wire format of prefork-interp v1 (internal)
+Prefork::Interp::Protocol - wire format of prefork-interp v1 and of
+extension call1 (internal)
 
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: parsing of the C<PREFORK_INTERP>
 environment variable, and the script side of one call (greeting,
-request, wait status).  It has no stable API of its own.
+request, wait status); for extension call1, the client's offer, frames,
+the C<ATTR> body and the caller's extra descriptors.  It has no stable
+API of its own.
 
 =cut

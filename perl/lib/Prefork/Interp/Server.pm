@@ -9,8 +9,10 @@
 #   server &&            serve(): own session, stdio /dev/null,
 #     |                  fds: LISTEN, WATCHI, WATCHE (and the script's)
 #     `- monitor &       one per call: _monitor(); fds: CALL
-#          `- executor   the script again, returning from serve() with
+#          `- executor & the script again, returning from serve() with
 #                        the caller's stdio, environment and arguments
+#                        (and with extension call1, its other fds and
+#                        attributes); leader of the call's group
 #
 # The steps follow the upstream design comment, parts 3 ("Library
 # should do the following") and 4 ("service (monitor) child"); the
@@ -36,21 +38,14 @@ use POSIX qw(WNOHANG WIFSIGNALED WTERMSIG WIFEXITED WEXITSTATUS SIGPIPE);
 use Time::HiRes ();
 
 use Prefork::Interp::Protocol;
+use Prefork::Interp::Signals;
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
-
-# While we wait for a monitor's executor without a pidfd (see
-# _await_executor), SIGCHLD wakes us; this bounds the delay in the one
-# case it cannot: the executor dying just before we start to wait.
-use constant NO_PIDFD_POLL => 0.05;
 
 # After an accept or fork failure, pause this long before trying again,
 # so that a persistent error (say EMFILE) does not spin the CPU.
 use constant ERROR_PAUSE => 0.05;
-
-# Linux's pidfd_open(2) number; it is the same on every architecture
-# except alpha and ia64, which we do not try it on.
-use constant SYS_pidfd_open => 434;
 
 #---------- entry point ----------
 
@@ -74,6 +69,11 @@ sub serve ($) {
     local $SIG{__DIE__};             # the script's hooks must not run
     local $SIG{__WARN__};            #   in the server or in monitors
     local $0 = $0;                   # we retitle server and monitors
+
+    # Look up the system calls monitors and executors use now, once:
+    # loading syscall.ph takes a while, and they are forked from us.
+    Prefork::Interp::Syscall::number($_)
+        foreach qw(pidfd_open signalfd4 prlimit64);
 
     my $fds = $cfg->{fds};
     my %fh;
@@ -324,18 +324,39 @@ sub _monitor_body ($$$$) {
     close $server_fh->{watche};
     POSIX::close($server_fh->{watchi});
 
-    # 4.2: a process group of our own, which the executor joins and
-    # which we signal if the caller goes away.
+    # A process group of our own.  The executor makes one of its own
+    # (protocol.md 6.4 step 1), which we must not be in, but which must
+    # have a parent (us) in another group of its session: a group
+    # without one is orphaned, and the kernel would not stop it for
+    # SIGTSTP, SIGTTIN or SIGTTOU.
     POSIX::setpgid(0, 0) or die "setpgid: $!\n";
     $0 = "$cfg->{title} [prefork monitor]";
 
     # 4.3 to 4.7.  The whole request must arrive soon after the
     # greeting.  (7.0.0 waits for ever, so a few idle connections hold
-    # every max_servers slot and block all real callers.)
+    # every max_servers slot and block all real callers.)  With call1,
+    # the ATTR frame and the extra fds too (protocol.md 6.1, 6.3).
     Prefork::Interp::Protocol::send_greeting($call);
     my $deadline = Time::HiRes::time() + $cfg->{request_timeout};
     my $request = eval {
-        Prefork::Interp::Protocol::read_request($call, $deadline);
+        my $r = Prefork::Interp::Protocol::read_request($call, $deadline);
+        my @accept = Prefork::Interp::Protocol::accepted_names($r->{offer});
+        if (@accept) {
+            my $setup = eval {
+                Prefork::Interp::Protocol::send_frame($call,
+                    Prefork::Interp::Protocol::TAG_ACCEPT,
+                    join(',', @accept));
+                Prefork::Interp::Protocol::read_call1_setup($call,
+                                                            $deadline);
+            };
+            if (!$setup) {
+                my $e = $@;
+                POSIX::close($_) foreach @{ $r->{fds} };
+                die $e;
+            }
+            $r->{call1} = $setup;
+        }
+        $r;
     };
     if (!$request) {
         my $e = $@;
@@ -345,28 +366,64 @@ sub _monitor_body ($$$$) {
         $log->msg('warning', "bad request from caller: $e");
         POSIX::_exit(0);
     }
-    my @caller_fds = @{ $request->{fds} };
+    my $call1 = $request->{call1};
+    my @caller_fds = (@{ $request->{fds} },
+                      map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
 
     # 4.9: fork the executor.  (No EXECTERM pipe, unlike upstream 4.8:
-    # see _await_executor.)
+    # see _await_executor.)  Every signal is blocked across the fork:
+    # the executor unblocks them once it has its dispositions and mask
+    # (protocol.md 6.4 steps 6 and 7), so a signal forwarded at once
+    # is not met by the monitor's dispositions.
+    my $oldmask = Prefork::Interp::Signals::block_all();
     my $pid = fork;
     if (!defined $pid) {
         my $e = "cannot fork to run the script: $!";
+        Prefork::Interp::Signals::restore_mask($oldmask);
         _tell_caller($caller_fds[2], $cfg->{title}, $e);
         $log->msg('err', $e);
-        Prefork::Interp::Protocol::write_status($call, 127 << 8);
+        my $status = 127 << 8;
+        if ($call1) {
+            Prefork::Interp::Protocol::send_u32_frame($call,
+                Prefork::Interp::Protocol::TAG_EXIT, $status);
+        } else {
+            Prefork::Interp::Protocol::write_status($call, $status);
+        }
         POSIX::_exit(0);
     }
     if (!$pid) {
-        # Executor: the caller's descriptors are installed by the
-        # library once serve() has returned (4.9.i to 4.9.v).
+        # Executor: the leader of the call's process group (protocol.md
+        # 6.4 step 1; we do the same from our side, so neither of us
+        # can race the other).  The caller's descriptors and attributes
+        # are installed by the library once serve() has returned (4.9.i
+        # to 4.9.v, protocol.md 6.4).
+        POSIX::setpgid(0, 0);
         close $call;
+        $request->{log} = $log;
         return $request;
+    }
+    # EACCES (it has exec'd already) or ESRCH (it has gone): it did its
+    # own setpgid first.
+    POSIX::setpgid($pid, $pid);
+    Prefork::Interp::Signals::restore_mask($oldmask);
+    # Signal frames that came before the executor existed: delivered at
+    # once (before anything slow), so that even a short call gets them;
+    # the executor keeps them pending until its dispositions are set.
+    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
+        my ($tag, $sig) = @$early;
+        my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
+        $log->msg('warning', "caller sent a bad '$tag' frame: $err;"
+                  . ' ignored') if defined $err;
     }
 
     # 4.10
     POSIX::close($_) foreach @caller_fds;
     $0 = "$cfg->{title} [prefork monitor $pid]" unless $initial;
+
+    if ($call1) {
+        _await_executor_call1($cfg, $call, $pid);
+        POSIX::_exit(0);
+    }
 
     my $status = _await_executor($cfg, $call, $pid);
 
@@ -380,89 +437,167 @@ sub _monitor_body ($$$$) {
 }
 
 # 4.11 to 4.14: waits until the executor has exited or the caller has
-# gone, and returns the executor's raw wait status.
+# gone, and returns the executor's raw wait status.  Plain v1.
 #
 # We learn of the executor's death from the kernel only: a pidfd where
-# Linux has one, otherwise waitpid woken by SIGCHLD.  Upstream uses an
-# EXECTERM pipe whose write end the executor holds; but perl closes
-# that pipe during global destruction, before the process has exited,
-# and exec closes it too (close-on-exec), so 7.0.0 signals a live
-# executor and reports "killed by SIGINT" for most "exit 0" calls.
+# Linux has one, otherwise waitpid woken by SIGCHLD (ChildWatch).
+# Upstream uses an EXECTERM pipe whose write end the executor holds;
+# but perl closes that pipe during global destruction, before the
+# process has exited, and exec closes it too (close-on-exec), so 7.0.0
+# signals a live executor and reports "killed by SIGINT" for most
+# "exit 0" calls.
 #
 # Unlike upstream 4.12/4.13, a normal exit does not SIGINT the process
 # group: background processes the script leaves behind survive it, as
 # they would if the script had been run directly.
 sub _await_executor ($$$) {
     my ($cfg, $call, $pid) = @_;
-    my $pidfd = $cfg->{use_pidfd} ? _pidfd_open($pid) : undef;
-
-    # Without a pidfd, a SIGCHLD handler makes select return EINTR
-    # when the executor dies.
-    local $SIG{CHLD} = defined $pidfd ? $SIG{CHLD} : sub { };
+    my $watch = Prefork::Interp::Signals::ChildWatch->new(
+        $pid, stops => 0, kernel_fd => $cfg->{use_pidfd});
+    my $said_data = 0;
 
     for (;;) {
-        if (!defined $pidfd) {
-            my $got = waitpid($pid, WNOHANG);
-            return $? if $got == $pid;
+        my ($what, $status) = $watch->check;
+        if (defined $what) {
+            $watch->close;
+            return $status;
         }
         my $rbits = '';
         vec($rbits, fileno($call), 1) = 1;
-        vec($rbits, $pidfd, 1) = 1 if defined $pidfd;
-        my $n = select($rbits, undef, undef,
-                       defined $pidfd ? undef : NO_PIDFD_POLL);
+        vec($rbits, $watch->fd, 1) = 1 if defined $watch->fd;
+        my $n = select($rbits, undef, undef, $watch->timeout);
         if ($n < 0) {
             next if $! == EINTR;
             die "select on call socket: $!\n";
         }
-        next if $n == 0;
-        if (defined $pidfd && vec($rbits, $pidfd, 1)) {
-            POSIX::close($pidfd);
-            return _wait_for($pid);
-        }
+        next if $n == 0 || !vec($rbits, fileno($call), 1);
         # CALL is readable.  A v1 client sends nothing after its
-        # request, so this is a hang-up (EOF, reset) or a protocol
-        # violation, which we treat the same way.  A protocol extension
-        # that lets the client send messages mid-call (SPEC section 7)
-        # would read and dispatch them here.
+        # request: bytes are ignored (protocol.md 4; 7.0.0 took them as
+        # a hang-up), only EOF or an error ends the call early.
         my $buf;
         my $r = sysread($call, $buf, 4096);
         next if !defined $r && ($! == EINTR || $! == EAGAIN);
         if (defined $r && $r > 0) {
-            $cfg->{log}->msg('warning', 'caller sent data after its'
-                             . ' request; treating that as a hang-up');
+            $cfg->{log}->msg('info', 'caller sent data after its request;'
+                             . ' ignored') unless $said_data++;
+            next;
         }
         last;
     }
 
-    # The caller has gone: 4.12 to 4.14.  The executor may have left the
-    # group, so it is signalled by pid too.
+    # The caller has gone: 4.12 to 4.14.
     $SIG{INT} = 'IGNORE';
-    kill 'INT', -getpgrp(), $pid;
-    POSIX::close($pidfd) if defined $pidfd;
-    return _wait_for($pid);
+    Prefork::Interp::Signals::hang_up($pid);
+    $watch->close;
+    return $watch->wait_exit;
 }
 
-# waitpid, blocking, for a child that must exist; returns its status.
-sub _wait_for ($) {
-    my ($pid) = @_;
-    for (;;) {
-        my $got = waitpid($pid, 0);
-        return $? if $got == $pid;
-        next if $got < 0 && $! == EINTR;
-        die "wait for executor [$pid]: "
-            . ($got < 0 ? "$!" : "got [$got]") . "\n";
+# Extension call1 (protocol.md 6.5): while the executor runs, carries
+# out the client's SIGP and SIGG frames, reports each stop with a STOP
+# frame and the end with an EXIT frame.  Returns once the executor has
+# exited.
+sub _await_executor_call1 ($$$) {
+    my ($cfg, $call, $pid) = @_;
+    my $log = $cfg->{log};
+    my $watch = Prefork::Interp::Signals::ChildWatch->new(
+        $pid, stops => 1, kernel_fd => $cfg->{use_pidfd});
+    my $inbuf = '';
+    my $gone;     # why the call is dropped, once it is
+
+    my $signal = sub {
+        my ($tag, $sig) = @_;
+        my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
+        $log->msg('warning', "caller sent a bad '$tag' frame: $err;"
+                  . ' ignored') if defined $err;
+    };
+
+    while (!defined $gone) {
+        my ($what, $value) = $watch->check;
+        if (defined $what && $what eq 'exit') {
+            $watch->close;
+            # EPIPE or ECONNRESET here just mean the caller has gone.
+            eval {
+                Prefork::Interp::Protocol::send_u32_frame($call,
+                    Prefork::Interp::Protocol::TAG_EXIT, $value);
+                1;
+            } or do {
+                die $@ unless Prefork::Interp::Protocol::is_gone($@);
+            };
+            return;
+        }
+        if (defined $what) {
+            my $ok = eval {
+                Prefork::Interp::Protocol::send_u32_frame($call,
+                    Prefork::Interp::Protocol::TAG_STOP, $value);
+                1;
+            };
+            if (!$ok) {
+                die $@ unless Prefork::Interp::Protocol::is_gone($@);
+                $gone = 'hung up';
+                last;
+            }
+            next;
+        }
+
+        my $rbits = '';
+        vec($rbits, fileno($call), 1) = 1;
+        vec($rbits, $watch->fd, 1) = 1 if defined $watch->fd;
+        my $n = select($rbits, undef, undef, $watch->timeout);
+        if ($n < 0) {
+            next if $! == EINTR;
+            die "select on call socket: $!\n";
+        }
+        next if $n == 0 || !vec($rbits, fileno($call), 1);
+
+        my $r = sysread($call, $inbuf, 65536, length $inbuf);
+        if (!defined $r) {
+            next if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK;
+            $gone = "connection failed ($!)";
+            last;
+        }
+        if ($r == 0) {
+            $gone = length($inbuf) ? 'hung up in the middle of a frame'
+                                   : 'hung up';
+            last;
+        }
+        for (;;) {
+            my $frame = eval { Prefork::Interp::Protocol::take_frame(\$inbuf) };
+            if (!$frame) {
+                last unless $@;
+                my $e = $@;
+                chomp $e;
+                $log->msg('warning', "bad frame from caller: $e;"
+                          . ' dropping the call');
+                $gone = 'broke the protocol';
+                last;
+            }
+            my ($tag, $body) = @$frame;
+            # Frames we do not know are skipped (protocol.md 6.2).
+            next unless $tag eq Prefork::Interp::Protocol::TAG_SIGP
+                     || $tag eq Prefork::Interp::Protocol::TAG_SIGG;
+            my $sig = eval {
+                Prefork::Interp::Protocol::decode_u32_body($tag, $body);
+            };
+            if (!defined $sig) {
+                my $e = $@;
+                chomp $e;
+                $log->msg('warning', "bad frame from caller: $e;"
+                          . ' dropping the call');
+                $gone = 'broke the protocol';
+                last;
+            }
+            $signal->($tag, $sig);
+        }
     }
-}
 
-# Returns a pidfd for PID, or undef where that is not available (old
-# kernel, seccomp, not Linux); callers then fall back to SIGCHLD.
-sub _pidfd_open ($) {
-    my ($pid) = @_;
-    return undef unless $^O eq 'linux'
-        && $Config::Config{archname} !~ m/\A(?:alpha|ia64)/;
-    # "+ 0": syscall passes strings as pointers, numbers as integers.
-    my $fd = syscall(SYS_pidfd_open, $pid + 0, 0);
-    return $fd >= 0 ? $fd : undef;
+    # The caller has gone, or broke the protocol: as a v1 hang-up.
+    $log->msg('info', "caller $gone; stopping the call")
+        if $gone ne 'broke the protocol';
+    $SIG{INT} = 'IGNORE';
+    Prefork::Interp::Signals::hang_up($pid);
+    $watch->close;
+    $watch->wait_exit;
+    return;
 }
 
 # Writes one line to the caller's stderr (a raw fd), for errors the

@@ -1,0 +1,347 @@
+# Prefork::Interp::Signals - every signal matter of the server side in
+# one place.
+#
+#  * In the script, at initialisation_complete: snapshot() records the
+#    script's dispositions and mask (protocol.md 6.4 step 6 calls them
+#    P).
+#  * In the executor: apply_dispositions() and set_mask() give the call
+#    what protocol.md 6.4 steps 6 and 7 (and 6.6 without the extension)
+#    say.
+#  * In the monitor: block_all()/restore_mask() around forking the
+#    executor, ChildWatch (how the monitor learns that its executor has
+#    stopped or finished), deliver() for SIGP and SIGG frames, and
+#    hang_up() for a caller that has gone.
+#
+# Copyright the prefork-interp contributors; see the project's
+# top-level files for the licence.
+
+package Prefork::Interp::Signals;
+
+use strict;
+use warnings;
+
+use Config ();
+use POSIX qw(SIG_BLOCK SIG_SETMASK SIGKILL SIGSTOP SIGINT SIGCONT);
+
+our $VERSION = '1.0.0';
+
+#---------- signal numbers and names ----------
+
+# Number => the name %SIG knows it by (the first one Config lists, so
+# CHLD rather than CLD, NUM40 for a real-time one).
+my @NAME;
+{
+    my @names = split ' ', $Config::Config{sig_name};
+    my @nums = split ' ', $Config::Config{sig_num};
+    for my $i (0..$#names) {
+        $NAME[ $nums[$i] ] //= $names[$i];
+    }
+}
+
+# The highest signal number (64 on Linux).
+use constant MAX_SIGNAL => 64;
+
+sub name_of ($) { $NAME[ $_[0] ] }
+
+# Signals whose disposition can be changed: all but 0, SIGKILL, SIGSTOP.
+sub catchable () {
+    return grep { defined $NAME[$_] && $_ != SIGKILL && $_ != SIGSTOP }
+        1..MAX_SIGNAL;
+}
+
+#---------- the script's dispositions (executor) ----------
+
+# Signals ignored when this module was loaded: by the time a script's
+# "use Prefork::Interp" runs, nothing of the script has run but BEGIN
+# blocks and earlier "use"s, so these were inherited from whoever
+# started the setup process.  Our client starts it with every signal
+# at its default; the 7.0.0 C client passes on its first caller's
+# (a shell makes background jobs ignore SIGINT and SIGQUIT).  They are
+# that first caller's, not the script's choice, so snapshot() counts
+# them as defaults (protocol.md 6.6: "no signal ignored by the
+# caller").
+#
+# Except SIGFPE: perl itself ignores it as it starts (PERL_FPU_INIT;
+# it gives programs it runs the original disposition back), so every
+# direct run of a perl script has it ignored, and so must a call.
+my %INHERITED_IGNORE;
+foreach my $sig (catchable()) {
+    next if $sig == POSIX::SIGFPE();
+    my $v = $SIG{ $NAME[$sig] };
+    $INHERITED_IGNORE{$sig} = 1 if defined $v && $v eq 'IGNORE';
+}
+
+# snapshot(): the script's signal state now (at initialisation_complete),
+# as a hash ref:
+#   disp => { SIGNAL => 'default' | 'ignore' | 'handler' }
+#   handler => { SIGNAL => the %SIG value (code ref or sub name) }
+#   unset => { SIGNAL => 1 }  defaults that %SIG shows as undef (never
+#            assigned), so that the call's %SIG reads as a direct run's
+#   mask => [ SIGNAL, ... ]  blocked
+sub snapshot () {
+    my (%disp, %handler, %unset);
+    foreach my $sig (catchable()) {
+        my $v = $SIG{ $NAME[$sig] };
+        if (!defined $v || $v eq '' || $v eq 'DEFAULT') {
+            $disp{$sig} = 'default';
+            $unset{$sig} = 1 unless defined $v;
+        } elsif ($v eq 'IGNORE') {
+            $disp{$sig} = $INHERITED_IGNORE{$sig} ? 'default' : 'ignore';
+            $unset{$sig} = 1 if $INHERITED_IGNORE{$sig};
+        } else {
+            $disp{$sig} = 'handler';
+            $handler{$sig} = $v;
+        }
+    }
+    return { disp => \%disp, handler => \%handler, unset => \%unset,
+             mask => [ blocked() ] };
+}
+
+# apply_dispositions(SNAPSHOT, CALLER_IGNORES): protocol.md 6.4 step 6.
+# A handler or an IGNORE of the script's is kept; a default becomes
+# IGNORE if the caller ignores the signal (CALLER_IGNORES, an array ref
+# of numbers, empty for a v1 caller), otherwise it is SIG_DFL.  Every
+# disposition is set explicitly: whatever the server or the monitor
+# had is gone.
+sub apply_dispositions ($$) {
+    my ($snap, $caller_ignores) = @_;
+    my %ign = map { $_ => 1 } @$caller_ignores;
+    foreach my $sig (catchable()) {
+        my $name = $NAME[$sig];
+        my $d = $snap->{disp}{$sig} // 'default';
+        if ($d eq 'handler') {
+            $SIG{$name} = $snap->{handler}{$sig};
+        } elsif ($d eq 'ignore' || $ign{$sig}) {
+            $SIG{$name} = 'IGNORE';
+        } else {
+            $SIG{$name} = 'DEFAULT';
+            # Deleting leaves the disposition alone and makes %SIG say
+            # undef, as in a program that never touched it.
+            delete $SIG{$name} if $snap->{unset}{$sig};
+        }
+    }
+}
+
+#---------- masks ----------
+
+# blocked(): the signals blocked now, as numbers.
+sub blocked () {
+    my $set = POSIX::SigSet->new;
+    POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new, $set)
+        or die "sigprocmask: $!\n";
+    return grep { $set->ismember($_) } 1..MAX_SIGNAL;
+}
+
+# set_mask(SIGNALS): blocks exactly these (array ref of numbers);
+# protocol.md 6.4 step 7.  (The kernel silently leaves SIGKILL and
+# SIGSTOP unblocked, and glibc its own two real-time signals.)
+sub set_mask ($) {
+    my ($sigs) = @_;
+    POSIX::sigprocmask(SIG_SETMASK, sigset(@$sigs))
+        or die "sigprocmask: $!\n";
+}
+
+# sigset(SIGNALS): a POSIX::SigSet of these.  glibc refuses to add the
+# two real-time signals it keeps for itself (32 and 33), which nobody
+# else can block or ignore anyway: they are left out.
+sub sigset {
+    my $set = POSIX::SigSet->new;
+    $set->addset($_) foreach @_;
+    return $set;
+}
+
+# block_all(): blocks every signal; returns the previous mask for
+# restore_mask.  The monitor forks the executor with everything
+# blocked, so a signal sent to the executor (a SIGP frame right after
+# the fds) waits until the executor has its dispositions and its final
+# mask, instead of meeting the monitor's.
+sub block_all () {
+    my $old = POSIX::SigSet->new;
+    POSIX::sigprocmask(SIG_BLOCK, sigset(1..MAX_SIGNAL), $old)
+        or die "sigprocmask: $!\n";
+    return $old;
+}
+
+sub restore_mask ($) {
+    my ($old) = @_;
+    POSIX::sigprocmask(SIG_SETMASK, $old) or die "sigprocmask: $!\n";
+}
+
+#---------- the monitor ----------
+
+# deliver(TAG, SIGNAL, EXECUTOR): a SIGP frame kills the executor, a
+# SIGG frame the call's process group (whose leader is the executor).
+# Returns an error message for a signal number that is no signal, or
+# undef.  A target that has gone (ESRCH) is no error: the call is
+# finishing.
+sub deliver ($$$) {
+    my ($tag, $sig, $pid) = @_;
+    return "signal number $sig is out of range"
+        unless $sig >= 1 && $sig <= MAX_SIGNAL;
+    kill $sig, ($tag eq 'SIGG' ? -$pid : $pid);
+    return undef;
+}
+
+# hang_up(EXECUTOR): the caller has gone (protocol.md 2, "Hang-ups"):
+# SIGINT to the call's group, and to the executor in case it left the
+# group; then SIGCONT, in case they were stopped, or the SIGINT would
+# wait for ever (the kernel does the same for a stopped job whose
+# session leader has gone).
+sub hang_up ($) {
+    my ($pid) = @_;
+    kill SIGINT, -$pid, $pid;
+    kill SIGCONT, -$pid, $pid;
+}
+
+#---------- ChildWatch: the executor's state, from the kernel ----------
+
+package Prefork::Interp::Signals::ChildWatch;
+
+use Errno qw(EINTR);
+use POSIX qw(SIG_BLOCK SIGCHLD WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG);
+
+use Prefork::Interp::Syscall ();
+
+# pidfd_open's number where syscall.ph does not know it: every
+# architecture's table agrees on it but alpha's and ia64's.  (signalfd4
+# differs between architectures, so it is only used from syscall.ph.)
+use constant SYS_pidfd_open => 434;
+
+# Without a kernel fd we poll this often; it bounds the delay in the
+# one case SIGCHLD cannot wake us: the child changing state just
+# before we start to wait.
+use constant POLL => 0.05;
+
+# new(PID, stops => BOOL, kernel_fd => BOOL)
+#
+# Watches child PID.  With stops, stops are reported too (waitpid
+# WUNTRACED).  The way we are woken, best first:
+#   pidfd     readable once the child has exited; not on a stop, so
+#             only without stops (Linux 5.3);
+#   signalfd  SIGCHLD blocked and read from an fd: woken by exits and
+#             stops, without a race (Linux);
+#   poll      a SIGCHLD handler interrupts select, and select times out
+#             every POLL seconds for the race above.
+# kernel_fd false forces "poll" ($Prefork::Interp::USE_PIDFD = 0).
+sub new {
+    my ($class, $pid, %a) = @_;
+    my $self = bless { pid => $pid, stops => $a{stops} ? 1 : 0,
+                       fd => undef, how => 'poll' }, $class;
+    if ($a{kernel_fd} && $^O eq 'linux') {
+        if (!$self->{stops}) {
+            my $fd = _pidfd_open($pid);
+            @$self{qw(fd how)} = ($fd, 'pidfd') if defined $fd;
+        } else {
+            my $fd = _signalfd_chld();
+            @$self{qw(fd how)} = ($fd, 'signalfd') if defined $fd;
+        }
+    }
+    # Our SIGCHLD must not be ignored (that would reap the child for
+    # us) and, for poll, must interrupt select.
+    $SIG{CHLD} = sub { } if $self->{how} eq 'poll';
+    return $self;
+}
+
+sub how { $_[0]{how} }
+
+# fd: the descriptor to select on for reading, or undef (then use
+# timeout).
+sub fd { $_[0]{fd} }
+
+# timeout: for select; undef means none.
+sub timeout { $_[0]{how} eq 'poll' ? POLL : undef }
+
+# check(): after a wake-up (or before the first wait).  Returns
+# ('exit', WAIT_STATUS), ('stop', SIGNAL) or () for nothing new.
+sub check {
+    my ($self) = @_;
+    if ($self->{how} eq 'signalfd') {
+        # Drain: each read takes one pending SIGCHLD (128 bytes).
+        my $buf;
+        1 while defined POSIX::read($self->{fd}, $buf, 128 * 8)
+            && length $buf;
+    }
+    my $flags = WNOHANG | ($self->{stops} ? WUNTRACED : 0);
+    for (;;) {
+        my $got = waitpid($self->{pid}, $flags);
+        if ($got == $self->{pid}) {
+            # perl's $? is 0 for a stopped child; the raw status is in
+            # ${^CHILD_ERROR_NATIVE}.
+            my $native = ${^CHILD_ERROR_NATIVE};
+            return ('stop', WSTOPSIG($native)) if WIFSTOPPED($native);
+            return ('exit', $?);
+        }
+        return () if $got == 0;
+        next if $! == EINTR;
+        die "wait for executor [$self->{pid}]: $!\n";
+    }
+}
+
+# wait_exit(): blocks until the child has exited; its wait status.
+sub wait_exit {
+    my ($self) = @_;
+    for (;;) {
+        my $got = waitpid($self->{pid}, 0);
+        return $? if $got == $self->{pid};
+        next if $got < 0 && $! == EINTR;
+        die "wait for executor [$self->{pid}]: "
+            . ($got < 0 ? "$!" : "got [$got]") . "\n";
+    }
+}
+
+sub close {
+    my ($self) = @_;
+    POSIX::close($self->{fd}) if defined $self->{fd};
+    $self->{fd} = undef;
+}
+
+# A pidfd for PID, or undef where there is none (old kernel, seccomp).
+sub _pidfd_open ($) {
+    my ($pid) = @_;
+    my $nr = Prefork::Interp::Syscall::number('pidfd_open');
+    if (!defined $nr) {
+        return undef if $Config::Config{archname} =~ m/\A(?:alpha|ia64)/;
+        $nr = SYS_pidfd_open;
+    }
+    # "+ 0": syscall passes strings as pointers, numbers as integers.
+    my $fd = syscall($nr, $pid + 0, 0);
+    return $fd >= 0 ? $fd : undef;
+}
+
+# Blocks SIGCHLD and returns a non-blocking signalfd for it, or undef
+# (SIGCHLD then unblocked again).  Only monitors use it, and they never
+# exec, so it need not be close-on-exec.
+sub _signalfd_chld () {
+    my $nr = Prefork::Interp::Syscall::number('signalfd4');
+    return undef unless defined $nr;
+    my $old = POSIX::SigSet->new;
+    POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old)
+        or return undef;
+    # The kernel's sigset_t: one bit per signal, bit 0 for signal 1.
+    my $set = pack 'Q', 1 << (SIGCHLD - 1);
+    # SFD_NONBLOCK is O_NONBLOCK.
+    my $fd = syscall($nr, -1, $set, length($set), POSIX::O_NONBLOCK() + 0);
+    if ($fd < 0) {
+        POSIX::sigprocmask(POSIX::SIG_SETMASK(), $old);
+        return undef;
+    }
+    return $fd;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Prefork::Interp::Signals - signal dispositions, masks and the executor's
+state, for Prefork::Interp (internal)
+
+=head1 DESCRIPTION
+
+Internal to L<Prefork::Interp>: the script's signal state taken at
+initialisation, the dispositions and mask each call gets (protocol
+extension call1, and plain v1), signals forwarded by the client, and
+how the monitor learns that its executor has stopped or finished.
+
+=cut
