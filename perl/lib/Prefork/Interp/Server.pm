@@ -579,12 +579,12 @@ sub _await_executor_call1 ($$$) {
                 Prefork::Interp::Protocol::decode_u32_body($tag, $body);
             };
             if (!defined $sig) {
+                # A malformed body is skipped: the client's mistake need
+                # not end the call (protocol.md 6.2).
                 my $e = $@;
                 chomp $e;
-                $log->msg('warning', "bad frame from caller: $e;"
-                          . ' dropping the call');
-                $gone = 'broke the protocol';
-                last;
+                $log->msg('warning', "bad frame from caller, skipped: $e");
+                next;
             }
             $signal->($tag, $sig);
         }
