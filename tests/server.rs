@@ -634,6 +634,17 @@ fn idle_probe_server(f: &Fixture) -> i32 {
         "server children: {:?}",
         children(server)
     );
+    // A reaped monitor's pidfd is closed just after: wait until the
+    // server's fds have settled, so the tests' fd arithmetic holds.
+    let mut last = fd_count(server);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = fd_count(server);
+            std::mem::replace(&mut last, now) == now
+        }),
+        "server {server}'s fds never settled"
+    );
     server
 }
 
