@@ -469,9 +469,20 @@ impl Running {
     /// `limit`. Its piped stdout and stderr are read as they come.
     pub fn spawn(mut cmd: Command, limit: Duration) -> Running {
         let what = describe(&cmd);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        // ETXTBSY: a test's fresh copy of an example is still open for
+        // writing in a child another test thread has just forked (until
+        // that child's exec closes it). Wait that moment out.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot start {what}: {e}"),
+            }
+        };
         Running {
             out: Pipe::new(child.stdout.take()),
             err: Pipe::new(child.stderr.take()),
