@@ -57,7 +57,10 @@ sub ready {
 sub sigs {
     my ($hex) = @_;
     my $n = Math::BigInt->from_hex($hex);
-    return join ',', grep { $n->copy->brsft($_ - 1)->band(1)->is_one } 1..64;
+    # Not 32 and 33: glibc's own, which Perl cannot see or change, and
+    # which a test's caller may have ignored.
+    return join ',', grep { $n->copy->brsft($_ - 1)->band(1)->is_one }
+        1..31, 34..64;
 }
 if ($mode eq 'state') {
     require Math::BigInt;
