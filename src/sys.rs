@@ -477,31 +477,20 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
 /// `waitpid(pid, WNOHANG)`: the raw wait status if `pid` has exited (and
 /// is now reaped), `None` if it is still running. Retries on EINTR.
 pub fn try_wait_raw(pid: libc::pid_t) -> io::Result<Option<i32>> {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer for the call.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        match r {
-            0 => return Ok(None),
-            r if r == pid => return Ok(Some(status)),
-            -1 => {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() != Some(libc::EINTR) {
-                    return Err(err);
-                }
-            }
-            r => return Err(io::Error::other(format!("waitpid({pid}) returned {r}"))),
-        }
-    }
+    wait_nohang(pid, 0)
 }
 
 /// `waitpid(pid, WNOHANG | WUNTRACED)`: the raw wait status if `pid` has
 /// stopped or exited (then reaped), `None` if neither. Retries on EINTR.
 pub fn try_wait_untraced(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    wait_nohang(pid, libc::WUNTRACED)
+}
+
+fn wait_nohang(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<i32>> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid out-pointer for the call.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | flags) };
         match r {
             0 => return Ok(None),
             r if r == pid => return Ok(Some(status)),

@@ -436,6 +436,21 @@ sub _monitor_body ($$$$) {
     POSIX::_exit(0);
 }
 
+# _call_readable(CALL, WATCH): waits until CALL is readable (true), or
+# the child watch has something or its timeout passed (false).
+sub _call_readable ($$) {
+    my ($call, $watch) = @_;
+    my $rbits = '';
+    vec($rbits, fileno($call), 1) = 1;
+    vec($rbits, $watch->fd, 1) = 1 if defined $watch->fd;
+    my $n = select($rbits, undef, undef, $watch->timeout);
+    if ($n < 0) {
+        return 0 if $! == EINTR;
+        die "select on call socket: $!\n";
+    }
+    return $n > 0 && vec($rbits, fileno($call), 1);
+}
+
 # 4.11 to 4.14: waits until the executor has exited or the caller has
 # gone, and returns the executor's raw wait status.  Plain v1.
 #
@@ -462,15 +477,7 @@ sub _await_executor ($$$) {
             $watch->close;
             return $status;
         }
-        my $rbits = '';
-        vec($rbits, fileno($call), 1) = 1;
-        vec($rbits, $watch->fd, 1) = 1 if defined $watch->fd;
-        my $n = select($rbits, undef, undef, $watch->timeout);
-        if ($n < 0) {
-            next if $! == EINTR;
-            die "select on call socket: $!\n";
-        }
-        next if $n == 0 || !vec($rbits, fileno($call), 1);
+        next unless _call_readable($call, $watch);
         # CALL is readable.  A v1 client sends nothing after its
         # request: bytes are ignored (protocol.md 4; 7.0.0 took them as
         # a hang-up), only EOF or an error ends the call early.
@@ -539,15 +546,7 @@ sub _await_executor_call1 ($$$) {
             next;
         }
 
-        my $rbits = '';
-        vec($rbits, fileno($call), 1) = 1;
-        vec($rbits, $watch->fd, 1) = 1 if defined $watch->fd;
-        my $n = select($rbits, undef, undef, $watch->timeout);
-        if ($n < 0) {
-            next if $! == EINTR;
-            die "select on call socket: $!\n";
-        }
-        next if $n == 0 || !vec($rbits, fileno($call), 1);
+        next unless _call_readable($call, $watch);
 
         my $r = sysread($call, $inbuf, 65536, length $inbuf);
         if (!defined $r) {
