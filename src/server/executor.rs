@@ -25,11 +25,14 @@ use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, setpgid};
 
 use super::Invocation;
 use super::log::Log;
-use super::monitor::Extension;
 use super::signals::Program;
 use crate::error::Error;
 use crate::protocol::{Attributes, Call, Request};
 use crate::sys;
+
+/// What extension `call1` brought: the caller's attributes and its extra
+/// fds, each with its number in the caller.
+pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
 
 /// What the program sees of a request: the arguments after the wire's
 /// first item (the program, as the client ran it), and the environment

@@ -45,15 +45,18 @@
 //!     │ fork, then setup exits 0 (the client waits for that)
 //!   server && ── setsid; stdio /dev/null; logs to syslog; accepts calls
 //!     │ fork per call (at most max_servers at once)
-//!   monitor & ── own process group; protocol v1; waits for the executor
-//!     │ fork
-//!   executor ── returns from initialisation_complete into the program
+//!   monitor & ── own process group; protocol v1 and call1; relays
+//!     │ fork       signals and stops; waits for the executor
+//!   executor & ── leads the call's process group; returns from
+//!                 initialisation_complete into the program
 //! ```
 //!
 //! Files, one concern each: `setup.rs` (the `PREFORK_INTERP` fds, the
 //! checks, daemonising), `serve.rs` (the server's
 //! event loop), `reload.rs` (is the program out of date?), `monitor.rs`
-//! (one call), `executor.rs` (the process that returns to the program),
+//! (one call), `executor.rs` (the process that returns to the program,
+//! with the caller's attributes and fds), `signals.rs` (every signal
+//! disposition the server side sets, and the program's it restores),
 //! `child.rs` (waiting for a child by pidfd), `log.rs` (stderr or
 //! syslog).
 //!

@@ -22,7 +22,7 @@
 //! not an error: the monitor SIGINTs the call's group (and SIGCONTs it, in
 //! case it is stopped), reaps the executor and exits 0.
 
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -36,12 +36,8 @@ use super::log::Log;
 use super::signals::{self, MONITOR_SIGNALS, Program};
 use super::{Invocation, Options};
 use crate::error::{Error, Result};
-use crate::protocol::{Attributes, CALL1, Call, Frame, FrameBuf, MAX_REQUEST_LEN};
+use crate::protocol::{CALL1, Call, Frame, FrameBuf, MAX_REQUEST_LEN};
 use crate::sys::{self, Forked};
-
-/// What extension `call1` brought: the caller's attributes and its extra
-/// fds, each with its number in the caller.
-pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
 
 /// Serve one call. Returns only in the executor, with the caller's
 /// arguments and environment; the monitor itself ends in `_exit`.
