@@ -177,8 +177,7 @@ def python_program(directory: Path, run_dir: Path, sessions_file: Path) -> Progr
         env=env,
         modes=["interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run", "pager-pydoc"],
     )
-    warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
-    assert warm.returncode == 0, warm.stderr.decode(errors="replace")
+    _warm("python", served, env, directory, program.killers)
     return program
 
 
@@ -199,8 +198,12 @@ def _program_env(run_dir: Path, sessions_file: Path, **extra: str) -> Dict[str, 
     return env
 
 
-def _warm(name: str, served: List[str], env: Dict[str, str], directory: Path) -> None:
+def _warm(name: str, served: List[str], env: Dict[str, str], directory: Path, killers: List[List[str]]) -> None:
+    """Start the server; if that fails, stop whatever did start."""
     warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
+    if warm.returncode != 0:
+        for argv in killers:
+            subprocess.run(argv, env=env, cwd=directory, capture_output=True, timeout=30)
     assert warm.returncode == 0, f"{name}: " + warm.stderr.decode(errors="replace")
 
 
@@ -210,12 +213,13 @@ def perl_program(directory: Path, run_dir: Path, sessions_file: Path) -> Program
     script.write_text((Path(__file__).parent / "interactive.pl").read_text())
     env = _program_env(run_dir, sessions_file, PERL5LIB=str(REPO_ROOT / "perl" / "lib"))
     served = [CLIENT, "-U", "perl", str(script)]
-    _warm("perl", served, env, directory)
+    killers = [[CLIENT, "--kill", "-U", "perl", str(script)]]
+    _warm("perl", served, env, directory, killers)
     return Program(
         name="perl",
         served=" ".join(quote(a) for a in served),
         direct=f"perl {quote(str(script))}",
-        killers=[[CLIENT, "--kill", "-U", "perl", str(script)]],
+        killers=killers,
         env=env,
         modes=COMMON_MODES,
     )
@@ -233,14 +237,15 @@ def rust_program(directory: Path, run_dir: Path, sessions_file: Path) -> Program
     program.chmod(0o755)
     env = _program_env(run_dir, sessions_file)
     served = [CLIENT, "-U", str(program)]
-    _warm("rust", served, env, directory)
+    # The client counts the first argument (the mode) as a script: each
+    # mode has its own server.
+    killers = [[CLIENT, "--kill", "-U", str(program), m] for m in ["warm", *COMMON_MODES]]
+    _warm("rust", served, env, directory, killers)
     return Program(
         name="rust",
         served=" ".join(quote(a) for a in served),
         direct=quote(str(program)),
-        # The client counts the first argument (the mode) as a script:
-        # each mode has its own server.
-        killers=[[CLIENT, "--kill", "-U", str(program), m] for m in ["warm", *COMMON_MODES]],
+        killers=killers,
         env=env,
         modes=COMMON_MODES,
     )
