@@ -75,16 +75,22 @@ class FakeClient:
             os.close(watchi_w)
             os.close(watche_r)
 
+    @staticmethod
+    def send_preamble(sock: socket.socket, stdio: Tuple[int, int, int]) -> None:
+        """Steps 1-3 of a v1 call: read the greeting, send the signalling
+        byte and the three stdio fds."""
+        assert sock.recv(8, socket.MSG_WAITALL) == GREETING
+        sock.sendall(b"\0")
+        for fd in stdio:
+            send_fds(sock, [fd])
+
     def call(self, sock: socket.socket, *args: bytes) -> Tuple[int, bytes]:
         """Run one v1 call on ``sock``; returns (wait status, stdout)."""
         sock.settimeout(30)
-        assert sock.recv(8, socket.MSG_WAITALL) == GREETING
-        sock.sendall(b"\0")
         out_r, out_w = os.pipe()
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            for fd in (null, out_w, null):
-                send_fds(sock, [fd])
+            self.send_preamble(sock, (null, out_w, null))
         finally:
             os.close(out_w)
             os.close(null)
@@ -162,14 +168,11 @@ class Call1:
     ) -> None:
         self.sock = sock
         sock.settimeout(30)
-        assert sock.recv(8, socket.MSG_WAITALL) == GREETING
-        sock.sendall(b"\0")
         self.out, out_w = os.pipe()
         self.err, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            for fd in (null, out_w, err_w):
-                send_fds(sock, [fd])
+            FakeClient.send_preamble(sock, (null, out_w, err_w))
         finally:
             for fd in (out_w, err_w, null):
                 os.close(fd)

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 from fake_client import FakeClient, read_to_eof, read_until
-from harness import alive, send_fds, wait_until
+from harness import alive, wait_until
 
 from prefork_interp._protocol import encode_request
 
@@ -104,12 +104,9 @@ def test_no_call1_offer_is_plain_v1(fake, offer):
     _, out = fake.call(fake.first_call, b"0")
     fake.servers.append(_server_of(out))
     with fake.connect() as sock:
-        assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
-        sock.sendall(b"\0")
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            for _ in range(3):
-                send_fds(sock, [null])
+            FakeClient.send_preamble(sock, (null, null, null))
         finally:
             os.close(null)
         env = [(b"A", b"1")] + ([] if offer is None else [(b"PREFORK_INTERP_EXT", offer)])
@@ -123,12 +120,9 @@ def test_v1_bytes_after_the_request_are_ignored(fake):
     _, out = fake.call(fake.first_call, b"0")
     fake.servers.append(_server_of(out))
     with fake.connect() as sock:
-        assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
-        sock.sendall(b"\0")
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            for _ in range(3):
-                send_fds(sock, [null])
+            FakeClient.send_preamble(sock, (null, null, null))
         finally:
             os.close(null)
         sock.sendall(encode_request([(b"A", b"1")], [b"python3", fake.script.encode(), b"sleep"]))
@@ -142,13 +136,10 @@ def test_hang_up_reaches_a_stopped_executor(fake):
     _, out = fake.call(fake.first_call, b"0")
     fake.servers.append(_server_of(out))
     sock = fake.connect()
-    assert sock.recv(8, socket.MSG_WAITALL) == b"PFI\n\0\0\0\0"
-    sock.sendall(b"\0")
     out_r, out_w = os.pipe()
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        for fd in (null, out_w, null):
-            send_fds(sock, [fd])
+        FakeClient.send_preamble(sock, (null, out_w, null))
     finally:
         os.close(null)
         os.close(out_w)
