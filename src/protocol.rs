@@ -303,6 +303,17 @@ fn tag_text(tag: &[u8]) -> String {
     String::from_utf8_lossy(tag).escape_debug().to_string()
 }
 
+/// A body over [`MAX_FRAME_BODY`] is a protocol error (§6.2).
+fn check_frame_len(tag: &[u8], len: u32) -> Result<()> {
+    if len > MAX_FRAME_BODY {
+        return Err(Error::protocol(format!(
+            "{} frame of {len} bytes exceeds the limit of {MAX_FRAME_BODY}",
+            tag_text(tag)
+        )));
+    }
+    Ok(())
+}
+
 fn u32_body(tag: &[u8], body: &[u8]) -> Result<u32> {
     let b: [u8; 4] = body.try_into().map_err(|_| {
         Error::protocol(format!(
@@ -349,12 +360,7 @@ impl Frame {
         }
         let tag: [u8; 4] = buf[..4].try_into().expect("4 bytes");
         let len = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
-        if len > MAX_FRAME_BODY {
-            return Err(Error::protocol(format!(
-                "{} frame of {len} bytes exceeds the limit of {MAX_FRAME_BODY}",
-                tag_text(&tag)
-            )));
-        }
+        check_frame_len(&tag, len)?;
         let end = 8 + len as usize;
         if buf.len() < end {
             return Ok(None);
@@ -810,10 +816,7 @@ impl Call {
         let mut head = [0u8; 8];
         self.read_exact(&mut head, "read frame")?;
         let len = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
-        if len > MAX_FRAME_BODY {
-            // Let Frame::parse word the error.
-            return Frame::parse(&head).map(|_| unreachable!("over-long frame parsed"));
-        }
+        check_frame_len(&head[..4], len)?;
         let mut frame = head.to_vec();
         frame.resize(8 + len as usize, 0);
         self.read_exact(&mut frame[8..], "read frame")?;

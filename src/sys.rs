@@ -305,12 +305,7 @@ pub fn signal_pending(sig: libc::c_int) -> bool {
 
 /// Is `sig` set to `SIG_IGN`? (A query: changes nothing.)
 pub fn signal_is_ignored(sig: libc::c_int) -> bool {
-    // SAFETY: sigaction is plain data, all-zero is valid; a null new-action
-    // pointer makes sigaction a pure query of `old`.
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; `old` is a valid out-pointer.
-    let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
-    r == 0 && old.sa_sigaction == libc::SIG_IGN
+    get_signal(sig).is_ok_and(|saved| saved.action.sa_sigaction == libc::SIG_IGN)
 }
 
 /// `getpriority(PRIO_PROCESS, 0)`: our nice value.

@@ -127,8 +127,9 @@ fn wait(call: &Call, forwarder: &Forwarder, timeout: Option<Duration>) -> Result
     ];
     let timeout = match timeout {
         None => PollTimeout::NONE,
+        // At least 1 ms: a zero timeout would make the wait a busy loop.
         Some(d) => {
-            PollTimeout::try_from(d.as_millis().max(1) as u64 as i32).unwrap_or(PollTimeout::MAX)
+            PollTimeout::try_from(d.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX)
         }
     };
     match poll(&mut fds, timeout) {

@@ -1,11 +1,12 @@
 //! What the caller hands a direct run that protocol v1 does not carry:
 //! the umask, nice value, resource limits, ignored and blocked signals and
-//! the other open fds (protocol.md §6.3). Read once, at start-up, before
-//! the client changes any of them.
+//! the other open fds (protocol.md §6.3). Read once, just before the call,
+//! before the client changes any of them (every fd it opens until then is
+//! close-on-exec, and it leaves signals and the umask alone).
 
 use std::os::fd::{BorrowedFd, RawFd};
 
-use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signal::SigSet;
 use nix::sys::stat::{Mode, umask};
 
 use crate::error::report;
@@ -26,7 +27,7 @@ impl Caller {
     /// Read the caller's attributes. Nothing here fails: an attribute that
     /// cannot be read is left out, and the server keeps its own.
     pub fn capture() -> Caller {
-        let mask = current_mask().unwrap_or_else(SigSet::empty);
+        let mask = SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty());
         let old = umask(Mode::empty());
         umask(old);
         let mut fds = inherited_fds();
@@ -76,12 +77,6 @@ impl Caller {
             .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
             .collect()
     }
-}
-
-fn current_mask() -> Option<SigSet> {
-    let mut old = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut old)).ok()?;
-    Some(old)
 }
 
 /// The fds 3 and up that a direct run would inherit: open and not

@@ -99,7 +99,6 @@ fn help() -> Result<Outcome> {
 /// Run a parsed command line: returns what the caller should exit with.
 pub fn run(cmd: &Command) -> Result<Outcome> {
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
-    let caller = Caller::capture();
     let run_dir = RunDir::locate()?;
     let ident = identity_for(cmd, &run_dir)?;
     run_dir.create()?;
@@ -119,6 +118,10 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         },
     };
 
+    // Nothing so far changed what the caller handed us (every fd we opened
+    // is close-on-exec, and signals are untouched), so read it now, when
+    // there is a call to carry it.
+    let caller = Caller::capture();
     let request = Request {
         env: std::env::vars_os()
             .map(|(k, v)| {

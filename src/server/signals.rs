@@ -51,8 +51,7 @@ impl Program {
             .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
             .map(sys::get_signal)
             .collect::<io::Result<Vec<_>>>()?;
-        let mut mask = SigSet::empty();
-        sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask))?;
+        let mask = SigSet::thread_get_mask()?;
         Ok(Program { saved, mask })
     }
 
