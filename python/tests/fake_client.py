@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from harness import PACKAGE_ROOT, PYTHON, send_fds
+from harness import PACKAGE_ROOT, PYTHON, alive, send_fds
 
 from prefork_interp._protocol import (
     GREETING,
@@ -112,10 +113,18 @@ class FakeClient:
             self.watche_w_open = False
 
     def close(self) -> None:
+        """Close our ends; SIGKILL whatever is left in the sessions of the
+        servers this client started (``servers``)."""
         self.listen.close()
         self.first_call.close()
         os.close(self.watchi_r)
         self.close_watcher()
+        for sid in self.servers:
+            for p in alive(lambda p, sid=sid: p.sid == sid):
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def read_until(fd: int, needle: bytes, timeout: float) -> bytes:

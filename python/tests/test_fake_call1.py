@@ -111,12 +111,6 @@ def fake(tmp_path):
         yield client
     finally:
         client.close()
-        for sid in client.servers:
-            for p in alive(lambda p, sid=sid: p.sid == sid):
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def _argv(client: FakeClient, *args: str):
@@ -412,9 +406,6 @@ def test_oversized_frame_logged_by_the_first_monitor(tmp_path):
         assert "prefork: bad frame from client, dropping the call: 'BIGG' frame of 65537 bytes is over the 65536 byte limit" in log
     finally:
         client.close()
-        for sid in client.servers:
-            for p in alive(lambda p, sid=sid: p.sid == sid):
-                os.kill(p.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(

@@ -49,12 +49,6 @@ def fake(tmp_path):
         yield client
     finally:
         client.close()
-        for sid in client.servers:
-            for p in alive(lambda p, sid=sid: p.sid == sid):
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def _server_of(out: bytes) -> int:

@@ -652,14 +652,24 @@ sub send_request {
 # A whole call.  Returns (greeting, wait status or undef, stdout,
 # stderr); stdout and stderr are captured through temp files unless
 # handles are given.
-sub call {
-    my ($self, $conn, %a) = @_;
+# _call_files(STDIN_DATA): this call's files for the caller's stdio
+# (stdin holding STDIN_DATA); returns ({in, out, err => path}, and the
+# three open handles).
+sub _call_files {
+    my ($self, $stdin_data) = @_;
     my $n = ++$self->{seq};
     my %f = map { $_ => "$self->{dir}/hcall$n.$_" } qw(in out err);
-    PfiTest::spit($f{in}, $a{stdin_data} // '');
+    PfiTest::spit($f{in}, $stdin_data // '');
     open(my $in, '<', $f{in}) or die;
     open(my $out, '>', $f{out}) or die;
     open(my $err, '>', $f{err}) or die;
+    return (\%f, $in, $out, $err);
+}
+
+sub call {
+    my ($self, $conn, %a) = @_;
+    my ($f, $in, $out, $err) = $self->_call_files($a{stdin_data});
+    my %f = %$f;
     my $greeting = $self->read_bytes($conn, 8, $a{timeout});
     $self->send_request($conn, fds => [ map { fileno $_ }
                                         ($a{stdin} // $in),
@@ -742,12 +752,8 @@ sub read_frame {
 # behind the caller's fds 1 and 2).
 sub call1_start {
     my ($self, $conn, %a) = @_;
-    my $n = ++$self->{seq};
-    my %f = map { $_ => "$self->{dir}/hcall$n.$_" } qw(in out err);
-    PfiTest::spit($f{in}, $a{stdin_data} // '');
-    open(my $in, '<', $f{in}) or die;
-    open(my $out, '>', $f{out}) or die;
-    open(my $err, '>', $f{err}) or die;
+    my ($f, $in, $out, $err) = $self->_call_files($a{stdin_data});
+    my %f = %$f;
     my %c = (conn => $conn, out => $f{out}, err => $f{err});
     $c{greeting} = $self->read_bytes($conn, 8, $a{timeout});
     my $offer = $a{offer} // 'call1';
