@@ -59,6 +59,14 @@ impl DevIno {
             ino: md.ino(),
         }
     }
+
+    /// The identity of the file `st` describes.
+    pub fn from_stat(st: &libc::stat) -> DevIno {
+        DevIno {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
 }
 
 /// Which side of a fork we are on.

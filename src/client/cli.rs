@@ -22,7 +22,10 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
+use std::path::Path;
+
 use crate::error::{Error, Result};
+use crate::sys::DevIno;
 
 /// What to do with the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,19 @@ environment:
 /// Parse `argv` (including `argv[0]`).
 pub fn parse(argv: &[OsString]) -> Result<Parsed> {
     let rest = argv.get(1..).unwrap_or_default();
+    // A `#!` line with DOS line endings: the kernel keeps the `\r`.
+    if let Some(first) = rest
+        .first()
+        .filter(|w| w.as_bytes().starts_with(b"-") && ends_in_cr(w))
+    {
+        let last = split_combined(first).pop().unwrap_or_default();
+        let what = if last.as_bytes().starts_with(b"-") {
+            "#! line"
+        } else {
+            "interpreter name"
+        };
+        return Err(Error::msg(format!("{what} {CR_HINT}")));
+    }
     let mut cmd = Command {
         unlaundered: false,
         mode: Mode::Normal,
@@ -155,7 +171,61 @@ pub fn parse(argv: &[OsString]) -> Result<Parsed> {
     if cmd.interpreter.is_empty() {
         return Err(Error::usage("empty interpreter name"));
     }
+    if ends_in_cr(&cmd.interpreter) {
+        return Err(Error::msg(format!("interpreter name {CR_HINT}")));
+    }
     Ok(Parsed::Run(cmd))
+}
+
+/// What to say about a word that ends in a carriage return.
+const CR_HINT: &str = "ends in a carriage return: the script has DOS line endings \
+                       (convert it with dos2unix)";
+
+fn ends_in_cr(word: &OsStr) -> bool {
+    word.as_bytes().last() == Some(&b'\r')
+}
+
+/// Before starting a server: make sure the interpreter is not itself a
+/// `prefork-interp` script, which is what `#!/usr/bin/prefork-interp -U`
+/// (no interpreter named) amounts to: the kernel passes the script as the
+/// interpreter, and running it would start another client for the same
+/// server, which waits for our lock for ever.
+pub fn check_interpreter(cmd: &Command) -> Result<()> {
+    let interp = Path::new(&cmd.interpreter);
+    if !cmd.interpreter.as_bytes().contains(&b'/') {
+        return Ok(());
+    }
+    let Ok(mut file) = std::fs::File::open(interp) else {
+        // Missing or unreadable: the exec will say why.
+        return Ok(());
+    };
+    let mut head = [0u8; 256];
+    let n = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    let Some(line) = head[..n].strip_prefix(b"#!") else {
+        return Ok(());
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Some(program) = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())
+    else {
+        return Ok(());
+    };
+    let program = Path::new(OsStr::from_bytes(program));
+    let ours = std::fs::metadata("/proc/self/exe").ok();
+    let same_file = match (std::fs::metadata(program), ours) {
+        (Ok(a), Some(b)) => DevIno::of(&a) == DevIno::of(&b),
+        _ => false,
+    };
+    if same_file || program.file_name() == Some(OsStr::new("prefork-interp")) {
+        return Err(Error::msg(format!(
+            "{} is a prefork-interp script, not an interpreter: its #! line names \
+             no interpreter (write it as #!{} -U,python3, with your interpreter)",
+            interp.display(),
+            program.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Is this the single combined argument of a `#!` line?
@@ -391,6 +461,34 @@ mod tests {
         assert_eq!(parse(&argv(&["--help"])).unwrap(), Parsed::Help);
         assert_eq!(parse(&argv(&["-U", "--help", "-Z"])).unwrap(), Parsed::Help);
         assert_eq!(parse(&argv(&["-U,--help,x", "s"])).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn dos_line_endings_are_named() {
+        let e = err(&["-U,python3\r", "s.py"]);
+        assert!(
+            e.contains("interpreter name ends in a carriage return"),
+            "{e}"
+        );
+        let e = err(&["-U\r", "s.py"]);
+        assert!(e.contains("#! line ends in a carriage return"), "{e}");
+        let e = err(&["-U,perl,-w\r", "s.pl"]);
+        assert!(e.contains("#! line ends in a carriage return"), "{e}");
+    }
+
+    #[test]
+    fn a_prefork_interp_script_is_not_an_interpreter() {
+        let dir = std::env::temp_dir().join(format!("pfi-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("n.py");
+        std::fs::write(&script, "#!/usr/bin/prefork-interp -U\nprint(1)\n").unwrap();
+        let s = script.to_str().unwrap();
+        let e = check_interpreter(&run(&["-U", s])).unwrap_err().to_string();
+        assert!(e.contains("names no interpreter"), "{e}");
+        std::fs::write(&script, "#!/bin/sh\necho\n").unwrap();
+        check_interpreter(&run(&["-U", s])).unwrap();
+        check_interpreter(&run(&["-U", "python3", s])).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

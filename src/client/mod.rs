@@ -25,6 +25,7 @@ mod caller;
 pub mod cli;
 pub mod exit_status;
 pub mod identity;
+mod peer;
 pub mod rundir;
 mod signals;
 pub mod spawn;
@@ -32,7 +33,6 @@ pub mod spawn;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,7 @@ use nix::fcntl::OFlag;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
 };
+use nix::sys::stat::Mode as FileMode;
 
 use self::cli::{Command, Mode, Parsed};
 use self::exit_status::Outcome;
@@ -99,20 +100,21 @@ fn help() -> Result<Outcome> {
 /// Run a parsed command line: returns what the caller should exit with.
 pub fn run(cmd: &Command) -> Result<Outcome> {
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
-    let run_dir = RunDir::locate()?;
+    let run_dir = RunDir::open()?;
     let ident = identity_for(cmd, &run_dir)?;
-    run_dir.create()?;
-    let sock_path = run_dir.socket_path(&ident);
-    let lock_path = run_dir.lock_path(&ident);
-    debug(|| format!("socket {}", sock_path.display()));
+    let names = Names {
+        socket: format!("s{ident}"),
+        lock: format!("l{ident}"),
+    };
+    debug(|| format!("socket {}", run_dir.shown(&names.socket)));
 
     let existing = match cmd.mode {
-        Mode::Normal => connect_existing(&sock_path)?,
+        Mode::Normal => connect_existing(&run_dir, &names.socket)?,
         Mode::Fresh | Mode::Kill => None,
     };
     let call = match existing {
         Some(call) => call,
-        None => match under_lock(cmd, &run_dir, &sock_path, &lock_path)? {
+        None => match under_lock(cmd, &run_dir, &names)? {
             Started::Ready(call) => call,
             Started::Done(outcome) => return Ok(outcome),
         },
@@ -134,9 +136,18 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         args: wire_args(cmd),
         offer: Offer { call1: true },
     };
-    let status = call::make_call(call, &request, &caller).map_err(|e| e.at(sock_path.display()))?;
+    let status =
+        call::make_call(call, &request, &caller).map_err(|e| e.at(run_dir.shown(&names.socket)))?;
     debug(|| format!("wait status 0x{status:x}"));
     Ok(exit_status::classify(status, "invocation"))
+}
+
+/// An identity's two entries in the run directory.
+struct Names {
+    /// `s<ident>`, the server's listening socket.
+    socket: String,
+    /// `l<ident>`, the lock file.
+    lock: String,
 }
 
 /// The identity (socket name) for this command: `-g`, or the hash cut to
@@ -204,9 +215,10 @@ fn exec_args(cmd: &Command) -> Vec<OsString> {
 
 /// Connect to an existing server and read its greeting (step 1). `None`
 /// means there is no usable server: nothing there, nobody listening, or it
-/// hung up before greeting us.
-fn connect_existing(path: &Path) -> Result<Option<Call>> {
-    let sock = match UnixStream::connect(path) {
+/// hung up before greeting us. A server of another uid is an error: we
+/// send it nothing.
+fn connect_existing(dir: &RunDir, name: &str) -> Result<Option<Call>> {
+    let sock = match UnixStream::connect(dir.via_fd(name)) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -217,8 +229,10 @@ fn connect_existing(path: &Path) -> Result<Option<Call>> {
             debug(|| format!("no server: {e}"));
             return Ok(None);
         }
-        Err(e) => return Err(Error::io(format!("connect {}", path.display()), e)),
+        Err(e) => return Err(Error::io(format!("connect {}", dir.shown(name)), e)),
     };
+    peer::check_server(&sock, &dir.shown(name))?;
+    peer::await_greeting(&sock, dir, name);
     let mut call = Call::new(sock);
     match call.read_greeting() {
         Ok(_) => {
@@ -229,7 +243,7 @@ fn connect_existing(path: &Path) -> Result<Option<Call>> {
             debug(|| "server hung up before greeting".into());
             Ok(None)
         }
-        Err(e) => Err(e.at(path.display())),
+        Err(e) => Err(e.at(dir.shown(name))),
     }
 }
 
@@ -244,57 +258,39 @@ enum Started {
 
 /// Steps 5-9: prune, lock, then kill, find the server someone else has
 /// just started, or start one.
-fn under_lock(
-    cmd: &Command,
-    run_dir: &RunDir,
-    sock_path: &Path,
-    lock_path: &Path,
-) -> Result<Started> {
-    rundir::prune(&run_dir.path)?;
-    let lock = Lock::acquire(lock_path)?;
+fn under_lock(cmd: &Command, run_dir: &RunDir, names: &Names) -> Result<Started> {
+    rundir::prune(run_dir)?;
+    let lock = Lock::acquire(run_dir, &names.lock)?;
     if cmd.mode == Mode::Kill {
-        kill(sock_path, lock_path, lock)?;
+        kill(run_dir, names, lock)?;
         return Ok(Started::Done(Outcome::Exit(0)));
     }
     if cmd.mode == Mode::Normal
-        && let Some(call) = connect_existing(sock_path)?
+        && let Some(call) = connect_existing(run_dir, &names.socket)?
     {
         return Ok(Started::Ready(call));
     }
-    start_server(cmd, sock_path, &lock)
+    start_server(cmd, run_dir, &names.socket, &lock)
     // The lock is released here, after the new server's greeting.
 }
 
 /// Start a new server (design.md §4.3-4.9). We hold the lock.
-fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started> {
+fn start_server(cmd: &Command, dir: &RunDir, name: &str, lock: &Lock) -> Result<Started> {
     let _ = lock; // held for the whole of this function by our caller
-    rundir::remove_if_exists(sock_path, "remove stale socket")?;
-
-    let listen_fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::io("socket() for new listener", e))?;
-    let addr = UnixAddr::new(sock_path)
-        .map_err(|e| Error::io(format!("socket path {}", sock_path.display()), e))?;
-    bind(listen_fd.as_raw_fd(), &addr)
-        .map_err(|e| Error::io(format!("bind {}", sock_path.display()), e))?;
-    let st = std::fs::metadata(sock_path).map_err(|e| Error::io("stat fresh socket", e))?;
-    // Between bind and listen a caller may get ECONNREFUSED; it then takes
-    // the lock, which we hold, and retries after we are done.
-    listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;
-    sys::set_nonblocking(listen_fd.as_fd(), true)
-        .map_err(|e| Error::io("make listener non-blocking", e))?;
-    let initial = DevIno::of(&st);
-    let stamp = (st.mtime(), st.mtime_nsec() as u32);
+    cli::check_interpreter(cmd)?;
+    dir.remove(name, "remove stale socket")?;
+    let listen_fd = listen_at(dir, name)?;
+    let st = dir
+        .stat(name)?
+        .ok_or_else(|| Error::msg(format!("new socket {} vanished", dir.shown(name))))?;
+    let initial = DevIno::from_stat(&st);
+    let stamp = (st.st_mtime, st.st_mtime_nsec as u32);
 
     let (watch_in_r, watch_in_w) = pipe("watcher stdin")?;
     let (watch_err_r, watch_err_w) = pipe("watcher output")?;
     sys::set_nonblocking(watch_err_r.as_fd(), true)
         .map_err(|e| Error::io("make watcher output non-blocking", e))?;
-    spawn::start_watcher(sock_path, initial, watch_in_r, watch_err_w)?;
+    spawn::start_watcher(dir, name, initial, watch_in_r, watch_err_w)?;
     debug(|| "watcher started".into());
 
     let (client_end, server_end) =
@@ -320,8 +316,41 @@ fn start_server(cmd: &Command, sock_path: &Path, lock: &Lock) -> Result<Started>
             "setup failed: initial monitor process quit \
              (did the script call its library's initialisation_complete()?)",
         )),
-        Err(e) => Err(e.at(format!("first call of new server {}", sock_path.display()))),
+        Err(e) => Err(e.at(format!("first call of new server {}", dir.shown(name)))),
     }
+}
+
+/// A new listening socket at `name` in `dir`, non-blocking, mode 0600
+/// whatever the caller's umask: only we may connect to it.
+fn listen_at(dir: &RunDir, name: &str) -> Result<OwnedFd> {
+    let listen_fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("socket() for new listener", e))?;
+    let addr = UnixAddr::new(&dir.via_fd(name))
+        .map_err(|e| Error::io(format!("socket path {}", dir.shown(name)), e))?;
+    // The socket file's mode is 0777 less the umask: set the umask for
+    // bind alone (we are single-threaded, and it is put back before
+    // anything else reads it).
+    let umask = nix::sys::stat::umask(FileMode::from_bits_truncate(0o177));
+    let bound = bind(listen_fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(umask);
+    bound.map_err(|e| match e {
+        nix::errno::Errno::ENOENT => Error::msg(format!(
+            "bind {}: cannot reach the run directory through /proc/self/fd (is /proc mounted?)",
+            dir.shown(name)
+        )),
+        e => Error::io(format!("bind {}", dir.shown(name)), e),
+    })?;
+    // Between bind and listen a caller may get ECONNREFUSED; it then takes
+    // the lock, which we hold, and retries after we are done.
+    listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;
+    sys::set_nonblocking(listen_fd.as_fd(), true)
+        .map_err(|e| Error::io("make listener non-blocking", e))?;
+    Ok(listen_fd)
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
@@ -331,19 +360,15 @@ fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
 /// `--kill`: remove the socket and the lock (the server's watcher sees the
 /// socket go and the server quits), then wait until the old listening
 /// socket refuses connections, i.e. the server has closed it by exiting.
-fn kill(sock_path: &Path, lock_path: &Path, lock: Lock) -> Result<()> {
+fn kill(dir: &RunDir, names: &Names, lock: Lock) -> Result<()> {
     // An O_PATH handle lets us reach the socket after unlinking it.
-    let handle = match nix::fcntl::open(
-        sock_path,
-        OFlag::O_PATH | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
+    let handle = match dir.open_at(&names.socket, OFlag::O_PATH, FileMode::empty()) {
         Ok(fd) => Some(fd),
         Err(nix::errno::Errno::ENOENT) => None,
-        Err(e) => return Err(Error::io(format!("open {}", sock_path.display()), e)),
+        Err(e) => return Err(Error::io(format!("open {}", dir.shown(&names.socket)), e)),
     };
-    rundir::remove_if_exists(sock_path, "remove socket")?;
-    rundir::remove_if_exists(lock_path, "remove lock")?;
+    dir.remove(&names.socket, "remove socket")?;
+    dir.remove(&names.lock, "remove lock")?;
     drop(lock);
     let Some(handle) = handle else {
         debug(|| "no server to kill".into());

@@ -17,25 +17,27 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::client::identity::DevIno;
+use crate::client::rundir::RunDir;
 use crate::error::{Error, Result, report};
 use crate::protocol::{ENV_VAR, SetupEnv};
 use crate::sys::{self, Forked};
 
-/// Start the watcher daemon for the socket at `socket_path`, whose inode is
+/// Start the watcher daemon for the socket `name` in `dir`, whose inode is
 /// `initial`. `stdin` is the read end of the pipe whose write end (WATCHI)
 /// only the server will hold; `out` is the write end of the pipe whose read
 /// end (WATCHE) the server reads. The daemon is a grandchild: the child in
 /// between exits at once and is reaped here, so no zombie is left with the
 /// caller even where init does not reap.
 pub fn start_watcher(
-    socket_path: &Path,
+    dir: &RunDir,
+    name: &str,
     initial: DevIno,
     stdin: OwnedFd,
     out: OwnedFd,
 ) -> Result<()> {
     match sys::fork_checked().map_err(|e| Error::io("fork watcher", e))? {
         Forked::Child => match sys::fork_checked() {
-            Ok(Forked::Child) => become_watcher(socket_path, initial, stdin, out),
+            Ok(Forked::Child) => become_watcher(dir.as_fd(), name, initial, stdin, out),
             Ok(Forked::Parent(_)) => sys::exit_now(0),
             Err(e) => {
                 report(format_args!("fork watcher daemon: {e}"));
@@ -59,12 +61,20 @@ pub fn start_watcher(
 /// On entry: fds 0-2 are still the caller's; `stdin` and `out` are the
 /// watcher's ends of its two pipes; other fds are whatever the client had.
 /// It becomes a session leader with fd 0 = `stdin` (non-blocking), fds 1
-/// and 2 = `out`, and nothing else open but its inotify fd, in `/`.
+/// and 2 = `out`, and nothing else open but its inotify fd, in the run
+/// directory `dir` (so it names the socket relative to the directory the
+/// client checked, never through a path that could change).
 ///
 /// It exits 0 when the socket path disappears or names another inode, or
 /// when anything happens on its stdin (EOF: the server has gone). Errors go
 /// to stderr, which the server reads and logs before quitting.
-fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: OwnedFd) -> ! {
+fn become_watcher(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    initial: DevIno,
+    stdin: OwnedFd,
+    out: OwnedFd,
+) -> ! {
     let _ = nix::unistd::setsid();
     let arranged = dup2_stdin(&stdin)
         .and_then(|()| dup2_stdout(&out))
@@ -74,11 +84,17 @@ fn become_watcher(socket_path: &Path, initial: DevIno, stdin: OwnedFd, out: Owne
     }
     std::mem::forget(stdin); // closed by close_fds_from below
     std::mem::forget(out);
+    let dir_fd = dir.as_raw_fd();
     // SAFETY: a fork child about to run only `watch`, which opens its own
-    // fds; the two owners above were forgotten, nothing else is used.
-    unsafe { sys::close_fds_from(3, &[]) };
-    let _ = std::env::set_current_dir("/");
-    match watch(socket_path, initial) {
+    // fds; the two owners above were forgotten, and `dir` (kept) is used
+    // only by the fchdir below.
+    unsafe { sys::close_fds_from(3, &[dir_fd]) };
+    if nix::unistd::fchdir(dir).is_err() {
+        report(format_args!("watcher: cannot enter the run directory"));
+        sys::exit_now(127);
+    }
+    let _ = nix::unistd::close(dir_fd);
+    match watch(Path::new(name), initial) {
         Ok(()) => sys::exit_now(0),
         Err(e) => {
             report(format_args!("watcher: {e}"));

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod identity;
+pub mod users;
 
 use std::cell::RefCell;
 use std::ffi::{OsStr, OsString};
