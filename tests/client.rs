@@ -452,7 +452,7 @@ fn interpreter_not_found() {
     let out = f.output(c);
     assert_error(
         &out,
-        "execute /nonexistent/interp: No such file or directory",
+        "interpreter \"/nonexistent/interp\" not found",
     );
 }
 

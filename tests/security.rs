@@ -330,7 +330,7 @@ fn broken_hash_bang_lines_fail_at_once_with_a_clear_message() {
         ),
         (
             format!("#!{OURS} -U,no-such-interpreter-here\nprint(1)\n"),
-            "no-such-interpreter-here",
+            "interpreter \"no-such-interpreter-here\" not found in PATH",
         ),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {

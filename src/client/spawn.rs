@@ -261,11 +261,14 @@ fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[R
         },
         Err(_) => nix::errno::Errno::EINVAL,
     };
-    report(format_args!(
-        "execute {}: {}",
-        interp.to_string_lossy(),
-        err.desc()
-    ));
+    let name = interp.to_string_lossy();
+    match err {
+        nix::errno::Errno::ENOENT if !name.contains('/') => {
+            report(format_args!("interpreter {name:?} not found in PATH"));
+        }
+        nix::errno::Errno::ENOENT => report(format_args!("interpreter {name:?} not found")),
+        err => report(format_args!("execute interpreter {name:?}: {}", err.desc())),
+    }
     sys::exit_now(127)
 }
 
