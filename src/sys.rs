@@ -11,10 +11,8 @@
 //! adopted (received by SCM_RIGHTS in `protocol`, inherited through
 //! `PREFORK_INTERP` in `server::setup`), each with a `SAFETY:` comment.
 
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::OsStrExt;
 
 /// Size of the C `struct utsname` (390 bytes on Linux/glibc).
 pub const UTSNAME_LEN: usize = std::mem::size_of::<libc::utsname>();
@@ -432,36 +430,26 @@ pub fn fork_checked() -> io::Result<Forked> {
     unsafe { fork() }
 }
 
-/// Like [`fork_checked`], and in the child replace the whole environment
-/// with `env` before returning.
+/// Make `entries` the whole environment, in order, at the cost of one
+/// pointer each: `environ` is pointed at them, with no copy and no
+/// `setenv` (which scans the environment each time, so is quadratic for a
+/// large one). Each entry is `NAME=value` and NUL-terminated, and lives
+/// for the rest of the process.
 ///
-/// Entries whose name is empty or contains `=` or a NUL, or whose value
-/// contains a NUL, cannot be environment variables and are left out.
-pub fn fork_checked_with_env(
-    env: &[(std::ffi::OsString, std::ffi::OsString)],
-) -> io::Result<Forked> {
-    let forked = fork_checked()?;
-    if let Forked::Child = forked {
-        let valid = |k: &OsStr, v: &OsStr| {
-            !k.is_empty()
-                && !k.as_bytes().contains(&b'=')
-                && !k.as_bytes().contains(&0)
-                && !v.as_bytes().contains(&0)
-        };
-        for (k, _) in std::env::vars_os() {
-            // SAFETY: we are a fork child of a single-threaded process, so
-            // this is the only thread: nothing can read the environment
-            // concurrently. `k` came from the environment, so it is a
-            // valid name.
-            unsafe { std::env::remove_var(k) };
-        }
-        for (k, v) in env.iter().filter(|(k, v)| valid(k, v)) {
-            // SAFETY: as above (single thread); the name and value were
-            // checked to be valid, so set_var cannot panic.
-            unsafe { std::env::set_var(k, v) };
-        }
+/// # Safety
+/// Nothing else may read or write the environment meanwhile: the process
+/// must be single-threaded (a fork child of our single-threaded server).
+pub unsafe fn set_environ(entries: &[&'static std::ffi::CStr]) {
+    unsafe extern "C" {
+        static mut environ: *const *const libc::c_char;
     }
-    Ok(forked)
+    let mut pointers: Vec<*const libc::c_char> = entries.iter().map(|e| e.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: the caller guarantees no other thread touches the
+    // environment; the array and its strings are leaked, so they outlive
+    // every later reader, and glibc copies the array before changing it
+    // (setenv), as it does for any environment it did not allocate.
+    unsafe { environ = pointers.leak().as_ptr() };
 }
 
 /// `pidfd_open(2)`: an fd that polls readable when process `pid` (our
@@ -533,26 +521,6 @@ pub fn wait_any_raw() -> io::Result<Option<(libc::pid_t, i32)>> {
             _ => return Err(err),
         }
     }
-}
-
-/// Arm the real-time interval timer (`setitimer(ITIMER_REAL)`) to deliver
-/// SIGALRM once, `after` from now; `Duration::ZERO` disarms it.
-pub fn alarm_after(after: std::time::Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(after.subsec_micros()),
-    };
-    let zero = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let timer = libc::itimerval {
-        it_interval: zero,
-        it_value: value,
-    };
-    // SAFETY: setitimer reads the struct we pass and writes nothing (null
-    // old-value pointer); it only affects this process's timer.
-    check(unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) }).map(drop)
 }
 
 /// A disposition to give a signal with [`set_signal`].

@@ -450,10 +450,7 @@ fn interpreter_not_found() {
     c.args(["-U", "/nonexistent/interp"]).arg(&f.prog);
     f.prepare(&mut c);
     let out = f.output(c);
-    assert_error(
-        &out,
-        "interpreter \"/nonexistent/interp\" not found",
-    );
+    assert_error(&out, "interpreter \"/nonexistent/interp\" not found");
 }
 
 #[test]

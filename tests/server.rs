@@ -618,6 +618,12 @@ fn set_nofile(pid: i32, soft: u64) -> u64 {
     old.rlim_cur
 }
 
+/// The `n`th lowest fd number `pid` has free (from 1).
+fn nth_free_fd(pid: i32, n: usize) -> u64 {
+    let used = fds(pid);
+    (0..).filter(|n| !used.contains(n)).nth(n - 1).unwrap() as u64
+}
+
 /// The lowest fd number `pid` has free.
 fn lowest_free_fd(pid: i32) -> u64 {
     let used = fds(pid);
@@ -682,19 +688,26 @@ fn a_server_that_cannot_accept_quits_after_max_errors() {
     assert!(elapsed >= Duration::from_secs(10), "{elapsed:?}");
 }
 
-/// Connect to `sock` as a caller would and read what comes: the greeting
-/// (`true`) or EOF (`false`).
-fn greeted(sock: &std::path::Path) -> bool {
-    let mut s = UnixStream::connect(sock).unwrap();
+/// Make a whole v1 call on `sock` as a caller would (stdio /dev/null,
+/// `PROBE=ids`): was it served (a status came back), or dropped (EOF)?
+fn served(sock: &std::path::Path) -> bool {
+    use prefork_interp::protocol::{Call, Request};
+    use std::os::fd::AsFd;
+    let s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut g = [0u8; 8];
-    match s.read(&mut g).unwrap() {
-        0 => false,
-        _ => {
-            s.read_exact(&mut g[1..]).unwrap_or(());
-            true
-        }
+    let mut call = Call::new(s);
+    call.read_greeting().expect("greeted at once");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let req = Request {
+        env: vec!["PROBE=ids".into()],
+        args: vec!["probe".into(), "same".into()],
+        ..Default::default()
+    };
+    let d = null.as_fd();
+    if call.send_request([d, d, d], &req).is_err() {
+        return false;
     }
+    call.read_status().is_ok()
 }
 
 #[test]
@@ -702,12 +715,14 @@ fn a_server_that_cannot_fork_quits_after_max_errors_in_a_row() {
     let f = Fixture::example("max-errors-fork", "probe", Client::Ours);
     let server = idle_probe_server(&f);
     let sock = f.socket();
-    // One fd free: accept succeeds, and the fork's thread check (it reads
-    // /proc/self/task) fails; the call is dropped, the caller sees EOF.
+    // Four fds free: the connection and the caller's three stdio fds fit,
+    // and the fork's thread check (it reads /proc/self/task) fails; the
+    // call is dropped, the caller sees a hang-up.
     let free = lowest_free_fd(server);
-    let old = set_nofile(server, free + 1);
+    let room = nth_free_fd(server, 4) + 1;
+    let old = set_nofile(server, room);
     for i in 0..50 {
-        assert!(!greeted(&sock), "call {i} was served");
+        assert!(!served(&sock), "call {i} was served");
     }
     // A success resets the count.
     set_nofile(server, old);
@@ -716,14 +731,14 @@ fn a_server_that_cannot_fork_quits_after_max_errors_in_a_row() {
     assert_eq!(id(&out, "sid"), server);
     assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
     assert_eq!(lowest_free_fd(server), free);
-    set_nofile(server, free + 1);
+    set_nofile(server, room);
     // 100 more failures in a row (150 in all): still serving.
     for i in 0..100 {
-        assert!(!greeted(&sock), "call {i} was served");
+        assert!(!served(&sock), "call {i} was served");
     }
     assert!(!gone(server), "server quit before {} failures", 101);
     // The 101st: it quits.
-    assert!(!greeted(&sock));
+    assert!(!served(&sock));
     assert!(
         wait_until(Duration::from_secs(5), || gone(server)),
         "server {server} still running after 101 failures in a row"

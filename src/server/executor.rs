@@ -12,14 +12,16 @@
 //!             SIGINTs it; SIGG frames signal it)
 //! ```
 //!
-//! The environment is replaced inside the fork itself
-//! (`sys::fork_checked_with_env`), where the process is known to be
-//! single-threaded.
+//! The request body, as the server received it, becomes the executor's:
+//! its environment entries are the process's environment in place
+//! (`sys::set_environ`, one pointer each, no copy), and its arguments the
+//! invocation's. The executor dies with its monitor ([`die_with`]).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 
+use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, setpgid};
 
@@ -27,35 +29,77 @@ use super::Invocation;
 use super::log::Log;
 use super::signals::Program;
 use crate::error::Error;
-use crate::protocol::{Attributes, Call, Request};
+use crate::protocol::{Attributes, Call, is_reserved_env};
 use crate::sys;
 
 /// What extension `call1` brought: the caller's attributes and its extra
 /// fds, each with its number in the caller.
 pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
 
-/// What the program sees of a request: the arguments after the wire's
-/// first item (the program, as the client ran it), and the environment
-/// without malformed entries (reserved ones are the request's offer).
-pub(super) fn invocation(request: &Request) -> Invocation {
+/// Die with the monitor: the kernel SIGKILLs us if it goes; if it has
+/// already gone (our parent is no longer `monitor`), go now.
+pub(super) fn die_with(monitor: Pid, log: Log) {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        log.err(&Error::io("prctl(PR_SET_PDEATHSIG)", e).to_string());
+        sys::exit_now(127);
+    }
+    if nix::unistd::getppid() != monitor {
+        sys::exit_now(127);
+    }
+}
+
+/// Take the request body (checked by `Request::check_body`) for this
+/// process, for good: its environment entries become the environment,
+/// and the invocation has the arguments after the wire's first item (the
+/// program, as the client ran it). Reserved and malformed environment
+/// entries are left out.
+pub(super) fn take_request(body: Vec<u8>) -> Invocation {
+    let body: &'static [u8] = body.leak();
+    let (env, args) = split_body(body);
+    let entries: Vec<&'static CStr> = env
+        .split_inclusive(|&b| b == 0)
+        .filter(|e| split_env(&e[..e.len() - 1]).is_some())
+        .filter_map(|e| CStr::from_bytes_with_nul(e).ok())
+        .collect();
+    // SAFETY: we are a fork child of the single-threaded monitor: no other
+    // thread can touch the environment.
+    unsafe { sys::set_environ(&entries) };
+    let mut args = args
+        .split(|&b| b == 0)
+        .map(|a| OsStr::from_bytes(a).to_os_string());
     Invocation {
-        program: request.args.first().cloned().unwrap_or_default(),
-        args: request.args.get(1..).unwrap_or_default().to_vec(),
-        env: request.env.iter().filter_map(|e| split_env(e)).collect(),
+        program: args.next().unwrap_or_default(),
+        args: args.collect(),
+        env,
         served: true,
     }
 }
 
-/// `NAME=value` into its two parts; `None` without `=` or with no name.
-fn split_env(entry: &OsStr) -> Option<(OsString, OsString)> {
-    let bytes = entry.as_bytes();
-    let eq = bytes.iter().position(|&b| b == b'=')?;
-    if eq == 0 {
+/// A checked request body's two parts: the environment entries (each
+/// NUL-terminated) and the arguments (without their last NUL, so
+/// splitting on NUL gives exactly the arguments; empty if there are none).
+fn split_body(body: &[u8]) -> (&[u8], &[u8]) {
+    let mut start = 0;
+    while let Some(len) = body[start..].iter().position(|&b| b == 0) {
+        if len == 0 {
+            let args = &body[start + 1..];
+            return (&body[..start], args.strip_suffix(b"\0").unwrap_or(args));
+        }
+        start += len + 1;
+    }
+    (body, b"")
+}
+
+/// `NAME=value` into its two parts; `None` without `=`, with no name, or
+/// reserved for protocol extensions.
+pub(super) fn split_env(entry: &[u8]) -> Option<(&OsStr, &OsStr)> {
+    let eq = entry.iter().position(|&b| b == b'=')?;
+    if eq == 0 || is_reserved_env(entry) {
         return None;
     }
     Some((
-        OsString::from_vec(bytes[..eq].to_vec()),
-        OsString::from_vec(bytes[eq + 1..].to_vec()),
+        OsStr::from_bytes(&entry[..eq]),
+        OsStr::from_bytes(&entry[eq + 1..]),
     ))
 }
 
@@ -193,60 +237,58 @@ fn apply_attributes(attrs: &Attributes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Request;
 
-    fn os(s: &str) -> OsString {
-        OsString::from(s)
+    fn body(env: &[&[u8]], args: &[&[u8]]) -> Vec<u8> {
+        let r = Request {
+            env: env
+                .iter()
+                .map(|e| OsStr::from_bytes(e).to_owned())
+                .collect(),
+            args: args
+                .iter()
+                .map(|a| OsStr::from_bytes(a).to_owned())
+                .collect(),
+            ..Default::default()
+        };
+        let b = r.encode_body();
+        Request::check_body(&b).unwrap();
+        b
     }
 
     #[test]
-    fn arguments_drop_only_the_program() {
-        let r = Request {
-            env: vec![],
-            args: vec![
-                os("/p/prog"),
-                os("a"),
-                os(""),
-                OsString::from_vec(vec![0xff]),
-            ],
-            ..Default::default()
-        };
-        let inv = invocation(&r);
-        assert_eq!(inv.program(), "/p/prog");
-        assert_eq!(
-            inv.args(),
-            [os("a"), os(""), OsString::from_vec(vec![0xff])]
-        );
-        assert!(inv.is_served());
-        let inv = invocation(&Request::default());
-        assert_eq!(inv.program(), "");
-        assert!(inv.args().is_empty());
+    fn a_body_splits_into_environment_and_arguments() {
+        let b = body(&[b"A=1", b"B="], &[b"/p/prog", b"a", b"", b"\xff"]);
+        let (env, args) = split_body(&b);
+        assert_eq!(env, b"A=1\0B=\0");
+        let args: Vec<&[u8]> = args.split(|&c| c == 0).collect();
+        assert_eq!(args, [&b"/p/prog"[..], b"a", b"", b"\xff"]);
+        let b = body(&[], &[]);
+        assert_eq!(split_body(&b), (&b""[..], &b""[..]));
+        let b = body(&[b"A=1"], &[b"p"]);
+        assert_eq!(split_body(&b), (&b"A=1\0"[..], &b"p"[..]));
     }
 
     #[test]
-    fn environment_drops_reserved_and_malformed_entries() {
-        let r = Request {
-            env: vec![
-                os("A=1"),
-                os("B="),
-                os("C=x=y"),
-                os("PREFORK_INTERP_EXT_SIGNALS=1"),
-                os("NOEQUALS"),
-                os("=nameless"),
-                OsString::from_vec(b"D=\xfe".to_vec()),
-            ],
-            args: vec![],
-            ..Default::default()
-        };
-        // Reserved entries on the wire become the offer, not environment.
-        let r = Request::decode_body(&r.encode_body()).unwrap();
-        let inv = invocation(&r);
+    fn environment_entries_drop_reserved_and_malformed_ones() {
+        let entries: [&[u8]; 7] = [
+            b"A=1",
+            b"B=",
+            b"C=x=y",
+            b"PREFORK_INTERP_EXT_SIGNALS=1",
+            b"NOEQUALS",
+            b"=nameless",
+            b"D=\xfe",
+        ];
+        let kept: Vec<(&OsStr, &OsStr)> = entries.iter().filter_map(|e| split_env(e)).collect();
+        let os = |b: &'static [u8]| OsStr::from_bytes(b);
         assert_eq!(
-            inv.env(),
+            kept,
             [
-                (os("A"), os("1")),
-                (os("B"), os("")),
-                (os("C"), os("x=y")),
-                (os("D"), OsString::from_vec(vec![0xfe])),
+                (os(b"A"), os(b"1")),
+                (os(b"B"), os(b"")),
+                (os(b"C"), os(b"x=y")),
+                (os(b"D"), os(b"\xfe")),
             ]
         );
     }

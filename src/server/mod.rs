@@ -77,6 +77,7 @@ use crate::error::Result;
 
 mod child;
 mod executor;
+mod handshake;
 mod log;
 mod monitor;
 mod reload;
@@ -199,7 +200,9 @@ impl Options {
 pub struct Invocation {
     program: OsString,
     args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
+    /// The environment entries, each `NAME=value` and NUL-terminated,
+    /// reserved and malformed ones already left out.
+    env: &'static [u8],
     served: bool,
 }
 
@@ -232,11 +235,12 @@ impl Invocation {
     }
 
     /// The caller's environment, which is also the process's environment
-    /// now. Entries reserved for protocol extensions
-    /// ([`crate::protocol::is_reserved_env`]) and malformed entries are
-    /// left out.
-    pub fn env(&self) -> &[(OsString, OsString)] {
-        &self.env
+    /// now, as `(name, value)` pairs in the caller's order. Entries
+    /// reserved for protocol extensions ([`crate::protocol::is_reserved_env`])
+    /// and malformed entries are left out. Nothing is copied: a call with
+    /// a huge environment costs no more than a direct run.
+    pub fn env(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
+        self.env.split(|&b| b == 0).filter_map(executor::split_env)
     }
 
     /// True in a call served by a prefork server; false when the program
@@ -248,10 +252,17 @@ impl Invocation {
     /// This process as it was started, for standalone runs.
     fn standalone() -> Invocation {
         let mut argv = std::env::args_os();
+        let mut env = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            env.extend_from_slice(k.as_encoded_bytes());
+            env.push(b'=');
+            env.extend_from_slice(v.as_encoded_bytes());
+            env.push(0);
+        }
         Invocation {
             program: argv.next().unwrap_or_default(),
             args: argv.collect(),
-            env: std::env::vars_os().collect(),
+            env: env.leak(),
             served: false,
         }
     }

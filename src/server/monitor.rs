@@ -1,57 +1,50 @@
-//! One call's monitor (upstream part 4): greet the caller, take its
-//! request (and, with extension `call1`, its attributes and extra fds),
-//! fork the executor, then relay until the executor has finished: the
-//! caller's forwarded signals to the executor, the executor's stops to the
-//! caller, and at the end its exact wait status.
+//! One call's monitor (upstream part 4): given a complete call (the
+//! server read its handshake, `handshake.rs`), fork the executor, then
+//! relay until the executor has finished: the caller's forwarded signals
+//! to the executor, the executor's stops to the caller, and at the end its
+//! exact wait status.
 //!
 //! ```text
 //!   monitor  own process group; the executor leads another, the call's
-//!            fd0-2: /dev/null (first call: /dev/null + the caller's stderr)
+//!            fd0-2: /dev/null
 //!            CALL (blocking, close-on-exec); the caller's fds until the
 //!            executor is forked; a signalfd for SIGCHLD (blocked)
-//!            SIGALRM default (the request timeout)
 //! ```
 //!
 //! The executor's stops and death are learnt from the kernel (SIGCHLD,
 //! then `waitpid(WUNTRACED)`), never from an fd the program could close or
 //! inherit, so the status is exact even when the program `exec`s. Signals
 //! go to the executor only while it is unreaped, so its pid (and its
-//! group's id) cannot have been reused. A caller that does not send its
-//! whole request within `Options::request_timeout` of the greeting is
-//! dropped by SIGALRM's default action, quietly. A caller going away is
-//! not an error: the monitor SIGINTs the call's group (and SIGCONTs it, in
-//! case it is stopped), reaps the executor and exits 0.
+//! group's id) cannot have been reused. The executor dies with the
+//! monitor (`PR_SET_PDEATHSIG`), so killing a monitor never leaves a call
+//! running unattended. A caller going away is not an error: the monitor
+//! SIGINTs the call's group (and SIGCONTs it, in case it is stopped),
+//! reaps the executor and exits 0.
 
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::{Pid, setpgid};
 
+use super::Invocation;
 use super::executor;
+use super::handshake::Complete;
 use super::log::Log;
-use super::signals::{self, MONITOR_SIGNALS, Program};
-use super::{Invocation, Options};
+use super::signals::{self, Program};
 use crate::error::{Error, Result};
-use crate::protocol::{CALL1, Call, Frame, FrameBuf, MAX_REQUEST_LEN};
+use crate::protocol::{Call, Frame, FrameBuf};
 use crate::sys::{self, Forked};
 
 /// Serve one call. Returns only in the executor, with the caller's
 /// arguments and environment; the monitor itself ends in `_exit`.
 ///
-/// On entry: a fresh fork of the server; fds 0-2 are /dev/null (for the
-/// first call: /dev/null and the first caller's stderr); `call` is the only
-/// other fd of ours (the server's fds were closed on the way here).
-pub(super) fn become_monitor(
-    call: UnixStream,
-    log: Log,
-    opts: &Options,
-    program: &Program,
-) -> Invocation {
-    match serve_call(call, log, opts.request_timeout, program) {
+/// On entry: a fresh fork of the server; fds 0-2 are /dev/null; `call`
+/// holds the only other fds of ours (the server's were closed on the way
+/// here).
+pub(super) fn become_monitor(call: Complete, log: Log, program: &Program) -> Invocation {
+    match serve_call(call, log, program) {
         Ok(invocation) => invocation,
         // The caller went away before the call started: not an error.
         Err(e) if e.is_peer_gone() => sys::exit_now(0),
@@ -62,32 +55,23 @@ pub(super) fn become_monitor(
     }
 }
 
-/// Upstream part 4 steps 2-9, and protocol.md §6.1-6.3.
-fn serve_call(
-    call: UnixStream,
-    log: Log,
-    request_timeout: Duration,
-    program: &Program,
-) -> Result<Invocation> {
+/// Upstream part 4 steps 8-10: fork the executor, then supervise it.
+fn serve_call(call: Complete, log: Log, program: &Program) -> Result<Invocation> {
     setpgid(Pid::from_raw(0), Pid::from_raw(0))
         .map_err(|e| Error::io("make a process group for the monitor (setpgid)", e))?;
-    signals::install(MONITOR_SIGNALS).map_err(|e| Error::io("set monitor signals", e))?;
     let children = signals::child_events().map_err(|e| Error::io("signalfd for SIGCHLD", e))?;
-    let mut call = Call::new(call);
-    call.send_greeting()?;
-    sys::alarm_after(request_timeout).map_err(|e| Error::io("set request timer", e))?;
-    let (stdio, request) = call.read_request(MAX_REQUEST_LEN)?;
-    let extension = if request.offer.call1 {
-        call.send_frame(&Frame::Accept(vec![CALL1.into()]))?;
-        Some(call.read_attributes()?)
-    } else {
-        None
-    };
-    sys::alarm_after(Duration::ZERO).map_err(|e| Error::io("cancel request timer", e))?;
-    let invocation = executor::invocation(&request);
-    match sys::fork_checked_with_env(invocation.env()) {
+    let monitor = nix::unistd::getpid();
+    let Complete {
+        call,
+        stdio,
+        body,
+        extension,
+    } = call;
+    match sys::fork_checked() {
         Ok(Forked::Child) => {
             drop(children);
+            executor::die_with(monitor, log);
+            let invocation = executor::take_request(body);
             Ok(executor::become_executor(
                 stdio, call, extension, program, invocation, log,
             ))
@@ -98,7 +82,7 @@ fn serve_call(
             // the child has run its program's exec).
             let _ = setpgid(Pid::from_raw(pid), Pid::from_raw(pid));
             let framed = extension.is_some();
-            drop((stdio, extension));
+            drop((stdio, extension, body));
             supervise(call, Pid::from_raw(pid), framed, &children, log)
         }
         Err(e) => Err(Error::io("fork executor", e)),

@@ -1,33 +1,44 @@
-//! The server's event loop (upstream part 3 step 7): accept calls and
-//! fork a monitor for each, at most `max_servers` at once; reap monitors;
+//! The server's event loop (upstream part 3 step 7, protocol.md §4.1):
+//! take calls in, at most `max_servers` served at once; reap monitors;
 //! quit when idle, when the watcher says the socket is gone, or when the
 //! program has changed on disk.
 //!
+//! A new connection is checked (its peer must be our own uid), greeted at
+//! once, and its handshake read here, without blocking, by
+//! [`Handshake`]; only a complete call gets a monitor, forked as soon as a
+//! slot is free. So an idle or slow connection costs other callers
+//! nothing: at most [`MAX_HELD`] connections are held, the oldest
+//! unfinished one is dropped for a newcomer, and an unfinished one is
+//! dropped after the request timeout.
+//!
 //! The state is one [`Server`] value; each turn of the loop waits for
-//! [`Ready`] events and dispatches them to one small handler, each of
-//! which says what happens next ([`Next`]). New event sources (pre-forked
-//! executors, a status command) are new fields, new `Ready` flags and new
-//! handlers.
+//! events and dispatches them to one small handler each. Quitting first
+//! closes the listening socket (new callers start a fresh server), then
+//! drains: the calls already held are still served.
 //!
 //! ```text
 //!   server   fd0-2 /dev/null; LISTEN (non-blocking), WATCHI (held only so
 //!            the watcher sees EOF when we go), WATCHE (non-blocking),
-//!            one pidfd per monitor; syslog. All close-on-exec.
+//!            each held call's socket (and, once complete, its fds), one
+//!            pidfd per monitor; syslog. All close-on-exec.
 //! ```
 //!
 //! Every monitor forked is reaped: in the loop as each one exits, and all
 //! the rest, blocking, before the server exits (init may not reap).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{getsockopt, sockopt};
 
 use super::Options;
 use super::child::{Child, TICK};
+use super::handshake::{Complete, Handshake};
 use super::log::{Level, Log};
 use super::reload::ReloadCheck;
 use crate::error::Error;
@@ -37,11 +48,17 @@ use crate::sys::{self, Forked};
 /// condition (out of fds, out of processes) does not spin the loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Most connections the server holds at once: handshaking, or complete
+/// and waiting for a slot (protocol.md §4.1).
+pub(super) const MAX_HELD: usize = 64;
+
 /// The protocol fds the server keeps.
 pub(super) struct ServerFds {
     /// The listening socket (non-blocking).
     pub(super) listen: UnixListener,
-    /// Write end of the watcher's stdin: held, never written.
+    /// Write end of the watcher's stdin: held, never written (the watcher
+    /// exits when it closes, with us or when we start quitting).
+    #[allow(dead_code)]
     pub(super) watchi: OwnedFd,
     /// Read end of the watcher's output (non-blocking).
     pub(super) watche: File,
@@ -49,26 +66,38 @@ pub(super) struct ServerFds {
 
 /// The server's whole state.
 pub(super) struct Server {
-    fds: ServerFds,
+    /// `None` once quitting: the listener and the watcher fds are closed.
+    fds: Option<ServerFds>,
+    /// Why we are quitting, once we are (the calls held are still served).
+    quitting: Option<(Level, String)>,
     reload: ReloadCheck,
     /// Monitors running now, each serving one call.
     monitors: Vec<Child>,
+    /// Connections whose handshake is under way, oldest first.
+    handshakes: Vec<Handshake>,
+    /// Complete calls waiting for a free slot, oldest first.
+    ready: VecDeque<Complete>,
     /// 0: no limit.
     max_servers: usize,
     idle_timeout: Option<Duration>,
-    /// When the server last had no monitors and accepted nothing.
+    /// Since when nothing has been held or running.
     idle_since: Instant,
+    request_timeout: Duration,
     max_errors: u32,
-    /// Failures to accept or fork since the last success.
+    /// Failures to accept or fork since a monitor was last started.
     errors: u32,
+    /// Our effective uid: the only one we serve.
+    uid: u32,
     log: Log,
 }
 
-/// What woke the loop.
-#[derive(Debug, Default)]
-struct Ready {
-    listen: bool,
-    watche: bool,
+/// What one poll entry is for.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Watcher,
+    Listener,
+    Handshake(usize),
+    Monitor,
 }
 
 /// What a handler says happens next.
@@ -76,75 +105,140 @@ enum Next {
     /// Go round the loop again.
     Continue,
     /// We are a new monitor (in the child of a fork): serve this call.
-    Serve(UnixStream),
-    /// Stop serving, for this reason, logged at this level.
+    Serve(Box<Complete>),
+    /// Stop taking calls, for this reason, logged at this level.
     Quit(Level, String),
 }
 
 impl Server {
-    /// A server whose first monitor (serving the call that started it) is
-    /// `first`.
+    /// A server whose first call arrives on `first` (the socketpair the
+    /// client made).
     pub(super) fn new(
         fds: ServerFds,
         reload: ReloadCheck,
-        first: Child,
+        first: UnixStream,
         opts: &Options,
         log: Log,
     ) -> Server {
-        Server {
-            fds,
+        let mut server = Server {
+            fds: Some(fds),
+            quitting: None,
             reload,
-            monitors: vec![first],
+            monitors: Vec::new(),
+            handshakes: Vec::new(),
+            ready: VecDeque::new(),
             max_servers: opts.max_servers,
             idle_timeout: opts.idle_timeout,
             idle_since: Instant::now(),
+            request_timeout: opts.request_timeout,
             max_errors: opts.max_errors,
             errors: 0,
+            uid: nix::unistd::geteuid().as_raw(),
             log,
-        }
+        };
+        server.take_in(first);
+        server
     }
 
     /// Serve until it is time to quit, then exit. Returns only in a newly
-    /// forked monitor, with its call's socket; the server's fds are closed
-    /// there when `self` is dropped on the way out.
-    pub(super) fn run(mut self) -> UnixStream {
+    /// forked monitor, with its call; the server's fds are closed there
+    /// when `self` is dropped on the way out.
+    pub(super) fn run(mut self) -> Complete {
         loop {
             self.reap_finished();
-            let next = match self.wait() {
-                Ok(ready) => self.dispatch(ready),
-                Err(e) => Next::Quit(Level::Err, Error::io("poll", e).to_string()),
+            self.expire_handshakes();
+            let next = match self.start_monitors() {
+                Next::Continue => self.turn(),
+                other => other,
             };
             match next {
                 Next::Continue => {}
-                Next::Serve(call) => return call,
-                Next::Quit(level, why) => self.quit(level, &why),
+                Next::Serve(call) => return *call,
+                Next::Quit(level, why) => self.begin_quit(level, why),
+            }
+            if self.quitting.is_some() && self.held() == 0 {
+                self.quit()
+            }
+            if self.is_busy() {
+                self.idle_since = Instant::now();
             }
         }
+    }
+
+    /// Connections held: handshaking, or waiting for a slot.
+    fn held(&self) -> usize {
+        self.handshakes.len() + self.ready.len()
+    }
+
+    fn is_busy(&self) -> bool {
+        self.held() != 0 || !self.monitors.is_empty()
     }
 
     fn full(&self) -> bool {
         self.max_servers != 0 && self.monitors.len() >= self.max_servers
     }
 
-    /// Wait for something to do. With the monitors at the limit, the
-    /// listening socket is left out: callers wait in its queue.
-    fn wait(&self) -> io::Result<Ready> {
-        let watch_listen = !self.full();
-        let mut fds = vec![PollFd::new(self.fds.watche.as_fd(), PollFlags::POLLIN)];
-        if watch_listen {
-            fds.push(PollFd::new(self.fds.listen.as_fd(), PollFlags::POLLIN));
+    /// Wait for events and handle them.
+    fn turn(&mut self) -> Next {
+        let (sources, revents) = match self.wait() {
+            Ok(r) => r,
+            Err(e) => return Next::Quit(Level::Err, Error::io("poll", e).to_string()),
+        };
+        // The watcher first: if it says quit, nothing new is taken in.
+        for (&source, &hit) in sources.iter().zip(&revents) {
+            if hit
+                && let Source::Watcher = source
+                && let next @ Next::Quit(..) = self.on_watcher_output()
+            {
+                return next;
+            }
+        }
+        // Handshakes from the last index down, so removals keep the others'.
+        for (&source, &hit) in sources.iter().zip(&revents).rev() {
+            if hit && let Source::Handshake(i) = source {
+                self.on_handshake(i);
+            }
+        }
+        for (&source, &hit) in sources.iter().zip(&revents) {
+            if hit && let Source::Listener = source {
+                return self.on_connections();
+            }
+        }
+        self.check_idle()
+    }
+
+    /// Poll everything: which sources are ready.
+    fn wait<'s>(&'s self) -> io::Result<(Vec<Source>, Vec<bool>)> {
+        let mut sources = Vec::new();
+        let mut fds: Vec<PollFd<'s>> = Vec::new();
+        let mut add = |source, fd: BorrowedFd<'s>| {
+            sources.push(source);
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        };
+        if let Some(f) = &self.fds {
+            add(Source::Watcher, f.watche.as_fd());
+            // Room for one more, or an unfinished one to make room.
+            if self.held() < MAX_HELD || !self.handshakes.is_empty() {
+                add(Source::Listener, f.listen.as_fd());
+            }
+        }
+        for (i, h) in self.handshakes.iter().enumerate() {
+            add(Source::Handshake(i), h.as_fd());
         }
         let mut tick = false;
         for m in &self.monitors {
             match m.pidfd() {
-                Some(fd) => fds.push(PollFd::new(fd, PollFlags::POLLIN)),
+                Some(fd) => add(Source::Monitor, fd),
                 None => tick = true,
             }
         }
         let mut timeout = tick.then_some(TICK);
-        if let (true, Some(idle)) = (self.monitors.is_empty(), self.idle_timeout) {
-            let left = idle.saturating_sub(self.idle_since.elapsed());
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        let mut sooner = |t: Duration| timeout = Some(timeout.map_or(t, |old| old.min(t)));
+        if let Some(oldest) = self.handshakes.iter().map(|h| h.accepted).min() {
+            sooner((oldest + self.request_timeout).saturating_duration_since(Instant::now()));
+        }
+        if let (false, Some(idle)) = (self.is_busy(), self.idle_timeout) {
+            sooner(idle.saturating_sub(self.idle_since.elapsed()));
         }
         // Round up, so we do not wake a little early and spin.
         let timeout = match timeout {
@@ -156,32 +250,21 @@ impl Server {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let hit = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        Ok(Ready {
-            watche: hit(&fds[0]),
-            listen: watch_listen && hit(&fds[1]),
-        })
-    }
-
-    /// Handle what woke us, the watcher first: if it says quit, no new
-    /// call is accepted.
-    fn dispatch(&mut self, ready: Ready) -> Next {
-        if ready.watche
-            && let next @ Next::Quit(..) = self.on_watcher_output()
-        {
-            return next;
-        }
-        if ready.listen {
-            return self.on_call();
-        }
-        self.check_idle()
+        let revents = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        Ok((sources, revents))
     }
 
     /// WATCHE is readable: EOF means the watcher has gone because the
     /// socket was removed or replaced; data is an error message from it.
     fn on_watcher_output(&mut self) -> Next {
+        let Some(fds) = &mut self.fds else {
+            return Next::Continue;
+        };
         let mut buf = [0u8; 2048];
-        match self.fds.watche.read(&mut buf) {
+        match fds.watche.read(&mut buf) {
             Ok(0) => Next::Quit(
                 Level::Info,
                 "socket removed or replaced (fresh start or --kill?), quitting".into(),
@@ -208,39 +291,131 @@ impl Server {
         }
     }
 
-    /// LISTEN is readable: check for reload, then accept and fork a
-    /// monitor (upstream part 3 step 7.A).
-    fn on_call(&mut self) -> Next {
+    /// LISTEN is readable: check for reload (upstream part 3 step 7.A),
+    /// then take in what is waiting, as far as there is room.
+    fn on_connections(&mut self) -> Next {
         if let Some(why) = self.reload.why_reload() {
             return Next::Quit(Level::Info, why);
         }
-        let call = match self.fds.listen.accept() {
-            Ok((call, _)) => call,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
+        loop {
+            if self.held() >= MAX_HELD {
+                if self.handshakes.is_empty() {
+                    return Next::Continue;
+                }
+                // The oldest unfinished connection makes room.
+                drop(self.handshakes.remove(0));
+                self.log.debug(&format!(
+                    "{MAX_HELD} connections held: dropped the oldest unfinished one"
+                ));
+            }
+            let Some(fds) = &self.fds else {
                 return Next::Continue;
+            };
+            let sock = match fds.listen.accept() {
+                Ok((sock, _)) => sock,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Next::Continue;
+                }
+                Err(e) => return self.failed(Error::io("accept a call", e)),
+            };
+            // (Only a monitor started ends a run of failures: a call
+            // accepted but never forked has not been served.)
+            if self.peer_allowed(&sock) {
+                self.take_in(sock);
             }
-            Err(e) => return self.failed(Error::io("accept a call", e)),
-        };
-        match sys::fork_checked() {
-            Ok(Forked::Child) => Next::Serve(call),
-            Ok(Forked::Parent(pid)) => {
-                // The call's socket is the monitor's now.
-                drop(call);
-                self.monitors.push(Child::new(pid));
-                self.errors = 0;
-                Next::Continue
-            }
-            // Dropping the call makes the caller see EOF instead of a
-            // greeting; it then starts a fresh server.
-            Err(e) => self.failed(Error::io("fork a monitor", e)),
         }
+    }
+
+    /// Is the peer our own uid? If not, say so and refuse it.
+    fn peer_allowed(&self, sock: &UnixStream) -> bool {
+        match getsockopt(sock, sockopt::PeerCredentials) {
+            Ok(cred) if cred.uid() == self.uid => true,
+            Ok(cred) => {
+                self.log.warn(&format!(
+                    "refused a call from uid {} (pid {}): only uid {} may call this server",
+                    cred.uid(),
+                    cred.pid(),
+                    self.uid
+                ));
+                false
+            }
+            Err(e) => {
+                self.log
+                    .warn(&Error::io("read a caller's credentials", e).to_string());
+                false
+            }
+        }
+    }
+
+    /// Greet a connection and hold it until its handshake is done.
+    fn take_in(&mut self, sock: UnixStream) {
+        match Handshake::start(sock) {
+            Ok(h) => self.handshakes.push(h),
+            Err(e) => self.log.debug(&format!("a caller left at once: {e}")),
+        }
+    }
+
+    /// A held connection is readable: go on with its handshake.
+    fn on_handshake(&mut self, i: usize) {
+        match self.handshakes[i].advance() {
+            Ok(false) => {}
+            Ok(true) => match self.handshakes.remove(i).into_complete() {
+                Ok(call) => self.ready.push_back(call),
+                Err(e) => self.log.warn(&format!("dropped a call: {e}")),
+            },
+            Err(e) => {
+                self.handshakes.remove(i);
+                if e.is_peer_gone() {
+                    self.log
+                        .debug(&format!("a caller left before its call: {e}"));
+                } else {
+                    self.log.warn(&format!("dropped a call: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Drop the connections that have not finished their handshake in
+    /// time.
+    fn expire_handshakes(&mut self) {
+        let timeout = self.request_timeout;
+        let before = self.handshakes.len();
+        self.handshakes.retain(|h| h.accepted.elapsed() < timeout);
+        if self.handshakes.len() < before {
+            self.log.debug(&format!(
+                "gave up on {} caller(s) that did not send a request within {} ms",
+                before - self.handshakes.len(),
+                timeout.as_millis()
+            ));
+        }
+    }
+
+    /// Fork a monitor for each complete call while there are free slots.
+    fn start_monitors(&mut self) -> Next {
+        while !self.full() {
+            let Some(call) = self.ready.pop_front() else {
+                break;
+            };
+            match sys::fork_checked() {
+                Ok(Forked::Child) => return Next::Serve(Box::new(call)),
+                Ok(Forked::Parent(pid)) => {
+                    // The call is the monitor's now.
+                    drop(call);
+                    self.monitors.push(Child::new(pid));
+                    self.errors = 0;
+                }
+                // Dropping the call makes the caller see a hang-up.
+                Err(e) => return self.failed(Error::io("fork a monitor", e)),
+            }
+        }
+        Next::Continue
     }
 
     /// Count a failure to accept or fork; quit after too many in a row.
@@ -259,19 +434,16 @@ impl Server {
 
     fn check_idle(&self) -> Next {
         match self.idle_timeout {
-            Some(idle) if self.monitors.is_empty() && self.idle_since.elapsed() >= idle => {
-                Next::Quit(
-                    Level::Info,
-                    format!("idle for {} s, quitting", idle.as_secs_f64()),
-                )
-            }
+            Some(idle) if !self.is_busy() && self.idle_since.elapsed() >= idle => Next::Quit(
+                Level::Info,
+                format!("idle for {} s, quitting", idle.as_secs_f64()),
+            ),
             _ => Next::Continue,
         }
     }
 
     /// Reap every monitor that has exited, and log any that failed.
     fn reap_finished(&mut self) {
-        let before = self.monitors.len();
         let log = self.log;
         self.monitors.retain(|m| match m.try_reap() {
             Ok(None) => true,
@@ -285,28 +457,35 @@ impl Server {
                 false
             }
         });
-        if before != 0 && self.monitors.is_empty() {
-            self.idle_since = Instant::now();
-        }
     }
 
-    /// Stop: close the listening socket first (so callers get a refusal
-    /// at once and start a fresh server), then wait for every running
-    /// call to finish and exit.
-    fn quit(self, level: Level, why: &str) -> ! {
+    /// Stop taking calls: close the listening socket (so callers get a
+    /// refusal at once and start a fresh server) and the watcher's fds
+    /// (the watcher exits when its stdin reaches EOF). The calls already
+    /// held are still served, unless we quit because forking fails.
+    fn begin_quit(&mut self, level: Level, why: String) {
+        if self.quitting.is_some() {
+            return;
+        }
+        self.fds = None;
+        if self.errors > self.max_errors {
+            self.handshakes.clear();
+            self.ready.clear();
+        }
+        self.quitting = Some((level, why));
+    }
+
+    /// Log why we quit, wait for every running call to finish, and exit.
+    fn quit(self) -> ! {
         let Server {
-            fds, monitors, log, ..
+            monitors,
+            log,
+            quitting,
+            ..
         } = self;
-        let ServerFds {
-            listen,
-            watchi,
-            watche,
-        } = fds;
-        drop(listen);
-        // The watcher exits when its stdin (WATCHI) reaches EOF.
-        drop(watchi);
-        drop(watche);
-        log.log(level, why);
+        if let Some((level, why)) = quitting {
+            log.log(level, &why);
+        }
         for m in monitors {
             let pid = m.pid;
             match m.reap() {
@@ -325,16 +504,9 @@ impl Server {
 }
 
 /// Log a monitor's end unless it is an ordinary one: exit 0 (the call was
-/// served, or the caller left), or SIGPIPE. SIGALRM is the monitor giving
-/// up on a caller that did not send its request in time.
+/// served, or the caller left), or SIGPIPE.
 fn report_monitor(log: Log, pid: libc::pid_t, status: i32) {
     if status == 0 || (libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGPIPE) {
-        return;
-    }
-    if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
-        log.debug(&format!(
-            "monitor [{pid}] gave up on a caller that did not send its request in time"
-        ));
         return;
     }
     log.warn(&format!(

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::stat::SFlag;
 
-use super::child::Child;
+use super::handshake::Complete;
 use super::log::Log;
 use super::reload::ReloadCheck;
 use super::serve::{Server, ServerFds};
@@ -86,17 +86,17 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         Forked::Child => {}
     }
     let (call, log) = become_detached_server(fds, reload, opts);
-    Ok(monitor::become_monitor(call, log, opts, &program))
+    Ok(monitor::become_monitor(call, log, &program))
 }
 
 /// The server (upstream part 3 steps 4-7). Returns only in a newly forked
-/// monitor, with its call's socket and where its messages go.
+/// monitor, with its call and where its messages go.
 ///
 /// On entry: fd 0 is /dev/null, fds 1 and 2 the first caller's stderr,
-/// `fds` the protocol fds. We become a session leader, fork the first
-/// call's monitor (which keeps the caller's stderr for its messages), then
-/// close CALL, put /dev/null on fds 0-2 and log to syslog.
-fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (UnixStream, Log) {
+/// `fds` the protocol fds. We become a session leader, put /dev/null on
+/// fds 0-2, log to syslog, and take the first call in on CALL as if it had
+/// just been accepted.
+fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Complete, Log) {
     let log = Log::Stderr;
     if let Err(e) = nix::unistd::setsid() {
         log.err(&format!("setsid: {}", e.desc()));
@@ -108,15 +108,6 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
         watchi,
         watche,
     } = fds;
-    let first = match sys::fork_checked() {
-        Ok(Forked::Child) => return (call, Log::Stderr),
-        Ok(Forked::Parent(pid)) => Child::new(pid),
-        Err(e) => {
-            log.err(&Error::io("fork first monitor", e).to_string());
-            sys::exit_now(127)
-        }
-    };
-    drop(call);
     if let Err(e) = sys::null_stdio(&[0, 1, 2]) {
         log.err(&Error::io("put /dev/null on stdin, stdout and stderr", e).to_string());
         sys::exit_now(127);
@@ -129,7 +120,7 @@ fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Uni
             watche,
         },
         reload,
-        first,
+        call,
         opts,
         log,
     );

@@ -1,13 +1,13 @@
 //! Signals on the server side, in one place: what the program had when it
-//! called `initialisation_complete` ([`Program`]), what the server and each
-//! monitor change ([`SERVER_SIGNALS`], [`MONITOR_SIGNALS`]), and what the
-//! executor ends up with ([`Program::apply`], protocol.md §6.4 step 6-7).
+//! called `initialisation_complete` ([`Program`]), what the server changes
+//! ([`SERVER_SIGNALS`]), and what the executor ends up with
+//! ([`Program::apply`], protocol.md §6.4 step 6-7).
 //!
 //! ```text
 //!   program   its own dispositions and mask (snapshot)
 //!   server    SIGCHLD default: SIG_IGN would reap monitors behind our back
-//!   monitor   SIGALRM default (request timeout); SIGCHLD blocked, read
-//!             from a signalfd (the executor's stops and exit)
+//!   monitor   SIGCHLD blocked, read from a signalfd (the executor's
+//!             stops and exit)
 //!   executor  the program's handlers and SIG_IGNs; its defaults become
 //!             SIG_IGN where the caller ignores them; the caller's mask
 //!             (without call1: the program's)
@@ -25,13 +25,6 @@ pub(super) const SERVER_SIGNALS: &[(libc::c_int, Disposition, &str)] = &[(
     libc::SIGCHLD,
     Disposition::Default,
     "SIG_IGN would reap our children for us, and waitpid would fail",
-)];
-
-/// Set in each monitor, with the reason.
-pub(super) const MONITOR_SIGNALS: &[(libc::c_int, Disposition, &str)] = &[(
-    libc::SIGALRM,
-    Disposition::Default,
-    "the request timeout: SIGALRM ends a monitor whose caller is too slow",
 )];
 
 /// The program's signal state when it called `initialisation_complete`.
@@ -107,10 +100,8 @@ mod tests {
 
     #[test]
     fn tables_name_each_signal_once() {
-        for table in [SERVER_SIGNALS, MONITOR_SIGNALS] {
-            let mut sigs: Vec<_> = table.iter().map(|r| r.0).collect();
-            sigs.dedup();
-            assert_eq!(sigs.len(), table.len());
-        }
+        let mut sigs: Vec<_> = SERVER_SIGNALS.iter().map(|r| r.0).collect();
+        sigs.dedup();
+        assert_eq!(sigs.len(), SERVER_SIGNALS.len());
     }
 }

@@ -1,0 +1,242 @@
+//! How the Rust server takes calls in (protocol.md §4.1): only its own
+//! uid, idle connections cost real callers nothing, requests are bounded
+//! and cost memory in proportion, and a killed monitor takes its call
+//! with it. Run with the probe example through our client, and with raw
+//! protocol clients (`prefork_interp::protocol::Call`) for what no real
+//! client sends.
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::users::TempUser;
+use common::*;
+use prefork_interp::protocol::{Call, MAX_REQUEST_LEN, Request};
+
+/// A probe server, started by one call: (its pid, its socket).
+fn probe_server(f: &Fixture, max_servers: usize) -> (i32, std::path::PathBuf) {
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids")
+        .env("PROBE_MAX_SERVERS", max_servers.to_string());
+    let out = f.output(c);
+    assert_ok(&out);
+    (id(&out, "sid"), f.socket())
+}
+
+/// A raw v1 request for `probe same` with this environment.
+fn request(env: Vec<std::ffi::OsString>) -> Request {
+    Request {
+        env,
+        args: vec!["probe".into(), "same".into()],
+        ..Default::default()
+    }
+}
+
+/// Make a whole v1 call: the raw wait status, or `None` if the server
+/// hung up.
+fn raw_call(sock: &std::path::Path, req: &Request) -> Option<u32> {
+    let s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut call = Call::new(s);
+    call.read_greeting().ok()?;
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let d = null.as_fd();
+    call.send_request([d, d, d], req).ok()?;
+    call.read_status().ok()
+}
+
+/// The median of five timed real calls.
+fn median_call(f: &Fixture) -> Duration {
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            assert_ok(&f.probe("ids", &["same"]));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[2]
+}
+
+/// `VmHWM` (peak resident memory) of `pid`, in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+#[test]
+fn a_caller_of_another_uid_is_refused_without_a_greeting() {
+    let Some(user) = TempUser::create("a_caller_of_another_uid_is_refused_without_a_greeting")
+    else {
+        return;
+    };
+    let f = Fixture::example("intake-uid", "probe", Client::Ours);
+    let (server, sock) = probe_server(&f, 4);
+    // The misconfiguration the check defends against: the socket open to
+    // everyone.
+    for dir in [&f.dir, &f.run_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)\n\
+        print(repr(s.recv(8)))\n";
+    let mut c = user.command("python3");
+    c.args(["-c", script]).arg(&sock);
+    let out = run_within(c, LIMIT);
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout), "b''\n", "the other uid was greeted");
+    // The server is unharmed and still serves its own uid.
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), server);
+}
+
+#[test]
+fn fifty_idle_connections_cost_a_real_call_nothing() {
+    let f = Fixture::example("intake-idle", "probe", Client::Ours);
+    let (server, sock) = probe_server(&f, 2);
+    let before = median_call(&f);
+    // 25 connect and send nothing; 25 send half a request.
+    let idle: Vec<UnixStream> = (0..50)
+        .map(|i| {
+            let s = UnixStream::connect(&sock).unwrap();
+            if i % 2 == 1 {
+                std::io::Write::write_all(&mut &s, &[0]).unwrap();
+            }
+            s
+        })
+        .collect();
+    let during = median_call(&f);
+    eprintln!("median call: {before:?} alone, {during:?} with 50 idle connections");
+    assert!(
+        during < before + Duration::from_millis(50),
+        "{during:?} with idle connections, {before:?} without"
+    );
+    assert!(children(server).is_empty(), "idle connections got monitors");
+    drop(idle);
+}
+
+#[test]
+fn beyond_64_connections_the_oldest_idle_one_makes_room() {
+    let f = Fixture::example("intake-many", "probe", Client::Ours);
+    let (server, sock) = probe_server(&f, 2);
+    let mut idle: Vec<UnixStream> = (0..70)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), server);
+    // The first ones were greeted, then dropped for newcomers.
+    let mut buf = [0u8; 16];
+    idle[0].set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match idle[0].read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the oldest connection was kept: {e}"),
+        }
+    }
+    assert_eq!(got, b"PFI\n\0\0\0\0");
+}
+
+#[test]
+fn an_overlong_length_is_refused_at_once() {
+    let f = Fixture::example("intake-long", "probe", Client::Ours);
+    let (server, sock) = probe_server(&f, 4);
+    let s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut call = Call::new(s);
+    call.read_greeting().unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let d = null.as_fd();
+    // The stdio part of a request, then a length one over the limit.
+    let big = request(vec![
+        std::ffi::OsString::from("A=").to_owned();
+        (MAX_REQUEST_LEN as usize) / 3 + 1
+    ]);
+    let start = Instant::now();
+    let sent = call.send_request([d, d, d], &big);
+    // The server closes as soon as it has read the length: the body
+    // cannot all be sent, or the status read fails.
+    assert!(sent.is_err() || call.read_status().is_err());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), server, "the server survived");
+}
+
+#[test]
+fn a_maximal_request_is_served_in_proportionate_memory() {
+    let f = Fixture::example("intake-max", "probe", Client::Ours);
+    let (server, sock) = probe_server(&f, 4);
+    let before = peak_rss(server);
+    // `PROBE=env` and 2-byte entries filling the body to the limit: the
+    // arguments (12 bytes with the separator) and `PROBE=env\0` (10) leave
+    // a multiple of 3.
+    let n = MAX_REQUEST_LEN as usize;
+    let fill = (n - 12 - 10) / 3;
+    assert_eq!(12 + 10 + 3 * fill, n);
+    let mut env = vec![std::ffi::OsString::from("PROBE=env")];
+    env.extend(std::iter::repeat_n(std::ffi::OsString::from("A="), fill));
+    let req = request(env);
+    assert_eq!(req.encode_body().len(), n);
+    let start = Instant::now();
+    let status = raw_call(&sock, &req).expect("served");
+    assert_eq!(status, 0, "wait status");
+    let grew = peak_rss(server).saturating_sub(before);
+    eprintln!(
+        "a {n}-byte request: served in {:?}; the server's peak memory grew {grew} bytes",
+        start.elapsed()
+    );
+    assert!(
+        grew <= 3 * n as u64,
+        "server peak grew by {grew} for {n} bytes"
+    );
+    // One byte more is refused, and the server goes on.
+    let mut env = req.env.clone();
+    env.push("B".into());
+    assert_eq!(raw_call(&sock, &request(env)), None);
+    assert_eq!(raw_call(&sock, &request(vec!["PROBE=ids".into()])), Some(0));
+}
+
+#[test]
+fn killing_a_monitor_kills_its_call() {
+    let f = Fixture::example("intake-kill", "probe", Client::Ours);
+    let (server, _) = probe_server(&f, 4);
+    let mut c = f.cmd(&["same", "20000"]);
+    c.env("PROBE", "sleep");
+    let mut running = f.spawn(c);
+    let executor: i32 = running
+        .line()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
+        .expect("the call's pid");
+    let monitor = proc_stat(executor).expect("executor running").1;
+    assert_eq!(proc_stat(monitor).expect("monitor").1, server);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(1), || gone(executor)),
+        "the call outlived its monitor"
+    );
+    let out = running.finish();
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+}
