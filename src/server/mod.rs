@@ -44,16 +44,17 @@
 //!   setup ── the program as first started, runs until initialisation_complete
 //!     │ fork, then setup exits 0 (the client waits for that)
 //!   server && ── setsid; stdio /dev/null; logs to syslog; accepts calls
-//!     │ fork per call (at most max_servers at once)
-//!   monitor & ── own process group; protocol v1 and call1; relays
-//!     │ fork       signals and stops; waits for the executor
-//!   executor & ── leads the call's process group; returns from
-//!                 initialisation_complete into the program
+//!     │            of its own uid and reads their handshakes
+//!     │ fork per complete call (at most max_servers at once)
+//!   monitor & ── own process group; relays signals and stops; waits
+//!     │ fork       for the executor
+//!   executor & ── dies with the monitor; leads the call's process group;
+//!                 returns from initialisation_complete into the program
 //! ```
 //!
 //! Files, one concern each: `setup.rs` (the `PREFORK_INTERP` fds, the
-//! checks, daemonising), `serve.rs` (the server's
-//! event loop), `reload.rs` (is the program out of date?), `monitor.rs`
+//! checks, daemonising), `serve.rs` (the server's event loop),
+//! `handshake.rs` (a call's handshake, read without blocking), `reload.rs` (is the program out of date?), `monitor.rs`
 //! (one call), `executor.rs` (the process that returns to the program,
 //! with the caller's attributes and fds), `signals.rs` (every signal
 //! disposition the server side sets, and the program's it restores),
@@ -166,10 +167,10 @@ impl Options {
         self
     }
 
-    /// How long a caller may take to send its whole request after the
-    /// greeting (default 5 s) before its monitor quietly gives up, so idle
-    /// or half-open connections cannot hold every `max_servers` slot.
-    /// `Duration::ZERO`: no limit.
+    /// How long a caller may take, from being accepted, to send its whole
+    /// request (default 5 s) before the server quietly drops it. Idle or
+    /// half-open connections hold no `max_servers` slot meanwhile
+    /// (protocol.md §4.1). `Duration::ZERO`: no limit.
     pub fn request_timeout(mut self, timeout: Duration) -> Options {
         self.request_timeout = timeout;
         self

@@ -234,7 +234,10 @@ impl Server {
         }
         let mut timeout = tick.then_some(TICK);
         let mut sooner = |t: Duration| timeout = Some(timeout.map_or(t, |old| old.min(t)));
-        if let Some(oldest) = self.handshakes.iter().map(|h| h.accepted).min() {
+        if let (false, Some(oldest)) = (
+            self.request_timeout.is_zero(),
+            self.handshakes.iter().map(|h| h.accepted).min(),
+        ) {
             sooner((oldest + self.request_timeout).saturating_duration_since(Instant::now()));
         }
         if let (false, Some(idle)) = (self.is_busy(), self.idle_timeout) {
@@ -383,9 +386,12 @@ impl Server {
     }
 
     /// Drop the connections that have not finished their handshake in
-    /// time.
+    /// time (`Duration::ZERO`: no limit).
     fn expire_handshakes(&mut self) {
         let timeout = self.request_timeout;
+        if timeout.is_zero() {
+            return;
+        }
         let before = self.handshakes.len();
         self.handshakes.retain(|h| h.accepted.elapsed() < timeout);
         if self.handshakes.len() < before {
