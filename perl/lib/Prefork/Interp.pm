@@ -202,10 +202,21 @@ sub _enter_call ($) {
     POSIX::close($_) foreach $fd0, $fd1, $fd2;
 
     # 4.9.ii: environment and arguments, as a direct run would have
-    # them.  On the wire: interpreter, [script,] arguments.
+    # them.  The request is split here, in the caller's process, not in
+    # the server or the monitor (protocol.md 4.1, item 6).  Each name is
+    # set once (a repeated one with its last value); perl's %ENV then
+    # costs a search of the environment per name, which only a caller
+    # with a huge number of distinct names notices.
+    my ($names, $values) = Prefork::Interp::Protocol::request_env(
+        $request->{body}, $request->{env_end});
+    my @args = Prefork::Interp::Protocol::request_args($request->{body},
+                                                       $request->{env_end});
+    undef ${ $request->{body} };
     %ENV = ();
-    $ENV{ $_->[0] } = $_->[1] foreach @{ $request->{env} };
-    my @args = @{ $request->{args} };
+    $ENV{$_} = $values->{$_} foreach @$names;
+    undef $values;
+    undef $names;
+    # On the wire: interpreter, [script,] arguments.
     shift @args;                          # the interpreter
     if (defined $SCRIPT_FILE && @args) {
         my $script = shift @args;
