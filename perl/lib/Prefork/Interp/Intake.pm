@@ -76,9 +76,10 @@ sub accept_new {
 }
 
 # take_in(FH, NOW, INITIAL): a new connection (accepted, or the first
-# call's socket from PREFORK_INTERP): the peer check, then the greeting
-# at once, whether or not a slot is free (protocol.md 4.1, items 1 and
-# 2); then its handshake waits for bytes.
+# call's socket from PREFORK_INTERP): the peer check; at the limit,
+# the oldest handshake in progress makes room; then the greeting at
+# once, whether or not a slot is free (protocol.md 4.1, items 1, 2 and
+# 4); then its handshake waits for bytes.
 sub take_in {
     my ($self, $fh, $now, $initial) = @_;
     my $log = $self->{log};
@@ -94,16 +95,16 @@ sub take_in {
         close $fh;
         return;
     }
-    if (!eval { Prefork::Interp::Protocol::send_greeting($fh); 1 }) {
-        $self->_report($@);
-        close $fh;
-        return;
-    }
     if ($self->held >= MAX_HELD) {
         my $oldest = shift @{ $self->{pending} };
         $log->msg('debug', 'dropped the oldest unfinished connection: '
                   . MAX_HELD . ' are held');
         $oldest->close;
+    }
+    if (!eval { Prefork::Interp::Protocol::send_greeting($fh); 1 }) {
+        $self->_report($@);
+        close $fh;
+        return;
     }
     push @{ $self->{pending} },
         Prefork::Interp::Handshake->new($fh, $now, $initial);
