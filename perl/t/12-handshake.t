@@ -161,4 +161,19 @@ subtest 'refusals close what arrived' => sub {
     }
 };
 
+subtest 'an fd the server cannot take (its fd limit) is a refusal' => sub {
+    my ($c, $s) = pair();
+    my $hs = Prefork::Interp::Handshake->new($s, 0, 0);
+    feed($c, $_) foreach "\0", \0;
+    my @hold;
+    while (open(my $f, '<', '/dev/null')) { push @hold, $f }
+    my $ok = eval { $hs->advance; 1 };
+    my $e = $@;
+    close $_ foreach @hold;
+    ok(!$ok, 'refused');
+    like($e, qr/^caller's fd 0: could not be received \(is the server at its fd limit\?\)$/,
+         'saying why');
+    $hs->close;
+};
+
 done_testing;

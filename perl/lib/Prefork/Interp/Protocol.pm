@@ -230,8 +230,12 @@ sub recv_fd ($$) {
     }
     return $fds[0] if @fds == 1 && !($flags & MSG_CTRUNC);
     POSIX::close($_) foreach @fds;
-    die "$what: message has no file descriptor attached\n" unless @fds;
-    die "$what: message carries more than one file descriptor\n";
+    die "$what: message carries more than one file descriptor\n" if @fds;
+    # Truncated with none installed: the kernel could not give us the fd
+    # (at our fd limit, say).
+    die "$what: could not be received (is the server at its fd"
+        . " limit?)\n" if $flags & MSG_CTRUNC;
+    die "$what: message has no file descriptor attached\n";
 }
 
 # Where neither syscall.ph nor our table knows recvmsg: IO::FDPass,
