@@ -127,6 +127,27 @@ sub server_pid ($) {
     return @p == 1 ? $p[0] : undef;
 }
 
+# In a child about to do something as another user: becomes UID, GID
+# (no supplementary groups).
+sub become ($$) {
+    my ($uid, $gid) = @_;
+    $) = "$gid $gid";
+    POSIX::setgid($gid);
+    POSIX::setuid($uid);
+}
+
+# Runs CODE as UID, GID in a child; returns whether it returned true.
+sub as_user ($$$) {
+    my ($uid, $gid, $code) = @_;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        become($uid, $gid);
+        POSIX::_exit($> == $uid && $code->() ? 0 : 1);
+    }
+    waitpid($pid, 0);
+    return $? == 0;
+}
+
 subtest 'a peer of another uid is refused' => sub {
     plan skip_all => 'needs root (to make a user for the other uid)'
         unless $> == 0;
@@ -149,8 +170,7 @@ subtest 'a peer of another uid is refused' => sub {
         my $pid = fork // die "fork: $!";
         if (!$pid) {
             close $r;
-            POSIX::setgid($gid);
-            POSIX::setuid($uid);
+            become($uid, $gid);
             my $got = 'not run';
             if ($> == $uid) {
                 socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die;
@@ -174,6 +194,22 @@ subtest 'a peer of another uid is refused' => sub {
              'one warning line');
         my (undef, $st) = $h->call($h->connect, args => [ 'perl', $h->script ]);
         is($st, 0, 'our own uid is still served');
+        $h->cleanup_ok;
+
+        # Root included: root can become the user with su.
+        if (!as_user($uid, $gid, sub { -r PfiTest::lib_dir()
+                                       . '/Prefork/Interp.pm' })) {
+            diag("the library is not readable by $user: root's call to"
+                 . " ${user}'s server not tried");
+            return 1;
+        }
+        $h = PfiTest::Harness->new(body => $body, run_as => [ $uid, $gid ]);
+        is($h->setup_status, 0, "a server of ${user}'s") or diag $h->setup_err;
+        my $c = $h->connect;
+        is($h->read_bytes($c, 8, 5), '', 'root connects and gets only EOF');
+        close $c;
+        like($h->log_text, qr/ warning: prefork: refused a call from uid 0 \(pid $$\): only uid $uid may call this server$/m,
+             'one warning line');
         $h->cleanup_ok;
         1;
     };
