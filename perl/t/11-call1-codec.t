@@ -31,33 +31,89 @@ sub dies_like {
 }
 
 subtest 'offer (protocol.md 5, 6.1)' => sub {
-    my $r = Prefork::Interp::Protocol::parse_request(
-        "A=1\0PREFORK_INTERP_EXT=call1\0PREFORK_INTERP_EXT_X=y\0B=2\0"
-        . "\0perl\0/s.pl\0");
-    is_deeply($r->{env}, [ [ 'A', '1' ], [ 'B', '2' ] ],
-              'reserved entries are not in the environment');
-    is_deeply($r->{offer}, { names => ['call1'], call1 => 1,
-                             ignored => [ [ 'PREFORK_INTERP_EXT_X', 'y' ] ] },
-              'offer: names, call1, and the entry we do not understand');
-    is_deeply([ Prefork::Interp::Protocol::accepted_names($r->{offer}) ],
+    my $body = "A=1\0PREFORK_INTERP_EXT=call1\0PREFORK_INTERP_EXT_X=y\0B=2\0"
+             . "\0perl\0/s.pl\0";
+    my $shape = Prefork::Interp::Protocol::check_request(\$body);
+    is($shape->{env_end}, index($body, "\0\0") + 1,
+       'the environment ends at the empty string');
+    is_deeply($shape->{offer}, { call1 => 1 }, 'call1 offered');
+    is_deeply([ Prefork::Interp::Protocol::accepted_names($shape->{offer}) ],
               ['call1'], 'call1 accepted');
+    my ($names, $values) = Prefork::Interp::Protocol::request_env(
+        \$body, $shape->{env_end});
+    is_deeply([ map { [ $_, $values->{$_} ] } @$names ],
+              [ [ 'A', '1' ], [ 'B', '2' ] ],
+              'reserved entries are not in the environment');
 
-    my $o = Prefork::Interp::Protocol::parse_offer(
-        [ [ 'PREFORK_INTERP_EXT', 'future,call1,,later' ] ]);
-    is_deeply($o->{names}, [qw(future call1 later)], 'list of names');
-    ok($o->{call1}, 'call1 found among others');
-    is_deeply([ Prefork::Interp::Protocol::accepted_names($o) ], ['call1'],
-              'only call1 accepted');
-
-    $o = Prefork::Interp::Protocol::parse_offer(
-        [ [ 'PREFORK_INTERP_EXT', 'call10,CALL1' ] ]);
-    ok(!$o->{call1}, 'names are compared exactly');
-    is_deeply([ Prefork::Interp::Protocol::accepted_names($o) ], [],
+    my $offer = sub {
+        my $b = join('', map { "$_\0" } @_) . "\0perl\0";
+        return Prefork::Interp::Protocol::check_request(\$b)->{offer};
+    };
+    ok($offer->('PREFORK_INTERP_EXT=future,call1,,later')->{call1},
+       'call1 found among other names');
+    ok($offer->('PREFORK_INTERP_EXT=call1,later')->{call1}, 'first');
+    ok($offer->('PREFORK_INTERP_EXT=later,call1')->{call1}, 'last');
+    ok(!$offer->('PREFORK_INTERP_EXT=call10,CALL1,xcall1')->{call1},
+       'names are compared exactly');
+    ok($offer->('PREFORK_INTERP_EXT=x', 'A=1', 'PREFORK_INTERP_EXT=call1')
+       ->{call1}, 'the names of several entries add up');
+    ok(!$offer->('PREFORK_INTERP_EXT_OTHER=call1')->{call1},
+       'only PREFORK_INTERP_EXT offers');
+    my $b = "A=1\0\0perl\0PREFORK_INTERP_EXT=call1\0";
+    ok(!Prefork::Interp::Protocol::check_request(\$b)->{offer}{call1},
+       'an argument is not an offer');
+    is_deeply([ Prefork::Interp::Protocol::accepted_names(
+                    $offer->('PREFORK_INTERP_EXT=call10')) ], [],
               'nothing accepted: plain v1');
+    is_deeply($offer->('A=1'), { call1 => 0 }, 'no reserved entry: no offer');
+};
 
-    $o = Prefork::Interp::Protocol::parse_offer([]);
-    is_deeply($o, { names => [], call1 => 0, ignored => [] },
-              'no reserved entry: empty offer');
+subtest 'request shape and splitting (protocol.md 2, 4.1)' => sub {
+    my @bad = (
+        [ '', qr/does not end in a NUL/ ],
+        [ "A=1", qr/does not end in a NUL/ ],
+        [ "A=1\0", qr/no end-of-environment marker/ ],
+        [ "A=1\0B=2\0", qr/no end-of-environment marker/ ],
+        [ "A=1\0\0", qr/no arguments/ ],
+        [ "\0", qr/no arguments/ ],
+    );
+    foreach my $case (@bad) {
+        my ($body, $re) = @$case;
+        (my $name = $body) =~ s/\0/\\0/g;
+        dies_like(sub { Prefork::Interp::Protocol::check_request(\$body) },
+                  $re, "'$name'");
+    }
+
+    my $body = "A=1\0NOEQUALS\0A=2\0EMPTY=\0EQ=a=b\0=x\0B=3\0\0"
+             . "perl\0/s.pl\0\0two words\0";
+    my $shape = Prefork::Interp::Protocol::check_request(\$body);
+    my ($names, $values) = Prefork::Interp::Protocol::request_env(
+        \$body, $shape->{env_end});
+    is_deeply($names, [ 'A', 'EMPTY', 'EQ', '', 'B' ],
+              'names in the order they first appear, those without "="'
+              . ' left out');
+    is_deeply($values, { A => 2, EMPTY => '', EQ => 'a=b', '' => 'x',
+                         B => 3 }, 'a repeated name has its last value');
+    is_deeply([ Prefork::Interp::Protocol::request_args(
+                    \$body, $shape->{env_end}) ],
+              [ 'perl', '/s.pl', '', 'two words' ],
+              'arguments, empty ones included');
+
+    $body = "\0perl\0";
+    $shape = Prefork::Interp::Protocol::check_request(\$body);
+    is($shape->{env_end}, 0, 'empty environment');
+    is_deeply([ Prefork::Interp::Protocol::request_env(\$body, 0) ],
+              [ [], {} ], 'nothing in it');
+    is_deeply([ Prefork::Interp::Protocol::request_args(\$body, 0) ],
+              [ 'perl' ], 'the interpreter alone');
+
+    $body = "\0\0\0";
+    $shape = Prefork::Interp::Protocol::check_request(\$body);
+    is_deeply([ Prefork::Interp::Protocol::request_args(\$body, 0) ],
+              [ '', '' ], 'empty arguments after an empty environment');
+
+    is(Prefork::Interp::Protocol::MAX_REQUEST_LEN, 6 * 1024 * 1024 + 4096,
+       'the request limit is 6 MiB + 4 KiB');
 };
 
 subtest 'frames (protocol.md 6.2, 6.5)' => sub {

@@ -202,10 +202,21 @@ sub _enter_call ($) {
     POSIX::close($_) foreach $fd0, $fd1, $fd2;
 
     # 4.9.ii: environment and arguments, as a direct run would have
-    # them.  On the wire: interpreter, [script,] arguments.
+    # them.  The request is split here, in the caller's process, not in
+    # the server or the monitor (protocol.md 4.1, item 6).  Each name is
+    # set once (a repeated one with its last value); perl's %ENV then
+    # costs a search of the environment per name, which only a caller
+    # with a huge number of distinct names notices.
+    my ($names, $values) = Prefork::Interp::Protocol::request_env(
+        $request->{body}, $request->{env_end});
+    my @args = Prefork::Interp::Protocol::request_args($request->{body},
+                                                       $request->{env_end});
+    undef ${ $request->{body} };
     %ENV = ();
-    $ENV{ $_->[0] } = $_->[1] foreach @{ $request->{env} };
-    my @args = @{ $request->{args} };
+    $ENV{$_} = $values->{$_} foreach @$names;
+    undef $values;
+    undef $names;
+    # On the wire: interpreter, [script,] arguments.
     shift @args;                          # the interpreter
     if (defined $SCRIPT_FILE && @args) {
         my $script = shift @args;
@@ -521,8 +532,10 @@ handy for testing and debugging.
 Errors found before the server starts (a bad option, an incompatible
 client) are reported with C<croak>, on the first caller's standard
 error.  The server's and monitors' messages (reloads, idle shutdown,
-clients that broke the protocol, failures) go to syslog, and to
-C<log_file> if given, as one line each starting with "prefork:".
+callers refused, clients that broke the protocol, failures) go to
+syslog, and to C<log_file> if given, as one line each starting with
+"prefork:".  Connections dropped for being idle or too many are logged
+at the "debug" level.
 
 =head1 PACKAGE VARIABLES
 
@@ -534,8 +547,8 @@ scripts never need to.
 =item C<$Prefork::Interp::REQUEST_TIMEOUT>
 
 Seconds a caller has, after connecting, to send its whole request
-before the server gives up on it (quietly: one "info" log line).
-Default: 5.
+before the server drops the connection (quietly: one "debug" log
+line).  Default: 5.
 
 =item C<$Prefork::Interp::USE_PIDFD>
 
@@ -583,10 +596,33 @@ too, and C<$0> follows the caller.
 
 =item *
 
-A client that connects but does not send its request within
-C<$REQUEST_TIMEOUT> seconds is dropped; with 7.0.0 a few idle
-connections block every other caller for ever.  Clients that break the
-protocol are logged and dropped; the server carries on.
+Only processes of the server's own (effective) uid may call it; any
+other caller, root included, gets no greeting, and the server logs a
+warning.  7.0.0 relies on the permissions of the socket's directory
+alone.
+
+=item *
+
+The server greets every connection at once and reads every request
+itself, without waiting for any of them; a process is forked only for
+a complete call, and complete calls wait in the server (first come,
+first served) while C<max_servers> calls run.  So idle or slow
+connections hold no place and cost real callers nothing; with 7.0.0 a
+few idle connections block every other caller for ever.  The server
+holds at most 64 connections: beyond that the oldest unfinished one is
+dropped; and one that has not sent its request within
+C<$REQUEST_TIMEOUT> seconds is dropped.  A request may be at most
+6 MiB + 4 KiB long, the most a real client can send (Linux's limit
+for the arguments and environment of a program is 6 MiB); the server
+keeps it as one string, and only the call's own process splits it.
+Clients that break the protocol are logged and dropped; the server
+carries on.
+
+=item *
+
+The process running a call is killed by the kernel if its monitor
+process dies (killed by anyone), so a call never runs on with the
+caller's standard input and output after the client has returned.
 
 =item *
 
@@ -649,6 +685,14 @@ a hang-up: the call gets C<SIGINT>.
 A signal sent with C<kill> to the client's process group reaches the
 script, but not the other processes the script started (a terminal's
 signals reach them all).
+
+=item *
+
+Setting up the caller's environment takes longer than a direct run's
+when it has a great many distinct variables: perl's C<%ENV> searches
+the whole environment for each name it sets, so the time grows with the
+square of their number (about a second for 20,000, half a minute for
+80,000).  Ordinary environments have a few dozen.
 
 =back
 

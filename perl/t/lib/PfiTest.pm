@@ -508,11 +508,16 @@ use Test::More;
 use Time::HiRes qw(sleep);
 
 # new(init => CODE, opts => CODE, body => CODE, listen => 'socket' |
-#     'not-listening', env => {...})
+#     'not-listening', env => {...}, run_as => [UID, GID])
+# run_as: the script (setup and server) runs as that user, who then
+# owns the dir.
 sub new {
     my ($class, %a) = @_;
     my $dir = Cwd::abs_path(tempdir('pfi-pl-h-XXXXXX', TMPDIR => 1,
                                     CLEANUP => 1));
+    if ($a{run_as}) {
+        chown @{ $a{run_as} }, $dir or die "chown $dir: $!";
+    }
     my $self = bless { dir => $dir }, $class;
     my $script = "$dir/h.pl";
     PfiTest::spit($script, PfiTest::script_text(%a, dir => $dir,
@@ -574,6 +579,12 @@ sub new {
             # them on).
             PfiTest::default_signals();
             $SIG{$_} = 'IGNORE' foreach @{ $a{setup_ignore} // [] };
+            if ($a{run_as}) {
+                my ($uid, $gid) = @{ $a{run_as} };
+                $) = "$gid $gid";    # and no supplementary groups
+                POSIX::setgid($gid) or die "setgid: $!";
+                POSIX::setuid($uid) or die "setuid: $!";
+            }
             exec 'perl', $script, @{ $a{setup_args} // [] }
                 or die "exec perl: $!";
         };

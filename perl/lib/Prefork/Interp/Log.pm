@@ -28,8 +28,10 @@ our $VERSION = '1.0.0';
 
 use constant SYSLOG_PATH => '/dev/log';
 
-# Levels we use, as syslog severities.
-my %SEVERITY = (err => 3, warning => 4, info => 6);
+# Levels we use, as syslog severities.  debug is for what happens
+# routinely under load or abuse (an idle connection dropped), which
+# syslog usually keeps out of the logs.
+my %SEVERITY = (err => 3, warning => 4, info => 6, debug => 7);
 
 # facility_code(NAME) - NAME as Sys::Syslog::openlog takes it: "user",
 # "LOG_USER", "local3", ...  Returns the facility code (already shifted,
@@ -66,7 +68,7 @@ sub to_stderr {
     $self->{stderr} = $on;
 }
 
-# msg(LEVEL, TEXT): LEVEL is 'err', 'warning' or 'info'.  Never dies:
+# msg(LEVEL, TEXT): LEVEL is 'err', 'warning', 'info' or 'debug'.  Never dies:
 # there is nowhere left to report a failure to log.
 sub msg {
     my ($self, $level, $text) = @_;

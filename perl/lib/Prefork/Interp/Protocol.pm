@@ -2,10 +2,12 @@
 # and of its extension call1, script side.
 #
 # This file owns the wire format and nothing else: it parses the
-# PREFORK_INTERP environment variable, sends the greeting, reads and
-# decodes a request and writes the wait status; for call1 it parses the
-# client's offer, encodes and decodes frames and the ATTR body, and
-# receives the caller's extra fds.  It never forks, never touches
+# PREFORK_INTERP environment variable; reads bytes and passed fds
+# without blocking and sends the greeting (for the server's handshakes,
+# Prefork::Interp::Handshake); checks a request body's shape without
+# splitting it, and splits it (for the executor); writes the wait
+# status; for call1 it parses the client's offer and encodes and
+# decodes frames and the ATTR body.  It never forks, never touches
 # signal dispositions and never logs; callers decide what an error
 # means.  Step numbers refer to the upstream design comment, part 4
 # ("service (monitor) child"), to SPEC section 5, and to
@@ -19,10 +21,13 @@ package Prefork::Interp::Protocol;
 use strict;
 use warnings;
 
+use Config ();
 use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNRESET EPIPE EDOM);
 use IO::FDPass ();
 use POSIX ();
-use Time::HiRes ();
+use Socket qw(SOL_SOCKET);
+
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -40,14 +45,16 @@ use constant GREETING => "PFI\n\0\0\0\0";
 # Signalling byte the client sends after the greeting (step 4).
 use constant SIGNAL_BYTE => "\0";
 
-# A request carries the caller's environment and arguments, which the
-# kernel caps at a few MiB (ARG_MAX; at most 6 MiB on Linux).  Anything
-# longer is not a real caller.
-use constant MAX_REQUEST_LEN => 16 * 1024 * 1024;
+# A request carries a subset of the caller's arguments and its
+# environment, which Linux caps at 6 MiB for exec (3/4 of the 8 MiB
+# default stack limit, whatever the rlimit), plus a few bytes of
+# extension entries: 6 MiB + 4 KiB (protocol.md 4.1, item 5).  A longer
+# request is not from a real caller.
+use constant MAX_REQUEST_LEN => 6 * 1024 * 1024 + 4 * 1024;
 
 # Environment entries whose names start with this are reserved for
 # protocol extensions (protocol.md 5); they are never given to the
-# script.  See parse_request and parse_offer.
+# script.  See check_request and request_env.
 use constant EXT_ENV_PREFIX => 'PREFORK_INTERP_EXT';
 
 # The entry through which a client offers extensions (protocol.md
@@ -82,9 +89,9 @@ use constant RLIM_INFINITY => ~0;
 #---------- errors ----------
 
 # Exceptions are plain strings ending in "\n", except "the caller went
-# away" (EOF, ECONNRESET, EPIPE, or the deadline passed), which is a
+# away" (EOF, ECONNRESET, EPIPE), which is a
 # Prefork::Interp::Protocol::Gone object: upstream part 4 says this is
-# not an error, so monitors handle it quietly.
+# not an error, so the server and monitors handle it quietly.
 
 sub _gone ($) {
     my ($why) = @_;
@@ -143,55 +150,107 @@ sub parse_env_value ($) {
     };
 }
 
-#---------- low-level I/O with a deadline ----------
+#---------- reading without blocking ----------
+#
+# The server reads every handshake from its one select loop
+# (protocol.md 4.1, item 3), so these never wait: each returns undef
+# when nothing has arrived yet.  They read exactly what they are asked
+# for, never more: a byte beyond an item may be the one that carries
+# the next fd.
 
-# Waits until FH is readable or DEADLINE (Time::HiRes::time value)
-# passes; the latter counts as the caller having gone away.
-sub _wait_readable ($$) {
-    my ($fh, $deadline) = @_;
+# read_some(FH, \BUF, N, WHAT): appends to BUF at most N bytes that have
+# arrived on FH (which must be non-blocking).  Returns how many, or
+# undef if none has arrived.  EOF or a reset: the caller has gone.
+sub read_some ($$$$) {
+    my ($fh, $bufref, $n, $what) = @_;
     for (;;) {
-        my $left = $deadline - Time::HiRes::time();
-        _gone('did not send its request in time') if $left <= 0;
-        my $rbits = '';
-        vec($rbits, fileno($fh), 1) = 1;
-        my $n = select($rbits, undef, undef, $left);
-        return if $n > 0;
-        next if $n == 0 || $! == EINTR;
-        die "select on call socket: $!\n";
-    }
-}
-
-# Reads exactly LEN bytes from FH (unbuffered: the fds that follow the
-# bytes we read must not be swallowed by a buffer).
-sub _read_exact ($$$$) {
-    my ($fh, $len, $deadline, $what) = @_;
-    my $buf = '';
-    while (length($buf) < $len) {
-        _wait_readable($fh, $deadline);
-        my $want = $len - length($buf);
-        $want = 65536 if $want > 65536;
-        my $r = sysread($fh, $buf, $want, length($buf));
+        my $r = sysread($fh, $$bufref, $n, length $$bufref);
         if (!defined $r) {
-            next if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK;
+            next if $! == EINTR;
+            return undef if $! == EAGAIN || $! == EWOULDBLOCK;
             _gone("connection reset reading $what") if $! == ECONNRESET;
             die "read $what: $!\n";
         }
         _gone("hung up before sending $what") if $r == 0;
+        return $r;
     }
-    return $buf;
 }
 
-sub _recv_fd ($$$) {
-    my ($fh, $deadline, $what) = @_;
+# For recvmsg(2) by hand (perl has no recvmsg): the flags and the sizes
+# of struct msghdr, struct iovec and struct cmsghdr.  size_t is an
+# unsigned long on every Linux ABI ("L!"); a pointer is "p".
+use constant MSG_CTRUNC       => 0x08;
+use constant MSG_DONTWAIT     => 0x40;
+use constant MSG_CMSG_CLOEXEC => 0x40000000;
+use constant SCM_RIGHTS       => 1;
+use constant MSGHDR           => 'p L x![p] p L! p L! i x![p]';
+use constant MSGHDR_OUT       => 'x[p] L x![p] x[p] L! x[p] L! i';
+my $LONG = $Config::Config{longsize};
+sub _cmsg_align ($) { my ($n) = @_; return ($n + $LONG - 1) & ~($LONG - 1) }
+my $CMSG_HDR = _cmsg_align($LONG + 8);    # cmsg_len, cmsg_level, cmsg_type
+
+# recv_fd(FH, WHAT): one message of one data byte (its value does not
+# matter) carrying exactly one fd (protocol.md 2, step 3).  Returns
+# the fd (close-on-exec), or undef if no message has arrived.  The
+# control buffer has room for one fd, so the kernel flags more as
+# truncated (MSG_CTRUNC) or shows two; either way, or with no fd, every
+# fd that did arrive is closed and the call is a protocol error: a
+# client cannot make us hold fds we do not know about.
+sub recv_fd ($$) {
+    my ($fh, $what) = @_;
+    my $nr = Prefork::Interp::Syscall::number('recvmsg');
+    return _recv_fd_fdpass($fh, $what) unless defined $nr;
+    my $data = "\0";
+    my $control = "\0" x ($CMSG_HDR + _cmsg_align(4));
+    my $iov = pack 'p L!', $data, 1;
+    my $msg = pack MSGHDR, undef, 0, $iov, 1, $control, length $control, 0;
+    my $r;
     for (;;) {
-        _wait_readable($fh, $deadline);
+        # "+ 0": syscall passes numbers as integers, strings as pointers.
+        $r = syscall($nr, fileno($fh) + 0, $msg,
+                     MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        last if $r >= 0;
+        next if $! == EINTR;
+        return undef if $! == EAGAIN || $! == EWOULDBLOCK;
+        _gone("connection reset receiving $what") if $! == ECONNRESET;
+        die "receive $what: $!\n";
+    }
+    _gone("hung up before sending $what") if $r == 0;
+    my (undef, undef, $control_len, $flags) = unpack MSGHDR_OUT, $msg;
+    my @fds;
+    my $off = 0;
+    while ($off + $CMSG_HDR <= $control_len) {
+        my ($len, $level, $type) = unpack "x$off L! i i", $control;
+        last if $len < $CMSG_HDR || $off + $len > length $control;
+        if ($level == SOL_SOCKET && $type == SCM_RIGHTS) {
+            my $n = int(($len - $CMSG_HDR) / 4);
+            push @fds, unpack 'x' . ($off + $CMSG_HDR) . " i$n", $control;
+        }
+        $off += _cmsg_align($len);
+    }
+    return $fds[0] if @fds == 1 && !($flags & MSG_CTRUNC);
+    POSIX::close($_) foreach @fds;
+    die "$what: message carries more than one file descriptor\n" if @fds;
+    # Truncated with none installed: the kernel could not give us the fd
+    # (at our fd limit, say).
+    die "$what: could not be received (is the server at its fd"
+        . " limit?)\n" if $flags & MSG_CTRUNC;
+    die "$what: message has no file descriptor attached\n";
+}
+
+# Where neither syscall.ph nor our table knows recvmsg: IO::FDPass,
+# which cannot tell us about a second fd or truncated control data.
+sub _recv_fd_fdpass ($$) {
+    my ($fh, $what) = @_;
+    for (;;) {
         $! = 0;
         my $fd = IO::FDPass::recv(fileno($fh));
         return $fd if $fd >= 0;
-        # IO::FDPass::recv returns -1 with errno untouched on EOF, and
-        # with EDOM if the byte was not zero or carried no descriptor.
+        # -1 with errno untouched on EOF, and with EDOM if the byte was
+        # not zero or carried no descriptor.
         _gone("hung up before sending $what") if $! == 0;
-        next if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK;
+        next if $! == EINTR;
+        return undef if $! == EAGAIN || $! == EWOULDBLOCK;
         _gone("connection reset receiving $what") if $! == ECONNRESET;
         die "$what: message has no file descriptor attached\n"
             if $! == EDOM;
@@ -199,125 +258,147 @@ sub _recv_fd ($$$) {
     }
 }
 
-#---------- the conversation, monitor side ----------
+# send_now(FH, DATA, WHAT): writes DATA on a non-blocking FH, all of it
+# at once.  The server only writes a few bytes to a fresh connection
+# (the greeting, the accept frame), which always fit in the socket's
+# buffer; a peer for which they do not is broken.
+sub send_now ($$$) {
+    my ($fh, $data, $what) = @_;
+    for (;;) {
+        my $r = syswrite($fh, $data);
+        if (!defined $r) {
+            next if $! == EINTR;
+            _gone("hung up before we sent the $what")
+                if $! == EPIPE || $! == ECONNRESET;
+            die "write $what: $!\n";
+        }
+        return if $r == length $data;
+        die "could not send the $what without waiting\n";
+    }
+}
 
-# send_greeting(CALL): step 3.
+# send_greeting(CALL): step 1 of protocol.md 2 (step 3 upstream), on a
+# non-blocking socket.
 sub send_greeting ($) {
     my ($fh) = @_;
-    _write_all($fh, GREETING, 'greeting');
+    send_now($fh, GREETING, 'greeting');
 }
 
-# read_request(CALL, DEADLINE)
+#---------- the request body ----------
 #
-# Steps 4 to 7: the signalling byte, the caller's fds 0, 1 and 2 (one
-# per one-byte message), a 4-byte big-endian length and the request
-# itself.  Everything must arrive before DEADLINE.
-#
-# Returns a hash ref: fds => [fd0, fd1, fd2] (raw descriptors, now
-# owned by the caller of read_request), plus what parse_request
-# returns (env, offer, args).  On failure any descriptors already received are closed.
-sub read_request ($$) {
-    my ($fh, $deadline) = @_;
-    my @fds;
-    my $ok = eval {
-        my $byte = _read_exact($fh, 1, $deadline, 'signalling byte');
-        $byte eq SIGNAL_BYTE
-            or die sprintf("signalling byte is 0x%02x, not 0x00\n",
-                           ord $byte);
-        foreach my $i (0..2) {
-            push @fds, _recv_fd($fh, $deadline, "caller's fd $i");
-        }
-        1;
-    };
-    my $request;
-    $ok &&= eval {
-        my $lenbuf = _read_exact($fh, 4, $deadline, 'request length');
-        my $len = unpack 'N', $lenbuf;
-        $len <= MAX_REQUEST_LEN
-            or die "request length $len exceeds the limit of "
-                 . MAX_REQUEST_LEN . " bytes\n";
-        my $data = _read_exact($fh, $len, $deadline, 'request');
-        $request = parse_request($data);
-        1;
-    };
-    if (!$ok) {
-        my $e = $@;
-        POSIX::close($_) foreach @fds;
-        die $e;
-    }
-    $request->{fds} = \@fds;
-    return $request;
-}
+# The server and the monitor keep a request as the one string it
+# arrived in (protocol.md 4.1, item 6): check_request looks at its
+# shape and at the reserved entries only.  The executor splits it
+# (request_env, request_args), once it is the caller's process.  Each
+# function takes a reference to the body, so it is never copied.
 
-# parse_request(DATA)
+# check_request(\BODY)
 #
-# DATA is the request body (step 7): NUL-terminated "NAME=value"
-# strings, an empty string, then NUL-terminated arguments.  7.0.0
-# clients send the arguments as "interpreter, [script,] args...".
-#
-# Returns a hash ref:
-#   env   => [ [NAME, VALUE], ... ]  in order, reserved entries removed
-#   offer => what parse_offer makes of the reserved PREFORK_INTERP_EXT*
-#            entries
-#   args  => [ interpreter, ... ]
-sub parse_request ($) {
-    my ($data) = @_;
-    length($data) && substr($data, -1) eq "\0"
+# BODY is a request body (step 4): NUL-terminated "NAME=value" strings,
+# an empty string, then NUL-terminated arguments (7.0.0 clients send
+# "interpreter, [script,] args...").  Dies with a one-line message
+# unless it ends in a NUL, has the empty string, and at least one
+# argument.  Returns a hash ref:
+#   env_end => the offset of the NUL of that empty string
+#   offer   => what the client offers (see _offer)
+sub check_request ($) {
+    my ($body) = @_;
+    my $len = length $$body;
+    $len && substr($$body, -1) eq "\0"
         or die "request does not end in a NUL\n";
-    my @strings = split /\0/, substr($data, 0, -1), -1;
-
-    my (@env, @reserved);
-    for (;;) {
-        @strings or die "request has no end-of-environment marker\n";
-        my $s = shift @strings;
-        last if $s eq '';
-        # An environment string without "=" cannot be represented in
-        # %ENV; perl run directly skips such entries too.
-        my ($name, $value) = $s =~ m/\A([^=]*)=(.*)\z/s or next;
-        # Reserved for protocol extensions (protocol.md 5): a newer
-        # client announces itself with such an entry inside a v1
-        # request.  This is the one place they are taken out; the
-        # script never sees them.
-        if (substr($name, 0, length EXT_ENV_PREFIX) eq EXT_ENV_PREFIX) {
-            push @reserved, [ $name, $value ];
-            next;
-        }
-        push @env, [ $name, $value ];
+    my $env_end;
+    if (substr($$body, 0, 1) eq "\0") {
+        $env_end = 0;
+    } else {
+        # The first empty string follows the first NUL that follows a
+        # NUL (an entry's terminator); no environment string is empty.
+        $env_end = index($$body, "\0\0");
+        $env_end >= 0 or die "request has no end-of-environment marker\n";
+        $env_end += 1;
     }
-    @strings >= 1 or die "request has no arguments (not even the"
-                         . " interpreter)\n";
-    return { env => \@env, offer => parse_offer(\@reserved),
-             args => \@strings };
+    $env_end + 1 < $len
+        or die "request has no arguments (not even the interpreter)\n";
+    return { env_end => $env_end, offer => _offer($body, $env_end) };
 }
 
-# parse_offer([ [NAME, VALUE], ... ])
-#
-# The reserved environment entries of a request (protocol.md 5, 6.1),
-# as a hash ref:
-#   names   => [ NAME, ... ]  every extension name the client offers,
-#                             in its order, from PREFORK_INTERP_EXT
-#   call1   => BOOL           whether call1 is among them
-#   ignored => [ [NAME, VALUE], ... ]
-#                             reserved entries we do not understand
-#                             (removed from the environment all the same)
-sub parse_offer ($) {
-    my ($entries) = @_;
-    my (@names, @ignored);
-    foreach my $e (@$entries) {
-        my ($name, $value) = @$e;
-        if ($name eq EXT_OFFER_NAME) {
+# _offer(\BODY, ENV_END): the reserved entries of the environment
+# (protocol.md 5, 6.1), found with index, not by splitting.  Returns a
+# hash ref: call1 => BOOL, whether a PREFORK_INTERP_EXT entry lists
+# call1.  Every other name and reserved entry is ignored, and nothing
+# of them is kept: a request full of them costs no memory.
+sub _offer ($$) {
+    my ($body, $env_end) = @_;
+    my $prefix = EXT_ENV_PREFIX;
+    my $offer_head = EXT_OFFER_NAME . '=';
+    my $call1 = 0;
+    my $at = substr($$body, 0, length $prefix) eq $prefix ? 0
+           : _next_entry_with($body, $prefix, 0);
+    while ($at >= 0 && $at < $env_end) {
+        my $end = index($$body, "\0", $at);
+        if (substr($$body, $at, length $offer_head) eq $offer_head) {
             # A client sends one such entry; if there are more, their
             # names add up.
-            push @names, grep { length } split /,/, $value;
-        } else {
-            push @ignored, [ $name, $value ];
+            $call1 ||= _list_has($body, $at + length $offer_head, $end,
+                                 EXT_CALL1);
         }
+        $at = _next_entry_with($body, $prefix, $end);
     }
-    return {
-        names   => \@names,
-        call1   => (grep { $_ eq EXT_CALL1 } @names) ? 1 : 0,
-        ignored => \@ignored,
-    };
+    return { call1 => $call1 };
+}
+
+# The offset of the first entry after offset FROM that starts with
+# PREFIX, or -1.
+sub _next_entry_with ($$$) {
+    my ($body, $prefix, $from) = @_;
+    my $p = index($$body, "\0$prefix", $from);
+    return $p < 0 ? -1 : $p + 1;
+}
+
+# Whether the comma-separated list between offsets START and END of
+# BODY has the item NAME.
+sub _list_has ($$$$) {
+    my ($body, $start, $end, $name) = @_;
+    my $n = length $name;
+    for (my $p = index($$body, $name, $start);
+         $p >= 0 && $p + $n <= $end;
+         $p = index($$body, $name, $p + 1)) {
+        next unless $p == $start || substr($$body, $p - 1, 1) eq ',';
+        return 1 if $p + $n == $end || substr($$body, $p + $n, 1) eq ',';
+    }
+    return 0;
+}
+
+# request_env(\BODY, ENV_END): the environment of a checked request,
+# for the executor.  Returns (NAMES, VALUES): the names in the order
+# they first appear and a hash ref of their values; a repeated name
+# keeps its first place and its last value, as setting them one after
+# the other would.  Entries without "=" are left out (%ENV cannot hold
+# them; perl run directly skips them too), and so are the reserved
+# ones (protocol.md 5).  Linear in the size of the body.
+sub request_env ($$) {
+    my ($body, $env_end) = @_;
+    my $prefix = EXT_ENV_PREFIX;
+    my (@names, %value);
+    my $p = 0;
+    while ($p < $env_end) {
+        my $end = index($$body, "\0", $p);
+        my $entry = substr($$body, $p, $end - $p);
+        $p = $end + 1;
+        my $eq = index($entry, '=');
+        next if $eq < 0;
+        my $name = substr($entry, 0, $eq);
+        next if substr($name, 0, length $prefix) eq $prefix;
+        push @names, $name unless exists $value{$name};
+        $value{$name} = substr($entry, $eq + 1);
+    }
+    return (\@names, \%value);
+}
+
+# request_args(\BODY, ENV_END): the arguments of a checked request
+# (interpreter first), for the executor.
+sub request_args ($$) {
+    my ($body, $env_end) = @_;
+    return split /\0/, substr($$body, $env_end + 1, -1), -1;
 }
 
 # accepted_names(OFFER): the names we accept from an offer, in our
@@ -384,16 +465,6 @@ sub _printable ($) {
     my ($s) = @_;
     $s =~ s/([^\x21-\x7e])/sprintf('\\x%02x', ord $1)/ge;
     return $s;
-}
-
-# read_frame(CALL, DEADLINE, WHAT): reads one whole frame, blocking
-# until DEADLINE; returns [TAG, BODY].
-sub read_frame ($$$) {
-    my ($fh, $deadline, $what) = @_;
-    my ($tag, $len) = decode_frame_header(
-        _read_exact($fh, FRAME_HEADER_LEN, $deadline, "$what (header)"));
-    my $body = $len ? _read_exact($fh, $len, $deadline, $what) : '';
-    return [ $tag, $body ];
 }
 
 #---------- extension call1: ATTR (protocol.md 6.3) ----------
@@ -509,45 +580,6 @@ sub encode_attr ($) {
     return join '', map { "$_\0" } @s;
 }
 
-# read_call1_setup(CALL, DEADLINE)
-#
-# Right after we sent the accept frame (protocol.md 6.3): frames until
-# the ATTR frame, then one message carrying one fd for each number in
-# its "fds".  Unknown frames before ATTR are skipped; SIGP and SIGG
-# frames (which a client has no reason to send yet) are kept for when
-# the executor runs.
-#
-# Returns a hash ref: attr (as decode_attr), extra_fds => [ [NUMBER,
-# RECEIVED_FD], ... ], early => [ [TAG, SIGNAL], ... ].  On failure the
-# fds already received are closed.
-sub read_call1_setup ($$) {
-    my ($fh, $deadline) = @_;
-    my (@early, $attr, @extra);
-    my $ok = eval {
-        for (;;) {
-            my $frame = read_frame($fh, $deadline, 'ATTR frame');
-            my ($tag, $body) = @$frame;
-            if ($tag eq TAG_ATTR) {
-                $attr = decode_attr($body);
-                last;
-            }
-            if ($tag eq TAG_SIGP || $tag eq TAG_SIGG) {
-                push @early, [ $tag, decode_u32_body($tag, $body) ];
-            }
-        }
-        foreach my $n (@{ $attr->{fds} // [] }) {
-            push @extra, [ $n, _recv_fd($fh, $deadline, "caller's fd $n") ];
-        }
-        1;
-    };
-    if (!$ok) {
-        my $e = $@;
-        POSIX::close($_->[1]) foreach @extra;
-        die $e;
-    }
-    return { attr => $attr, extra_fds => \@extra, early => \@early };
-}
-
 # send_frame(CALL, TAG, BODY) and send_u32_frame(CALL, TAG, N).
 sub send_frame ($$$) {
     my ($fh, $tag, $body) = @_;
@@ -560,7 +592,8 @@ sub send_u32_frame ($$$) {
 }
 
 # write_status(CALL, WAIT_STATUS): step 15, the raw wait status as a
-# 32-bit big-endian number.
+# 32-bit big-endian number.  This and the two above write on the
+# monitor's socket, which is blocking again.
 sub write_status ($$) {
     my ($fh, $status) = @_;
     _write_all($fh, pack('N', $status), 'wait status');
@@ -593,9 +626,9 @@ extension call1 (internal)
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: parsing of the C<PREFORK_INTERP>
-environment variable, and the script side of one call (greeting,
-request, wait status); for extension call1, the client's offer, frames,
-the C<ATTR> body and the caller's extra descriptors.  It has no stable
-API of its own.
+environment variable, reading bytes and passed descriptors without
+blocking, and the script side of one call (greeting, request, wait
+status); for extension call1, the client's offer, frames and the
+C<ATTR> body.  It has no stable API of its own.
 
 =cut

@@ -7,12 +7,20 @@
 #     `- setup: the script, run by the client with PREFORK_INTERP set;
 #        it calls serve(), which forks and exits
 #   server &&            serve(): own session, stdio /dev/null,
-#     |                  fds: LISTEN, WATCHI, WATCHE (and the script's)
-#     `- monitor &       one per call: _monitor(); fds: CALL
+#     |                  fds: LISTEN, WATCHI, WATCHE (and the script's),
+#     |                  the connections it holds (Prefork::Interp::
+#     |                  Intake), a pidfd per monitor
+#     `- monitor &       one per complete call: _monitor(); fds: CALL
 #          `- executor & the script again, returning from serve() with
 #                        the caller's stdio, environment and arguments
 #                        (and with extension call1, its other fds and
-#                        attributes); leader of the call's group
+#                        attributes); leader of the call's group; dies
+#                        with its monitor
+#
+# The server takes calls in itself (protocol.md 4.1): it greets each
+# connection at once and reads every handshake from its one select
+# loop, without blocking; a monitor is forked only for a complete call,
+# when one of the max_servers slots is free.
 #
 # The steps follow the upstream design comment, parts 3 ("Library
 # should do the following") and 4 ("service (monitor) child"); the
@@ -32,11 +40,13 @@ use strict;
 use warnings;
 
 use Config ();
-use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNABORTED ECHILD ENOENT);
+use Errno qw(EINTR EAGAIN EWOULDBLOCK ECHILD ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
-use POSIX qw(WNOHANG WIFSIGNALED WTERMSIG WIFEXITED WEXITSTATUS SIGPIPE);
+use POSIX qw(WNOHANG WIFSIGNALED WTERMSIG WIFEXITED WEXITSTATUS SIGPIPE
+             SIGKILL);
 use Time::HiRes ();
 
+use Prefork::Interp::Intake;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
@@ -47,12 +57,24 @@ our $VERSION = '1.0.0';
 # so that a persistent error (say EMFILE) does not spin the CPU.
 use constant ERROR_PAUSE => 0.05;
 
+# Connections accepted per pass of the loop at most, so that handshakes
+# and finished monitors are seen to between bursts.
+use constant ACCEPTS_PER_PASS => 16;
+
+# Without pidfds, the server learns that a monitor has finished from
+# SIGCHLD, which select can miss (it may come just before select
+# starts); while complete calls wait for a slot it looks this often.
+use constant POLL => 0.05;
+
+# prctl(2) option: the signal the kernel sends us when our parent dies.
+use constant PR_SET_PDEATHSIG => 1;
+
 #---------- entry point ----------
 
 # serve(CFG) - called in the setup process, at the script's
 # initialisation-complete point.  Daemonises and becomes the server.
-# Returns only in an executor, once per call, with the request (see
-# Prefork::Interp::Protocol::read_request).
+# Returns only in an executor, once per call, with the call (see
+# _monitor_body).
 #
 # CFG: fds (from parse_env_value), max_servers, idle_timeout,
 # max_errors, reload_files, request_timeout, use_pidfd, log
@@ -70,10 +92,11 @@ sub serve ($) {
     local $SIG{__WARN__};            #   in the server or in monitors
     local $0 = $0;                   # we retitle server and monitors
 
-    # Look up the system calls monitors and executors use now, once:
-    # loading syscall.ph takes a while, and they are forked from us.
+    # Look up the system calls the server, monitors and executors use
+    # now, once: loading syscall.ph takes a while, and they are forked
+    # from us.
     Prefork::Interp::Syscall::number($_)
-        foreach qw(pidfd_open signalfd4 prlimit64);
+        foreach qw(pidfd_open signalfd4 prlimit64 prctl recvmsg);
 
     my $fds = $cfg->{fds};
     my %fh;
@@ -103,21 +126,22 @@ sub serve ($) {
         POSIX::setsid() or die "setsid: $!\n";
         $0 = "$cfg->{title} [prefork server]";
 
-        # 3.5: the monitor for the call that started us.
-        $pid = fork;
-        defined $pid or die "cannot fork the initial monitor: $!\n";
-        if (!$pid) {
-            return _monitor($cfg, $fh{call}, 1, \%fh);
-        }
-        close $fh{call};
-        delete $fh{call};
-        my %children = ($pid => 1);
-
         # 3.6: from now on nobody reads our stderr.
         _stdio_to_null();
         $log->to_stderr(0);
+        $log->msg('warning', 'this system has no prctl we know of: a call'
+                  . ' whose monitor is killed will not be stopped')
+            unless defined Prefork::Interp::Syscall::number('prctl');
 
-        return _server_loop($cfg, \%fh, \%children);
+        # 3.5, as protocol.md 4.1 has it: the call that started us is
+        # taken in as if it had just been accepted.
+        my $intake = Prefork::Interp::Intake->new(
+            listen => $fh{listen}, log => $log,
+            timeout => $cfg->{request_timeout});
+        $intake->take_in(delete $fh{call}, Time::HiRes::time(), 1);
+
+        return _server_loop({ cfg => $cfg, fh => \%fh, intake => $intake,
+                              children => {} });
     };
     return $request if $request;
     # Only reached if something died in the server itself.
@@ -127,9 +151,12 @@ sub serve ($) {
 
 #---------- server ----------
 
-# 3.7: the select loop.  Returns only in an executor.
-sub _server_loop ($$$) {
-    my ($cfg, $fh, $children) = @_;
+# 3.7: the select loop.  SRV holds the server's state: cfg, fh (listen,
+# watche, watchi), intake, children (monitor pid => its pidfd or
+# undef).  Returns only in an executor.
+sub _server_loop ($) {
+    my ($srv) = @_;
+    my ($cfg, $fh, $intake, $children) = @$srv{qw(cfg fh intake children)};
     my $log = $cfg->{log};
     my $max = $cfg->{max_servers};
     $max = 1 if $max == 0;    # as 7.0.0 behaves: one call at a time
@@ -137,35 +164,66 @@ sub _server_loop ($$$) {
     my $last_call = Time::HiRes::time();
 
     # A monitor finishing interrupts select (EINTR), so we reap it at
-    # once rather than at the next call.  (If it finishes just before
-    # select, it is reaped at the next wake-up: no harm done.)
+    # once even without a pidfd for it.
     local $SIG{CHLD} = sub { };
 
     for (;;) {
-        # 3.7.A.ii, done before waiting: reap what we can, and while we
-        # are at the concurrency limit wait for a monitor to finish.
+        # 3.7.A.ii: reap finished monitors, then fork one for each
+        # complete call, oldest first, while a slot is free.
         _reap($children, $log, 0);
-        _reap($children, $log, 1)
-            while $max > 0 && keys(%$children) >= $max;
+        while ($intake->ready && ($max < 0 || keys(%$children) < $max)) {
+            my $hs = $intake->take_ready;
+            my $pid = fork;
+            if (!defined $pid) {
+                my $e = "cannot fork a monitor: $!";
+                $hs->close;
+                $errors = _count_error($srv, $errors, $e);
+                next;
+            }
+            if (!$pid) {
+                # 4.1: the monitor holds this call's fds and nothing
+                # else of the server's.
+                _close_server_fds($srv);
+                return _monitor($cfg, $hs->call);
+            }
+            $hs->close;
+            $children->{$pid} = $cfg->{use_pidfd}
+                ? Prefork::Interp::Signals::pidfd_open($pid) : undef;
+            $errors = 0;
+            $last_call = Time::HiRes::time();
+        }
 
+        my $now = Time::HiRes::time();
+        $intake->expire($now);
+
+        # Idle: no call for idle_timeout, and no connection held.
         my $timeout;
-        if ($cfg->{idle_timeout} >= 0) {
-            $timeout = $last_call + $cfg->{idle_timeout}
-                - Time::HiRes::time();
-            _quit($cfg, $fh, $children, 0, 'info',
+        if ($cfg->{idle_timeout} >= 0 && !$intake->held) {
+            $timeout = $last_call + $cfg->{idle_timeout} - $now;
+            _quit($srv, 0, 'info',
                   "no calls for $cfg->{idle_timeout} seconds, quitting")
                 if $timeout <= 0;
         }
+        if (defined(my $deadline = $intake->next_deadline)) {
+            my $left = $deadline - $now;
+            $left = 0 if $left < 0;
+            $timeout = $left if !defined $timeout || $left < $timeout;
+        }
+        if ($intake->ready && grep { !defined } values %$children) {
+            $timeout = POLL if !defined $timeout || $timeout > POLL;
+        }
 
         my $rbits = '';
-        vec($rbits, fileno($fh->{listen}), 1) = 1;
         vec($rbits, fileno($fh->{watche}), 1) = 1;
+        vec($rbits, fileno($fh->{listen}), 1) = 1 if $intake->accepting;
+        $intake->watch(\$rbits);
+        vec($rbits, $_, 1) = 1 foreach grep { defined } values %$children;
         my $n = select($rbits, undef, undef, $timeout);
         if ($n < 0) {
             next if $! == EINTR;
-            _quit($cfg, $fh, $children, 1, 'err', "select: $!");
+            _quit($srv, 1, 'err', "select: $!");
         }
-        next if $n == 0;    # the idle deadline is checked above
+        next if $n == 0;    # deadlines are checked above
 
         # 3.7.B: the watcher says the socket is gone or replaced (EOF),
         # or reports an error (data).
@@ -173,63 +231,63 @@ sub _server_loop ($$$) {
             my $buf = '';
             my $r = sysread($fh->{watche}, $buf, 4096);
             if (defined $r && $r > 0) {
-                _quit($cfg, $fh, $children, 1, 'err',
-                      "watcher reported: $buf");
+                _quit($srv, 1, 'err', "watcher reported: $buf");
             } elsif (defined $r) {
-                _quit($cfg, $fh, $children, 0, 'info',
-                      'socket removed or replaced'
+                _quit($srv, 0, 'info', 'socket removed or replaced'
                       . ' (fresh server or --kill), quitting');
             } elsif (!($! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK)) {
-                _quit($cfg, $fh, $children, 1, 'err',
-                      "read from watcher: $!");
+                _quit($srv, 1, 'err', "read from watcher: $!");
             }
         }
 
-        next unless vec($rbits, fileno($fh->{listen}), 1);
+        # Handshakes in progress that have bytes for us.
+        $intake->service($rbits);
+
+        next unless $intake->accepting
+                 && vec($rbits, fileno($fh->{listen}), 1);
 
         # 3.7.A.i: reload if the program changed since we started.  We
         # quit without accepting; the client that is waiting sees its
         # connection reset and starts a fresh server.
         if (defined(my $why = _stale_file($cfg))) {
-            _quit($cfg, $fh, $children, 0, 'info', "reloading: $why");
+            _quit($srv, 0, 'info', "reloading: $why");
         }
 
         # 3.7.A.iii
-        my $call;
-        if (!accept($call, $fh->{listen})) {
-            # Nothing to accept after all, or the caller gave up.
-            next if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK
-                 || $! == ECONNABORTED;
-            $errors = _count_error($cfg, $fh, $children, $errors,
-                                   "accept: $!");
-            next;
+        for (1 .. ACCEPTS_PER_PASS) {
+            my ($got, $error) = $intake->accept_new(Time::HiRes::time());
+            if (defined $error) {
+                $errors = _count_error($srv, $errors, $error);
+                last;
+            }
+            last unless $got;
         }
-        my $pid = fork;
-        if (!defined $pid) {
-            my $e = "cannot fork a monitor: $!";
-            close $call;
-            $errors = _count_error($cfg, $fh, $children, $errors, $e);
-            next;
-        }
-        if (!$pid) {
-            return _monitor($cfg, $call, 0, $fh);
-        }
-        close $call;
-        $children->{$pid} = 1;
-        $errors = 0;
-        $last_call = Time::HiRes::time();
     }
+}
+
+# In a monitor just forked: closes what the server holds (LISTEN, the
+# watcher's pipes, the monitors' pidfds, every other connection).
+sub _close_server_fds ($) {
+    my ($srv) = @_;
+    my $fh = $srv->{fh};
+    close $fh->{listen};
+    close $fh->{watche};
+    POSIX::close($fh->{watchi});
+    POSIX::close($_) foreach grep { defined } values %{ $srv->{children} };
+    %{ $srv->{children} } = ();
+    $srv->{intake}->close_all;
 }
 
 # Counts one server loop error (7.0.0 never counted them, so a
 # persistent accept failure made it spin forever).  Returns the new
 # count, or quits once there have been more than max_errors in a row.
-sub _count_error ($$$$$) {
-    my ($cfg, $fh, $children, $errors, $what) = @_;
+sub _count_error ($$$) {
+    my ($srv, $errors, $what) = @_;
+    my $cfg = $srv->{cfg};
     $errors++;
     my $limit = $cfg->{max_errors};
     if ($limit >= 0 && $errors > $limit) {
-        _quit($cfg, $fh, $children, 1, 'err',
+        _quit($srv, 1, 'err',
               "$what; $errors errors in a row (max_errors is $limit),"
               . ' quitting');
     }
@@ -238,8 +296,9 @@ sub _count_error ($$$$$) {
     return $errors;
 }
 
-# Reaps finished monitors.  If BLOCK, waits for at least one.
-# Reports failures, except death by SIGPIPE (upstream 3.7.A.ii).
+# Reaps finished monitors, and closes their pidfds.  If BLOCK, waits
+# for at least one.  Reports failures, except death by SIGPIPE
+# (upstream 3.7.A.ii).
 sub _reap ($$$) {
     my ($children, $log, $block) = @_;
     for (;;) {
@@ -247,12 +306,16 @@ sub _reap ($$$) {
         if ($pid < 0) {
             next if $! == EINTR;
             # ECHILD: nothing left to wait for, whatever we thought.
-            %$children = () if $! == ECHILD;
+            if ($! == ECHILD) {
+                POSIX::close($_) foreach grep { defined } values %$children;
+                %$children = ();
+            }
             return;
         }
         return if $pid == 0;
         my $status = $?;
-        delete $children->{$pid};
+        my $pidfd = delete $children->{$pid};
+        POSIX::close($pidfd) if defined $pidfd;
         if ($status != 0
             && !(WIFSIGNALED($status) && WTERMSIG($status) == SIGPIPE)) {
             $log->msg('warning', "monitor [$pid] failed: "
@@ -282,28 +345,31 @@ sub _stale_file ($) {
 
 # Stops serving: logs why, closes the listening socket and the watcher
 # fds (so new callers start a fresh server at once and the watcher
-# exits), waits for the calls in progress, and exits.  Waiting means
-# our monitors never become orphans, which matters where init does not
-# reap.
-sub _quit ($$$$$$) {
-    my ($cfg, $fh, $children, $code, $level, $why) = @_;
+# exits) and every connection held, waits for the calls in progress,
+# and exits.  Waiting means our monitors never become orphans, which
+# matters where init does not reap.
+sub _quit ($$$$) {
+    my ($srv, $code, $level, $why) = @_;
+    my ($cfg, $fh) = @$srv{qw(cfg fh)};
     $cfg->{log}->msg($level, $why);
     close $fh->{listen};
     close $fh->{watche};
     POSIX::close($fh->{watchi});
-    _reap($children, $cfg->{log}, 1) while %$children;
+    $srv->{intake}->close_all;
+    _reap($srv->{children}, $cfg->{log}, 1) while %{ $srv->{children} };
     POSIX::_exit($code);
 }
 
 #---------- monitor ----------
 
-# Part 4: one call, in a fresh process.  INITIAL is true for the call
-# that started the server.  Returns only in the executor, with the
-# request; in the monitor itself it always ends in _exit.
-sub _monitor ($$$$) {
-    my ($cfg, $call, $initial, $server_fh) = @_;
+# Part 4: one complete call (Prefork::Interp::Handshake::call), in a
+# fresh process that holds nothing else of the server's.  Returns only
+# in the executor, with the call; in the monitor itself it always ends
+# in _exit.
+sub _monitor ($$) {
+    my ($cfg, $call) = @_;
     my $log = $cfg->{log};
-    my $request = eval { _monitor_body($cfg, $call, $initial, $server_fh) };
+    my $request = eval { _monitor_body($cfg, $call) };
     return $request if $request;    # we are the executor
     my $e = $@;
     if (Prefork::Interp::Protocol::is_gone($e)) {
@@ -315,14 +381,10 @@ sub _monitor ($$$$) {
     POSIX::_exit(127);
 }
 
-sub _monitor_body ($$$$) {
-    my ($cfg, $call, $initial, $server_fh) = @_;
+sub _monitor_body ($$) {
+    my ($cfg, $call) = @_;
     my $log = $cfg->{log};
-
-    # 4.1: drop the server's descriptors.
-    close $server_fh->{listen};
-    close $server_fh->{watche};
-    POSIX::close($server_fh->{watchi});
+    my $fh = $call->{fh};
 
     # A process group of our own.  The executor makes one of its own
     # (protocol.md 6.4 step 1), which we must not be in, but which must
@@ -332,42 +394,14 @@ sub _monitor_body ($$$$) {
     POSIX::setpgid(0, 0) or die "setpgid: $!\n";
     $0 = "$cfg->{title} [prefork monitor]";
 
-    # 4.3 to 4.7.  The whole request must arrive soon after the
-    # greeting.  (7.0.0 waits for ever, so a few idle connections hold
-    # every max_servers slot and block all real callers.)  With call1,
-    # the ATTR frame and the extra fds too (protocol.md 6.1, 6.3).
-    Prefork::Interp::Protocol::send_greeting($call);
-    my $deadline = Time::HiRes::time() + $cfg->{request_timeout};
-    my $request = eval {
-        my $r = Prefork::Interp::Protocol::read_request($call, $deadline);
-        my @accept = Prefork::Interp::Protocol::accepted_names($r->{offer});
-        if (@accept) {
-            my $setup = eval {
-                Prefork::Interp::Protocol::send_frame($call,
-                    Prefork::Interp::Protocol::TAG_ACCEPT,
-                    join(',', @accept));
-                Prefork::Interp::Protocol::read_call1_setup($call,
-                                                            $deadline);
-            };
-            if (!$setup) {
-                my $e = $@;
-                POSIX::close($_) foreach @{ $r->{fds} };
-                die $e;
-            }
-            $r->{call1} = $setup;
-        }
-        $r;
-    };
-    if (!$request) {
-        my $e = $@;
-        die $e if Prefork::Interp::Protocol::is_gone($e);
-        # A client that does not speak the protocol is not our failure.
-        chomp $e;
-        $log->msg('warning', "bad request from caller: $e");
-        POSIX::_exit(0);
-    }
-    my $call1 = $request->{call1};
-    my @caller_fds = (@{ $request->{fds} },
+    # 4.3 to 4.7 (and with call1, protocol.md 6.1 to 6.3) are done: the
+    # server read the whole handshake without blocking.  From here on
+    # this process waits on this one call, so its socket blocks again.
+    my $flags = fcntl($fh, F_GETFL, 0) or die "fcntl F_GETFL on CALL: $!\n";
+    fcntl($fh, F_SETFL, $flags & ~O_NONBLOCK)
+        or die "fcntl F_SETFL on CALL: $!\n";
+    my $call1 = $call->{call1};
+    my @caller_fds = (@{ $call->{fds} },
                       map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
 
     # 4.9: fork the executor.  (No EXECTERM pipe, unlike upstream 4.8:
@@ -375,6 +409,7 @@ sub _monitor_body ($$$$) {
     # the executor unblocks them once it has its dispositions and mask
     # (protocol.md 6.4 steps 6 and 7), so a signal forwarded at once
     # is not met by the monitor's dispositions.
+    my $monitor = $$;
     my $oldmask = Prefork::Interp::Signals::block_all();
     my $pid = fork;
     if (!defined $pid) {
@@ -384,23 +419,26 @@ sub _monitor_body ($$$$) {
         $log->msg('err', $e);
         my $status = 127 << 8;
         if ($call1) {
-            Prefork::Interp::Protocol::send_u32_frame($call,
+            Prefork::Interp::Protocol::send_u32_frame($fh,
                 Prefork::Interp::Protocol::TAG_EXIT, $status);
         } else {
-            Prefork::Interp::Protocol::write_status($call, $status);
+            Prefork::Interp::Protocol::write_status($fh, $status);
         }
         POSIX::_exit(0);
     }
     if (!$pid) {
-        # Executor: the leader of the call's process group (protocol.md
-        # 6.4 step 1; we do the same from our side, so neither of us
-        # can race the other).  The caller's descriptors and attributes
-        # are installed by the library once serve() has returned (4.9.i
-        # to 4.9.v, protocol.md 6.4).
+        # Executor.  First of all, it dies with its monitor.
+        _die_with_parent($monitor, $log);
+        # The leader of the call's process group (protocol.md 6.4 step
+        # 1; we do the same from our side, so neither of us can race
+        # the other).  The caller's descriptors, environment, arguments
+        # and attributes are installed by the library once serve() has
+        # returned (4.9.i to 4.9.v, protocol.md 6.4).
         POSIX::setpgid(0, 0);
-        close $call;
-        $request->{log} = $log;
-        return $request;
+        close $fh;
+        return { fds => $call->{fds}, body => $call->{body},
+                 env_end => $call->{env_end}, call1 => $call1,
+                 log => $log };
     }
     # EACCES (it has exec'd already) or ESRCH (it has gone): it did its
     # own setpgid first.
@@ -416,24 +454,40 @@ sub _monitor_body ($$$$) {
                   . ' ignored') if defined $err;
     }
 
-    # 4.10
+    # 4.10; and the request is the executor's now.
     POSIX::close($_) foreach @caller_fds;
-    $0 = "$cfg->{title} [prefork monitor $pid]" unless $initial;
+    undef ${ $call->{body} };
+    $0 = "$cfg->{title} [prefork monitor $pid]" unless $call->{initial};
 
     if ($call1) {
-        _await_executor_call1($cfg, $call, $pid);
+        _await_executor_call1($cfg, $fh, $pid);
         POSIX::_exit(0);
     }
 
-    my $status = _await_executor($cfg, $call, $pid);
+    my $status = _await_executor($cfg, $fh, $pid);
 
     # 4.15: EPIPE or ECONNRESET here just mean the caller has gone.
-    eval { Prefork::Interp::Protocol::write_status($call, $status); 1 }
+    eval { Prefork::Interp::Protocol::write_status($fh, $status); 1 }
         or do {
             die $@ unless Prefork::Interp::Protocol::is_gone($@);
         };
     # 4.16
     POSIX::_exit(0);
+}
+
+# In the executor, first thing (protocol.md 4): the kernel is to kill
+# us when the monitor MONITOR dies (PR_SET_PDEATHSIG), so a monitor
+# killed by anyone never leaves a call running with the caller's stdio
+# after the client has returned; and if it died before we asked, we
+# go at once.
+sub _die_with_parent ($$) {
+    my ($monitor, $log) = @_;
+    my $nr = Prefork::Interp::Syscall::number('prctl');
+    if (defined $nr
+        && syscall($nr, PR_SET_PDEATHSIG + 0, SIGKILL + 0, 0, 0, 0) != 0) {
+        $log->msg('warning', "prctl(PR_SET_PDEATHSIG): $!");
+    }
+    POSIX::_exit(127) if getppid() != $monitor;
 }
 
 # _call_readable(CALL, WATCH): waits until CALL is readable (true), or

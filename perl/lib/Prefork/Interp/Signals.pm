@@ -11,6 +11,8 @@
 #    executor, ChildWatch (how the monitor learns that its executor has
 #    stopped or finished), deliver() for SIGP and SIGG frames, and
 #    hang_up() for a caller that has gone.
+#  * In the server: pidfd_open() (how it learns that a monitor has
+#    finished).
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -191,6 +193,13 @@ sub hang_up ($) {
     my ($pid) = @_;
     kill SIGINT, -$pid, $pid;
     kill SIGCONT, -$pid, $pid;
+}
+
+# pidfd_open(PID): a descriptor that becomes readable when child PID
+# exits (Linux 5.3), or undef where there is none.
+sub pidfd_open ($) {
+    my ($pid) = @_;
+    return Prefork::Interp::Signals::ChildWatch::_pidfd_open($pid);
 }
 
 #---------- ChildWatch: the executor's state, from the kernel ----------

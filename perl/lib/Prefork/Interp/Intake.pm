@@ -1,0 +1,223 @@
+# Prefork::Interp::Intake - the connections the server holds
+# (protocol.md 4.1): it takes each one in (peer check, greeting at
+# once), reads its handshake as bytes arrive (through a
+# Prefork::Interp::Handshake), enforces the limits (64 connections
+# held, the request timeout), and keeps complete calls in order until
+# the server has a slot for them.  It logs what it refuses or drops; it
+# never forks and never waits.
+#
+# Copyright the prefork-interp contributors; see the project's
+# top-level files for the licence.
+
+package Prefork::Interp::Intake;
+
+use strict;
+use warnings;
+
+use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNABORTED);
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
+use Socket qw(SOL_SOCKET);
+
+use Prefork::Interp::Handshake;
+use Prefork::Interp::Protocol;
+
+our $VERSION = '1.0.0';
+
+# At most this many connections held at once, handshaking or complete
+# and waiting for a slot (protocol.md 4.1, item 4).
+use constant MAX_HELD => 64;
+
+# getsockopt(SO_PEERCRED) gives a struct ucred: pid_t, uid_t, gid_t.
+# Older Socket modules do not export the option: 17 is Linux's number.
+use constant SO_PEERCRED => defined &Socket::SO_PEERCRED
+                            ? Socket::SO_PEERCRED() : 17;
+
+# new(listen => FH, log => LOG, timeout => SECONDS)
+sub new {
+    my ($class, %a) = @_;
+    return bless {
+        listen  => $a{listen},
+        log     => $a{log},
+        timeout => $a{timeout},
+        pending => [],    # handshakes in progress, oldest first
+        ready   => [],    # complete calls waiting for a slot, oldest first
+    }, $class;
+}
+
+# held(): how many connections we hold.  ready(): how many of them are
+# complete calls waiting for a slot.
+sub held { scalar(@{ $_[0]{pending} }) + scalar(@{ $_[0]{ready} }) }
+sub ready { scalar @{ $_[0]{ready} } }
+
+# accepting(): whether to accept (and so to watch LISTEN).  At the
+# limit a new connection replaces the oldest handshake in progress; if
+# every connection held is complete, callers wait in the listen queue
+# until a slot frees one.
+sub accepting {
+    my ($self) = @_;
+    return $self->held < MAX_HELD || @{ $self->{pending} } > 0;
+}
+
+# accept_new(NOW): accepts one connection and takes it in.  Returns
+# (1) if there was one (even if it was then refused), (0) if none was
+# waiting, and (0, MESSAGE) if accept failed.
+sub accept_new {
+    my ($self, $now) = @_;
+    return (0) unless $self->accepting;
+    my $fh;
+    if (!accept($fh, $self->{listen})) {
+        # Nothing to accept after all, or the caller gave up.
+        return (0) if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK
+                   || $! == ECONNABORTED;
+        return (0, "accept: $!");
+    }
+    $self->take_in($fh, $now, 0);
+    return (1);
+}
+
+# take_in(FH, NOW, INITIAL): a new connection (accepted, or the first
+# call's socket from PREFORK_INTERP): the peer check; at the limit,
+# the oldest handshake in progress makes room; then the greeting at
+# once, whether or not a slot is free (protocol.md 4.1, items 1, 2 and
+# 4); then its handshake waits for bytes.
+sub take_in {
+    my ($self, $fh, $now, $initial) = @_;
+    my $log = $self->{log};
+    my $refusal = _peer_refusal($fh);
+    if (defined $refusal) {
+        $log->msg('warning', $refusal);
+        close $fh;
+        return;
+    }
+    my $flags = fcntl($fh, F_GETFL, 0);
+    if (!$flags || !fcntl($fh, F_SETFL, $flags | O_NONBLOCK)) {
+        $log->msg('warning', "cannot make a call's socket non-blocking: $!");
+        close $fh;
+        return;
+    }
+    if ($self->held >= MAX_HELD) {
+        my $oldest = shift @{ $self->{pending} };
+        $log->msg('debug', 'dropped the oldest unfinished connection: '
+                  . MAX_HELD . ' are held');
+        $oldest->close;
+    }
+    if (!eval { Prefork::Interp::Protocol::send_greeting($fh); 1 }) {
+        $self->_report($@);
+        close $fh;
+        return;
+    }
+    push @{ $self->{pending} },
+        Prefork::Interp::Handshake->new($fh, $now, $initial);
+}
+
+# Why the peer of FH may not call us, or undef if it may: only our own
+# effective uid may, root included (root can become us with su).
+sub _peer_refusal ($) {
+    my ($fh) = @_;
+    my $cred = getsockopt($fh, SOL_SOCKET, SO_PEERCRED);
+    return "refused a call: cannot read the caller's credentials: $!"
+        unless defined $cred && length $cred >= 12;
+    my ($pid, $uid) = unpack 'i I', $cred;
+    return undef if $uid == $>;
+    return "refused a call from uid $uid (pid $pid): only uid $> may"
+        . ' call this server';
+}
+
+# watch(\RBITS): adds the connections whose handshake is in progress to
+# a select bit vector.
+sub watch {
+    my ($self, $rbits) = @_;
+    vec($$rbits, fileno($_->fh), 1) = 1 foreach @{ $self->{pending} };
+}
+
+# service(RBITS): advances the handshakes whose connection select found
+# readable.  A complete one joins the queue of calls; one that fails is
+# logged and closed.
+sub service {
+    my ($self, $rbits) = @_;
+    my @still;
+    foreach my $hs (@{ $self->{pending} }) {
+        if (!vec($rbits, fileno($hs->fh), 1)) {
+            push @still, $hs;
+            next;
+        }
+        my $done = eval { $hs->advance };
+        if (!defined $done) {
+            $self->_report($@);
+            $hs->close;
+        } elsif ($done) {
+            push @{ $self->{ready} }, $hs;
+        } else {
+            push @still, $hs;
+        }
+    }
+    $self->{pending} = \@still;
+}
+
+# A caller that goes away is not an error (upstream part 4); one that
+# breaks the protocol is not our failure, but worth a warning.
+sub _report {
+    my ($self, $e) = @_;
+    if (Prefork::Interp::Protocol::is_gone($e)) {
+        $self->{log}->msg('info', 'caller ' . $e->why);
+    } else {
+        chomp $e;
+        $self->{log}->msg('warning', "bad request from caller: $e");
+    }
+}
+
+# expire(NOW): drops the connections that have not finished their
+# handshake within the request timeout of their acceptance.
+sub expire {
+    my ($self, $now) = @_;
+    my @still;
+    foreach my $hs (@{ $self->{pending} }) {
+        if ($hs->accepted_at + $self->{timeout} > $now) {
+            push @still, $hs;
+            next;
+        }
+        $self->{log}->msg('debug', 'caller did not send its request within'
+                          . " $self->{timeout} s of connecting; dropped");
+        $hs->close;
+    }
+    $self->{pending} = \@still;
+}
+
+# next_deadline(): when the oldest handshake in progress times out, or
+# undef if there is none.
+sub next_deadline {
+    my ($self) = @_;
+    my $first = $self->{pending}[0] or return undef;
+    return $first->accepted_at + $self->{timeout};
+}
+
+# take_ready(): the oldest complete call (a Handshake), or undef.
+sub take_ready {
+    my ($self) = @_;
+    return shift @{ $self->{ready} };
+}
+
+# close_all(): closes every connection held.
+sub close_all {
+    my ($self) = @_;
+    $_->close foreach @{ $self->{pending} }, @{ $self->{ready} };
+    $self->{pending} = [];
+    $self->{ready} = [];
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Prefork::Interp::Intake - the connections the server holds (internal)
+
+=head1 DESCRIPTION
+
+Internal to L<Prefork::Interp>: accepting calls, refusing peers of
+another uid, greeting at once, reading every handshake without
+blocking, the limit of 64 connections held and the request timeout,
+and the queue of complete calls waiting for a slot.
+
+=cut
