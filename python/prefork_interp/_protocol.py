@@ -66,7 +66,6 @@ __all__ = [
     "encode_request",
     "encode_u32_frame",
     "parse_attributes",
-    "parse_offer",
     "parse_request",
     "parse_setup_env",
     "send_frame",
@@ -320,47 +319,59 @@ def send_greeting(sock: socket.socket) -> None:
 
 @dataclass(frozen=True)
 class Offer:
-    """The extensions a client offered (protocol.md section 6.1), parsed
-    from the request's reserved ``PREFORK_INTERP_EXT*`` entries."""
+    """The extensions a client offered (protocol.md section 6.1), from the
+    request's reserved ``PREFORK_INTERP_EXT*`` entries.
 
-    #: Every name listed in ``PREFORK_INTERP_EXT``, in order, known or not.
-    names: Tuple[str, ...] = ()
-    #: Names of reserved entries other than ``PREFORK_INTERP_EXT`` itself:
-    #: not understood, removed from the environment and otherwise ignored.
-    ignored: Tuple[bytes, ...] = ()
+    Kept as the raw value: a request may hold millions of names, and the
+    server makes no object per name (protocol.md section 4.1, memory).
+    """
+
+    #: The value of the first ``PREFORK_INTERP_EXT`` entry: extension names,
+    #: comma-separated, known or not (``b""`` without one).
+    value: bytes = b""
+    #: How many reserved entries were neither that one nor a repeat of it:
+    #: not understood, left out of the environment and otherwise ignored.
+    ignored: int = 0
 
     @property
     def call1(self) -> bool:
         """Whether the client offers extension call1."""
-        return CALL1 in self.names
+        return _CALL1_ITEM.search(self.value) is not None
+
+    def names(self) -> Tuple[str, ...]:
+        """The names offered, in order (empty items skipped; bytes that are
+        not ASCII cannot name a known extension and are kept
+        backslash-escaped).  For messages and tests."""
+        return tuple(item.decode("ascii", "backslashreplace") for item in self.value.split(b",") if item)
 
 
-def parse_offer(entries: Iterable[Tuple[bytes, bytes]]) -> Offer:
-    """Parse the reserved ``(name, value)`` entries of a request.
-
-    ``PREFORK_INTERP_EXT`` is a comma-separated list of names (empty items
-    skipped; bytes that are not ASCII cannot name a known extension and are
-    kept backslash-escaped).  The first occurrence counts, as for any
-    environment name.  Any other reserved name is listed in ``ignored``.
-    """
-    names: Tuple[str, ...] = ()
-    seen = False
-    ignored: List[bytes] = []
-    for name, value in entries:
-        if name != EXT_ENV_NAME:
-            ignored.append(name)
-        elif not seen:
-            seen = True
-            names = tuple(item.decode("ascii", "backslashreplace") for item in value.split(b",") if item)
-    return Offer(names, tuple(ignored))
+#: ``call1`` as an item of a comma-separated list.
+_CALL1_ITEM = re.compile(rb"(?:\A|,)" + CALL1.encode() + rb"(?:,|\Z)")
 
 
-#: An environment entry with no ``=``: a run of other bytes from the start of
-#: an entry (the body's start, or after a NUL) to its NUL.
-_ENTRY_WITHOUT_EQUALS = re.compile(rb"(?<![^\0])[^=\0]*\0")
+def _parse_offer(body: bytes, env_end: int) -> Offer:
+    """Find the reserved entries among the environment entries of a request
+    body (those before ``env_end``): the first ``PREFORK_INTERP_EXT`` gives
+    the offer, as the first occurrence of any name counts; the others are
+    counted as ignored.  One search per reserved entry, no split."""
+    value: Optional[bytes] = None
+    ignored = 0
+    at = body.find(EXT_ENV_PREFIX, 0, env_end)
+    while at >= 0:
+        end = body.index(b"\0", at)
+        if at == 0 or body[at - 1] == 0:  # the start of an entry, not inside one
+            eq = body.index(b"=", at, end)  # every entry has one (checked)
+            if body[at:eq] != EXT_ENV_NAME:
+                ignored += 1
+            elif value is None:
+                value = body[eq + 1 : end]
+        at = body.find(EXT_ENV_PREFIX, end, env_end)
+    return Offer(value or b"", ignored)
 
-#: A reserved entry (protocol.md section 5): name (after the prefix), value.
-_RESERVED_ENTRY = re.compile(rb"(?<![^\0])" + re.escape(EXT_ENV_PREFIX) + rb"([^=\0]*)=([^\0]*)\0")
+
+#: An environment entry after the first with no ``=``: its predecessor's
+#: NUL, bytes other than ``=``, its own NUL.
+_LATER_ENTRY_WITHOUT_EQUALS = re.compile(rb"\0[^=\0]*\0")
 
 
 @dataclass(frozen=True)
@@ -424,11 +435,14 @@ def parse_request(body: bytes) -> Request:
         env_end = pair + 1
     if env_end + 1 == len(body):
         raise ProtocolError("request has no arguments (not even the interpreter)")
-    bad = _ENTRY_WITHOUT_EQUALS.search(body, 0, env_end)
-    if bad is not None:
-        raise ProtocolError(f"request environment entry {bad.group()[:-1][:40]!r} has no '='")
-    reserved = [(EXT_ENV_PREFIX + m.group(1), m.group(2)) for m in _RESERVED_ENTRY.finditer(body, 0, env_end)]
-    return Request(body, env_end, parse_offer(reserved))
+    if env_end > 0:
+        first_end = body.index(b"\0")
+        if body.find(b"=", 0, first_end) < 0:
+            raise ProtocolError(f"request environment entry {body[:first_end][:40]!r} has no '='")
+        bad = _LATER_ENTRY_WITHOUT_EQUALS.search(body, 0, env_end)
+        if bad is not None:
+            raise ProtocolError(f"request environment entry {bad.group()[1:-1][:40]!r} has no '='")
+    return Request(body, env_end, _parse_offer(body, env_end))
 
 
 def encode_request(env: Iterable[Tuple[bytes, bytes]], argv: Iterable[bytes]) -> bytes:

@@ -110,7 +110,7 @@ def test_request_edges(body, env, argv):
 
 def test_reserved_extension_entries_are_kept_out_of_the_environment():
     request = parse_request(encode_request([(b"PREFORK_INTERP_EXT_SIGNALS", b"1"), (b"PREFORK_INTERPX", b"2")], [b"i"])[4:])
-    assert request.offer == Offer(names=(), ignored=(b"PREFORK_INTERP_EXT_SIGNALS",))
+    assert request.offer == Offer(value=b"", ignored=1)
     assert not request.offer.call1
     assert request.env() == {b"PREFORK_INTERPX": b"2"}
 
@@ -130,7 +130,7 @@ def test_reserved_extension_entries_are_kept_out_of_the_environment():
 def test_offer(value, names, call1):
     env = [(b"A", b"1"), (b"PREFORK_INTERP_EXT", value), (b"B", b"2")]
     request = parse_request(encode_request(env, [b"i"])[4:])
-    assert request.offer.names == names
+    assert request.offer.names() == names
     assert request.offer.call1 is call1
     assert request.env() == {b"A": b"1", b"B": b"2"}
 
@@ -138,6 +138,14 @@ def test_offer(value, names, call1):
 def test_offer_first_entry_counts():
     env = [(b"PREFORK_INTERP_EXT", b"nothing"), (b"PREFORK_INTERP_EXT", b"call1")]
     assert not parse_request(encode_request(env, [b"i"])[4:]).offer.call1
+
+
+def test_offer_only_at_the_start_of_an_entry():
+    """The reserved prefix inside a value, or in the arguments, offers nothing."""
+    env = [(b"X", b"PREFORK_INTERP_EXT=call1"), (b"XPREFORK_INTERP_EXT", b"call1")]
+    request = parse_request(encode_request(env, [b"PREFORK_INTERP_EXT=call1"])[4:])
+    assert request.offer == Offer()
+    assert request.env() == {b"X": b"PREFORK_INTERP_EXT=call1", b"XPREFORK_INTERP_EXT": b"call1"}
 
 
 @pytest.mark.parametrize(
