@@ -176,8 +176,12 @@ def other_user():
     if os.geteuid() != 0:
         pytest.skip("needs root: creates a user to call from another uid")
     name = f"pfi{os.getpid()}{time.monotonic_ns() % 100000}"
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], capture_output=True)
-    if made.returncode != 0:
+    for _ in range(5):  # another test may hold the passwd lock for a moment
+        made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], capture_output=True)
+        if made.returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
         pytest.skip(f"useradd failed: {made.stderr.decode(errors='replace').strip()}")
     try:
         yield pwd.getpwnam(name)
@@ -486,6 +490,40 @@ def test_complete_call_waits_for_a_slot(fake):
                 os.close(fd)
         first.close()
         second.close()
+
+
+def test_waiting_call_of_a_caller_gone_is_dropped(fake):
+    """A complete call waiting for a slot whose caller hangs up is dropped
+    by the server: it never runs."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    late_r, late_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    first = fake.connect()
+    try:
+        _greeted(first)
+        _send_stdio(first, (in_r, out_w, null))
+        first.sendall(encode_request([], _argv(fake, b"report-then-wait", b"A")))
+        read_until(out_r, b"}\n", 10)
+        with fake.connect() as late:
+            _greeted(late)
+            _send_stdio(late, (null, late_w, null))
+            late.sendall(encode_request([], _argv(fake, b"exit", b"0")))
+            os.close(late_w)
+            late_w = -1
+            time.sleep(0.3)  # complete, and waiting: max_servers=1
+        time.sleep(0.3)  # the server sees the hang-up
+        os.close(in_w)
+        in_w = -1
+        first.settimeout(10)
+        assert first.recv(4, socket.MSG_WAITALL) == b"\0\0\0\0"
+        assert select.select([late_r], [], [], 5)[0], "the server lets go of the late caller's stdout"
+        assert os.read(late_r, 100) == b"", "the late call never ran"
+    finally:
+        first.close()
+        for fd in (in_r, in_w, out_r, out_w, late_r, late_w, null):
+            if fd >= 0:
+                os.close(fd)
 
 
 # ---------------------------------------------------------------------------
