@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, cast
 from . import _fastexit
 from ._intake import Call
 from ._log import Log
-from ._protocol import RLIM_INFINITY, Attributes
+from ._protocol import RLIM_INFINITY, Attributes, env_mapping
 from ._proc import close_quietly, set_c_environment
 from ._signals import ScriptSignals
 
@@ -338,10 +338,7 @@ def _apply_environment(entries: List[bytes]) -> None:
     to bytes on POSIX) is filled directly: assigning to ``os.environ`` would
     call ``putenv`` once per entry, each a search of the whole environment.
     """
-    data: Dict[bytes, bytes] = {}
-    for entry in entries:
-        name, _, value = entry.partition(b"=")
-        data.setdefault(name, value)
+    data = env_mapping(entries)
     shared = _environ_dict()
     set_c_environment(entries)
     shared.clear()

@@ -128,17 +128,16 @@ class Intake:
         oldest handshake under way is dropped for it (the server accepts only
         while :meth:`can_take`).  ``stderr``: the first caller's stderr for
         the first call, owned from now on."""
+        pending = _Pending(Handshake(sock), time.monotonic() + REQUEST_TIMEOUT, stderr)
         try:
             pid, uid, _ = peer_credentials(sock)
         except OSError as e:
             self.log.warning(f"reading a caller's credentials (SO_PEERCRED): {e}")
-            sock.close()
-            close_quietly((stderr,))
+            pending.close()
             return
         if uid != self.uid:
             self.log.warning(f"refused a call from uid {uid} (pid {pid}): only uid {self.uid} may call this server")
-            sock.close()
-            close_quietly((stderr,))
+            pending.close()
             return
         if len(self) >= MAX_HELD and self.pending:
             self.log.debug(f"{MAX_HELD} connections held: dropping the oldest unfinished one")
@@ -146,10 +145,9 @@ class Intake:
         try:
             send_greeting(sock)
         except PeerGone:
-            sock.close()
-            close_quietly((stderr,))
+            pending.close()
             return
-        self.pending[sock.fileno()] = _Pending(Handshake(sock), time.monotonic() + REQUEST_TIMEOUT, stderr)
+        self.pending[sock.fileno()] = pending
 
     def register(self, poller: "select.poll") -> None:
         """Add the held connections to the server's poll set: handshakes for

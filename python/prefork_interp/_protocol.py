@@ -65,6 +65,7 @@ __all__ = [
     "encode_frame",
     "encode_request",
     "encode_u32_frame",
+    "env_mapping",
     "parse_attributes",
     "parse_request",
     "parse_setup_env",
@@ -400,18 +401,24 @@ class Request:
         return [entry for entry in entries if not entry.startswith(EXT_ENV_PREFIX)]
 
     def env(self) -> Dict[bytes, bytes]:
-        """The environment as a mapping, the first occurrence of a name
-        winning (as Python builds ``os.environ`` at start-up)."""
-        env: Dict[bytes, bytes] = {}
-        for entry in self.env_entries():
-            name, _, value = entry.partition(b"=")
-            env.setdefault(name, value)
-        return env
+        """The environment as a mapping (:func:`env_mapping`)."""
+        return env_mapping(self.env_entries())
 
     def argv(self) -> List[bytes]:
         """``interpreter, [script,] args...`` exactly as on the wire.  Splits
         the body: for the executor."""
         return self.body[self.env_end + 1 : -1].split(b"\0")
+
+
+def env_mapping(entries: Iterable[bytes]) -> Dict[bytes, bytes]:
+    """``NAME=value`` entries as a mapping, as Python builds ``os.environ``
+    at start-up: split at the first ``=``, the first occurrence of a name
+    winning."""
+    env: Dict[bytes, bytes] = {}
+    for entry in entries:
+        name, _, value = entry.partition(b"=")
+        env.setdefault(name, value)
+    return env
 
 
 def parse_request(body: bytes) -> Request:

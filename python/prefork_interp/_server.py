@@ -253,14 +253,19 @@ class _Server:
             return
         self.intake.take(conn)
 
-    def _quit(self, reason: _Quit) -> None:
-        """Stop taking calls: new callers start a new server; the calls
-        already complete are still served (the loop ends after them)."""
-        if self.quitting is None:
-            self.quitting = reason
+    def _stop_taking_calls(self) -> None:
+        """Close LISTEN and the watcher fds (new callers start a new server)
+        and drop the handshakes under way."""
         self.listen.close()
         self._close_watcher_fds()
         self.intake.drop_pending()
+
+    def _quit(self, reason: _Quit) -> None:
+        """Stop taking calls; the calls already complete are still served
+        (the loop ends after them)."""
+        if self.quitting is None:
+            self.quitting = reason
+        self._stop_taking_calls()
 
     def _poll_set(self) -> "select.poll":
         poller = select.poll()
@@ -325,8 +330,7 @@ class _Server:
     def shutdown(self) -> None:
         """Stop taking calls, drop whatever is held, then wait for the
         running calls."""
-        self.listen.close()
-        self._close_watcher_fds()
+        self._stop_taking_calls()
         self.intake.close_all()
         self._reap(block=True)
 

@@ -27,7 +27,7 @@ from typing import List, Tuple
 
 import pytest
 from fake_client import FakeClient, read_until
-from harness import PYTHON, Harness, alive, send_fds, wait_until
+from harness import PYTHON, Harness, alive, listening_socket, wait_until
 
 from prefork_interp._intake import MAX_HELD, REQUEST_TIMEOUT
 from prefork_interp._protocol import GREETING, MAX_REQUEST_LEN, U32_BE, encode_request
@@ -103,12 +103,6 @@ def _argv(fake: FakeClient, *args: bytes) -> List[bytes]:
 def _greeted(sock: socket.socket, timeout: float = 5) -> None:
     sock.settimeout(timeout)
     assert sock.recv(8, socket.MSG_WAITALL) == GREETING
-
-
-def _send_stdio(sock: socket.socket, stdio: Tuple[int, int, int]) -> None:
-    sock.sendall(b"\0")
-    for fd in stdio:
-        send_fds(sock, [fd])
 
 
 def _eof_within(sock: socket.socket, seconds: float) -> bool:
@@ -217,10 +211,12 @@ def _half_open(path: str, null: int, how: int) -> socket.socket:
     """A connection that stops part-way: after the greeting, after the
     signalling byte and the fds, or in the middle of the request body."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
     s.connect(path)
-    _greeted(s)
-    if how >= 1:
-        _send_stdio(s, (null, null, null))
+    if how == 0:
+        _greeted(s)
+    else:
+        FakeClient.send_preamble(s, (null, null, null))
     if how >= 2:
         s.sendall(encode_request([(b"A", b"1")], [b"python3", b"/x.py"])[:-5])
     return s
@@ -241,7 +237,7 @@ def test_idle_connections_cost_a_call_nothing(harness):
     them as without (the reference took seconds, waiting for slots)."""
     script = harness.script("fast.py", 'print("fine")\n')
     harness.run(script)
-    path = _listening_path(harness.last_server())  # the C client's run directory is its own
+    path = listening_socket(harness.last_server())  # the C client's run directory is its own
     without = _median_call_seconds(harness, script, 5)
     null = os.open(os.devnull, os.O_RDWR)
     idle: List[socket.socket] = []
@@ -256,25 +252,6 @@ def test_idle_connections_cost_a_call_nothing(harness):
             s.close()
     print(f"median call: {without * 1000:.1f} ms alone, {with_idle * 1000:.1f} ms with 50 idle connections")
     assert with_idle - without < 0.050
-
-
-def _listening_path(server_pid: int) -> str:
-    """Path of the socket a server listens on (from /proc; the C client's
-    run directory is not the harness's)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{server_pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{server_pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    with open("/proc/net/unix") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 8 and int(fields[6]) in inodes and int(fields[3], 16) & 0x10000:
-                return fields[7]
-    raise AssertionError(f"server {server_pid} has no listening socket")
 
 
 def test_more_connections_than_the_server_holds(our_harness):
@@ -335,8 +312,7 @@ def test_over_long_length_is_refused_at_once(fake):
     null = os.open(os.devnull, os.O_RDWR)
     try:
         with fake.connect() as sock:
-            _greeted(sock)
-            _send_stdio(sock, (null, null, null))
+            FakeClient.send_preamble(sock, (null, null, null))
             sent = time.monotonic()
             sock.sendall(U32_BE.pack(MAX_REQUEST_LEN + 1))
             assert _eof_within(sock, 2)
@@ -396,8 +372,7 @@ def test_maximal_request_is_served_within_memory_bound(fake, distinct):
     null = os.open(os.devnull, os.O_RDWR)
     sock = fake.connect()
     try:
-        _greeted(sock)
-        _send_stdio(sock, (in_r, out_w, null))
+        FakeClient.send_preamble(sock, (in_r, out_w, null))
         sent = time.monotonic()
         sock.sendall(U32_BE.pack(len(body)) + body)
         del body
@@ -433,8 +408,7 @@ def test_oversized_request_is_refused(fake):
     null = os.open(os.devnull, os.O_RDWR)
     try:
         with fake.connect() as sock:
-            _greeted(sock)
-            _send_stdio(sock, (null, null, null))
+            FakeClient.send_preamble(sock, (null, null, null))
             sock.settimeout(10)
             with pytest.raises((BrokenPipeError, ConnectionResetError)):
                 sock.sendall(U32_BE.pack(len(body)) + body)
@@ -460,16 +434,15 @@ def test_complete_call_waits_for_a_slot(fake):
     second = fake.connect()
     second_out_r, second_out_w = os.pipe()
     try:
-        _greeted(first)
-        _send_stdio(first, (first_in_r, first_out_w, null))
+        FakeClient.send_preamble(first, (first_in_r, first_out_w, null))
         first.sendall(encode_request([], _argv(fake, b"report-then-wait", b"A")))
         read_until(first_out_r, b"}\n", 10)
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
         running = in_session()
         assert len(running) == 3, "server, the first call's monitor and executor"
 
-        _greeted(second, timeout=1)  # at once, though the only slot is busy
-        _send_stdio(second, (null, second_out_w, null))
+        second.settimeout(1)  # greeted at once, though the only slot is busy
+        FakeClient.send_preamble(second, (null, second_out_w, null))
         second.sendall(encode_request([], _argv(fake, b"exit", b"5")))
         time.sleep(0.5)
         assert in_session() == running, "the complete call waits without a monitor"
@@ -501,13 +474,11 @@ def test_waiting_call_of_a_caller_gone_is_dropped(fake):
     null = os.open(os.devnull, os.O_RDWR)
     first = fake.connect()
     try:
-        _greeted(first)
-        _send_stdio(first, (in_r, out_w, null))
+        FakeClient.send_preamble(first, (in_r, out_w, null))
         first.sendall(encode_request([], _argv(fake, b"report-then-wait", b"A")))
         read_until(out_r, b"}\n", 10)
         with fake.connect() as late:
-            _greeted(late)
-            _send_stdio(late, (null, late_w, null))
+            FakeClient.send_preamble(late, (null, late_w, null))
             late.sendall(encode_request([], _argv(fake, b"exit", b"0")))
             os.close(late_w)
             late_w = -1

@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from harness import alive, send_fds, wait_until
+from harness import alive, listening_socket, send_fds, wait_until
 
 from prefork_interp._intake import REQUEST_TIMEOUT
 from prefork_interp._protocol import GREETING, encode_request
@@ -19,24 +19,6 @@ NO_PYTHONUNBUFFERED = {"PYTHONUNBUFFERED": None}
 
 def _server_gone(sid: int) -> bool:
     return not alive(lambda p: p.pid == sid)
-
-
-def _listening_socket(server_pid: int) -> str:
-    """Path of the Unix socket the server listens on (from /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{server_pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{server_pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    with open("/proc/net/unix") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 8 and int(fields[6]) in inodes and int(fields[3], 16) & 0x10000:
-                return fields[7]
-    raise AssertionError(f"server {server_pid} has no listening socket")
 
 
 # ---------------------------------------------------------------------------
@@ -190,7 +172,7 @@ def test_server_survives_bad_clients(harness):
     script = harness.script("ok.py", 'print("fine")\n')
     assert harness.run(script).returncode == 0
     server = harness.last_server()
-    path = _listening_socket(server)
+    path = listening_socket(server)
     null = os.open(os.devnull, os.O_RDWR)
     try:
         bad_clients = [
@@ -223,7 +205,7 @@ def test_idle_connections_are_dropped_after_the_request_timeout(harness):
     after its acceptance (protocol.md section 4.1)."""
     script = harness.script("ok.py", 'print("fine")\n', init="max_servers=2")
     assert harness.run(script).returncode == 0
-    path = _listening_socket(harness.last_server())
+    path = listening_socket(harness.last_server())
     idle = [_connect(path) for _ in range(2)]
     try:
         for s in idle:
