@@ -15,7 +15,8 @@ included, is then served by a fresh fork of it, which returns from
 stdio, and whose exit status becomes the caller's.  Run directly (without
 prefork-interp), the script runs standalone: the call returns at once.
 
-Modules: ``_protocol`` (wire format), ``_server`` (daemon and accept loop),
+Modules: ``_protocol`` (wire format), ``_server`` (daemon and poll loop),
+``_intake`` (connections until their monitors: peer check, handshakes, limits),
 ``_monitor`` (one per call), ``_executor`` (the caller's process context),
 ``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
 """

@@ -23,13 +23,13 @@ import os
 import resource
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, cast
 
 from . import _fastexit
+from ._intake import Call
 from ._log import Log
-from ._monitor import Call
-from ._protocol import RLIM_INFINITY, Attributes
-from ._proc import close_quietly
+from ._protocol import RLIM_INFINITY, Attributes, env_mapping
+from ._proc import close_quietly, set_c_environment
 from ._signals import ScriptSignals
 
 #: Locales the interpreter coerces a "C" LC_CTYPE to (PEP 538), in order;
@@ -318,20 +318,31 @@ def _apply_attributes(attrs: Attributes, extra_fds: Sequence[int], log: Log) -> 
         _set_nice(attrs.nice)
 
 
-def _apply_environment(env: Dict[bytes, bytes]) -> None:
-    """Make ``os.environ`` (and the C environment) exactly ``env``.
+def _environ_dict() -> Dict[bytes, bytes]:
+    """The dict behind both ``os.environ`` and ``os.environb`` (CPython's
+    ``os._Environ._data``), which the interpreter fills at start-up."""
+    shared = getattr(os.environ, "_data", None)
+    if isinstance(shared, dict) and getattr(os.environb, "_data", None) is shared:
+        return cast(Dict[bytes, bytes], shared)
+    raise RuntimeError("os.environ is not built as in CPython (no _data dict shared with os.environb)")
 
-    Only the differences are applied: a caller's environment is usually
-    nearly the server's, and every putenv/unsetenv in a fresh fork is slow.
-    (So variables both have keep the server's order in ``os.environ``.)
+
+def _apply_environment(entries: List[bytes]) -> None:
+    """Make the environment exactly the caller's ``entries`` (``NAME=value``),
+    as a direct run would start with them, in time linear in their number.
+
+    The C environment becomes the entries themselves, in order (one array,
+    ``set_c_environment``).  ``os.environ`` and ``os.environb`` become what
+    the interpreter builds from them at start-up: each name that has a
+    ``=``, the first occurrence winning.  Their shared dict (``_data``, bytes
+    to bytes on POSIX) is filled directly: assigning to ``os.environ`` would
+    call ``putenv`` once per entry, each a search of the whole environment.
     """
-    environ = os.environb
-    current = dict(environ)
-    for name in current.keys() - env.keys():
-        del environ[name]
-    for name, value in env.items():
-        if current.get(name) != value and name:  # putenv cannot set an empty name
-            environ[name] = value
+    data = env_mapping(entries)
+    shared = _environ_dict()
+    set_c_environment(entries)
+    shared.clear()
+    shared.update(data)
 
 
 def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -> None:
@@ -349,15 +360,15 @@ def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -
     attrs = call.attrs
     try:
         _install_stdio_fds(call.stdio)
-        _apply_environment(call.request.env)
-        sys.argv = [os.fsdecode(arg) for arg in call.request.argv[1:]] or [""]
+        _apply_environment(call.request.env_entries())
+        sys.argv = [os.fsdecode(arg) for arg in call.request.argv()[1:]] or [""]
         replaced = _recreate_std_streams(_locale_env() != state.locale_env)
         # Before the extra fds: syslog's socket is ours, not the script's.
         log.close_for_executor()
         if fast_exit:
             _fastexit.install(replaced)
         if attrs is not None:
-            _apply_attributes(attrs, call.extra_fds or (), log)
+            _apply_attributes(attrs, call.extra_fds, log)
         # Step 6.  Without call1 no signal is ignored by the caller, and
         # SIGINT is Python's default_int_handler again: the monitor SIGINTs
         # the group when the caller goes away, and the script gets a

@@ -84,6 +84,12 @@ class Log:
         if not self.to_stderr:
             self._emit(syslog.LOG_INFO, msg)
 
+    def debug(self, msg: str) -> None:
+        """A routine event worth a trace (a connection dropped for taking
+        too long); never on the caller's stderr."""
+        if not self.to_stderr:
+            self._emit(syslog.LOG_DEBUG, msg)
+
     def warning(self, msg: str) -> None:
         """Something went wrong with one call or one client."""
         self._emit(syslog.LOG_WARNING, msg)

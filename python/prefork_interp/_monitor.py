@@ -1,10 +1,11 @@
-"""The per-call monitor (upstream design part 4; protocol.md sections 2, 6).
+"""The per-call monitor (upstream design part 4; protocol.md sections 2, 4, 6).
 
-A monitor is forked by the server for each call.  It makes its own process
-group, runs the protocol exchange (with extension call1 when the client
-offers it: accept frame, the caller's attributes and extra fds), and forks
-the executor, the leader of a new process group, the call's (both call
-``setpgid(executor, executor)``, so neither races the other).  Then it
+The server forks a monitor for each call whose handshake is complete
+(``_intake``: the request, and with extension call1 the caller's attributes
+and extra fds, are already in).  The monitor makes its own process group
+and forks the executor, the leader of a new process group, the call's (both
+call ``setpgid(executor, executor)``, so neither races the other), which
+first asks the kernel to kill it when the monitor dies.  Then the monitor
 waits, learning of the executor's state from the kernel (SIGCHLD and
 ``waitpid``, never from a pipe the script's runtime may close early), for:
 
@@ -26,42 +27,32 @@ signal forwarded at once acts as it would on the script.
 
 from __future__ import annotations
 
-__all__ = ["REQUEST_TIMEOUT", "Call", "become_monitor"]
+__all__ = ["become_monitor"]
 
 import os
 import select
 import signal
 import socket
-from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
+from ._intake import Call
 from ._log import Log
-from ._proc import ChildWakeup, close_quietly, fork
+from ._proc import ChildWakeup, close_quietly, die_with_parent, fork
 from ._protocol import (
     TAG_EXIT,
     TAG_SIGG,
     TAG_SIGP,
     TAG_STOP,
-    Attributes,
     Frame,
     FrameReader,
     PeerGone,
     ProtocolError,
-    Request,
     U32_BE,
-    accept_call1,
     decode_u32,
-    receive_call,
     send_frame,
     send_status,
 )
 from ._signals import block_all, restore_mask
-
-#: Seconds a client has, from our greeting, to send its whole request (and
-#: again, from the accept frame, for its attributes and extra fds).  Longer
-#: would let idle or half-open connections hold every max_servers slot
-#: (SPEC section 6); a real client sends it at once.
-REQUEST_TIMEOUT = 5.0
 
 #: Exit status of a monitor that failed (logged by itself, counted by the
 #: server as a failure).
@@ -69,19 +60,6 @@ _FAILED = 127
 
 #: Bytes read from the call socket at once while the call runs.
 _READ_SIZE = 65536
-
-
-@dataclass
-class Call:
-    """What a monitor received for one call; the executor takes it on."""
-
-    request: Request
-    #: The caller's fds 0, 1, 2 (received copies, the executor's to close).
-    stdio: List[int]
-    #: The caller's attributes (extension call1), or None for a v1 client.
-    attrs: Optional[Attributes] = None
-    #: Received copies of the caller's extra fds, one per ``attrs.fds``.
-    extra_fds: Optional[List[int]] = None
 
 
 class _Supervisor:
@@ -206,58 +184,48 @@ def _lead_group(executor: int) -> None:
         pass  # it has exec'd (after doing it itself) or is already gone
 
 
-def become_monitor(call: socket.socket, release: Callable[[], None], log: Log) -> Call:
-    """Serve one call.  Returns only in the executor, with what the client
-    sent, and with every signal blocked (the executor sets its mask).
+def become_monitor(call: Call, release: Callable[[], None], log: Log) -> Call:
+    """Serve one call.  Returns only in the executor, with the call, and
+    with every signal blocked (the executor sets its mask).
 
     On entry: a fresh fork child of the server, with the server's fds:
-    ``call`` is this call's socket; ``release`` closes the server's other
-    fds (LISTEN, WATCHI, WATCHE, its wake-up pipe) and is called at once;
-    fds 0-2 are ``/dev/null`` (or, for the first call, the first caller's
-    stderr on 1 and 2, where ``log`` then writes).  Every other way out ends
-    in ``os._exit``: 0 when the call is done, the caller went away or was too
-    slow, or sent garbage (logged, but the client's fault), 127 after a
-    logged failure of our own.
+    ``call`` is this call, complete, and ours; ``release`` closes the
+    server's other fds (LISTEN, WATCHI, WATCHE, its wake-up pipe, the other
+    connections it holds) and is called at once; fds 0-2 are ``/dev/null``.
+    For the first call, ``call.stderr`` is the first caller's stderr, made
+    our fd 2, where ``log`` then writes.  Every other way out ends in
+    ``os._exit``: 0 when the call is done or the caller went away, 127 after
+    a logged failure of our own.
     """
     monitor_pid = os.getpid()
     code = _FAILED
-    fds: List[int] = []
     try:
         release()
+        if call.stderr is not None:
+            os.dup2(call.stderr, 2)
+            close_quietly((call.stderr,))
+            call.stderr = None
+            log.to_stderr = True
         os.setpgid(0, 0)
-        try:
-            stdio, request = receive_call(call, REQUEST_TIMEOUT)
-            fds.extend(stdio)
-            received = Call(request, stdio)
-            if request.offer.call1:
-                received.attrs, received.extra_fds = accept_call1(call, REQUEST_TIMEOUT)
-                fds.extend(received.extra_fds)
-        except PeerGone:
-            code = 0
-        except ProtocolError as e:
-            # The client's fault, not ours: logged here, not a failure.
-            log.warning(f"bad request from client: {e}")
-            code = 0
-        else:
-            wakeup = ChildWakeup()
-            mask = block_all()
-            executor = fork()
-            if executor == 0:
-                wakeup.close()
-                call.close()
-                os.setpgid(0, 0)
-                return received
-            restore_mask(mask)
-            _lead_group(executor)
-            close_quietly(fds)
-            fds = []
-            code = _Supervisor(call, executor, wakeup, log, framed=received.attrs is not None).run()
+        wakeup = ChildWakeup()
+        mask = block_all()
+        executor = fork()
+        if executor == 0:
+            die_with_parent(monitor_pid)
+            wakeup.close()
+            call.sock.close()
+            os.setpgid(0, 0)
+            return call
+        restore_mask(mask)
+        _lead_group(executor)
+        call.close_fds()
+        code = _Supervisor(call.sock, executor, wakeup, log, framed=call.attrs is not None).run()
     except BaseException as e:
         log.error(f"monitor: {e}")
     finally:
         if os.getpid() == monitor_pid:
             try:
-                close_quietly(fds)
+                call.close_fds()
             finally:
                 os._exit(code)
     raise AssertionError("not reached: the monitor exits in the finally clause")

@@ -1,19 +1,35 @@
-"""Small process helpers shared by the server, the monitors and the executor."""
+"""Small process helpers shared by the server, the monitors and the executor,
+and the two things the standard library cannot do without ``ctypes``:
+asking to die with the parent (``prctl``) and installing a whole C
+environment at once (``environ``)."""
 
 from __future__ import annotations
 
 __all__ = [
     "ChildWakeup",
     "close_quietly",
+    "die_with_parent",
     "flush_std_streams",
     "fork",
     "redirect_stdio_to_devnull",
+    "set_c_environment",
 ]
 
+import ctypes
 import os
 import signal
 import sys
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
+
+#: The C library of this process (its ``prctl`` and its ``environ``).
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+#: ``prctl`` option: the signal to get when the parent thread dies.
+_PR_SET_PDEATHSIG = 1
+
+#: The C environment arrays installed by :func:`set_c_environment`: they
+#: (and the strings they point into) must live as long as the process.
+_C_ENVIRONMENTS: List["ctypes.Array[ctypes.c_char_p]"] = []
 
 
 def flush_std_streams() -> None:
@@ -105,3 +121,30 @@ class ChildWakeup:
         """
         signal.set_wakeup_fd(-1)
         close_quietly((self.fd, self._write_fd))
+
+
+def die_with_parent(parent: int) -> None:
+    """In a fork child of ``parent``: have the kernel SIGKILL us when the
+    parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), then make sure it
+    has not died already (our parent would then be another process).
+
+    Returns only if both hold; otherwise ``os._exit(127)`` at once, so a
+    child is never left running without the parent that answers for it.
+    """
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+        os._exit(127)
+
+
+def set_c_environment(entries: List[bytes]) -> None:
+    """Make the C environment (``environ``) exactly ``entries``, in order.
+
+    One new ``char *`` array pointing into the given bytes objects, so the
+    time is linear in the number of entries: putting them one by one
+    (``putenv``, ``os.environ[...] =``) costs a search of the whole
+    environment each, quadratic for a large one.  Later ``setenv`` and
+    ``unsetenv`` calls work on it as usual (glibc copies an array it did not
+    allocate before growing it).  Only ``os.environ`` is left to the caller.
+    """
+    array = (ctypes.c_char_p * (len(entries) + 1))(*entries)  # NULL-terminated
+    _C_ENVIRONMENTS.append(array)  # keeps the array and the bytes objects alive
+    ctypes.c_void_p.in_dll(_LIBC, "environ").value = ctypes.addressof(array)

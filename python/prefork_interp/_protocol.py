@@ -8,22 +8,29 @@ written here once:
 
 1. the ``PREFORK_INTERP`` environment variable the setup process gets
    (protocol.md section 1): :func:`parse_setup_env`;
-2. per call (protocol.md section 2), in order: :data:`GREETING`, the
-   signalling byte, three fds in ``SCM_RIGHTS`` messages, the length-prefixed
-   request, all read by :func:`receive_call`; and the caller's exit status,
-   :func:`send_status`.
+2. per call (protocol.md section 2), in order: :func:`send_greeting`, then
+   the signalling byte, three fds in ``SCM_RIGHTS`` messages and the
+   length-prefixed request, read without blocking, as they arrive, by
+   :class:`Handshake` (protocol.md section 4.1); and the caller's exit
+   status, :func:`send_status`.
 3. extension ``call1`` (protocol.md section 6): the client's offer, a
    reserved request environment entry (:data:`EXT_ENV_NAME`, parsed by
    :func:`parse_request` into :attr:`Request.offer`); the accept frame and
-   the caller's attributes (:func:`accept_call1`, :class:`Attributes`);
+   the caller's attributes (also :class:`Handshake`; :class:`Attributes`);
    then frames both ways (:func:`encode_frame`, :class:`FrameReader`):
    ``SIGP``/``SIGG`` from the client, ``STOP``/``EXIT`` to it.
 
+A request is kept as the one ``bytes`` buffer it arrived in:
+:func:`parse_request` checks its shape without splitting it, and only the
+executor splits it (:meth:`Request.env_entries`, :meth:`Request.argv`), so
+a server and its monitors need about N bytes for an N-byte request however
+many strings it holds (protocol.md section 4.1).
+
 Extensions (SPEC section 7, protocol.md section 5): request environment
 entries whose names start with :data:`EXT_ENV_PREFIX` are reserved.
-:func:`parse_request` is the one place such entries are recognised: it
-parses the ones it knows into :class:`Offer` and drops every one of them
-from :attr:`Request.env`, so they never reach the script's ``os.environ``.
+:func:`parse_request` parses the ones it knows into :class:`Offer`, and
+:meth:`Request.env_entries` leaves every one of them out, so they never
+reach the script's environment.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ __all__ = [
     "EXT_ENV_PREFIX",
     "GREETING",
     "MAX_FRAME",
-    "MAX_REQUEST",
+    "MAX_REQUEST_LEN",
     "RLIM_INFINITY",
     "TAG_ACCEPT",
     "TAG_ATTR",
@@ -46,34 +53,34 @@ __all__ = [
     "Attributes",
     "Frame",
     "FrameReader",
+    "Handshake",
     "Offer",
     "PeerGone",
     "PreforkError",
     "ProtocolError",
     "Request",
     "SetupInfo",
-    "accept_call1",
     "decode_u32",
     "encode_attributes",
     "encode_frame",
     "encode_request",
     "encode_u32_frame",
+    "env_mapping",
     "parse_attributes",
-    "parse_offer",
     "parse_request",
     "parse_setup_env",
-    "receive_call",
     "send_frame",
+    "send_greeting",
     "send_status",
 ]
 
 import array
+import re
 import resource
 import signal
 import socket
 import struct
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from ._errors import PreforkError
@@ -100,10 +107,16 @@ SIGNALLING_BYTE = 0
 #: The client passes its fds 0, 1 and 2, one per one-byte message.
 N_STDIO_FDS = 3
 
-#: Largest request body we accept.  A real exec's arguments and environment
-#: are far smaller; the cap stops a bad client making a monitor allocate
-#: without bound (protocol.md section 2 step 4).
-MAX_REQUEST = 64 << 20
+#: Largest request body we accept (protocol.md section 4.1): 6 MiB + 4 KiB.
+#: Linux refuses to exec a program whose argument and environment strings
+#: exceed 6 MiB (3/4 of the default 8 MiB stack limit), and a client sends
+#: a subset of its own arguments and its environment, plus a few bytes of
+#: extension entries.  A longer length is refused as soon as it is read.
+MAX_REQUEST_LEN = 6 * 1024 * 1024 + 4096
+
+#: Bytes asked of the socket at once for a request body: the buffer grows
+#: with what has arrived, never to a length the peer merely announced.
+_BODY_CHUNK = 256 * 1024
 
 #: Request length prefix and status: 32-bit unsigned, big-endian.
 U32_BE = struct.Struct(">I")
@@ -223,43 +236,40 @@ def parse_setup_env(value: bytes) -> SetupInfo:
 
 
 # ---------------------------------------------------------------------------
-# Socket helpers: explicit loops for short reads, EOF as PeerGone
+# Non-blocking socket reads: exactly the bytes of one item, one fd per message
 
 
-def _set_deadline(sock: socket.socket, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise PeerGone("client did not send its request in time")
-    sock.settimeout(remaining)
+def _recv_some(sock: socket.socket, n: int, what: str) -> Optional[bytes]:
+    """Up to ``n`` bytes that have arrived, or None if none has.
 
-
-def _recv_exact(sock: socket.socket, n: int, deadline: float, what: str) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        _set_deadline(sock, deadline)
-        try:
-            r = sock.recv_into(view[got:])
-        except socket.timeout:
-            raise PeerGone(f"client did not send {what} in time") from None
-        except ConnectionResetError:
-            raise PeerGone(f"client reset the connection reading {what}") from None
-        if r == 0:
-            raise PeerGone(f"EOF after {got} of {n} bytes of {what}")
-        got += r
-    return bytes(buf)
-
-
-def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
-    """Receive one one-byte message carrying exactly one fd."""
-    _set_deadline(sock, deadline)
+    Never more than ``n``: on a stream that carries fds, a longer read could
+    take the data byte of the next fd's message, and the fd with it.
+    Raises :class:`PeerGone` at EOF or on a reset.
+    """
     try:
-        data, ancdata, flags, _ = sock.recvmsg(1, socket.CMSG_SPACE(_FD_SIZE))
-    except socket.timeout:
-        raise PeerGone(f"client did not send fd {which} in time") from None
+        data = sock.recv(n, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
     except ConnectionResetError:
-        raise PeerGone(f"client reset the connection sending fd {which}") from None
+        raise PeerGone(f"client reset the connection sending {what}") from None
+    if not data:
+        raise PeerGone(f"EOF before {what}")
+    return data
+
+
+def _recv_fd(sock: socket.socket, what: str) -> Optional[int]:
+    """One one-byte message carrying exactly one fd, or None if it has not
+    arrived.  The fd is close-on-exec.  Raises :class:`PeerGone` at EOF and
+    :class:`ProtocolError` for a message with no fd, several, or truncated
+    control data (no fd received is then left open)."""
+    try:
+        data, ancdata, flags, _ = sock.recvmsg(
+            1, socket.CMSG_SPACE(_FD_SIZE), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+        )
+    except BlockingIOError:
+        return None
+    except ConnectionResetError:
+        raise PeerGone(f"client reset the connection sending {what}") from None
     fds: List[int] = []
     odd_cmsg = False
     for level, kind, payload in ancdata:
@@ -270,7 +280,7 @@ def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
             odd_cmsg = True
     if not data:
         close_quietly(fds)
-        raise PeerGone(f"EOF before fd {which}")
+        raise PeerGone(f"EOF before {what}")
     problem: Optional[str] = None
     if flags & socket.MSG_CTRUNC:
         problem = "control data truncated (more than one fd?)"
@@ -280,8 +290,28 @@ def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
         problem = f"{len(fds)} fds in one message"
     if problem is not None:
         close_quietly(fds)
-        raise ProtocolError(f"receiving fd {which}: {problem}")
+        raise ProtocolError(f"receiving {what}: {problem}")
     return fds[0]
+
+
+def _send_now(sock: socket.socket, data: bytes, what: str) -> None:
+    """Send a few bytes without blocking (a server never waits for a client).
+
+    The socket's buffer is empty or nearly so whenever we send the greeting
+    or the accept frame, so all of it goes at once unless the client is gone.
+    """
+    try:
+        sent = sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+    except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+        sent = 0
+    if sent != len(data):
+        raise PeerGone(f"client did not take {what}")
+
+
+def send_greeting(sock: socket.socket) -> None:
+    """Protocol step 1, at once after accept, without blocking.  Raises
+    :class:`PeerGone` if the client has gone."""
+    _send_now(sock, GREETING, "the greeting")
 
 
 # ---------------------------------------------------------------------------
@@ -290,84 +320,136 @@ def _recv_one_fd(sock: socket.socket, deadline: float, which: int) -> int:
 
 @dataclass(frozen=True)
 class Offer:
-    """The extensions a client offered (protocol.md section 6.1), parsed
-    from the request's reserved ``PREFORK_INTERP_EXT*`` entries."""
+    """The extensions a client offered (protocol.md section 6.1), from the
+    request's reserved ``PREFORK_INTERP_EXT*`` entries.
 
-    #: Every name listed in ``PREFORK_INTERP_EXT``, in order, known or not.
-    names: Tuple[str, ...] = ()
-    #: Names of reserved entries other than ``PREFORK_INTERP_EXT`` itself:
-    #: not understood, removed from the environment and otherwise ignored.
-    ignored: Tuple[bytes, ...] = ()
+    Kept as the raw value: a request may hold millions of names, and the
+    server makes no object per name (protocol.md section 4.1, memory).
+    """
+
+    #: The value of the first ``PREFORK_INTERP_EXT`` entry: extension names,
+    #: comma-separated, known or not (``b""`` without one).
+    value: bytes = b""
+    #: How many reserved entries were neither that one nor a repeat of it:
+    #: not understood, left out of the environment and otherwise ignored.
+    ignored: int = 0
 
     @property
     def call1(self) -> bool:
         """Whether the client offers extension call1."""
-        return CALL1 in self.names
+        return _CALL1_ITEM.search(self.value) is not None
+
+    def names(self) -> Tuple[str, ...]:
+        """The names offered, in order (empty items skipped; bytes that are
+        not ASCII cannot name a known extension and are kept
+        backslash-escaped).  For messages and tests."""
+        return tuple(item.decode("ascii", "backslashreplace") for item in self.value.split(b",") if item)
 
 
-def parse_offer(entries: Iterable[Tuple[bytes, bytes]]) -> Offer:
-    """Parse the reserved ``(name, value)`` entries of a request.
-
-    ``PREFORK_INTERP_EXT`` is a comma-separated list of names (empty items
-    skipped; bytes that are not ASCII cannot name a known extension and are
-    kept backslash-escaped).  The first occurrence counts, as for any
-    environment name.  Any other reserved name is listed in ``ignored``.
-    """
-    names: Tuple[str, ...] = ()
-    seen = False
-    ignored: List[bytes] = []
-    for name, value in entries:
-        if name != EXT_ENV_NAME:
-            ignored.append(name)
-        elif not seen:
-            seen = True
-            names = tuple(item.decode("ascii", "backslashreplace") for item in value.split(b",") if item)
-    return Offer(names, tuple(ignored))
+#: ``call1`` as an item of a comma-separated list.
+_CALL1_ITEM = re.compile(rb"(?:\A|,)" + CALL1.encode() + rb"(?:,|\Z)")
 
 
-@dataclass
+def _parse_offer(body: bytes, env_end: int) -> Offer:
+    """Find the reserved entries among the environment entries of a request
+    body (those before ``env_end``): the first ``PREFORK_INTERP_EXT`` gives
+    the offer, as the first occurrence of any name counts; the others are
+    counted as ignored.  One search per reserved entry, no split."""
+    value: Optional[bytes] = None
+    ignored = 0
+    at = body.find(EXT_ENV_PREFIX, 0, env_end)
+    while at >= 0:
+        end = body.index(b"\0", at)
+        if at == 0 or body[at - 1] == 0:  # the start of an entry, not inside one
+            eq = body.index(b"=", at, end)  # every entry has one (checked)
+            if body[at:eq] != EXT_ENV_NAME:
+                ignored += 1
+            elif value is None:
+                value = body[eq + 1 : end]
+        at = body.find(EXT_ENV_PREFIX, end, env_end)
+    return Offer(value or b"", ignored)
+
+
+#: An environment entry after the first with no ``=``: its predecessor's
+#: NUL, bytes other than ``=``, its own NUL.
+_LATER_ENTRY_WITHOUT_EQUALS = re.compile(rb"\0[^=\0]*\0")
+
+
+@dataclass(frozen=True)
 class Request:
-    """One call's request, as the client sent it."""
+    """One call's request: the body exactly as the client sent it.
 
-    #: The caller's environment, in order, first occurrence of a name winning
-    #: (as Python builds ``os.environ`` at start-up); reserved
-    #: ``PREFORK_INTERP_EXT*`` entries removed.
-    env: Dict[bytes, bytes]
-    #: ``interpreter, [script,] args...`` exactly as on the wire.
-    argv: List[bytes]
+    The server and the monitor keep it as this one buffer; only the executor
+    splits it into strings (:meth:`env_entries`, :meth:`argv`).
+    """
+
+    #: NUL-terminated environment entries, an empty string, NUL-terminated
+    #: arguments (protocol.md section 2 step 4), shape checked.
+    body: bytes
+    #: Index in ``body`` of the empty string (its NUL) after the environment.
+    env_end: int
     #: What the reserved ``PREFORK_INTERP_EXT*`` entries offered.
-    offer: Offer = field(default_factory=Offer)
+    offer: Offer = Offer()
+
+    def env_entries(self) -> List[bytes]:
+        """The caller's environment entries (``NAME=value``), in order,
+        reserved ``PREFORK_INTERP_EXT*`` entries left out.  Splits the body:
+        for the executor."""
+        if self.env_end == 0:
+            return []
+        entries = self.body[: self.env_end - 1].split(b"\0")
+        return [entry for entry in entries if not entry.startswith(EXT_ENV_PREFIX)]
+
+    def env(self) -> Dict[bytes, bytes]:
+        """The environment as a mapping (:func:`env_mapping`)."""
+        return env_mapping(self.env_entries())
+
+    def argv(self) -> List[bytes]:
+        """``interpreter, [script,] args...`` exactly as on the wire.  Splits
+        the body: for the executor."""
+        return self.body[self.env_end + 1 : -1].split(b"\0")
+
+
+def env_mapping(entries: Iterable[bytes]) -> Dict[bytes, bytes]:
+    """``NAME=value`` entries as a mapping, as Python builds ``os.environ``
+    at start-up: split at the first ``=``, the first occurrence of a name
+    winning."""
+    env: Dict[bytes, bytes] = {}
+    for entry in entries:
+        name, _, value = entry.partition(b"=")
+        env.setdefault(name, value)
+    return env
 
 
 def parse_request(body: bytes) -> Request:
-    """Decode a request body: env strings, an empty string, then arguments.
+    """Check a request body's shape and parse its extension offer.
 
-    Every string is NUL-terminated.  This is where reserved
-    ``PREFORK_INTERP_EXT*`` environment entries are recognised, parsed into
-    :attr:`Request.offer` and kept out of the environment the script will
-    see.
+    The body is environment strings, an empty string, then arguments, each
+    NUL-terminated; each environment string has a ``=``; there is at least
+    one argument (the interpreter).  Checked without splitting the body into
+    strings (C-speed searches, no object per string), so a body of millions
+    of tiny strings costs the server no more memory than its bytes.  Raises
+    :class:`ProtocolError` if the shape is wrong.
     """
     if not body.endswith(b"\0"):
         raise ProtocolError("request does not end with NUL")
-    strings = body[:-1].split(b"\0")
-    try:
-        end_of_env = strings.index(b"")
-    except ValueError:
-        raise ProtocolError("request has no empty string ending the environment") from None
-    argv = strings[end_of_env + 1 :]
-    if not argv:
+    if body.startswith(b"\0"):
+        env_end = 0
+    else:
+        pair = body.find(b"\0\0")
+        if pair < 0:
+            raise ProtocolError("request has no empty string ending the environment")
+        env_end = pair + 1
+    if env_end + 1 == len(body):
         raise ProtocolError("request has no arguments (not even the interpreter)")
-    env: Dict[bytes, bytes] = {}
-    reserved: List[Tuple[bytes, bytes]] = []
-    for entry in strings[:end_of_env]:
-        name, eq, value = entry.partition(b"=")
-        if not eq:
-            raise ProtocolError(f"request environment entry {entry[:40]!r} has no '='")
-        if name.startswith(EXT_ENV_PREFIX):
-            reserved.append((name, value))
-        else:
-            env.setdefault(name, value)
-    return Request(env, argv, parse_offer(reserved))
+    if env_end > 0:
+        first_end = body.index(b"\0")
+        if body.find(b"=", 0, first_end) < 0:
+            raise ProtocolError(f"request environment entry {body[:first_end][:40]!r} has no '='")
+        bad = _LATER_ENTRY_WITHOUT_EQUALS.search(body, 0, env_end)
+        if bad is not None:
+            raise ProtocolError(f"request environment entry {bad.group()[1:-1][:40]!r} has no '='")
+    return Request(body, env_end, _parse_offer(body, env_end))
 
 
 def encode_request(env: Iterable[Tuple[bytes, bytes]], argv: Iterable[bytes]) -> bytes:
@@ -379,42 +461,6 @@ def encode_request(env: Iterable[Tuple[bytes, bytes]], argv: Iterable[bytes]) ->
     body = b"".join(n + b"=" + v + b"\0" for n, v in env) + b"\0"
     body += b"".join(a + b"\0" for a in argv)
     return U32_BE.pack(len(body)) + body
-
-
-def receive_call(sock: socket.socket, timeout: float) -> Tuple[List[int], Request]:
-    """Run protocol steps 1-4 on a call socket (protocol.md section 2).
-
-    Sends the greeting, then reads the signalling byte, the caller's three
-    stdio fds and the request, all within ``timeout`` seconds.  Returns the
-    fds (the caller's 0, 1, 2; ours to close) and the request.  Raises
-    :class:`PeerGone` if the client hangs up or is too slow, and
-    :class:`ProtocolError` if it sends something else; either way no
-    received fd is left open.  Leaves ``sock`` in blocking mode.
-    """
-    deadline = time.monotonic() + timeout
-    fds: List[int] = []
-    try:
-        _set_deadline(sock, deadline)
-        try:
-            sock.sendall(GREETING)
-        except (BrokenPipeError, ConnectionResetError):
-            raise PeerGone("client gone before the greeting") from None
-        except socket.timeout:
-            raise PeerGone("client did not take the greeting in time") from None
-        byte = _recv_exact(sock, 1, deadline, "the signalling byte")[0]
-        if byte != SIGNALLING_BYTE:
-            raise ProtocolError(f"signalling byte is 0x{byte:02x}, not 0")
-        for which in range(N_STDIO_FDS):
-            fds.append(_recv_one_fd(sock, deadline, which))
-        (length,) = U32_BE.unpack(_recv_exact(sock, U32_BE.size, deadline, "the request length"))
-        if length > MAX_REQUEST:
-            raise ProtocolError(f"request length {length} is over the {MAX_REQUEST} byte limit")
-        request = parse_request(_recv_exact(sock, length, deadline, "the request"))
-        sock.setblocking(True)
-        return fds, request
-    except BaseException:
-        close_quietly(fds)
-        raise
 
 
 def send_status(sock: socket.socket, status: int) -> None:
@@ -510,12 +556,6 @@ def send_frame(sock: socket.socket, tag: bytes, body: bytes = b"") -> None:
         sock.sendall(encode_frame(tag, body), socket.MSG_NOSIGNAL)
     except (BrokenPipeError, ConnectionResetError):
         raise PeerGone(f"client gone before the {_tag_text(tag)} frame") from None
-
-
-def _recv_frame(sock: socket.socket, deadline: float) -> Frame:
-    tag, length = _FRAME_HEADER.unpack(_recv_exact(sock, _FRAME_HEADER.size, deadline, "a frame header"))
-    _check_frame_length(tag, length)
-    return Frame(tag, _recv_exact(sock, length, deadline, f"the body of a {_tag_text(tag)!r} frame"))
 
 
 # ---------------------------------------------------------------------------
@@ -656,36 +696,145 @@ def encode_attributes(attrs: Attributes) -> bytes:
     return "".join(entry + "\0" for entry in entries).encode("ascii")
 
 
-def accept_call1(sock: socket.socket, timeout: float) -> Tuple[Attributes, List[int]]:
-    """Accept extension call1 (protocol.md sections 6.1-6.3).
+# ---------------------------------------------------------------------------
+# A call's handshake, read as it arrives (protocol.md sections 2 and 4.1)
 
-    Sends the accept frame, then reads, within ``timeout`` seconds, the
-    ``ATTR`` frame (frames before it with other tags are skipped) and the
-    extra fds it announces, one ``SCM_RIGHTS`` message each.  Returns the
-    attributes and the received fds, in the order of ``Attributes.fds``
-    (ours to close).  Raises :class:`PeerGone` or :class:`ProtocolError`
-    as :func:`receive_call` does, with no received fd left open.  Leaves
-    ``sock`` in blocking mode.
+
+class Handshake:
+    """Steps 2-4 of a call and, when the client offers call1, the accept
+    frame, the ``ATTR`` frame and the extra fds (sections 6.1-6.3), read
+    from a connection without ever blocking.
+
+    The server greets (:func:`send_greeting`), then calls :meth:`advance`
+    whenever the socket polls readable; each call reads whatever has
+    arrived, item by item, exactly the bytes of each item (a stream that
+    carries fds must not be read past the data byte of the next fd's
+    message), and each fd with a one-byte ``recvmsg``.  The request body
+    buffer grows with the bytes received, never to the announced length,
+    and a length over :data:`MAX_REQUEST_LEN` is refused as soon as its 4
+    bytes are in.
+
+    Once :meth:`advance` has returned True the fields are complete:
+    :attr:`stdio`, :attr:`request`, and with call1 :attr:`attrs` and
+    :attr:`extra_fds`.  The received fds belong to the handshake until the
+    caller takes them; :meth:`close_fds` closes them.
     """
-    deadline = time.monotonic() + timeout
-    fds: List[int] = []
-    try:
-        _set_deadline(sock, deadline)
-        try:
-            sock.sendall(encode_frame(TAG_ACCEPT, CALL1.encode()), socket.MSG_NOSIGNAL)
-        except (BrokenPipeError, ConnectionResetError):
-            raise PeerGone("client gone before the accept frame") from None
-        except socket.timeout:
-            raise PeerGone("client did not take the accept frame in time") from None
-        while True:
-            frame = _recv_frame(sock, deadline)
-            if frame.tag == TAG_ATTR:
-                break
-        attrs = parse_attributes(frame.body)
-        for number in attrs.fds:
-            fds.append(_recv_one_fd(sock, deadline, number))
-        sock.setblocking(True)
-        return attrs, fds
-    except BaseException:
-        close_quietly(fds)
-        raise
+
+    # The items, in order; each step reads one (an fd, or a run of bytes).
+    _SIGNALLING_BYTE = "the signalling byte"
+    _STDIO = "stdio fds"
+    _LENGTH = "the request length"
+    _BODY = "the request"
+    _FRAME_HEADER = "a frame header"
+    _FRAME_BODY = "a frame body"
+    _EXTRA_FDS = "the extra fds"
+    _DONE = "nothing more"
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        #: The caller's fds 0, 1, 2, as received so far.
+        self.stdio: List[int] = []
+        #: The request, once its body has arrived.
+        self.request: Optional[Request] = None
+        #: The caller's attributes (call1), once the ``ATTR`` frame has arrived.
+        self.attrs: Optional[Attributes] = None
+        #: The caller's extra fds (call1), in the order of ``attrs.fds``.
+        self.extra_fds: List[int] = []
+        self._step = self._SIGNALLING_BYTE
+        #: Bytes of the current item so far, and how many it has.
+        self._buf = bytearray()
+        self._need = 1
+        #: Tag of the frame whose body is being read.
+        self._tag = b""
+
+    @property
+    def complete(self) -> bool:
+        return self._step == self._DONE
+
+    def advance(self) -> bool:
+        """Read what has arrived; True once the handshake is complete.
+
+        Raises :class:`PeerGone` if the client hung up, and
+        :class:`ProtocolError` if it sent something the protocol does not
+        allow; the fds received so far stay with the handshake
+        (:meth:`close_fds`).
+        """
+        while self._step != self._DONE:
+            if self._step in (self._STDIO, self._EXTRA_FDS):
+                if not self._take_fd():
+                    return False
+            elif len(self._buf) < self._need:
+                data = _recv_some(self.sock, min(self._need - len(self._buf), _BODY_CHUNK), self._step)
+                if data is None:
+                    return False
+                self._buf += data
+            else:
+                item = bytes(self._buf)
+                self._buf = bytearray()
+                self._item_done(item)
+        return True
+
+    def _expect(self, step: str, need: int = 0) -> None:
+        self._step = step
+        self._need = need
+
+    def _take_fd(self) -> bool:
+        """Receive the next fd of :attr:`stdio` or :attr:`extra_fds`."""
+        if self._step == self._STDIO:
+            fd = _recv_fd(self.sock, f"stdio fd {len(self.stdio)}")
+            if fd is None:
+                return False
+            self.stdio.append(fd)
+            if len(self.stdio) == N_STDIO_FDS:
+                self._expect(self._LENGTH, U32_BE.size)
+            return True
+        assert self.attrs is not None
+        number = self.attrs.fds[len(self.extra_fds)]
+        fd = _recv_fd(self.sock, f"the caller's fd {number}")
+        if fd is None:
+            return False
+        self.extra_fds.append(fd)
+        if len(self.extra_fds) == len(self.attrs.fds):
+            self._expect(self._DONE)
+        return True
+
+    def _item_done(self, item: bytes) -> None:
+        """The bytes of the current item are all in: check them, and on to
+        the next item."""
+        if self._step == self._SIGNALLING_BYTE:
+            if item[0] != SIGNALLING_BYTE:
+                raise ProtocolError(f"signalling byte is 0x{item[0]:02x}, not 0")
+            self._expect(self._STDIO)
+        elif self._step == self._LENGTH:
+            (length,) = U32_BE.unpack(item)
+            if length > MAX_REQUEST_LEN:
+                raise ProtocolError(f"request length {length} is over the {MAX_REQUEST_LEN} byte limit")
+            self._expect(self._BODY, length)
+        elif self._step == self._BODY:
+            self.request = parse_request(item)
+            if not self.request.offer.call1:
+                self._expect(self._DONE)
+                return
+            _send_now(self.sock, encode_frame(TAG_ACCEPT, CALL1.encode()), "the accept frame")
+            self._expect(self._FRAME_HEADER, _FRAME_HEADER.size)
+        elif self._step == self._FRAME_HEADER:
+            tag, length = _FRAME_HEADER.unpack(item)
+            _check_frame_length(tag, length)
+            self._tag = tag
+            self._expect(self._FRAME_BODY, length)
+        elif self._step == self._FRAME_BODY:
+            if self._tag != TAG_ATTR:
+                # A frame of a later version before ATTR: skipped.
+                self._expect(self._FRAME_HEADER, _FRAME_HEADER.size)
+                return
+            self.attrs = parse_attributes(item)
+            self._expect(self._EXTRA_FDS if self.attrs.fds else self._DONE)
+        else:
+            raise AssertionError(f"handshake step {self._step!r} takes no bytes")
+
+    def close_fds(self) -> None:
+        """Close every fd received (the socket is the caller's to close)."""
+        close_quietly(self.stdio)
+        close_quietly(self.extra_fds)
+        self.stdio = []
+        self.extra_fds = []

@@ -1,26 +1,30 @@
-"""The server: daemonise, then accept calls and fork a monitor for each.
+"""The server: daemonise, take calls in, and fork a monitor for each.
 
 Upstream design part 3 ("Library should do the following"), in order:
-fork and let the setup process exit, ``setsid``, fork the first call's
-monitor on CALL, point stdio at ``/dev/null`` and log to syslog from then
-on, then loop (:meth:`_Server.loop`):
+fork and let the setup process exit, ``setsid``, point stdio at
+``/dev/null`` and log to syslog from then on, take the first call's CALL
+socket in as if it had just been accepted, then loop (:meth:`_Server.loop`),
+one ``poll`` over the watcher, the SIGCHLD wake-up pipe, the listening
+socket and every connection held (``_intake``, protocol.md section 4.1):
 
-- reap monitors, at most ``max_servers`` at once: when full, stop accepting
-  until one exits (callers wait in the listen queue; they never fail);
-- quit after ``idle_timeout`` seconds with no call in progress;
+- reap monitors; at most ``max_servers`` run at once, and complete calls
+  beyond that wait in the server, first come first served, until one exits
+  (callers wait, they never fail);
+- quit after ``idle_timeout`` seconds with no call held or running;
 - quit on EOF from WATCHE (the socket was removed or replaced) or on a
   message from the watcher (an error);
 - when a caller connects: quit without answering if any program file is
   newer than the server's start stamp (the caller then starts a fresh
-  server), else accept and fork its monitor;
+  server), else accept it and hand it to the intake (peer check, greeting,
+  handshake read as it arrives, limits);
+- fork a monitor for each complete call as slots free;
 - count accept and fork failures, and quit after more than ``max_errors``
   in a row.
 
 Quitting closes LISTEN and the watcher fds at once (new callers start a new
-server), then waits for the running calls' monitors, so none is left to an
-init that may never reap it.  The loop is the place for later additions
-(pre-forked executors, signal forwarding): each wake-up source is one poll
-registration and one handler.
+server) and drops unfinished handshakes, then still serves the complete
+calls waiting for a slot, and waits for every monitor, so none is left to
+an init that may never reap it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 __all__ = ["program_files", "serve", "stale_file"]
 
 import errno
+import fcntl
 import gc
 import os
 import select
@@ -37,8 +42,9 @@ import sys
 import time
 from typing import Dict, Iterable, List, Optional
 
+from ._intake import Call, Intake
 from ._log import Log
-from ._monitor import Call, become_monitor
+from ._monitor import become_monitor
 from ._options import Options
 from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
 from ._protocol import ENV_NAME, PreforkError, SetupInfo
@@ -119,6 +125,14 @@ def _check_open(fd: int, what: str) -> None:
         raise PreforkError(f"{ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
 
 
+def _dup_quietly(fd: int) -> Optional[int]:
+    """A close-on-exec copy of ``fd`` above 2, or None if it is not open."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return None
+
+
 def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
@@ -130,7 +144,7 @@ def _describe_status(status: int) -> str:
 
 
 class _Server:
-    """State of a running server (the daemon), from the first monitor on."""
+    """State of a running server (the daemon)."""
 
     def __init__(self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, files: List[str]) -> None:
         self.setup = setup
@@ -139,20 +153,32 @@ class _Server:
         self.listen = listen
         self.files = files
         self.wakeup = ChildWakeup()
+        self.intake = Intake(log)
         self.children: Dict[int, None] = {}
         self.errors = 0
         self.idle_since = time.monotonic()
+        #: Why the server is quitting, once it is: it then takes no new
+        #: connection and ends when the waiting calls have been served.
+        self.quitting: Optional[_Quit] = None
+        self.watcher_open = True
         listen.setblocking(False)
         os.set_blocking(setup.watche_fd, False)
 
+    def _close_watcher_fds(self) -> None:
+        if self.watcher_open:
+            self.watcher_open = False
+            close_quietly((self.setup.watchi_fd, self.setup.watche_fd))
+
     def release_for_child(self) -> None:
         """In a freshly forked monitor: close what only the server needs
-        (LISTEN, WATCHI, WATCHE and the wake-up pipe; upstream part 4 step 1)."""
+        (LISTEN, WATCHI, WATCHE, the wake-up pipe and every other connection
+        held; upstream part 4 step 1)."""
         self.wakeup.close()
         self.listen.close()
-        close_quietly((self.setup.watchi_fd, self.setup.watche_fd))
+        self._close_watcher_fds()
+        self.intake.close_all()
 
-    def start_monitor(self, call: socket.socket) -> Optional[Call]:
+    def start_monitor(self, call: Call) -> Optional[Call]:
         """Fork a monitor for ``call``.  Returns only in the executor."""
         try:
             pid = fork()
@@ -165,6 +191,17 @@ class _Server:
         call.close()
         self.children[pid] = None
         self.errors = 0
+        return None
+
+    def _start_waiting_calls(self) -> Optional[Call]:
+        """Fork monitors for waiting calls while slots are free.  Returns
+        only in an executor, with its call."""
+        while self.intake.waiting and not (0 <= self.opts.max_servers <= len(self.children)):
+            call = self.intake.next_call()
+            assert call is not None
+            executor_call = self.start_monitor(call)
+            if executor_call is not None:
+                return executor_call
         return None
 
     def _count_error(self, message: str) -> None:
@@ -185,8 +222,6 @@ class _Server:
                 self.log.warning(f"reaped process [{pid}], which was not one of our monitors")
                 continue
             del self.children[pid]
-            if not self.children:
-                self.idle_since = time.monotonic()
             if status != 0 and not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE):
                 self.log.warning(f"monitor [{pid}] failed: {_describe_status(status)}")
 
@@ -201,7 +236,8 @@ class _Server:
             raise _Quit(0, "socket removed or replaced (fresh server or cleanup), quitting")
         raise _Quit(127, f"watcher: {data.decode(errors='replace').strip()}")
 
-    def _accept(self) -> Optional[socket.socket]:
+    def _accept(self) -> None:
+        """The listening socket polled readable: take a connection in."""
         try:
             stale = stale_file(self.files, self.setup.stamp_ns)
         except OSError as e:
@@ -209,53 +245,93 @@ class _Server:
         if stale is not None:
             raise _Quit(0, f"reloading: {stale} changed, quitting")
         try:
-            call, _ = self.listen.accept()
+            conn, _ = self.listen.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return None  # nothing to accept after all, or the caller gave up
+            return  # nothing to accept after all, or the caller gave up
         except OSError as e:
             self._count_error(f"accept: {e}")
+            return
+        self.intake.take(conn)
+
+    def _stop_taking_calls(self) -> None:
+        """Close LISTEN and the watcher fds (new callers start a new server)
+        and drop the handshakes under way."""
+        self.listen.close()
+        self._close_watcher_fds()
+        self.intake.drop_pending()
+
+    def _quit(self, reason: _Quit) -> None:
+        """Stop taking calls; the calls already complete are still served
+        (the loop ends after them)."""
+        if self.quitting is None:
+            self.quitting = reason
+        self._stop_taking_calls()
+
+    def _poll_set(self) -> "select.poll":
+        poller = select.poll()
+        poller.register(self.wakeup.fd, select.POLLIN)
+        if self.quitting is None:
+            poller.register(self.setup.watche_fd, select.POLLIN)
+            if self.intake.can_take():
+                poller.register(self.listen, select.POLLIN)
+        self.intake.register(poller)
+        return poller
+
+    def _timeout_ms(self, now: float, next_deadline: Optional[float]) -> Optional[int]:
+        """How long to sleep: until the next handshake deadline, or (with
+        nothing held or running) the idle timeout.  Raises _Quit once idle
+        for ``idle_timeout``."""
+        wake_at = next_deadline
+        if not self.children and not self.intake and self.opts.idle_timeout is not None:
+            idle_end = self.idle_since + self.opts.idle_timeout
+            if idle_end <= now:
+                raise _Quit(0, "idle timeout, quitting")
+            wake_at = idle_end if wake_at is None else min(wake_at, idle_end)
+        if wake_at is None:
             return None
-        return call
+        return max(0, int((wake_at - now) * 1000) + 1)
 
     def loop(self) -> Call:
-        """Serve calls until told to quit (raises _Quit).  Returns only in an
-        executor, with its call."""
-        poller = select.poll()
-        poller.register(self.setup.watche_fd, select.POLLIN)
-        poller.register(self.wakeup.fd, select.POLLIN)
-        accepting = False
+        """Serve calls until told to quit (raises _Quit once the calls taken
+        in are served).  Returns only in an executor, with its call."""
         while True:
+            # Busy now (checked before reaping, so a call that ends while we
+            # sleep counts as busy up to its end): the idle time starts later.
+            if self.children or self.intake:
+                self.idle_since = time.monotonic()
             self._reap(block=False)
-            want = not (0 <= self.opts.max_servers <= len(self.children))
-            if want != accepting:
-                if want:
-                    poller.register(self.listen, select.POLLIN)
+            try:
+                executor_call = self._start_waiting_calls()
+                if executor_call is not None:
+                    return executor_call
+                if self.quitting is not None:
+                    if not self.children and not self.intake.waiting:
+                        raise self.quitting
+                    timeout_ms = None
                 else:
-                    poller.unregister(self.listen)
-                accepting = want
-            timeout_ms: Optional[int] = None
-            if not self.children and self.opts.idle_timeout is not None:
-                remaining = self.idle_since + self.opts.idle_timeout - time.monotonic()
-                if remaining <= 0:
-                    raise _Quit(0, "idle timeout, quitting")
-                timeout_ms = int(remaining * 1000) + 1
-            for fd, _ in poller.poll(timeout_ms):
-                if fd == self.setup.watche_fd:
-                    self._watcher_says()
-                elif fd == self.wakeup.fd:
-                    self.wakeup.drain()
-                elif accepting and fd == self.listen.fileno():
-                    call = self._accept()
-                    if call is not None:
-                        self.idle_since = time.monotonic()
-                        executor_call = self.start_monitor(call)
-                        if executor_call is not None:
-                            return executor_call
+                    now = time.monotonic()
+                    timeout_ms = self._timeout_ms(now, self.intake.expire(now))
+                for fd, events in self._poll_set().poll(timeout_ms):
+                    if fd == self.wakeup.fd:
+                        self.wakeup.drain()
+                    elif self.quitting is not None:
+                        self.intake.handle(fd, events)
+                    elif fd == self.setup.watche_fd:
+                        self._watcher_says()
+                    elif fd == self.listen.fileno():
+                        self._accept()
+                    else:
+                        self.intake.handle(fd, events)
+            except _Quit as q:
+                if self.quitting is not None and q is self.quitting:
+                    raise
+                self._quit(q)
 
     def shutdown(self) -> None:
-        """Stop taking calls, then wait for the running ones."""
-        self.listen.close()
-        close_quietly((self.setup.watchi_fd, self.setup.watche_fd))
+        """Stop taking calls, drop whatever is held, then wait for the
+        running calls."""
+        self._stop_taking_calls()
+        self.intake.close_all()
         self._reap(block=True)
 
 
@@ -281,9 +357,9 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         os.setsid()
         log.open_syslog()
         server = _Server(setup, opts, log, listen, program_files(opts.autoreload, extra_files))
-        executor_call = server.start_monitor(call)  # the first call's
-        if executor_call is not None:
-            return executor_call
+        # The first call is taken in like an accepted one; its monitor logs
+        # to the first caller's stderr (our fd 2 until now, design.md 2).
+        server.intake.take(call, stderr=_dup_quietly(2))
         log.to_stderr = False
         redirect_stdio_to_devnull()
         # Collect the set-up's garbage once here rather than in every

@@ -95,6 +95,25 @@ def alive(match: Callable[[Proc], bool]) -> List[Proc]:
     return [p for p in processes() if match(p) and not p.gone]
 
 
+def listening_socket(server_pid: int) -> str:
+    """Path of the Unix socket a server listens on (from /proc: the C
+    client's run directory is not the harness's)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{server_pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{server_pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    with open("/proc/net/unix") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and int(fields[6]) in inodes and int(fields[3], 16) & 0x10000:
+                return fields[7]
+    raise AssertionError(f"server {server_pid} has no listening socket")
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
     """Poll ``condition`` until it is true; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """Extension call1 on the wire (protocol.md section 6), byte by byte,
-in-process: frames, the ATTR body, the accept exchange over a socketpair."""
+in-process: frames, the ATTR body, the accept exchange over a socketpair
+(read without blocking by the handshake, protocol.md section 4.1)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from prefork_interp._protocol import (
     Attributes,
     Frame,
     FrameReader,
+    Handshake,
     PeerGone,
     ProtocolError,
-    accept_call1,
     decode_u32,
     encode_attributes,
     encode_frame,
+    encode_request,
     encode_u32_frame,
     parse_attributes,
 )
@@ -190,44 +192,65 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_accept_call1_receives_attr_and_fds(pair, tmp_path):
+def _offer_call1(server, client, null):
+    """Steps 2-4 with a call1 offer; returns the handshake, at the point
+    where it has sent the accept frame."""
+    client.sendall(b"\0")
+    for _ in range(3):
+        send_fds(client, [null])
+    client.sendall(encode_request([(b"PREFORK_INTERP_EXT", b"call1")], [b"i"]))
+    handshake = Handshake(server)
+    assert not handshake.advance()
+    assert client.recv(100) == b"PFXA\0\0\0\x05call1"
+    return handshake
+
+
+def test_handshake_receives_attr_and_fds(pair, tmp_path):
     server, client = pair
     files = [open(tmp_path / name, "wb") for name in ("three", "nine")]
+    null = os.open(os.devnull, os.O_RDONLY)
+    handshake = _offer_call1(server, client, null)
     try:
         client.sendall(encode_frame(b"LATR", b"a frame of a later version, skipped"))
+        assert not handshake.advance()
         client.sendall(encode_frame(TAG_ATTR, encode_attributes(Attributes(umask=0o22, fds=(3, 9)))))
+        assert not handshake.advance()
         for f in files:
             send_fds(client, [f.fileno()])
         client.sendall(SIGG_INT_EXAMPLE)  # left on the socket for the monitor
-        attrs, fds = accept_call1(server, timeout=5)
-        try:
-            assert attrs == Attributes(umask=0o22, fds=(3, 9))
-            assert len(fds) == 2
-            for fd, f in zip(fds, files):
-                mine, theirs = os.fstat(fd), os.fstat(f.fileno())
-                assert (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        assert client.recv(100) == b"PFXA\0\0\0\x05call1"
+        assert handshake.advance()
+        assert handshake.attrs == Attributes(umask=0o22, fds=(3, 9))
+        assert len(handshake.extra_fds) == 2
+        for fd, f in zip(handshake.extra_fds, files):
+            mine, theirs = os.fstat(fd), os.fstat(f.fileno())
+            assert (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
         assert server.recv(100) == SIGG_INT_EXAMPLE, "nothing after the fds is read"
-        assert server.gettimeout() is None
     finally:
+        handshake.close_fds()
+        os.close(null)
         for f in files:
             f.close()
 
 
-def test_accept_call1_oversized_frame(pair):
+def test_handshake_oversized_frame(pair):
     server, client = pair
-    client.sendall(b"ATTR" + (MAX_FRAME + 1).to_bytes(4, "big"))
-    with pytest.raises(ProtocolError, match="over the 65536"):
-        accept_call1(server, timeout=5)
+    null = os.open(os.devnull, os.O_RDONLY)
+    handshake = _offer_call1(server, client, null)
+    try:
+        client.sendall(b"ATTR" + (MAX_FRAME + 1).to_bytes(4, "big"))
+        with pytest.raises(ProtocolError, match="over the 65536"):
+            handshake.advance()
+    finally:
+        handshake.close_fds()
+        os.close(null)
 
 
 @pytest.mark.parametrize("sent", ["nothing", "half the fds", "a bad attr"])
-def test_accept_call1_failures_leak_no_fd(pair, sent):
+def test_handshake_call1_failures_leak_no_fd(pair, sent):
     server, client = pair
     null = os.open(os.devnull, os.O_RDONLY)
+    before = _open_fds()
+    handshake = _offer_call1(server, client, null)
     try:
         if sent == "a bad attr":
             client.sendall(encode_frame(TAG_ATTR, b"fds=3,x\0"))
@@ -236,18 +259,12 @@ def test_accept_call1_failures_leak_no_fd(pair, sent):
             send_fds(client, [null])
             send_fds(client, [null])
         client.shutdown(socket.SHUT_WR)
-        before = _open_fds()
         with pytest.raises(ProtocolError if sent == "a bad attr" else PeerGone):
-            accept_call1(server, timeout=5)
-        assert _open_fds() == before
+            handshake.advance()
     finally:
-        os.close(null)
-
-
-def test_accept_call1_gives_up_on_a_silent_client(pair):
-    server, _client = pair
-    with pytest.raises(PeerGone, match="in time"):
-        accept_call1(server, timeout=0.3)
+        handshake.close_fds()
+    assert _open_fds() == before
+    os.close(null)
 
 
 def test_attr_encoding_takes_signal_enums():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+import tracemalloc
 
 import pytest
 from harness import send_fds
@@ -12,7 +12,8 @@ from harness import send_fds
 from prefork_interp._fastexit import exit_status_of_code
 from prefork_interp._protocol import (
     GREETING,
-    MAX_REQUEST,
+    MAX_REQUEST_LEN,
+    Handshake,
     Offer,
     PeerGone,
     PreforkError,
@@ -20,7 +21,7 @@ from prefork_interp._protocol import (
     encode_request,
     parse_request,
     parse_setup_env,
-    receive_call,
+    send_greeting,
     send_status,
 )
 
@@ -69,8 +70,9 @@ def test_request_round_trip():
     wire = encode_request(env, argv)
     assert wire[:4] == len(wire[4:]).to_bytes(4, "big")
     request = parse_request(wire[4:])
-    assert request.env == {b"A": b"1", b"EMPTY": b"", b"EQ": b"x=y"}, "first occurrence wins, as at start-up"
-    assert request.argv == argv
+    assert request.env() == {b"A": b"1", b"EMPTY": b"", b"EQ": b"x=y"}, "first occurrence wins, as at start-up"
+    assert request.env_entries() == [b"A=1", b"EMPTY=", b"EQ=x=y", b"A=second"]
+    assert request.argv() == argv
     assert request.offer == Offer()
     assert not request.offer.call1
 
@@ -78,14 +80,39 @@ def test_request_round_trip():
 def test_request_layout_from_the_protocol_document():
     body = b"A=1\0\0python3\0/s.py\0x\0"
     assert encode_request([(b"A", b"1")], [b"python3", b"/s.py", b"x"]) == b"\0\0\0\x15" + body
-    assert parse_request(body).argv == [b"python3", b"/s.py", b"x"]
+    assert parse_request(body).argv() == [b"python3", b"/s.py", b"x"]
+
+
+def test_request_kept_as_its_one_buffer():
+    """The shape is checked without splitting: the request holds the very
+    bytes object it was given (protocol.md section 4.1, memory)."""
+    body = encode_request([(b"A", b"")] * 1000 + [(b"PREFORK_INTERP_EXT", b"call1")], [b"i", b"x"])[4:]
+    request = parse_request(body)
+    assert request.body is body
+    assert request.offer.call1
+    assert len(request.env_entries()) == 1000
+    assert request.argv() == [b"i", b"x"]
+
+
+@pytest.mark.parametrize(
+    "body, env, argv",
+    [
+        (b"\0i\0", [], [b"i"]),
+        (b"\0\0", [], [b""]),
+        (b"A=\0\0\0", [b"A="], [b""]),
+        (b"=v\0\0i\0a\0\0", [b"=v"], [b"i", b"a", b""]),
+    ],
+)
+def test_request_edges(body, env, argv):
+    request = parse_request(body)
+    assert (request.env_entries(), request.argv()) == (env, argv)
 
 
 def test_reserved_extension_entries_are_kept_out_of_the_environment():
     request = parse_request(encode_request([(b"PREFORK_INTERP_EXT_SIGNALS", b"1"), (b"PREFORK_INTERPX", b"2")], [b"i"])[4:])
-    assert request.offer == Offer(names=(), ignored=(b"PREFORK_INTERP_EXT_SIGNALS",))
+    assert request.offer == Offer(value=b"", ignored=1)
     assert not request.offer.call1
-    assert request.env == {b"PREFORK_INTERPX": b"2"}
+    assert request.env() == {b"PREFORK_INTERPX": b"2"}
 
 
 @pytest.mark.parametrize(
@@ -103,14 +130,22 @@ def test_reserved_extension_entries_are_kept_out_of_the_environment():
 def test_offer(value, names, call1):
     env = [(b"A", b"1"), (b"PREFORK_INTERP_EXT", value), (b"B", b"2")]
     request = parse_request(encode_request(env, [b"i"])[4:])
-    assert request.offer.names == names
+    assert request.offer.names() == names
     assert request.offer.call1 is call1
-    assert request.env == {b"A": b"1", b"B": b"2"}
+    assert request.env() == {b"A": b"1", b"B": b"2"}
 
 
 def test_offer_first_entry_counts():
     env = [(b"PREFORK_INTERP_EXT", b"nothing"), (b"PREFORK_INTERP_EXT", b"call1")]
     assert not parse_request(encode_request(env, [b"i"])[4:]).offer.call1
+
+
+def test_offer_only_at_the_start_of_an_entry():
+    """The reserved prefix inside a value, or in the arguments, offers nothing."""
+    env = [(b"X", b"PREFORK_INTERP_EXT=call1"), (b"XPREFORK_INTERP_EXT", b"call1")]
+    request = parse_request(encode_request(env, [b"PREFORK_INTERP_EXT=call1"])[4:])
+    assert request.offer == Offer()
+    assert request.env() == {b"X": b"PREFORK_INTERP_EXT=call1", b"XPREFORK_INTERP_EXT": b"call1"}
 
 
 @pytest.mark.parametrize(
@@ -120,6 +155,8 @@ def test_offer_first_entry_counts():
         (b"A=1\0B=2\0", "no empty string"),
         (b"A=1\0\0", "no arguments"),
         (b"NOEQUALS\0\0python3\0", "has no '='"),
+        (b"A=1\0NOEQUALS\0B=2\0\0python3\0", "NOEQUALS' has no '='"),
+        (b"", "does not end with NUL"),
     ],
 )
 def test_request_errors(body, message):
@@ -128,7 +165,7 @@ def test_request_errors(body, message):
 
 
 # ---------------------------------------------------------------------------
-# A whole call over a socketpair
+# A whole handshake over a socketpair, read without blocking
 
 
 def _open_fds():
@@ -143,32 +180,82 @@ def pair():
     client.close()
 
 
-def test_receive_call(pair, tmp_path):
+def _same_file(a: int, b: int) -> bool:
+    sa, sb = os.fstat(a), os.fstat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def test_handshake(pair, tmp_path):
     server, client = pair
     files = [open(tmp_path / name, "wb") for name in ("in", "out", "err")]
     try:
+        send_greeting(server)
+        assert client.recv(100) == GREETING == b"PFI\n\0\0\0\0"
+        handshake = Handshake(server)
+        assert not handshake.advance(), "nothing has arrived: not complete, and no waiting"
         client.sendall(b"\0")
         for f in files:
             send_fds(client, [f.fileno()])
         client.sendall(encode_request([(b"HOME", b"/h")], [b"python3", b"/s.py", b"a"]))
-        fds, request = receive_call(server, timeout=5)
+        assert handshake.advance()
         try:
-            for fd, f in zip(fds, files):
-                assert fd not in (f.fileno() for f in files)
-                mine, theirs = os.fstat(fd), os.fstat(f.fileno())
-                assert (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+            assert len(handshake.stdio) == 3
+            for fd, f in zip(handshake.stdio, files):
+                assert fd != f.fileno() and _same_file(fd, f.fileno())
+                assert not os.get_inheritable(fd)
         finally:
-            for fd in fds:
-                os.close(fd)
-        assert request.env == {b"HOME": b"/h"}
-        assert request.argv == [b"python3", b"/s.py", b"a"]
-        assert client.recv(100) == GREETING == b"PFI\n\0\0\0\0"
-        assert server.gettimeout() is None, "the call socket goes back to blocking"
+            handshake.close_fds()
+        assert handshake.request is not None
+        assert handshake.request.env() == {b"HOME": b"/h"}
+        assert handshake.request.argv() == [b"python3", b"/s.py", b"a"]
+        assert handshake.attrs is None and handshake.extra_fds == []
         send_status(server, 3 << 8)
         assert client.recv(4) == b"\0\0\x03\0"
     finally:
         for f in files:
             f.close()
+
+
+def test_handshake_byte_by_byte(pair):
+    """Each piece on its own, the handshake advanced after each: complete
+    only with the last byte, every fd taken at its place (a read past an
+    item would swallow the data byte that carries the next fd)."""
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    handshake = Handshake(server)
+    try:
+        pieces = [b"\0", null, null, null, *(bytes([b]) for b in encode_request([(b"A", b"1")], [b"i", b"x"]))]
+        for n, piece in enumerate(pieces):
+            assert not handshake.advance()
+            if isinstance(piece, int):
+                send_fds(client, [piece])
+            else:
+                client.sendall(piece)
+            assert handshake.advance() == (n == len(pieces) - 1)
+        assert len(handshake.stdio) == 3
+        assert handshake.request is not None and handshake.request.argv() == [b"i", b"x"]
+    finally:
+        handshake.close_fds()
+        os.close(null)
+
+
+def test_handshake_all_sent_at_once_with_the_fds(pair):
+    """The client sends everything before we read anything: the fds are
+    still each found with their own data byte."""
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    handshake = Handshake(server)
+    try:
+        client.sendall(b"\0")
+        for _ in range(3):
+            send_fds(client, [null])
+        client.sendall(encode_request([], [b"i"]) + b"bytes after the request, not ours")
+        assert handshake.advance()
+        assert len(handshake.stdio) == 3 and all(_same_file(fd, null) for fd in handshake.stdio)
+        assert server.recv(100) == b"bytes after the request, not ours", "nothing after the request is read"
+    finally:
+        handshake.close_fds()
+        os.close(null)
 
 
 def _bad_call(client, null, case):
@@ -184,7 +271,7 @@ def _bad_call(client, null, case):
     for _ in range(3):
         send_fds(client, [null])
     if case == "too long":
-        client.sendall((MAX_REQUEST + 1).to_bytes(4, "big"))
+        client.sendall((MAX_REQUEST_LEN + 1).to_bytes(4, "big"))
     elif case == "bad body":
         client.sendall(b"\0\0\0\3abc")
 
@@ -195,24 +282,55 @@ def _bad_call(client, null, case):
         ("signalling byte", "signalling byte is 0x07"),
         ("no fd", "0 control messages"),
         ("two fds", "2 fds in one message"),
-        ("too long", "over the"),
+        ("too long", "request length 6295553 is over the 6295552 byte limit"),
         ("bad body", "does not end with NUL"),
     ],
 )
-def test_receive_call_rejects_and_leaks_no_fd(pair, case, message):
+def test_handshake_rejects_and_leaks_no_fd(pair, case, message):
     server, client = pair
     null = os.open(os.devnull, os.O_RDONLY)
     try:
         _bad_call(client, null, case)
         before = _open_fds()
+        handshake = Handshake(server)
         with pytest.raises(ProtocolError, match=message):
-            receive_call(server, timeout=5)
-        assert _open_fds() == before, "received fds must be closed on error"
+            handshake.advance()
+        handshake.close_fds()
+        assert _open_fds() == before, "received fds must be closed"
     finally:
         os.close(null)
 
 
-def test_receive_call_peer_gone(pair):
+def test_longest_request_length_is_taken():
+    assert MAX_REQUEST_LEN == 6 * 1024 * 1024 + 4096 == 6295552
+
+
+def test_request_buffer_grows_with_what_arrived(pair):
+    """A peer announcing the largest request and sending little of it costs
+    little: nothing is allocated for what was merely announced."""
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    handshake = Handshake(server)
+    try:
+        client.sendall(b"\0")
+        for _ in range(3):
+            send_fds(client, [null])
+        client.sendall(MAX_REQUEST_LEN.to_bytes(4, "big") + b"A=" * 500)
+        tracemalloc.start()
+        try:
+            assert not handshake.advance()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < MAX_REQUEST_LEN // 4, f"{peak} bytes allocated for 1000 bytes received"
+        client.sendall(b"A=" * 500)
+        assert not handshake.advance()
+    finally:
+        handshake.close_fds()
+        os.close(null)
+
+
+def test_handshake_peer_gone(pair):
     server, client = pair
     null = os.open(os.devnull, os.O_RDONLY)
     try:
@@ -220,19 +338,21 @@ def test_receive_call_peer_gone(pair):
         send_fds(client, [null])
         client.close()
         before = _open_fds()
+        handshake = Handshake(server)
         with pytest.raises(PeerGone):
-            receive_call(server, timeout=5)
+            handshake.advance()
+        assert len(handshake.stdio) == 1
+        handshake.close_fds()
         assert _open_fds() == before
     finally:
         os.close(null)
 
 
-def test_receive_call_gives_up_on_a_silent_client(pair):
-    server, _client = pair
-    started = time.monotonic()
-    with pytest.raises(PeerGone, match="in time"):
-        receive_call(server, timeout=0.3)
-    assert 0.25 < time.monotonic() - started < 3
+def test_greeting_to_a_gone_client(pair):
+    server, client = pair
+    client.close()
+    with pytest.raises(PeerGone):
+        send_greeting(server)
 
 
 def test_send_status_to_a_gone_client(pair):

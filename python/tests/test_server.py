@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 
 import pytest
-from harness import alive, send_fds, wait_until
+from harness import alive, listening_socket, send_fds, wait_until
 
+from prefork_interp._intake import REQUEST_TIMEOUT
 from prefork_interp._protocol import GREETING, encode_request
 
 NO_PYTHONUNBUFFERED = {"PYTHONUNBUFFERED": None}
@@ -17,24 +19,6 @@ NO_PYTHONUNBUFFERED = {"PYTHONUNBUFFERED": None}
 
 def _server_gone(sid: int) -> bool:
     return not alive(lambda p: p.pid == sid)
-
-
-def _listening_socket(server_pid: int) -> str:
-    """Path of the Unix socket the server listens on (from /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{server_pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{server_pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    with open("/proc/net/unix") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 8 and int(fields[6]) in inodes and int(fields[3], 16) & 0x10000:
-                return fields[7]
-    raise AssertionError(f"server {server_pid} has no listening socket")
 
 
 # ---------------------------------------------------------------------------
@@ -188,7 +172,7 @@ def test_server_survives_bad_clients(harness):
     script = harness.script("ok.py", 'print("fine")\n')
     assert harness.run(script).returncode == 0
     server = harness.last_server()
-    path = _listening_socket(server)
+    path = listening_socket(server)
     null = os.open(os.devnull, os.O_RDWR)
     try:
         bad_clients = [
@@ -215,20 +199,25 @@ def test_server_survives_bad_clients(harness):
     wait_until(lambda: [p.pid for p in alive(lambda p: p.sid == server)] == [server], 10, "bad clients' monitors to exit")
 
 
-def test_idle_connections_do_not_block_callers(harness):
-    """Connections that never send a request are dropped after a few
-    seconds, so they cannot hold every max_servers slot for ever."""
+def test_idle_connections_are_dropped_after_the_request_timeout(harness):
+    """Connections that never send a request hold no monitor slot, so a call
+    goes through at once, and each is dropped (EOF) the request timeout
+    after its acceptance (protocol.md section 4.1)."""
     script = harness.script("ok.py", 'print("fine")\n', init="max_servers=2")
     assert harness.run(script).returncode == 0
-    path = _listening_socket(harness.last_server())
+    path = listening_socket(harness.last_server())
     idle = [_connect(path) for _ in range(2)]
     try:
         for s in idle:
             assert s.recv(8, socket.MSG_WAITALL) == GREETING
+        greeted = time.monotonic()
         got = harness.run(script, timeout=30)
         assert (got.returncode, got.out) == (0, b"fine\n"), got.text()
-        assert got.seconds > 2, "the idle connections should have held both slots for a while"
-        assert got.seconds < 15
+        assert got.seconds < 2, "idle connections must not hold the slots"
+        for s in idle:
+            assert s.recv(1) == b"", "an idle connection is closed without a word"
+        waited = time.monotonic() - greeted
+        assert REQUEST_TIMEOUT - 0.5 < waited < REQUEST_TIMEOUT + 3
     finally:
         for s in idle:
             s.close()

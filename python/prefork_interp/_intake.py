@@ -1,0 +1,225 @@
+"""Taking calls in (protocol.md section 4.1): every connection the server
+holds, from its ``accept`` (or, for the first call, the CALL fd) until a
+monitor is forked for it or it is dropped.
+
+:class:`Intake` owns, for the server loop:
+
+1. the peer check: a peer whose uid (``SO_PEERCRED``) is not our effective
+   uid is refused, root included, with one warning and no greeting;
+2. the greeting, sent at once, busy monitor slots or not;
+3. the handshakes (``_protocol.Handshake``), read without blocking from the
+   server's one poll loop as bytes arrive: a connection holds no monitor
+   slot and no process until its handshake is complete;
+4. the limits: at most :data:`MAX_HELD` connections held at once; at the
+   limit a new one drops the oldest that has not finished its handshake,
+   and when every held one has finished, the server stops accepting
+   (:meth:`Intake.can_take`); a handshake not finished within
+   :data:`REQUEST_TIMEOUT` of the accept is dropped;
+5. complete calls, first in first out, until the server has a free slot
+   (:meth:`Intake.next_call`); one whose caller hangs up meanwhile is
+   dropped.
+
+It never forks: the server forks a monitor for each :class:`Call` it takes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_HELD", "REQUEST_TIMEOUT", "Call", "Intake", "peer_credentials"]
+
+import collections
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Deque, Dict, List, Optional, Tuple
+
+from ._log import Log
+from ._proc import close_quietly
+from ._protocol import Attributes, Handshake, PeerGone, ProtocolError, Request, send_greeting
+
+#: Connections the server holds at once, handshaking or complete.
+MAX_HELD = 64
+
+#: Seconds a connection has, from its accept, to finish its handshake (the
+#: request, and with call1 the attributes and extra fds).  A real client
+#: sends it all at once; this only bounds what a slow or idle one costs.
+REQUEST_TIMEOUT = 5.0
+
+#: ``struct ucred`` of ``SO_PEERCRED``: pid_t, uid_t, gid_t.
+_UCRED = struct.Struct("iII")
+
+
+def peer_credentials(sock: socket.socket) -> Tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of ``sock``, as
+    the kernel recorded them when it connected (or made the pair)."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid, uid, gid
+
+
+@dataclass
+class Call:
+    """A call whose handshake is complete: what a monitor serves."""
+
+    #: The call's connection.
+    sock: socket.socket
+    #: The caller's fds 0, 1, 2 (received copies).
+    stdio: List[int]
+    request: Request
+    #: The caller's attributes (extension call1), or None for a v1 client.
+    attrs: Optional[Attributes] = None
+    #: Received copies of the caller's extra fds, one per ``attrs.fds``.
+    extra_fds: List[int] = field(default_factory=list)
+    #: For the first call only: the first caller's stderr, where its
+    #: monitor logs (design.md section 2), or None.
+    stderr: Optional[int] = None
+
+    def close_fds(self) -> None:
+        """Close the received fds and ``stderr`` (not the socket)."""
+        close_quietly((*self.stdio, *self.extra_fds, self.stderr))
+        self.stdio = []
+        self.extra_fds = []
+        self.stderr = None
+
+    def close(self) -> None:
+        """Close everything the call holds."""
+        self.close_fds()
+        self.sock.close()
+
+
+@dataclass
+class _Pending:
+    """A connection whose handshake is under way."""
+
+    handshake: Handshake
+    #: ``time.monotonic()`` after which it is dropped.
+    deadline: float
+    stderr: Optional[int] = None
+
+    def close(self) -> None:
+        self.handshake.close_fds()
+        self.handshake.sock.close()
+        close_quietly((self.stderr,))
+
+
+class Intake:
+    """The connections a server holds (see the module docstring)."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.uid = os.geteuid()
+        #: Handshakes under way, by socket fd, oldest first.
+        self.pending: Dict[int, _Pending] = {}
+        #: Complete calls waiting for a monitor slot, oldest first.
+        self.waiting: Deque[Call] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.pending) + len(self.waiting)
+
+    def can_take(self) -> bool:
+        """Whether the server should accept: under the limit, or a handshake
+        under way that a new connection may displace."""
+        return len(self) < MAX_HELD or bool(self.pending)
+
+    def take(self, sock: socket.socket, stderr: Optional[int] = None) -> None:
+        """A new connection (accepted, or the first call's CALL): check the
+        peer, greet it, and start reading its handshake.  At the limit, the
+        oldest handshake under way is dropped for it (the server accepts only
+        while :meth:`can_take`).  ``stderr``: the first caller's stderr for
+        the first call, owned from now on."""
+        pending = _Pending(Handshake(sock), time.monotonic() + REQUEST_TIMEOUT, stderr)
+        try:
+            pid, uid, _ = peer_credentials(sock)
+        except OSError as e:
+            self.log.warning(f"reading a caller's credentials (SO_PEERCRED): {e}")
+            pending.close()
+            return
+        if uid != self.uid:
+            self.log.warning(f"refused a call from uid {uid} (pid {pid}): only uid {self.uid} may call this server")
+            pending.close()
+            return
+        if len(self) >= MAX_HELD and self.pending:
+            self.log.debug(f"{MAX_HELD} connections held: dropping the oldest unfinished one")
+            self._drop(next(iter(self.pending)))
+        try:
+            send_greeting(sock)
+        except PeerGone:
+            pending.close()
+            return
+        self.pending[sock.fileno()] = pending
+
+    def register(self, poller: "select.poll") -> None:
+        """Add the held connections to the server's poll set: handshakes for
+        input, waiting calls for hang-ups only (their clients may already
+        send frames that only their monitors are to read)."""
+        for fd in self.pending:
+            poller.register(fd, select.POLLIN)
+        for call in self.waiting:
+            poller.register(call.sock.fileno(), 0)
+
+    def handle(self, fd: int, events: int) -> bool:
+        """A poll event on ``fd``.  False if ``fd`` is not a held connection."""
+        pending = self.pending.get(fd)
+        if pending is not None:
+            self._advance(fd, pending)
+            return True
+        for call in self.waiting:
+            if call.sock.fileno() == fd:
+                if events & (select.POLLHUP | select.POLLERR):
+                    self.log.debug("caller gone while its call waited for a slot")
+                    self.waiting.remove(call)
+                    call.close()
+                return True
+        return False
+
+    def _advance(self, fd: int, pending: _Pending) -> None:
+        handshake = pending.handshake
+        try:
+            if not handshake.advance():
+                return
+        except PeerGone:
+            self._drop(fd)
+            return
+        except ProtocolError as e:
+            # The client's fault: logged, the call dropped, the server goes on.
+            self.log.warning(f"bad request from client: {e}")
+            self._drop(fd)
+            return
+        except OSError as e:
+            self.log.warning(f"reading a request: {e}")
+            self._drop(fd)
+            return
+        del self.pending[fd]
+        assert handshake.request is not None
+        self.waiting.append(
+            Call(handshake.sock, handshake.stdio, handshake.request, handshake.attrs, handshake.extra_fds, pending.stderr)
+        )
+
+    def _drop(self, fd: int) -> None:
+        self.pending.pop(fd).close()
+
+    def expire(self, now: float) -> Optional[float]:
+        """Drop the handshakes past their deadline; returns the next
+        deadline, or None."""
+        for fd, pending in list(self.pending.items()):
+            if pending.deadline <= now:
+                self.log.debug(f"dropped a connection that sent no complete request within {REQUEST_TIMEOUT:g} s")
+                self._drop(fd)
+        return min((p.deadline for p in self.pending.values()), default=None)
+
+    def next_call(self) -> Optional[Call]:
+        """The complete call that has waited longest, now the caller's."""
+        return self.waiting.popleft() if self.waiting else None
+
+    def drop_pending(self) -> None:
+        """Drop every handshake under way (the server is quitting)."""
+        for fd in list(self.pending):
+            self._drop(fd)
+
+    def close_all(self) -> None:
+        """Close everything held (in a new monitor: the other calls are not
+        its own; or when the server ends)."""
+        self.drop_pending()
+        while self.waiting:
+            self.waiting.popleft().close()
