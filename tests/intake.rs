@@ -240,3 +240,62 @@ fn killing_a_monitor_kills_its_call() {
     let out = running.finish();
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
 }
+
+/// Steps 2 and 3 of a call by hand (the signalling byte, then three fds
+/// of /dev/null), after reading the greeting.
+fn send_preamble(s: &UnixStream) {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let mut g = [0u8; 8];
+    (&*s).read_exact(&mut g).unwrap();
+    std::io::Write::write_all(&mut &*s, &[0]).unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    for _ in 0..3 {
+        sendmsg::<()>(
+            s.as_raw_fd(),
+            &[std::io::IoSlice::new(&[0])],
+            &[ControlMessage::ScmRights(&[null.as_raw_fd()])],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_quitting_server_still_serves_the_calls_it_holds() {
+    let f = Fixture::example("intake-drain", "probe", Client::Ours);
+    let (server, sock) = probe_server(&f, 1);
+    // A: a call that takes the only slot for a while.
+    let mut c = f.cmd(&["same", "1500"]);
+    c.env("PROBE", "sleep");
+    let mut a = f.spawn(c);
+    a.line();
+    // B: a complete call, waiting for the slot.
+    let b = {
+        let sock = sock.clone();
+        std::thread::spawn(move || raw_call(&sock, &request(vec!["PROBE=exit".into()])))
+    };
+    // C: half a request so far.
+    let c_sock = UnixStream::connect(&sock).unwrap();
+    c_sock.set_read_timeout(Some(LIMIT)).unwrap();
+    send_preamble(&c_sock);
+    std::thread::sleep(Duration::from_millis(200));
+    // --kill: the socket goes, the server quits taking calls at once.
+    assert_ok(&f.run_opts(&["--kill", "-U"], &["same"]));
+    assert!(UnixStream::connect(&sock).is_err(), "still listening");
+    // C finishes its request; everyone is served.
+    let body = request(vec!["PROBE=exit".into()]).encode_body();
+    let mut msg = (body.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    std::io::Write::write_all(&mut &c_sock, &msg).unwrap();
+    let mut status = [0u8; 4];
+    (&c_sock).read_exact(&mut status).expect("C served");
+    assert_eq!(u32::from_be_bytes(status), 0);
+    assert_eq!(join_within(b, LIMIT), Some(0), "B served");
+    assert_ok(&a.finish());
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(server)),
+        "server {server} still running"
+    );
+}
