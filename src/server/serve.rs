@@ -404,11 +404,18 @@ impl Server {
     }
 
     /// Fork a monitor for each complete call while there are free slots.
+    /// A call whose caller has hung up while it waited is dropped: it is
+    /// not started only to be interrupted.
     fn start_monitors(&mut self) -> Next {
         while !self.full() {
             let Some(call) = self.ready.pop_front() else {
                 break;
             };
+            if caller_gone(&call) {
+                self.log
+                    .debug("a caller left while its call waited for a slot");
+                continue;
+            }
             match sys::fork_checked() {
                 Ok(Forked::Child) => return Next::Serve(Box::new(call)),
                 Ok(Forked::Parent(pid)) => {
@@ -509,6 +516,17 @@ impl Server {
     }
 }
 
+/// Has the caller of this waiting call hung up?
+fn caller_gone(call: &Complete) -> bool {
+    // A closed peer shows as POLLHUP on a Unix stream socket, whether or
+    // not frames it sent are still to be read.
+    let mut fds = [PollFd::new(call.call.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
 /// Log a monitor's end unless it is an ordinary one: exit 0 (the call was
 /// served, or the caller left), or SIGPIPE.
 fn report_monitor(log: Log, pid: libc::pid_t, status: i32) {
@@ -518,4 +536,33 @@ fn report_monitor(log: Log, pid: libc::pid_t, status: i32) {
     log.warn(&format!(
         "monitor process [{pid}] failed with wait status 0x{status:x}"
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Call;
+    use std::io::Write;
+
+    fn waiting_call(sock: UnixStream) -> Complete {
+        let null = || OwnedFd::from(File::open("/dev/null").unwrap());
+        Complete {
+            call: Call::new(sock),
+            stdio: [null(), null(), null()],
+            body: vec![0],
+            extension: None,
+        }
+    }
+
+    #[test]
+    fn a_caller_that_hung_up_is_gone_one_that_sent_more_is_not() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let call = waiting_call(b);
+        assert!(!caller_gone(&call));
+        // A frame sent while waiting (a forwarded signal) is no hang-up.
+        a.write_all(b"SIGP\0\0\0\x04\0\0\0\x02").unwrap();
+        assert!(!caller_gone(&call));
+        drop(a);
+        assert!(caller_gone(&call));
+    }
 }
