@@ -213,7 +213,8 @@ class Intake:
         return self.waiting.popleft() if self.waiting else None
 
     def drop_pending(self) -> None:
-        """Drop every handshake under way (the server is quitting)."""
+        """Drop every handshake under way (part of :meth:`close_all`; a
+        server quitting otherwise lets them finish within their deadline)."""
         for fd in list(self.pending):
             self._drop(fd)
 

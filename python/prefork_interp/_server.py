@@ -22,9 +22,15 @@ socket and every connection held (``_intake``, protocol.md section 4.1):
   in a row.
 
 Quitting closes LISTEN and the watcher fds at once (new callers start a new
-server) and drops unfinished handshakes, then still serves the complete
-calls waiting for a slot, and waits for every monitor, so none is left to
-an init that may never reap it.
+server), then still serves every call already held: the complete calls
+waiting for a slot, and the handshakes under way, which keep the rest of
+their request timeout to finish (a caller already greeted cannot tell a
+dropped handshake from a server dying under its call, so it would fail).
+Monitors are forked for them as slots free, ``max_servers`` still holding;
+when nothing is held any more, the server waits for every monitor, so none
+is left to an init that may never reap it, and exits.  Only after more than
+``max_errors`` failures in a row (or a failing ``poll``) is everything held
+dropped at once.
 """
 
 from __future__ import annotations
@@ -54,11 +60,16 @@ _MISSING = (errno.ENOENT, errno.ENOTDIR)
 
 
 class _Quit(Exception):
-    """Leave the server loop: log ``message`` and exit with ``code``."""
+    """Leave the server loop: log ``message`` and exit with ``code``.
 
-    def __init__(self, code: int, message: str) -> None:
+    ``drop_held``: drop every call held (handshaking or waiting for a slot)
+    at once instead of serving it (too many failures in a row: forking more
+    monitors is not going to work)."""
+
+    def __init__(self, code: int, message: str, drop_held: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.drop_held = drop_held
 
 
 # ---------------------------------------------------------------------------
@@ -158,7 +169,8 @@ class _Server:
         self.errors = 0
         self.idle_since = time.monotonic()
         #: Why the server is quitting, once it is: it then takes no new
-        #: connection and ends when the waiting calls have been served.
+        #: connection and ends when the calls it holds (complete, or still
+        #: handshaking within their request timeout) have been served.
         self.quitting: Optional[_Quit] = None
         self.watcher_open = True
         listen.setblocking(False)
@@ -208,7 +220,7 @@ class _Server:
         self.errors += 1
         self.log.warning(message)
         if 0 <= self.opts.max_errors < self.errors:
-            raise _Quit(127, f"{self.errors} errors in a row, quitting (last: {message})")
+            raise _Quit(127, f"{self.errors} errors in a row, quitting (last: {message})", drop_held=True)
 
     def _reap(self, block: bool) -> None:
         while True:
@@ -254,18 +266,25 @@ class _Server:
         self.intake.take(conn)
 
     def _stop_taking_calls(self) -> None:
-        """Close LISTEN and the watcher fds (new callers start a new server)
-        and drop the handshakes under way."""
+        """Close LISTEN and the watcher fds: new callers start a new server
+        (the connections held are kept)."""
         self.listen.close()
         self._close_watcher_fds()
-        self.intake.drop_pending()
 
     def _quit(self, reason: _Quit) -> None:
-        """Stop taking calls; the calls already complete are still served
-        (the loop ends after them)."""
+        """Stop taking calls.  The calls held are still served: the complete
+        ones, and the handshakes under way if they finish within their
+        request timeout (the loop ends after them), unless ``reason`` says
+        to drop them all."""
         if self.quitting is None:
             self.quitting = reason
+        elif reason.drop_held and not self.quitting.drop_held:
+            # Already quitting, and now failing too: that is the end.
+            self.log.info(str(self.quitting))
+            self.quitting = reason
         self._stop_taking_calls()
+        if reason.drop_held:
+            self.intake.close_all()
 
     def _poll_set(self) -> "select.poll":
         poller = select.poll()
@@ -278,11 +297,12 @@ class _Server:
         return poller
 
     def _timeout_ms(self, now: float, next_deadline: Optional[float]) -> Optional[int]:
-        """How long to sleep: until the next handshake deadline, or (with
-        nothing held or running) the idle timeout.  Raises _Quit once idle
-        for ``idle_timeout``."""
+        """How long to sleep: until the next handshake deadline, or (not
+        quitting, with nothing held or running) the idle timeout.  Raises
+        _Quit once idle for ``idle_timeout``."""
         wake_at = next_deadline
-        if not self.children and not self.intake and self.opts.idle_timeout is not None:
+        idle = self.quitting is None and not self.children and not self.intake
+        if idle and self.opts.idle_timeout is not None:
             idle_end = self.idle_since + self.opts.idle_timeout
             if idle_end <= now:
                 raise _Quit(0, "idle timeout, quitting")
@@ -292,8 +312,8 @@ class _Server:
         return max(0, int((wake_at - now) * 1000) + 1)
 
     def loop(self) -> Call:
-        """Serve calls until told to quit (raises _Quit once the calls taken
-        in are served).  Returns only in an executor, with its call."""
+        """Serve calls until told to quit (raises _Quit once the calls held
+        are served or dropped).  Returns only in an executor, with its call."""
         while True:
             # Busy now (checked before reaping, so a call that ends while we
             # sleep counts as busy up to its end): the idle time starts later.
@@ -304,13 +324,11 @@ class _Server:
                 executor_call = self._start_waiting_calls()
                 if executor_call is not None:
                     return executor_call
-                if self.quitting is not None:
-                    if not self.children and not self.intake.waiting:
-                        raise self.quitting
-                    timeout_ms = None
-                else:
-                    now = time.monotonic()
-                    timeout_ms = self._timeout_ms(now, self.intake.expire(now))
+                now = time.monotonic()
+                next_deadline = self.intake.expire(now)
+                if self.quitting is not None and not self.children and not self.intake:
+                    raise self.quitting
+                timeout_ms = self._timeout_ms(now, next_deadline)
                 for fd, events in self._poll_set().poll(timeout_ms):
                     if fd == self.wakeup.fd:
                         self.wakeup.drain()

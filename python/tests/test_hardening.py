@@ -498,6 +498,93 @@ def test_waiting_call_of_a_caller_gone_is_dropped(fake):
 
 
 # ---------------------------------------------------------------------------
+# Quitting
+
+
+#: A script for quitting with calls held: "wait" writes STARTED_FILE and
+#: runs until its stdin closes; "exit N" prints its session and exits N.
+QUIT_BODY = """\
+if sys.argv[1] == "wait":
+    with open(os.environ["STARTED_FILE"], "w") as f:
+        f.write(str(os.getpid()))
+    sys.stdin.read()
+    sys.exit(3)
+print("sid", os.getsid(0), flush=True)
+sys.exit(int(sys.argv[2]))
+"""
+
+
+def test_quitting_serves_waiting_calls_and_unfinished_handshakes(our_harness):
+    """max_servers=1, call A running, caller B's complete call waiting, and
+    caller C greeted with only part of its request sent; then ``--kill``.
+    The listener is closed at once (a connection to it is refused), but
+    every caller already greeted is served: B with its own exit status once
+    A ends, then C, which completes its request afterwards (within its
+    request timeout).  The server then exits, leaving no process."""
+    harness = our_harness
+    script = harness.script("quit.py", QUIT_BODY, init="max_servers=1")
+    warm = harness.run(script, "exit", "0")
+    assert warm.returncode == 0, warm.text()
+    server = harness.last_server()
+    path = _server_socket(harness)
+    started = harness.dir / "started"
+    env = [(k.encode(), v.encode()) for k, v in harness.env().items()]
+    null = os.open(os.devnull, os.O_RDWR)
+    b_out_r, b_out_w = os.pipe()
+    c_out_r, c_out_w = os.pipe()
+    handle = os.open(path, os.O_PATH)  # reaches the socket after --kill removes it
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a = harness.popen(script, "wait", env={"STARTED_FILE": str(started)}, stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(lambda: started.exists() and started.read_text(), 10, "call A to start")
+        in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
+        running = in_session()
+        assert len(running) == 3, "server, A's monitor and executor"
+
+        b.settimeout(5)
+        b.connect(path)
+        FakeClient.send_preamble(b, (null, b_out_w, null))
+        b.sendall(encode_request(env, [PYTHON.encode(), str(script).encode(), b"exit", b"5"]))
+        c.settimeout(5)
+        c.connect(path)
+        c_accepted = time.monotonic()
+        FakeClient.send_preamble(c, (null, c_out_w, null))
+        c_request = encode_request(env, [PYTHON.encode(), str(script).encode(), b"exit", b"6"])
+        c.sendall(c_request[:-5])
+        time.sleep(0.5)  # B complete and waiting for the slot, C part-way
+        assert in_session() == running, "B waits without a monitor"
+
+        killed = time.monotonic()
+        harness.kill_server(script)
+        assert time.monotonic() - killed < 2, "--kill returns as soon as the listener is closed"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+            with pytest.raises(ConnectionRefusedError):
+                late.connect(f"/proc/self/fd/{handle}")
+        assert a.poll() is None, "A still runs"
+        assert not select.select([b, c], [], [], 0.3)[0], "B and C are still held, not dropped nor served"
+
+        a.stdin.close()
+        assert a.wait(timeout=10) == 3, a.stderr.read()
+        assert b.recv(4, socket.MSG_WAITALL) == U32_BE.pack(5 << 8), "B served after A, with its status"
+        assert read_until(b_out_r, b"\n", 5) == f"sid {server}\n".encode()
+        assert not select.select([c], [], [], 0.3)[0], "C, unfinished, is not served nor dropped"
+
+        c.sendall(c_request[-5:])
+        assert c.recv(4, socket.MSG_WAITALL) == U32_BE.pack(6 << 8), "C served once its request is complete"
+        assert read_until(c_out_r, b"\n", 5) == f"sid {server}\n".encode()
+        assert time.monotonic() - c_accepted < REQUEST_TIMEOUT, "all within C's request timeout"
+
+        wait_until(lambda: not alive(lambda p: p.sid == server), 5, "the server and its monitors to exit")
+    finally:
+        b.close()
+        c.close()
+        for fd in (null, b_out_r, b_out_w, c_out_r, c_out_w, handle):
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------
 # The executor dies with its monitor
 
 
