@@ -646,8 +646,13 @@ C<openlog> settings are not disturbed.
 
 =item *
 
-On quitting (reload, idle timeout, C<--kill>), the server waits for
-the calls in progress, so no monitor is left orphaned.
+On quitting (reload, idle timeout, C<--kill>, C<-f>), the server
+stops listening at once, so new invocations start a fresh server, but
+it still serves the invocations it has already greeted: those waiting
+for a place, and those that finish sending their request within
+C<$REQUEST_TIMEOUT> seconds of connecting.  Then it waits for the
+calls in progress, so no monitor is left orphaned.  Only too many
+errors in a row (C<max_errors>) drop the invocations waiting.
 
 =back
 

@@ -22,6 +22,15 @@
 # loop, without blocking; a monitor is forked only for a complete call,
 # when one of the max_servers slots is free.
 #
+# Quitting (reload, idle timeout, the watcher, a failure to read from
+# it) stops the accepting at once but not the serving: every
+# connection the server holds has been greeted, so its caller could not
+# tell being dropped from a server dying in the middle of its call, and
+# would fail instead of starting a fresh server.  So the loop runs on
+# without LISTEN and the watcher's pipes until it holds nothing, then
+# waits for its monitors and exits (protocol.md 4.1, end).  Only too
+# many errors in a row, or select failing, drop everything at once.
+#
 # The steps follow the upstream design comment, parts 3 ("Library
 # should do the following") and 4 ("service (monitor) child"); the
 # comments below cite them as "3.5", "4.11" and so on.  Where we differ
@@ -152,8 +161,9 @@ sub serve ($) {
 #---------- server ----------
 
 # 3.7: the select loop.  SRV holds the server's state: cfg, fh (listen,
-# watche, watchi), intake, children (monitor pid => its pidfd or
-# undef).  Returns only in an executor.
+# watche, watchi; gone once closed), intake, children (monitor pid =>
+# its pidfd or undef), and once _quit has been called, quitting (the
+# status to exit with).  Returns only in an executor.
 sub _server_loop ($) {
     my ($srv) = @_;
     my ($cfg, $fh, $intake, $children) = @$srv{qw(cfg fh intake children)};
@@ -195,14 +205,21 @@ sub _server_loop ($) {
 
         my $now = Time::HiRes::time();
         $intake->expire($now);
+        my $quitting = defined $srv->{quitting};
+
+        # Quitting, and every connection we held has been served or
+        # dropped: wait for the calls in progress, and go.
+        _exit_when_done($srv) if $quitting && !$intake->held;
 
         # Idle: no call for idle_timeout, and no connection held.
         my $timeout;
-        if ($cfg->{idle_timeout} >= 0 && !$intake->held) {
+        if (!$quitting && $cfg->{idle_timeout} >= 0 && !$intake->held) {
             $timeout = $last_call + $cfg->{idle_timeout} - $now;
-            _quit($srv, 0, 'info',
-                  "no calls for $cfg->{idle_timeout} seconds, quitting")
-                if $timeout <= 0;
+            if ($timeout <= 0) {
+                _quit($srv, 0, 'info',
+                      "no calls for $cfg->{idle_timeout} seconds, quitting");
+                next;
+            }
         }
         if (defined(my $deadline = $intake->next_deadline)) {
             my $left = $deadline - $now;
@@ -214,20 +231,22 @@ sub _server_loop ($) {
         }
 
         my $rbits = '';
-        vec($rbits, fileno($fh->{watche}), 1) = 1;
-        vec($rbits, fileno($fh->{listen}), 1) = 1 if $intake->accepting;
+        if (!$quitting) {
+            vec($rbits, fileno($fh->{watche}), 1) = 1;
+            vec($rbits, fileno($fh->{listen}), 1) = 1 if $intake->accepting;
+        }
         $intake->watch(\$rbits);
         vec($rbits, $_, 1) = 1 foreach grep { defined } values %$children;
         my $n = select($rbits, undef, undef, $timeout);
         if ($n < 0) {
             next if $! == EINTR;
-            _quit($srv, 1, 'err', "select: $!");
+            _abort($srv, 'err', "select: $!");
         }
         next if $n == 0;    # deadlines are checked above
 
         # 3.7.B: the watcher says the socket is gone or replaced (EOF),
         # or reports an error (data).
-        if (vec($rbits, fileno($fh->{watche}), 1)) {
+        if (!$quitting && vec($rbits, fileno($fh->{watche}), 1)) {
             my $buf = '';
             my $r = sysread($fh->{watche}, $buf, 4096);
             if (defined $r && $r > 0) {
@@ -243,14 +262,18 @@ sub _server_loop ($) {
         # Handshakes in progress that have bytes for us.
         $intake->service($rbits);
 
+        next if defined $srv->{quitting};
         next unless $intake->accepting
                  && vec($rbits, fileno($fh->{listen}), 1);
 
         # 3.7.A.i: reload if the program changed since we started.  We
         # quit without accepting; the client that is waiting sees its
-        # connection reset and starts a fresh server.
+        # connection reset and starts a fresh server.  (The calls we
+        # hold are still served, by this program: their callers came
+        # before the change was seen.)
         if (defined(my $why = _stale_file($cfg))) {
             _quit($srv, 0, 'info', "reloading: $why");
+            next;
         }
 
         # 3.7.A.iii
@@ -266,13 +289,11 @@ sub _server_loop ($) {
 }
 
 # In a monitor just forked: closes what the server holds (LISTEN, the
-# watcher's pipes, the monitors' pidfds, every other connection).
+# watcher's pipes, unless quitting closed them already; the monitors'
+# pidfds, every other connection).
 sub _close_server_fds ($) {
     my ($srv) = @_;
-    my $fh = $srv->{fh};
-    close $fh->{listen};
-    close $fh->{watche};
-    POSIX::close($fh->{watchi});
+    _stop_listening($srv);
     POSIX::close($_) foreach grep { defined } values %{ $srv->{children} };
     %{ $srv->{children} } = ();
     $srv->{intake}->close_all;
@@ -287,9 +308,9 @@ sub _count_error ($$$) {
     $errors++;
     my $limit = $cfg->{max_errors};
     if ($limit >= 0 && $errors > $limit) {
-        _quit($srv, 1, 'err',
-              "$what; $errors errors in a row (max_errors is $limit),"
-              . ' quitting');
+        _abort($srv, 'err',
+               "$what; $errors errors in a row (max_errors is $limit),"
+               . ' quitting');
     }
     $cfg->{log}->msg('warning', $what);
     Time::HiRes::sleep(ERROR_PAUSE);
@@ -343,21 +364,53 @@ sub _stale_file ($) {
     return undef;
 }
 
-# Stops serving: logs why, closes the listening socket and the watcher
-# fds (so new callers start a fresh server at once and the watcher
-# exits) and every connection held, waits for the calls in progress,
-# and exits.  Waiting means our monitors never become orphans, which
-# matters where init does not reap.
+# Starts quitting (reload, idle timeout, the watcher): logs why, once,
+# and closes the listening socket and the watcher fds, so new callers
+# start a fresh server at once and the watcher exits.  Returns: the
+# loop runs on without accepting, serving the complete calls it holds
+# as slots free and giving unfinished handshakes the rest of their
+# request timeout, and exits (with status CODE) once it holds nothing
+# (_exit_when_done).  A caller we hold has been greeted: dropping it
+# would look like a server dying in the middle of its call, and the
+# call would fail.
 sub _quit ($$$$) {
     my ($srv, $code, $level, $why) = @_;
-    my ($cfg, $fh) = @$srv{qw(cfg fh)};
-    $cfg->{log}->msg($level, $why);
-    close $fh->{listen};
-    close $fh->{watche};
-    POSIX::close($fh->{watchi});
+    return if defined $srv->{quitting};
+    $srv->{cfg}{log}->msg($level, $why);
+    _stop_listening($srv);
+    $srv->{quitting} = $code;
+}
+
+# Quits at once, for failures of the server itself (too many errors in
+# a row, select): logs why, closes everything it holds, every
+# connection included, waits for the calls in progress, and exits 1.
+sub _abort ($$$) {
+    my ($srv, $level, $why) = @_;
+    $srv->{cfg}{log}->msg($level, $why);
+    _stop_listening($srv);
     $srv->{intake}->close_all;
-    _reap($srv->{children}, $cfg->{log}, 1) while %{ $srv->{children} };
-    POSIX::_exit($code);
+    $srv->{quitting} = 1;
+    _exit_when_done($srv);
+}
+
+# Waits for every monitor, and exits with the status _quit was given.
+# Waiting means our monitors never become orphans, which matters where
+# init does not reap.
+sub _exit_when_done ($) {
+    my ($srv) = @_;
+    _reap($srv->{children}, $srv->{cfg}{log}, 1) while %{ $srv->{children} };
+    POSIX::_exit($srv->{quitting});
+}
+
+# Closes LISTEN, WATCHE and WATCHI, those that are still open (each
+# only once: a descriptor number closed twice may by then be another
+# file's).
+sub _stop_listening ($) {
+    my ($srv) = @_;
+    my $fh = $srv->{fh};
+    close(delete $fh->{listen}) if $fh->{listen};
+    close(delete $fh->{watche}) if $fh->{watche};
+    POSIX::close(delete $fh->{watchi}) if defined $fh->{watchi};
 }
 
 #---------- monitor ----------
