@@ -176,4 +176,34 @@ subtest 'an fd the server cannot take (its fd limit) is a refusal' => sub {
     $hs->close;
 };
 
+subtest 'a waiting call whose caller hung up is skipped' => sub {
+    require Prefork::Interp::Intake;
+    my @logged;
+    my $log = bless { lines => \@logged }, 'TestLog';
+    my $intake = Prefork::Interp::Intake->new(log => $log, timeout => 5);
+    my @callers;
+    foreach my $n (1, 2) {
+        my ($c, $s) = pair();
+        open(my $null, '<', '/dev/null') or die;
+        my $body = "A=$n\0\0perl\0";
+        feed($c, $_) foreach ("\0", (\fileno($null)) x 3,
+                              pack('N', length $body) . $body);
+        my $hs = Prefork::Interp::Handshake->new($s, 0, 0);
+        1 until $hs->advance;
+        push @{ $intake->{ready} }, $hs;
+        push @callers, $c;
+    }
+    close $callers[0];    # the first caller leaves while it waits
+    my $next = $intake->take_ready;
+    ok($next, 'a call is handed over');
+    is(${ $next->call->{body} }, "A=2\0\0perl\0", "... the second: the first caller had gone");
+    is($intake->take_ready, undef, 'nothing else waits');
+    is_deeply(\@logged, ['debug: a caller left while its call waited for a slot'], 'logged');
+    $next->close;
+};
+
+package TestLog {
+    sub msg { my ($self, $level, $m) = @_; push @{ $self->{lines} }, "$level: $m" }
+}
+
 done_testing;

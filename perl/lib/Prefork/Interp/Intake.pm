@@ -16,6 +16,7 @@ use warnings;
 
 use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNABORTED);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
+use IO::Poll qw(POLLIN POLLHUP);
 use Socket qw(SOL_SOCKET);
 
 use Prefork::Interp::Handshake;
@@ -191,10 +192,27 @@ sub next_deadline {
     return $first->accepted_at + $self->{timeout};
 }
 
-# take_ready(): the oldest complete call (a Handshake), or undef.
+# take_ready(): the oldest complete call (a Handshake), or undef.  A call
+# whose caller hung up while it waited is closed and skipped: it is not
+# started only to be interrupted.
 sub take_ready {
     my ($self) = @_;
-    return shift @{ $self->{ready} };
+    while (my $hs = shift @{ $self->{ready} }) {
+        return $hs unless _hung_up($hs->fh);
+        $self->{log}->msg('debug', 'a caller left while its call waited for a slot');
+        $hs->close;
+    }
+    return undef;
+}
+
+# _hung_up($fh): has the peer closed its end?  (POLLHUP on a Unix stream
+# socket, whether or not frames it sent are still to be read.)
+sub _hung_up {
+    my ($fh) = @_;
+    my $poll = IO::Poll->new;
+    $poll->mask($fh => POLLIN);
+    $poll->poll(0);
+    return ($poll->events($fh) & POLLHUP) ? 1 : 0;
 }
 
 # close_all(): closes every connection held.
