@@ -182,7 +182,12 @@ impl Server {
     fn turn(&mut self) -> Next {
         let (sources, revents) = match self.wait() {
             Ok(r) => r,
-            Err(e) => return Next::Quit(Level::Err, Error::io("poll", e).to_string()),
+            Err(e) => {
+                // We cannot wait for anything: drop what we hold.
+                self.handshakes.clear();
+                self.ready.clear();
+                return Next::Quit(Level::Err, Error::io("poll", e).to_string());
+            }
         };
         // The watcher first: if it says quit, nothing new is taken in.
         for (&source, &hit) in sources.iter().zip(&revents) {
