@@ -86,7 +86,7 @@ foreach my $kind (client_kinds()) {
         my @servers = $fx->sessions;
         is(scalar @servers, 1, 'one server') or return;
         my $server = $servers[0];
-        my $path = listen_path($server);
+        my $path = listen_path($server, $fx->run_dir);
         ok($path, "found the server's socket") or return;
         my @conns = map {
             socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die;

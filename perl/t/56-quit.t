@@ -135,7 +135,7 @@ subtest 'our client: --kill serves the calls the server holds' => sub {
         or return;
     my ($monitor) = split ' ', slurp("$dir/a");
     my $server = ppid_of($monitor);
-    my $sock = $server && listen_path($server);
+    my $sock = $server && listen_path($server, $fx->run_dir);
     ok($sock, "found the server ($server) and its socket") or return;
     # A second name for the socket: --kill removes the first, and we
     # want to knock on the old listener's door afterwards.

@@ -45,7 +45,7 @@ foreach my $kind (client_kinds()) {
         my $script = $fx->script('life.pl', init => $init, body => $body);
 
         my ($gen1, $sid1) = gen_sid($fx->run($script));
-        my $socket = listen_path($sid1);
+        my $socket = listen_path($sid1, $fx->run_dir);
         ok($socket && -S $socket, 'server listening');
         my ($gen) = gen_sid($fx->run($script)) for 1..5;
         ok(wait_for(3, sub { !zombie_children($sid1) }),

@@ -95,9 +95,11 @@ def alive(match: Callable[[Proc], bool]) -> List[Proc]:
     return [p for p in processes() if match(p) and not p.gone]
 
 
-def listening_socket(server_pid: int) -> str:
+def listening_socket(server_pid: int, run_dir: "Optional[Path]" = None) -> str:
     """Path of the Unix socket a server listens on (from /proc: the C
-    client's run directory is not the harness's)."""
+    client's run directory is not the harness's).  Our client binds through
+    its open run directory (``/proc/self/fd/N/NAME``): such a path is NAME
+    in ``run_dir``."""
     inodes = set()
     for fd in os.listdir(f"/proc/{server_pid}/fd"):
         try:
@@ -110,7 +112,10 @@ def listening_socket(server_pid: int) -> str:
         for line in f.readlines()[1:]:
             fields = line.split()
             if len(fields) >= 8 and int(fields[6]) in inodes and int(fields[3], 16) & 0x10000:
-                return fields[7]
+                path = fields[7]
+                if run_dir is not None and path.startswith("/proc/self/fd/"):
+                    return str(run_dir / os.path.basename(path))
+                return path
     raise AssertionError(f"server {server_pid} has no listening socket")
 
 

@@ -237,7 +237,7 @@ def test_idle_connections_cost_a_call_nothing(harness):
     them as without (the reference took seconds, waiting for slots)."""
     script = harness.script("fast.py", 'print("fine")\n')
     harness.run(script)
-    path = listening_socket(harness.last_server())  # the C client's run directory is its own
+    path = listening_socket(harness.last_server(), harness.run_dir)  # the C client uses its own run directory
     without = _median_call_seconds(harness, script, 5)
     null = os.open(os.devnull, os.O_RDWR)
     idle: List[socket.socket] = []

@@ -172,7 +172,7 @@ def test_server_survives_bad_clients(harness):
     script = harness.script("ok.py", 'print("fine")\n')
     assert harness.run(script).returncode == 0
     server = harness.last_server()
-    path = listening_socket(server)
+    path = listening_socket(server, harness.run_dir)
     null = os.open(os.devnull, os.O_RDWR)
     try:
         bad_clients = [
@@ -205,7 +205,7 @@ def test_idle_connections_are_dropped_after_the_request_timeout(harness):
     after its acceptance (protocol.md section 4.1)."""
     script = harness.script("ok.py", 'print("fine")\n', init="max_servers=2")
     assert harness.run(script).returncode == 0
-    path = listening_socket(harness.last_server())
+    path = listening_socket(harness.last_server(), harness.run_dir)
     idle = [_connect(path) for _ in range(2)]
     try:
         for s in idle:

@@ -323,10 +323,11 @@ fn start_server(cmd: &Command, dir: &RunDir, name: &str, lock: &Lock) -> Result<
 /// A new listening socket at `name` in `dir`, non-blocking, mode 0600
 /// whatever the caller's umask: only we may connect to it.
 ///
-/// It is bound by its full path, which tools (`ss -xl`, `/proc/net/unix`)
-/// then show, and then checked to be in the directory we opened: if a
-/// symbolic link in the path changed meanwhile, the socket was made
-/// elsewhere, and we give up before anyone is served through it.
+/// It is bound through the directory's fd (`/proc/self/fd/N/NAME`), so
+/// the kernel makes it in the directory we checked, whatever happens to
+/// the path meanwhile. (Tools such as `ss -xl` then show that path, not
+/// the run directory's; the socket file itself is `NAME` in the run
+/// directory.)
 fn listen_at(dir: &RunDir, name: &str) -> Result<OwnedFd> {
     let listen_fd = socket(
         AddressFamily::Unix,
@@ -335,7 +336,7 @@ fn listen_at(dir: &RunDir, name: &str) -> Result<OwnedFd> {
         None,
     )
     .map_err(|e| Error::io("socket() for new listener", e))?;
-    let addr = UnixAddr::new(&dir.path.join(name))
+    let addr = UnixAddr::new(&dir.via_fd(name))
         .map_err(|e| Error::io(format!("socket path {}", dir.shown(name)), e))?;
     // The socket file's mode is 0777 less the umask: set the umask for
     // bind alone (we are single-threaded, and it is put back before
@@ -343,20 +344,13 @@ fn listen_at(dir: &RunDir, name: &str) -> Result<OwnedFd> {
     let umask = nix::sys::stat::umask(FileMode::from_bits_truncate(0o177));
     let bound = bind(listen_fd.as_raw_fd(), &addr);
     nix::sys::stat::umask(umask);
-    bound.map_err(|e| Error::io(format!("bind {}", dir.shown(name)), e))?;
-    let is_socket = |st: &nix::sys::stat::FileStat| {
-        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
-            == nix::sys::stat::SFlag::S_IFSOCK
-    };
-    // Only we can write in the directory, and we hold the lock: a socket
-    // there now is the one we bound.
-    if !dir.stat(name)?.is_some_and(|st| is_socket(&st)) {
-        return Err(Error::msg(format!(
-            "run directory {} changed while the server's socket was being made \
-             (a symbolic link in its path?): refusing to use it",
-            dir.path.display()
-        )));
-    }
+    bound.map_err(|e| match e {
+        nix::errno::Errno::ENOENT => Error::msg(format!(
+            "bind {}: cannot reach the run directory through /proc/self/fd (is /proc mounted?)",
+            dir.shown(name)
+        )),
+        e => Error::io(format!("bind {}", dir.shown(name)), e),
+    })?;
     // Between bind and listen a caller may get ECONNREFUSED; it then takes
     // the lock, which we hold, and retries after we are done.
     listen(&listen_fd, Backlog::MAXCONN).map_err(|e| Error::io("listen", e))?;

@@ -24,13 +24,11 @@
 //! permission for group or others (`$PREFORK_INTERP_RUN_DIR`), or no
 //! permission at all for them (the directories we create: 2-4). A directory
 //! failing that is refused with a message saying how to fix it. Everything
-//! after that is done relative to the fd: the lock is opened with
-//! `openat(O_NOFOLLOW)`, and servers are connected to through
-//! `/proc/self/fd/<fd>/<name>`, which the kernel resolves from the open
-//! directory, so flipping a symbolic link in the path between two calls
-//! changes nothing. (A new socket is bound by its full path, for the tools
-//! that show it, and then checked to be in the directory: see
-//! `client::listen_at`.)
+//! after that is done relative to the fd, never by path again: the lock is
+//! opened with `openat(O_NOFOLLOW)`, and sockets are bound and connected to
+//! through `/proc/self/fd/<fd>/<name>`, which the kernel resolves from the
+//! open directory, so flipping a symbolic link in the path between two
+//! calls changes nothing.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -119,7 +117,7 @@ impl RunDir {
     }
 
     /// A path naming `name` in this directory through our open fd, for
-    /// `connect`, which takes only a path. At most 84
+    /// `bind` and `connect`, which take only paths. At most 84
     /// bytes for a 64-character identity, well within a socket address.
     pub fn via_fd(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}/{name}", self.fd.as_raw_fd()))

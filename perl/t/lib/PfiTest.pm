@@ -154,10 +154,12 @@ sub default_signals () {
         or die "sigprocmask: $!";
 }
 
-# listen_path(PID): the path of the listening Unix socket held by the
-# process PID (a server), found through /proc/net/unix.
-sub listen_path ($) {
-    my ($pid) = @_;
+# listen_path(PID[, RUN_DIR]): the path of the listening Unix socket held
+# by the process PID (a server), found through /proc/net/unix.  Our client
+# binds through its open run directory (/proc/self/fd/N/NAME): such a path
+# is NAME in RUN_DIR.
+sub listen_path ($;$) {
+    my ($pid, $run_dir) = @_;
     my %inodes;
     opendir(my $d, "/proc/$pid/fd") or return undef;
     foreach my $fd (readdir $d) {
@@ -168,7 +170,10 @@ sub listen_path ($) {
     while (my $line = <$fh>) {
         my @f = split ' ', $line;
         # Num RefCount Protocol Flags Type St Inode Path; St 01 = listening
-        return $f[7] if @f >= 8 && $inodes{ $f[6] } && $f[3] eq '00010000';
+        next unless @f >= 8 && $inodes{ $f[6] } && $f[3] eq '00010000';
+        my $path = $f[7];
+        $path = "$run_dir/$1" if defined $run_dir && $path =~ m{\A/proc/self/fd/[0-9]+/([^/]+)\z};
+        return $path;
     }
     return undef;
 }
