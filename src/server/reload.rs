@@ -1,44 +1,78 @@
 //! Is the server out of date? (SPEC §6, upstream part 3 step 7.A.i.)
 //!
-//! A server runs the program as it was when the server started. It is out
-//! of date when one of the watched files (the program's executable, plus
-//! the paths given with `Options::also_check`) has a modification time
-//! after the stamp the client gave in `PREFORK_INTERP` (the socket's
-//! creation time, taken just before the setup run started), or is now a
-//! different file from the one there at start-up (replaced by rename with
-//! an old mtime, as `cp -p` or `install -p` leave, or created where there
-//! was none). A file that has disappeared does not count. The server then
-//! quits before accepting the call, and the caller starts a fresh one.
+//! A server runs the program as it was when the server started; a call
+//! must run what a direct run would run now. The server is out of date
+//! when one of the watched files (the program's executable, plus the paths
+//! given with `Options::also_check`):
+//! - has a modification time after the stamp the client gave in
+//!   `PREFORK_INTERP` (the socket's creation time, taken just before the
+//!   setup run started): changed while the program was starting; or
+//! - is not the file it was at start-up: its [`FileId`] (device, inode,
+//!   size, modification and change times) differs. A rename over it (as
+//!   `mv`, `tar`, `cp -p` to a new file, `install` or a package upgrade
+//!   do), a rewrite in place with the modification time set back (`touch
+//!   -d`, `rsync -t`), a file created where there was none, or one
+//!   removed, all change it; the change time cannot be set back by users.
+//!
+//! The server then quits before accepting the call, and the caller starts
+//! a fresh one. There are only a few files, so each is looked at on each
+//! new connection: a `stat` each.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::sys::DevIno;
+/// What identifies a file's content well enough to notice any change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
 
-/// The watched files and what they were at start-up.
+impl FileId {
+    fn of(md: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+}
+
+/// The files to watch, each with its identity at start-up (`None`: absent).
 #[derive(Debug)]
 pub(super) struct ReloadCheck {
     stamp: (i64, i64),
-    files: Vec<(PathBuf, Option<DevIno>)>,
+    files: Vec<(PathBuf, Option<FileId>)>,
 }
 
 fn stat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
     match std::fs::metadata(path) {
         Ok(md) => Ok(Some(md)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
 
 impl ReloadCheck {
-    /// Watch `paths` against the stamp `secs`.`nsecs`, noting which file
-    /// each path names now.
+    /// Record `paths` as they are now; `stamp` is `PREFORK_INTERP`'s.
     pub(super) fn new(stamp: (i64, u32), paths: impl IntoIterator<Item = PathBuf>) -> ReloadCheck {
         let files = paths
             .into_iter()
             .map(|p| {
-                let id = stat(&p).ok().flatten().map(|md| DevIno::of(&md));
+                let id = stat(&p).ok().flatten().map(|md| FileId::of(&md));
                 (p, id)
             })
             .collect();
@@ -48,14 +82,11 @@ impl ReloadCheck {
         }
     }
 
-    /// `None` if every watched file is as it was; otherwise why to reload.
-    /// A file that cannot be checked (other than by not existing) counts
-    /// as changed: better a needless restart than stale code.
+    /// `Some(reason)` if the server is out of date.
     pub(super) fn why_reload(&self) -> Option<String> {
         for (path, was) in &self.files {
-            let md = match stat(path) {
-                Ok(Some(md)) => md,
-                Ok(None) => continue,
+            let now = match stat(path) {
+                Ok(now) => now,
                 Err(e) => {
                     return Some(format!(
                         "cannot check {} for changes ({}), reloading",
@@ -64,12 +95,20 @@ impl ReloadCheck {
                     ));
                 }
             };
-            if (md.mtime(), md.mtime_nsec()) > self.stamp {
+            if let Some(md) = &now
+                && (md.mtime(), md.mtime_nsec()) > self.stamp
+            {
                 return Some(format!("{} was modified, reloading", path.display()));
             }
-            if *was != Some(DevIno::of(&md)) {
-                return Some(format!("{} was replaced, reloading", path.display()));
-            }
+            let what = match (was, now.as_ref().map(FileId::of)) {
+                (Some(a), Some(b)) if *a == b => continue,
+                (None, None) => continue,
+                (Some(a), Some(b)) if (a.dev, a.ino) == (b.dev, b.ino) => "was rewritten",
+                (Some(_), Some(_)) => "was replaced",
+                (None, Some(_)) => "has appeared",
+                (Some(_), None) => "has gone",
+            };
+            return Some(format!("{} {what}, reloading", path.display()));
         }
         None
     }
@@ -100,15 +139,33 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_files_and_missing_ones_do_not_reload() {
+    fn unchanged_files_do_not_reload_and_vanished_ones_do() {
         let d = tempdir("same");
         let a = d.join("a");
         std::fs::write(&a, "x").unwrap();
         set_mtime(&a, SystemTime::now() - Duration::from_secs(100));
         let check = ReloadCheck::new(now_stamp(), [a.clone(), d.join("absent")]);
         assert_eq!(check.why_reload(), None);
-        std::fs::remove_file(&a).unwrap();
         assert_eq!(check.why_reload(), None);
+        std::fs::remove_file(&a).unwrap();
+        assert!(check.why_reload().unwrap().contains("has gone"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_rewrite_with_the_mtime_set_back_reloads() {
+        let d = tempdir("rewrite");
+        let a = d.join("a");
+        std::fs::write(&a, "old").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(100);
+        set_mtime(&a, old);
+        let check = ReloadCheck::new(now_stamp(), [a.clone()]);
+        // Same size, same inode, same mtime: only the change time differs.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&a, "new").unwrap();
+        set_mtime(&a, old);
+        let why = check.why_reload().unwrap();
+        assert!(why.contains("was rewritten"), "{why}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -142,7 +199,7 @@ mod tests {
         let check = ReloadCheck::new(now_stamp(), [b.clone()]);
         std::fs::write(&b, "z").unwrap();
         set_mtime(&b, SystemTime::now() - Duration::from_secs(100));
-        assert!(check.why_reload().unwrap().contains("was replaced"));
+        assert!(check.why_reload().unwrap().contains("has appeared"));
         let _ = std::fs::remove_dir_all(&d);
     }
 }
