@@ -385,6 +385,63 @@ fn changing_an_extra_file_reloads() {
     assert_ne!(id(&out, "sid"), old);
 }
 
+/// Each way of changing a watched file that leaves its modification time
+/// in the past, as release tools do, still reloads: a call never runs
+/// what a direct run would not.
+#[test]
+fn changes_with_old_modification_times_reload() {
+    let f = Fixture::example("reload-old-mtime", "probe", Client::Ours);
+    let conf = f.dir.join("probe.conf");
+    std::fs::write(&conf, "one").unwrap();
+    let touch_old = |p: &std::path::Path| {
+        let st = Command::new("touch")
+            .args(["-d", "2000-01-01"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    touch_old(&conf);
+    // Every call names the file: whichever starts a server sets it up.
+    let call = || {
+        let mut c = f.cmd(&["same"]);
+        c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
+        let out = f.output(c);
+        assert_ok(&out);
+        id(&out, "sid")
+    };
+    let mut server = call();
+    let changes: [(&str, &dyn Fn()); 3] = [
+        // Rewritten in place, same size, the time set back.
+        ("rewrite + touch -d", &|| {
+            std::fs::write(&conf, "two").unwrap();
+            touch_old(&conf);
+        }),
+        // An older file copied over it with its times (cp -p).
+        ("cp -p", &|| {
+            let older = f.dir.join("older.conf");
+            std::fs::write(&older, "three!").unwrap();
+            touch_old(&older);
+            let st = Command::new("cp").arg("-p").arg(&older).arg(&conf).status();
+            assert!(st.unwrap().success());
+        }),
+        // An older-dated file renamed over it (tar, mv, install).
+        ("mv", &|| {
+            let new = f.dir.join("new.conf");
+            std::fs::write(&new, "four").unwrap();
+            touch_old(&new);
+            std::fs::rename(&new, &conf).unwrap();
+        }),
+    ];
+    for (what, change) in changes {
+        assert_eq!(call(), server, "{what}: warm");
+        change();
+        let now = call();
+        assert_ne!(now, server, "{what}: the old server served the call");
+        server = now;
+    }
+}
+
 #[test]
 fn idle_server_quits() {
     let f = Fixture::example("idle", "probe", Client::Ours);
