@@ -840,3 +840,66 @@ fn lock_file_removed_under_a_waiting_client() {
     assert_ne!(inode(&lock), old_ino);
     drop(keep);
 }
+
+/// An interpreter named without a `/` is the binary the caller's `PATH`
+/// finds: two `PATH`s naming two binaries get two servers, each warm, and
+/// each call runs its own `PATH`'s binary.
+#[test]
+fn each_path_gets_a_server_running_its_own_interpreter() {
+    let f = Fixture::example("path-interp", "probe", Client::Ours);
+    let dirs = [f.dir.join("a"), f.dir.join("b")];
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(&f.prog, d.join("pfi-probe")).unwrap();
+    }
+    let system_path = std::env::var("PATH").unwrap_or_default();
+    let mut servers: [Vec<i32>; 2] = [vec![], vec![]];
+    for i in 0..10 {
+        let which = i % 2;
+        let mut c = Command::new(OURS);
+        c.args(["-U", "pfi-probe", "same"]);
+        f.prepare(&mut c);
+        c.env("PROBE", "ids")
+            .env("PATH", format!("{}:{system_path}", dirs[which].display()));
+        let out = f.output(c);
+        assert_ok(&out);
+        let sid = id(&out, "sid");
+        let exe = std::fs::read_link(format!("/proc/{sid}/exe")).unwrap();
+        assert_eq!(exe, dirs[which].join("pfi-probe"), "call {i}");
+        if !servers[which].contains(&sid) {
+            servers[which].push(sid);
+        }
+    }
+    assert_eq!(
+        servers[0].len(),
+        1,
+        "PATH a restarted its server: {servers:?}"
+    );
+    assert_eq!(
+        servers[1].len(),
+        1,
+        "PATH b restarted its server: {servers:?}"
+    );
+    // Two PATHs reaching the same binary share its server.
+    let link = f.dir.join("c");
+    std::os::unix::fs::symlink(&dirs[0], &link).unwrap();
+    let mut c = Command::new(OURS);
+    c.args(["-U", "pfi-probe", "same"]);
+    f.prepare(&mut c);
+    c.env("PROBE", "ids")
+        .env("PATH", format!("{}:{system_path}", link.display()));
+    let out = f.output(c);
+    assert_ok(&out);
+    assert_eq!(id(&out, "sid"), servers[0][0]);
+    for (d, sid) in dirs.iter().zip([servers[0][0], servers[1][0]]) {
+        let mut c = Command::new(OURS);
+        c.args(["--kill", "-U", "pfi-probe", "same"]);
+        f.prepare(&mut c);
+        c.env("PATH", format!("{}:{system_path}", d.display()));
+        assert_ok(&f.output(c));
+        assert!(
+            wait_until(Duration::from_secs(5), || gone(sid)),
+            "{sid} still running"
+        );
+    }
+}

@@ -15,6 +15,9 @@
 //!   'i' INTERPRETER NUL
 //!   'a' ARG NUL          per interpreter argument (our extension)
 //!   's' SCRIPT NUL       if there is a script
+//!   'b' BINARY NUL       the interpreter binary, when the caller's is not
+//!                        the one recorded for the name without it (our
+//!                        extension, `client::interpreter`)
 //! ```
 //!
 //! This module is pure: the caller gathers the inputs (uname, stat).
@@ -62,6 +65,11 @@ impl Hasher {
 
 /// The full 64-digit hex identity of `cmd` on `host`.
 pub fn hex_identity(host: &Host, cmd: &Command) -> String {
+    hex_identity_with(host, cmd, None)
+}
+
+/// [`hex_identity`], plus the interpreter binary `binary` if given.
+pub fn hex_identity_with(host: &Host, cmd: &Command, binary: Option<&OsStr>) -> String {
     let mut h = Hasher(Sha256::new());
     h.key(1);
     h.obj(b'u', &UTSNAME_LEN.to_ne_bytes());
@@ -88,6 +96,9 @@ pub fn hex_identity(host: &Host, cmd: &Command) -> String {
     }
     if let Some(s) = &cmd.script {
         h.string(b's', s);
+    }
+    if let Some(b) = binary {
+        h.string(b'b', b);
     }
     h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -25,6 +25,7 @@ mod caller;
 pub mod cli;
 pub mod exit_status;
 pub mod identity;
+mod interpreter;
 mod peer;
 pub mod rundir;
 mod signals;
@@ -34,7 +35,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -101,23 +102,23 @@ fn help() -> Result<Outcome> {
 pub fn run(cmd: &Command) -> Result<Outcome> {
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
     let run_dir = RunDir::open()?;
-    let ident = identity_for(cmd, &run_dir)?;
-    let names = Names {
-        socket: format!("s{ident}"),
-        lock: format!("l{ident}"),
-    };
-    debug(|| format!("socket {}", run_dir.shown(&names.socket)));
-
-    let existing = match cmd.mode {
-        Mode::Normal => connect_existing(&run_dir, &names.socket)?,
-        Mode::Fresh | Mode::Kill => None,
-    };
-    let call = match existing {
-        Some(call) => call,
-        None => match under_lock(cmd, &run_dir, &names)? {
-            Started::Ready(call) => call,
+    let mut names = Names::for_command(cmd, &run_dir)?;
+    let call = loop {
+        debug(|| format!("socket {}", run_dir.shown(&names.socket)));
+        let existing = match cmd.mode {
+            Mode::Normal => connect_existing(&run_dir, &names.socket)?,
+            Mode::Fresh | Mode::Kill => None,
+        };
+        let started = match existing {
+            Some(_) if names.taken_by_another_binary(&run_dir)? => Started::Elsewhere,
+            Some(call) => Started::Ready(call),
+            None => under_lock(cmd, &run_dir, &names)?,
+        };
+        match started {
+            Started::Ready(call) => break call,
             Started::Done(outcome) => return Ok(outcome),
-        },
+            Started::Elsewhere => names = names.for_own_binary(),
+        }
     };
 
     // Nothing so far changed what the caller handed us (every fd we opened
@@ -142,17 +143,78 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
     Ok(exit_status::classify(status, "invocation"))
 }
 
-/// An identity's two entries in the run directory.
+/// The identity a call uses, and its entries in the run directory.
 struct Names {
+    /// The identity.
+    ident: String,
     /// `s<ident>`, the server's listening socket.
     socket: String,
     /// `l<ident>`, the lock file.
     lock: String,
+    /// The interpreter binary the caller's `PATH` finds, for an
+    /// interpreter named without a `/` (`client::interpreter`).
+    binary: Option<PathBuf>,
+    /// While `ident` is the name without the binary: the name with it, to
+    /// use if that server runs another binary.
+    with_binary: Option<String>,
 }
 
-/// The identity (socket name) for this command: `-g`, or the hash cut to
-/// what fits in a socket path.
-fn identity_for(cmd: &Command, run_dir: &RunDir) -> Result<String> {
+impl Names {
+    fn new(ident: String, binary: Option<PathBuf>, with_binary: Option<String>) -> Names {
+        Names {
+            socket: format!("s{ident}"),
+            lock: format!("l{ident}"),
+            ident,
+            binary,
+            with_binary,
+        }
+    }
+
+    /// The C client's name, unless the caller's binary has a server under
+    /// the name with the binary, or the binary recorded for the C client's
+    /// name is another one: then the name with the caller's binary
+    /// (design.md §4.1).
+    fn for_command(cmd: &Command, run_dir: &RunDir) -> Result<Names> {
+        let binary = match cmd.ident {
+            Some(_) => None,
+            None => interpreter::resolve(&cmd.interpreter, std::env::var_os("PATH").as_deref()),
+        };
+        let ident = identity_for(cmd, run_dir, None)?;
+        let Some(binary) = binary else {
+            return Ok(Names::new(ident, None, None));
+        };
+        let with_binary = identity_for(cmd, run_dir, Some(&binary))?;
+        // Once the binary has a name of its own, it keeps it.
+        let own = interpreter::recorded(run_dir, &with_binary)?.is_some_and(|r| r == binary);
+        let names = Names::new(ident, Some(binary), Some(with_binary));
+        Ok(match own || names.taken_by_another_binary(run_dir)? {
+            true => names.for_own_binary(),
+            false => names,
+        })
+    }
+
+    /// Does the record for this name say its server runs a binary other
+    /// than the caller's (and is there another name to go to)?
+    fn taken_by_another_binary(&self, run_dir: &RunDir) -> Result<bool> {
+        let (Some(binary), Some(_)) = (&self.binary, &self.with_binary) else {
+            return Ok(false);
+        };
+        let recorded = interpreter::recorded(run_dir, &self.ident)?;
+        Ok(recorded.is_some_and(|r| r != *binary))
+    }
+
+    /// The name with the caller's binary.
+    fn for_own_binary(self) -> Names {
+        match self.with_binary {
+            Some(ident) => Names::new(ident, self.binary, None),
+            None => self,
+        }
+    }
+}
+
+/// The identity (socket name) for this command: `-g`, or the hash (with
+/// the interpreter `binary`, if given) cut to what fits in a socket path.
+fn identity_for(cmd: &Command, run_dir: &RunDir, binary: Option<&Path>) -> Result<String> {
     let dir_len = run_dir.path.as_os_str().len();
     let max = identity::max_ident_len(dir_len);
     if let Some(ident) = &cmd.ident {
@@ -182,7 +244,7 @@ fn identity_for(cmd: &Command, run_dir: &RunDir) -> Result<String> {
         cwd: dev_ino(Path::new("."))?,
         root: dev_ino(Path::new("/"))?,
     };
-    let mut hex = identity::hex_identity(&host, cmd);
+    let mut hex = identity::hex_identity_with(&host, cmd, binary.map(Path::as_os_str));
     hex.truncate(max.min(64) as usize);
     Ok(hex)
 }
@@ -251,6 +313,9 @@ fn connect_existing(dir: &RunDir, name: &str) -> Result<Option<Call>> {
 enum Started {
     /// A server greeted us: make the call.
     Ready(Call),
+    /// The server under this name runs another interpreter binary: use
+    /// the name with the caller's.
+    Elsewhere,
     /// Nothing to call: leave with this (`--kill` done, or the setup
     /// process failed).
     Done(Outcome),
@@ -268,17 +333,27 @@ fn under_lock(cmd: &Command, run_dir: &RunDir, names: &Names) -> Result<Started>
     if cmd.mode == Mode::Normal
         && let Some(call) = connect_existing(run_dir, &names.socket)?
     {
+        if names.taken_by_another_binary(run_dir)? {
+            return Ok(Started::Elsewhere);
+        }
         return Ok(Started::Ready(call));
     }
-    start_server(cmd, run_dir, &names.socket, &lock)
+    start_server(cmd, run_dir, names, &lock)
     // The lock is released here, after the new server's greeting.
 }
 
 /// Start a new server (design.md §4.3-4.9). We hold the lock.
-fn start_server(cmd: &Command, dir: &RunDir, name: &str, lock: &Lock) -> Result<Started> {
+fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Result<Started> {
     let _ = lock; // held for the whole of this function by our caller
+    let name = names.socket.as_str();
     cli::check_interpreter(cmd)?;
     dir.remove(name, "remove stale socket")?;
+    // Before the socket exists, so whoever reaches this server can read
+    // which binary it runs.
+    match &names.binary {
+        Some(binary) => interpreter::record(dir, &names.ident, binary)?,
+        None => interpreter::forget(dir, &names.ident)?,
+    }
     let listen_fd = listen_at(dir, name)?;
     let st = dir
         .stat(name)?
@@ -374,6 +449,7 @@ fn kill(dir: &RunDir, names: &Names, lock: Lock) -> Result<()> {
         Err(e) => return Err(Error::io(format!("open {}", dir.shown(&names.socket)), e)),
     };
     dir.remove(&names.socket, "remove socket")?;
+    interpreter::forget(dir, &names.ident)?;
     dir.remove(&names.lock, "remove lock")?;
     drop(lock);
     let Some(handle) = handle else {

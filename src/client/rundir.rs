@@ -14,7 +14,9 @@
 //!    to write): `$TMPDIR/prefork-interp-<uid>` (or `/tmp/...` when
 //!    `TMPDIR` is unset or relative), as tmux does.
 //!
-//! Each identity has a socket `s<ident>` and a lock file `l<ident>`.
+//! Each identity has a socket `s<ident>`, a lock file `l<ident>`, and, for
+//! an interpreter found in `PATH`, the record `i<ident>` of the binary its
+//! server runs (`client::interpreter`).
 //!
 //! **Trust.** Another user who can write in the run directory can answer
 //! our calls (and receive the caller's fds and environment) or make us
@@ -149,6 +151,12 @@ impl RunDir {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(Error::io(format!("{what} {}", self.shown(name)), e)),
         }
+    }
+
+    /// Rename `from` to `to` within the directory (replacing `to`).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        nix::fcntl::renameat(&self.fd, from, &self.fd, to)
+            .map_err(|e| Error::io(format!("rename {} to {to}", self.shown(from)), e))
     }
 
     /// Open `name` in the directory with `flags` (never following a
@@ -392,7 +400,7 @@ pub fn prune(dir: &RunDir) -> Result<()> {
     let mut idents: BTreeMap<String, i64> = BTreeMap::new();
     for name in dir.names()? {
         let Some(name) = name.to_str() else { continue };
-        let Some(ident) = name.strip_prefix(['l', 's']) else {
+        let Some(ident) = name.strip_prefix(['l', 's', 'i']) else {
             continue;
         };
         if ident.is_empty() || idents.contains_key(ident) {
@@ -414,6 +422,7 @@ pub fn prune(dir: &RunDir) -> Result<()> {
             continue;
         }
         dir.remove(&format!("s{ident}"), "prune: remove socket")?;
+        dir.remove(&format!("i{ident}"), "prune: remove interpreter record")?;
         dir.remove(&format!("l{ident}"), "prune: remove lock")?;
     }
     Ok(())
