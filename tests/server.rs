@@ -354,14 +354,24 @@ fn replacing_the_executable_reloads() {
     assert_ok(&first);
     let old = id(&first, "sid");
     assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
-    // Install a new build the usual way: write a new file, rename it over.
+    // Install a new build the usual way: write a new file, rename it over;
+    // dated in the past, as `tar`, `cp -p` or a package leave it.
     let new = f.dir.join("probe.new");
     std::fs::copy(examples_dir().join("probe"), &new).unwrap();
+    let y2000 = std::time::UNIX_EPOCH + Duration::from_secs(946_684_800);
+    std::fs::File::options()
+        .write(true)
+        .open(&new)
+        .unwrap()
+        .set_modified(y2000)
+        .unwrap();
     std::fs::rename(&new, &f.prog).unwrap();
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
     let fresh = id(&out, "sid");
     assert_ne!(fresh, old, "still the old server");
+    let exe = std::fs::read_link(format!("/proc/{fresh}/exe")).unwrap();
+    assert_eq!(exe, f.prog, "the new server runs the new file");
     assert!(
         wait_until(Duration::from_secs(5), || gone(old)),
         "old server {old} still running"
