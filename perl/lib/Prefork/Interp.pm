@@ -14,6 +14,7 @@ use strict;
 use warnings;
 
 use Carp qw(croak);
+use Cwd ();
 use Exporter qw(import);
 use File::Basename ();
 use File::Spec ();
@@ -165,14 +166,19 @@ sub _check_options {
     return %opt;
 }
 
-# Files whose modification means the server is out of date.  %INC is
-# taken now: the server loads nothing more, and relative entries (from
-# a relative "use lib") must be resolved before anything changes
-# directory.
+# Files whose change means the server is out of date (see
+# Prefork::Interp::Reload): the script, the interpreter running it, and
+# unless told otherwise the modules loaded.  %INC is taken now: the
+# server loads nothing more, and relative entries (from a relative
+# "use lib") must be resolved before anything changes directory.
 sub _reload_files ($) {
     my ($opt) = @_;
     my @files;
     push @files, $SCRIPT_FILE if defined $SCRIPT_FILE;
+    # The perl binary itself, by its real path: upgrading perl replaces
+    # it, and the server would run on with the old one.
+    my $perl = File::Spec->rel2abs($^X);
+    push @files, Cwd::abs_path($perl) // $perl;
     if ($opt->{autoreload_inc}) {
         # Entries can be undef (failed require) or refs (@INC hooks).
         push @files, map { File::Spec->rel2abs($_) }
