@@ -36,6 +36,7 @@ our @EXPORT = qw(
 # Tunables, documented under "PACKAGE VARIABLES".
 our $REQUEST_TIMEOUT = 5;
 our $USE_PIDFD = 1;
+our $USE_INOTIFY = 1;
 
 # Option defaults.  7.0.0 documents idle_timeout's default under
 # autoreload_extra; it is one megasecond (about eleven days).
@@ -107,6 +108,7 @@ sub prefork_initialisation_complete {
         reload_files    => _reload_files(\%opt),
         request_timeout => $REQUEST_TIMEOUT,
         use_pidfd       => $USE_PIDFD,
+        use_inotify     => $USE_INOTIFY,
         log             => $log,
         title           => $title,
     );

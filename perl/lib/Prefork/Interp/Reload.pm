@@ -81,14 +81,17 @@ use constant IN_CLOEXEC => 0x80000;
 # most 16 + NAME_MAX + 1 bytes).
 use constant READ_SIZE => 65536;
 
-# new(files => [PATHS], since => MTIME, log => LOG): records each
-# file's identity and sets up the watches.  PATHS are absolute.
+# new(files => [PATHS], since => MTIME, inotify => BOOL, log => LOG):
+# records each file's identity and sets up the watches (unless INOTIFY
+# is false: then every file is re-stat'd on every check).  PATHS are
+# absolute.
 sub new {
     my ($class, %a) = @_;
     my $self = bless {
         files  => [ @{ $a{files} } ],
         since  => $a{since},
         log    => $a{log},
+        inotify => $a{inotify} // 1,
         ident  => [],       # index => identity at start
         polled => {},       # index => 1: re-stat'd on every check
         dirs   => {},       # wd => { files => {NAME => [indexes]},
@@ -180,7 +183,9 @@ sub _watch_all {
     my $init = Prefork::Interp::Syscall::number('inotify_init1');
     my $add = Prefork::Interp::Syscall::number('inotify_add_watch');
     my $why;
-    if (!defined $init || !defined $add) {
+    if (!$self->{inotify}) {
+        $why = 'turned off by $Prefork::Interp::USE_INOTIFY';
+    } elsif (!defined $init || !defined $add) {
         $why = 'no inotify system call known on this system';
     } else {
         $self->{fh} = _inotify_fh($init, \$why);

@@ -87,7 +87,7 @@ use constant PR_SET_PDEATHSIG => 1;
 # _monitor_body).
 #
 # CFG: fds (from parse_env_value), max_servers, idle_timeout,
-# max_errors, reload_files, request_timeout, use_pidfd, log
+# max_errors, reload_files, request_timeout, use_pidfd, use_inotify, log
 # (a Prefork::Interp::Log), title (for ps).
 sub serve ($) {
     my ($cfg) = @_;
@@ -148,7 +148,7 @@ sub serve ($) {
         # 3.7.A.i compares against this.
         my $reload = Prefork::Interp::Reload->new(
             files => $cfg->{reload_files}, since => $cfg->{fds}{mtime},
-            log => $log);
+            inotify => $cfg->{use_inotify}, log => $log);
         my ($nfiles, $ndirs, $npolled) = $reload->counts;
         $log->msg('debug', "watching $nfiles files through $ndirs"
                   . " directories; $npolled checked on every call");
