@@ -43,8 +43,12 @@ sub script_text ($$) {
         body => <<"EOF");
 my (\$sid) = (do { local (\@ARGV, \$/) = '/proc/self/stat'; <> })
     =~ m/\\) \\S+ \\S+ \\S+ (\\S+)/;
+# No inotify fd of the server's in the call or its monitor (the
+# parent); a direct run has none either.
+my \$inotify = grep { (readlink(\$_) // '') =~ m/inotify/ }
+    glob('/proc/self/fd/* /proc/' . getppid() . '/fd/*');
 print "code: script=$v mod=", PfiAny::version(),
-      " exe=", readlink('/proc/self/exe'), "\\n";
+      " exe=", readlink('/proc/self/exe'), " inotify=\$inotify\\n";
 print "gen=\$main::GEN sid=\$sid\\n";
 EOF
 }
@@ -175,7 +179,8 @@ sub rows () {
         my ($code1, $gen1, $sid1) = call($script, @interp);
         my ($code2, $gen2, $sid2) = call($script, @interp);
         is($gen2, $gen1, 'warm before the change');
-        is($code2, "code: script=v1 mod=v1 exe=$perl", '... running our copy');
+        is($code2, "code: script=v1 mod=v1 exe=$perl inotify=0",
+       '... running our copy');
         is(readlink("/proc/$sid2/exe"), $perl, '... as the server does');
 
         sh('cp', $real_perl, "$app/.perl.new");
@@ -183,7 +188,7 @@ sub rows () {
 
         my ($code3, $gen3, $sid3, $r) = call($script, @interp);
         is($r->{status}, 0, 'the warm call succeeds') or diag $r->{err};
-        is($code3, "code: script=v1 mod=v1 exe=$perl",
+        is($code3, "code: script=v1 mod=v1 exe=$perl inotify=0",
            'the call ran on the new file, not a deleted one');
         isnt($gen3, $gen2, '... from a fresh server');
         my $exe = readlink("/proc/$sid3/exe") // 'gone';
