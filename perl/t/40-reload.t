@@ -1,7 +1,9 @@
 #!/usr/bin/perl
 # Automatic reloading, through both clients: a change to the script, to
 # a module it uses, or to a file named with prefork_autoreload_also_check
-# or autoreload_extra starts a fresh server; nothing else does.
+# or autoreload_extra (its removal included) starts a fresh server;
+# nothing else does.  (41-reload-any-change.t: changes that do not make
+# a file newer.)
 
 use strict;
 use warnings;
@@ -96,9 +98,13 @@ foreach my $kind (client_kinds()) {
         my ($gen5) = $call->();
         isnt($gen5, $gen4, 'an autoreload_extra file changed: fresh server');
 
+        # A direct run would no longer find it: a change like any other.
         unlink "$dir/extra.txt" or die;
+        my ($gen6) = $call->();
+        isnt($gen6, $gen5, 'a watched file disappearing: fresh server');
         ($gen) = $call->();
-        is($gen, $gen5, 'a watched file disappearing is no reason to reload');
+        is($gen, $gen6, '... and one that stays missing is no reason to'
+           . ' reload');
 
         # With autoreload_inc => 0, modules are not watched; the script is.
         my $script2 = $fx->script('noinc.pl', init => init_code($dir),
@@ -121,7 +127,7 @@ foreach my $kind (client_kinds()) {
         is($m3, 'v3', '... and the fresh server loads the new module');
 
         my @servers = $fx->sessions;
-        cmp_ok(scalar @servers, '==', 7, 'seven servers were started');
+        cmp_ok(scalar @servers, '==', 8, 'eight servers were started');
         $fx->cleanup_ok;
     };
 }

@@ -14,6 +14,7 @@ use strict;
 use warnings;
 
 use Carp qw(croak);
+use Cwd ();
 use Exporter qw(import);
 use File::Basename ();
 use File::Spec ();
@@ -35,6 +36,7 @@ our @EXPORT = qw(
 # Tunables, documented under "PACKAGE VARIABLES".
 our $REQUEST_TIMEOUT = 5;
 our $USE_PIDFD = 1;
+our $USE_INOTIFY = 1;
 
 # Option defaults.  7.0.0 documents idle_timeout's default under
 # autoreload_extra; it is one megasecond (about eleven days).
@@ -106,6 +108,7 @@ sub prefork_initialisation_complete {
         reload_files    => _reload_files(\%opt),
         request_timeout => $REQUEST_TIMEOUT,
         use_pidfd       => $USE_PIDFD,
+        use_inotify     => $USE_INOTIFY,
         log             => $log,
         title           => $title,
     );
@@ -165,14 +168,19 @@ sub _check_options {
     return %opt;
 }
 
-# Files whose modification means the server is out of date.  %INC is
-# taken now: the server loads nothing more, and relative entries (from
-# a relative "use lib") must be resolved before anything changes
-# directory.
+# Files whose change means the server is out of date (see
+# Prefork::Interp::Reload): the script, the interpreter running it, and
+# unless told otherwise the modules loaded.  %INC is taken now: the
+# server loads nothing more, and relative entries (from a relative
+# "use lib") must be resolved before anything changes directory.
 sub _reload_files ($) {
     my ($opt) = @_;
     my @files;
     push @files, $SCRIPT_FILE if defined $SCRIPT_FILE;
+    # The perl binary itself, by its real path: upgrading perl replaces
+    # it, and the server would run on with the old one.
+    my $perl = File::Spec->rel2abs($^X);
+    push @files, Cwd::abs_path($perl) // $perl;
     if ($opt->{autoreload_inc}) {
         # Entries can be undef (failed require) or refs (@INC hooks).
         push @files, map { File::Spec->rel2abs($_) }
@@ -511,14 +519,46 @@ default), and signals sent to the client are not passed on.
 
 =head1 AUTOMATIC RELOADING
 
-When a call arrives, the server checks whether the script, any file in
-C<%INC> (unless C<autoreload_inc> is false), or any file given through
-C<autoreload_extra> or C<prefork_autoreload_also_check> has been
-modified since the server was started.  If one has, the server logs
-why and quits, and the client starts a fresh server, which runs the
-script from the top.  A file that does not exist is not a reason to
-reload; one that cannot be checked (for example, permission denied)
-is.
+A call runs the code a direct run would run at that moment.  The
+server depends on the script, the perl binary running it (C<$^X>, by
+its real path), every file in C<%INC> when
+C<prefork_initialisation_complete> is called (unless C<autoreload_inc>
+is false), and the files given through C<autoreload_extra> or
+C<prefork_autoreload_also_check>.  When it starts it records each
+one's identity: device, inode, size, modification and status-change
+times (to the nanosecond where the system has them), or its absence.
+Before it takes in each new connection it checks whether any of them
+has changed; if one has, it logs C<reloading: FILE changed> and quits
+without answering, and the client starts a fresh server, which runs the
+script from the top.  Calls it already held are still served by it.
+
+A reload is triggered by any rewrite or replacement of such a file,
+whatever dates it carries (C<tar -x>, C<cp -p>, C<rsync -t>,
+C<git checkout> of an older commit, C<mv> of an older file over it, a
+rewrite followed by C<touch -d>, a perl upgrade); any write to it; a
+change of its metadata (C<chmod>, C<touch>: they change the
+status-change time, which cannot be set back); its removal, or its
+appearance; a directory or symbolic link on its path renamed, removed
+or replaced; and, as in C<Proc::Prefork::Interp>, a modification time
+later than the server's start.  A file that could not be checked at
+start (permission denied) is a reason to reload when it can be, or
+fails differently.
+
+Not a reason to reload: reading the files; changes to any other file
+(including files loaded after C<prefork_initialisation_complete>); a
+file absent at the start that is still absent.  Not seen: writes
+through another hard link in another directory or through a shared
+C<mmap>, and changes made by another machine on a network filesystem.
+
+The check does not stat each file on every call: the server watches
+the directories on the way to the files with Linux inotify (one watch
+per directory), reads the pending events before each connection (one
+non-blocking read when nothing happened) and re-stats only the files
+they name.  So its cost does not grow with the number of modules (with
+500 modules loaded, a connection is greeted as fast as with
+C<autoreload_inc> off).  Where inotify cannot be used, or a directory
+cannot be watched, the server logs a warning once at start and
+re-stats the files concerned on every call.
 
 =head1 STANDALONE OPERATION
 
@@ -549,6 +589,14 @@ scripts never need to.
 Seconds a caller has, after connecting, to send its whole request
 before the server drops the connection (quietly: one "debug" log
 line).  Default: 5.
+
+=item C<$Prefork::Interp::USE_INOTIFY>
+
+Set to 0 to check every file the server depends on with C<stat> on
+every call, instead of watching them with inotify (see
+L</"AUTOMATIC RELOADING">).  The library falls back to that by itself
+where inotify is not available; the switch is for testing.
+Default: 1.
 
 =item C<$Prefork::Interp::USE_PIDFD>
 
@@ -654,11 +702,20 @@ C<$REQUEST_TIMEOUT> seconds of connecting.  Then it waits for the
 calls in progress, so no monitor is left orphaned.  Only too many
 errors in a row (C<max_errors>) drop the invocations waiting.
 
+=item *
+
+Any change to a file the server depends on starts a fresh server, not
+only a newer modification time, so unpacking an older-dated release
+(C<tar -x>, C<cp -p>, C<git checkout>...) takes effect; the perl
+binary is among those files; and a file that is removed is a change
+too.  The check costs one read per call, not a C<stat> per file.  See
+L</"AUTOMATIC RELOADING">.
+
 =back
 
 Additions: protocol extension C<call1> with this project's client
 (the caller's fds, umask, limits, nice value, signals and job control,
-see L</"AFTER INITIALISATION">), the C<log_file> option, the two
+see L</"AFTER INITIALISATION">), the C<log_file> option, the three
 package variables, and unknown options are errors.
 
 =head1 LIMITATIONS

@@ -49,7 +49,7 @@ use strict;
 use warnings;
 
 use Config ();
-use Errno qw(EINTR EAGAIN EWOULDBLOCK ECHILD ENOENT);
+use Errno qw(EINTR EAGAIN EWOULDBLOCK ECHILD);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
 use POSIX qw(WNOHANG WIFSIGNALED WTERMSIG WIFEXITED WEXITSTATUS SIGPIPE
              SIGKILL);
@@ -57,6 +57,7 @@ use Time::HiRes ();
 
 use Prefork::Interp::Intake;
 use Prefork::Interp::Protocol;
+use Prefork::Interp::Reload;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
 
@@ -86,7 +87,7 @@ use constant PR_SET_PDEATHSIG => 1;
 # _monitor_body).
 #
 # CFG: fds (from parse_env_value), max_servers, idle_timeout,
-# max_errors, reload_files, request_timeout, use_pidfd, log
+# max_errors, reload_files, request_timeout, use_pidfd, use_inotify, log
 # (a Prefork::Interp::Log), title (for ps).
 sub serve ($) {
     my ($cfg) = @_;
@@ -105,7 +106,8 @@ sub serve ($) {
     # now, once: loading syscall.ph takes a while, and they are forked
     # from us.
     Prefork::Interp::Syscall::number($_)
-        foreach qw(pidfd_open signalfd4 prlimit64 prctl recvmsg);
+        foreach qw(pidfd_open signalfd4 prlimit64 prctl recvmsg
+                   inotify_init1 inotify_add_watch);
 
     my $fds = $cfg->{fds};
     my %fh;
@@ -142,6 +144,15 @@ sub serve ($) {
                   . ' whose monitor is killed will not be stopped')
             unless defined Prefork::Interp::Syscall::number('prctl');
 
+        # What the program is made of, as it is now (and watches on it):
+        # 3.7.A.i compares against this.
+        my $reload = Prefork::Interp::Reload->new(
+            files => $cfg->{reload_files}, since => $cfg->{fds}{mtime},
+            inotify => $cfg->{use_inotify}, log => $log);
+        my ($nfiles, $ndirs, $npolled) = $reload->counts;
+        $log->msg('debug', "watching $nfiles files through $ndirs"
+                  . " directories; $npolled checked on every call");
+
         # 3.5, as protocol.md 4.1 has it: the call that started us is
         # taken in as if it had just been accepted.
         my $intake = Prefork::Interp::Intake->new(
@@ -150,7 +161,7 @@ sub serve ($) {
         $intake->take_in(delete $fh{call}, Time::HiRes::time(), 1);
 
         return _server_loop({ cfg => $cfg, fh => \%fh, intake => $intake,
-                              children => {} });
+                              reload => $reload, children => {} });
     };
     return $request if $request;
     # Only reached if something died in the server itself.
@@ -266,18 +277,18 @@ sub _server_loop ($) {
         next unless $intake->accepting
                  && vec($rbits, fileno($fh->{listen}), 1);
 
-        # 3.7.A.i: reload if the program changed since we started.  We
-        # quit without accepting; the client that is waiting sees its
-        # connection reset and starts a fresh server.  (The calls we
-        # hold are still served, by this program: their callers came
-        # before the change was seen.)
-        if (defined(my $why = _stale_file($cfg))) {
-            _quit($srv, 0, 'info', "reloading: $why");
-            next;
-        }
-
-        # 3.7.A.iii
+        # 3.7.A.iii, and before each connection 3.7.A.i: reload if
+        # the program changed since we started.  We quit without
+        # accepting; the client that is waiting sees its connection
+        # reset and starts a fresh server.  (The calls we hold are
+        # still served, by this program: their callers came before the
+        # change was seen.)  With inotify the check is one read when
+        # nothing changed, so it is made for every connection.
         for (1 .. ACCEPTS_PER_PASS) {
+            if (defined(my $why = $srv->{reload}->check)) {
+                _quit($srv, 0, 'info', "reloading: $why");
+                last;
+            }
             my ($got, $error) = $intake->accept_new(Time::HiRes::time());
             if (defined $error) {
                 $errors = _count_error($srv, $errors, $error);
@@ -289,11 +300,12 @@ sub _server_loop ($) {
 }
 
 # In a monitor just forked: closes what the server holds (LISTEN, the
-# watcher's pipes, unless quitting closed them already; the monitors'
-# pidfds, every other connection).
+# watcher's pipes, unless quitting closed them already; the inotify fd,
+# the monitors' pidfds, every other connection).
 sub _close_server_fds ($) {
     my ($srv) = @_;
     _stop_listening($srv);
+    $srv->{reload}->close_fd;
     POSIX::close($_) foreach grep { defined } values %{ $srv->{children} };
     %{ $srv->{children} } = ();
     $srv->{intake}->close_all;
@@ -344,24 +356,6 @@ sub _reap ($$$) {
         }
         $block = 0;
     }
-}
-
-# Returns a description of the first file to have been modified since
-# the server started, or undef if there is none.  Files that do not
-# exist are not a reason to reload (as documented by 7.0.0); files we
-# cannot check are, so that the next call finds out from scratch.
-sub _stale_file ($) {
-    my ($cfg) = @_;
-    my $since = $cfg->{fds}{mtime};
-    foreach my $file (@{ $cfg->{reload_files} }) {
-        my @st = Time::HiRes::stat($file);
-        if (!@st) {
-            next if $! == ENOENT;
-            return "cannot check $file: $!";
-        }
-        return "$file changed" if $st[9] > $since;
-    }
-    return undef;
 }
 
 # Starts quitting (reload, idle timeout, the watcher): logs why, once,

@@ -22,7 +22,8 @@ use Config ();
 our $VERSION = '1.0.0';
 
 # The numbers of the system calls the server needs on every call
-# (receiving the caller's fds, the executor's parent-death signal),
+# (receiving the caller's fds, the executor's parent-death signal,
+# watching for changes),
 # for where syscall.ph is missing: by architecture, the first word of
 # perl's archname.  aarch64 and riscv64 use the generic table.
 my %FALLBACK = (
@@ -31,6 +32,9 @@ my %FALLBACK = (
                powerpc => 171, powerpc64 => 171, powerpc64le => 171,
                ppc64 => 171, ppc64le => 171, s390x => 172 },
     recvmsg => { x86_64 => 47, aarch64 => 212, riscv64 => 212 },
+    # Watching the server's files for changes (Prefork::Interp::Reload).
+    inotify_init1 => { x86_64 => 294, aarch64 => 26, riscv64 => 26 },
+    inotify_add_watch => { x86_64 => 254, aarch64 => 27, riscv64 => 27 },
 );
 
 my $loaded;    # undef: not tried; 0: failed; 1: loaded
@@ -73,7 +77,7 @@ Prefork::Interp::Syscall - system call numbers from syscall.ph (internal)
 
 Internal to L<Prefork::Interp>: looks up Linux system call numbers in
 perl's F<syscall.ph> without registering it in C<%INC>, so that a
-script's own C<require 'syscall.ph'> still works; for C<prctl> and
-C<recvmsg>, a table of its own where F<syscall.ph> is missing.
+script's own C<require 'syscall.ph'> still works; for C<prctl>,
+C<recvmsg>, C<inotify_init1> and C<inotify_add_watch>, a table of its own where F<syscall.ph> is missing.
 
 =cut
