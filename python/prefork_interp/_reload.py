@@ -87,6 +87,8 @@ def identity(path: str) -> Identity:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return ABSENT
         return (-(e.errno or errno.EIO),)
+    except ValueError:  # a NUL in the path: no file can have that name
+        return (-errno.EINVAL,)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -153,12 +155,23 @@ def files(autoreload: bool, extra: Iterable[str]) -> List[str]:
         candidates.extend(getattr(module, "__file__", None) for module in list(sys.modules.values()))
     candidates.extend(extra)
     found: Dict[str, None] = {}
+    real_dirs: Dict[str, str] = {}
     for path in candidates:
         if isinstance(path, str) and path:
             absolute = os.path.abspath(path)
             found.setdefault(absolute, None)
-            found.setdefault(os.path.realpath(absolute), None)
+            found.setdefault(_realpath(absolute, real_dirs), None)
     return list(found)
+
+
+def _realpath(path: str, real_dirs: Dict[str, str]) -> str:
+    """``os.path.realpath(path)``, resolving each directory once."""
+    directory, name = os.path.split(path)
+    real_dir = real_dirs.get(directory)
+    if real_dir is None:
+        real_dir = real_dirs[directory] = os.path.realpath(directory)
+    real = os.path.join(real_dir, name)
+    return os.path.realpath(real) if os.path.islink(real) else real
 
 
 class _Inotify:
@@ -274,12 +287,21 @@ class Watch:
     def _add_watches(self) -> Optional[str]:
         """Set up inotify; on failure leave it off and say why."""
         masks: Dict[str, int] = {}
-        users: Dict[str, List[Tuple[str, int]]] = {}
+        #: directory -> entry name -> the files whose path goes through it
+        users: Dict[str, Dict[str, List[int]]] = {}
+        by_dir: Dict[str, Dict[str, List[int]]] = {}
         for index, path in enumerate(self.paths):
-            for depth, (directory, name) in enumerate(_steps(path)):
-                mask = FILE_DIR_MASK if depth == 0 else ANCESTOR_MASK
-                masks[directory] = masks.get(directory, 0) | mask
-                users.setdefault(directory, []).append((name, index))
+            directory, name = os.path.split(path)
+            by_dir.setdefault(directory, {}).setdefault(name, []).append(index)
+        for directory, entries in by_dir.items():
+            masks[directory] = masks.get(directory, 0) | FILE_DIR_MASK
+            below: List[int] = []
+            for name, indices in entries.items():
+                users.setdefault(directory, {}).setdefault(name, []).extend(indices)
+                below.extend(indices)
+            for ancestor, name in _steps(directory):
+                masks[ancestor] = masks.get(ancestor, 0) | ANCESTOR_MASK
+                users.setdefault(ancestor, {}).setdefault(name, []).extend(below)
         try:
             inotify = _Inotify()
         except (OSError, AttributeError) as e:
@@ -291,7 +313,8 @@ class Watch:
                 if e.errno in (errno.ENOENT, errno.ENOTDIR):
                     # A directory that does not exist: its files are absent
                     # (a file created in it later is not announced to us).
-                    self.unwatched.update(index for name, index in users[directory])
+                    for indices in users[directory].values():
+                        self.unwatched.update(indices)
                     continue
                 inotify.close()
                 self.by_name.clear()
@@ -300,9 +323,9 @@ class Watch:
                 return str(e)
             self.wd_dirs[wd] = directory
             below = self.by_wd.setdefault(wd, [])
-            for name, index in users[directory]:
-                self.by_name.setdefault((wd, os.fsencode(name)), []).append(index)
-                below.append(index)
+            for name, indices in users[directory].items():
+                self.by_name.setdefault((wd, os.fsencode(name)), []).extend(indices)
+                below.extend(indices)
         self.inotify = inotify
         return None
 
@@ -316,12 +339,11 @@ class Watch:
         return None
 
     def _changed_among(self, indices: Iterable[int]) -> Optional[str]:
+        stamp_ns = self.stamp_ns
         for index in sorted(indices):
             now = identity(self.paths[index])
-            if now != self.recorded[index]:
-                return f"{self.paths[index]} changed (was {describe(self.recorded[index])}, now {describe(now)})"
-            why = self._newer_than_stamp(now)
-            if why is not None:
+            if now != self.recorded[index] or (len(now) == 5 and (now[3] > stamp_ns or now[4] > stamp_ns)):
+                why = self._newer_than_stamp(now) or f"was {describe(self.recorded[index])}, now {describe(now)}"
                 return f"{self.paths[index]} changed ({why})"
         return None
 
