@@ -17,6 +17,7 @@ prefork-interp), the script runs standalone: the call returns at once.
 
 Modules: ``_protocol`` (wire format), ``_server`` (daemon and poll loop),
 ``_intake`` (connections until their monitors: peer check, handshakes, limits),
+``_reload`` (which files changed since the server started),
 ``_monitor`` (one per call), ``_executor`` (the caller's process context),
 ``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
 """
@@ -58,9 +59,9 @@ _DEFAULT_IDLE_TIMEOUT = 1_000_000.0
 def autoreload_also_check(*paths: "Union[str, os.PathLike[str]]") -> None:
     """Also reload the server when any of ``paths`` changes.
 
-    A path that does not exist is not an error; one that cannot be checked
-    (permission denied, say) makes the server quit, so that the next call
-    starts afresh.  Relative paths are taken relative to the current
+    A path that does not exist is not an error: it appearing is a change,
+    as is it disappearing, or the error ``stat`` gives on it (permission
+    denied, say) changing.  Relative paths are taken relative to the current
     directory now.  Only paths given before :func:`initialisation_complete`
     have an effect.
     """
@@ -102,7 +103,8 @@ def initialisation_complete(
         negative: never.
     ``autoreload``
         Quit on the next call when a loaded module's file changed (default
-        True).  The script itself and extra paths are always checked.
+        True).  The script itself, the interpreter's files and extra paths
+        are always checked (``_reload``; python/README.md, "Reloading").
     ``autoreload_extra``
         More paths to check (see :func:`autoreload_also_check`).
     ``log_facility``

@@ -13,10 +13,10 @@ socket and every connection held (``_intake``, protocol.md section 4.1):
 - quit after ``idle_timeout`` seconds with no call held or running;
 - quit on EOF from WATCHE (the socket was removed or replaced) or on a
   message from the watcher (an error);
-- when a caller connects: quit without answering if any program file is
-  newer than the server's start stamp (the caller then starts a fresh
-  server), else accept it and hand it to the intake (peer check, greeting,
-  handshake read as it arrives, limits);
+- when a caller connects: quit without answering if any file the program
+  depends on changed since the server started (``_reload``: the caller
+  then starts a fresh server), else accept it and hand it to the intake
+  (peer check, greeting, handshake read as it arrives, limits);
 - fork a monitor for each complete call as slots free;
 - count accept and fork failures, and quit after more than ``max_errors``
   in a row.
@@ -35,18 +35,16 @@ dropped at once.
 
 from __future__ import annotations
 
-__all__ = ["program_files", "serve", "stale_file"]
+__all__ = ["serve"]
 
-import errno
 import fcntl
 import gc
 import os
 import select
 import signal
 import socket
-import sys
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Optional
 
 from ._intake import Call, Intake
 from ._log import Log
@@ -54,10 +52,8 @@ from ._monitor import become_monitor
 from ._options import Options
 from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
 from ._protocol import ENV_NAME, PreforkError, SetupInfo
-
-#: Errors from stat() meaning "the file is not there": not a reason to reload.
-_MISSING = (errno.ENOENT, errno.ENOTDIR)
-
+from ._reload import Watch
+from ._reload import files as reload_files
 
 class _Quit(Exception):
     """Leave the server loop: log ``message`` and exit with ``code``.
@@ -70,45 +66,6 @@ class _Quit(Exception):
         super().__init__(message)
         self.code = code
         self.drop_held = drop_held
-
-
-# ---------------------------------------------------------------------------
-# Automatic reloading
-
-
-def program_files(autoreload: bool, extra: Iterable[str]) -> List[str]:
-    """The files whose modification means the server is out of date.
-
-    The main script always; with ``autoreload``, the file of every module in
-    ``sys.modules`` (sources for modules loaded from bytecode caches, shared
-    objects for extensions); and ``extra``.  Absolute, without duplicates.
-    """
-    candidates: List[object] = [getattr(sys.modules.get("__main__"), "__file__", None)]
-    if autoreload:
-        candidates.extend(getattr(module, "__file__", None) for module in list(sys.modules.values()))
-    candidates.extend(extra)
-    files: Dict[str, None] = {}
-    for path in candidates:
-        if isinstance(path, str) and path:
-            files.setdefault(os.path.abspath(path), None)
-    return list(files)
-
-
-def stale_file(files: Iterable[str], stamp_ns: int) -> Optional[str]:
-    """The first of ``files`` modified after ``stamp_ns``, or None.
-
-    A missing file is not stale; any other stat failure raises OSError.
-    """
-    for path in files:
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError as e:
-            if e.errno in _MISSING:
-                continue
-            raise
-        if mtime > stamp_ns:
-            return path
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -157,12 +114,12 @@ def _describe_status(status: int) -> str:
 class _Server:
     """State of a running server (the daemon)."""
 
-    def __init__(self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, files: List[str]) -> None:
+    def __init__(self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, watch: Watch) -> None:
         self.setup = setup
         self.opts = opts
         self.log = log
         self.listen = listen
-        self.files = files
+        self.watch = watch
         self.wakeup = ChildWakeup()
         self.intake = Intake(log)
         self.children: Dict[int, None] = {}
@@ -183,9 +140,10 @@ class _Server:
 
     def release_for_child(self) -> None:
         """In a freshly forked monitor: close what only the server needs
-        (LISTEN, WATCHI, WATCHE, the wake-up pipe and every other connection
-        held; upstream part 4 step 1)."""
+        (LISTEN, WATCHI, WATCHE, the wake-up pipe, the inotify fd and every
+        other connection held; upstream part 4 step 1)."""
         self.wakeup.close()
+        self.watch.close()
         self.listen.close()
         self._close_watcher_fds()
         self.intake.close_all()
@@ -250,12 +208,9 @@ class _Server:
 
     def _accept(self) -> None:
         """The listening socket polled readable: take a connection in."""
-        try:
-            stale = stale_file(self.files, self.setup.stamp_ns)
-        except OSError as e:
-            raise _Quit(127, f"checking for reload: {e}") from None
-        if stale is not None:
-            raise _Quit(0, f"reloading: {stale} changed, quitting")
+        change = self.watch.changed()
+        if change is not None:
+            raise _Quit(0, f"reloading: {change}, quitting")
         try:
             conn, _ = self.listen.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -374,12 +329,16 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
     try:
         os.setsid()
         log.open_syslog()
-        server = _Server(setup, opts, log, listen, program_files(opts.autoreload, extra_files))
+        watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
+        server = _Server(setup, opts, log, listen, watch)
         # The first call is taken in like an accepted one; its monitor logs
         # to the first caller's stderr (our fd 2 until now, design.md 2).
         server.intake.take(call, stderr=_dup_quietly(2))
         log.to_stderr = False
         redirect_stdio_to_devnull()
+        if no_inotify is not None:
+            n = len(watch.paths)
+            log.warning(f"cannot watch files with inotify ({no_inotify}): every call re-stats the {n} files checked for reload")
         # Collect the set-up's garbage once here rather than in every
         # executor.  (No gc.freeze(): frozen objects are never collected, so
         # cycles through module globals would no longer be finalized at a
