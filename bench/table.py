@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""The performance table: every figure measured side by side in one run
+(hyperfine), printed as a Markdown table (figure | measured | goal), plus a
+bar chart of the latencies written as SVG.
+
+Figures (medians):
+
+1. warm trivial call, Python / Perl (our libraries, our client), relative
+   to the warm call of the Rust ``exit_with`` example (the floor);
+2. that Rust warm call relative to exec'ing ``/bin/true``;
+3. warm heavy call relative to warm trivial call, Python / Perl (heavy:
+   boto3 + botocore + awscli; POSIX, Data::Dumper, Storable, DateTime,
+   DateTime::Format::Strptime; what is not installed is skipped, and said);
+4. cold first call (the one that starts the server; the server is stopped
+   with ``--kill`` before each) minus the direct run, Python trivial / heavy;
+5. the same, Perl;
+6. 8 parallel callers (``seq N | xargs -P8``) of a trivial script: calls/s
+   of our client + our Python / Perl library relative to the C client +
+   the reference Perl library (Proc::Prefork::Interp);
+7. ``seq 16 | xargs -P8 -n1 script``, each call sleeping 0.5 s: wall time
+   served (warm, our client + Python library) against the direct run.
+
+Scripts live in a private temp dir; our client keeps its sockets in a
+private run dir (PREFORK_INTERP_RUN_DIR); the C client ignores that
+variable (its servers are stopped with its own ``--kill``).  Every server
+started is stopped at the end, also on errors.
+
+Needs hyperfine, the C client (chiark-utils-bin) and Proc::Prefork::Interp
+(chiark-scripts), and builds our client and the exit_with example first.
+
+Usage: bench/table.py [--runs N] [--calls N] [--svg PATH] [--python PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+C_CLIENT = "/usr/bin/prefork-interp"
+REF_PM = "/usr/share/perl5/Proc/Prefork/Interp.pm"
+
+PY_HEAVY = ["boto3", "botocore", "awscli"]
+PL_HEAVY = ["POSIX", "Data::Dumper", "Storable", "DateTime", "DateTime::Format::Strptime"]
+
+
+def py_script(imports: list[str], body: str = "") -> str:
+    lines = [f"import {m}" for m in imports]
+    lines += ["import prefork_interp", "prefork_interp.initialisation_complete()"]
+    return "\n".join(lines) + "\n" + body
+
+
+def pl_script(imports: list[str], reference: bool) -> str:
+    lines = ["use strict;"]
+    lines += [f"use {m} ();" for m in imports]
+    if reference:
+        # As bench/trivial.pl: the reference library loses the status of a
+        # plain exit, so leave with _exit.
+        if "POSIX" not in imports:
+            lines.append("use POSIX ();")
+        lines += ["use Proc::Prefork::Interp;", "prefork_initialisation_complete();", "POSIX::_exit(0);"]
+    else:
+        lines += [f"use lib '{TOP / 'perl' / 'lib'}';", "use Prefork::Interp;", "prefork_initialisation_complete();", "exit 0;"]
+    return "\n".join(lines) + "\n"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ours = str(TOP / "target" / "release" / "prefork-interp")
+        self.work = Path(tempfile.mkdtemp(prefix="pfi-table-"))
+        self.env = dict(os.environ, PYTHONPATH=str(TOP / "python"), PREFORK_INTERP_RUN_DIR=str(self.work / "run"))
+        self.env.pop("PYTHONUNBUFFERED", None)
+        self.ours_servers: list[list[str]] = []  # [interp, script, args...] started with our client
+        self.c_servers: list[list[str]] = []  # ... with the C client
+        self.notes: list[str] = []
+
+    # --- helpers -------------------------------------------------------
+    def write(self, name: str, text: str, executable: bool = False) -> str:
+        path = self.work / name
+        path.write_text(text)
+        if executable:
+            path.chmod(0o755)
+        return str(path)
+
+    def start(self, client: str, cmd: list[str]) -> None:
+        """Start (or check) a server with one call; remember to kill it."""
+        (self.c_servers if client == C_CLIENT else self.ours_servers).append(cmd)
+        p = subprocess.run([client, "-U", *cmd], cwd=self.work, env=self.env, capture_output=True)
+        if p.returncode != 0:
+            raise SystemExit(f"table.py: {client} -U {' '.join(cmd)}: status {p.returncode}\n{p.stderr.decode(errors='replace')}")
+
+    def hyperfine(self, tag: str, commands: list[tuple[str, str]], runs: int, warmup: int, shell: bool = False,
+                  prepare: list[str] | None = None) -> dict[str, float]:
+        """One hyperfine run over all commands; returns medians in ms by name."""
+        out = self.work / f"{tag}.json"
+        cmd = ["hyperfine", "--runs", str(runs), "--warmup", str(warmup), "--export-json", str(out), "--style", "basic"]
+        if not shell:
+            cmd.append("-N")
+        for p in prepare or []:
+            cmd += ["--prepare", p]
+        for name, command in commands:
+            cmd += ["-n", name, command]
+        print(f"\n### {tag}: {len(commands)} commands, {runs} runs each", flush=True)
+        subprocess.run(cmd, cwd=self.work, env=self.env, check=True)
+        return {r["command"]: r["median"] * 1000 for r in json.loads(out.read_text())["results"]}
+
+    def kill_all(self) -> None:
+        for client, servers in ((self.ours, self.ours_servers), (C_CLIENT, self.c_servers)):
+            for cmd in servers:
+                p = subprocess.run([client, "--kill", "-U", *cmd], cwd=self.work, env=self.env, capture_output=True)
+                if p.returncode != 0:
+                    print(f"table.py: warning: {client} --kill -U {' '.join(cmd)}: status {p.returncode} "
+                          f"{p.stderr.decode(errors='replace').strip()}", file=sys.stderr)
+
+    # --- the run -------------------------------------------------------
+    def run(self) -> int:
+        a = self.args
+        py, pl = a.python, shutil.which("perl") or "perl"
+        q = shlex.quote
+
+        py_heavy = [m for m in PY_HEAVY
+                    if subprocess.run([py, "-c", f"import {m}"], capture_output=True).returncode == 0]
+        pl_heavy = [m for m in PL_HEAVY
+                    if subprocess.run([pl, f"-M{m} ()", "-e1"], capture_output=True).returncode == 0]
+        for lang, want, have in (("Python", PY_HEAVY, py_heavy), ("Perl", PL_HEAVY, pl_heavy)):
+            missing = [m for m in want if m not in have]
+            if missing:
+                self.notes.append(f"{lang} heavy script: skipped (not installed): {', '.join(missing)}")
+        self.notes.append(f"heavy Python imports: {', '.join(py_heavy) or 'none'}; "
+                          f"heavy Perl modules: {', '.join(pl_heavy) or 'none'}")
+
+        rust = str(self.work / "exit_with")
+        shutil.copy(TOP / "target" / "release" / "examples" / "exit_with", rust)
+        s = {}
+        for prefix in ("warm", "cold"):  # separate copies: separate servers
+            s[f"{prefix}_py_trivial"] = self.write(f"{prefix}_trivial.py", py_script([]))
+            s[f"{prefix}_py_heavy"] = self.write(f"{prefix}_heavy.py", py_script(py_heavy))
+            s[f"{prefix}_pl_trivial"] = self.write(f"{prefix}_trivial.pl", pl_script([], False))
+            s[f"{prefix}_pl_heavy"] = self.write(f"{prefix}_heavy.pl", pl_script(pl_heavy, False))
+        s["ref_trivial"] = self.write("ref_trivial.pl", pl_script([], True))
+        s["ref_heavy"] = self.write("ref_heavy.pl", pl_script(pl_heavy, True))
+        s["par_py"] = self.write("par_trivial.py", py_script([]))
+        s["par_pl"] = self.write("par_trivial.pl", pl_script([], False))
+        s["par_ref"] = self.write("par_ref_trivial.pl", pl_script([], True))
+        sleep_body = "import time\ntime.sleep(0.5)\n"
+        s["sleep"] = self.write("sleep.py", f"#!{self.ours} -U,{py}\n" + py_script([], sleep_body), executable=True)
+        # The same with room for all 8 callers (the default max_servers is 4): for information.
+        s["sleep8"] = self.write("sleep8.py", f"#!{self.ours} -U,{py}\n" + py_script([], sleep_body).replace(
+            "initialisation_complete()", "initialisation_complete(max_servers=8)"), executable=True)
+
+        interp = {k: pl if path.endswith(".pl") else py for k, path in s.items()}
+        ours_cmd = lambda k: f"{self.ours} -U {interp[k]} {s[k]}"  # noqa: E731
+        c_cmd = lambda k: f"{C_CLIENT} -U {interp[k]} {s[k]}"  # noqa: E731
+
+        # Start the servers measured warm (and check every script works).
+        self.start(self.ours, [rust, "0"])
+        for k in ("warm_py_trivial", "warm_py_heavy", "warm_pl_trivial", "warm_pl_heavy", "par_py", "par_pl", "sleep", "sleep8"):
+            self.start(self.ours, [interp[k], s[k]])
+        for k in ("ref_trivial", "ref_heavy", "par_ref"):
+            self.start(C_CLIENT, [interp[k], s[k]])
+        for k in ("cold_py_trivial", "cold_py_heavy", "cold_pl_trivial", "cold_pl_heavy"):
+            self.ours_servers.append([interp[k], s[k]])  # started by the cold runs
+
+        runs = a.runs
+        cold_runs, batch_runs, sleep_runs = max(3, runs // 5), max(3, runs // 10), max(3, runs // 20)
+
+        # A: warm calls (and the floors).
+        warm = self.hyperfine("warm calls", [
+            ("/bin/true", "/bin/true"),
+            ("Rust exit_with, warm", f"{self.ours} -U {rust} 0"),
+            ("Python trivial, warm", ours_cmd("warm_py_trivial")),
+            ("Python heavy, warm", ours_cmd("warm_py_heavy")),
+            ("Perl trivial, warm", ours_cmd("warm_pl_trivial")),
+            ("Perl heavy, warm", ours_cmd("warm_pl_heavy")),
+            ("Perl trivial, C client + Proc::Prefork::Interp, warm", c_cmd("ref_trivial")),
+            ("Perl heavy, C client + Proc::Prefork::Interp, warm", c_cmd("ref_heavy")),
+        ], runs=runs, warmup=10)
+
+        # B: cold first calls against direct runs; the server is stopped before each cold call.
+        cold_cmds, prepare = [], []
+        for lang, key in (("Python", "py"), ("Perl", "pl")):
+            for kind in ("trivial", "heavy"):
+                k = f"cold_{key}_{kind}"
+                cold_cmds.append((f"{lang} {kind}, direct", f"{interp[k]} {s[k]}"))
+                prepare.append("/bin/true")
+                cold_cmds.append((f"{lang} {kind}, cold", ours_cmd(k)))
+                prepare.append(f"{self.ours} --kill -U {interp[k]} {s[k]}")
+        cold = self.hyperfine("cold first calls", cold_cmds, runs=cold_runs, warmup=1, prepare=prepare)
+
+        # C: 8 parallel callers, N calls per batch.
+        n = a.calls
+        xargs = f"seq {n} | xargs -P8 -n1"
+        par = self.hyperfine(f"8 parallel callers, {n} calls per batch", [
+            ("Python, ours", f"{xargs} {ours_cmd('par_py')}"),
+            ("Perl, ours", f"{xargs} {ours_cmd('par_pl')}"),
+            ("Perl, C client + Proc::Prefork::Interp", f"{xargs} {c_cmd('par_ref')}"),
+        ], runs=batch_runs, warmup=1, shell=True)
+
+        # D: 16 calls sleeping 0.5 s, 8 at a time: served (warm) against direct.
+        sl = self.hyperfine("seq 16 | xargs -P8, 0.5 s sleep", [
+            ("direct", f"seq 16 | xargs -P8 -n1 {interp['sleep']} {q(s['sleep'])}"),
+            ("served", f"seq 16 | xargs -P8 -n1 {q(s['sleep'])}"),
+            ("served, max_servers=8", f"seq 16 | xargs -P8 -n1 {q(s['sleep8'])}"),
+        ], runs=sleep_runs, warmup=1, shell=True)
+
+        self.report(warm, cold, par, sl, n, runs, cold_runs, batch_runs, sleep_runs)
+        return 0
+
+    def report(self, warm: dict[str, float], cold: dict[str, float], par: dict[str, float], sl: dict[str, float],
+               n: int, runs: int, cold_runs: int, batch_runs: int, sleep_runs: int) -> None:
+        def mark(ok: bool) -> str:
+            return "met" if ok else "NOT met"
+
+        floor = warm["Rust exit_with, warm"]
+        pt, ph = warm["Python trivial, warm"], warm["Python heavy, warm"]
+        lt, lh = warm["Perl trivial, warm"], warm["Perl heavy, warm"]
+        r1p, r1l = pt / floor, lt / floor
+        r2 = floor / warm["/bin/true"]
+        r3p, r3l = ph / pt, lh / lt
+        d = {f"{lang} {kind}": cold[f"{lang} {kind}, cold"] - cold[f"{lang} {kind}, direct"]
+             for lang in ("Python", "Perl") for kind in ("trivial", "heavy")}
+        ref_rate = n / par["Perl, C client + Proc::Prefork::Interp"] * 1000
+        py_rate, pl_rate = n / par["Python, ours"] * 1000, n / par["Perl, ours"] * 1000
+        r6p, r6l = py_rate / ref_rate, pl_rate / ref_rate
+        r7 = sl["served"] / sl["direct"]
+
+        rows = [
+            ("1. warm trivial call, Python / Perl, relative to the Rust `exit_with` warm call",
+             f"{r1p:.2f}× / {r1l:.2f}× ({pt:.2f} / {lt:.2f} ms vs {floor:.2f} ms) — {mark(max(r1p, r1l) <= 1.5)}",
+             "≤ 1.5×"),
+            ("2. Rust `exit_with` warm call relative to exec'ing `/bin/true`",
+             f"{r2:.2f}× ({floor:.2f} ms vs {warm['/bin/true']:.2f} ms) — {mark(r2 <= 1.5)}", "≤ 1.5×"),
+            ("3. warm heavy call relative to warm trivial, Python / Perl",
+             f"{r3p:.2f}× / {r3l:.2f}× ({ph:.2f} / {lh:.2f} ms) — {mark(max(r3p, r3l) <= 1.2)}", "≤ 1.2×"),
+        ]
+        for i, lang in ((4, "Python"), (5, "Perl")):
+            t, h = d[f"{lang} trivial"], d[f"{lang} heavy"]
+            rows.append((
+                f"{i}. cold first call minus direct run, trivial / heavy, {lang}",
+                f"{t:+.1f} ms / {h:+.1f} ms (cold {cold[f'{lang} trivial, cold']:.1f} / {cold[f'{lang} heavy, cold']:.1f} ms, "
+                f"direct {cold[f'{lang} trivial, direct']:.1f} / {cold[f'{lang} heavy, direct']:.1f} ms) — {mark(max(t, h) <= 2)}",
+                "≤ +2 ms both"))
+        rows += [
+            ("6. 8 parallel callers of a trivial script, calls/s relative to the C client + Proc::Prefork::Interp, Python / Perl",
+             f"{r6p:.2f}× / {r6l:.2f}× ({py_rate:.0f} / {pl_rate:.0f} vs {ref_rate:.0f} calls/s) — {mark(min(r6p, r6l) >= 4)}",
+             "≥ 4×"),
+            ("7. `seq 16 \\| xargs -P8 -n1 script`, 0.5 s sleep per call, served vs direct, Python",
+             f"{r7:.3f}× ({sl['served'] / 1000:.3f} s vs {sl['direct'] / 1000:.3f} s) — {mark(r7 <= 1.10)}",
+             "≤ direct + 10%"),
+        ]
+        print(f"\nmedians; runs: warm {runs}, cold {cold_runs}, parallel batches of {n} calls {batch_runs}, "
+              f"sleep batches {sleep_runs}\n")
+        print("| figure | measured | goal |\n|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        print()
+        r7b = sl["served, max_servers=8"] / sl["direct"]
+        self.notes.append(f"for information, figure 7 with `initialisation_complete(max_servers=8)` (default 4): "
+                          f"{r7b:.3f}× ({sl['served, max_servers=8'] / 1000:.3f} s)")
+        for note in self.notes:
+            print(f"- {note}")
+
+        groups = []
+        for lang in ("Python", "Perl"):
+            for kind in ("trivial", "heavy"):
+                bars = [("direct run", cold[f"{lang} {kind}, direct"]), ("cold first call", cold[f"{lang} {kind}, cold"]),
+                        ("warm call (ours)", warm[f"{lang} {kind}, warm"])]
+                if lang == "Perl":
+                    bars.append(("warm call, C client + Proc::Prefork::Interp",
+                                 warm[f"Perl {kind}, C client + Proc::Prefork::Interp, warm"]))
+                groups.append((f"{lang} {kind}", bars))
+        svg = Path(self.args.svg)
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        svg.write_text(chart(groups, floor, warm["/bin/true"]))
+        print(f"\nchart written to {svg}")
+
+
+COLOURS = {"direct run": "#7f7f7f", "cold first call": "#d62728", "warm call (ours)": "#2ca02c",
+           "warm call, C client + Proc::Prefork::Interp": "#1f77b4"}
+
+
+def chart(groups: list[tuple[str, list[tuple[str, float]]]], floor: float, true_ms: float) -> str:
+    """A hand-written SVG bar chart, log scale (the values span 3 decades)."""
+    import math
+
+    bw, gap, left, top, height = 34, 40, 70, 60, 320
+    width = left + sum(len(b) * bw + gap for _, b in groups) + 20
+    vmax = max(v for _, bars in groups for _, v in bars)
+    lo, hi = 0, math.ceil(math.log10(vmax))  # 1 ms .. 10^hi ms
+
+    def y(v: float) -> float:
+        return top + height - height * (math.log10(max(v, 1.0)) - lo) / (hi - lo)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + height + 120}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="14" font-weight="bold">prefork-interp: time per call, median, ms '
+           f'(log scale)</text>',
+           f'<text x="{left}" y="40">floors: Rust exit_with warm call {floor:.2f} ms, /bin/true {true_ms:.2f} ms</text>']
+    for e in range(lo, hi + 1):
+        v = 10 ** e
+        out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g} ms</text>')
+    x = left + gap / 2
+    for name, bars in groups:
+        gx = x
+        for label, v in bars:
+            yy = y(v)
+            out.append(f'<rect x="{x}" y="{yy:.1f}" width="{bw - 4}" height="{top + height - yy:.1f}" '
+                       f'fill="{COLOURS[label]}"><title>{name}, {label}: {v:.2f} ms</title></rect>')
+            out.append(f'<text x="{x + (bw - 4) / 2}" y="{yy - 4:.1f}" text-anchor="middle">'
+                       f'{v:.1f}</text>' if v >= 10 else
+                       f'<text x="{x + (bw - 4) / 2}" y="{yy - 4:.1f}" text-anchor="middle">{v:.2f}</text>')
+            x += bw
+        out.append(f'<text x="{(gx + x - 4) / 2}" y="{top + height + 18}" text-anchor="middle" '
+                   f'font-weight="bold">{name}</text>')
+        x += gap
+    ly = top + height + 40
+    for i, (label, colour) in enumerate(COLOURS.items()):
+        out.append(f'<rect x="{left}" y="{ly + i * 18}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{left + 18}" y="{ly + i * 18 + 10}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=60,
+                        help="runs per warm-call command (default 60); cold calls get runs/5, "
+                             "parallel batches runs/10, sleep batches runs/20 (at least 3)")
+    parser.add_argument("--calls", type=int, default=96, help="calls per parallel batch (default 96)")
+    parser.add_argument("--svg", default=str(TOP / "bench" / "results" / "chart.svg"), help="chart output")
+    parser.add_argument("--python", default=sys.executable, help="Python interpreter (default: this one)")
+    args = parser.parse_args()
+    for tool in ("hyperfine", C_CLIENT, "perl"):
+        if not shutil.which(tool):
+            sys.exit(f"table.py: {tool} not found")
+    if not Path(REF_PM).exists():
+        sys.exit(f"table.py: needs {REF_PM} (apt-get install chiark-scripts)")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "exit_with"], cwd=TOP, check=True)
+    bench = Bench(args)
+    try:
+        return bench.run()
+    finally:
+        bench.kill_all()
+        shutil.rmtree(bench.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
