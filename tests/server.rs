@@ -317,6 +317,36 @@ fn concurrency_limit_makes_callers_wait_never_fail() {
     assert!(elapsed >= Duration::from_millis(850), "{elapsed:?}");
 }
 
+/// The default limit comes from the machine (8 per CPU, so at least 8):
+/// 8 callers at once all run at once, as direct runs would.
+#[test]
+fn by_default_eight_callers_run_at_once() {
+    let f = Fixture::example("default-limit", "probe", Client::Ours);
+    assert_ok(&f.probe("ids", &["same"]));
+    let markers = f.dir.join("running");
+    std::fs::create_dir(&markers).unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = f.cmd(&[
+                OsString::from("same"),
+                "4000".into(),
+                markers.clone().into(),
+            ]);
+            c.env("PROBE", "sleep");
+            f.spawn(c)
+        })
+        .collect();
+    let most = children
+        .into_iter()
+        .map(|c| {
+            let out = c.finish();
+            assert_ok(&out);
+            id(&out, "concurrent")
+        })
+        .max();
+    assert_eq!(most, Some(8), "not all 8 calls ran at once");
+}
+
 #[test]
 fn caller_killed_mid_call_leaves_no_process() {
     for client in clients() {

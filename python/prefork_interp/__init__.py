@@ -71,7 +71,7 @@ def autoreload_also_check(*paths: "Union[str, os.PathLike[str]]") -> None:
 
 def initialisation_complete(
     *,
-    max_servers: int = 4,
+    max_servers: "Optional[int]" = None,
     idle_timeout: "Optional[float]" = _DEFAULT_IDLE_TIMEOUT,
     autoreload: bool = True,
     autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]" = (),
@@ -97,7 +97,8 @@ def initialisation_complete(
     Options:
 
     ``max_servers``
-        Calls served at once (default 4); more wait.  Negative: no limit.
+        Calls served at once; more wait in the server.  Default (None): 8
+        per CPU this process may run on.  Negative: no limit.
     ``idle_timeout``
         Quit after this many seconds with no call (default 1e6).  None or
         negative: never.

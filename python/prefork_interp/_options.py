@@ -35,12 +35,28 @@ class Options:
         return "Options(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
+#: Calls served at once by default, per CPU this process may run on: calls
+#: often wait (on I/O, on their callers), so a few per CPU keep the machine
+#: busy, while a burst of callers still cannot fork without bound.
+CALLS_PER_CPU = 8
+
+
+def default_max_servers() -> int:
+    """The default for ``max_servers``: :data:`CALLS_PER_CPU` per CPU the
+    process may run on (its affinity), at least :data:`CALLS_PER_CPU`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return CALLS_PER_CPU * max(cpus, 1)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def make_options(
-    max_servers: int,
+    max_servers: "Optional[int]",
     idle_timeout: "Optional[float]",
     autoreload: bool,
     autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]",
@@ -49,6 +65,8 @@ def make_options(
     fast_exit: bool,
 ) -> Options:
     """Check and normalise the options; TypeError or ValueError if wrong."""
+    if max_servers is None:
+        max_servers = default_max_servers()
     if not _is_int(max_servers):
         raise TypeError(f"max_servers must be an int, not {max_servers!r}")
     if max_servers == 0:

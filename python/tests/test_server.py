@@ -116,6 +116,23 @@ def test_max_servers_reached_callers_wait(harness):
     assert len(harness.sessions()) == 1
 
 
+def test_by_default_eight_callers_run_at_once(harness):
+    """The default limit comes from the machine (8 per CPU, so at least 8):
+    8 callers at once all run at once, as direct runs would."""
+    # Long enough that all 8 have been started before the first ends.
+    script = harness.script("busy8.py", CONCURRENT_BODY.replace("time.sleep(0.3)", "time.sleep(4)"))
+    assert harness.run(script).returncode == 0
+    calls = [harness.popen(script, stdout=-1, stderr=-1) for _ in range(8)]
+    intervals = []
+    for p in calls:
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        start, end = map(float, out.split())
+        intervals.append((start, end))
+    # Every call started before any ended: all 8 ran at once.
+    assert max(start for start, _ in intervals) < min(end for _, end in intervals), intervals
+
+
 SLEEPER_BODY = """\
 import time
 with open(os.environ["STARTED_FILE"], "w") as f:

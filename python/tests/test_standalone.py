@@ -61,6 +61,18 @@ def test_bad_options_fail_even_standalone(monkeypatch, options, error, message):
         prefork_interp.initialisation_complete(**options)
 
 
+def test_default_concurrency_comes_from_the_machine():
+    """Not the reference's fixed 4: 8 calls per CPU this process may run on
+    (its affinity), so parallel callers are not throttled below what the
+    machine can run."""
+    from prefork_interp._options import make_options
+
+    cpus = len(os.sched_getaffinity(0))
+    opts = make_options(None, None, True, (), None, 100, True)
+    assert opts.max_servers == 8 * cpus >= 8
+    assert make_options(3, None, True, (), None, 100, True).max_servers == 3
+
+
 @pytest.mark.parametrize("facility", [None, "", "daemon", "LOG_LOCAL3", 8])
 def test_log_facility_forms(monkeypatch, facility):
     monkeypatch.delenv("PREFORK_INTERP", raising=False)

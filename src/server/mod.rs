@@ -112,10 +112,23 @@ pub struct Options {
     max_errors: u32,
 }
 
+/// Calls served at once by default, per CPU the process may run on: calls
+/// often wait (on I/O, on their callers), so a few per CPU keep the machine
+/// busy, while a burst of callers still cannot fork without bound.
+pub const CALLS_PER_CPU: usize = 8;
+
+/// The default for [`Options::max_servers`]: [`CALLS_PER_CPU`] per CPU
+/// this process may run on (`available_parallelism`: its affinity and
+/// cgroup quota), at least [`CALLS_PER_CPU`].
+pub fn default_max_servers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    CALLS_PER_CPU * cpus
+}
+
 impl Default for Options {
     fn default() -> Options {
         Options {
-            max_servers: 4,
+            max_servers: default_max_servers(),
             idle_timeout: Some(Duration::from_secs(3600)),
             reload_paths: Vec::new(),
             syslog: true,
@@ -126,15 +139,17 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults: 4 calls at once, quit after an hour without calls,
-    /// reload when the program's executable changes, log to syslog.
+    /// The defaults: [`default_max_servers`] calls at once (8 per CPU),
+    /// quit after an hour without calls, reload when the program's
+    /// executable changes, log to syslog.
     pub fn new() -> Options {
         Options::default()
     }
 
-    /// Serve at most `n` calls at once (default 4); `0` means no limit.
-    /// Further callers wait (in the listening socket's queue) until a call
-    /// finishes: they never fail because the server is busy.
+    /// Serve at most `n` calls at once (default [`default_max_servers`]: 8
+    /// per CPU); `0` means no limit. Further callers are taken in and wait
+    /// in the server until a call finishes: they never fail because the
+    /// server is busy.
     pub fn max_servers(mut self, n: usize) -> Options {
         self.max_servers = n;
         self
@@ -319,7 +334,8 @@ mod tests {
     #[test]
     fn option_defaults_and_setters() {
         let o = Options::new();
-        assert_eq!(o.max_servers, 4);
+        assert_eq!(o.max_servers, default_max_servers());
+        assert!(o.max_servers >= CALLS_PER_CPU);
         assert_eq!(o.idle_timeout, Some(Duration::from_secs(3600)));
         assert!(o.syslog);
         assert!(o.reload_paths.is_empty());

@@ -38,10 +38,32 @@ our $REQUEST_TIMEOUT = 5;
 our $USE_PIDFD = 1;
 our $USE_INOTIFY = 1;
 
+# Calls served at once by default, per CPU this process may run on: calls
+# often wait (on I/O, on their callers), so a few per CPU keep the machine
+# busy, while a burst of callers still cannot fork without bound.  (7.0.0:
+# 4, whatever the machine.)
+use constant CALLS_PER_CPU => 8;
+
+# The CPUs this process may run on: its affinity (Cpus_allowed_list in
+# /proc/self/status, such as "0-3,8"), at least 1.
+sub _cpus () {
+    open(my $fh, '<', '/proc/self/status') or return 1;
+    while (my $line = <$fh>) {
+        next unless $line =~ m/\ACpus_allowed_list:\s*(\S+)/;
+        my $n = 0;
+        foreach my $range (split /,/, $1) {
+            my ($lo, $hi) = $range =~ m/\A([0-9]+)(?:-([0-9]+))?\z/ or next;
+            $n += ($hi // $lo) - $lo + 1;
+        }
+        return $n > 0 ? $n : 1;
+    }
+    return 1;
+}
+
 # Option defaults.  7.0.0 documents idle_timeout's default under
 # autoreload_extra; it is one megasecond (about eleven days).
 my %DEFAULTS = (
-    max_servers      => 4,
+    max_servers      => CALLS_PER_CPU * _cpus(),
     idle_timeout     => 1_000_000,
     autoreload_inc   => 1,
     autoreload_extra => [],
@@ -360,7 +382,10 @@ Options, given as a list of name-value pairs:
 =item C<< max_servers => I<N> >>
 
 At most I<N> invocations are served at once; more wait until one
-finishes.  Negative means no limit; 0 means 1.  Default: 4.
+finishes.  Negative means no limit; 0 means 1.  Default: 8 per CPU the
+process may run on (its CPU affinity), so parallel callers are not
+throttled below what the machine can run (C<Proc::Prefork::Interp>
+7.0.0: 4).
 
 =item C<< idle_timeout => I<SECONDS> >>
 
