@@ -97,16 +97,23 @@ print(started, time.monotonic())
 """
 
 
-def test_max_servers_reached_callers_wait(harness):
-    script = harness.script("busy.py", CONCURRENT_BODY, init="max_servers=2")
-    assert harness.run(script).returncode == 0
-    calls = [harness.popen(script, stdout=-1, stderr=-1) for _ in range(8)]
+def _run_together(harness, script, n: int) -> list:
+    """Start ``n`` calls of a CONCURRENT_BODY script at once: the (start,
+    end) time each printed."""
+    calls = [harness.popen(script, stdout=-1, stderr=-1) for _ in range(n)]
     intervals = []
     for p in calls:
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0, err
         start, end = map(float, out.split())
         intervals.append((start, end))
+    return intervals
+
+
+def test_max_servers_reached_callers_wait(harness):
+    script = harness.script("busy.py", CONCURRENT_BODY, init="max_servers=2")
+    assert harness.run(script).returncode == 0
+    intervals = _run_together(harness, script, 8)
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
     running = most = 0
     for _, delta in events:
@@ -122,13 +129,7 @@ def test_by_default_eight_callers_run_at_once(harness):
     # Long enough that all 8 have been started before the first ends.
     script = harness.script("busy8.py", CONCURRENT_BODY.replace("time.sleep(0.3)", "time.sleep(4)"))
     assert harness.run(script).returncode == 0
-    calls = [harness.popen(script, stdout=-1, stderr=-1) for _ in range(8)]
-    intervals = []
-    for p in calls:
-        out, err = p.communicate(timeout=30)
-        assert p.returncode == 0, err
-        start, end = map(float, out.split())
-        intervals.append((start, end))
+    intervals = _run_together(harness, script, 8)
     # Every call started before any ended: all 8 ran at once.
     assert max(start for start, _ in intervals) < min(end for _, end in intervals), intervals
 
