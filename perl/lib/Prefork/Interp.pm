@@ -21,6 +21,7 @@ use File::Spec ();
 use POSIX ();
 
 use Prefork::Interp::Attributes;
+use Prefork::Interp::FastExit;
 use Prefork::Interp::Log;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Server;
@@ -48,6 +49,7 @@ my %DEFAULTS = (
     max_errors       => 100,
     log_facility     => 'LOG_USER',
     log_file         => undef,
+    fast_exit        => 1,
 );
 
 # $0 as perl set it, and whether perl was given a script file at all
@@ -127,6 +129,9 @@ sub prefork_initialisation_complete {
         _croak($e);
     }
     _enter_call($request);
+    # Last thing before the script runs the call: from here on, how the
+    # executor ends is the script's, up to the end of its END blocks.
+    Prefork::Interp::FastExit::install() if $opt{fast_exit};
     return;
 }
 
