@@ -110,3 +110,15 @@ sub _at_end {
 }
 
 1;
+
+__END__
+
+=head1 NAME
+
+Prefork::Interp::FastExit - a call's exit without global destruction
+
+=head1 DESCRIPTION
+
+Internal to L<Prefork::Interp>; see L<Prefork::Interp/"FAST EXIT">.
+
+=cut
