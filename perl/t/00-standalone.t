@@ -44,7 +44,7 @@ my \$before = \$\$;
 prefork_autoreload_also_check('/nonexistent');
 prefork_initialisation_complete(max_servers => 2, idle_timeout => 0.5,
     autoreload_inc => 0, autoreload_extra => ['x'], max_errors => 3,
-    log_facility => 'local3', log_file => '$dir/log');
+    log_facility => 'local3', log_file => '$dir/log', fast_exit => 1);
 print "returned once, same pid: ", (\$\$ == \$before ? 'yes' : 'no'), "\\n";
 print "ARGV=", join('|', \@ARGV), "\\n0=\$0\\n";
 prefork_initialisation_complete();

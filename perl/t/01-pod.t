@@ -37,7 +37,8 @@ foreach my $heading ('NAME', 'SYNOPSIS', 'FUNCTIONS',
     like($text, qr/^\Q$heading\E$/m, "section $heading");
 }
 foreach my $option (qw(max_servers idle_timeout autoreload_inc
-                       autoreload_extra max_errors log_facility log_file)) {
+                       autoreload_extra max_errors log_facility log_file
+                       fast_exit)) {
     like($text, qr/^\s+"?\Q$option\E => /m, "option $option documented");
 }
 like($text, qr/prefork_autoreload_also_check/, 'both functions documented');
