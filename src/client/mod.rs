@@ -2,8 +2,9 @@
 //! then make the call and leave with the script's exit status.
 //!
 //! ```text
-//!   connect + greeting ──ok──────────────────────────────┐
-//!      │ no server / stale                                │
+//!   open and check the run directory; choose the name (binary in PATH?)
+//!   connect (own uid?) + greeting ──ok───────────────────┐
+//!      │ no server / stale          another binary there: │ the name with ours
 //!   prune; lock; connect + greeting again ──ok──┐         │
 //!      │ still none                              │         │
 //!   start server (watcher, setup), greeting     unlock    │
@@ -14,11 +15,14 @@
 //!
 //! Modules, one concern each: [`cli`] (the command line, `#!` splitting),
 //! [`identity`] (the hash that names a server), [`rundir`] (run directory,
-//! locks, pruning), [`spawn`] (the watcher and setup processes),
-//! [`exit_status`] (a wait status into our own exit), `caller` (the
-//! caller's attributes and fds that a call carries), `call` (the exchange
-//! with the server, one poll loop) and `signals` (forwarding signals and
-//! job control, with its routing table).
+//! opened once and trusted only if safe; locks, pruning), `interpreter`
+//! (which binary an interpreter named without `/` is, and which server
+//! runs it), `peer` (the server's uid, and a server slow to greet),
+//! [`spawn`] (the watcher and setup processes), [`exit_status`] (a wait
+//! status into our own exit), `caller` (the caller's attributes and fds
+//! that a call carries), `call` (the exchange with the server, one poll
+//! loop) and `signals` (forwarding signals and job control, with its
+//! routing table).
 
 mod call;
 mod caller;
