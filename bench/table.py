@@ -263,7 +263,7 @@ class Bench:
             print("| " + " | ".join(row) + " |")
         print()
         r7b = sl["served, max_servers=8"] / sl["direct"]
-        self.notes.append(f"for information, figure 7 with `initialisation_complete(max_servers=8)` (default 4): "
+        self.notes.append(f"for information, figure 7 with `initialisation_complete(max_servers=8)` (the default is 8 per CPU): "
                           f"{r7b:.3f}× ({sl['served, max_servers=8'] / 1000:.3f} s)")
         for note in self.notes:
             print(f"- {note}")
