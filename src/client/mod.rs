@@ -183,11 +183,10 @@ impl Names {
             Some(_) => None,
             None => interpreter::resolve(&cmd.interpreter, std::env::var_os("PATH").as_deref()),
         };
-        let ident = identity_for(cmd, run_dir, None)?;
-        let Some(binary) = binary else {
+        let (ident, with_binary) = identities_for(cmd, run_dir, binary.as_deref())?;
+        let (Some(binary), Some(with_binary)) = (binary, with_binary) else {
             return Ok(Names::new(ident, None, None));
         };
-        let with_binary = identity_for(cmd, run_dir, Some(&binary))?;
         // Once the binary has a name of its own, it keeps it.
         let own = interpreter::recorded(run_dir, &with_binary)?.is_some_and(|r| r == binary);
         let names = Names::new(ident, Some(binary), Some(with_binary));
@@ -216,9 +215,14 @@ impl Names {
     }
 }
 
-/// The identity (socket name) for this command: `-g`, or the hash (with
-/// the interpreter `binary`, if given) cut to what fits in a socket path.
-fn identity_for(cmd: &Command, run_dir: &RunDir, binary: Option<&Path>) -> Result<String> {
+/// The identity (socket name) for this command: `-g`, or the hash cut to
+/// what fits in a socket path; and, given the interpreter `binary`, the
+/// hash with it too (the host is read once for both).
+fn identities_for(
+    cmd: &Command,
+    run_dir: &RunDir,
+    binary: Option<&Path>,
+) -> Result<(String, Option<String>)> {
     let dir_len = run_dir.path.as_os_str().len();
     let max = identity::max_ident_len(dir_len);
     if let Some(ident) = &cmd.ident {
@@ -232,7 +236,7 @@ fn identity_for(cmd: &Command, run_dir: &RunDir, binary: Option<&Path>) -> Resul
                 run_dir.path.display()
             )));
         }
-        return Ok(ident.to_string());
+        return Ok((ident.to_string(), None));
     }
     if max < identity::MIN_HEX_LEN as isize {
         return Err(Error::msg(format!(
@@ -248,9 +252,12 @@ fn identity_for(cmd: &Command, run_dir: &RunDir, binary: Option<&Path>) -> Resul
         cwd: dev_ino(Path::new("."))?,
         root: dev_ino(Path::new("/"))?,
     };
-    let mut hex = identity::hex_identity_with(&host, cmd, binary.map(Path::as_os_str));
-    hex.truncate(max.min(64) as usize);
-    Ok(hex)
+    let hash = |binary: Option<&Path>| {
+        let mut hex = identity::hex_identity_with(&host, cmd, binary.map(Path::as_os_str));
+        hex.truncate(max.min(64) as usize);
+        hex
+    };
+    Ok((hash(None), binary.map(|b| hash(Some(b)))))
 }
 
 fn dev_ino(path: &Path) -> Result<DevIno> {
