@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::users::TempUser;
 use common::*;
-use prefork_interp::protocol::{Call, MAX_REQUEST_LEN, Request};
+use prefork_interp::protocol::{Call, MAX_REQUEST_LEN};
 
 /// A probe server, started by one call: (its pid, its socket).
 fn probe_server(f: &Fixture, max_servers: usize) -> (i32, std::path::PathBuf) {
@@ -25,28 +25,6 @@ fn probe_server(f: &Fixture, max_servers: usize) -> (i32, std::path::PathBuf) {
     let out = f.output(c);
     assert_ok(&out);
     (id(&out, "sid"), f.socket())
-}
-
-/// A raw v1 request for `probe same` with this environment.
-fn request(env: Vec<std::ffi::OsString>) -> Request {
-    Request {
-        env,
-        args: vec!["probe".into(), "same".into()],
-        ..Default::default()
-    }
-}
-
-/// Make a whole v1 call: the raw wait status, or `None` if the server
-/// hung up.
-fn raw_call(sock: &std::path::Path, req: &Request) -> Option<u32> {
-    let s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut call = Call::new(s);
-    call.read_greeting().ok()?;
-    let null = std::fs::File::open("/dev/null").unwrap();
-    let d = null.as_fd();
-    call.send_request([d, d, d], req).ok()?;
-    call.read_status().ok()
 }
 
 /// The median of five timed real calls.
@@ -161,7 +139,7 @@ fn an_overlong_length_is_refused_at_once() {
     let null = std::fs::File::open("/dev/null").unwrap();
     let d = null.as_fd();
     // The stdio part of a request, then a length one over the limit.
-    let big = request(vec![
+    let big = probe_request(vec![
         std::ffi::OsString::from("A=").to_owned();
         (MAX_REQUEST_LEN as usize) / 3 + 1
     ]);
@@ -193,7 +171,7 @@ fn a_maximal_request_is_served_in_proportionate_memory() {
     assert_eq!(12 + 10 + 3 * fill, n);
     let mut env = vec![std::ffi::OsString::from("PROBE=env")];
     env.extend(std::iter::repeat_n(std::ffi::OsString::from("A="), fill));
-    let req = request(env);
+    let req = probe_request(env);
     assert_eq!(req.encode_body().len(), n);
     let start = Instant::now();
     let status = raw_call(&sock, &req).expect("served");
@@ -210,8 +188,11 @@ fn a_maximal_request_is_served_in_proportionate_memory() {
     // One byte more is refused, and the server goes on.
     let mut env = req.env.clone();
     env.push("B".into());
-    assert_eq!(raw_call(&sock, &request(env)), None);
-    assert_eq!(raw_call(&sock, &request(vec!["PROBE=ids".into()])), Some(0));
+    assert_eq!(raw_call(&sock, &probe_request(env)), None);
+    assert_eq!(
+        raw_call(&sock, &probe_request(vec!["PROBE=ids".into()])),
+        Some(0)
+    );
 }
 
 #[test]
@@ -274,7 +255,7 @@ fn a_quitting_server_still_serves_the_calls_it_holds() {
     // B: a complete call, waiting for the slot.
     let b = {
         let sock = sock.clone();
-        std::thread::spawn(move || raw_call(&sock, &request(vec!["PROBE=exit".into()])))
+        std::thread::spawn(move || raw_call(&sock, &probe_request(vec!["PROBE=exit".into()])))
     };
     // C: half a request so far.
     let c_sock = UnixStream::connect(&sock).unwrap();
@@ -285,7 +266,7 @@ fn a_quitting_server_still_serves_the_calls_it_holds() {
     assert_ok(&f.run_opts(&["--kill", "-U"], &["same"]));
     assert!(UnixStream::connect(&sock).is_err(), "still listening");
     // C finishes its request; everyone is served.
-    let body = request(vec!["PROBE=exit".into()]).encode_body();
+    let body = probe_request(vec!["PROBE=exit".into()]).encode_body();
     let mut msg = (body.len() as u32).to_be_bytes().to_vec();
     msg.extend_from_slice(&body);
     std::io::Write::write_all(&mut &c_sock, &msg).unwrap();

@@ -785,26 +785,10 @@ fn a_server_that_cannot_accept_quits_after_max_errors() {
     assert!(elapsed >= Duration::from_secs(10), "{elapsed:?}");
 }
 
-/// Make a whole v1 call on `sock` as a caller would (stdio /dev/null,
-/// `PROBE=ids`): was it served (a status came back), or dropped (EOF)?
+/// Make a whole v1 call on `sock` as a caller would (`PROBE=ids`): was
+/// it served (a status came back), or dropped (a hang-up)?
 fn served(sock: &std::path::Path) -> bool {
-    use prefork_interp::protocol::{Call, Request};
-    use std::os::fd::AsFd;
-    let s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut call = Call::new(s);
-    call.read_greeting().expect("greeted at once");
-    let null = std::fs::File::open("/dev/null").unwrap();
-    let req = Request {
-        env: vec!["PROBE=ids".into()],
-        args: vec!["probe".into(), "same".into()],
-        ..Default::default()
-    };
-    let d = null.as_fd();
-    if call.send_request([d, d, d], &req).is_err() {
-        return false;
-    }
-    call.read_status().is_ok()
+    raw_call(sock, &probe_request(vec!["PROBE=ids".into()])).is_some()
 }
 
 #[test]

@@ -800,3 +800,28 @@ pub fn ls_default_run_dirs() -> Vec<String> {
         .flat_map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()))
         .collect()
 }
+
+/// A raw v1 request for `probe same` (the probe example's fixed first
+/// argument) with this environment.
+pub fn probe_request(env: Vec<OsString>) -> prefork_interp::protocol::Request {
+    prefork_interp::protocol::Request {
+        env,
+        args: vec!["probe".into(), "same".into()],
+        ..Default::default()
+    }
+}
+
+/// Make a whole v1 call on the socket at `sock` as a caller would, with
+/// stdio `/dev/null`: the greeting must come at once; then the raw wait
+/// status, or `None` if the server hung up instead.
+pub fn raw_call(sock: &Path, req: &prefork_interp::protocol::Request) -> Option<u32> {
+    use std::os::fd::AsFd;
+    let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut call = prefork_interp::protocol::Call::new(s);
+    call.read_greeting().expect("greeted at once");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let d = null.as_fd();
+    call.send_request([d, d, d], req).ok()?;
+    call.read_status().ok()
+}
