@@ -15,7 +15,7 @@ use IO::FDPass;
 use POSIX qw(WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG SIGINT SIGTERM
              SIGKILL SIGSEGV SIGUSR1 SIGUSR2 SIGTSTP SIGCONT SIGSTOP SIGHUP
              SIGPIPE SIGQUIT);
-use PfiTest qw(slurp spit wait_for describe_status);
+use PfiTest qw(slurp spit wait_for describe_status alive);
 use Test::More;
 use Time::HiRes ();
 
@@ -150,11 +150,6 @@ sub proc_state ($) {
     my ($pid) = @_;
     my $stat = slurp("/proc/$pid/stat") // return '';
     return $stat =~ m/\) (\S) / ? $1 : '';
-}
-
-sub alive ($) {
-    my $s = proc_state($_[0]);
-    return $s ne '' && $s ne 'Z';
 }
 
 # ready(H): waits for the script's "ready" file; returns its words and

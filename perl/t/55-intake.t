@@ -13,7 +13,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use IO::FDPass;
-use PfiTest qw(fixture slurp spit wait_for describe_status);
+use PfiTest qw(fixture slurp spit wait_for describe_status alive);
 use POSIX ();
 use Socket qw(AF_UNIX SOCK_STREAM pack_sockaddr_un);
 use Test::More;
@@ -57,12 +57,6 @@ if ($mode eq 'long') {          # long MARKER: until killed or 60 s
 }
 exit 0;
 EOF
-
-sub alive ($) {
-    my ($pid) = @_;
-    my $stat = slurp("/proc/$pid/stat") // return 0;
-    return $stat !~ m/\) Z /;
-}
 
 # Peak resident set of PID, in bytes (VmHWM).
 sub peak_rss ($) {

@@ -16,7 +16,7 @@ use lib "$FindBin::Bin/lib";
 use Errno qw(ECONNREFUSED);
 use IO::FDPass;
 use PfiTest qw(fixture slurp spit wait_for listen_path describe_status
-               zombie_children);
+               zombie_children alive read_bytes);
 use POSIX ();
 use Socket qw(AF_UNIX SOCK_STREAM pack_sockaddr_un);
 use Test::More;
@@ -43,12 +43,6 @@ if ($mode eq 'until') {         # until MARKER DONE: until DONE exists
 exit 0;
 EOF
 
-sub alive ($) {
-    my ($pid) = @_;
-    my $stat = slurp("/proc/$pid/stat") // return 0;
-    return $stat !~ m/\) Z /;
-}
-
 sub ppid_of ($) {
     my ($pid) = @_;
     my ($ppid) = (slurp("/proc/$pid/stat") // '') =~ m/\) \S+ (\S+)/;
@@ -68,23 +62,6 @@ sub connect_to ($) {
     socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
     return $s if connect($s, pack_sockaddr_un($path));
     return (undef, $! + 0);
-}
-
-# Reads N bytes, or fewer at EOF, within TIMEOUT seconds.
-sub read_bytes ($$$) {
-    my ($conn, $n, $timeout) = @_;
-    my $deadline = Time::HiRes::time() + $timeout;
-    my $buf = '';
-    while (length($buf) < $n) {
-        my $left = $deadline - Time::HiRes::time();
-        last if $left <= 0;
-        my $rbits = '';
-        vec($rbits, fileno($conn), 1) = 1;
-        next unless select($rbits, undef, undef, $left) > 0;
-        my $r = sysread($conn, $buf, $n - length($buf), length($buf));
-        last if !$r;
-    }
-    return $buf;
 }
 
 # The wait status that comes back on CONN within TIMEOUT, or undef.

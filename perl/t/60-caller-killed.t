@@ -11,7 +11,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use POSIX ();
-use PfiTest qw(client_kinds fixture slurp wait_for describe_status);
+use PfiTest qw(client_kinds fixture slurp wait_for describe_status alive);
 use Test::More;
 use Time::HiRes ();
 
@@ -29,12 +29,6 @@ rename "$ARGV[1].tmp", $ARGV[1] or die;
 sleep 60;
 exit 0;
 EOF
-
-sub alive ($) {
-    my ($pid) = @_;
-    my $stat = slurp("/proc/$pid/stat") // return 0;
-    return $stat !~ m/\) Z /;
-}
 
 # Starts a long call, waits until it runs, kills the client with SIG;
 # checks that the executor stopped promptly, and that its helper did

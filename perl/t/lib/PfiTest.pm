@@ -37,6 +37,7 @@ use Time::HiRes qw(sleep);
 our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
     procs_in_sessions describe_status listen_path zombie_children
+    alive read_bytes
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -176,6 +177,31 @@ sub listen_path ($;$) {
         return $path;
     }
     return undef;
+}
+
+# Whether process PID exists and has not exited (a zombie has).
+sub alive ($) {
+    my ($pid) = @_;
+    my $stat = slurp("/proc/$pid/stat") // return 0;
+    return $stat !~ m/\) Z /;
+}
+
+# Reads N bytes from CONN, or fewer at EOF, within TIMEOUT seconds
+# (default 20).
+sub read_bytes ($$;$) {
+    my ($conn, $n, $timeout) = @_;
+    my $deadline = Time::HiRes::time() + ($timeout // 20);
+    my $buf = '';
+    while (length($buf) < $n) {
+        my $left = $deadline - Time::HiRes::time();
+        last if $left <= 0;
+        my $rbits = '';
+        vec($rbits, fileno($conn), 1) = 1;
+        next unless select($rbits, undef, undef, $left) > 0;
+        my $r = sysread($conn, $buf, $n - length($buf), length($buf));
+        last if !$r;
+    }
+    return $buf;
 }
 
 # Children of PID that are zombies.
@@ -626,21 +652,10 @@ sub connect {
     return $s;
 }
 
-# Reads N bytes, or fewer at EOF, within TIMEOUT seconds.
+# Reads N bytes, or fewer at EOF, within TIMEOUT seconds (default 20).
 sub read_bytes {
     my ($self, $conn, $n, $timeout) = @_;
-    my $deadline = Time::HiRes::time() + ($timeout // 20);
-    my $buf = '';
-    while (length($buf) < $n) {
-        my $left = $deadline - Time::HiRes::time();
-        last if $left <= 0;
-        my $rbits = '';
-        vec($rbits, fileno($conn), 1) = 1;
-        next unless select($rbits, undef, undef, $left) > 0;
-        my $r = sysread($conn, $buf, $n - length($buf), length($buf));
-        last if !$r;
-    }
-    return $buf;
+    return PfiTest::read_bytes($conn, $n, $timeout);
 }
 
 # request_data(env => [STRINGS], args => [STRINGS])
