@@ -19,7 +19,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../../perl/t/lib";
 
-use PfiTest qw(fixture spit);
+use PfiTest qw(autoreload_pair);
 use Socket qw(AF_UNIX SOCK_STREAM pack_sockaddr_un);
 use Time::HiRes qw(time);
 
@@ -27,30 +27,9 @@ use constant MODULES => 500;
 use constant CALLS => 40;        # warm calls per setting
 use constant CONNECTS => 300;    # connect-to-greeting samples per setting
 
-# Two fixtures, so each server has a run directory (and socket) of its
-# own; the modules live in the first one's directory.
-my %fx;
-$fx{on} = fixture('ours') or die "our client is not built\n";
-$fx{off} = fixture('ours') or die "our client is not built\n";
-
-my $lib = $fx{on}->dir . '/lib';
-mkdir $lib or die;
-mkdir "$lib/PfiCost" or die;
-foreach my $i (1 .. MODULES) {
-    spit("$lib/PfiCost/M$i.pm",
-         "package PfiCost::M$i;\nsub n { $i }\n1;\n");
-}
-
-my %script;
-foreach my $k (qw(on off)) {
-    $script{$k} = $fx{$k}->script(
-        'cost.pl',
-        init => "use lib '$lib';\n"
-              . "BEGIN { require \"PfiCost/M\$_.pm\" foreach 1 .. "
-              . MODULES . " }\n",
-        opts => 'autoreload_inc => ' . ($k eq 'on' ? 1 : 0),
-        body => "print scalar(grep { m{^PfiCost/} } keys %INC), \"\\n\";\n");
-}
+my ($fx, $script) = autoreload_pair(MODULES) or die "our client is not built\n";
+my %fx = %$fx;
+my %script = %$script;
 
 sub median (@) {
     my @s = sort { $a <=> $b } @_;

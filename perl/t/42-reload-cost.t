@@ -11,36 +11,15 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use PfiTest qw(fixture spit);
+use PfiTest qw(autoreload_pair);
 use Test::More;
 
 use constant MODULES => 500;
 use constant CALLS => 20;        # warm calls per setting
 
-# Two fixtures, so each server has a run directory (and socket) of its
-# own; the modules live in the first one's directory.
-my %fx;
-$fx{on} = fixture('ours') or do { done_testing; exit };
-$fx{off} = fixture('ours') or do { done_testing; exit };
-
-my $lib = $fx{on}->dir . '/lib';
-mkdir $lib or die;
-mkdir "$lib/PfiCost" or die;
-foreach my $i (1 .. MODULES) {
-    spit("$lib/PfiCost/M$i.pm",
-         "package PfiCost::M$i;\nsub n { $i }\n1;\n");
-}
-
-my %script;
-foreach my $k (qw(on off)) {
-    $script{$k} = $fx{$k}->script(
-        'cost.pl',
-        init => "use lib '$lib';\n"
-              . "BEGIN { require \"PfiCost/M\$_.pm\" foreach 1 .. "
-              . MODULES . " }\n",
-        opts => 'autoreload_inc => ' . ($k eq 'on' ? 1 : 0),
-        body => "print scalar(grep { m{^PfiCost/} } keys %INC), \"\\n\";\n");
-}
+my ($fx, $script) = autoreload_pair(MODULES) or do { done_testing; exit };
+my %fx = %$fx;
+my %script = %$script;
 
 # Start both servers; make sure they are warm and have the modules.
 my %sid;

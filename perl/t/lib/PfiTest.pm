@@ -37,7 +37,7 @@ use Time::HiRes qw(sleep);
 our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
     procs_in_sessions describe_status listen_path zombie_children
-    alive read_bytes
+    alive read_bytes autoreload_pair
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -202,6 +202,37 @@ sub read_bytes ($$;$) {
         last if !$r;
     }
     return $buf;
+}
+
+# autoreload_pair(N): two fixtures of our client ('on', 'off'), each with a
+# script 'cost.pl' that loads the same N generated modules and prints how
+# many it has, with autoreload_inc on and off; each server has a run
+# directory of its own, and the modules live in the first one's directory.
+# Returns the fixtures and the scripts (hash refs by 'on' and 'off'), or
+# nothing when our client is not built.
+sub autoreload_pair ($) {
+    my ($modules) = @_;
+    my %fx;
+    $fx{on} = fixture('ours') or return;
+    $fx{off} = fixture('ours') or return;
+    my $lib = $fx{on}->dir . '/lib';
+    mkdir $lib or die "mkdir $lib: $!";
+    mkdir "$lib/PfiCost" or die "mkdir $lib/PfiCost: $!";
+    foreach my $i (1 .. $modules) {
+        spit("$lib/PfiCost/M$i.pm",
+             "package PfiCost::M$i;\nsub n { $i }\n1;\n");
+    }
+    my %script;
+    foreach my $k (qw(on off)) {
+        $script{$k} = $fx{$k}->script(
+            'cost.pl',
+            init => "use lib '$lib';\n"
+                  . "BEGIN { require \"PfiCost/M\$_.pm\" foreach 1 .. "
+                  . $modules . " }\n",
+            opts => 'autoreload_inc => ' . ($k eq 'on' ? 1 : 0),
+            body => "print scalar(grep { m{^PfiCost/} } keys %INC), \"\\n\";\n");
+    }
+    return (\%fx, \%script);
 }
 
 # Children of PID that are zombies.
