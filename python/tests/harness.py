@@ -32,6 +32,38 @@ PYTHON = sys.executable
 #: Appended to every test script after initialisation_complete(): record
 #: this executor (pid, process group, session = server pid) for the harness.
 #: (Direct runs do not get PFI_TEST_RECORD.)
+#: Script code defining ``attributes(max_fd)``: what a process inherited
+#: from its caller that a call must carry (protocol.md section 6), as plain
+#: data: umask, nice value, resource limits, signal dispositions and mask,
+#: and the fds 3 to ``max_fd - 1`` (device, inode, inheritable).
+ATTRIBUTES_SNIPPET = """\
+import os, resource, signal
+
+def disposition(sig):
+    h = signal.getsignal(sig)
+    names = {signal.SIG_DFL: "SIG_DFL", signal.SIG_IGN: "SIG_IGN", signal.default_int_handler: "default_int_handler"}
+    return names.get(h, repr(h))
+
+def attributes(max_fd):
+    fds = {}
+    for n in range(3, max_fd):
+        try:
+            st = os.fstat(n)
+        except OSError:
+            continue
+        fds[n] = [st.st_dev, st.st_ino, os.get_inheritable(n)]
+    umask = os.umask(0)
+    os.umask(umask)
+    return {
+        "umask": umask,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "rlimits": {r: resource.getrlimit(r) for r in range(16)},
+        "dispositions": {int(s): disposition(s) for s in sorted(signal.valid_signals()) if s not in (9, 19)},
+        "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        "fds": fds,
+    }
+"""
+
 RECORD_SNIPPET = """\
 if os.environ.get("PFI_TEST_RECORD"):
     with open(os.environ["PFI_TEST_RECORD"], "a") as _f:

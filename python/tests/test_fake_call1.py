@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 from fake_client import ACCEPT_FRAME, Call1, FakeClient, read_until
-from harness import PACKAGE_ROOT, PYTHON, alive, send_fds, wait_until
+from harness import ATTRIBUTES_SNIPPET, PACKAGE_ROOT, PYTHON, alive, send_fds, wait_until
 
 from prefork_interp._protocol import (
     MAX_FRAME,
@@ -44,28 +44,10 @@ while True:
     time.sleep(1)
 '''
 
-def disposition(sig):
-    h = signal.getsignal(sig)
-    names = {signal.SIG_DFL: "SIG_DFL", signal.SIG_IGN: "SIG_IGN", signal.default_int_handler: "default_int_handler"}
-    return names.get(h, repr(h))
-
+""" + ATTRIBUTES_SNIPPET + """
 def report():
-    fds = {}
-    for n in range(3, 20):
-        try:
-            st = os.fstat(n)
-        except OSError:
-            continue
-        fds[n] = [st.st_dev, st.st_ino, os.get_inheritable(n)]
-    umask = os.umask(0)
-    os.umask(umask)
     return {
-        "umask": umask,
-        "nice": os.getpriority(os.PRIO_PROCESS, 0),
-        "rlimits": {r: resource.getrlimit(r) for r in range(16)},
-        "dispositions": {int(s): disposition(s) for s in sorted(signal.valid_signals()) if s not in (9, 19)},
-        "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
-        "fds": fds,
+        **attributes(20),
         "group_leader": os.getpgid(0) == os.getpid(),
         "sid": os.getsid(0),
     }

@@ -16,34 +16,9 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 from fake_client import read_until
-from harness import PYTHON, Harness, alive, wait_until
+from harness import ATTRIBUTES_SNIPPET, PYTHON, Harness, alive, wait_until
 
-REPORT = """\
-import json, resource, signal
-
-def disposition(sig):
-    h = signal.getsignal(sig)
-    names = {signal.SIG_DFL: "SIG_DFL", signal.SIG_IGN: "SIG_IGN", signal.default_int_handler: "default_int_handler"}
-    return names.get(h, repr(h))
-
-fds = {}
-for n in range(3, 64):
-    try:
-        st = os.fstat(n)
-    except OSError:
-        continue
-    fds[n] = [st.st_dev, st.st_ino, os.get_inheritable(n)]
-umask = os.umask(0)
-os.umask(umask)
-print(json.dumps({
-    "umask": umask,
-    "nice": os.getpriority(os.PRIO_PROCESS, 0),
-    "rlimits": {r: resource.getrlimit(r) for r in range(16)},
-    "dispositions": {int(s): disposition(s) for s in sorted(signal.valid_signals()) if s not in (9, 19)},
-    "mask": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
-    "fds": fds,
-}))
-"""
+REPORT = ATTRIBUTES_SNIPPET + "import json\nprint(json.dumps(attributes(64)))\n"
 
 COMPARED = ("umask", "nice", "rlimits", "dispositions", "mask", "fds")
 
