@@ -183,11 +183,19 @@ impl RunDir {
 /// `$PREFORK_INTERP_RUN_DIR`: create it if missing (its parent must
 /// exist), then open and check it.
 fn open_named(path: PathBuf, uid: u32) -> Result<RunDir> {
-    match nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(Error::io(format!("mkdir {}", path.display()), e)),
-    }
-    let fd = nix::fcntl::open(&path, DIR_FLAGS, Mode::empty()).map_err(|e| open_error(&path, e))?;
+    let open = || nix::fcntl::open(&path, DIR_FLAGS, Mode::empty());
+    // Usually it is there and opens: try that first, saving a `mkdir` on
+    // every run; otherwise make it, then open it (and say why not).
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(_) => {
+            match nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(Error::io(format!("mkdir {}", path.display()), e)),
+            }
+            open().map_err(|e| open_error(&path, e))?
+        }
+    };
     check(&fd, &path, uid, Access::NoWrite)?;
     Ok(RunDir { path, fd })
 }
@@ -242,15 +250,22 @@ fn check(fd: &OwnedFd, path: &Path, uid: u32, access: Access) -> Result<()> {
 /// `Ok(None)` if it cannot be made there (read-only, no permission): the
 /// caller then tries the next place.
 fn private_dir(parent: &OwnedFd, name: &OsStr, path: &Path, uid: u32) -> Result<Option<OwnedFd>> {
-    match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOSPC | Errno::EDQUOT) => {
-            return Ok(None);
+    let open = || nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty());
+    // Usually it is there and opens: try that first, saving a `mkdirat` on
+    // every run; otherwise make it, then open it (and say why not).
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(_) => {
+            match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(
+                    Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOSPC | Errno::EDQUOT,
+                ) => return Ok(None),
+                Err(e) => return Err(Error::io(format!("mkdir {}", path.display()), e)),
+            }
+            open().map_err(|e| open_error(path, e))?
         }
-        Err(e) => return Err(Error::io(format!("mkdir {}", path.display()), e)),
-    }
-    let fd = nix::fcntl::openat(parent, name, DIR_FLAGS, Mode::empty())
-        .map_err(|e| open_error(path, e))?;
+    };
     check(&fd, path, uid, Access::Private)?;
     Ok(Some(fd))
 }
