@@ -20,7 +20,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -45,10 +44,11 @@ pub fn resolve(name: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
     path.as_bytes().split(|&b| b == b':').find_map(|dir| {
         let dir = if dir.is_empty() { b"." } else { dir };
         let candidate = Path::new(OsStr::from_bytes(dir)).join(name);
-        let md = std::fs::metadata(&candidate).ok()?;
-        let executable = md.is_file() && md.permissions().mode() & 0o111 != 0;
+        // A regular file we may execute (access(2) also wants an x bit,
+        // root included).
+        let file = std::fs::metadata(&candidate).ok()?.is_file();
         let allowed = nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok();
-        (executable && allowed)
+        (file && allowed)
             .then(|| std::fs::canonicalize(&candidate).ok())
             .flatten()
     })
@@ -109,6 +109,7 @@ pub fn forget(dir: &RunDir, ident: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("pfi-interp-{tag}-{}", std::process::id()));
