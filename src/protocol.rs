@@ -71,6 +71,12 @@ pub const OFFER_VAR: &str = "PREFORK_INTERP_EXT";
 /// The name of extension `call1` (§6).
 pub const CALL1: &str = "call1";
 
+/// Extension `inplace1` (protocol.md §7): announced by the client in the
+/// first word of `PREFORK_INTERP`, answered by the setup process with a
+/// greeting whose payload is this name; the setup process then runs the
+/// first call itself.
+pub const INPLACE1: &str = "inplace1";
+
 /// Is this `NAME=value` entry reserved for protocol extensions?
 pub fn is_reserved_env(entry: &[u8]) -> bool {
     entry.starts_with(RESERVED_ENV_PREFIX)
@@ -96,13 +102,21 @@ pub struct SetupEnv {
     pub watchi: RawFd,
     /// Read end of the watcher's stdout/stderr (non-blocking).
     pub watche: RawFd,
+    /// The client announced `inplace1` (protocol.md §7): the setup process
+    /// may run the first call itself.
+    pub in_place: bool,
 }
 
 impl SetupEnv {
     /// The value to put in `PREFORK_INTERP`.
     pub fn format(&self) -> String {
+        let in_place = if self.in_place {
+            format!(",{INPLACE1}")
+        } else {
+            String::new()
+        };
         format!(
-            "v1,{}.{:09} {},{},{},{}",
+            "v1,{}.{:09}{in_place} {},{},{},{}",
             self.stamp_secs, self.stamp_nsecs, self.listen, self.call, self.watchi, self.watche
         )
     }
@@ -131,6 +145,7 @@ impl SetupEnv {
             return Err(bad("timestamp nanoseconds are not 9 digits"));
         }
         let stamp_nsecs: u32 = nsecs.parse().map_err(|_| bad("bad timestamp"))?;
+        let in_place = items.any(|item| item == INPLACE1.as_bytes());
         let mut fd_items = fds.split(|&b| b == b',');
         let mut next_fd = |name: &str| -> Result<RawFd> {
             let item = fd_items
@@ -149,6 +164,7 @@ impl SetupEnv {
             call: next_fd("CALL")?,
             watchi: next_fd("WATCHI")?,
             watche: next_fd("WATCHE")?,
+            in_place,
         })
     }
 }
@@ -633,12 +649,19 @@ pub struct Call {
     sock: UnixStream,
 }
 
-/// What a server sent in its greeting besides the magic (always empty from
-/// our libraries and from 7.0.0's Perl library).
+/// What a server sent in its greeting besides the magic: empty, or
+/// `inplace1` from a setup process running the first call (protocol.md §7).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Greeting {
     /// The greeting payload.
     pub extra: Vec<u8>,
+}
+
+impl Greeting {
+    /// Is this the greeting of a setup process running the call in place?
+    pub fn in_place(&self) -> bool {
+        self.extra == INPLACE1.as_bytes()
+    }
 }
 
 fn write_all_nosignal(sock: &UnixStream, mut buf: &[u8], what: &str) -> Result<()> {
@@ -747,6 +770,15 @@ impl Call {
         write_all_nosignal(&self.sock, &GREETING_V1, "send greeting")
     }
 
+    /// Step 1 of the first call run in place (extension `inplace1`,
+    /// protocol.md §7): the greeting whose payload names the extension.
+    pub fn send_in_place_greeting(&mut self) -> Result<()> {
+        let mut greeting = GREETING_MAGIC.to_vec();
+        greeting.extend_from_slice(&(INPLACE1.len() as u32).to_be_bytes());
+        greeting.extend_from_slice(INPLACE1.as_bytes());
+        write_all_nosignal(&self.sock, &greeting, "send greeting")
+    }
+
     // --- extension call1, both sides ---------------------------------------
 
     /// Send one frame (§6.2).
@@ -842,8 +874,15 @@ mod tests {
             call: 4,
             watchi: 6,
             watche: 7,
+            in_place: false,
         };
         assert_eq!(e.format(), "v1,1700000000.000000005 3,4,6,7");
+        assert_eq!(SetupEnv::parse(e.format().as_bytes()).unwrap(), e);
+        let e = SetupEnv {
+            in_place: true,
+            ..e
+        };
+        assert_eq!(e.format(), "v1,1700000000.000000005,inplace1 3,4,6,7");
         assert_eq!(SetupEnv::parse(e.format().as_bytes()).unwrap(), e);
     }
 

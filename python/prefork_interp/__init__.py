@@ -134,7 +134,7 @@ def initialisation_complete(
 
     import __main__
 
-    from ._executor import ScriptState, become_executor
+    from ._executor import ScriptState, become_executor, prepare_in_place
     from ._log import Log
     from ._protocol import parse_setup_env
     from ._server import serve
@@ -152,6 +152,8 @@ def initialisation_complete(
     state = ScriptState.capture()
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
     call = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
-    # Only executors get here.
+    # Only executors, and a setup process running the first call, get here.
     _completed = True
+    if call.in_place:
+        prepare_in_place(call)
     become_executor(call, state, log, opts.fast_exit)

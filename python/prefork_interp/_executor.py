@@ -21,6 +21,7 @@ import io
 import locale
 import os
 import resource
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, cast
@@ -29,8 +30,8 @@ from . import _fastexit
 from ._intake import Call
 from ._log import Log
 from ._protocol import RLIM_INFINITY, Attributes, env_mapping
-from ._proc import close_quietly, set_c_environment
-from ._signals import ScriptSignals
+from ._proc import close_quietly, die_with_parent, set_c_environment
+from ._signals import ScriptSignals, block_all
 
 #: Locales the interpreter coerces a "C" LC_CTYPE to (PEP 538), in order;
 #: stdio in these uses surrogateescape.
@@ -343,6 +344,17 @@ def _apply_environment(entries: List[bytes]) -> None:
     set_c_environment(entries)
     shared.clear()
     shared.update(data)
+
+
+def prepare_in_place(call: Call) -> None:
+    """Make the setup process, about to run the first call in place
+    (protocol.md section 7), what :func:`become_executor` expects: every
+    signal blocked and the call's socket closed.  It stays in its process
+    group, the caller's, as a direct run does, and gets SIGINT (what a
+    monitor sends on a hang-up) if the client dies."""
+    block_all()
+    call.sock.close()
+    die_with_parent(os.getppid(), signal.SIGINT)
 
 
 def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -> None:

@@ -37,7 +37,7 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 from ._log import Log
 from ._proc import close_quietly
-from ._protocol import Attributes, Handshake, PeerGone, ProtocolError, Request, send_greeting
+from ._protocol import Attributes, Handshake, PeerGone, ProtocolError, Request, send_greeting, send_in_place_greeting
 
 #: Connections the server holds at once, handshaking or complete.
 MAX_HELD = 64
@@ -74,6 +74,9 @@ class Call:
     #: For the first call only: the first caller's stderr, where its
     #: monitor logs (design.md section 2), or None.
     stderr: Optional[int] = None
+    #: Run in place by the setup process (protocol.md section 7), not by
+    #: an executor of the server.
+    in_place: bool = False
 
     def close_fds(self) -> None:
         """Close the received fds and ``stderr`` (not the socket)."""
@@ -224,3 +227,33 @@ class Intake:
         self.drop_pending()
         while self.waiting:
             self.waiting.popleft().close()
+
+
+def take_in_place(sock: socket.socket, log: Log) -> Call:
+    """The setup process runs the first call itself (extension inplace1,
+    protocol.md section 7): greet the client on CALL and read the call's
+    handshake, waiting at most :data:`REQUEST_TIMEOUT`.
+
+    Never returns half done: a client that hangs up or breaks the protocol
+    gets its message on stderr (the caller's) and the process ends with
+    status 127.
+    """
+    handshake = Handshake(sock)
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    try:
+        send_in_place_greeting(sock)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while not handshake.advance():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(f"no complete request within {REQUEST_TIMEOUT:g} s")
+            poller.poll(left * 1000)
+    except (PeerGone, ProtocolError, OSError) as e:
+        handshake.close_fds()
+        try:
+            os.write(2, f"{log.script}: prefork: error: taking the first call in: {e}\n".encode(errors="replace"))
+        finally:
+            os._exit(127)
+    assert handshake.request is not None
+    return Call(sock, handshake.stdio, handshake.request, handshake.attrs, handshake.extra_fds, in_place=True)

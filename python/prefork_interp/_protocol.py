@@ -129,8 +129,12 @@ EXT_ENV_PREFIX = b"PREFORK_INTERP_EXT"
 #: is a comma-separated list of names (protocol.md section 6.1).
 EXT_ENV_NAME = b"PREFORK_INTERP_EXT"
 
-#: The one extension defined so far (protocol.md section 6).
+#: The per-call extension (protocol.md section 6).
 CALL1 = "call1"
+
+#: The extension announced in ``PREFORK_INTERP``, and the payload of the
+#: greeting that takes it up (protocol.md section 7).
+INPLACE1 = b"inplace1"
 
 #: Extension frames (protocol.md section 6.2): 4-byte tag, u32 BE length.
 _FRAME_HEADER = struct.Struct(">4sI")
@@ -193,6 +197,9 @@ class SetupInfo:
     call_fd: int
     watchi_fd: int
     watche_fd: int
+    #: The client announced ``inplace1``: the setup process runs the first
+    #: call itself (protocol.md section 7).
+    in_place: bool = False
 
 
 def _parse_uint(item: bytes, what: str) -> int:
@@ -232,7 +239,7 @@ def parse_setup_env(value: bytes) -> SetupInfo:
         _parse_uint(item, name)
         for item, name in zip(fds, ("LISTEN fd", "CALL fd", "WATCHI fd", "WATCHE fd"))
     )
-    return SetupInfo(stamp_ns, listen, call, watchi, watche)
+    return SetupInfo(stamp_ns, listen, call, watchi, watche, INPLACE1 in version[2:])
 
 
 # ---------------------------------------------------------------------------
@@ -312,6 +319,12 @@ def send_greeting(sock: socket.socket) -> None:
     """Protocol step 1, at once after accept, without blocking.  Raises
     :class:`PeerGone` if the client has gone."""
     _send_now(sock, GREETING, "the greeting")
+
+
+def send_in_place_greeting(sock: socket.socket) -> None:
+    """Step 1 of the first call run in place (extension ``inplace1``,
+    protocol.md section 7): the greeting whose payload names it."""
+    _send_now(sock, GREETING[:4] + U32_BE.pack(len(INPLACE1)) + INPLACE1, "the greeting")
 
 
 # ---------------------------------------------------------------------------

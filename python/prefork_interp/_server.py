@@ -46,7 +46,7 @@ import socket
 import time
 from typing import Dict, Iterable, Optional
 
-from ._intake import Call, Intake
+from ._intake import Call, Intake, take_in_place
 from ._log import Log
 from ._monitor import become_monitor
 from ._options import Options
@@ -317,12 +317,21 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
     every process but an executor ends in ``os._exit``.
     """
     listen = _adopt_socket(setup.listen_fd, "LISTEN", listening=True)
-    call = _adopt_socket(setup.call_fd, "CALL", listening=False)
+    first: Optional[socket.socket] = _adopt_socket(setup.call_fd, "CALL", listening=False)
     _check_open(setup.watchi_fd, "WATCHI")
     _check_open(setup.watche_fd, "WATCHE")
     if fork() != 0:
+        if setup.in_place:
+            # Setup [2]: run the first call here (protocol.md section 7).
+            listen.close()
+            close_quietly((setup.watchi_fd, setup.watche_fd))
+            assert first is not None
+            return take_in_place(first, log)
         # Setup [2]: the client waits for this exit, then for the greeting.
         os._exit(0)
+    if setup.in_place and first is not None:
+        first.close()
+        first = None
     server_pid = os.getpid()
     code = 127
     server: Optional[_Server] = None
@@ -333,7 +342,8 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         server = _Server(setup, opts, log, listen, watch)
         # The first call is taken in like an accepted one; its monitor logs
         # to the first caller's stderr (our fd 2 until now, design.md 2).
-        server.intake.take(call, stderr=_dup_quietly(2))
+        if first is not None:
+            server.intake.take(first, stderr=_dup_quietly(2))
         log.to_stderr = False
         redirect_stdio_to_devnull()
         if no_inotify is not None:

@@ -27,7 +27,7 @@ const ACCEPT_WAIT: Duration = Duration::from_millis(200);
 
 /// Make the call: returns the executor's raw wait status.
 pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u32> {
-    let mut forwarder = Forwarder::install(caller.mask)?;
+    let mut forwarder = Forwarder::install(caller.mask, false)?;
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
     super::debug(|| "request sent".into());

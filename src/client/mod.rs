@@ -29,6 +29,7 @@ mod caller;
 pub mod cli;
 pub mod exit_status;
 pub mod identity;
+mod in_place;
 mod interpreter;
 mod peer;
 pub mod rundir;
@@ -52,6 +53,7 @@ use nix::sys::stat::Mode as FileMode;
 use self::cli::{Command, Mode, Parsed};
 use self::exit_status::Outcome;
 use self::identity::{DevIno, Host};
+use self::in_place::SetupAnswer;
 use self::rundir::{Lock, RunDir};
 use self::spawn::SetupFds;
 use crate::error::{Error, Result, report};
@@ -107,7 +109,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
     let run_dir = RunDir::open()?;
     let mut names = Names::for_command(cmd, &run_dir)?;
-    let call = loop {
+    let (call, in_place) = loop {
         debug(|| format!("socket {}", run_dir.shown(&names.socket)));
         let existing = match cmd.mode {
             Mode::Normal => connect_existing(&run_dir, &names.socket)?,
@@ -119,7 +121,8 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
             None => under_lock(cmd, &run_dir, &names)?,
         };
         match started {
-            Started::Ready(call) => break call,
+            Started::Ready(call) => break (call, None),
+            Started::InPlace(call, pid) => break (call, Some(pid)),
             Started::Done(outcome) => return Ok(outcome),
             Started::Elsewhere => names = names.for_own_binary(),
         }
@@ -141,8 +144,11 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         args: wire_args(cmd),
         offer: Offer { call1: true },
     };
-    let status =
-        call::make_call(call, &request, &caller).map_err(|e| e.at(run_dir.shown(&names.socket)))?;
+    let status = match in_place {
+        None => call::make_call(call, &request, &caller),
+        Some(pid) => in_place::make_call(call, pid, &request, &caller),
+    }
+    .map_err(|e| e.at(run_dir.shown(&names.socket)))?;
     debug(|| format!("wait status 0x{status:x}"));
     Ok(exit_status::classify(status, "invocation"))
 }
@@ -324,6 +330,9 @@ fn connect_existing(dir: &RunDir, name: &str) -> Result<Option<Call>> {
 enum Started {
     /// A server greeted us: make the call.
     Ready(Call),
+    /// The setup process, our child with this pid, runs the call itself
+    /// (protocol.md §7): make the call with it.
+    InPlace(Call, libc::pid_t),
     /// The server under this name runs another interpreter binary: use
     /// the name with the caller's.
     Elsewhere,
@@ -390,12 +399,28 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     let pid = spawn::start_setup(&exec_args(cmd), stamp, &fds)?;
     drop(fds);
     debug(|| format!("setup process {pid} started"));
-    let status = sys::wait_raw(pid).map_err(|e| Error::io(format!("wait for setup [{pid}]"), e))?;
+    let mut call = Call::new(client_end);
+    let status = match in_place::wait_for_setup(&mut call, pid)? {
+        SetupAnswer::Greeted(greeting) if greeting.in_place() => {
+            debug(|| "the setup process runs the call in place".into());
+            return Ok(Started::InPlace(call, pid));
+        }
+        // A library without inplace1: its server greeted before its setup
+        // process exited; that exit is still the one to check.
+        SetupAnswer::Greeted(_) => {
+            let status =
+                sys::wait_raw(pid).map_err(|e| Error::io(format!("wait for setup [{pid}]"), e))?;
+            if status == 0 {
+                return Ok(Started::Ready(call));
+            }
+            status
+        }
+        SetupAnswer::Exited(status) => status,
+    };
     if status != 0 {
         debug(|| format!("setup failed, wait status 0x{status:x}"));
         return Ok(Started::Done(exit_status::classify(status as u32, "setup")));
     }
-    let mut call = Call::new(client_end);
     match call.read_greeting() {
         Ok(_) => Ok(Started::Ready(call)),
         Err(e) if e.is_peer_gone() => Err(Error::msg(

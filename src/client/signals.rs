@@ -88,8 +88,13 @@ pub struct Received {
 impl Forwarder {
     /// Block every forwarded signal and open the signalfd. From here until
     /// [`Forwarder::restore`] (or exit) no such signal acts on the client.
-    pub fn install(original: SigSet) -> Result<Forwarder> {
-        let set = sys::sigset_of(sys::all_signals().filter(|s| !NOT_FORWARDED.contains(s)));
+    /// With `children`, SIGCHLD is read from the signalfd too (never
+    /// forwarded: [`Forwarder::read`] returns it for the caller to wait).
+    pub fn install(original: SigSet, children: bool) -> Result<Forwarder> {
+        let set = sys::sigset_of(
+            sys::all_signals()
+                .filter(|&s| !NOT_FORWARDED.contains(&s) || (children && s == libc::SIGCHLD)),
+        );
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
             .map_err(|e| Error::io("block signals", e))?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)

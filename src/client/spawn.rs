@@ -188,7 +188,8 @@ pub struct SetupFds {
 }
 
 /// Fork the setup process, which execs the interpreter on the script with
-/// `PREFORK_INTERP` set. Returns its pid; the caller waits for it.
+/// `PREFORK_INTERP` set, announcing `inplace1` (protocol.md §7). Returns
+/// its pid; the caller waits for it.
 pub fn start_setup(
     exec_argv: &[OsString],
     stamp: (i64, u32),
@@ -201,6 +202,7 @@ pub fn start_setup(
         call: fds.call.as_raw_fd(),
         watchi: fds.watchi.as_raw_fd(),
         watche: fds.watche.as_raw_fd(),
+        in_place: true,
     };
     let argv = exec_argv
         .iter()
