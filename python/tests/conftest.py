@@ -18,9 +18,7 @@ REPO_ROOT = PACKAGE_ROOT.parent
 sys.path.insert(0, str(PACKAGE_ROOT))
 sys.path.insert(0, str(TESTS_DIR))
 
-from harness import Harness  # noqa: E402
-
-C_CLIENT = "/usr/bin/prefork-interp"
+from harness import C_CLIENT, Harness  # noqa: E402
 OUR_CLIENT = os.environ.get("PREFORK_INTERP_CLIENT") or str(REPO_ROOT / "target" / "release" / "prefork-interp")
 
 CLIENTS = {"c": C_CLIENT, "ours": OUR_CLIENT}

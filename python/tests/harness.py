@@ -64,10 +64,27 @@ def attributes(max_fd):
     }
 """
 
+#: The reference C client (chiark-utils-bin).
+C_CLIENT = "/usr/bin/prefork-interp"
+
+
+# Records "pid pgid server" for each call.  A served call runs in its
+# server's session (the server called setsid), so the server is the session
+# id; the first call of a new server runs in place, in the setup process
+# (protocol.md section 7), whose one child is then the server.
 RECORD_SNIPPET = """\
 if os.environ.get("PFI_TEST_RECORD"):
+    def _pfi_server():
+        for _p in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{_p}/stat") as _st:
+                    if int(_st.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                        return int(_p)
+            except (OSError, ValueError):
+                pass
+        return os.getsid(0)
     with open(os.environ["PFI_TEST_RECORD"], "a") as _f:
-        _f.write(f"{os.getpid()} {os.getpgid(0)} {os.getsid(0)}\\n")
+        _f.write(f"{os.getpid()} {os.getpgid(0)} {_pfi_server()}\\n")
 """
 
 
@@ -168,6 +185,9 @@ class Harness:
 
     def __init__(self, client: str, directory: Path) -> None:
         self.client = client
+        #: Ours runs the first call of a new server in place (protocol.md
+        #: section 7); the C client has the server serve it.
+        self.first_call_in_place = client != C_CLIENT
         self.dir = directory
         # Socket paths are limited to 108 bytes: a pytest tmp_path is too long.
         self.run_dir = Path(tempfile.mkdtemp(prefix="pfi-", dir="/tmp"))

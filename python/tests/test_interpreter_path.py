@@ -35,7 +35,8 @@ def test_each_path_gets_a_server_running_its_own_python(our_harness: Harness) ->
             which = i % 2
             exe, sid = call(which)
             assert exe == str(dirs[which] / "python3"), f"call {i} ran {exe}"
-            servers[which].add(sid)
+            if i >= 2:  # each PATH's first call runs in place, in our session
+                servers[which].add(sid)
         assert [len(s) for s in servers] == [1, 1], f"a server was restarted: {servers}"
         assert servers[0] != servers[1]
     finally:

@@ -199,8 +199,13 @@ def _program_env(run_dir: Path, sessions_file: Path, **extra: str) -> Dict[str, 
 
 
 def _warm(name: str, served: List[str], env: Dict[str, str], directory: Path, killers: List[List[str]]) -> None:
-    """Start the server; if that fails, stop whatever did start."""
-    warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
+    """Start the server; if that fails, stop whatever did start.  The first
+    call runs in place, in our session (protocol.md section 7): it records
+    no session; the second, served, records its server's."""
+    quiet = {k: v for k, v in env.items() if k != "PFI_SESSIONS"}
+    warm = subprocess.run([*served, "warm"], env=quiet, cwd=directory, capture_output=True, timeout=60)
+    if warm.returncode == 0:
+        warm = subprocess.run([*served, "warm"], env=env, cwd=directory, capture_output=True, timeout=60)
     if warm.returncode != 0:
         for argv in killers:
             subprocess.run(argv, env=env, cwd=directory, capture_output=True, timeout=30)
