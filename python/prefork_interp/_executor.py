@@ -21,7 +21,6 @@ import io
 import locale
 import os
 import resource
-import signal
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, cast
@@ -30,7 +29,7 @@ from . import _fastexit
 from ._intake import Call
 from ._log import Log
 from ._protocol import RLIM_INFINITY, Attributes, env_mapping
-from ._proc import close_quietly, die_with_parent, set_c_environment
+from ._proc import close_quietly, set_c_environment
 from ._signals import ScriptSignals, block_all
 
 #: Locales the interpreter coerces a "C" LC_CTYPE to (PEP 538), in order;
@@ -350,11 +349,10 @@ def prepare_in_place(call: Call) -> None:
     """Make the setup process, about to run the first call in place
     (protocol.md section 7), what :func:`become_executor` expects: every
     signal blocked and the call's socket closed.  It stays in its process
-    group, the caller's, as a direct run does, and gets SIGINT (what a
-    monitor sends on a hang-up) if the client dies."""
+    group, the caller's, as a direct run does; the client has already
+    asked the kernel to SIGINT it if the client dies."""
     block_all()
     call.sock.close()
-    die_with_parent(os.getppid(), signal.SIGINT)
 
 
 def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -> None:

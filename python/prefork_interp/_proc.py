@@ -123,15 +123,15 @@ class ChildWakeup:
         close_quietly((self.fd, self._write_fd))
 
 
-def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
-    """In a child of ``parent``: have the kernel send us ``sig`` when the
-    parent dies (``prctl(PR_SET_PDEATHSIG)``), then make sure it has not
-    died already (our parent would then be another process).
+def die_with_parent(parent: int) -> None:
+    """In a fork child of ``parent``: have the kernel SIGKILL us when the
+    parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), then make sure it
+    has not died already (our parent would then be another process).
 
     Returns only if both hold; otherwise ``os._exit(127)`` at once, so a
     child is never left running without the parent that answers for it.
     """
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 or os.getppid() != parent:
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
         os._exit(127)
 
 

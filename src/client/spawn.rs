@@ -221,8 +221,9 @@ pub fn start_setup(
     envp.push(CString::new(format!("{ENV_VAR}={}", env.format())).expect("no NUL"));
     let keep = [env.listen, env.call, env.watchi, env.watche];
 
+    let client = nix::unistd::getpid();
     match sys::fork_checked().map_err(|e| Error::io("fork setup", e))? {
-        Forked::Child => become_setup(&exec_argv[0], &argv, &envp, &keep),
+        Forked::Child => become_setup(client, &exec_argv[0], &argv, &envp, &keep),
         Forked::Parent(pid) => Ok(pid),
     }
 }
@@ -233,8 +234,23 @@ pub fn start_setup(
 /// (close-on-exec); the lock and the client's end of the first call are
 /// close-on-exec too. Before exec: fd 0 is /dev/null, fds 1 and 2 are the
 /// caller's stderr, and the `keep` fds are inherited by the interpreter.
-fn become_setup(interp: &OsString, argv: &[CString], envp: &[CString], keep: &[RawFd]) -> ! {
+/// The kernel sends it SIGINT if the `client` dies (`PR_SET_PDEATHSIG`
+/// survives exec): a setup process running the first call in place
+/// (protocol.md §7) then gets what a served call's group gets on a
+/// hang-up, and the library need not ask for it.
+fn become_setup(
+    client: nix::unistd::Pid,
+    interp: &OsString,
+    argv: &[CString],
+    envp: &[CString],
+    keep: &[RawFd],
+) -> ! {
     let prepared = (|| -> std::io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGINT)?;
+        if nix::unistd::getppid() != client {
+            // The client died before the line above: nobody waits for us.
+            sys::exit_now(127);
+        }
         sys::null_stdio(&[0])?;
         // SAFETY: fd 2 is the caller's stderr, open for our whole life
         // (ensure_stdio_open), and borrowed only for this call.
