@@ -137,7 +137,7 @@ def initialisation_complete(
     from ._executor import ScriptState, become_executor, prepare_in_place
     from ._log import Log
     from ._protocol import parse_setup_env
-    from ._server import serve
+    from ._setup import start
 
     setup = parse_setup_env(raw)
     if threading.current_thread() is not threading.main_thread():
@@ -151,7 +151,7 @@ def initialisation_complete(
     del os.environ[_ENV_NAME]
     state = ScriptState.capture()
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
-    call = serve(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
+    call = start(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
     # Only executors, and a setup process running the first call, get here.
     _completed = True
     if call.in_place:

@@ -46,12 +46,12 @@ import socket
 import time
 from typing import Dict, Iterable, Optional
 
-from ._intake import Call, Intake, take_in_place
+from ._intake import Call, Intake
 from ._log import Log
 from ._monitor import become_monitor
 from ._options import Options
 from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
-from ._protocol import ENV_NAME, PreforkError, SetupInfo
+from ._protocol import SetupInfo
 from ._reload import Watch
 from ._reload import files as reload_files
 
@@ -66,31 +66,6 @@ class _Quit(Exception):
         super().__init__(message)
         self.code = code
         self.drop_held = drop_held
-
-
-# ---------------------------------------------------------------------------
-# The fds from the client
-
-
-def _adopt_socket(fd: int, what: str, listening: bool) -> socket.socket:
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError as e:
-        raise PreforkError(f"{ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-        sock.detach()
-        raise PreforkError(f"{ENV_NAME}: {what} fd {fd} is not a Unix stream socket")
-    if listening and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        sock.detach()
-        raise PreforkError(f"{ENV_NAME}: {what} fd {fd} is not listening")
-    return sock
-
-
-def _check_open(fd: int, what: str) -> None:
-    try:
-        os.fstat(fd)
-    except OSError as e:
-        raise PreforkError(f"{ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
 
 
 def _dup_quietly(fd: int) -> Optional[int]:
@@ -308,30 +283,15 @@ class _Server:
         self._reap(block=True)
 
 
-def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log) -> Call:
-    """Become the server.  Returns only in an executor, with its call.
+def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log, first: bool) -> Call:
+    """Be the server.  Returns only in an executor, with its call.
 
-    On entry: the setup process, single-threaded, with the fds named in
-    ``setup``.  Problems with those fds raise :class:`PreforkError` here,
-    in the setup process; from the fork on, the setup process exits 0, and
-    every process but an executor ends in ``os._exit``.
+    On entry: the fork child of the setup process (``_setup``), with the
+    fds named in ``setup``, checked; ``first``: CALL is the first call's, to
+    take in (without ``inplace1``; with it, CALL is closed already).  Every
+    way out but an executor's return ends in ``os._exit``.
     """
-    listen = _adopt_socket(setup.listen_fd, "LISTEN", listening=True)
-    first: Optional[socket.socket] = _adopt_socket(setup.call_fd, "CALL", listening=False)
-    _check_open(setup.watchi_fd, "WATCHI")
-    _check_open(setup.watche_fd, "WATCHE")
-    if fork() != 0:
-        if setup.in_place:
-            # Setup [2]: run the first call here (protocol.md section 7).
-            listen.close()
-            close_quietly((setup.watchi_fd, setup.watche_fd))
-            assert first is not None
-            return take_in_place(first, log)
-        # Setup [2]: the client waits for this exit, then for the greeting.
-        os._exit(0)
-    if setup.in_place and first is not None:
-        first.close()
-        first = None
+    listen = socket.socket(fileno=setup.listen_fd)
     server_pid = os.getpid()
     code = 127
     server: Optional[_Server] = None
@@ -342,8 +302,8 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         server = _Server(setup, opts, log, listen, watch)
         # The first call is taken in like an accepted one; its monitor logs
         # to the first caller's stderr (our fd 2 until now, design.md 2).
-        if first is not None:
-            server.intake.take(first, stderr=_dup_quietly(2))
+        if first:
+            server.intake.take(socket.socket(fileno=setup.call_fd), stderr=_dup_quietly(2))
         log.to_stderr = False
         redirect_stdio_to_devnull()
         if no_inotify is not None:

@@ -1,0 +1,85 @@
+"""The setup process: check the fds the client passed, fork the server, and
+then either exit (the client makes the first call to the server) or, when
+the client announced ``inplace1``, run the first call here (protocol.md
+sections 1 and 7).
+
+This is the cold path: what runs here before the script goes on is the
+whole cost of a cold call over a direct run.  So it imports only C-level
+modules; the server's own modules are imported by the server, after the
+fork, and the first call's handshake code only when the call is taken.
+"""
+
+from __future__ import annotations
+
+import os
+
+import _socket
+
+from ._errors import PreforkError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
+
+    from ._intake import Call
+    from ._log import Log
+    from ._options import Options
+    from ._protocol import SetupInfo
+
+#: Shown in the messages about the fds (as ``_protocol.ENV_NAME``).
+_ENV_NAME = "PREFORK_INTERP"
+
+
+def _check_socket(fd: int, what: str, listening: bool) -> None:
+    """``fd`` must be an open Unix stream socket (listening, for LISTEN)."""
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError as e:
+        raise PreforkError(f"{_ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
+    try:
+        if sock.family != _socket.AF_UNIX or sock.type != _socket.SOCK_STREAM:
+            raise PreforkError(f"{_ENV_NAME}: {what} fd {fd} is not a Unix stream socket")
+        if listening and not sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
+            raise PreforkError(f"{_ENV_NAME}: {what} fd {fd} is not listening")
+    finally:
+        sock.detach()
+
+
+def _check_open(fd: int, what: str) -> None:
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        raise PreforkError(f"{_ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
+
+
+def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log) -> Call:
+    """Fork the server.  Returns only with a call to run in this process:
+    the first call, in place, or (in the server) a later one in an
+    executor.
+
+    On entry: the setup process, single-threaded, with the fds named in
+    ``setup``.  Problems with those fds raise :class:`PreforkError` here,
+    in the setup process; after the fork, the setup process either exits 0
+    or takes the first call in, and every process but an executor ends in
+    ``os._exit``.
+    """
+    _check_socket(setup.listen_fd, "LISTEN", listening=True)
+    _check_socket(setup.call_fd, "CALL", listening=False)
+    _check_open(setup.watchi_fd, "WATCHI")
+    _check_open(setup.watche_fd, "WATCHE")
+    from ._proc import fork
+
+    if fork() == 0:
+        from ._server import serve
+
+        if setup.in_place:
+            os.close(setup.call_fd)  # the setup process takes the first call
+        return serve(setup, opts, extra_files, log, first=not setup.in_place)
+    if not setup.in_place:
+        # The client waits for this exit, then for the greeting on CALL.
+        os._exit(0)
+    for fd in (setup.listen_fd, setup.watchi_fd, setup.watche_fd):
+        os.close(fd)
+    from ._intake import take_in_place
+
+    return take_in_place(_socket.socket(fileno=setup.call_fd), log)
