@@ -137,6 +137,10 @@ class Bench:
         self.notes.append(f"heavy Python imports: {', '.join(py_heavy) or 'none'}; "
                           f"heavy Perl modules: {', '.join(pl_heavy) or 'none'}")
 
+        # As an install does (pip, Debian packages): the package's bytecode is
+        # compiled once, whatever PYTHONDONTWRITEBYTECODE says here.
+        subprocess.run([py, "-m", "compileall", "-q", str(TOP / "python" / "prefork_interp")], check=True)
+
         rust = str(self.work / "exit_with")
         shutil.copy(TOP / "target" / "release" / "examples" / "exit_with", rust)
         s = {}
@@ -147,6 +151,8 @@ class Bench:
             s[f"{prefix}_pl_heavy"] = self.write(f"{prefix}_heavy.pl", pl_script(pl_heavy, False))
         s["ref_trivial"] = self.write("ref_trivial.pl", pl_script([], True))
         s["ref_heavy"] = self.write("ref_heavy.pl", pl_script(pl_heavy, True))
+        s["cold_ref_trivial"] = self.write("cold_ref_trivial.pl", pl_script([], True))
+        s["cold_ref_heavy"] = self.write("cold_ref_heavy.pl", pl_script(pl_heavy, True))
         s["par_py"] = self.write("par_trivial.py", py_script([]))
         s["par_pl"] = self.write("par_trivial.pl", pl_script([], False))
         s["par_ref"] = self.write("par_ref_trivial.pl", pl_script([], True))
@@ -168,6 +174,8 @@ class Bench:
             self.start(C_CLIENT, [interp[k], s[k]])
         for k in ("cold_py_trivial", "cold_py_heavy", "cold_pl_trivial", "cold_pl_heavy"):
             self.ours_servers.append([interp[k], s[k]])  # started by the cold runs
+        for k in ("cold_ref_trivial", "cold_ref_heavy"):
+            self.c_servers.append([interp[k], s[k]])
 
         runs = a.runs
         cold_runs, batch_runs, sleep_runs = max(3, runs // 5), max(3, runs // 10), max(3, runs // 20)
@@ -193,6 +201,10 @@ class Bench:
                 prepare.append("/bin/true")
                 cold_cmds.append((f"{lang} {kind}, cold", ours_cmd(k)))
                 prepare.append(f"{self.ours} --kill -U {interp[k]} {s[k]}")
+        for kind in ("trivial", "heavy"):
+            k = f"cold_ref_{kind}"
+            cold_cmds.append((f"Perl {kind}, C client + Proc::Prefork::Interp, cold", c_cmd(k)))
+            prepare.append(f"{C_CLIENT} --kill -U {interp[k]} {s[k]}")
         cold = self.hyperfine("cold first calls", cold_cmds, runs=cold_runs, warmup=1, prepare=prepare)
 
         # C: 8 parallel callers, N calls per batch.
@@ -274,6 +286,8 @@ class Bench:
                 bars = [("direct run", cold[f"{lang} {kind}, direct"]), ("cold first call", cold[f"{lang} {kind}, cold"]),
                         ("warm call (ours)", warm[f"{lang} {kind}, warm"])]
                 if lang == "Perl":
+                    bars.append(("cold first call, C client + Proc::Prefork::Interp",
+                                 cold[f"Perl {kind}, C client + Proc::Prefork::Interp, cold"]))
                     bars.append(("warm call, C client + Proc::Prefork::Interp",
                                  warm[f"Perl {kind}, C client + Proc::Prefork::Interp, warm"]))
                 groups.append((f"{lang} {kind}", bars))
@@ -284,6 +298,7 @@ class Bench:
 
 
 COLOURS = {"direct run": "#7f7f7f", "cold first call": "#d62728", "warm call (ours)": "#2ca02c",
+           "cold first call, C client + Proc::Prefork::Interp": "#ff9896",
            "warm call, C client + Proc::Prefork::Interp": "#1f77b4"}
 
 
