@@ -236,6 +236,9 @@ fn a_call_holds_no_protocol_fds() {
 #[test]
 fn processes_are_server_monitor_executor() {
     let f = Fixture::example("tree", "probe", Client::Ours);
+    // The first call runs in the setup process (protocol.md §7); the
+    // others are served.
+    assert_ok(&f.probe("ids", &["same"]));
     let a = f.probe("ids", &["same"]);
     let b = f.probe("ids", &["same"]);
     assert_ok(&a);
@@ -351,6 +354,8 @@ fn by_default_eight_callers_run_at_once() {
 fn caller_killed_mid_call_leaves_no_process() {
     for client in clients() {
         let f = Fixture::example("killed", "probe", client);
+        // A served call (our client runs the first one in place).
+        assert_ok(&f.probe("ids", &["same"]));
         let mut c = f.cmd(&["same", "30000"]);
         c.env("PROBE", "sleep");
         let mut child = f.spawn(c);
@@ -380,9 +385,7 @@ fn caller_killed_mid_call_leaves_no_process() {
 #[test]
 fn replacing_the_executable_reloads() {
     let f = Fixture::example("reload", "probe", Client::Ours);
-    let first = f.probe("ids", &["same"]);
-    assert_ok(&first);
-    let old = id(&first, "sid");
+    let old = start_probe_server(&f, f.cmd(&["same"]));
     assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
     // Install a new build the usual way: write a new file, rename it over;
     // dated in the past, as `tar`, `cp -p` or a package leave it.
@@ -396,6 +399,10 @@ fn replacing_the_executable_reloads() {
         .set_modified(y2000)
         .unwrap();
     std::fs::rename(&new, &f.prog).unwrap();
+    // The call starts a fresh server, and runs in its setup process.
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert!(ran_in_place(&out), "still the old server: {out:?}");
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
     let fresh = id(&out, "sid");
@@ -415,14 +422,17 @@ fn changing_an_extra_file_reloads() {
     let conf = f.dir.join("probe.conf");
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
-    let out = f.output(c);
-    assert_ok(&out);
-    let old = id(&out, "sid");
+    let old = start_probe_server(&f, c);
     assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
     std::fs::write(&conf, "changed").unwrap();
+    // A fresh server's first call: run in its setup process.
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
-    assert_ne!(id(&out, "sid"), old);
+    assert!(
+        ran_in_place(&out),
+        "the old server served the call: {out:?}"
+    );
+    assert_ne!(id(&f.probe("ids", &["same"]), "sid"), old);
 }
 
 /// Each way of changing a watched file that leaves its modification time
@@ -443,14 +453,17 @@ fn changes_with_old_modification_times_reload() {
     };
     touch_old(&conf);
     // Every call names the file: whichever starts a server sets it up.
-    let call = || {
+    let cmd = || {
         let mut c = f.cmd(&["same"]);
         c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
-        let out = f.output(c);
-        assert_ok(&out);
-        id(&out, "sid")
+        c
     };
-    let mut server = call();
+    let call = || {
+        let out = f.output(cmd());
+        assert_ok(&out);
+        out
+    };
+    let mut server = start_probe_server(&f, cmd());
     let changes: [(&str, &dyn Fn()); 3] = [
         // Rewritten in place, same size, the time set back.
         ("rewrite + touch -d", &|| {
@@ -474,9 +487,15 @@ fn changes_with_old_modification_times_reload() {
         }),
     ];
     for (what, change) in changes {
-        assert_eq!(call(), server, "{what}: warm");
+        assert_eq!(id(&call(), "sid"), server, "{what}: warm");
         change();
-        let now = call();
+        // A fresh server's first call runs in its setup process.
+        let out = call();
+        assert!(
+            ran_in_place(&out),
+            "{what}: the old server served the call: {out:?}"
+        );
+        let now = id(&call(), "sid");
         assert_ne!(now, server, "{what}: the old server served the call");
         server = now;
     }
@@ -486,24 +505,29 @@ fn changes_with_old_modification_times_reload() {
 fn idle_server_quits() {
     let f = Fixture::example("idle", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
-    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "300");
-    let out = f.output(c);
-    assert_ok(&out);
-    let old = id(&out, "sid");
+    // Idle time counts from the server's start: the first call, run in
+    // the setup process, is not the server's. Long enough for the second.
+    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "1000");
+    let old = start_probe_server(&f, c);
     assert!(
         wait_until(Duration::from_secs(10), || gone(old)),
         "server {old} did not time out"
     );
+    // A fresh server's first call: run in its setup process.
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
-    assert_ne!(id(&out, "sid"), old);
+    assert!(ran_in_place(&out), "{out:?}");
+    assert_ne!(id(&f.probe("ids", &["same"]), "sid"), old);
 }
 
 #[test]
 fn a_running_call_keeps_an_idle_server() {
     let f = Fixture::example("idle-busy", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "700");
+    start_probe_server(&f, c);
     let mut c = f.cmd(&["same", "1500"]);
-    c.env("PROBE", "sleep").env("PROBE_IDLE_MS", "700");
+    c.env("PROBE", "sleep");
     let out = f.output(c);
     assert_ok(&out);
     let server = id(&out, "sid");
@@ -544,9 +568,7 @@ fn bad_clients_do_not_block_real_callers() {
     c.env("PROBE", "ids")
         .env("PROBE_MAX_SERVERS", "2")
         .env("PROBE_REQUEST_MS", "300");
-    let out = f.output(c);
-    assert_ok(&out);
-    let server = id(&out, "sid");
+    let server = start_probe_server(&f, c);
     let sock = f.socket();
     let greeted = |s: &mut UnixStream| {
         let mut g = [0u8; 8];
@@ -585,9 +607,7 @@ fn bad_clients_do_not_block_real_callers() {
 #[test]
 fn kill_stops_the_server_and_its_calls_finish() {
     let f = Fixture::example("kill", "probe", Client::Ours);
-    let out = f.probe("ids", &["same"]);
-    assert_ok(&out);
-    let server = id(&out, "sid");
+    let server = start_probe_server(&f, f.cmd(&["same"]));
     let mut c = f.cmd(&["same", "500"]);
     c.env("PROBE", "sleep");
     let running = f.spawn(c);
@@ -729,9 +749,7 @@ fn lowest_free_fd(pid: i32) -> u64 {
 
 /// A probe server, idle (its first call's monitor reaped): its pid.
 fn idle_probe_server(f: &Fixture) -> i32 {
-    let out = f.probe("ids", &["same"]);
-    assert_ok(&out);
-    let server = id(&out, "sid");
+    let server = start_probe_server(f, f.cmd(&["same"]));
     assert!(
         wait_until(Duration::from_secs(5), || children(server).is_empty()),
         "server children: {:?}",
