@@ -90,14 +90,26 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
     } = fds;
     match sys::fork_checked().map_err(|e| Error::io("fork server", e))? {
         // The client waits for the setup process or a greeting on CALL:
-        // this greets it and runs the first call (protocol.md §7).
-        Forked::Parent(_) if env.in_place => {
+        // this greets it and runs the first call (protocol.md §7). The
+        // child in between only forks the server and exits: reaped here,
+        // so the program has no child of ours to see or to reap.
+        Forked::Parent(between) if env.in_place => {
             drop((listen, watchi, watche));
-            return Ok(in_place::run_first_call(call, opts, &program));
+            let invocation = in_place::run_first_call(call, opts, &program);
+            let _ = sys::wait_raw(between);
+            return Ok(invocation);
         }
         // The setup process's exit 0 says the server is up (or about to
         // be) and the first greeting will come.
         Forked::Parent(_) => sys::exit_now(0),
+        Forked::Child if env.in_place => match sys::fork_checked() {
+            Ok(Forked::Child) => {}
+            Ok(Forked::Parent(_)) => sys::exit_now(0),
+            Err(e) => {
+                Log::Stderr.err(&format!("fork server: {e}"));
+                sys::exit_now(127)
+            }
+        },
         Forked::Child => {}
     }
     // In place, the setup process answers on CALL: not ours to hold.
