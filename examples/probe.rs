@@ -15,6 +15,7 @@
 //! - `cat`: copy stdin to stdout, then write `to stderr` to stderr;
 //! - `fds`: `fd=N TARGET` for each open fd;
 //! - `exit N`; `signal N` (die of signal N); `exec PROG ARGS...`;
+//!   `panic` (panic in `main`: Rust's message on stderr, exit status 101);
 //! - `sleep MS [DIR]`: print `ids`, then, with DIR, create `DIR/PID` and
 //!   print `concurrent=N` (the files in DIR), sleep, remove the file;
 //! - `attrs`: what a process inherits from its caller: `umask=`, `nice=`,
@@ -143,6 +144,7 @@ fn main() {
             }
         }
         "exit" => std::process::exit(num(0) as i32),
+        "panic" => panic!("probe: panicking on purpose"),
         "signal" => {
             let sig = num(0) as libc::c_int;
             // Twice: Rust's runtime catches the first SIGSEGV or SIGBUS (to
