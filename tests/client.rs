@@ -920,3 +920,43 @@ fn each_path_gets_a_server_running_its_own_interpreter() {
         );
     }
 }
+
+#[test]
+fn a_late_accept_frame_still_turns_call1_on() {
+    // A busy server may answer the call1 offer after the client's 200 ms
+    // (protocol.md §6.1): its PFXA must still be taken as the accept, never
+    // read as a v1 status. This fake server answers after 400 ms.
+    use prefork_interp::protocol::{Attributes, Frame, GREETING_V1, recv_fd};
+    use std::io::Read;
+    let f = perl("late-pfxa");
+    std::fs::create_dir_all(&f.run_dir).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(f.run_dir.join("slate")).unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&GREETING_V1).unwrap();
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).unwrap();
+        for _ in 0..3 {
+            recv_fd(&conn).unwrap().expect("a stdio fd");
+        }
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut body).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        conn.write_all(&Frame::Accept(vec!["call1".into()]).encode())
+            .unwrap();
+        let mut head = [0u8; 8];
+        conn.read_exact(&mut head).unwrap();
+        assert_eq!(&head[..4], b"ATTR");
+        let mut attrs = vec![0u8; u32::from_be_bytes(head[4..].try_into().unwrap()) as usize];
+        conn.read_exact(&mut attrs).unwrap();
+        for _ in Attributes::decode_body(&attrs).unwrap().fds {
+            recv_fd(&conn).unwrap().expect("an extra fd");
+        }
+        conn.write_all(&Frame::Exit(42 << 8).encode()).unwrap();
+    });
+    let out = f.run_opts(&["-U", "-g", "late"], &["echo"]);
+    join_within(t, LIMIT);
+    assert_eq!(out.status.code(), Some(42), "{}", text(&out.stderr));
+}

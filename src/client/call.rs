@@ -7,7 +7,9 @@
 //!   ├─ first reply "PFXA": send ATTR + extra fds; forward signals;
 //!   │     STOP → stop ourselves like the script; EXIT → the status
 //!   ├─ first reply is a v1 status: the call is over
-//!   └─ nothing within ACCEPT_WAIT: a v1 server; signals act on us as in v1
+//!   └─ nothing within ACCEPT_WAIT: signals act on us as in v1 until the
+//!      first reply: a status (a v1 server), or a late PFXA (ours, busy),
+//!      from which on signals are forwarded again
 //! ```
 
 use std::os::fd::AsFd;
@@ -27,7 +29,9 @@ const ACCEPT_WAIT: Duration = Duration::from_millis(200);
 
 /// Make the call: returns the executor's raw wait status.
 pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u32> {
-    let mut forwarder = Forwarder::install(caller.mask, false)?;
+    // Some while signals are held for forwarding; None while they act on
+    // us as with a v1 server (no PFXA within ACCEPT_WAIT).
+    let mut forwarding = Some(Forwarder::install(caller.mask, false)?);
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
     super::debug(|| "request sent".into());
@@ -36,14 +40,23 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
     let mut held: Vec<Received> = Vec::new();
     let deadline = Instant::now() + ACCEPT_WAIT;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            super::debug(|| "no PFXA: a v1 server".into());
-            forwarder.restore(&held);
-            return call.read_status().map_err(monitor_gone);
-        }
-        let (sock_ready, sig_ready) = wait(&call, &forwarder, Some(left))?;
-        if sig_ready {
+        let (sock_ready, sig_ready) = match &forwarding {
+            Some(forwarder) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // A v1 server, or ours late under load: signals act on
+                    // us as with v1 until a reply says which it is.
+                    super::debug(|| "no PFXA yet: signals act as with a v1 server".into());
+                    if let Some(forwarder) = forwarding.take() {
+                        forwarder.restore(&std::mem::take(&mut held));
+                    }
+                    continue;
+                }
+                wait(&call, Some(forwarder), Some(left))?
+            }
+            None => wait(&call, None, None)?,
+        };
+        if sig_ready && let Some(forwarder) = &mut forwarding {
             held.extend(forwarder.read()?);
         }
         if sock_ready {
@@ -56,7 +69,9 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
             match buf.first_reply()? {
                 None => {}
                 Some(FirstReply::Status(status)) => {
-                    forwarder.restore(&held);
+                    if let Some(forwarder) = forwarding.take() {
+                        forwarder.restore(&held);
+                    }
                     return Ok(status);
                 }
                 Some(FirstReply::Accepted(names)) if names.iter().any(|n| n == CALL1) => break,
@@ -68,13 +83,18 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
             }
         }
     }
+    // A PFXA after ACCEPT_WAIT (a busy server): forward from now on.
+    let mut forwarder = match forwarding {
+        Some(forwarder) => forwarder,
+        None => Forwarder::install(caller.mask, false)?,
+    };
     super::debug(|| "extension call1 accepted".into());
     call.send_attributes(&caller.attrs, &caller.fds())?;
     for r in held {
         forward(&call, &mut forwarder, r)?;
     }
     loop {
-        let (sock_ready, sig_ready) = wait(&call, &forwarder, None)?;
+        let (sock_ready, sig_ready) = wait(&call, Some(&forwarder), None)?;
         if sig_ready {
             for r in forwarder.read()? {
                 forward(&call, &mut forwarder, r)?;
@@ -119,12 +139,16 @@ fn forward(call: &Call, forwarder: &mut Forwarder, r: Received) -> Result<()> {
     call.send_frame(&frame)
 }
 
-/// Poll the socket and the signalfd: which are readable.
-fn wait(call: &Call, forwarder: &Forwarder, timeout: Option<Duration>) -> Result<(bool, bool)> {
-    let mut fds = [
-        PollFd::new(call.as_fd(), PollFlags::POLLIN),
-        PollFd::new(forwarder.fd(), PollFlags::POLLIN),
-    ];
+/// Poll the socket and the signalfd, if any: which are readable.
+fn wait(
+    call: &Call,
+    forwarder: Option<&Forwarder>,
+    timeout: Option<Duration>,
+) -> Result<(bool, bool)> {
+    let mut fds = vec![PollFd::new(call.as_fd(), PollFlags::POLLIN)];
+    if let Some(forwarder) = forwarder {
+        fds.push(PollFd::new(forwarder.fd(), PollFlags::POLLIN));
+    }
     let timeout = match timeout {
         None => PollTimeout::NONE,
         // At least 1 ms: a zero timeout would make the wait a busy loop.
@@ -137,7 +161,7 @@ fn wait(call: &Call, forwarder: &Forwarder, timeout: Option<Duration>) -> Result
         Err(e) => return Err(Error::io("poll", e)),
     }
     let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-    Ok((ready(&fds[0]), ready(&fds[1])))
+    Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
 }
 
 fn monitor_gone(e: Error) -> Error {
