@@ -7,9 +7,11 @@
 //! once, and its handshake read here, without blocking, by
 //! [`Handshake`]; only a complete call gets a monitor, forked as soon as a
 //! slot is free. So an idle or slow connection costs other callers
-//! nothing: at most [`MAX_HELD`] connections are held, the oldest
-//! unfinished one is dropped for a newcomer, and an unfinished one is
-//! dropped after the request timeout.
+//! nothing: at most [`MAX_HELD`] handshakes are under way, the oldest idle
+//! one is dropped for a newcomer (one with bytes waiting never is), and an
+//! unfinished one is dropped after the request timeout. Complete calls
+//! wait for a slot, never dropped, up to [`MAX_WAITING`]; beyond the
+//! limits newcomers wait in the listen backlog.
 //!
 //! The state is one [`Server`] value; each turn of the loop waits for
 //! events and dispatches them to one small handler each. Quitting first
@@ -48,9 +50,17 @@ use crate::sys::{self, Forked};
 /// condition (out of fds, out of processes) does not spin the loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Most connections the server holds at once: handshaking, or complete
-/// and waiting for a slot (protocol.md §4.1).
+/// Most connections the server holds whose handshake is under way
+/// (protocol.md §4.1). At the limit, the oldest of them with nothing to
+/// read (idle, or slow) makes room for a newcomer; when every one has
+/// bytes waiting (a burst of real callers), the newcomer waits in the
+/// listen backlog until they are read.
 pub(super) const MAX_HELD: usize = 64;
+
+/// Most complete calls waiting for a slot. They are never dropped (their
+/// callers have sent everything and wait); beyond this many, newcomers
+/// wait in the listen backlog. Each holds its socket and the caller's fds.
+pub(super) const MAX_WAITING: usize = 1024;
 
 /// The protocol fds the server keeps.
 pub(super) struct ServerFds {
@@ -173,6 +183,28 @@ impl Server {
         self.handshakes.len() + self.ready.len()
     }
 
+    /// Room to take one more connection in: under both limits, or an idle
+    /// handshake to make room.
+    fn has_room(&self) -> bool {
+        self.ready.len() < MAX_WAITING
+            && (self.handshakes.len() < MAX_HELD || self.oldest_idle_handshake().is_some())
+    }
+
+    /// The oldest handshake with nothing to read (no bytes, no EOF): a
+    /// caller that has sent everything is never the one dropped.
+    fn oldest_idle_handshake(&self) -> Option<usize> {
+        let mut fds: Vec<PollFd<'_>> = self
+            .handshakes
+            .iter()
+            .map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if poll(&mut fds, PollTimeout::ZERO).is_err() {
+            return None;
+        }
+        fds.iter()
+            .position(|f| f.revents().is_none_or(|r| r.is_empty()))
+    }
+
     fn is_busy(&self) -> bool {
         self.held() != 0 || !self.monitors.is_empty()
     }
@@ -225,8 +257,7 @@ impl Server {
         };
         if let Some(f) = &self.fds {
             add(Source::Watcher, f.watche.as_fd());
-            // Room for one more, or an unfinished one to make room.
-            if self.held() < MAX_HELD || !self.handshakes.is_empty() {
+            if self.has_room() {
                 add(Source::Listener, f.listen.as_fd());
             }
         }
@@ -309,14 +340,18 @@ impl Server {
             return Next::Quit(Level::Info, why);
         }
         loop {
-            if self.held() >= MAX_HELD {
-                if self.handshakes.is_empty() {
+            if self.ready.len() >= MAX_WAITING {
+                return Next::Continue;
+            }
+            if self.handshakes.len() >= MAX_HELD {
+                // The oldest idle one makes room; none idle: the newcomer
+                // waits in the backlog while these are read.
+                let Some(idle) = self.oldest_idle_handshake() else {
                     return Next::Continue;
-                }
-                // The oldest unfinished connection makes room.
-                drop(self.handshakes.remove(0));
+                };
+                drop(self.handshakes.remove(idle));
                 self.log.debug(&format!(
-                    "{MAX_HELD} connections held: dropped the oldest unfinished one"
+                    "{MAX_HELD} handshakes under way: dropped the oldest idle one"
                 ));
             }
             let Some(fds) = &self.fds else {
