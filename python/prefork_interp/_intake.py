@@ -10,11 +10,14 @@ monitor is forked for it or it is dropped.
 3. the handshakes (``_protocol.Handshake``), read without blocking from the
    server's one poll loop as bytes arrive: a connection holds no monitor
    slot and no process until its handshake is complete;
-4. the limits: at most :data:`MAX_HELD` connections held at once; at the
-   limit a new one drops the oldest that has not finished its handshake,
-   and when every held one has finished, the server stops accepting
-   (:meth:`Intake.can_take`); a handshake not finished within
-   :data:`REQUEST_TIMEOUT` of the accept is dropped;
+4. the limits: at most :data:`MAX_HELD` handshakes under way; at the
+   limit a new connection drops the oldest one with nothing to read (idle
+   or slow: one whose bytes are waiting, a real caller the server has not
+   got to, is never dropped), and when none is idle, or
+   :data:`MAX_WAITING` complete calls wait, the server stops accepting
+   (:meth:`Intake.can_take`) and newcomers wait in the listen backlog; a
+   handshake not finished within :data:`REQUEST_TIMEOUT` of the accept is
+   dropped;
 5. complete calls, first in first out, until the server has a free slot
    (:meth:`Intake.next_call`); one whose caller hangs up meanwhile is
    dropped.
@@ -24,7 +27,7 @@ It never forks: the server forks a monitor for each :class:`Call` it takes.
 
 from __future__ import annotations
 
-__all__ = ["MAX_HELD", "REQUEST_TIMEOUT", "Call", "Intake", "peer_credentials"]
+__all__ = ["MAX_HELD", "MAX_WAITING", "REQUEST_TIMEOUT", "Call", "Intake", "peer_credentials"]
 
 import collections
 import os
@@ -39,8 +42,11 @@ from ._log import Log
 from ._proc import close_quietly
 from ._protocol import Attributes, Handshake, PeerGone, ProtocolError, Request, send_greeting, send_in_place_greeting
 
-#: Connections the server holds at once, handshaking or complete.
+#: Handshakes under way at once (protocol.md section 4.1).
 MAX_HELD = 64
+
+#: Complete calls waiting for a slot at once; they are never dropped.
+MAX_WAITING = 1024
 
 #: Seconds a connection has, from its accept, to finish its handshake (the
 #: request, and with call1 the attributes and extra fds).  A real client
@@ -121,9 +127,18 @@ class Intake:
         return len(self.pending) + len(self.waiting)
 
     def can_take(self) -> bool:
-        """Whether the server should accept: under the limit, or a handshake
-        under way that a new connection may displace."""
-        return len(self) < MAX_HELD or bool(self.pending)
+        """Whether the server should accept: under the limits, or an idle
+        handshake that a new connection may displace."""
+        return len(self.waiting) < MAX_WAITING and (len(self.pending) < MAX_HELD or self._oldest_idle() is not None)
+
+    def _oldest_idle(self) -> Optional[int]:
+        """The fd of the oldest handshake with nothing to read (no bytes, no
+        EOF), or None."""
+        poller = select.poll()
+        for fd in self.pending:
+            poller.register(fd, select.POLLIN)
+        readable = {fd for fd, _ in poller.poll(0)}
+        return next((fd for fd in self.pending if fd not in readable), None)
 
     def take(self, sock: socket.socket, stderr: Optional[int] = None) -> None:
         """A new connection (accepted, or the first call's CALL): check the
@@ -142,9 +157,11 @@ class Intake:
             self.log.warning(f"refused a call from uid {uid} (pid {pid}): only uid {self.uid} may call this server")
             pending.close()
             return
-        if len(self) >= MAX_HELD and self.pending:
-            self.log.debug(f"{MAX_HELD} connections held: dropping the oldest unfinished one")
-            self._drop(next(iter(self.pending)))
+        if len(self.pending) >= MAX_HELD:
+            idle = self._oldest_idle()
+            if idle is not None:
+                self.log.debug(f"{MAX_HELD} handshakes under way: dropping the oldest idle one")
+                self._drop(idle)
         try:
             send_greeting(sock)
         except PeerGone:
