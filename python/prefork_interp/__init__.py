@@ -78,6 +78,7 @@ def initialisation_complete(
     log_facility: "Union[int, str, None]" = syslog.LOG_USER,
     max_errors: int = 100,
     fast_exit: bool = True,
+    pool_size: int = 2,
 ) -> None:
     """Turn this script into a prefork server; return once per call.
 
@@ -117,13 +118,18 @@ def initialisation_complete(
     ``fast_exit``
         End each call without interpreter finalization, with the same exit
         status, atexit handlers and flushed stdio (default True).
+    ``pool_size``
+        Executors the server forks ahead of calls (default 2), so that no
+        fork is on a warm call's critical path; 0: fork each when its call
+        comes.  An idle spare costs little memory (its pages are shared
+        with the server) and no CPU.
 
     Raises :class:`PreforkError` (in the first call only) if prefork-interp
     set the process up wrongly, and RuntimeError if other threads are
     running: ``fork`` copies only the calling thread.
     """
     global _completed
-    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit)
+    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit, pool_size)
     if _completed:
         return
     raw = os.environb.get(_ENV_NAME.encode())
