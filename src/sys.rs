@@ -438,7 +438,8 @@ pub fn fork_checked() -> io::Result<Forked> {
 ///
 /// # Safety
 /// Nothing else may read or write the environment meanwhile: the process
-/// must be single-threaded (a fork child of our single-threaded server).
+/// must be single-threaded (a fork child of our single-threaded server, or
+/// the setup process running the first call, checked single-threaded).
 pub unsafe fn set_environ(entries: &[&'static std::ffi::CStr]) {
     unsafe extern "C" {
         static mut environ: *const *const libc::c_char;

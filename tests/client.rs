@@ -853,15 +853,32 @@ fn each_path_gets_a_server_running_its_own_interpreter() {
         std::fs::copy(&f.prog, d.join("pfi-probe")).unwrap();
     }
     let system_path = std::env::var("PATH").unwrap_or_default();
+    let call = |which: usize, probe: &str, args: &[&str]| {
+        let mut c = Command::new(OURS);
+        c.args(["-U", "pfi-probe", "same"]).args(args);
+        f.prepare(&mut c);
+        c.env("PROBE", probe)
+            .env("PATH", format!("{}:{system_path}", dirs[which].display()));
+        c
+    };
+    // The first call of each PATH starts its server and runs in its setup
+    // process (protocol.md §7): while it sleeps, that process shows the
+    // binary it runs.
+    for (which, dir) in dirs.iter().enumerate() {
+        let mut running = f.spawn(call(which, "sleep", &["1000"]));
+        let line = running.line();
+        let pid: i32 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe, dir.join("pfi-probe"), "first call of PATH {which}");
+        assert_ok(&running.finish());
+    }
     let mut servers: [Vec<i32>; 2] = [vec![], vec![]];
     for i in 0..10 {
         let which = i % 2;
-        let mut c = Command::new(OURS);
-        c.args(["-U", "pfi-probe", "same"]);
-        f.prepare(&mut c);
-        c.env("PROBE", "ids")
-            .env("PATH", format!("{}:{system_path}", dirs[which].display()));
-        let out = f.output(c);
+        let out = f.output(call(which, "ids", &[]));
         assert_ok(&out);
         let sid = id(&out, "sid");
         let exe = std::fs::read_link(format!("/proc/{sid}/exe")).unwrap();

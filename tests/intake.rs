@@ -17,14 +17,13 @@ use common::users::TempUser;
 use common::*;
 use prefork_interp::protocol::{Call, MAX_REQUEST_LEN};
 
-/// A probe server, started by one call: (its pid, its socket).
+/// A probe server, started by a call and called once more: (its pid, its
+/// socket).
 fn probe_server(f: &Fixture, max_servers: usize) -> (i32, std::path::PathBuf) {
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids")
         .env("PROBE_MAX_SERVERS", max_servers.to_string());
-    let out = f.output(c);
-    assert_ok(&out);
-    (id(&out, "sid"), f.socket())
+    (start_probe_server(f, c), f.socket())
 }
 
 /// The median of five timed real calls.

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,9 @@ fn a_call_holds_no_protocol_fds() {
 #[test]
 fn processes_are_server_monitor_executor() {
     let f = Fixture::example("tree", "probe", Client::Ours);
+    // The first call runs in the setup process (protocol.md §7); the
+    // others are served.
+    assert_ok(&f.probe("ids", &["same"]));
     let a = f.probe("ids", &["same"]);
     let b = f.probe("ids", &["same"]);
     assert_ok(&a);
@@ -263,6 +266,353 @@ fn processes_are_server_monitor_executor() {
         "server children: {:?}",
         children(server)
     );
+}
+
+// The first call runs in place (extension inplace1, protocol.md §7): our
+// client announces it, and the setup process, having forked the server,
+// takes the first call on itself instead of exiting.
+
+/// The words `pid= ppid= pgid= sid=` of a probe `ids` or `sleep` line.
+fn ids_of(line: &str) -> [i32; 4] {
+    ["pid", "ppid", "pgid", "sid"].map(|key| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+    })
+}
+
+/// This test process's session.
+fn our_session() -> i32 {
+    nix::unistd::getsid(None).unwrap().as_raw()
+}
+
+#[test]
+fn the_first_call_runs_in_the_setup_process() {
+    let f = Fixture::example("in-place", "probe", Client::Ours);
+    // The client leads its own process group, so the call's group can be
+    // told from this test's.
+    let mut c = f.cmd(&["same", "2000"]);
+    c.env("PROBE", "sleep").process_group(0);
+    let mut cold = f.spawn(c);
+    let client = cold.pid();
+    let [pid, ppid, pgid, sid] = ids_of(&cold.line());
+    // A direct run's place: the client's child, in its process group and
+    // session; not a session of its own.
+    assert_eq!(ppid, client, "the cold call's parent is the client");
+    assert_eq!(
+        pgid, client,
+        "the cold call is in the client's process group"
+    );
+    assert_eq!(
+        sid,
+        our_session(),
+        "the cold call is in the caller's session"
+    );
+    // It forked the server through a child that is already reaped: like a
+    // direct run, the program has no child it did not make.
+    assert_eq!(children(pid), [], "the cold call has a child of ours");
+    assert_ok(&cold.finish());
+    // The second call is served: in the server's session, leading its own
+    // group; the server, orphaned at birth, is nobody's child of ours.
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    let [pid, _, pgid, server] = ids_of(&text(&out.stdout));
+    assert_ne!(server, our_session());
+    assert_eq!(pgid, pid);
+    let (_, server_parent, _, _) = proc_stat(server).expect("server alive");
+    assert_ne!(
+        server_parent, client,
+        "the server is not the client's grandchild"
+    );
+    // And so is every later one.
+    let out = f.probe("ids", &["same"]);
+    assert_eq!(id(&out, "sid"), server);
+}
+
+/// Make the call `cmd()` makes twice on a fresh server: the first runs in
+/// place (the client's trace says so), the second is served. Both
+/// outputs, without the client's trace lines on stderr.
+fn cold_then_warm(f: &Fixture, cmd: impl Fn() -> Command) -> [std::process::Output; 2] {
+    let call = |in_place: bool| {
+        let mut c = cmd();
+        c.env("PREFORK_INTERP_DEBUG", "1");
+        let mut out = f.spawn(c).finish();
+        let err = text(&out.stderr);
+        let trace = |l: &&str| l.starts_with("prefork-interp[");
+        assert_eq!(
+            err.lines()
+                .filter(trace)
+                .any(|l| l.contains("runs the call in place")),
+            in_place,
+            "in place: {in_place}?\n{err}"
+        );
+        out.stderr = err
+            .lines()
+            .filter(|l| !trace(l))
+            .flat_map(|l| [l, "\n"])
+            .collect::<String>()
+            .into_bytes();
+        out
+    };
+    [call(true), call(false)]
+}
+
+#[test]
+fn a_cold_call_gets_what_a_warm_call_gets() {
+    // Exit status and stdout (exit_with), each code its own server.
+    let f = Fixture::example("in-place-same", "exit_with", Client::Ours);
+    for code in ["0", "3", "255"] {
+        let [cold, warm] = cold_then_warm(&f, || f.cmd(&[code, "hello", "world"]));
+        assert_eq!(cold.status.code(), Some(code.parse().unwrap()), "{cold:?}");
+        assert_eq!(text(&cold.stdout), "hello world\n");
+        assert_eq!(cold.stderr, b"");
+        assert_eq!(cold, warm, "exit {code}");
+    }
+    let f = Fixture::example("in-place-same", "probe", Client::Ours);
+    // Arguments, any bytes.
+    let args: Vec<OsString> = vec![
+        "args".into(),
+        OsString::from_vec(vec![0xff, b'x']),
+        "".into(),
+        "a b".into(),
+    ];
+    let [cold, warm] = cold_then_warm(&f, || {
+        let mut c = f.cmd(&args);
+        c.env("PROBE", "args");
+        c
+    });
+    assert_ok(&cold);
+    assert!(text(&cold.stdout).contains("arg=ff78\n"), "{cold:?}");
+    assert_eq!(cold, warm, "arguments");
+    // The environment: the caller's, not the setup process's (which had
+    // PREFORK_INTERP), without reserved entries.
+    let [cold, warm] = cold_then_warm(&f, || {
+        let mut c = f.cmd(&["env", "FOO", "PREFORK_INTERP_EXT_TEST", "PREFORK_INTERP"]);
+        c.env("PROBE", "env")
+            .env("FOO", "bar")
+            .env("PREFORK_INTERP_EXT_TEST", "x");
+        c
+    });
+    assert_eq!(
+        text(&cold.stdout),
+        "FOO=bar\nPREFORK_INTERP_EXT_TEST unset\nPREFORK_INTERP unset\n",
+        "{cold:?}"
+    );
+    assert_eq!(cold, warm, "environment");
+    // Stdio: the caller's stdin, stdout and stderr.
+    let [cold, warm] = cold_then_warm(&f, || {
+        let mut c = f.cmd(&["cat"]);
+        c.env("PROBE", "cat");
+        let input = f.dir.join("input");
+        std::fs::write(&input, "hello\nworld\n").unwrap();
+        c.stdin(std::fs::File::open(input).unwrap());
+        c
+    });
+    assert_eq!(text(&cold.stdout), "hello\nworld\n", "{cold:?}");
+    assert_eq!(text(&cold.stderr), "to stderr\n", "{cold:?}");
+    assert_eq!(cold, warm, "stdio");
+    // An extra fd, at its number, and the other attributes; none of the
+    // setup process's protocol fds.
+    let extra = std::fs::File::create(f.dir.join("extra")).unwrap();
+    let [cold, warm] = cold_then_warm(&f, || {
+        let mut c = f.cmd(&["attrs"]);
+        c.env("PROBE", "attrs");
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&extra);
+        // SAFETY: dup2 only, between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                libc::dup2(raw, 5);
+                Ok(())
+            });
+        }
+        c
+    });
+    assert_ok(&cold);
+    let fds: Vec<i32> = text(&cold.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fds=[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .map(|l| l.split(", ").filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(fds.contains(&5), "{cold:?}");
+    assert_eq!(cold, warm, "attributes and fds");
+}
+
+#[test]
+fn a_cold_call_killed_by_a_signal_gives_the_warm_calls_status() {
+    let f = Fixture::example("in-place-signal", "probe", Client::Ours);
+    // Without core files, as a direct run in these conditions.
+    let no_core = |c: &mut Command| {
+        // SAFETY: setrlimit only, between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                Ok(())
+            });
+        }
+    };
+    // Dying of a signal it raised, each signal its own server.
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL, libc::SIGSEGV] {
+        let arg = sig.to_string();
+        let [cold, warm] = cold_then_warm(&f, || {
+            let mut c = f.cmd(&[arg.as_str(), arg.as_str()]);
+            c.env("PROBE", "signal");
+            no_core(&mut c);
+            c
+        });
+        assert_eq!(cold.status.signal(), Some(sig), "{cold:?}");
+        assert!(!cold.status.core_dumped(), "{cold:?}");
+        assert_eq!(cold, warm, "signal {sig}");
+    }
+    // Killed from outside while it runs (a cold call, then a warm one).
+    for round in ["cold", "warm"] {
+        let mut c = f.cmd(&["killed", "30000"]);
+        c.env("PROBE", "sleep");
+        let mut call = f.spawn(c);
+        let [pid, _, _, sid] = ids_of(&call.line());
+        assert_eq!(sid == our_session(), round == "cold", "{round}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let out = call.finish();
+        assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{round}: {out:?}");
+    }
+}
+
+#[test]
+fn a_cold_call_is_interrupted_when_its_client_dies() {
+    let f = Fixture::example("in-place-orphan", "probe", Client::Ours);
+    let mut c = f.cmd(&["same", "30000"]);
+    c.env("PROBE", "sleep").process_group(0);
+    let mut cold = f.spawn(c);
+    let [pid, ppid, ..] = ids_of(&cold.line());
+    assert_eq!(ppid, cold.pid());
+    // As a monitor does when its caller goes: SIGINT (PR_SET_PDEATHSIG).
+    cold.kill();
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(pid)),
+        "the cold call outlived its client: {:?}",
+        proc_stat(pid)
+    );
+    // The server it started serves the next call.
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert_ne!(id(&out, "sid"), our_session(), "{out:?}");
+}
+
+/// The setup process of `f`'s probe as a client starts it, announcing
+/// `inplace1`, with `env` added: (it, the client's end of CALL, the write
+/// end of WATCHE, which the server quits on when it is closed).
+fn raw_setup(f: &Fixture, env: &[(&str, &str)]) -> (Running, UnixStream, std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let listen = std::os::unix::net::UnixListener::bind(f.dir.join("sock")).unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    // Close-on-exec: the setup process (and so the server) must hold only
+    // the ends named in PREFORK_INTERP.
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let (_watchi_r, watchi_w) = pipe();
+    let (watche_r, watche_w) = pipe();
+    let fds = [
+        listen.as_raw_fd(),
+        theirs.as_raw_fd(),
+        watchi_w.as_raw_fd(),
+        watche_r.as_raw_fd(),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut c = Command::new(&f.prog);
+    f.prepare(&mut c);
+    c.env(
+        "PREFORK_INTERP",
+        format!(
+            "v1,{}.{:09},inplace1 10,11,12,13",
+            now.as_secs(),
+            now.subsec_nanos()
+        ),
+    )
+    .envs(env.iter().copied())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: fcntl and dup2 only, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            // Out of the way first: a source may sit on a target number.
+            let mut high = [0; 4];
+            for (h, &fd) in high.iter_mut().zip(&fds) {
+                *h = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if *h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, &fd) in high.iter().enumerate() {
+                if libc::dup2(fd, 10 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let setup = Running::spawn(c, LIMIT);
+    drop((listen, theirs, watchi_w, watche_r));
+    (setup, ours, watche_w)
+}
+
+#[test]
+fn a_first_call_that_fails_its_handshake_ends_the_setup_process_with_127() {
+    let f = Fixture::example("in-place-fail", "probe", Client::Ours);
+    let in_place_greeting = b"PFI\n\0\0\0\x08inplace1";
+    let cases: [(&str, &[(&str, &str)]); 3] = [
+        ("hang-up", &[]),
+        ("bad byte", &[]),
+        ("timeout", &[("PROBE_REQUEST_MS", "300")]),
+    ];
+    for (case, env) in cases {
+        let (setup, mut call, watche) = raw_setup(&f, env);
+        call.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut greeting = [0u8; 16];
+        if let Err(e) = call.read_exact(&mut greeting) {
+            panic!("{case}: no greeting ({e}): {:?}", setup.finish());
+        }
+        assert_eq!(&greeting, in_place_greeting, "{case}");
+        let start = Instant::now();
+        match case {
+            "hang-up" => drop(call),
+            "bad byte" => call.write_all(&[1]).unwrap(),
+            _ => {}
+        }
+        let out = setup.finish();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(127), "{case}: {out:?}");
+        assert!(
+            err.starts_with("probe: prefork: taking the first call in: "),
+            "{case}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{case}: {err}");
+        if case == "timeout" {
+            // (Counted from just before the greeting we read.)
+            assert!(start.elapsed() >= Duration::from_millis(250), "{case}");
+            assert!(err.contains("within 300 ms"), "{err}");
+        }
+        // The server quits when its watcher's output closes.
+        drop(watche);
+        assert!(
+            wait_until(Duration::from_secs(5), || f.processes().is_empty()),
+            "{case}: {:?}",
+            f.processes()
+        );
+        std::fs::remove_file(f.dir.join("sock")).unwrap();
+    }
 }
 
 #[test]
@@ -351,6 +701,8 @@ fn by_default_eight_callers_run_at_once() {
 fn caller_killed_mid_call_leaves_no_process() {
     for client in clients() {
         let f = Fixture::example("killed", "probe", client);
+        // A served call (our client runs the first one in place).
+        assert_ok(&f.probe("ids", &["same"]));
         let mut c = f.cmd(&["same", "30000"]);
         c.env("PROBE", "sleep");
         let mut child = f.spawn(c);
@@ -380,9 +732,7 @@ fn caller_killed_mid_call_leaves_no_process() {
 #[test]
 fn replacing_the_executable_reloads() {
     let f = Fixture::example("reload", "probe", Client::Ours);
-    let first = f.probe("ids", &["same"]);
-    assert_ok(&first);
-    let old = id(&first, "sid");
+    let old = start_probe_server(&f, f.cmd(&["same"]));
     assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
     // Install a new build the usual way: write a new file, rename it over;
     // dated in the past, as `tar`, `cp -p` or a package leave it.
@@ -396,6 +746,10 @@ fn replacing_the_executable_reloads() {
         .set_modified(y2000)
         .unwrap();
     std::fs::rename(&new, &f.prog).unwrap();
+    // The call starts a fresh server, and runs in its setup process.
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    assert!(ran_in_place(&out), "still the old server: {out:?}");
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
     let fresh = id(&out, "sid");
@@ -415,14 +769,17 @@ fn changing_an_extra_file_reloads() {
     let conf = f.dir.join("probe.conf");
     let mut c = f.cmd(&["same"]);
     c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
-    let out = f.output(c);
-    assert_ok(&out);
-    let old = id(&out, "sid");
+    let old = start_probe_server(&f, c);
     assert_eq!(id(&f.probe("ids", &["same"]), "sid"), old);
     std::fs::write(&conf, "changed").unwrap();
+    // A fresh server's first call: run in its setup process.
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
-    assert_ne!(id(&out, "sid"), old);
+    assert!(
+        ran_in_place(&out),
+        "the old server served the call: {out:?}"
+    );
+    assert_ne!(id(&f.probe("ids", &["same"]), "sid"), old);
 }
 
 /// Each way of changing a watched file that leaves its modification time
@@ -443,14 +800,17 @@ fn changes_with_old_modification_times_reload() {
     };
     touch_old(&conf);
     // Every call names the file: whichever starts a server sets it up.
-    let call = || {
+    let cmd = || {
         let mut c = f.cmd(&["same"]);
         c.env("PROBE", "ids").env("PROBE_ALSO_CHECK", &conf);
-        let out = f.output(c);
-        assert_ok(&out);
-        id(&out, "sid")
+        c
     };
-    let mut server = call();
+    let call = || {
+        let out = f.output(cmd());
+        assert_ok(&out);
+        out
+    };
+    let mut server = start_probe_server(&f, cmd());
     let changes: [(&str, &dyn Fn()); 3] = [
         // Rewritten in place, same size, the time set back.
         ("rewrite + touch -d", &|| {
@@ -474,9 +834,15 @@ fn changes_with_old_modification_times_reload() {
         }),
     ];
     for (what, change) in changes {
-        assert_eq!(call(), server, "{what}: warm");
+        assert_eq!(id(&call(), "sid"), server, "{what}: warm");
         change();
-        let now = call();
+        // A fresh server's first call runs in its setup process.
+        let out = call();
+        assert!(
+            ran_in_place(&out),
+            "{what}: the old server served the call: {out:?}"
+        );
+        let now = id(&call(), "sid");
         assert_ne!(now, server, "{what}: the old server served the call");
         server = now;
     }
@@ -486,24 +852,29 @@ fn changes_with_old_modification_times_reload() {
 fn idle_server_quits() {
     let f = Fixture::example("idle", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);
-    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "300");
-    let out = f.output(c);
-    assert_ok(&out);
-    let old = id(&out, "sid");
+    // Idle time counts from the server's start: the first call, run in
+    // the setup process, is not the server's. Long enough for the second.
+    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "1000");
+    let old = start_probe_server(&f, c);
     assert!(
         wait_until(Duration::from_secs(10), || gone(old)),
         "server {old} did not time out"
     );
+    // A fresh server's first call: run in its setup process.
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
-    assert_ne!(id(&out, "sid"), old);
+    assert!(ran_in_place(&out), "{out:?}");
+    assert_ne!(id(&f.probe("ids", &["same"]), "sid"), old);
 }
 
 #[test]
 fn a_running_call_keeps_an_idle_server() {
     let f = Fixture::example("idle-busy", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE", "ids").env("PROBE_IDLE_MS", "700");
+    start_probe_server(&f, c);
     let mut c = f.cmd(&["same", "1500"]);
-    c.env("PROBE", "sleep").env("PROBE_IDLE_MS", "700");
+    c.env("PROBE", "sleep");
     let out = f.output(c);
     assert_ok(&out);
     let server = id(&out, "sid");
@@ -544,9 +915,7 @@ fn bad_clients_do_not_block_real_callers() {
     c.env("PROBE", "ids")
         .env("PROBE_MAX_SERVERS", "2")
         .env("PROBE_REQUEST_MS", "300");
-    let out = f.output(c);
-    assert_ok(&out);
-    let server = id(&out, "sid");
+    let server = start_probe_server(&f, c);
     let sock = f.socket();
     let greeted = |s: &mut UnixStream| {
         let mut g = [0u8; 8];
@@ -585,9 +954,7 @@ fn bad_clients_do_not_block_real_callers() {
 #[test]
 fn kill_stops_the_server_and_its_calls_finish() {
     let f = Fixture::example("kill", "probe", Client::Ours);
-    let out = f.probe("ids", &["same"]);
-    assert_ok(&out);
-    let server = id(&out, "sid");
+    let server = start_probe_server(&f, f.cmd(&["same"]));
     let mut c = f.cmd(&["same", "500"]);
     c.env("PROBE", "sleep");
     let running = f.spawn(c);
@@ -729,9 +1096,7 @@ fn lowest_free_fd(pid: i32) -> u64 {
 
 /// A probe server, idle (its first call's monitor reaped): its pid.
 fn idle_probe_server(f: &Fixture) -> i32 {
-    let out = f.probe("ids", &["same"]);
-    assert_ok(&out);
-    let server = id(&out, "sid");
+    let server = start_probe_server(f, f.cmd(&["same"]));
     assert!(
         wait_until(Duration::from_secs(5), || children(server).is_empty()),
         "server children: {:?}",

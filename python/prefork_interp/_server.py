@@ -283,8 +283,9 @@ class _Server:
 def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log, first: bool) -> Call:
     """Be the server.  Returns only in an executor, with its call.
 
-    On entry: the fork child of the setup process (``_setup``), with the
-    fds named in ``setup``, checked; ``first``: CALL is the first call's, to
+    On entry: the fork child (or, with ``inplace1``, grandchild) of the
+    setup process (``_setup``), already the leader of a session of its own,
+    with the fds named in ``setup``, checked; ``first``: CALL is the first call's, to
     take in (without ``inplace1``; with it, CALL is closed already).  Every
     way out but an executor's return ends in ``os._exit``.
     """
@@ -293,7 +294,6 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log,
     code = 127
     server: Optional[_Server] = None
     try:
-        os.setsid()
         log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
         server = _Server(setup, opts, log, listen, watch)

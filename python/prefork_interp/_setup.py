@@ -19,6 +19,7 @@ from ._errors import PreforkError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Iterable
 
     from ._intake import Call
@@ -69,11 +70,22 @@ def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
     _check_open(setup.watche_fd, "WATCHE")
     from ._proc import fork
 
-    if fork() == 0:
+    child = fork()
+    if child == 0:
+        if setup.in_place:
+            # A grandchild is the server, so that the first call, which
+            # goes on in this process, has no child of ours to see (its
+            # SIGCHLD, a wait() reaping it) and no zombie if the server
+            # quits first.  The child in between exits at once.
+            if fork() != 0:
+                os._exit(0)
+            os.close(setup.call_fd)  # the setup process takes the first call
+        try:
+            os.setsid()  # at once: no signal for the caller's group or terminal
+        except OSError:
+            os._exit(127)
         from ._server import serve
 
-        if setup.in_place:
-            os.close(setup.call_fd)  # the setup process takes the first call
         return serve(setup, opts, extra_files, log, first=not setup.in_place)
     if not setup.in_place:
         # The client waits for this exit, then for the greeting on CALL.
@@ -82,4 +94,8 @@ def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         os.close(fd)
     from ._intake import take_in_place
 
-    return take_in_place(_socket.socket(fileno=setup.call_fd), log)
+    sock: socket.socket = _socket.socket(fileno=setup.call_fd)  # type: ignore[assignment]
+    call = take_in_place(sock, log)
+    # The child in between has exited by now (it only forked): reap it.
+    os.waitpid(child, 0)
+    return call

@@ -70,18 +70,36 @@ C_CLIENT = "/usr/bin/prefork-interp"
 
 # Records "pid pgid server" for each call.  A served call runs in its
 # server's session (the server called setsid), so the server is the session
-# id; the first call of a new server runs in place, in the setup process
-# (protocol.md section 7), whose one child is then the server.
+# leader, running the same command line.  The first call of a new server
+# runs in place, in the setup process (protocol.md section 7), in our
+# session: its server is then the newest session leader running the same
+# command line (it may take a moment to get there).
 RECORD_SNIPPET = """\
 if os.environ.get("PFI_TEST_RECORD"):
     def _pfi_server():
-        for _p in os.listdir("/proc"):
+        import time
+        def cmdline(pid):
             try:
-                with open(f"/proc/{_p}/stat") as _st:
-                    if int(_st.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                        return int(_p)
-            except (OSError, ValueError):
-                pass
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
+        me = cmdline(os.getpid())
+        if cmdline(os.getsid(0)) == me:
+            return os.getsid(0)
+        for _ in range(500):
+            leaders = []
+            for p in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{p}/stat") as st:
+                        fields = st.read().rsplit(")", 1)[1].split()
+                    if int(p) != os.getpid() and int(fields[3]) == int(p) and cmdline(p) == me:
+                        leaders.append((int(fields[19]), int(p)))
+                except (OSError, ValueError):
+                    pass
+            if leaders:
+                return max(leaders)[1]
+            time.sleep(0.01)
         return os.getsid(0)
     with open(os.environ["PFI_TEST_RECORD"], "a") as _f:
         _f.write(f"{os.getpid()} {os.getpgid(0)} {_pfi_server()}\\n")

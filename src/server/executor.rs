@@ -1,5 +1,8 @@
 //! The executor (upstream part 4 step 9): the process that returns from
-//! `initialisation_complete` into the program, once per call.
+//! `initialisation_complete` into the program, once per call. It is a
+//! fork of the call's monitor ([`Role::Forked`]), or, for the first call
+//! with `inplace1`, the setup process itself ([`Role::InPlace`],
+//! protocol.md §7, `in_place.rs`).
 //!
 //! ```text
 //!   executor  fd0-2: the caller's (received with the request); with
@@ -9,13 +12,14 @@
 //!             environment: the caller's; with call1 its umask, rlimits,
 //!             nice value; signals: see `signals.rs`
 //!             process group: its own, the call's (the caller going away
-//!             SIGINTs it; SIGG frames signal it)
+//!             SIGINTs it; SIGG frames signal it); in place: the caller's
 //! ```
 //!
 //! The request body, as the server received it, becomes the executor's:
 //! its environment entries are the process's environment in place
 //! (`sys::set_environ`, one pointer each, no copy), and its arguments the
-//! invocation's. The executor dies with its monitor ([`die_with`]).
+//! invocation's. The executor dies with its monitor, and in place with the
+//! client ([`die_with`]).
 
 use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -36,14 +40,30 @@ use crate::sys;
 /// fds, each with its number in the caller.
 pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
 
-/// Die with the monitor: the kernel SIGKILLs us if it goes; if it has
-/// already gone (our parent is no longer `monitor`), go now.
-pub(super) fn die_with(monitor: Pid, log: Log) {
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+/// Which process takes the call on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A fresh fork of the call's monitor: it leads the call's own process
+    /// group (protocol.md §6.4 step 1), and a failure to arrange it is
+    /// logged where the monitor logs.
+    Forked,
+    /// The setup process running the first call in place (protocol.md
+    /// §7): it stays in its process group, the caller's, as a direct run
+    /// does, and a failure is reported on stderr, the caller's, since no
+    /// monitor will report a status.
+    InPlace,
+}
+
+/// Die with our parent, `parent`: the kernel sends us `sig` if it goes
+/// (the monitor's executor SIGKILL; in place, SIGINT, what a monitor would
+/// send when the caller goes away); if it has already gone (our parent is
+/// no longer `parent`), go now.
+pub(super) fn die_with(parent: Pid, sig: Signal, log: Log) {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(sig) {
         log.err(&Error::io("prctl(PR_SET_PDEATHSIG)", e).to_string());
         sys::exit_now(127);
     }
-    if nix::unistd::getppid() != monitor {
+    if nix::unistd::getppid() != parent {
         sys::exit_now(127);
     }
 }
@@ -61,8 +81,10 @@ pub(super) fn take_request(body: Vec<u8>) -> Invocation {
         .filter(|e| split_env(&e[..e.len() - 1]).is_some())
         .filter_map(|e| CStr::from_bytes_with_nul(e).ok())
         .collect();
-    // SAFETY: we are a fork child of the single-threaded monitor: no other
-    // thread can touch the environment.
+    // SAFETY: this process is single-threaded, so no other thread can
+    // touch the environment: it is a fork child of the single-threaded
+    // monitor, or (in place) the setup process, which become_server found
+    // to have one thread, and which has run nothing of the program since.
     unsafe { sys::set_environ(&entries) };
     let mut args = args
         .split(|&b| b == 0)
@@ -105,11 +127,13 @@ pub(super) fn split_env(entry: &[u8]) -> Option<(&OsStr, &OsStr)> {
 
 /// Become the executor and return the invocation to the program.
 ///
-/// On entry: a fresh fork of the monitor, the environment already the
-/// caller's; fds 0-2 the monitor's; `stdio` the caller's fds 0-2, `call`
-/// the call socket and the extension's fds, all close-on-exec. On failure
-/// to arrange the process, log and `_exit(127)`: the caller's client then
-/// exits 127.
+/// On entry: a fresh fork of the monitor ([`Role::Forked`]), or the setup
+/// process with every signal blocked ([`Role::InPlace`]); the environment
+/// already the caller's; fds 0-2 the monitor's (the setup process's);
+/// `stdio` the caller's fds 0-2, `call` the call socket and the
+/// extension's fds, all close-on-exec. Warnings go to `log`. On failure to
+/// arrange the process, report it (see [`Role`]) and `_exit(127)`: the
+/// caller's client then exits 127.
 pub(super) fn become_executor(
     stdio: [OwnedFd; 3],
     call: Call,
@@ -117,11 +141,15 @@ pub(super) fn become_executor(
     program: &Program,
     invocation: Invocation,
     log: Log,
+    role: Role,
 ) -> Invocation {
     let (attrs, extra) = extension.unwrap_or_default();
     let arranged = (|| -> std::io::Result<Vec<(RawFd, String)>> {
-        // protocol.md §6.4 step 1: lead the call's process group.
-        setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+        // protocol.md §6.4 step 1: lead the call's process group (in
+        // place: stay in the caller's, §7).
+        if role == Role::Forked {
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+        }
         // Fds 0-2 are open in the monitor, so the received fds are >= 3
         // and each dup2 makes a distinct copy without close-on-exec.
         let [stdin, stdout, stderr] = &stdio;
@@ -146,7 +174,11 @@ pub(super) fn become_executor(
             }
         }
         Err(e) => {
-            log.err(&Error::io("prepare the call's process", e).to_string());
+            let failed = match role {
+                Role::Forked => log,
+                Role::InPlace => Log::Stderr,
+            };
+            failed.err(&Error::io("prepare the call's process", e).to_string());
             sys::exit_now(127);
         }
     }

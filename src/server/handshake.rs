@@ -2,7 +2,10 @@
 //! (protocol.md §4.1): the greeting, then steps 2-4 (and, with `call1`,
 //! the accept frame, the `ATTR` frame and the caller's extra fds) as the
 //! bytes arrive, so a slow or idle connection holds no monitor and delays
-//! no other caller. Only a complete call gets a monitor.
+//! no other caller. Only a complete call gets a monitor. The setup process
+//! running the first call in place (protocol.md §7) reads the same
+//! handshake, after its own greeting, waiting for it
+//! ([`Handshake::complete_within`]).
 //!
 //! Each item is read exactly (never a byte past it), so an fd sent with the
 //! next byte is never read as plain data and lost. The request body grows
@@ -12,7 +15,9 @@
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::executor::Extension;
 use crate::error::{Error, Result};
@@ -71,12 +76,30 @@ pub(super) struct Handshake {
 impl Handshake {
     /// Greet a new connection (step 1) and start reading its handshake.
     pub(super) fn start(sock: UnixStream) -> Result<Handshake> {
-        sock.set_nonblocking(true)
-            .map_err(|e| Error::io("make a call's socket non-blocking", e))?;
-        let mut call = Call::new(sock);
+        let mut call = Self::nonblocking(sock)?;
         // Eight bytes on a new socket: they fit its empty buffer.
         call.send_greeting()?;
-        Ok(Handshake {
+        Ok(Self::greeted(call))
+    }
+
+    /// Greet the first call's socket with the `inplace1` greeting (the
+    /// setup process runs the call itself, protocol.md §7) and start
+    /// reading its handshake.
+    pub(super) fn start_in_place(sock: UnixStream) -> Result<Handshake> {
+        let mut call = Self::nonblocking(sock)?;
+        // Sixteen bytes on a socket nothing was sent on yet: they fit.
+        call.send_in_place_greeting()?;
+        Ok(Self::greeted(call))
+    }
+
+    fn nonblocking(sock: UnixStream) -> Result<Call> {
+        sock.set_nonblocking(true)
+            .map_err(|e| Error::io("make a call's socket non-blocking", e))?;
+        Ok(Call::new(sock))
+    }
+
+    fn greeted(call: Call) -> Handshake {
+        Handshake {
             call,
             accepted: Instant::now(),
             step: Step::Signal,
@@ -85,7 +108,7 @@ impl Handshake {
             body: Vec::new(),
             attrs: None,
             extra: Vec::new(),
-        })
+        }
     }
 
     /// Read what has arrived and go as far as it allows: true once the
@@ -220,6 +243,36 @@ impl Handshake {
             }
         }
         Ok(true)
+    }
+
+    /// Read the whole handshake, waiting for the bytes as they come (the
+    /// first call run in place, protocol.md §7): the complete call, or an
+    /// error if it is not complete within `timeout` of the greeting
+    /// (`Duration::ZERO`: no limit).
+    pub(super) fn complete_within(mut self, timeout: Duration) -> Result<Complete> {
+        let deadline = (!timeout.is_zero()).then(|| self.accepted + timeout);
+        while !self.advance()? {
+            let wait = match deadline {
+                None => PollTimeout::NONE,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::protocol(format!(
+                            "no complete request within {} ms",
+                            timeout.as_millis()
+                        )));
+                    }
+                    // Rounded up, so we do not wake a little early and spin.
+                    PollTimeout::try_from(left.as_millis().saturating_add(1))
+                        .unwrap_or(PollTimeout::MAX)
+                }
+            };
+            match poll(&mut [PollFd::new(self.as_fd(), PollFlags::POLLIN)], wait) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("wait for the request", e)),
+            }
+        }
+        self.into_complete()
     }
 
     /// The complete call (after [`Handshake::advance`] said so), its
@@ -360,6 +413,56 @@ mod tests {
         assert_eq!(got.umask, Some(0o27));
         assert_eq!(extra.len(), 1);
         assert_eq!(extra[0].0, 7);
+    }
+
+    #[test]
+    fn in_place_greeting_then_a_whole_call_read_blocking() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Call::new(a);
+        let h = Handshake::start_in_place(b).unwrap();
+        assert!(client.read_greeting().unwrap().in_place());
+        let req = Request {
+            env: vec![os("X=y")],
+            args: vec![os("interp"), os("arg")],
+            offer: Offer { call1: true },
+        };
+        let server = std::thread::spawn(move || h.complete_within(Duration::from_secs(10)));
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let d = devnull.as_fd();
+        client.send_request([d, d, d], &req).unwrap();
+        let mut accept = [0u8; 4];
+        std::io::Read::read_exact(&mut client.socket(), &mut accept).unwrap();
+        assert_eq!(&accept, b"PFXA");
+        client.send_attributes(&Attributes::default(), &[]).unwrap();
+        let done = server.join().unwrap().unwrap();
+        assert_eq!(Request::decode_body(&done.body).unwrap(), req);
+        assert!(done.extension.is_some());
+        // Blocking again, like a monitor's.
+        assert!(
+            !nix::fcntl::fcntl(&done.call, nix::fcntl::FcntlArg::F_GETFL)
+                .map(|f| nix::fcntl::OFlag::from_bits_truncate(f)
+                    .contains(nix::fcntl::OFlag::O_NONBLOCK))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_blocking_read_gives_up_after_the_timeout() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let h = Handshake::start_in_place(b).unwrap();
+        let e = h.complete_within(Duration::from_millis(50)).err().unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(e.to_string().contains("within 50 ms"), "{e}");
+        // The caller going away is not waited for.
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(a);
+        let h = Handshake::start_in_place(b);
+        let e = match h {
+            Ok(h) => h.complete_within(Duration::ZERO).err().unwrap(),
+            Err(e) => e,
+        };
+        assert!(e.is_peer_gone(), "{e}");
     }
 
     #[test]

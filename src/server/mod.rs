@@ -42,7 +42,9 @@
 //!
 //! ```text
 //!   setup ── the program as first started, runs until initialisation_complete
-//!     │ fork, then setup exits 0 (the client waits for that)
+//!     │ fork, then setup exits 0 (the client waits for that); or, when
+//!     │ the client announced inplace1, setup runs the first call itself
+//!     │ and returns from initialisation_complete (protocol.md §7)
 //!   server && ── setsid; stdio /dev/null; logs to syslog; accepts calls
 //!     │            of its own uid and reads their handshakes
 //!     │ fork per complete call (at most max_servers at once)
@@ -54,9 +56,11 @@
 //!
 //! Files, one concern each: `setup.rs` (the `PREFORK_INTERP` fds, the
 //! checks, daemonising), `serve.rs` (the server's event loop),
-//! `handshake.rs` (a call's handshake, read without blocking), `reload.rs` (is the program out of date?), `monitor.rs`
-//! (one call), `executor.rs` (the process that returns to the program,
-//! with the caller's attributes and fds), `signals.rs` (every signal
+//! `handshake.rs` (a call's handshake, read without blocking), `reload.rs`
+//! (is the program out of date?), `monitor.rs` (one call), `in_place.rs`
+//! (the first call, run by the setup process), `executor.rs` (the process
+//! that returns to the program, with the caller's attributes and fds),
+//! `signals.rs` (every signal
 //! disposition the server side sets, and the program's it restores),
 //! `child.rs` (waiting for a child by pidfd), `log.rs` (stderr or
 //! syslog).
@@ -79,6 +83,7 @@ use crate::error::Result;
 mod child;
 mod executor;
 mod handshake;
+mod in_place;
 mod log;
 mod monitor;
 mod reload;
@@ -259,8 +264,9 @@ impl Invocation {
         self.env.split(|&b| b == 0).filter_map(executor::split_env)
     }
 
-    /// True in a call served by a prefork server; false when the program
-    /// runs standalone (without `PREFORK_INTERP`).
+    /// True in a call made through prefork-interp (served by a prefork
+    /// server, or the first call, run by the setup process itself); false
+    /// when the program runs standalone (without `PREFORK_INTERP`).
     pub fn is_served(&self) -> bool {
         self.served
     }
@@ -296,7 +302,11 @@ impl Invocation {
 /// names, forks the server and exits 0 itself (so the first caller's
 /// client knows the server is up); the server serves calls until it quits
 /// (idle timeout, its socket removed or replaced, the program changed on
-/// disk), and each call's process returns from here. In that process fds
+/// disk), and each call's process returns from here. With our client
+/// (which announces the protocol extension `inplace1`), the setup process
+/// does not exit: it returns from here itself with the first call, as an
+/// executor would, staying in the caller's process group like a direct
+/// run; the server serves the calls after it. In that process fds
 /// 0, 1 and 2 are the caller's, the environment is the caller's
 /// (`std::env::var` sees it), SIGINT has its default action (the call is
 /// interrupted with SIGINT when the caller goes away), and the process

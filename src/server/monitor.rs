@@ -29,7 +29,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::unistd::{Pid, setpgid};
 
 use super::Invocation;
-use super::executor;
+use super::executor::{self, Role};
 use super::handshake::Complete;
 use super::log::Log;
 use super::signals::{self, Program};
@@ -70,10 +70,16 @@ fn serve_call(call: Complete, log: Log, program: &Program) -> Result<Invocation>
     match sys::fork_checked() {
         Ok(Forked::Child) => {
             drop(children);
-            executor::die_with(monitor, log);
+            executor::die_with(monitor, Signal::SIGKILL, log);
             let invocation = executor::take_request(body);
             Ok(executor::become_executor(
-                stdio, call, extension, program, invocation, log,
+                stdio,
+                call,
+                extension,
+                program,
+                invocation,
+                log,
+                Role::Forked,
             ))
         }
         Ok(Forked::Parent(pid)) => {

@@ -112,11 +112,12 @@ enum Next {
 
 impl Server {
     /// A server whose first call arrives on `first` (the socketpair the
-    /// client made).
+    /// client made), if it has one: not when the setup process runs the
+    /// first call in place (protocol.md §7).
     pub(super) fn new(
         fds: ServerFds,
         reload: ReloadCheck,
-        first: UnixStream,
+        first: Option<UnixStream>,
         opts: &Options,
         log: Log,
     ) -> Server {
@@ -136,7 +137,9 @@ impl Server {
             uid: nix::unistd::geteuid().as_raw(),
             log,
         };
-        server.take_in(first);
+        if let Some(first) = first {
+            server.take_in(first);
+        }
         server
     }
 

@@ -1,15 +1,17 @@
 //! The setup run's last steps (upstream part 3 steps 1-6): understand
 //! `PREFORK_INTERP`, check that forking is sound, take the four fds it
 //! names, then daemonise: fork and let the setup process exit, `setsid`,
-//! fork the first call's monitor, point stdio at `/dev/null`, and run the
-//! server loop.
+//! point stdio at `/dev/null`, take the first call in like an accepted
+//! one, and run the server loop. When the client announced `inplace1`
+//! (protocol.md §7), the setup process does not exit: it runs the first
+//! call itself (`in_place.rs`), and the server starts with no call.
 //!
 //! ```text
 //!   setup      fd0 /dev/null, fd1+2 the first caller's stderr,
 //!              LISTEN CALL WATCHI WATCHE (made close-on-exec here)
-//!     └ server       same fds; setsid; after forking the first monitor:
-//!                    CALL closed, fd0-2 /dev/null, syslog
-//!         └ monitor  (first call) fd0-2 as setup's, CALL only
+//!     └ server       same fds; setsid; fd0-2 /dev/null, syslog; CALL
+//!                    handed to the loop (in place: closed at once)
+//!         └ monitor  (first call) CALL only
 //! ```
 
 use std::fs::File;
@@ -27,7 +29,7 @@ use super::log::Log;
 use super::reload::ReloadCheck;
 use super::serve::{Server, ServerFds};
 use super::signals::{self, Program, SERVER_SIGNALS};
-use super::{Invocation, Options, monitor};
+use super::{Invocation, Options, in_place, monitor};
 use crate::error::{Error, Result};
 use crate::protocol::{ENV_VAR, SetupEnv};
 use crate::sys::{self, Forked};
@@ -46,7 +48,8 @@ struct Fds {
 }
 
 /// The setup run: check, take the fds and daemonise. Returns `Err` only
-/// in the setup process, before forking; `Ok` only in a call's executor.
+/// in the setup process, before forking; `Ok` only in a call's executor
+/// (in place: the setup process, running the first call).
 pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> {
     let env = SetupEnv::parse(value)?;
     let threads = sys::thread_count()
@@ -79,13 +82,44 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
     // Anything still buffered would be written again by every call.
     let _ = std::io::stdout().flush();
 
+    let Fds {
+        listen,
+        call,
+        watchi,
+        watche,
+    } = fds;
     match sys::fork_checked().map_err(|e| Error::io("fork server", e))? {
-        // The client waits for the setup process: its exit 0 says the
-        // server is up (or about to be) and the first greeting will come.
+        // The client waits for the setup process or a greeting on CALL:
+        // this greets it and runs the first call (protocol.md §7). The
+        // child in between only forks the server and exits: reaped here,
+        // so the program has no child of ours to see or to reap.
+        Forked::Parent(between) if env.in_place => {
+            drop((listen, watchi, watche));
+            let invocation = in_place::run_first_call(call, opts, &program);
+            let _ = sys::wait_raw(between);
+            return Ok(invocation);
+        }
+        // The setup process's exit 0 says the server is up (or about to
+        // be) and the first greeting will come.
         Forked::Parent(_) => sys::exit_now(0),
+        Forked::Child if env.in_place => match sys::fork_checked() {
+            Ok(Forked::Child) => {}
+            Ok(Forked::Parent(_)) => sys::exit_now(0),
+            Err(e) => {
+                Log::Stderr.err(&format!("fork server: {e}"));
+                sys::exit_now(127)
+            }
+        },
         Forked::Child => {}
     }
-    let (call, log) = become_detached_server(fds, reload, opts);
+    // In place, the setup process answers on CALL: not ours to hold.
+    let first = (!env.in_place).then_some(call);
+    let server_fds = ServerFds {
+        listen,
+        watchi,
+        watche,
+    };
+    let (call, log) = become_detached_server(server_fds, first, reload, opts);
     Ok(monitor::become_monitor(call, log, &program))
 }
 
@@ -93,37 +127,27 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
 /// monitor, with its call and where its messages go.
 ///
 /// On entry: fd 0 is /dev/null, fds 1 and 2 the first caller's stderr,
-/// `fds` the protocol fds. We become a session leader, put /dev/null on
-/// fds 0-2, log to syslog, and take the first call in on CALL as if it had
+/// `fds` and `first` (CALL, unless the setup process runs the first call)
+/// the protocol fds. We become a session leader, put /dev/null on fds
+/// 0-2, log to syslog, and take the first call in on CALL as if it had
 /// just been accepted.
-fn become_detached_server(fds: Fds, reload: ReloadCheck, opts: &Options) -> (Complete, Log) {
+fn become_detached_server(
+    fds: ServerFds,
+    first: Option<UnixStream>,
+    reload: ReloadCheck,
+    opts: &Options,
+) -> (Complete, Log) {
     let log = Log::Stderr;
     if let Err(e) = nix::unistd::setsid() {
         log.err(&format!("setsid: {}", e.desc()));
         sys::exit_now(127);
     }
-    let Fds {
-        listen,
-        call,
-        watchi,
-        watche,
-    } = fds;
     if let Err(e) = sys::null_stdio(&[0, 1, 2]) {
         log.err(&Error::io("put /dev/null on stdin, stdout and stderr", e).to_string());
         sys::exit_now(127);
     }
     let log = Log::open_syslog(opts.syslog);
-    let server = Server::new(
-        ServerFds {
-            listen,
-            watchi,
-            watche,
-        },
-        reload,
-        call,
-        opts,
-        log,
-    );
+    let server = Server::new(fds, reload, first, opts, log);
     (server.run(), log)
 }
 

@@ -675,6 +675,28 @@ pub fn id(out: &Output, key: &str) -> i32 {
         .unwrap_or_else(|| panic!("no {key}= in output {t:?}, stderr {}", text(&out.stderr)))
 }
 
+/// Did this probe call (`ids`, or the first line of `sleep`) run in place,
+/// in the setup process of the server it started (extension `inplace1`,
+/// protocol.md §7), rather than in a server? A call run in place is in
+/// its caller's session, this test's; a served call is in its server's.
+#[track_caller]
+pub fn ran_in_place(out: &Output) -> bool {
+    id(out, "sid") == nix::unistd::getsid(None).expect("getsid").as_raw()
+}
+
+/// Start a probe server with `first`, its first call (cold: with our
+/// client it runs in the setup process, not in the server, protocol.md
+/// §7), then make one warm `ids` call: the server's pid, which is that
+/// call's session.
+#[track_caller]
+pub fn start_probe_server(f: &Fixture, first: Command) -> i32 {
+    assert_ok(&f.output(first));
+    let warm = f.probe("ids", &["same"]);
+    assert_ok(&warm);
+    assert!(!ran_in_place(&warm), "the second call was cold: {warm:?}");
+    id(&warm, "sid")
+}
+
 /// Lower-case hex of some bytes.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
