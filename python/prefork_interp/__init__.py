@@ -9,17 +9,20 @@ A script run through ``prefork-interp`` does its slow initialisation
     prefork_interp.initialisation_complete()
     ...                                # runs once per call
 
-The first call turns the process into a server; every call, the first
-included, is then served by a fresh fork of it, which returns from
+The first call forks the server and, with our client, then runs itself in
+this very process (protocol.md section 7); every later call is served by a
+fork of the server made ahead of time, which returns from
 :func:`initialisation_complete` with the caller's arguments, environment and
 stdio, and whose exit status becomes the caller's.  Run directly (without
 prefork-interp), the script runs standalone: the call returns at once.
 
-Modules: ``_protocol`` (wire format), ``_server`` (daemon and poll loop),
-``_intake`` (connections until their monitors: peer check, handshakes, limits),
-``_reload`` (which files changed since the server started),
-``_monitor`` (one per call), ``_executor`` (the caller's process context),
-``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
+Modules: ``_protocol`` (wire format), ``_setup`` (the setup process, the
+first call in place), ``_server`` (daemon and poll loop), ``_intake``
+(connections until they run: peer check, handshakes, limits), ``_reload``
+(which files changed since the server started), ``_executors`` (spares
+forked ahead of calls, the watch over running calls), ``_executor`` (the
+caller's process context), ``_fastexit`` (exit without finalization),
+``_log``, ``_proc``.
 """
 
 __all__ = [

@@ -162,12 +162,15 @@ class _Running:
     """A call being served by executor ``pid`` (the monitor's part of
     protocol.md section 4, driven by the server's poll loop)."""
 
-    __slots__ = ("pid", "sock", "framed", "frames", "log")
+    __slots__ = ("pid", "sock", "listening", "framed", "frames", "log")
 
     def __init__(self, pid: int, sock: socket.socket, framed: bool, log: Log) -> None:
         self.pid = pid
         #: The call's socket; None once the caller has gone.
         self.sock: Optional[socket.socket] = sock
+        #: Still reading the client: not after its hang-up or a protocol
+        #: error (the call is then interrupted; its status is still sent).
+        self.listening = True
         #: Extension call1 is on: frames both ways, stops reported.
         self.framed = framed
         self.frames = FrameReader()
@@ -218,15 +221,20 @@ class _Running:
             self.log.warning(f"forwarding signal {sig}: {e}")
 
     def _hang_up(self) -> None:
-        """The caller is gone: SIGINT the call's group (upstream part 4
-        steps 12-14), SIGCONT it in case it is stopped; its death is reaped
-        as any other."""
+        """The caller is gone (or only half-closed its end): interrupt the
+        call and stop reading; its death is reaped as any other, and its
+        status still sent, in case the caller reads it."""
+        self._interrupt()
+        self.listening = False
+
+    def _interrupt(self) -> None:
+        """SIGINT the call's group (upstream part 4 steps 12-14), SIGCONT it
+        in case it is stopped."""
         for sig in (signal.SIGINT, signal.SIGCONT):
             try:
                 os.killpg(self.pid, sig)
             except ProcessLookupError:
                 pass
-        self._close()
 
     def stopped(self, sig: int) -> None:
         if self.framed and self.sock is not None:
@@ -365,7 +373,7 @@ class Executors:
     def register(self, poller: "select.poll") -> None:
         """Running calls' sockets, for frames and hang-ups."""
         for running in self.running.values():
-            if running.sock is not None:
+            if running.sock is not None and running.listening:
                 poller.register(running.sock.fileno(), select.POLLIN)
 
     def handle(self, fd: int) -> bool:

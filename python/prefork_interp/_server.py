@@ -37,7 +37,6 @@ from __future__ import annotations
 
 __all__ = ["serve"]
 
-import fcntl
 import gc
 import os
 import select
@@ -66,20 +65,6 @@ class _Quit(Exception):
         super().__init__(message)
         self.code = code
         self.drop_held = drop_held
-
-
-def _dup_quietly(fd: int) -> Optional[int]:
-    """A close-on-exec copy of ``fd`` above 2, or None if it is not open."""
-    try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    except OSError:
-        return None
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 # ---------------------------------------------------------------------------
@@ -297,10 +282,9 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log,
         log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
         server = _Server(setup, opts, log, listen, watch)
-        # The first call is taken in like an accepted one; its monitor logs
-        # to the first caller's stderr (our fd 2 until now, design.md 2).
+        # Without inplace1, the first call is taken in like an accepted one.
         if first:
-            server.intake.take(socket.socket(fileno=setup.call_fd), stderr=_dup_quietly(2))
+            server.intake.take(socket.socket(fileno=setup.call_fd))
         log.to_stderr = False
         redirect_stdio_to_devnull()
         if no_inotify is not None:
