@@ -9,17 +9,20 @@ A script run through ``prefork-interp`` does its slow initialisation
     prefork_interp.initialisation_complete()
     ...                                # runs once per call
 
-The first call turns the process into a server; every call, the first
-included, is then served by a fresh fork of it, which returns from
+The first call forks the server and, with our client, then runs itself in
+this very process (protocol.md section 7); every later call is served by a
+fork of the server made ahead of time, which returns from
 :func:`initialisation_complete` with the caller's arguments, environment and
 stdio, and whose exit status becomes the caller's.  Run directly (without
 prefork-interp), the script runs standalone: the call returns at once.
 
-Modules: ``_protocol`` (wire format), ``_server`` (daemon and poll loop),
-``_intake`` (connections until their monitors: peer check, handshakes, limits),
-``_reload`` (which files changed since the server started),
-``_monitor`` (one per call), ``_executor`` (the caller's process context),
-``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
+Modules: ``_protocol`` (wire format), ``_setup`` (the setup process, the
+first call in place), ``_server`` (daemon and poll loop), ``_intake``
+(connections until they run: peer check, handshakes, limits), ``_reload``
+(which files changed since the server started), ``_executors`` (spares
+forked ahead of calls, the watch over running calls), ``_executor`` (the
+caller's process context), ``_fastexit`` (exit without finalization),
+``_log``, ``_proc``.
 """
 
 __all__ = [
@@ -78,6 +81,7 @@ def initialisation_complete(
     log_facility: "Union[int, str, None]" = syslog.LOG_USER,
     max_errors: int = 100,
     fast_exit: bool = True,
+    pool_size: int = 2,
 ) -> None:
     """Turn this script into a prefork server; return once per call.
 
@@ -117,13 +121,18 @@ def initialisation_complete(
     ``fast_exit``
         End each call without interpreter finalization, with the same exit
         status, atexit handlers and flushed stdio (default True).
+    ``pool_size``
+        Executors the server forks ahead of calls (default 2), so that no
+        fork is on a warm call's critical path; 0: fork each when its call
+        comes.  An idle spare costs little memory (its pages are shared
+        with the server) and no CPU.
 
     Raises :class:`PreforkError` (in the first call only) if prefork-interp
     set the process up wrongly, and RuntimeError if other threads are
     running: ``fork`` copies only the calling thread.
     """
     global _completed
-    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit)
+    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit, pool_size)
     if _completed:
         return
     raw = os.environb.get(_ENV_NAME.encode())

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Options:
     """Validated options; see ``initialisation_complete`` for their meaning."""
 
-    __slots__ = ("max_servers", "idle_timeout", "autoreload", "autoreload_extra", "log_facility", "max_errors", "fast_exit")
+    __slots__ = ("max_servers", "idle_timeout", "autoreload", "autoreload_extra", "log_facility", "max_errors", "fast_exit", "pool_size")
 
     max_servers: int
     idle_timeout: "Optional[float]"
@@ -24,6 +24,7 @@ class Options:
     log_facility: "Optional[int]"
     max_errors: int
     fast_exit: bool
+    pool_size: int
 
     def __init__(self, **values: object) -> None:
         for name in self.__slots__:
@@ -34,6 +35,10 @@ class Options:
     def __repr__(self) -> str:
         return "Options(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
+
+#: Spare executors a server keeps by default (``_executors``): enough that
+#: a call rarely waits for a fork, few enough that idle servers cost little.
+DEFAULT_POOL_SIZE = 2
 
 #: Calls served at once by default, per CPU this process may run on: calls
 #: often wait (on I/O, on their callers), so a few per CPU keep the machine
@@ -63,6 +68,7 @@ def make_options(
     log_facility: "Union[int, str, None]",
     max_errors: int,
     fast_exit: bool,
+    pool_size: int = DEFAULT_POOL_SIZE,
 ) -> Options:
     """Check and normalise the options; TypeError or ValueError if wrong."""
     if max_servers is None:
@@ -78,6 +84,10 @@ def make_options(
             idle_timeout = None
     if not _is_int(max_errors):
         raise TypeError(f"max_errors must be an int, not {max_errors!r}")
+    if not _is_int(pool_size):
+        raise TypeError(f"pool_size must be an int, not {pool_size!r}")
+    if pool_size < 0:
+        raise ValueError(f"pool_size must be 0 or more, not {pool_size}")
     if isinstance(autoreload_extra, (str, bytes, os.PathLike)):
         raise TypeError("autoreload_extra must be a collection of paths, not one path")
     return Options(
@@ -88,4 +98,5 @@ def make_options(
         log_facility=resolve_facility(log_facility),
         max_errors=max_errors,
         fast_exit=bool(fast_exit),
+        pool_size=pool_size,
     )

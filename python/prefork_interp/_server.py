@@ -37,7 +37,6 @@ from __future__ import annotations
 
 __all__ = ["serve"]
 
-import fcntl
 import gc
 import os
 import select
@@ -48,7 +47,7 @@ from typing import Dict, Iterable, Optional
 
 from ._intake import Call, Intake
 from ._log import Log
-from ._monitor import become_monitor
+from ._executors import Executors
 from ._options import Options
 from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
 from ._protocol import SetupInfo
@@ -68,20 +67,6 @@ class _Quit(Exception):
         self.drop_held = drop_held
 
 
-def _dup_quietly(fd: int) -> Optional[int]:
-    """A close-on-exec copy of ``fd`` above 2, or None if it is not open."""
-    try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    except OSError:
-        return None
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
 # ---------------------------------------------------------------------------
 # The server loop
 
@@ -97,7 +82,7 @@ class _Server:
         self.watch = watch
         self.wakeup = ChildWakeup()
         self.intake = Intake(log)
-        self.children: Dict[int, None] = {}
+        self.executors = Executors(opts.pool_size, log, self.release_for_child)
         self.errors = 0
         self.idle_since = time.monotonic()
         #: Why the server is quitting, once it is: it then takes no new
@@ -114,39 +99,30 @@ class _Server:
             close_quietly((self.setup.watchi_fd, self.setup.watche_fd))
 
     def release_for_child(self) -> None:
-        """In a freshly forked monitor: close what only the server needs
+        """In a new spare executor: close what only the server needs
         (LISTEN, WATCHI, WATCHE, the wake-up pipe, the inotify fd and every
-        other connection held; upstream part 4 step 1)."""
+        connection held; upstream part 4 step 1)."""
         self.wakeup.close()
         self.watch.close()
         self.listen.close()
         self._close_watcher_fds()
         self.intake.close_all()
 
-    def start_monitor(self, call: Call) -> Optional[Call]:
-        """Fork a monitor for ``call``.  Returns only in the executor."""
-        try:
-            pid = fork()
-        except OSError as e:
-            call.close()
-            self._count_error(f"fork for a call: {e}")
-            return None
-        if pid == 0:
-            return become_monitor(call, self.release_for_child, self.log)
-        call.close()
-        self.children[pid] = None
-        self.errors = 0
-        return None
-
     def _start_waiting_calls(self) -> Optional[Call]:
-        """Fork monitors for waiting calls while slots are free.  Returns
+        """Hand waiting calls to executors while slots are free.  Returns
         only in an executor, with its call."""
-        while self.intake.waiting and not (0 <= self.opts.max_servers <= len(self.children)):
+        while self.intake.waiting and not (0 <= self.opts.max_servers <= len(self.executors)):
             call = self.intake.next_call()
             assert call is not None
-            executor_call = self.start_monitor(call)
+            try:
+                executor_call = self.executors.start(call)
+            except OSError as e:
+                call.close()
+                self._count_error(f"starting a call: {e}")
+                continue
             if executor_call is not None:
                 return executor_call
+            self.errors = 0
         return None
 
     def _count_error(self, message: str) -> None:
@@ -156,19 +132,18 @@ class _Server:
             raise _Quit(127, f"{self.errors} errors in a row, quitting (last: {message})", drop_held=True)
 
     def _reap(self, block: bool) -> None:
+        """Collect executors' stops and deaths (``block``: wait until every
+        child has ended)."""
+        flags = 0 if block else os.WNOHANG | os.WUNTRACED
         while True:
             try:
-                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+                pid, status = os.waitpid(-1, flags)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            if pid not in self.children:
-                self.log.warning(f"reaped process [{pid}], which was not one of our monitors")
-                continue
-            del self.children[pid]
-            if status != 0 and not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE):
-                self.log.warning(f"monitor [{pid}] failed: {_describe_status(status)}")
+            if not self.executors.child_changed(pid, status):
+                self.log.warning(f"reaped process [{pid}], which was not one of our executors")
 
     def _watcher_says(self) -> None:
         try:
@@ -213,6 +188,7 @@ class _Server:
             self.log.info(str(self.quitting))
             self.quitting = reason
         self._stop_taking_calls()
+        self.executors.close_spares()
         if reason.drop_held:
             self.intake.close_all()
 
@@ -224,6 +200,7 @@ class _Server:
             if self.intake.can_take():
                 poller.register(self.listen, select.POLLIN)
         self.intake.register(poller)
+        self.executors.register(poller)
         return poller
 
     def _timeout_ms(self, now: float, next_deadline: Optional[float]) -> Optional[int]:
@@ -231,7 +208,7 @@ class _Server:
         quitting, with nothing held or running) the idle timeout.  Raises
         _Quit once idle for ``idle_timeout``."""
         wake_at = next_deadline
-        idle = self.quitting is None and not self.children and not self.intake
+        idle = self.quitting is None and not self.executors and not self.intake
         if idle and self.opts.idle_timeout is not None:
             idle_end = self.idle_since + self.opts.idle_timeout
             if idle_end <= now:
@@ -247,21 +224,25 @@ class _Server:
         while True:
             # Busy now (checked before reaping, so a call that ends while we
             # sleep counts as busy up to its end): the idle time starts later.
-            if self.children or self.intake:
+            if self.executors or self.intake:
                 self.idle_since = time.monotonic()
             self._reap(block=False)
             try:
                 executor_call = self._start_waiting_calls()
+                if executor_call is None and self.quitting is None:
+                    executor_call = self.executors.fill()
                 if executor_call is not None:
                     return executor_call
                 now = time.monotonic()
                 next_deadline = self.intake.expire(now)
-                if self.quitting is not None and not self.children and not self.intake:
+                if self.quitting is not None and not self.executors and not self.intake:
                     raise self.quitting
                 timeout_ms = self._timeout_ms(now, next_deadline)
                 for fd, events in self._poll_set().poll(timeout_ms):
                     if fd == self.wakeup.fd:
                         self.wakeup.drain()
+                    elif self.executors.handle(fd):
+                        pass
                     elif self.quitting is not None:
                         self.intake.handle(fd, events)
                     elif fd == self.setup.watche_fd:
@@ -279,6 +260,7 @@ class _Server:
         """Stop taking calls, drop whatever is held, then wait for the
         running calls."""
         self._stop_taking_calls()
+        self.executors.close_spares()
         self.intake.close_all()
         self._reap(block=True)
 
@@ -300,10 +282,9 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log,
         log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
         server = _Server(setup, opts, log, listen, watch)
-        # The first call is taken in like an accepted one; its monitor logs
-        # to the first caller's stderr (our fd 2 until now, design.md 2).
+        # Without inplace1, the first call is taken in like an accepted one.
         if first:
-            server.intake.take(socket.socket(fileno=setup.call_fd), stderr=_dup_quietly(2))
+            server.intake.take(socket.socket(fileno=setup.call_fd))
         log.to_stderr = False
         redirect_stdio_to_devnull()
         if no_inotify is not None:

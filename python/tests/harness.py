@@ -186,6 +186,23 @@ def listening_socket(server_pid: int, run_dir: "Optional[Path]" = None) -> str:
     raise AssertionError(f"server {server_pid} has no listening socket")
 
 
+def only_server_and_spares(server: int) -> bool:
+    """Is everything left in the server's session the server and its idle
+    spare executors (its children, as many as the default pool size)?"""
+    from prefork_interp._options import DEFAULT_POOL_SIZE
+
+    others = alive(lambda p: p.sid == server and p.pid != server)
+    return len(others) == DEFAULT_POOL_SIZE and all(_ppid(p.pid) == server for p in others)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return 0
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
     """Poll ``condition`` until it is true; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

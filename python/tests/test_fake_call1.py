@@ -373,23 +373,6 @@ def test_oversized_frame_drops_the_call(fake):
     _assert_still_serving(fake)
 
 
-def test_oversized_frame_logged_by_the_first_monitor(tmp_path):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    client = FakeClient(tmp_path, script, setup_args=("exit", "0"))
-    try:
-        call = Call1(client.first_call, _argv(client, "wait"), attrs=Attributes())
-        child = _ready(call)
-        client.servers.append(os.getsid(child))
-        call.sock.sendall(b"BIGG" + (MAX_FRAME + 1).to_bytes(4, "big"))
-        assert call.expect(b"EXIT", 10) == 3 << 8
-        call.close()
-        log = client.setup_errors.read_text()
-        assert "prefork: bad frame from client, dropping the call: 'BIGG' frame of 65537 bytes is over the 65536 byte limit" in log
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -30,6 +30,7 @@ from fake_client import FakeClient, read_until
 from harness import PYTHON, Harness, alive, listening_socket, wait_until
 
 from prefork_interp._intake import MAX_HELD, REQUEST_TIMEOUT
+from prefork_interp._options import DEFAULT_POOL_SIZE
 from prefork_interp._protocol import GREETING, MAX_REQUEST_LEN, U32_BE, encode_request
 
 #: Script set-up that sends the server's syslog messages to LOG_FILE (the
@@ -439,7 +440,7 @@ def test_complete_call_waits_for_a_slot(fake):
         read_until(first_out_r, b"}\n", 10)
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
         running = in_session()
-        assert len(running) == 3, "server, the first call's monitor and executor"
+        assert len(running) == 2 + DEFAULT_POOL_SIZE, "server, the first call's executor and the spares"
 
         second.settimeout(1)  # greeted at once, though the only slot is busy
         FakeClient.send_preamble(second, (null, second_out_w, null))
@@ -541,7 +542,7 @@ def test_quitting_serves_waiting_calls_and_unfinished_handshakes(our_harness):
         wait_until(lambda: started.exists() and started.read_text(), 10, "call A to start")
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
         running = in_session()
-        assert len(running) == 3, "server, A's monitor and executor"
+        assert len(running) == 2 + DEFAULT_POOL_SIZE, "server, A's executor and the spares"
 
         b.settimeout(5)
         b.connect(path)

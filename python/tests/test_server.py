@@ -9,9 +9,10 @@ import socket
 import time
 
 import pytest
-from harness import alive, listening_socket, send_fds, wait_until
+from harness import alive, listening_socket, only_server_and_spares, send_fds, wait_until
 
 from prefork_interp._intake import REQUEST_TIMEOUT
+from prefork_interp._options import DEFAULT_POOL_SIZE
 from prefork_interp._protocol import GREETING, encode_request
 
 NO_PYTHONUNBUFFERED = {"PYTHONUNBUFFERED": None}
@@ -241,8 +242,9 @@ def test_server_survives_bad_clients(harness):
     finally:
         os.close(null)
     assert harness.last_server() == server
-    # Every monitor of the bad clients has gone; only the server is left.
-    wait_until(lambda: [p.pid for p in alive(lambda p: p.sid == server)] == [server], 10, "bad clients' monitors to exit")
+    # Every executor of the bad clients has gone; the server and its idle
+    # spares are left.
+    wait_until(lambda: only_server_and_spares(server), 10, "bad clients' executors to exit")
 
 
 def test_idle_connections_are_dropped_after_the_request_timeout(harness):
@@ -275,9 +277,8 @@ import resource
 _forks = {}
 
 def _after_fork_in_parent():
-    # In the server (a session leader), after it forked the monitor of the
-    # second call (FIRST_SERVED: ours runs the first call in place, without
-    # a fork of the server): leave it no fds, so that every accept() fails
+    # In the server (a session leader), after its fork (FIRST_SERVED) that
+    # follows the second call: leave it no fds, so that every accept() fails
     # with EMFILE.
     pid = os.getpid()
     _forks[pid] = _forks.get(pid, 0) + 1
@@ -292,7 +293,8 @@ def test_max_errors_makes_a_failing_server_quit(harness):
     """accept() failing again and again: the server counts the errors and
     quits after max_errors; the waiting caller then starts a new server."""
     script = harness.script("failing.py", 'print("fine")\n', setup=MAX_ERRORS_SETUP, init="max_errors=5")
-    env = {"FIRST_SERVED": "1" if harness.first_call_in_place else "2"}
+    # The server forks its spares first, then one after each call served.
+    env = {"FIRST_SERVED": str(DEFAULT_POOL_SIZE + (1 if harness.first_call_in_place else 2))}
     assert harness.run(script, env=env).returncode == 0
     assert harness.run(script, env=env).returncode == 0
     first = harness.last_server()
@@ -362,8 +364,12 @@ def test_many_calls_keep_the_server_steady(harness):
     harness.run(script)
     harness.run(script)  # the first served call (ours runs the first in place)
     server = harness.last_server()
-    before = len(os.listdir(f"/proc/{server}/fd"))
+    fds = lambda: len(os.listdir(f"/proc/{server}/fd"))  # noqa: E731
+    # The server closes a call's socket just after sending its status.
+    wait_until(lambda: only_server_and_spares(server), 5, "executors to be reaped")
+    time.sleep(0.2)
+    before = fds()
     for _ in range(30):
         assert harness.run(script).returncode == 0
-    assert len(os.listdir(f"/proc/{server}/fd")) == before
-    wait_until(lambda: [p.pid for p in alive(lambda p: p.sid == server)] == [server], 5, "monitors to be reaped")
+    wait_until(lambda: only_server_and_spares(server), 5, "executors to be reaped")
+    wait_until(lambda: fds() == before, 5, f"the server's fds to be {before} again")

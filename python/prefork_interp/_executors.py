@@ -1,0 +1,416 @@
+"""Executors: spares forked before they are needed, and the server's watch
+over each running call.
+
+No fork is on a warm call's critical path.  The server keeps ``pool_size``
+*spares*: forks of itself made while it is idle, each waiting on a control
+socket of its own.  When a call's handshake is complete and a slot is free,
+the server hands the call to a spare (the call's socket, the caller's fds,
+the request and the attributes, over the control socket), and then forks a
+new spare.  The spare becomes the call's executor (``_executor``).  Android's
+zygote keeps its pool of unspecialised app processes the same way.
+
+The server itself then plays the monitor's part of protocol.md section 4,
+one process per call fewer than a monitor per call: each running call's
+socket is in the server's poll set (frames ``SIGP``/``SIGG`` from the
+client, its hang-up), and the executor's stops and death come from the
+kernel (``waitpid`` after SIGCHLD), never from a pipe the language runtime
+may close early.  On a hang-up the call's process group gets SIGINT (and
+SIGCONT, in case it is stopped), as from a monitor.
+
+Every executor asks the kernel to SIGKILL it if the server dies
+(``PR_SET_PDEATHSIG``): a server killed under its calls never leaves one
+running with a caller's stdio after the client has returned.
+
+Control socket, server to spare (a stream; sizes in bytes, big-endian):
+
+1. one message: 12 bytes ``len(body), len(attrs) or 0xffffffff, nfds``,
+   carrying the first fds (``SCM_RIGHTS``): the call's socket, the
+   caller's fds 0-2, then its extra fds;
+2. the rest of the fds, at most :data:`_FDS_PER_MESSAGE` a message, each
+   message one byte;
+3. the request body, then the encoded attributes (``ATTR`` frame body).
+
+EOF instead of step 1: the server is quitting; the spare exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import struct
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ._intake import Call
+from ._log import Log
+from ._proc import close_quietly, die_with_parent, fork
+from ._protocol import (
+    TAG_EXIT,
+    TAG_SIGG,
+    TAG_SIGP,
+    TAG_STOP,
+    U32_BE,
+    Frame,
+    FrameReader,
+    PeerGone,
+    ProtocolError,
+    decode_u32,
+    encode_attributes,
+    parse_attributes,
+    parse_request,
+    send_frame,
+    send_status,
+)
+from ._signals import block_all
+
+#: Fds in one control message (the kernel takes at most 253).
+_FDS_PER_MESSAGE = 250
+
+_HEADER = struct.Struct(">III")
+_NO_ATTRS = 0xFFFFFFFF
+
+#: Bytes read from a call socket at once while the call runs.
+_READ_SIZE = 65536
+
+
+# ---------------------------------------------------------------------------
+# The spare's side
+
+
+def _recv_fds(sock: socket.socket, size: int) -> "Tuple[bytes, List[int]]":
+    """Exactly ``size`` bytes (fewer only at EOF) with the fds they carry."""
+    data = b""
+    fds: List[int] = []
+    space = socket.CMSG_SPACE(_FDS_PER_MESSAGE * 4)
+    while len(data) < size:
+        chunk, ancillary, flags, _ = sock.recvmsg(size - len(data), space, socket.MSG_CMSG_CLOEXEC)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+        if flags & socket.MSG_CTRUNC:
+            close_quietly(fds)
+            raise ProtocolError("control message truncated")
+        if not chunk:
+            break
+        data += chunk
+    return data, fds
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    parts: List[bytes] = []
+    left = size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise ProtocolError("control socket closed in the middle of a call")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _wait_for_call(ctl: socket.socket) -> Call:
+    """Block until the server hands us a call; exit 0 at EOF."""
+    head, fds = _recv_fds(ctl, _HEADER.size)
+    if len(head) < _HEADER.size:
+        os._exit(0)
+    body_len, attrs_len, nfds = _HEADER.unpack(head)
+    while len(fds) < nfds:
+        byte, more = _recv_fds(ctl, 1)
+        if not byte:
+            raise ProtocolError("control socket closed in the middle of a call")
+        fds.extend(more)
+    request = parse_request(_recv_exact(ctl, body_len))
+    attrs = None if attrs_len == _NO_ATTRS else parse_attributes(_recv_exact(ctl, attrs_len))
+    sock = socket.socket(fileno=fds[0])
+    return Call(sock, fds[1:4], request, attrs, fds[4:])
+
+
+def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], None], log: Log) -> Call:
+    """A fresh fork of the server, every signal blocked: wait for a call.
+    Returns it, with the call's socket closed (the server keeps its end),
+    as :func:`_executor.become_executor` wants it; anything else ends in
+    ``os._exit``."""
+    try:
+        release()
+        die_with_parent(server_pid)
+        call = _wait_for_call(ctl)
+        ctl.close()
+        call.sock.close()
+        return call
+    except BaseException as e:
+        log.error(f"spare executor: {type(e).__name__}: {e}")
+        os._exit(127)
+
+
+# ---------------------------------------------------------------------------
+# The server's side
+
+
+class _Spare:
+    """A spare: its pid and the server's end of its control socket."""
+
+    __slots__ = ("pid", "ctl")
+
+    def __init__(self, pid: int, ctl: socket.socket) -> None:
+        self.pid = pid
+        self.ctl = ctl
+
+
+class _Running:
+    """A call being served by executor ``pid`` (the monitor's part of
+    protocol.md section 4, driven by the server's poll loop)."""
+
+    __slots__ = ("pid", "sock", "listening", "framed", "frames", "log")
+
+    def __init__(self, pid: int, sock: socket.socket, framed: bool, log: Log) -> None:
+        self.pid = pid
+        #: The call's socket; None once the caller has gone.
+        self.sock: Optional[socket.socket] = sock
+        #: Still reading the client: not after its hang-up or a protocol
+        #: error (the call is then interrupted; its status is still sent).
+        self.listening = True
+        #: Extension call1 is on: frames both ways, stops reported.
+        self.framed = framed
+        self.frames = FrameReader()
+        self.log = log
+
+    def readable(self) -> None:
+        """The call socket polled readable: frames, or the hang-up."""
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""  # ECONNRESET and the like: gone
+        if not data:
+            self._hang_up()
+            return
+        if not self.framed:
+            return  # v1 has nothing after the request: ignored
+        try:
+            frames = self.frames.feed(data)
+        except ProtocolError as e:
+            self.log.warning(f"bad frame from client, dropping the call: {e}")
+            self._hang_up()
+            return
+        for frame in frames:
+            self._handle(frame)
+
+    def _handle(self, frame: Frame) -> None:
+        if frame.tag not in (TAG_SIGP, TAG_SIGG):
+            return  # a frame of a later version: skipped
+        try:
+            sig = decode_u32(frame)
+        except ProtocolError as e:
+            self.log.warning(f"bad frame from client, ignored: {e}")
+            return
+        if not 1 <= sig < signal.NSIG:
+            self.log.warning(f"bad frame from client, ignored: {frame.tag.decode()} {sig} is not a signal number")
+            return
+        try:
+            if frame.tag == TAG_SIGG:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass  # the group has emptied; the executor's death is on its way
+        except OSError as e:
+            self.log.warning(f"forwarding signal {sig}: {e}")
+
+    def _hang_up(self) -> None:
+        """The caller is gone (or only half-closed its end): interrupt the
+        call and stop reading; its death is reaped as any other, and its
+        status still sent, in case the caller reads it."""
+        self._interrupt()
+        self.listening = False
+
+    def _interrupt(self) -> None:
+        """SIGINT the call's group (upstream part 4 steps 12-14), SIGCONT it
+        in case it is stopped."""
+        for sig in (signal.SIGINT, signal.SIGCONT):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stopped(self, sig: int) -> None:
+        if self.framed and self.sock is not None:
+            self._send(TAG_STOP, sig)
+
+    def ended(self, status: int) -> None:
+        """The executor has been reaped: report its status and let go."""
+        if self.sock is not None:
+            if self.framed:
+                self._send(TAG_EXIT, status)
+            else:
+                try:
+                    send_status(self.sock, status)
+                except PeerGone:
+                    pass
+        self._close()
+
+    def _send(self, tag: bytes, value: int) -> None:
+        assert self.sock is not None
+        try:
+            send_frame(self.sock, tag, U32_BE.pack(value & 0xFFFFFFFF))
+        except PeerGone:
+            pass  # the hang-up shows as EOF on the socket next
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Executors:
+    """The server's spares and running calls."""
+
+    def __init__(self, pool_size: int, log: Log, release: Callable[[], None]) -> None:
+        self.pool_size = pool_size
+        self.log = log
+        #: Closes, in a new spare, what only the server needs (not ours).
+        self._release_server = release
+        self.spares: List[_Spare] = []
+        self.running: Dict[int, _Running] = {}
+        #: Spares told to go (their control socket closed), not yet reaped.
+        self.leaving: List[int] = []
+
+    def __len__(self) -> int:
+        """Calls running."""
+        return len(self.running)
+
+    def _release(self) -> None:
+        """In a new spare: close every fd of the server's."""
+        self._release_server()
+        for spare in self.spares:
+            spare.ctl.close()
+        for running in self.running.values():
+            if running.sock is not None:
+                running.sock.close()
+
+    def _fork_spare(self) -> "Tuple[Optional[_Spare], Optional[Call]]":
+        """Fork a spare: (the spare, None) in the server, (None, its call)
+        in the spare once a call has come.  Raises OSError if it cannot."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        mask = block_all()
+        try:
+            pid = fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            ours.close()
+            return None, _become_spare(os.getppid(), theirs, self._release, self.log)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        theirs.close()
+        return _Spare(pid, ours), None
+
+    def fill(self) -> Optional[Call]:
+        """Fork spares up to the pool size.  Returns only in a spare that
+        got a call; a fork failure is logged, and tried again later."""
+        while len(self.spares) < self.pool_size:
+            try:
+                spare, call = self._fork_spare()
+            except OSError as e:
+                self.log.warning(f"fork for a spare executor: {e}")
+                return None
+            if call is not None:
+                return call
+            assert spare is not None
+            self.spares.append(spare)
+        return None
+
+    def start(self, call: Call) -> Optional[Call]:
+        """Hand ``call`` to a spare (forking one if none is left).  Returns
+        only in that spare, with the call.  Raises OSError if no spare
+        could be had or the handover failed (the call is then closed)."""
+        try:
+            if self.spares:
+                spare = self.spares.pop(0)
+            else:
+                new, executor_call = self._fork_spare()
+                if executor_call is not None:
+                    return executor_call
+                assert new is not None
+                spare = new
+            self._hand_over(spare, call)
+        finally:
+            call.close_fds()
+        self.running[spare.pid] = _Running(spare.pid, call.sock, call.attrs is not None, self.log)
+        return None
+
+    def _hand_over(self, spare: _Spare, call: Call) -> None:
+        # Its group exists before any SIGG could be forwarded to it.
+        try:
+            os.setpgid(spare.pid, spare.pid)
+        except OSError:
+            pass  # it has died: the send below fails
+        fds = [call.sock.fileno(), *call.stdio, *call.extra_fds]
+        attrs = b"" if call.attrs is None else encode_attributes(call.attrs)
+        head = _HEADER.pack(len(call.request.body), _NO_ATTRS if call.attrs is None else len(attrs), len(fds))
+        try:
+            first, rest = fds[:_FDS_PER_MESSAGE], fds[_FDS_PER_MESSAGE:]
+            spare.ctl.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(first)}i", *first))])
+            while rest:
+                chunk, rest = rest[:_FDS_PER_MESSAGE], rest[_FDS_PER_MESSAGE:]
+                spare.ctl.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(chunk)}i", *chunk))])
+            spare.ctl.sendall(call.request.body + attrs)
+        except OSError:
+            spare.ctl.close()
+            try:
+                os.kill(spare.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            call.sock.close()
+            raise
+        spare.ctl.close()
+
+    def register(self, poller: "select.poll") -> None:
+        """Running calls' sockets, for frames and hang-ups."""
+        for running in self.running.values():
+            if running.sock is not None and running.listening:
+                poller.register(running.sock.fileno(), select.POLLIN)
+
+    def handle(self, fd: int) -> bool:
+        """A poll event on ``fd``: False if it is not a running call's."""
+        for running in self.running.values():
+            if running.sock is not None and running.sock.fileno() == fd:
+                running.readable()
+                return True
+        return False
+
+    def child_changed(self, pid: int, status: int) -> bool:
+        """``waitpid`` said ``pid`` stopped or ended.  False if it is not
+        ours (not a spare, not running a call)."""
+        running = self.running.get(pid)
+        if running is not None:
+            if os.WIFSTOPPED(status):
+                running.stopped(os.WSTOPSIG(status))
+            else:
+                del self.running[pid]
+                running.ended(status)
+            return True
+        if pid in self.leaving:
+            if not os.WIFSTOPPED(status):
+                self.leaving.remove(pid)
+            return True
+        for spare in self.spares:
+            if spare.pid == pid:
+                if not os.WIFSTOPPED(status):
+                    self.spares.remove(spare)
+                    spare.ctl.close()
+                    self.log.warning(f"spare executor [{pid}] ended before it had a call: status {status:#x}")
+                return True
+        return False
+
+    def close_spares(self) -> None:
+        """The server is quitting: spares see EOF and exit."""
+        for spare in self.spares:
+            spare.ctl.close()
+            self.leaving.append(spare.pid)
+        self.spares = []
