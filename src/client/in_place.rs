@@ -171,6 +171,12 @@ fn pass_on(pid: libc::pid_t, forwarder: &mut Forwarder, r: Received) -> Result<O
         return child_changed(pid, forwarder);
     }
     match forwarder.route(r) {
+        // A SIGCONT after a stop may have been sent to us alone (`kill
+        // -CONT` of our pid, not `fg`): the child must have it too; a
+        // second one is harmless.
+        Target::Group if r.signal == libc::SIGCONT => {
+            let _ = sys::send_signal(pid, libc::SIGCONT);
+        }
         Target::Group => super::debug(|| format!("signal {} reached the call already", r.signal)),
         Target::Process => {
             super::debug(|| format!("pass signal {} on to [{pid}]", r.signal));
