@@ -1,6 +1,7 @@
-# Prefork::Interp::Syscall - Linux system call numbers, from perl's
-# syscall.ph (without disturbing the script's own use of it), or from a
-# small table of our own for the calls the library cannot do without.
+# Prefork::Interp::Syscall - Linux system call numbers: from tables of
+# our own where we know them all (x86_64, aarch64, riscv64), otherwise
+# from perl's syscall.ph (without disturbing the script's own use of
+# it), or a small table for the calls the library cannot do without.
 #
 # A file loaded with require is compiled in the package that loads it,
 # and %INC then says it is loaded: a script that did "require
@@ -21,21 +22,38 @@ use Config ();
 
 our $VERSION = '1.0.0';
 
-# The numbers of the system calls the server needs on every call
-# (receiving the caller's fds, the executor's parent-death signal,
-# watching for changes),
-# for where syscall.ph is missing: by architecture, the first word of
-# perl's archname.  aarch64 and riscv64 use the generic table.
-my %FALLBACK = (
-    prctl => { x86_64 => 157, i386 => 172, i486 => 172, i586 => 172,
-               i686 => 172, aarch64 => 167, riscv64 => 167, arm => 172,
-               powerpc => 171, powerpc64 => 171, powerpc64le => 171,
-               ppc64 => 171, ppc64le => 171, s390x => 172 },
-    recvmsg => { x86_64 => 47, aarch64 => 212, riscv64 => 212 },
-    # Watching the server's files for changes (Prefork::Interp::Reload).
-    inotify_init1 => { x86_64 => 294, aarch64 => 26, riscv64 => 26 },
-    inotify_add_watch => { x86_64 => 254, aarch64 => 27, riscv64 => 27 },
+# The numbers of every system call the library makes, on the
+# architectures whose numbers we know for good: x86_64's 64-bit ABI (not
+# x32, which has 4-byte pointers and numbers of its own) and the generic
+# table of aarch64 and riscv64.  There they are used first, without
+# syscall.ph, which takes about 20 ms to load: a setup process that runs
+# the first call itself (protocol.md 7) would pay that on a cold call
+# that a direct run does not.
+my %KNOWN = (
+    x86_64 => { prctl => 157, recvmsg => 47, prlimit64 => 302,
+                pidfd_open => 434, signalfd4 => 289,
+                inotify_init1 => 294, inotify_add_watch => 254 },
+    aarch64 => { prctl => 167, recvmsg => 212, prlimit64 => 261,
+                 pidfd_open => 434, signalfd4 => 74,
+                 inotify_init1 => 26, inotify_add_watch => 27 },
 );
+$KNOWN{riscv64} = $KNOWN{aarch64};
+
+# Elsewhere, for where syscall.ph is missing, the numbers of the calls
+# the server needs on every call (receiving the caller's fds, the
+# executor's parent-death signal, watching for changes): by
+# architecture, the first word of perl's archname.
+my %FALLBACK = (
+    prctl => { i386 => 172, i486 => 172, i586 => 172, i686 => 172,
+               arm => 172, powerpc => 171, powerpc64 => 171,
+               powerpc64le => 171, ppc64 => 171, ppc64le => 171,
+               s390x => 172 },
+);
+
+my ($ARCH) = $Config::Config{archname} =~ m/\A([^-]+)/;
+$ARCH //= '';
+my $KNOWN = $^O eq 'linux' && length(pack 'p', undef) == 8
+            ? $KNOWN{$ARCH} : undef;
 
 my $loaded;    # undef: not tried; 0: failed; 1: loaded
 
@@ -50,19 +68,18 @@ sub _load () {
 }
 
 # number(NAME): the number of system call NAME ("prlimit64"), or undef
-# where neither syscall.ph nor our table knows it.
+# where neither our tables nor syscall.ph know it.
 sub number ($) {
     my ($name) = @_;
     return undef unless $^O eq 'linux';
+    return $KNOWN->{$name} if $KNOWN && defined $KNOWN->{$name};
     if (_load()) {
         no strict 'refs';
         my $sub = \&{"Prefork::Interp::Syscall::SYS_$name"};
         my $nr = defined &$sub ? scalar eval { $sub->() } : undef;
         return $nr if defined $nr;
     }
-    my ($arch) = $Config::Config{archname} =~ m/\A([^-]+)/;
-    return $FALLBACK{$name} && defined $arch ? $FALLBACK{$name}{$arch}
-                                             : undef;
+    return $FALLBACK{$name} ? $FALLBACK{$name}{$ARCH} : undef;
 }
 
 1;
@@ -75,9 +92,10 @@ Prefork::Interp::Syscall - system call numbers from syscall.ph (internal)
 
 =head1 DESCRIPTION
 
-Internal to L<Prefork::Interp>: looks up Linux system call numbers in
-perl's F<syscall.ph> without registering it in C<%INC>, so that a
-script's own C<require 'syscall.ph'> still works; for C<prctl>,
-C<recvmsg>, C<inotify_init1> and C<inotify_add_watch>, a table of its own where F<syscall.ph> is missing.
+Internal to L<Prefork::Interp>: Linux system call numbers, from tables
+of its own on x86_64, aarch64 and riscv64, elsewhere from perl's
+F<syscall.ph>, loaded without registering it in C<%INC>, so that a
+script's own C<require 'syscall.ph'> still works; for C<prctl>, a
+table of its own where F<syscall.ph> is missing.
 
 =cut
