@@ -55,7 +55,7 @@ use strict;
 use warnings;
 
 use B ();
-use IO::Handle ();
+use IO ();      # IO::Handle::flush, without the rest of IO::Handle
 use POSIX ();
 
 my $armed_pid;
