@@ -1,8 +1,9 @@
 # Prefork::Interp - script side of prefork-interp, for Perl.
 #
 # Public API (compatible with chiark-utils' Proc::Prefork::Interp),
-# option checking, and the executor's entry into a call.  The
-# processes themselves are in Prefork/Interp/Server.pm, the bytes on
+# option checking, and the executor's entry into a call (also the setup
+# process's, when it runs the first call itself).  The processes
+# themselves are in Prefork/Interp/Setup.pm and Server.pm, the bytes on
 # the wire in Prefork/Interp/Protocol.pm.  Documentation at the end.
 #
 # Copyright the prefork-interp contributors; see the project's
@@ -13,19 +14,21 @@ package Prefork::Interp;
 use strict;
 use warnings;
 
-use Carp qw(croak);
-use Cwd ();
 use Exporter qw(import);
-use File::Basename ();
-use File::Spec ();
-use POSIX ();
 
-use Prefork::Interp::Attributes;
-use Prefork::Interp::FastExit;
 use Prefork::Interp::Log;
-use Prefork::Interp::Protocol;
-use Prefork::Interp::Server;
-use Prefork::Interp::Signals;
+
+# What else this module needs is loaded when it is needed: a direct run
+# loads nothing but this file and Prefork::Interp::Log (to check the
+# options); a setup process, only what it takes to fork the server and,
+# with extension inplace1, to run the first call itself (CALL_MODULES);
+# the server loads the rest once forked (Prefork::Interp::Server).  So
+# a cold call costs little more than a direct run.
+use constant CALL_MODULES => qw(POSIX.pm Prefork/Interp/Protocol.pm
+                                Prefork/Interp/Signals.pm
+                                Prefork/Interp/Attributes.pm
+                                Prefork/Interp/FastExit.pm
+                                Prefork/Interp/Setup.pm);
 
 our $VERSION = '1.0.0';
 
@@ -76,16 +79,29 @@ my %DEFAULTS = (
 
 # $0 as perl set it, and whether perl was given a script file at all
 # ("-e" and "-" mean it was not); recorded when the module is loaded,
-# before the script can change $0 or the current directory.
+# before the script can change $0 or the current directory.  The
+# script's absolute path is made only under prefork-interp (the server
+# watches the file), from the directory we were loaded in if $0 is
+# relative.
 my $LOAD_TIME_0 = $0;
-my $SCRIPT_FILE = ($0 eq '-e' || $0 eq '-') ? undef
-                : File::Spec->rel2abs($0);
+my $HAS_SCRIPT = !($0 eq '-e' || $0 eq '-');
+my $LOAD_CWD;
+if ($HAS_SCRIPT && defined $ENV{PREFORK_INTERP} && $0 !~ m{\A/}) {
+    require Cwd;
+    $LOAD_CWD = Cwd::getcwd();
+}
+
+# The signals ignored now, by their names in %SIG: inherited from
+# whoever started us (see Prefork::Interp::Signals::snapshot).
+my %INHERITED_IGNORE = map { $_ => 1 }
+    grep { my $v = $SIG{$_}; defined $v && $v eq 'IGNORE' } keys %SIG;
 
 my @also_check;        # from prefork_autoreload_also_check
 my $became_server = 0; # set once this process tree has daemonised
 my $signal_snapshot;   # the script's signal state at initialisation
 
 sub prefork_autoreload_also_check {
+    require File::Spec;
     push @also_check, map { File::Spec->rel2abs($_) } @_;
     return;
 }
@@ -97,10 +113,11 @@ sub prefork_initialisation_complete {
     return if $became_server;
 
     # Not run by prefork-interp: carry on as an ordinary script.
-    my $env_name = Prefork::Interp::Protocol::ENV_NAME;
+    my $env_name = 'PREFORK_INTERP';
     my $value = $ENV{$env_name};
     return unless defined $value;
 
+    require $_ foreach CALL_MODULES;
     my $fds = eval { Prefork::Interp::Protocol::parse_env_value($value) };
     if (!$fds) {
         my $e = $@;
@@ -116,12 +133,12 @@ sub prefork_initialisation_complete {
     # prefork-interp setup process.
     delete $ENV{$env_name};
 
-    my $title = defined $SCRIPT_FILE ? $LOAD_TIME_0 : 'perl';
+    my $title = $HAS_SCRIPT ? $LOAD_TIME_0 : 'perl';
+    my ($ident) = $title =~ m{([^/]*)/*\z};
     my $log = Prefork::Interp::Log->new(
-        ident    => File::Basename::basename($title),
+        ident    => length $ident ? $ident : $title,
         facility => $opt{log_facility},
-        file     => defined $opt{log_file}
-                    ? File::Spec->rel2abs($opt{log_file}) : undef,
+        file     => defined $opt{log_file} ? _abs($opt{log_file}) : undef,
     );
 
     my %cfg = (
@@ -129,7 +146,8 @@ sub prefork_initialisation_complete {
         max_servers     => $opt{max_servers},
         idle_timeout    => $opt{idle_timeout},
         max_errors      => $opt{max_errors},
-        reload_files    => _reload_files(\%opt),
+        reload_paths    => sub { _reload_paths(\%opt) },
+        reload_files    => sub { _reload_files(\%opt, @_) },
         request_timeout => $REQUEST_TIMEOUT,
         use_pidfd       => $USE_PIDFD,
         use_inotify     => $USE_INOTIFY,
@@ -139,10 +157,10 @@ sub prefork_initialisation_complete {
 
     # What protocol.md 6.4 step 6 calls P: the script's dispositions
     # now, before the server changes any.
-    $signal_snapshot = Prefork::Interp::Signals::snapshot();
+    $signal_snapshot = Prefork::Interp::Signals::snapshot(\%INHERITED_IGNORE);
 
     $became_server = 1;
-    my $request = eval { Prefork::Interp::Server::serve(\%cfg) };
+    my $request = eval { Prefork::Interp::Setup::start(\%cfg) };
     if (!$request) {
         # Still the setup process: the client shows our stderr.
         $became_server = 0;
@@ -163,9 +181,18 @@ sub prefork_initialisation_complete {
 # 255, not whatever errno happened to be.
 sub _croak ($) {
     my ($msg) = @_;
+    require Carp;
     $! = 0;
     $? = 0;
-    croak "prefork_initialisation_complete: $msg";
+    Carp::croak("prefork_initialisation_complete: $msg");
+}
+
+# PATH made absolute, from the current directory (File::Spec's rel2abs,
+# loaded only under prefork-interp).
+sub _abs ($) {
+    my ($path) = @_;
+    require File::Spec;
+    return File::Spec->rel2abs($path);
 }
 
 sub _check_options {
@@ -197,26 +224,47 @@ sub _check_options {
 
 # Files whose change means the server is out of date (see
 # Prefork::Interp::Reload): the script, the interpreter running it, and
-# unless told otherwise the modules loaded.  %INC is taken now: the
-# server loads nothing more, and relative entries (from a relative
-# "use lib") must be resolved before anything changes directory.
-sub _reload_files ($) {
+# unless told otherwise the modules loaded (%INC, as it is now), as
+# they were named: relative ones (from a relative "use lib", or
+# autoreload_extra) from the current directory, but the script from
+# the one we were loaded in.  Cheap (no module to load): the setup
+# process records their identities just before it forks the server.
+sub _reload_paths ($) {
     my ($opt) = @_;
-    my @files;
-    push @files, $SCRIPT_FILE if defined $SCRIPT_FILE;
-    # The perl binary itself, by its real path: upgrading perl replaces
-    # it, and the server would run on with the old one.
-    my $perl = File::Spec->rel2abs($^X);
-    push @files, Cwd::abs_path($perl) // $perl;
+    my @paths;
+    if ($HAS_SCRIPT) {
+        push @paths, defined $LOAD_CWD ? "$LOAD_CWD/$LOAD_TIME_0"
+                                       : $LOAD_TIME_0;
+    }
+    push @paths, $^X;
     if ($opt->{autoreload_inc}) {
         # Entries can be undef (failed require) or refs (@INC hooks).
-        push @files, map { File::Spec->rel2abs($_) }
-                     grep { defined && !ref } values %INC;
+        push @paths, grep { defined && !ref } values %INC;
     }
-    push @files, @also_check;
-    push @files, map { File::Spec->rel2abs($_) } @{ $opt->{autoreload_extra} };
-    my %seen;
-    return [ grep { !$seen{$_}++ } @files ];
+    push @paths, @also_check, @{ $opt->{autoreload_extra} };
+    return @paths;
+}
+
+# _reload_files(OPT, BEFORE): in the server, right after the fork, once
+# it has loaded its own modules (so they are among them, %INC being
+# taken now; the server loads nothing more), before anything changes
+# directory: the files of _reload_paths, absolute and each once, as
+# Prefork::Interp::Reload takes them; and BEFORE, identities by the
+# names _reload_paths gave, by those absolute names.  The perl binary
+# is named by its real path: upgrading perl replaces it, and the server
+# would run on with the old one.
+sub _reload_files ($$) {
+    my ($opt, $before) = @_;
+    require Cwd;
+    require File::Spec;
+    my (@files, %seen, %ident);
+    foreach my $path (_reload_paths($opt)) {
+        my $abs = File::Spec->rel2abs($path);
+        $abs = Cwd::abs_path($abs) // $abs if $path eq $^X;
+        $ident{$abs} //= $before->{$path} if $before;
+        push @files, $abs unless $seen{$abs}++;
+    }
+    return (\@files, \%ident);
 }
 
 #---------- entering a call (executor) ----------
@@ -253,7 +301,7 @@ sub _enter_call ($) {
     undef $names;
     # On the wire: interpreter, [script,] arguments.
     shift @args;                          # the interpreter
-    if (defined $SCRIPT_FILE && @args) {
+    if ($HAS_SCRIPT && @args) {
         my $script = shift @args;
         # Unless the script renamed itself during initialisation, $0
         # is the script as this caller named it (which differs from the
@@ -263,7 +311,9 @@ sub _enter_call ($) {
     @ARGV = @args;
 
     # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
-    # step 1, the process group, was done as we were forked).
+    # step 1, the process group, was done as we were forked, or, run in
+    # place by the setup process, it is the caller's, as in a direct
+    # run).
     _apply_caller_attributes($request);
 
     # What perl itself sets up per run.
@@ -278,7 +328,8 @@ sub _enter_call ($) {
 # protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
 # client, protocol.md 6.6) only the signal steps: nothing ignored by
 # the caller, and the script's own mask.  Every signal has been blocked
-# since the monitor forked us; step 7 unblocks them.
+# since the monitor forked us (or the setup process took the call in);
+# step 7 unblocks them.
 sub _apply_caller_attributes ($) {
     my ($request) = @_;
     my $log = $request->{log};

@@ -37,7 +37,7 @@ use Time::HiRes qw(sleep);
 our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
     procs_in_sessions describe_status listen_path zombie_children
-    alive read_bytes autoreload_pair
+    alive read_bytes autoreload_pair session_of
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -177,6 +177,14 @@ sub listen_path ($;$) {
         return $path;
     }
     return undef;
+}
+
+# session_of(PID): the session of process PID (default: ours), or undef.
+sub session_of (;$) {
+    my ($pid) = @_;
+    my $stat = slurp('/proc/' . ($pid // 'self') . '/stat') // return undef;
+    my ($sid) = $stat =~ m/\) \S+ \S+ \S+ (\S+)/;
+    return $sid;
 }
 
 # Whether process PID exists and has not exited (a zombie has).

@@ -4,9 +4,10 @@
 #  * In the script, at initialisation_complete: snapshot() records the
 #    script's dispositions and mask (protocol.md 6.4 step 6 calls them
 #    P).
-#  * In the executor: apply_dispositions() and set_mask() give the call
-#    what protocol.md 6.4 steps 6 and 7 (and 6.6 without the extension)
-#    say.
+#  * In the executor: die_with_parent() first; apply_dispositions() and
+#    set_mask() give the call what protocol.md 6.4 steps 6 and 7 (and
+#    6.6 without the extension) say.  Also in the setup process when it
+#    runs the first call itself (protocol.md 7).
 #  * In the monitor: block_all()/restore_mask() around forking the
 #    executor, ChildWatch (how the monitor learns that its executor has
 #    stopped or finished), deliver() for SIGP and SIGG frames, and
@@ -24,6 +25,8 @@ use warnings;
 
 use Config ();
 use POSIX qw(SIG_BLOCK SIG_SETMASK SIGKILL SIGSTOP SIGINT SIGCONT);
+
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -53,34 +56,29 @@ sub catchable () {
 
 #---------- the script's dispositions (executor) ----------
 
-# Signals ignored when this module was loaded: by the time a script's
-# "use Prefork::Interp" runs, nothing of the script has run but BEGIN
-# blocks and earlier "use"s, so these were inherited from whoever
-# started the setup process.  Our client starts it with every signal
-# at its default; the 7.0.0 C client passes on its first caller's
-# (a shell makes background jobs ignore SIGINT and SIGQUIT).  They are
-# that first caller's, not the script's choice, so snapshot() counts
-# them as defaults (protocol.md 6.6: "no signal ignored by the
-# caller").
-#
-# Except SIGFPE: perl itself ignores it as it starts (PERL_FPU_INIT;
-# it gives programs it runs the original disposition back), so every
-# direct run of a perl script has it ignored, and so must a call.
-my %INHERITED_IGNORE;
-foreach my $sig (catchable()) {
-    next if $sig == POSIX::SIGFPE();
-    my $v = $SIG{ $NAME[$sig] };
-    $INHERITED_IGNORE{$sig} = 1 if defined $v && $v eq 'IGNORE';
-}
-
-# snapshot(): the script's signal state now (at initialisation_complete),
-# as a hash ref:
+# snapshot(INHERITED): the script's signal state now (at
+# initialisation_complete), as a hash ref:
 #   disp => { SIGNAL => 'default' | 'ignore' | 'handler' }
 #   handler => { SIGNAL => the %SIG value (code ref or sub name) }
 #   unset => { SIGNAL => 1 }  defaults that %SIG shows as undef (never
 #            assigned), so that the call's %SIG reads as a direct run's
 #   mask => [ SIGNAL, ... ]  blocked
-sub snapshot () {
+#
+# INHERITED: a hash ref whose keys are the names (as %SIG has them) of
+# the signals ignored when Prefork::Interp was loaded.  By the time a
+# script's "use Prefork::Interp" runs, nothing of the script has run
+# but BEGIN blocks and earlier "use"s, so these were inherited from
+# whoever started the setup process.  Our client starts it with every
+# signal at its default; the 7.0.0 C client passes on its first
+# caller's (a shell makes background jobs ignore SIGINT and SIGQUIT).
+# They are that first caller's, not the script's choice, so they count
+# as defaults (protocol.md 6.6: "no signal ignored by the caller").
+#
+# Except SIGFPE: perl itself ignores it as it starts (PERL_FPU_INIT;
+# it gives programs it runs the original disposition back), so every
+# direct run of a perl script has it ignored, and so must a call.
+sub snapshot ($) {
+    my ($inherited) = @_;
     my (%disp, %handler, %unset);
     foreach my $sig (catchable()) {
         my $v = $SIG{ $NAME[$sig] };
@@ -88,8 +86,10 @@ sub snapshot () {
             $disp{$sig} = 'default';
             $unset{$sig} = 1 unless defined $v;
         } elsif ($v eq 'IGNORE') {
-            $disp{$sig} = $INHERITED_IGNORE{$sig} ? 'default' : 'ignore';
-            $unset{$sig} = 1 if $INHERITED_IGNORE{$sig};
+            my $was = $inherited->{ $NAME[$sig] }
+                      && $sig != POSIX::SIGFPE();
+            $disp{$sig} = $was ? 'default' : 'ignore';
+            $unset{$sig} = 1 if $was;
         } else {
             $disp{$sig} = 'handler';
             $handler{$sig} = $v;
@@ -122,6 +122,29 @@ sub apply_dispositions ($$) {
             delete $SIG{$name} if $snap->{unset}{$sig};
         }
     }
+}
+
+#---------- the parent's death ----------
+
+# prctl(2) option: the signal the kernel sends us when our parent dies.
+use constant PR_SET_PDEATHSIG => 1;
+
+# die_with_parent(PARENT, SIGNAL, LOG): in the executor, first thing
+# (protocol.md 4): the kernel is to send us SIGNAL when our parent
+# PARENT (the monitor) dies (PR_SET_PDEATHSIG), so a monitor killed by
+# anyone never leaves a call running with the caller's stdio after the
+# client has returned; and if it died before we asked, we go at once
+# (exit 127).  The executor asks for SIGKILL; a setup process running
+# the first call itself, whose parent is the client, for SIGINT
+# (protocol.md 7).  A failing prctl is logged to LOG.
+sub die_with_parent ($$$) {
+    my ($parent, $sig, $log) = @_;
+    my $nr = Prefork::Interp::Syscall::number('prctl');
+    if (defined $nr
+        && syscall($nr, PR_SET_PDEATHSIG + 0, $sig + 0, 0, 0, 0) != 0) {
+        $log->msg('warning', "prctl(PR_SET_PDEATHSIG): $!");
+    }
+    POSIX::_exit(127) if getppid() != $parent;
 }
 
 #---------- masks ----------
