@@ -77,6 +77,24 @@ my %DEFAULTS = (
     fast_exit        => 1,
 );
 
+# PATH made absolute, from the current directory (File::Spec's rel2abs,
+# loaded only for a relative PATH).
+sub _abs ($) {
+    my ($path) = @_;
+    return $path if $path =~ m{\A/};
+    require File::Spec;
+    return File::Spec->rel2abs($path);
+}
+
+# The current directory: Linux shows it in /proc (Cwd, loaded only
+# where that fails, takes a while to load).
+sub _cwd () {
+    my $cwd = readlink '/proc/self/cwd';
+    return $cwd if defined $cwd && $cwd =~ m{\A/} && $cwd !~ m/ \(deleted\)\z/;
+    require Cwd;
+    return Cwd::getcwd();
+}
+
 # $0 as perl set it, and whether perl was given a script file at all
 # ("-e" and "-" mean it was not); recorded when the module is loaded,
 # before the script can change $0 or the current directory.  The
@@ -87,8 +105,7 @@ my $LOAD_TIME_0 = $0;
 my $HAS_SCRIPT = !($0 eq '-e' || $0 eq '-');
 my $LOAD_CWD;
 if ($HAS_SCRIPT && defined $ENV{PREFORK_INTERP} && $0 !~ m{\A/}) {
-    require Cwd;
-    $LOAD_CWD = Cwd::getcwd();
+    $LOAD_CWD = _cwd();
 }
 
 # The signals ignored now, by their names in %SIG: inherited from
@@ -101,8 +118,7 @@ my $became_server = 0; # set once this process tree has daemonised
 my $signal_snapshot;   # the script's signal state at initialisation
 
 sub prefork_autoreload_also_check {
-    require File::Spec;
-    push @also_check, map { File::Spec->rel2abs($_) } @_;
+    push @also_check, map { _abs($_) } @_;
     return;
 }
 
@@ -187,13 +203,6 @@ sub _croak ($) {
     Carp::croak("prefork_initialisation_complete: $msg");
 }
 
-# PATH made absolute, from the current directory (File::Spec's rel2abs,
-# loaded only under prefork-interp).
-sub _abs ($) {
-    my ($path) = @_;
-    require File::Spec;
-    return File::Spec->rel2abs($path);
-}
 
 sub _check_options {
     @_ % 2 == 0 or _croak('options must be NAME => VALUE pairs');
@@ -395,12 +404,15 @@ Prefork::Interp - script side of prefork-interp, for Perl
 
 C<prefork-interp> is a C<#!> "interpreter" wrapper that pays a
 script's start-up cost once.  The first invocation runs the script as
-usual until it calls C<prefork_initialisation_complete>, which turns
-the process into a server listening on a per-user socket.  Every
-invocation, the first included, is then served by a fresh fork of that
-initialised process, with the caller's standard input, output and
-error, arguments and environment; and the caller's exit status is the
-script's.
+usual until it calls C<prefork_initialisation_complete>, which forks
+a server listening on a per-user socket.  Every later invocation is
+served by a fresh fork of that initialised process, with the caller's
+standard input, output and error, arguments and environment; and the
+caller's exit status is the script's.  With this project's client the
+first invocation then carries on in the process that initialised the
+script, as a direct run would (so it costs about what a direct run
+costs); with chiark-utils' client, that process exits and the server
+serves the first invocation too.
 
 (This project's client also takes interpreter arguments in the C<#!>
 line, as in C<-U,perl,-w>; chiark-utils' 7.0.0 client does not.)
@@ -426,10 +438,13 @@ C<PREFORK_INTERP> environment variable is not set), it checks the
 options and returns at once: the script simply runs on, as a normal
 program.  See L</"STANDALONE OPERATION">.
 
-Otherwise it daemonises (the process that called it exits, and the
-client carries on) and never returns in the server.  Instead it
-returns once for each invocation of the script, each time in a new
-process, set up as described in L</"AFTER INITIALISATION">.
+Otherwise it forks the server, and never returns in the server.
+Instead it returns once for each invocation of the script, each time
+in a new process, set up as described in L</"AFTER INITIALISATION">;
+except the first, which with this project's client (protocol extension
+C<inplace1>) it returns in the process that called it, set up the same
+way; with chiark-utils' client that process exits, and the client
+carries on.
 
 Options, given as a list of name-value pairs:
 
@@ -515,10 +530,11 @@ starts, so it is seen (on standard error) by the first caller only.
 =head1 AFTER INITIALISATION
 
 Each return from C<prefork_initialisation_complete> is one invocation,
-in its own process (the I<executor>), which behaves like a direct run of
-the script (C<perl script.pl ...>) by the same caller.  With this
-project's C<prefork-interp> client, which speaks protocol extension
-C<call1>, the executor has:
+in its own process (the I<executor>; for the first invocation with
+this project's client, the process that initialised the script),
+which behaves like a direct run of the script (C<perl script.pl ...>)
+by the same caller.  With this project's C<prefork-interp> client,
+which speaks protocol extension C<call1>, the executor has:
 
 =over
 
@@ -595,6 +611,10 @@ C<SIGKILL>, or its caller gave up), the executor's process group gets
 C<SIGINT> (and then C<SIGCONT>, in case it was stopped): the script
 should then stop promptly, without further I/O on its standard
 descriptors.
+
+The first invocation, run in place, is the client's child instead, in
+the caller's process group and session, with its controlling terminal,
+as a direct run; it gets C<SIGINT> if the client goes away.
 
 With chiark-utils' C client, which speaks plain protocol v1, the
 executor gets standard input, output and error, arguments and
@@ -687,7 +707,10 @@ C<prefork_initialisation_complete> is called (unless C<autoreload_inc>
 is false), and the files given through C<autoreload_extra> or
 C<prefork_autoreload_also_check>.  When it starts it records each
 one's identity: device, inode, size, modification and status-change
-times (to the nanosecond where the system has them), or its absence.
+times (to the nanosecond where the system has them), or its absence;
+the process that initialised the script records them too, just before
+it forks the server, and a file that differs when the server starts
+(changed while the first invocation ran, say) is a reason to reload.
 Before it takes in each new connection it checks whether any of them
 has changed; if one has, it logs C<reloading: FILE changed> and quits
 without answering, and the client starts a fresh server, which runs the
@@ -874,9 +897,11 @@ L</"AUTOMATIC RELOADING">.
 
 =back
 
-Additions: protocol extension C<call1> with this project's client
-(the caller's fds, umask, limits, nice value, signals and job control,
-see L</"AFTER INITIALISATION">), the C<log_file> and C<fast_exit>
+Additions: protocol extensions C<call1> and C<inplace1> with this
+project's client (the caller's fds, umask, limits, nice value, signals
+and job control, and the first invocation run by the process that
+initialised the script, see L</"AFTER INITIALISATION">), the
+C<log_file> and C<fast_exit>
 options (see L</"FAST EXIT">), the three package variables, and unknown
 options are errors.
 
@@ -896,7 +921,8 @@ What a served call cannot match of a direct run:
 
 There is no controlling terminal: opening F</dev/tty> fails, and a
 script in a background job that reads the terminal is not stopped by
-C<SIGTTIN> (it competes with the shell for input).
+C<SIGTTIN> (it competes with the shell for input).  (A first
+invocation run in place has the caller's, as a direct run.)
 
 =item *
 
