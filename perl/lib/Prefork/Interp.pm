@@ -23,8 +23,11 @@ use Prefork::Interp::Log;
 # options); a setup process, only what it takes to fork the server and,
 # with extension inplace1, to run the first call itself (CALL_MODULES);
 # the server loads the rest once forked (Prefork::Interp::Server).  So
-# a cold call costs little more than a direct run.
-use constant CALL_MODULES => qw(POSIX.pm Prefork/Interp/Protocol.pm
+# a cold call costs little more than a direct run.  Not even POSIX,
+# which takes longer to load than all of these: Prefork::Interp::Syscall
+# has the few functions needed.
+use constant CALL_MODULES => qw(Prefork/Interp/Syscall.pm
+                                Prefork/Interp/Protocol.pm
                                 Prefork/Interp/Signals.pm
                                 Prefork/Interp/Attributes.pm
                                 Prefork/Interp/FastExit.pm
@@ -141,7 +144,7 @@ sub prefork_initialisation_complete {
         _croak($e);
     }
     foreach my $which (qw(listen call watchi watche)) {
-        POSIX::fstat($fds->{$which})
+        Prefork::Interp::Syscall::is_open($fds->{$which})
             or _croak("$env_name names fd $fds->{$which} ($which), which"
                       . ' is not open');
     }
@@ -291,7 +294,7 @@ sub _enter_call ($) {
     _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
     _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
     _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
-    POSIX::close($_) foreach $fd0, $fd1, $fd2;
+    Prefork::Interp::Syscall::close_fd($_) foreach $fd0, $fd1, $fd2;
 
     # 4.9.ii: environment and arguments, as a direct run would have
     # them.  The request is split here, in the caller's process, not in
@@ -366,14 +369,15 @@ sub _install_stdio ($$$$$) {
     return if open($fh, "$mode&", $src) && fileno($fh) == $want;
     # The script closed this handle during initialisation and perl
     # chose another fd: put it where the caller expects it.
-    if (defined fileno($fh) && defined POSIX::dup2(fileno($fh), $want)) {
+    if (defined fileno($fh)
+        && defined Prefork::Interp::Syscall::dup2(fileno($fh), $want)) {
         my $other = fileno($fh);
         return if open($fh, "$mode&", $want) && fileno($fh) == $want
-            && (POSIX::close($other), 1);
+            && (Prefork::Interp::Syscall::close_fd($other), 1);
     }
     my $msg = "prefork: cannot set up fd $want for this call: $!\n";
-    POSIX::write($errfd, $msg, length $msg);
-    POSIX::_exit(127);
+    Prefork::Interp::Syscall::write_fd($errfd, $msg);
+    Prefork::Interp::Syscall::exit_now(127);
 }
 
 1;
@@ -695,7 +699,8 @@ to perl's list of C<END> blocks (through L<B>); perl runs that list
 from its start and adds C<END> blocks compiled later at its start, so
 this one runs last.  It flushes the handles (all of them through
 C<exec {''} ()>, an C<exec> of no program, which flushes every handle
-and returns at once) and calls C<POSIX::_exit($?)>.  Never in the
+and returns at once) and calls C<_exit($?)> (as C<POSIX::_exit>
+does).  Never in the
 server, nor in a standalone run.
 
 =head1 AUTOMATIC RELOADING

@@ -23,14 +23,13 @@ use warnings;
 
 use Config ();
 use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNRESET EPIPE EDOM);
-use POSIX ();
 
 use Prefork::Interp::Syscall ();
 
 # A setup process that runs the first call itself (extension inplace1)
 # loads this file, so it loads nothing it does not need: IO::FDPass only
 # where recvmsg's number is unknown, Socket only where SOL_SOCKET is not
-# Linux's usual 1.
+# Linux's usual 1, no POSIX (Prefork::Interp::Syscall closes fds).
 
 our $VERSION = '1.0.0';
 
@@ -240,7 +239,7 @@ sub recv_fd ($$) {
         $off += _cmsg_align($len);
     }
     return $fds[0] if @fds == 1 && !($flags & MSG_CTRUNC);
-    POSIX::close($_) foreach @fds;
+    Prefork::Interp::Syscall::close_fd($_) foreach @fds;
     die "$what: message carries more than one file descriptor\n" if @fds;
     # Truncated with none installed: the kernel could not give us the fd
     # (at our fd limit, say).

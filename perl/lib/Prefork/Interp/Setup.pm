@@ -34,13 +34,13 @@ use warnings;
 
 use Errno qw(EINTR);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
-use POSIX qw(SIGINT);
 use Time::HiRes ();
 
 use Prefork::Interp::Handshake;
 use Prefork::Interp::Identity ();
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -96,10 +96,10 @@ sub start ($) {
     my $pid = fork;
     defined $pid or die "cannot fork the server: $!\n";
     if ($pid) {
-        POSIX::_exit(0) unless $fds->{in_place};
+        Prefork::Interp::Syscall::exit_now(0) unless $fds->{in_place};
         close(delete $fh{listen});
         close(delete $fh{watche});
-        POSIX::close(delete $fh{watchi});
+        Prefork::Interp::Syscall::close_fd(delete $fh{watchi});
         return _take_in_place($cfg, delete $fh{call}, $client, $pid);
     }
 
@@ -112,7 +112,7 @@ sub start ($) {
             close(delete $fh{call});
             my $server = fork;
             defined $server or die "cannot fork the server: $!\n";
-            POSIX::_exit(0) if $server;
+            Prefork::Interp::Syscall::exit_now(0) if $server;
         }
         require Prefork::Interp::Server;
         Prefork::Interp::Server::serve($cfg, \%fh);
@@ -120,7 +120,7 @@ sub start ($) {
     return $request if $request;
     # Only reached if the server could not be started.
     $log->msg('err', "server failed: $@");
-    POSIX::_exit(127);
+    Prefork::Interp::Syscall::exit_now(127);
 }
 
 # _take_in_place(CFG, CALL, CLIENT, CHILD): protocol.md 7, in the setup
@@ -169,14 +169,14 @@ sub _take_in_place ($$$$) {
         $hs ? $hs->close : close($fh);
         my $line = "$cfg->{title}: prefork: error: taking the first call"
                  . " in: $e\n";
-        POSIX::write(2, $line, length $line);
-        POSIX::_exit(127);
+        Prefork::Interp::Syscall::write_fd(2, $line);
+        Prefork::Interp::Syscall::exit_now(127);
     }
     my $call = $hs->call;
     Prefork::Interp::Signals::block_all();
     close $fh;
-    Prefork::Interp::Signals::die_with_parent($client, SIGINT,
-                                              $cfg->{log});
+    Prefork::Interp::Signals::die_with_parent(
+        $client, Prefork::Interp::Signals::SIGINT, $cfg->{log});
     # Signal frames that came before the ATTR frame (our client holds
     # the signals it gets while it hands the call over, and sends none)
     # stay pending until the call's mask is set, as a monitor delivers

@@ -24,24 +24,32 @@ use strict;
 use warnings;
 
 use Config ();
-use POSIX qw(SIG_BLOCK SIG_SETMASK SIGKILL SIGSTOP SIGINT SIGCONT);
 
 use Prefork::Interp::Syscall ();
+
+# Not POSIX, which takes a while to load and which a setup process
+# running the first call itself does without: signal numbers from
+# Config, the mask through Prefork::Interp::Syscall.  (The monitor's
+# ChildWatch, below, loads it.)
 
 our $VERSION = '1.0.0';
 
 #---------- signal numbers and names ----------
 
 # Number => the name %SIG knows it by (the first one Config lists, so
-# CHLD rather than CLD, NUM40 for a real-time one).
-my @NAME;
-{
+# CHLD rather than CLD, NUM40 for a real-time one); and name => number.
+my (@NAME, %NUMBER);
+BEGIN {
     my @names = split ' ', $Config::Config{sig_name};
     my @nums = split ' ', $Config::Config{sig_num};
     for my $i (0..$#names) {
         $NAME[ $nums[$i] ] //= $names[$i];
+        $NUMBER{ $names[$i] } //= $nums[$i];
     }
 }
+use constant { SIGINT => $NUMBER{INT}, SIGKILL => $NUMBER{KILL},
+               SIGSTOP => $NUMBER{STOP}, SIGCONT => $NUMBER{CONT},
+               SIGFPE => $NUMBER{FPE} };
 
 # The highest signal number (64 on Linux).
 use constant MAX_SIGNAL => 64;
@@ -86,8 +94,7 @@ sub snapshot ($) {
             $disp{$sig} = 'default';
             $unset{$sig} = 1 unless defined $v;
         } elsif ($v eq 'IGNORE') {
-            my $was = $inherited->{ $NAME[$sig] }
-                      && $sig != POSIX::SIGFPE();
+            my $was = $inherited->{ $NAME[$sig] } && $sig != SIGFPE;
             $disp{$sig} = $was ? 'default' : 'ignore';
             $unset{$sig} = 1 if $was;
         } else {
@@ -144,35 +151,24 @@ sub die_with_parent ($$$) {
         && syscall($nr, PR_SET_PDEATHSIG + 0, $sig + 0, 0, 0, 0) != 0) {
         $log->msg('warning', "prctl(PR_SET_PDEATHSIG): $!");
     }
-    POSIX::_exit(127) if getppid() != $parent;
+    Prefork::Interp::Syscall::exit_now(127) if getppid() != $parent;
 }
 
 #---------- masks ----------
 
 # blocked(): the signals blocked now, as numbers.
 sub blocked () {
-    my $set = POSIX::SigSet->new;
-    POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new, $set)
-        or die "sigprocmask: $!\n";
-    return grep { $set->ismember($_) } 1..MAX_SIGNAL;
+    return Prefork::Interp::Syscall::blocked_signals();
 }
 
 # set_mask(SIGNALS): blocks exactly these (array ref of numbers);
 # protocol.md 6.4 step 7.  (The kernel silently leaves SIGKILL and
-# SIGSTOP unblocked, and glibc its own two real-time signals.)
+# SIGSTOP unblocked, and glibc keeps its own two real-time signals, 32
+# and 33, which nobody else can block or ignore anyway: they are left
+# out.)
 sub set_mask ($) {
     my ($sigs) = @_;
-    POSIX::sigprocmask(SIG_SETMASK, sigset(@$sigs))
-        or die "sigprocmask: $!\n";
-}
-
-# sigset(SIGNALS): a POSIX::SigSet of these.  glibc refuses to add the
-# two real-time signals it keeps for itself (32 and 33), which nobody
-# else can block or ignore anyway: they are left out.
-sub sigset {
-    my $set = POSIX::SigSet->new;
-    $set->addset($_) foreach @_;
-    return $set;
+    Prefork::Interp::Syscall::set_blocked_signals(@$sigs);
 }
 
 # block_all(): blocks every signal; returns the previous mask for
@@ -181,15 +177,12 @@ sub sigset {
 # the fds) waits until the executor has its dispositions and its final
 # mask, instead of meeting the monitor's.
 sub block_all () {
-    my $old = POSIX::SigSet->new;
-    POSIX::sigprocmask(SIG_BLOCK, sigset(1..MAX_SIGNAL), $old)
-        or die "sigprocmask: $!\n";
-    return $old;
+    return Prefork::Interp::Syscall::block_signals(1..MAX_SIGNAL);
 }
 
 sub restore_mask ($) {
     my ($old) = @_;
-    POSIX::sigprocmask(SIG_SETMASK, $old) or die "sigprocmask: $!\n";
+    Prefork::Interp::Syscall::restore_signals($old);
 }
 
 #---------- the monitor ----------
@@ -230,7 +223,6 @@ sub pidfd_open ($) {
 package Prefork::Interp::Signals::ChildWatch;
 
 use Errno qw(EINTR);
-use POSIX qw(SIG_BLOCK SIGCHLD WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG);
 
 use Prefork::Interp::Syscall ();
 
@@ -257,6 +249,7 @@ use constant POLL => 0.05;
 # kernel_fd false forces "poll" ($Prefork::Interp::USE_PIDFD = 0).
 sub new {
     my ($class, $pid, %a) = @_;
+    require POSIX;    # loaded already in the monitor, its only user
     my $self = bless { pid => $pid, stops => $a{stops} ? 1 : 0,
                        fd => undef, how => 'poll' }, $class;
     if ($a{kernel_fd} && $^O eq 'linux') {
@@ -293,14 +286,15 @@ sub check {
         1 while defined POSIX::read($self->{fd}, $buf, 128 * 8)
             && length $buf;
     }
-    my $flags = WNOHANG | ($self->{stops} ? WUNTRACED : 0);
+    my $flags = POSIX::WNOHANG() | ($self->{stops} ? POSIX::WUNTRACED() : 0);
     for (;;) {
         my $got = waitpid($self->{pid}, $flags);
         if ($got == $self->{pid}) {
             # perl's $? is 0 for a stopped child; the raw status is in
             # ${^CHILD_ERROR_NATIVE}.
             my $native = ${^CHILD_ERROR_NATIVE};
-            return ('stop', WSTOPSIG($native)) if WIFSTOPPED($native);
+            return ('stop', POSIX::WSTOPSIG($native))
+                if POSIX::WIFSTOPPED($native);
             return ('exit', $?);
         }
         return () if $got == 0;
@@ -346,11 +340,13 @@ sub _pidfd_open ($) {
 sub _signalfd_chld () {
     my $nr = Prefork::Interp::Syscall::number('signalfd4');
     return undef unless defined $nr;
+    my $sigchld = POSIX::SIGCHLD();
     my $old = POSIX::SigSet->new;
-    POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old)
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), POSIX::SigSet->new($sigchld),
+                       $old)
         or return undef;
     # The kernel's sigset_t: one bit per signal, bit 0 for signal 1.
-    my $set = pack 'Q', 1 << (SIGCHLD - 1);
+    my $set = pack 'Q', 1 << ($sigchld - 1);
     # SFD_NONBLOCK is O_NONBLOCK.
     my $fd = syscall($nr, -1, $set, length($set), POSIX::O_NONBLOCK() + 0);
     if ($fd < 0) {

@@ -3,6 +3,12 @@
 # from perl's syscall.ph (without disturbing the script's own use of
 # it), or a small table for the calls the library cannot do without.
 #
+# Also the few POSIX functions that a process taking a call on needs
+# (closing and duplicating fds, the signal mask, _exit), made as system
+# calls where the table knows them: POSIX takes longer to load (about
+# 10 ms) than everything else the setup process loads to run the first
+# call itself (protocol.md 7).  Elsewhere they are POSIX's.
+#
 # A file loaded with require is compiled in the package that loads it,
 # and %INC then says it is loaded: a script that did "require
 # 'syscall.ph'" after us would get no SYS_* functions in its own
@@ -32,10 +38,15 @@ our $VERSION = '1.0.0';
 my %KNOWN = (
     x86_64 => { prctl => 157, recvmsg => 47, prlimit64 => 302,
                 pidfd_open => 434, signalfd4 => 289,
-                inotify_init1 => 294, inotify_add_watch => 254 },
+                inotify_init1 => 294, inotify_add_watch => 254,
+                close => 3, write => 1, dup2 => 33, fcntl => 72,
+                exit_group => 231, rt_sigprocmask => 14 },
+    # No dup2 in the generic table: dup3.
     aarch64 => { prctl => 167, recvmsg => 212, prlimit64 => 261,
                  pidfd_open => 434, signalfd4 => 74,
-                 inotify_init1 => 26, inotify_add_watch => 27 },
+                 inotify_init1 => 26, inotify_add_watch => 27,
+                 close => 57, write => 64, dup3 => 24, fcntl => 25,
+                 exit_group => 94, rt_sigprocmask => 135 },
 );
 $KNOWN{riscv64} = $KNOWN{aarch64};
 
@@ -82,13 +93,157 @@ sub number ($) {
     return $FALLBACK{$name} ? $FALLBACK{$name}{$ARCH} : undef;
 }
 
+#---------- POSIX functions, as system calls ----------
+
+# Linux's values, the same on the architectures of %KNOWN.
+use constant { SIG_BLOCK => 0, SIG_SETMASK => 2, F_GETFD => 1 };
+
+# The numbers for the functions below, or undef: then POSIX.
+my $RAW = $KNOWN && length(pack 'j', 0) == 8 ? $KNOWN : undef;
+
+# close_fd(FD): true, or false with $! set.
+sub close_fd ($) {
+    my ($fd) = @_;
+    return syscall($RAW->{close}, $fd + 0) == 0 if $RAW;
+    require POSIX;
+    return defined POSIX::close($fd);
+}
+
+# is_open(FD): whether FD is an open file descriptor.
+sub is_open ($) {
+    my ($fd) = @_;
+    return syscall($RAW->{fcntl}, $fd + 0, F_GETFD, 0) >= 0 if $RAW;
+    require POSIX;
+    my @st = POSIX::fstat($fd);
+    return scalar @st;
+}
+
+# dup2(OLD, NEW): as POSIX::dup2: NEW ("0 but true" for 0), or undef
+# with $! set.
+sub dup2 ($$) {
+    my ($old, $new) = @_;
+    if ($RAW) {
+        # dup3 refuses OLD == NEW, which dup2 allows (if OLD is open).
+        return is_open($old) ? ($new || '0 but true') : undef
+            if $old == $new;
+        my $r = defined $RAW->{dup2}
+              ? syscall($RAW->{dup2}, $old + 0, $new + 0)
+              : syscall($RAW->{dup3}, $old + 0, $new + 0, 0);
+        return $r < 0 ? undef : ($r || '0 but true');
+    }
+    require POSIX;
+    return POSIX::dup2($old, $new);
+}
+
+# write_fd(FD, DATA): one write(2); bytes written, or undef.
+sub write_fd ($$) {
+    my ($fd, $data) = @_;
+    if ($RAW) {
+        # A string of its own: syscall passes a string as a pointer, but
+        # a value perl has used as a number as that number.
+        my $buf = "$data";
+        my $r = syscall($RAW->{write}, $fd + 0, $buf, length $buf);
+        return $r < 0 ? undef : $r;
+    }
+    require POSIX;
+    return POSIX::write($fd, $data, length $data);
+}
+
+# exit_now(STATUS): _exit(2), at once: no END block, no destructor, no
+# buffer flushed.
+sub exit_now ($) {
+    my ($status) = @_;
+    syscall($RAW->{exit_group}, $status + 0) if $RAW;
+    require POSIX;
+    POSIX::_exit($status);
+}
+
+# The signal mask.  Signal numbers are 1 to 64; the kernel leaves
+# SIGKILL and SIGSTOP unblocked, and glibc keeps 32 and 33 for itself
+# (POSIX::SigSet will not hold them), so they are never blocked here
+# either.
+
+# The kernel's sigset_t for SIGNALS: one bit per signal, bit 0 for 1.
+sub _kernel_set {
+    my $mask = 0;
+    foreach my $sig (@_) {
+        next if $sig < 1 || $sig > 64 || $sig == 32 || $sig == 33;
+        $mask |= 1 << ($sig - 1);
+    }
+    return pack 'Q', $mask;
+}
+
+sub _posix_set {
+    require POSIX;
+    my $set = POSIX::SigSet->new;
+    $set->addset($_) foreach grep { $_ != 32 && $_ != 33 } @_;
+    return $set;
+}
+
+# rt_sigprocmask(HOW, SET or undef): the previous mask, or dies.
+sub _rt_sigprocmask ($$) {
+    my ($how, $set) = @_;
+    my $old = "\0" x 8;
+    syscall($RAW->{rt_sigprocmask}, $how + 0, $set // 0, $old, 8) == 0
+        or die "sigprocmask: $!\n";
+    return $old;
+}
+
+# blocked_signals(): the signals blocked now, as numbers.
+sub blocked_signals () {
+    if ($RAW) {
+        my $mask = unpack 'Q', _rt_sigprocmask(SIG_BLOCK, undef);
+        return grep { $mask & (1 << ($_ - 1)) } 1 .. 64;
+    }
+    require POSIX;
+    my $set = POSIX::SigSet->new;
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), _posix_set(), $set)
+        or die "sigprocmask: $!\n";
+    return grep { $set->ismember($_) } 1 .. 64;
+}
+
+# block_signals(SIGNALS): blocks them too; returns the previous mask,
+# for restore_signals.
+sub block_signals {
+    return _rt_sigprocmask(SIG_BLOCK, _kernel_set(@_)) if $RAW;
+    my $set = _posix_set(@_);    # loads POSIX
+    my $old = POSIX::SigSet->new;
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), $set, $old)
+        or die "sigprocmask: $!\n";
+    return $old;
+}
+
+# set_blocked_signals(SIGNALS): blocks exactly these.
+sub set_blocked_signals {
+    if ($RAW) {
+        _rt_sigprocmask(SIG_SETMASK, _kernel_set(@_));
+        return;
+    }
+    my $set = _posix_set(@_);    # loads POSIX
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $set)
+        or die "sigprocmask: $!\n";
+}
+
+# restore_signals(OLD): the mask block_signals returned.
+sub restore_signals ($) {
+    my ($old) = @_;
+    if ($RAW) {
+        _rt_sigprocmask(SIG_SETMASK, $old);
+        return;
+    }
+    require POSIX;
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $old)
+        or die "sigprocmask: $!\n";
+}
+
 1;
 
 __END__
 
 =head1 NAME
 
-Prefork::Interp::Syscall - system call numbers from syscall.ph (internal)
+Prefork::Interp::Syscall - system call numbers, and a few POSIX
+functions as system calls (internal)
 
 =head1 DESCRIPTION
 
@@ -96,6 +251,8 @@ Internal to L<Prefork::Interp>: Linux system call numbers, from tables
 of its own on x86_64, aarch64 and riscv64, elsewhere from perl's
 F<syscall.ph>, loaded without registering it in C<%INC>, so that a
 script's own C<require 'syscall.ph'> still works; for C<prctl>, a
-table of its own where F<syscall.ph> is missing.
+table of its own where F<syscall.ph> is missing.  And the few POSIX
+functions a process taking a call on needs, as system calls where
+those tables know them, so that it need not load POSIX.
 
 =cut
