@@ -94,7 +94,8 @@ sub set_umask ($) {
 
 #---------- resource limits (step 4) ----------
 
-# One of: 'prlimit' (Linux system call, through syscall.ph),
+# One of: 'prlimit' (Linux system call, by Prefork::Interp::Syscall's
+# number),
 # 'bsd-resource' (BSD::Resource, if the script loaded it), or undef.
 my $RLIMIT_HOW;
 my $SYS_prlimit64;

@@ -228,7 +228,8 @@ use Prefork::Interp::Syscall ();
 
 # pidfd_open's number where syscall.ph does not know it: every
 # architecture's table agrees on it but alpha's and ia64's.  (signalfd4
-# differs between architectures, so it is only used from syscall.ph.)
+# differs between architectures, so it is only used from syscall.ph or
+# Prefork::Interp::Syscall's table.)
 use constant SYS_pidfd_open => 434;
 
 # Without a kernel fd we poll this often; it bounds the delay in the
