@@ -12,7 +12,7 @@ use lib "$FindBin::Bin/lib";
 
 use Cwd qw(realpath);
 use File::Copy qw(copy);
-use PfiTest qw(fixture);
+use PfiTest qw(fixture session_of);
 use Test::More;
 
 my $fx = fixture('ours') or plan skip_all => 'our client is not built';
@@ -32,6 +32,8 @@ print readlink("/proc/self/exe"), " $session\n";
 EOT
 my $path = sub { "$dirs[$_[0]]:/usr/local/bin:/usr/bin:/bin" };
 
+# The first call for each PATH starts its server and runs in its setup
+# process (protocol.md 7), in our session; the others are the server's.
 my @servers = ({}, {});
 foreach my $i (0 .. 9) {
     my $which = $i % 2;
@@ -39,6 +41,10 @@ foreach my $i (0 .. 9) {
     is($r->{status}, 0, "call $i ok") or diag($r->{err});
     my ($exe, $sid) = split ' ', $r->{out} // '';
     is($exe, "$dirs[$which]/perl", "call $i ran its own PATH's perl");
+    if ($i < 2) {
+        is($sid, session_of(), "call $i ran in place, in our session");
+        next;
+    }
     $servers[$which]{$sid // 'none'} = 1;
 }
 is(scalar(keys %{ $servers[0] }), 1, 'one server for the first PATH');

@@ -1,8 +1,9 @@
 # Prefork::Interp - script side of prefork-interp, for Perl.
 #
 # Public API (compatible with chiark-utils' Proc::Prefork::Interp),
-# option checking, and the executor's entry into a call.  The
-# processes themselves are in Prefork/Interp/Server.pm, the bytes on
+# option checking, and the executor's entry into a call (also the setup
+# process's, when it runs the first call itself).  The processes
+# themselves are in Prefork/Interp/Setup.pm and Server.pm, the bytes on
 # the wire in Prefork/Interp/Protocol.pm.  Documentation at the end.
 #
 # Copyright the prefork-interp contributors; see the project's
@@ -13,19 +14,24 @@ package Prefork::Interp;
 use strict;
 use warnings;
 
-use Carp qw(croak);
-use Cwd ();
 use Exporter qw(import);
-use File::Basename ();
-use File::Spec ();
-use POSIX ();
 
-use Prefork::Interp::Attributes;
-use Prefork::Interp::FastExit;
 use Prefork::Interp::Log;
-use Prefork::Interp::Protocol;
-use Prefork::Interp::Server;
-use Prefork::Interp::Signals;
+
+# What else this module needs is loaded when it is needed: a direct run
+# loads nothing but this file and Prefork::Interp::Log (to check the
+# options); a setup process, only what it takes to fork the server and,
+# with extension inplace1, to run the first call itself (CALL_MODULES);
+# the server loads the rest once forked (Prefork::Interp::Server).  So
+# a cold call costs little more than a direct run.  Not even POSIX,
+# which takes longer to load than all of these: Prefork::Interp::Syscall
+# has the few functions needed.
+use constant CALL_MODULES => qw(Prefork/Interp/Syscall.pm
+                                Prefork/Interp/Protocol.pm
+                                Prefork/Interp/Signals.pm
+                                Prefork/Interp/Attributes.pm
+                                Prefork/Interp/FastExit.pm
+                                Prefork/Interp/Setup.pm);
 
 our $VERSION = '1.0.0';
 
@@ -74,19 +80,48 @@ my %DEFAULTS = (
     fast_exit        => 1,
 );
 
+# PATH made absolute, from the current directory (File::Spec's rel2abs,
+# loaded only for a relative PATH).
+sub _abs ($) {
+    my ($path) = @_;
+    return $path if $path =~ m{\A/};
+    require File::Spec;
+    return File::Spec->rel2abs($path);
+}
+
+# The current directory: Linux shows it in /proc (Cwd, loaded only
+# where that fails, takes a while to load).
+sub _cwd () {
+    my $cwd = readlink '/proc/self/cwd';
+    return $cwd if defined $cwd && $cwd =~ m{\A/} && $cwd !~ m/ \(deleted\)\z/;
+    require Cwd;
+    return Cwd::getcwd();
+}
+
 # $0 as perl set it, and whether perl was given a script file at all
 # ("-e" and "-" mean it was not); recorded when the module is loaded,
-# before the script can change $0 or the current directory.
+# before the script can change $0 or the current directory.  The
+# script's absolute path is made only under prefork-interp (the server
+# watches the file), from the directory we were loaded in if $0 is
+# relative.
 my $LOAD_TIME_0 = $0;
-my $SCRIPT_FILE = ($0 eq '-e' || $0 eq '-') ? undef
-                : File::Spec->rel2abs($0);
+my $HAS_SCRIPT = !($0 eq '-e' || $0 eq '-');
+my $LOAD_CWD;
+if ($HAS_SCRIPT && defined $ENV{PREFORK_INTERP} && $0 !~ m{\A/}) {
+    $LOAD_CWD = _cwd();
+}
+
+# The signals ignored now, by their names in %SIG: inherited from
+# whoever started us (see Prefork::Interp::Signals::snapshot).
+my %INHERITED_IGNORE = map { $_ => 1 }
+    grep { my $v = $SIG{$_}; defined $v && $v eq 'IGNORE' } keys %SIG;
 
 my @also_check;        # from prefork_autoreload_also_check
 my $became_server = 0; # set once this process tree has daemonised
 my $signal_snapshot;   # the script's signal state at initialisation
 
 sub prefork_autoreload_also_check {
-    push @also_check, map { File::Spec->rel2abs($_) } @_;
+    push @also_check, map { _abs($_) } @_;
     return;
 }
 
@@ -97,10 +132,11 @@ sub prefork_initialisation_complete {
     return if $became_server;
 
     # Not run by prefork-interp: carry on as an ordinary script.
-    my $env_name = Prefork::Interp::Protocol::ENV_NAME;
+    my $env_name = 'PREFORK_INTERP';
     my $value = $ENV{$env_name};
     return unless defined $value;
 
+    require $_ foreach CALL_MODULES;
     my $fds = eval { Prefork::Interp::Protocol::parse_env_value($value) };
     if (!$fds) {
         my $e = $@;
@@ -108,7 +144,7 @@ sub prefork_initialisation_complete {
         _croak($e);
     }
     foreach my $which (qw(listen call watchi watche)) {
-        POSIX::fstat($fds->{$which})
+        Prefork::Interp::Syscall::is_open($fds->{$which})
             or _croak("$env_name names fd $fds->{$which} ($which), which"
                       . ' is not open');
     }
@@ -116,12 +152,12 @@ sub prefork_initialisation_complete {
     # prefork-interp setup process.
     delete $ENV{$env_name};
 
-    my $title = defined $SCRIPT_FILE ? $LOAD_TIME_0 : 'perl';
+    my $title = $HAS_SCRIPT ? $LOAD_TIME_0 : 'perl';
+    my ($ident) = $title =~ m{([^/]*)/*\z};
     my $log = Prefork::Interp::Log->new(
-        ident    => File::Basename::basename($title),
+        ident    => length $ident ? $ident : $title,
         facility => $opt{log_facility},
-        file     => defined $opt{log_file}
-                    ? File::Spec->rel2abs($opt{log_file}) : undef,
+        file     => defined $opt{log_file} ? _abs($opt{log_file}) : undef,
     );
 
     my %cfg = (
@@ -129,7 +165,8 @@ sub prefork_initialisation_complete {
         max_servers     => $opt{max_servers},
         idle_timeout    => $opt{idle_timeout},
         max_errors      => $opt{max_errors},
-        reload_files    => _reload_files(\%opt),
+        reload_paths    => sub { _reload_paths(\%opt) },
+        reload_files    => sub { _reload_files(\%opt, @_) },
         request_timeout => $REQUEST_TIMEOUT,
         use_pidfd       => $USE_PIDFD,
         use_inotify     => $USE_INOTIFY,
@@ -139,10 +176,10 @@ sub prefork_initialisation_complete {
 
     # What protocol.md 6.4 step 6 calls P: the script's dispositions
     # now, before the server changes any.
-    $signal_snapshot = Prefork::Interp::Signals::snapshot();
+    $signal_snapshot = Prefork::Interp::Signals::snapshot(\%INHERITED_IGNORE);
 
     $became_server = 1;
-    my $request = eval { Prefork::Interp::Server::serve(\%cfg) };
+    my $request = eval { Prefork::Interp::Setup::start(\%cfg) };
     if (!$request) {
         # Still the setup process: the client shows our stderr.
         $became_server = 0;
@@ -163,10 +200,12 @@ sub prefork_initialisation_complete {
 # 255, not whatever errno happened to be.
 sub _croak ($) {
     my ($msg) = @_;
+    require Carp;
     $! = 0;
     $? = 0;
-    croak "prefork_initialisation_complete: $msg";
+    Carp::croak("prefork_initialisation_complete: $msg");
 }
+
 
 sub _check_options {
     @_ % 2 == 0 or _croak('options must be NAME => VALUE pairs');
@@ -197,26 +236,47 @@ sub _check_options {
 
 # Files whose change means the server is out of date (see
 # Prefork::Interp::Reload): the script, the interpreter running it, and
-# unless told otherwise the modules loaded.  %INC is taken now: the
-# server loads nothing more, and relative entries (from a relative
-# "use lib") must be resolved before anything changes directory.
-sub _reload_files ($) {
+# unless told otherwise the modules loaded (%INC, as it is now), as
+# they were named: relative ones (from a relative "use lib", or
+# autoreload_extra) from the current directory, but the script from
+# the one we were loaded in.  Cheap (no module to load): the setup
+# process records their identities just before it forks the server.
+sub _reload_paths ($) {
     my ($opt) = @_;
-    my @files;
-    push @files, $SCRIPT_FILE if defined $SCRIPT_FILE;
-    # The perl binary itself, by its real path: upgrading perl replaces
-    # it, and the server would run on with the old one.
-    my $perl = File::Spec->rel2abs($^X);
-    push @files, Cwd::abs_path($perl) // $perl;
+    my @paths;
+    if ($HAS_SCRIPT) {
+        push @paths, defined $LOAD_CWD ? "$LOAD_CWD/$LOAD_TIME_0"
+                                       : $LOAD_TIME_0;
+    }
+    push @paths, $^X;
     if ($opt->{autoreload_inc}) {
         # Entries can be undef (failed require) or refs (@INC hooks).
-        push @files, map { File::Spec->rel2abs($_) }
-                     grep { defined && !ref } values %INC;
+        push @paths, grep { defined && !ref } values %INC;
     }
-    push @files, @also_check;
-    push @files, map { File::Spec->rel2abs($_) } @{ $opt->{autoreload_extra} };
-    my %seen;
-    return [ grep { !$seen{$_}++ } @files ];
+    push @paths, @also_check, @{ $opt->{autoreload_extra} };
+    return @paths;
+}
+
+# _reload_files(OPT, BEFORE): in the server, right after the fork, once
+# it has loaded its own modules (so they are among them, %INC being
+# taken now; the server loads nothing more), before anything changes
+# directory: the files of _reload_paths, absolute and each once, as
+# Prefork::Interp::Reload takes them; and BEFORE, identities by the
+# names _reload_paths gave, by those absolute names.  The perl binary
+# is named by its real path: upgrading perl replaces it, and the server
+# would run on with the old one.
+sub _reload_files ($$) {
+    my ($opt, $before) = @_;
+    require Cwd;
+    require File::Spec;
+    my (@files, %seen, %ident);
+    foreach my $path (_reload_paths($opt)) {
+        my $abs = File::Spec->rel2abs($path);
+        $abs = Cwd::abs_path($abs) // $abs if $path eq $^X;
+        $ident{$abs} //= $before->{$path} if $before;
+        push @files, $abs unless $seen{$abs}++;
+    }
+    return (\@files, \%ident);
 }
 
 #---------- entering a call (executor) ----------
@@ -234,7 +294,7 @@ sub _enter_call ($) {
     _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
     _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
     _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
-    POSIX::close($_) foreach $fd0, $fd1, $fd2;
+    Prefork::Interp::Syscall::close_fd($_) foreach $fd0, $fd1, $fd2;
 
     # 4.9.ii: environment and arguments, as a direct run would have
     # them.  The request is split here, in the caller's process, not in
@@ -253,7 +313,7 @@ sub _enter_call ($) {
     undef $names;
     # On the wire: interpreter, [script,] arguments.
     shift @args;                          # the interpreter
-    if (defined $SCRIPT_FILE && @args) {
+    if ($HAS_SCRIPT && @args) {
         my $script = shift @args;
         # Unless the script renamed itself during initialisation, $0
         # is the script as this caller named it (which differs from the
@@ -263,7 +323,9 @@ sub _enter_call ($) {
     @ARGV = @args;
 
     # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
-    # step 1, the process group, was done as we were forked).
+    # step 1, the process group, was done as we were forked, or, run in
+    # place by the setup process, it is the caller's, as in a direct
+    # run).
     _apply_caller_attributes($request);
 
     # What perl itself sets up per run.
@@ -278,7 +340,8 @@ sub _enter_call ($) {
 # protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
 # client, protocol.md 6.6) only the signal steps: nothing ignored by
 # the caller, and the script's own mask.  Every signal has been blocked
-# since the monitor forked us; step 7 unblocks them.
+# since the monitor forked us (or the setup process took the call in);
+# step 7 unblocks them.
 sub _apply_caller_attributes ($) {
     my ($request) = @_;
     my $log = $request->{log};
@@ -306,14 +369,15 @@ sub _install_stdio ($$$$$) {
     return if open($fh, "$mode&", $src) && fileno($fh) == $want;
     # The script closed this handle during initialisation and perl
     # chose another fd: put it where the caller expects it.
-    if (defined fileno($fh) && defined POSIX::dup2(fileno($fh), $want)) {
+    if (defined fileno($fh)
+        && defined Prefork::Interp::Syscall::dup2(fileno($fh), $want)) {
         my $other = fileno($fh);
         return if open($fh, "$mode&", $want) && fileno($fh) == $want
-            && (POSIX::close($other), 1);
+            && (Prefork::Interp::Syscall::close_fd($other), 1);
     }
     my $msg = "prefork: cannot set up fd $want for this call: $!\n";
-    POSIX::write($errfd, $msg, length $msg);
-    POSIX::_exit(127);
+    Prefork::Interp::Syscall::write_fd($errfd, $msg);
+    Prefork::Interp::Syscall::exit_now(127);
 }
 
 1;
@@ -344,12 +408,15 @@ Prefork::Interp - script side of prefork-interp, for Perl
 
 C<prefork-interp> is a C<#!> "interpreter" wrapper that pays a
 script's start-up cost once.  The first invocation runs the script as
-usual until it calls C<prefork_initialisation_complete>, which turns
-the process into a server listening on a per-user socket.  Every
-invocation, the first included, is then served by a fresh fork of that
-initialised process, with the caller's standard input, output and
-error, arguments and environment; and the caller's exit status is the
-script's.
+usual until it calls C<prefork_initialisation_complete>, which forks
+a server listening on a per-user socket.  Every later invocation is
+served by a fresh fork of that initialised process, with the caller's
+standard input, output and error, arguments and environment; and the
+caller's exit status is the script's.  With this project's client the
+first invocation then carries on in the process that initialised the
+script, as a direct run would (so it costs about what a direct run
+costs); with chiark-utils' client, that process exits and the server
+serves the first invocation too.
 
 (This project's client also takes interpreter arguments in the C<#!>
 line, as in C<-U,perl,-w>; chiark-utils' 7.0.0 client does not.)
@@ -375,10 +442,13 @@ C<PREFORK_INTERP> environment variable is not set), it checks the
 options and returns at once: the script simply runs on, as a normal
 program.  See L</"STANDALONE OPERATION">.
 
-Otherwise it daemonises (the process that called it exits, and the
-client carries on) and never returns in the server.  Instead it
-returns once for each invocation of the script, each time in a new
-process, set up as described in L</"AFTER INITIALISATION">.
+Otherwise it forks the server, and never returns in the server.
+Instead it returns once for each invocation of the script, each time
+in a new process, set up as described in L</"AFTER INITIALISATION">;
+except the first, which with this project's client (protocol extension
+C<inplace1>) it returns in the process that called it, set up the same
+way; with chiark-utils' client that process exits, and the client
+carries on.
 
 Options, given as a list of name-value pairs:
 
@@ -464,10 +534,11 @@ starts, so it is seen (on standard error) by the first caller only.
 =head1 AFTER INITIALISATION
 
 Each return from C<prefork_initialisation_complete> is one invocation,
-in its own process (the I<executor>), which behaves like a direct run of
-the script (C<perl script.pl ...>) by the same caller.  With this
-project's C<prefork-interp> client, which speaks protocol extension
-C<call1>, the executor has:
+in its own process (the I<executor>; for the first invocation with
+this project's client, the process that initialised the script),
+which behaves like a direct run of the script (C<perl script.pl ...>)
+by the same caller.  With this project's C<prefork-interp> client,
+which speaks protocol extension C<call1>, the executor has:
 
 =over
 
@@ -544,6 +615,10 @@ C<SIGKILL>, or its caller gave up), the executor's process group gets
 C<SIGINT> (and then C<SIGCONT>, in case it was stopped): the script
 should then stop promptly, without further I/O on its standard
 descriptors.
+
+The first invocation, run in place, is the client's child instead, in
+the caller's process group and session, with its controlling terminal,
+as a direct run; it gets C<SIGINT> if the client goes away.
 
 With chiark-utils' C client, which speaks plain protocol v1, the
 executor gets standard input, output and error, arguments and
@@ -624,7 +699,8 @@ to perl's list of C<END> blocks (through L<B>); perl runs that list
 from its start and adds C<END> blocks compiled later at its start, so
 this one runs last.  It flushes the handles (all of them through
 C<exec {''} ()>, an C<exec> of no program, which flushes every handle
-and returns at once) and calls C<POSIX::_exit($?)>.  Never in the
+and returns at once) and calls C<_exit($?)> (as C<POSIX::_exit>
+does).  Never in the
 server, nor in a standalone run.
 
 =head1 AUTOMATIC RELOADING
@@ -636,7 +712,10 @@ C<prefork_initialisation_complete> is called (unless C<autoreload_inc>
 is false), and the files given through C<autoreload_extra> or
 C<prefork_autoreload_also_check>.  When it starts it records each
 one's identity: device, inode, size, modification and status-change
-times (to the nanosecond where the system has them), or its absence.
+times (to the nanosecond where the system has them), or its absence;
+the process that initialised the script records them too, just before
+it forks the server, and a file that differs when the server starts
+(changed while the first invocation ran, say) is a reason to reload.
 Before it takes in each new connection it checks whether any of them
 has changed; if one has, it logs C<reloading: FILE changed> and quits
 without answering, and the client starts a fresh server, which runs the
@@ -823,9 +902,11 @@ L</"AUTOMATIC RELOADING">.
 
 =back
 
-Additions: protocol extension C<call1> with this project's client
-(the caller's fds, umask, limits, nice value, signals and job control,
-see L</"AFTER INITIALISATION">), the C<log_file> and C<fast_exit>
+Additions: protocol extensions C<call1> and C<inplace1> with this
+project's client (the caller's fds, umask, limits, nice value, signals
+and job control, and the first invocation run by the process that
+initialised the script, see L</"AFTER INITIALISATION">), the
+C<log_file> and C<fast_exit>
 options (see L</"FAST EXIT">), the three package variables, and unknown
 options are errors.
 
@@ -845,7 +926,8 @@ What a served call cannot match of a direct run:
 
 There is no controlling terminal: opening F</dev/tty> fails, and a
 script in a background job that reads the terminal is not stopped by
-C<SIGTTIN> (it competes with the shell for input).
+C<SIGTTIN> (it competes with the shell for input).  (A first
+invocation run in place has the caller's, as a direct run.)
 
 =item *
 

@@ -37,7 +37,7 @@ use Time::HiRes qw(sleep);
 our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
     procs_in_sessions describe_status listen_path zombie_children
-    alive read_bytes autoreload_pair
+    alive read_bytes autoreload_pair session_of
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -177,6 +177,14 @@ sub listen_path ($;$) {
         return $path;
     }
     return undef;
+}
+
+# session_of(PID): the session of process PID (default: ours), or undef.
+sub session_of (;$) {
+    my ($pid) = @_;
+    my $stat = slurp('/proc/' . ($pid // 'self') . '/stat') // return undef;
+    my ($sid) = $stat =~ m/\) \S+ \S+ \S+ (\S+)/;
+    return $sid;
 }
 
 # Whether process PID exists and has not exited (a zombie has).
@@ -570,9 +578,13 @@ use Test::More;
 use Time::HiRes qw(sleep);
 
 # new(init => CODE, opts => CODE, body => CODE, listen => 'socket' |
-#     'not-listening', env => {...}, run_as => [UID, GID])
+#     'not-listening', env => {...}, run_as => [UID, GID],
+#     announce => ITEM, no_wait => BOOL)
 # run_as: the script (setup and server) runs as that user, who then
-# owns the dir.
+# owns the dir.  announce: an item added to the first word of
+# PREFORK_INTERP ('inplace1': the setup process runs the first call
+# itself, protocol.md 7).  no_wait: return at once, not once the setup
+# process has exited (see wait_setup).
 sub new {
     my ($class, %a) = @_;
     my $dir = Cwd::abs_path(tempdir('pfi-pl-h-XXXXXX', TMPDIR => 1,
@@ -611,7 +623,8 @@ sub new {
               watchi => fileno($wi_w), watche => fileno($we_r),
               %{ $a{fd_override} // {} });
     my $env_value = $a{env_value}
-        // sprintf('v1,%s %d,%d,%d,%d', $stamp,
+        // sprintf('v1,%s%s %d,%d,%d,%d', $stamp,
+                   defined $a{announce} ? ",$a{announce}" : '',
                    @fd{qw(listen call watchi watche)});
     if ($a{env_extras}) {
         # What a later client may add: more items, more words.
@@ -658,14 +671,30 @@ sub new {
     $self->{wi_inode} = (stat $wi_r)[1];
     $self->{listen_peer} = $listen_peer;
     close $listen;
-    waitpid($pid, 0);
-    $self->{setup_status} = $?;
-    $self->{setup_err} = PfiTest::slurp("$dir/setup.err");
+    $self->{setup_pid} = $pid;
+    $self->wait_setup unless $a{no_wait};
     $self->{initial} = $call_c;
     $self->{wi_r} = $wi_r;
     $self->{we_w} = $we_w;
     $we_w->autoflush(1);
     return $self;
+}
+
+# wait_setup(TIMEOUT): waits for the setup process (at most TIMEOUT
+# seconds, default 30; then kills it); returns its wait status, and
+# records it and its output for setup_status and setup_err.
+sub wait_setup {
+    my ($self, $timeout) = @_;
+    my $pid = delete $self->{setup_pid} // return $self->{setup_status};
+    my $got = PfiTest::wait_for($timeout // 30,
+                                sub { waitpid($pid, WNOHANG) == $pid });
+    if (!$got) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+    $self->{setup_status} = $?;
+    $self->{setup_err} = PfiTest::slurp("$self->{dir}/setup.err");
+    return $self->{setup_status};
 }
 
 sub dir { $_[0]{dir} }
@@ -902,6 +931,8 @@ sub cleanup {
     my @sids = $self->sessions;
     close $self->{we_w};
     close $self->{initial};
+    # A setup process running the first call (no_wait) sees the hang-up.
+    $self->wait_setup(10) if defined $self->{setup_pid};
     my @left;
     PfiTest::wait_for(5, sub {
         @left = PfiTest::procs_in_sessions(\@sids); !@left });

@@ -16,7 +16,6 @@ use strict;
 use warnings;
 
 use Errno qw(EPERM EINVAL);
-use POSIX ();
 
 use Prefork::Interp::Protocol ();
 use Prefork::Interp::Syscall ();
@@ -52,10 +51,10 @@ sub install_fds ($$) {
         if (!defined $high) {
             $log->msg('warning', "cannot move the caller's fd $n out of"
                       . " the way: $!; not passed on");
-            POSIX::close($fd);
+            Prefork::Interp::Syscall::close_fd($fd);
             next;
         }
-        POSIX::close($fd);
+        Prefork::Interp::Syscall::close_fd($fd);
         push @moved, [ $n, $high ];
     }
     foreach my $e (@moved) {
@@ -63,17 +62,16 @@ sub install_fds ($$) {
         if (_is_open($n)) {
             $log->msg('warning', "the caller's fd $n is not passed on:"
                       . " the script has its own fd $n open");
-        } elsif (!defined POSIX::dup2($high, $n)) {
+        } elsif (!defined Prefork::Interp::Syscall::dup2($high, $n)) {
             $log->msg('warning', "cannot install the caller's fd $n: $!");
         }
     }
-    POSIX::close($_->[1]) foreach @moved;
+    Prefork::Interp::Syscall::close_fd($_->[1]) foreach @moved;
 }
 
 sub _is_open ($) {
     my ($fd) = @_;
-    my @st = POSIX::fstat($fd);
-    return scalar @st;
+    return Prefork::Interp::Syscall::is_open($fd);
 }
 
 # A duplicate of FD at the lowest free number from MIN up, or undef.
@@ -81,7 +79,7 @@ sub _dup_above ($$) {
     my ($fd, $min) = @_;
     for (my $n = $min; $n < $min + 65536; $n++) {
         next if _is_open($n);
-        return POSIX::dup2($fd, $n) // undef;
+        return Prefork::Interp::Syscall::dup2($fd, $n) // undef;
     }
     $! = Errno::EMFILE();
     return undef;
@@ -96,7 +94,8 @@ sub set_umask ($) {
 
 #---------- resource limits (step 4) ----------
 
-# One of: 'prlimit' (Linux system call, through syscall.ph),
+# One of: 'prlimit' (Linux system call, by Prefork::Interp::Syscall's
+# number),
 # 'bsd-resource' (BSD::Resource, if the script loaded it), or undef.
 my $RLIMIT_HOW;
 my $SYS_prlimit64;

@@ -30,7 +30,8 @@
 # blocks compiled later, even during the call (require, string eval),
 # are unshifted onto its start, so ours runs after every other one,
 # with $? final: that is the end of step 2.  There _at_end() does steps
-# 3 and 4 itself and then POSIX::_exit($?), skipping 5 and 6.  Step 4
+# 3 and 4 itself and then _exit($?) (Prefork::Interp::Syscall::exit_now,
+# POSIX::_exit without loading POSIX), skipping 5 and 6.  Step 4
 # is PerlIO_flush(NULL), which perl offers to Perl code only before it
 # runs another program: an exec with no program (exec {''} ()) flushes
 # every handle, finds no program to run without making a system call,
@@ -55,8 +56,9 @@ use strict;
 use warnings;
 
 use B ();
-use IO::Handle ();
-use POSIX ();
+use IO ();      # IO::Handle::flush, without the rest of IO::Handle
+
+use Prefork::Interp::Syscall ();
 
 my $armed_pid;
 
@@ -106,7 +108,7 @@ sub _at_end {
         exec {''} ();
     }
 
-    POSIX::_exit($status & 0xFFFF);
+    Prefork::Interp::Syscall::exit_now($status & 0xFFFF);
 }
 
 1;

@@ -21,9 +21,8 @@ package Prefork::Interp::Handshake;
 use strict;
 use warnings;
 
-use POSIX ();
-
 use Prefork::Interp::Protocol;
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -223,7 +222,8 @@ sub call {
 sub close {
     my ($self) = @_;
     CORE::close($self->{fh}) if defined fileno $self->{fh};
-    POSIX::close($_) foreach @{ $self->{fds} }, map { $_->[1] }
+    Prefork::Interp::Syscall::close_fd($_)
+        foreach @{ $self->{fds} }, map { $_->[1] }
                                                 @{ $self->{extra} };
     $self->{fds} = [];
     $self->{extra} = [];

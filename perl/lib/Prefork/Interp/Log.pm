@@ -20,9 +20,9 @@ package Prefork::Interp::Log;
 use strict;
 use warnings;
 
-use POSIX ();
-use Socket qw(AF_UNIX SOCK_DGRAM SOCK_STREAM pack_sockaddr_un);
-use Sys::Syslog ();
+# Nothing else is loaded here: the options are checked (facility_code)
+# in every run of a script, a direct one included.  Socket and POSIX
+# are loaded when there is something to log.
 
 our $VERSION = '1.0.0';
 
@@ -33,18 +33,23 @@ use constant SYSLOG_PATH => '/dev/log';
 # syslog usually keeps out of the logs.
 my %SEVERITY = (err => 3, warning => 4, info => 6, debug => 7);
 
+# The facilities, by their <syslog.h> names without "LOG_", and their
+# codes (already shifted, as in <syslog.h>; every Unix has these
+# values).  Not from Sys::Syslog, which takes about 20 ms to load.
+my %FACILITY = (
+    KERN => 0, USER => 1, MAIL => 2, DAEMON => 3, AUTH => 4, SYSLOG => 5,
+    LPR => 6, NEWS => 7, UUCP => 8, CRON => 9, AUTHPRIV => 10, FTP => 11,
+    map { ("LOCAL$_" => 16 + $_) } 0 .. 7,
+);
+$_ <<= 3 foreach values %FACILITY;
+
 # facility_code(NAME) - NAME as Sys::Syslog::openlog takes it: "user",
-# "LOG_USER", "local3", ...  Returns the facility code (already shifted,
-# as in <syslog.h>), or undef if NAME is not a facility.
+# "LOG_USER", "local3", ...  Returns the facility code, or undef if NAME
+# is not a facility (a severity or an option is not).
 sub facility_code ($) {
     my ($name) = @_;
     return undef unless defined $name && $name =~ m/\A(?:LOG_)?(\w+)\z/i;
-    my $const = 'LOG_' . uc $1;
-    # Only the facility constants, not the severities or options.
-    return undef unless $const =~ m/\ALOG_(?:KERN|USER|MAIL|DAEMON|AUTH
-        |SYSLOG|LPR|NEWS|UUCP|CRON|AUTHPRIV|FTP|LOCAL[0-7])\z/x;
-    my $code = eval { no strict 'refs'; &{"Sys::Syslog::$const"}() };
-    return $code;
+    return $FACILITY{ uc $1 };
 }
 
 # new(ident => NAME, facility => NAME-or-'', file => PATH-or-undef)
@@ -81,6 +86,7 @@ sub msg {
         _send_syslog("<$pri>$self->{ident}\[$$\]: $line");
     }
     if (defined $self->{file}) {
+        require POSIX;
         my @t = gmtime;
         my $stamp = POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', @t);
         if (open my $fh, '>>', $self->{file}) {
@@ -97,12 +103,14 @@ sub msg {
 sub _send_syslog ($) {
     my ($datagram) = @_;
     local $!;
-    my $addr = pack_sockaddr_un(SYSLOG_PATH);
-    foreach my $type (SOCK_DGRAM, SOCK_STREAM) {
-        socket(my $sock, AF_UNIX, $type, 0) or return;
+    require Socket;
+    my $addr = Socket::pack_sockaddr_un(SYSLOG_PATH);
+    foreach my $type (Socket::SOCK_DGRAM(), Socket::SOCK_STREAM()) {
+        socket(my $sock, Socket::AF_UNIX(), $type, 0) or return;
         next unless connect($sock, $addr);
         # A stream syslog socket wants each message terminated.
-        my $data = $type == SOCK_STREAM ? "$datagram\0" : $datagram;
+        my $data = $type == Socket::SOCK_STREAM() ? "$datagram\0"
+                                                  : $datagram;
         send($sock, $data, 0);
         close $sock;
         return;

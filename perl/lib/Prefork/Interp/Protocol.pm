@@ -1,17 +1,17 @@
 # Prefork::Interp::Protocol - the bytes of prefork-interp protocol v1
-# and of its extension call1, script side.
+# and of its extensions call1 and inplace1, script side.
 #
 # This file owns the wire format and nothing else: it parses the
 # PREFORK_INTERP environment variable; reads bytes and passed fds
 # without blocking and sends the greeting (for the server's handshakes,
-# Prefork::Interp::Handshake); checks a request body's shape without
-# splitting it, and splits it (for the executor); writes the wait
-# status; for call1 it parses the client's offer and encodes and
-# decodes frames and the ATTR body.  It never forks, never touches
-# signal dispositions and never logs; callers decide what an error
-# means.  Step numbers refer to the upstream design comment, part 4
-# ("service (monitor) child"), to SPEC section 5, and to
-# docs/protocol.md ("protocol.md 6.3").
+# Prefork::Interp::Handshake, and with inplace1 the setup process's);
+# checks a request body's shape without splitting it, and splits it
+# (for the executor); writes the wait status; for call1 it parses the
+# client's offer and encodes and decodes frames and the ATTR body.
+# It never forks, never touches signal dispositions and never logs;
+# callers decide what an error means.  Step numbers refer to the
+# upstream design comment, part 4 ("service (monitor) child"), to SPEC
+# section 5, and to docs/protocol.md ("protocol.md 6.3").
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -23,11 +23,13 @@ use warnings;
 
 use Config ();
 use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNRESET EPIPE EDOM);
-use IO::FDPass ();
-use POSIX ();
-use Socket qw(SOL_SOCKET);
 
 use Prefork::Interp::Syscall ();
+
+# A setup process that runs the first call itself (extension inplace1)
+# loads this file, so it loads nothing it does not need: IO::FDPass only
+# where recvmsg's number is unknown, Socket only where SOL_SOCKET is not
+# Linux's usual 1, no POSIX (Prefork::Interp::Syscall closes fds).
 
 our $VERSION = '1.0.0';
 
@@ -61,8 +63,12 @@ use constant EXT_ENV_PREFIX => 'PREFORK_INTERP_EXT';
 # 6.1): PREFORK_INTERP_EXT=NAME[,NAME...].
 use constant EXT_OFFER_NAME => 'PREFORK_INTERP_EXT';
 
-# The one extension we implement.
+# The per-call extension we implement (protocol.md 6).
 use constant EXT_CALL1 => 'call1';
+
+# The extension our client announces in PREFORK_INTERP (protocol.md
+# 7), which is also the payload of the greeting that takes it up.
+use constant EXT_INPLACE1 => 'inplace1';
 
 # Frames (protocol.md 6.2): 4-byte tag, 4-byte big-endian length, body.
 use constant MAX_FRAME_BODY => 65536;
@@ -111,12 +117,15 @@ sub Prefork::Interp::Protocol::Gone::why { $_[0]{why} }
 #
 # Decodes "v1,SECS.NSECS[,...] LISTEN,CALL,WATCHI,WATCHE[,...][ ...]"
 # (SPEC section 4).  Only the first two space-separated words count;
-# later words may hold anything.  Extra comma-separated items in either
-# word are ignored (and extra fds left open, as upstream requires).
+# later words may hold anything.  Of the further comma-separated items
+# of the first word, "inplace1" is known (protocol.md 7); any other
+# item in either word is ignored (and extra fds left open, as upstream
+# requires).
 #
 # Returns a hash ref: version, mtime (floating seconds), mtime_text,
-# listen, call, watchi, watche.  Dies with a one-line message if the
-# value is not something we understand.
+# listen, call, watchi, watche, in_place (whether the client announced
+# inplace1: the setup process runs the first call itself).  Dies with a
+# one-line message if the value is not something we understand.
 sub parse_env_value ($) {
     my ($value) = @_;
     my $name = ENV_NAME;
@@ -124,7 +133,7 @@ sub parse_env_value ($) {
     @words >= 2
         or die "$name has too few words (is the client compatible?)\n";
 
-    my ($version, $stamp) = split /,/, $words[0];
+    my ($version, $stamp, @items) = split /,/, $words[0];
     defined $version && $version eq 'v1'
         or die "$name does not specify protocol v1"
              . " (client and library do not match)\n";
@@ -147,6 +156,7 @@ sub parse_env_value ($) {
         call       => $fds[1] + 0,
         watchi     => $fds[2] + 0,
         watche     => $fds[3] + 0,
+        in_place   => (grep { $_ eq EXT_INPLACE1 } @items) ? 1 : 0,
     };
 }
 
@@ -185,7 +195,7 @@ use constant MSG_CMSG_CLOEXEC => 0x40000000;
 use constant SCM_RIGHTS       => 1;
 use constant MSGHDR           => 'p L x![p] p L! p L! i x![p]';
 use constant MSGHDR_OUT       => 'x[p] L x![p] x[p] L! x[p] L! i';
-my $LONG = $Config::Config{longsize};
+my $LONG = length pack 'l!', 0;
 sub _cmsg_align ($) { my ($n) = @_; return ($n + $LONG - 1) & ~($LONG - 1) }
 my $CMSG_HDR = _cmsg_align($LONG + 8);    # cmsg_len, cmsg_level, cmsg_type
 
@@ -222,14 +232,14 @@ sub recv_fd ($$) {
     while ($off + $CMSG_HDR <= $control_len) {
         my ($len, $level, $type) = unpack "x$off L! i i", $control;
         last if $len < $CMSG_HDR || $off + $len > length $control;
-        if ($level == SOL_SOCKET && $type == SCM_RIGHTS) {
+        if ($level == _sol_socket() && $type == SCM_RIGHTS) {
             my $n = int(($len - $CMSG_HDR) / 4);
             push @fds, unpack 'x' . ($off + $CMSG_HDR) . " i$n", $control;
         }
         $off += _cmsg_align($len);
     }
     return $fds[0] if @fds == 1 && !($flags & MSG_CTRUNC);
-    POSIX::close($_) foreach @fds;
+    Prefork::Interp::Syscall::close_fd($_) foreach @fds;
     die "$what: message carries more than one file descriptor\n" if @fds;
     # Truncated with none installed: the kernel could not give us the fd
     # (at our fd limit, say).
@@ -238,10 +248,24 @@ sub recv_fd ($$) {
     die "$what: message has no file descriptor attached\n";
 }
 
+# SOL_SOCKET, the level of an SCM_RIGHTS message: 1 on Linux, except
+# on alpha, mips, parisc and sparc, where we ask Socket.
+my $SOL_SOCKET;
+sub _sol_socket () {
+    return $SOL_SOCKET if defined $SOL_SOCKET;
+    if ($^O eq 'linux'
+        && $Config::Config{archname} !~ m/\A(?:alpha|mips|hppa|parisc|sparc)/) {
+        return $SOL_SOCKET = 1;
+    }
+    require Socket;
+    return $SOL_SOCKET = Socket::SOL_SOCKET();
+}
+
 # Where neither syscall.ph nor our table knows recvmsg: IO::FDPass,
 # which cannot tell us about a second fd or truncated control data.
 sub _recv_fd_fdpass ($$) {
     my ($fh, $what) = @_;
+    require IO::FDPass;
     for (;;) {
         $! = 0;
         my $fd = IO::FDPass::recv(fileno($fh));
@@ -282,6 +306,15 @@ sub send_now ($$$) {
 sub send_greeting ($) {
     my ($fh) = @_;
     send_now($fh, GREETING, 'greeting');
+}
+
+# send_in_place_greeting(CALL): the greeting of the first call when the
+# setup process runs it itself (protocol.md 7): its payload names the
+# extension.
+sub send_in_place_greeting ($) {
+    my ($fh) = @_;
+    send_now($fh, substr(GREETING, 0, 4) . pack('N', length EXT_INPLACE1)
+                  . EXT_INPLACE1, 'greeting');
 }
 
 #---------- the request body ----------
@@ -621,14 +654,15 @@ __END__
 =head1 NAME
 
 Prefork::Interp::Protocol - wire format of prefork-interp v1 and of
-extension call1 (internal)
+extensions call1 and inplace1 (internal)
 
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: parsing of the C<PREFORK_INTERP>
-environment variable, reading bytes and passed descriptors without
-blocking, and the script side of one call (greeting, request, wait
-status); for extension call1, the client's offer, frames and the
-C<ATTR> body.  It has no stable API of its own.
+environment variable (and the extension inplace1 it may announce),
+reading bytes and passed descriptors without blocking, and the script
+side of one call (greeting, request, wait status); for extension
+call1, the client's offer, frames and the C<ATTR> body.  It has no
+stable API of its own.
 
 =cut

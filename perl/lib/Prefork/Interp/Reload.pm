@@ -35,11 +35,11 @@ use warnings;
 
 use Config ();
 use Cwd ();
-use Errno qw(EINTR EAGAIN EWOULDBLOCK ENOENT);
+use Errno qw(EINTR EAGAIN EWOULDBLOCK);
 use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC F_GETFL F_SETFL O_NONBLOCK);
 use POSIX ();
-use Time::HiRes ();
 
+use Prefork::Interp::Identity ();
 use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
@@ -81,10 +81,13 @@ use constant IN_CLOEXEC => 0x80000;
 # most 16 + NAME_MAX + 1 bytes).
 use constant READ_SIZE => 65536;
 
-# new(files => [PATHS], since => MTIME, inotify => BOOL, log => LOG):
+# new(files => [PATHS], since => MTIME, before => {PATH => IDENTITY},
+#     inotify => BOOL, log => LOG):
 # records each file's identity and sets up the watches (unless INOTIFY
 # is false: then every file is re-stat'd on every check).  PATHS are
-# absolute.
+# absolute.  BEFORE: identities recorded earlier (by the setup process
+# just before it forked the server, when the program was loaded); a
+# file whose identity has changed since is a reason to reload at once.
 sub new {
     my ($class, %a) = @_;
     my $self = bless {
@@ -111,6 +114,11 @@ sub new {
         # (while the script was starting).
         $self->{stale} //= "$files->[$i] changed"
             if defined $mtime && $mtime > $self->{since};
+        # Changed since the setup process forked us: the program we run
+        # is what it had loaded.
+        my $before = $a{before} ? $a{before}{ $files->[$i] } : undef;
+        $self->{stale} //= "$files->[$i] changed"
+            if defined $before && $before ne $ident;
     }
     return $self;
 }
@@ -134,20 +142,8 @@ sub counts {
             scalar keys %{ $self->{polled} });
 }
 
-# identity(PATH): (IDENTITY, MTIME): IDENTITY is a string that differs
-# whenever the file is replaced or rewritten; MTIME undef unless the
-# file exists.
-sub identity ($) {
-    my ($path) = @_;
-    my @st = Time::HiRes::stat($path);
-    if (!@st) {
-        return ('absent', undef) if $! == ENOENT;
-        return ("error: $!", undef);
-    }
-    # Time::HiRes gives nanoseconds where the system has them (as a
-    # double: a fraction of a microsecond at today's dates).
-    return (sprintf('%s:%s:%s:%.9f:%.9f', @st[0, 1, 7, 9, 10]), $st[9]);
-}
+# identity(PATH): (IDENTITY, MTIME), see Prefork::Interp::Identity.
+sub identity ($) { Prefork::Interp::Identity::identity($_[0]) }
 
 # check(): a reason to reload (a message), or undef if nothing the
 # server depends on has changed.

@@ -5,7 +5,8 @@
 #
 #   client (prefork-interp)
 #     `- setup: the script, run by the client with PREFORK_INTERP set;
-#        it calls serve(), which forks and exits
+#        it forks (Prefork::Interp::Setup) and exits, or with
+#        extension inplace1 runs the first call itself
 #   server &&            serve(): own session, stdio /dev/null,
 #     |                  fds: LISTEN, WATCHI, WATCHE (and the script's),
 #     |                  the connections it holds (Prefork::Interp::
@@ -16,6 +17,9 @@
 #                        (and with extension call1, its other fds and
 #                        attributes); leader of the call's group; dies
 #                        with its monitor
+#
+# This file is loaded by the server, once forked: the setup process does
+# without it.
 #
 # The server takes calls in itself (protocol.md 4.1): it greets each
 # connection at once and reads every handshake from its one select
@@ -76,59 +80,32 @@ use constant ACCEPTS_PER_PASS => 16;
 # starts); while complete calls wait for a slot it looks this often.
 use constant POLL => 0.05;
 
-# prctl(2) option: the signal the kernel sends us when our parent dies.
-use constant PR_SET_PDEATHSIG => 1;
-
 #---------- entry point ----------
 
-# serve(CFG) - called in the setup process, at the script's
-# initialisation-complete point.  Daemonises and becomes the server.
-# Returns only in an executor, once per call, with the call (see
-# _monitor_body).
+# serve(CFG, FH) - in the server, just forked by the setup process
+# (Prefork::Interp::Setup::start, which has set the server's signal
+# dispositions).  Daemonises and becomes the server.  Returns only in
+# an executor, once per call, with the call (see _monitor_body).
 #
 # CFG: fds (from parse_env_value), max_servers, idle_timeout,
-# max_errors, reload_files, request_timeout, use_pidfd, use_inotify, log
-# (a Prefork::Interp::Log), title (for ps).
-sub serve ($) {
-    my ($cfg) = @_;
+# max_errors, before (the identities of the files the server depends
+# on, as the setup process recorded them), reload_files (a code ref
+# that, given before, lists those files and their identities before by
+# the same names; called once this file and what it uses are loaded,
+# which are then among them), request_timeout, use_pidfd, use_inotify,
+# log (a Prefork::Interp::Log), title (for ps).  FH: the handles
+# listen, watche and (unless the setup process runs the first call
+# itself) call, and the bare fd watchi.
+sub serve ($$) {
+    my ($cfg, $fh) = @_;
     my $log = $cfg->{log};
 
-    # Dispositions and hooks for the server and the monitors.  They are
-    # local, so the executor gets back whatever the script had set when
-    # serve() returns into it.
-    local $SIG{CHLD} = 'DEFAULT';    # SIG_IGN would hide our children
-    local $SIG{PIPE} = 'IGNORE';     # a vanished caller is EPIPE, quietly
-    local $SIG{__DIE__};             # the script's hooks must not run
-    local $SIG{__WARN__};            #   in the server or in monitors
-    local $0 = $0;                   # we retitle server and monitors
-
     # Look up the system calls the server, monitors and executors use
-    # now, once: loading syscall.ph takes a while, and they are forked
-    # from us.
+    # now, once: where syscall.ph has to be loaded, that takes a while,
+    # and they are forked from us.
     Prefork::Interp::Syscall::number($_)
         foreach qw(pidfd_open signalfd4 prlimit64 prctl recvmsg
                    inotify_init1 inotify_add_watch);
-
-    my $fds = $cfg->{fds};
-    my %fh;
-    open($fh{listen}, '+<&=', $fds->{listen})
-        or die "cannot use LISTEN fd $fds->{listen}: $!\n";
-    open($fh{call}, '+<&=', $fds->{call})
-        or die "cannot use CALL fd $fds->{call}: $!\n";
-    open($fh{watche}, '<&=', $fds->{watche})
-        or die "cannot use WATCHE fd $fds->{watche}: $!\n";
-    # WATCHI is only held (its closing tells the watcher we are gone),
-    # so it stays a bare descriptor.
-    $fh{watchi} = $fds->{watchi};
-    _set_nonblocking($fh{listen}, 'LISTEN');
-    _set_nonblocking($fh{watche}, 'WATCHE');
-
-    # 3.3: fork and let the parent exit, so the client, which waits for
-    # its setup process, can carry on.  (fork flushes perl's output
-    # buffers first, so output from initialisation appears once.)
-    my $pid = fork;
-    defined $pid or die "cannot fork the server: $!\n";
-    POSIX::_exit(0) if $pid;
 
     # From here on we are the server and must never return into the
     # script except as an executor.
@@ -146,21 +123,25 @@ sub serve ($) {
 
         # What the program is made of, as it is now (and watches on it):
         # 3.7.A.i compares against this.
+        my ($files, $before) = $cfg->{reload_files}->($cfg->{before});
         my $reload = Prefork::Interp::Reload->new(
-            files => $cfg->{reload_files}, since => $cfg->{fds}{mtime},
-            inotify => $cfg->{use_inotify}, log => $log);
+            files => $files, before => $before,
+            since => $cfg->{fds}{mtime}, inotify => $cfg->{use_inotify},
+            log => $log);
         my ($nfiles, $ndirs, $npolled) = $reload->counts;
         $log->msg('debug', "watching $nfiles files through $ndirs"
                   . " directories; $npolled checked on every call");
 
         # 3.5, as protocol.md 4.1 has it: the call that started us is
-        # taken in as if it had just been accepted.
+        # taken in as if it had just been accepted (unless the setup
+        # process runs it itself, protocol.md 7).
         my $intake = Prefork::Interp::Intake->new(
-            listen => $fh{listen}, log => $log,
+            listen => $fh->{listen}, log => $log,
             timeout => $cfg->{request_timeout});
-        $intake->take_in(delete $fh{call}, Time::HiRes::time(), 1);
+        $intake->take_in(delete $fh->{call}, Time::HiRes::time(), 1)
+            if $fh->{call};
 
-        return _server_loop({ cfg => $cfg, fh => \%fh, intake => $intake,
+        return _server_loop({ cfg => $cfg, fh => $fh, intake => $intake,
                               reload => $reload, children => {} });
     };
     return $request if $request;
@@ -475,7 +456,7 @@ sub _monitor_body ($$) {
     }
     if (!$pid) {
         # Executor.  First of all, it dies with its monitor.
-        _die_with_parent($monitor, $log);
+        Prefork::Interp::Signals::die_with_parent($monitor, SIGKILL, $log);
         # The leader of the call's process group (protocol.md 6.4 step
         # 1; we do the same from our side, so neither of us can race
         # the other).  The caller's descriptors, environment, arguments
@@ -520,21 +501,6 @@ sub _monitor_body ($$) {
         };
     # 4.16
     POSIX::_exit(0);
-}
-
-# In the executor, first thing (protocol.md 4): the kernel is to kill
-# us when the monitor MONITOR dies (PR_SET_PDEATHSIG), so a monitor
-# killed by anyone never leaves a call running with the caller's stdio
-# after the client has returned; and if it died before we asked, we
-# go at once.
-sub _die_with_parent ($$) {
-    my ($monitor, $log) = @_;
-    my $nr = Prefork::Interp::Syscall::number('prctl');
-    if (defined $nr
-        && syscall($nr, PR_SET_PDEATHSIG + 0, SIGKILL + 0, 0, 0, 0) != 0) {
-        $log->msg('warning', "prctl(PR_SET_PDEATHSIG): $!");
-    }
-    POSIX::_exit(127) if getppid() != $monitor;
 }
 
 # _call_readable(CALL, WATCH): waits until CALL is readable (true), or
@@ -710,14 +676,6 @@ sub _tell_caller ($$$) {
 
 #---------- helpers ----------
 
-sub _set_nonblocking ($$) {
-    my ($fh, $what) = @_;
-    my $flags = fcntl($fh, F_GETFL, 0)
-        or die "fcntl F_GETFL on $what: $!\n";
-    fcntl($fh, F_SETFL, $flags | O_NONBLOCK)
-        or die "fcntl F_SETFL on $what: $!\n";
-}
-
 # 3.6: stdin, stdout and stderr to /dev/null.  Reopening the perl
 # handles (rather than dup2 underneath them) keeps them on fds 0, 1
 # and 2 and keeps any I/O layers the script pushed on them.
@@ -750,8 +708,8 @@ Prefork::Interp::Server - server, monitor and executor processes (internal)
 
 =head1 DESCRIPTION
 
-Internal to L<Prefork::Interp>: daemonising at the
-initialisation-complete point, the server's accept loop, and the
+Internal to L<Prefork::Interp>: daemonising once the setup process has
+forked (L<Prefork::Interp::Setup>), the server's accept loop, and the
 per-call monitor.  See the comments in the source for the process
 tree and the steps of the upstream design it follows.
 

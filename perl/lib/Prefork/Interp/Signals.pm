@@ -4,9 +4,10 @@
 #  * In the script, at initialisation_complete: snapshot() records the
 #    script's dispositions and mask (protocol.md 6.4 step 6 calls them
 #    P).
-#  * In the executor: apply_dispositions() and set_mask() give the call
-#    what protocol.md 6.4 steps 6 and 7 (and 6.6 without the extension)
-#    say.
+#  * In the executor: die_with_parent() first; apply_dispositions() and
+#    set_mask() give the call what protocol.md 6.4 steps 6 and 7 (and
+#    6.6 without the extension) say.  Also in the setup process when it
+#    runs the first call itself (protocol.md 7).
 #  * In the monitor: block_all()/restore_mask() around forking the
 #    executor, ChildWatch (how the monitor learns that its executor has
 #    stopped or finished), deliver() for SIGP and SIGG frames, and
@@ -23,22 +24,32 @@ use strict;
 use warnings;
 
 use Config ();
-use POSIX qw(SIG_BLOCK SIG_SETMASK SIGKILL SIGSTOP SIGINT SIGCONT);
+
+use Prefork::Interp::Syscall ();
+
+# Not POSIX, which takes a while to load and which a setup process
+# running the first call itself does without: signal numbers from
+# Config, the mask through Prefork::Interp::Syscall.  (The monitor's
+# ChildWatch, below, loads it.)
 
 our $VERSION = '1.0.0';
 
 #---------- signal numbers and names ----------
 
 # Number => the name %SIG knows it by (the first one Config lists, so
-# CHLD rather than CLD, NUM40 for a real-time one).
-my @NAME;
-{
+# CHLD rather than CLD, NUM40 for a real-time one); and name => number.
+my (@NAME, %NUMBER);
+BEGIN {
     my @names = split ' ', $Config::Config{sig_name};
     my @nums = split ' ', $Config::Config{sig_num};
     for my $i (0..$#names) {
         $NAME[ $nums[$i] ] //= $names[$i];
+        $NUMBER{ $names[$i] } //= $nums[$i];
     }
 }
+use constant { SIGINT => $NUMBER{INT}, SIGKILL => $NUMBER{KILL},
+               SIGSTOP => $NUMBER{STOP}, SIGCONT => $NUMBER{CONT},
+               SIGFPE => $NUMBER{FPE} };
 
 # The highest signal number (64 on Linux).
 use constant MAX_SIGNAL => 64;
@@ -53,34 +64,29 @@ sub catchable () {
 
 #---------- the script's dispositions (executor) ----------
 
-# Signals ignored when this module was loaded: by the time a script's
-# "use Prefork::Interp" runs, nothing of the script has run but BEGIN
-# blocks and earlier "use"s, so these were inherited from whoever
-# started the setup process.  Our client starts it with every signal
-# at its default; the 7.0.0 C client passes on its first caller's
-# (a shell makes background jobs ignore SIGINT and SIGQUIT).  They are
-# that first caller's, not the script's choice, so snapshot() counts
-# them as defaults (protocol.md 6.6: "no signal ignored by the
-# caller").
-#
-# Except SIGFPE: perl itself ignores it as it starts (PERL_FPU_INIT;
-# it gives programs it runs the original disposition back), so every
-# direct run of a perl script has it ignored, and so must a call.
-my %INHERITED_IGNORE;
-foreach my $sig (catchable()) {
-    next if $sig == POSIX::SIGFPE();
-    my $v = $SIG{ $NAME[$sig] };
-    $INHERITED_IGNORE{$sig} = 1 if defined $v && $v eq 'IGNORE';
-}
-
-# snapshot(): the script's signal state now (at initialisation_complete),
-# as a hash ref:
+# snapshot(INHERITED): the script's signal state now (at
+# initialisation_complete), as a hash ref:
 #   disp => { SIGNAL => 'default' | 'ignore' | 'handler' }
 #   handler => { SIGNAL => the %SIG value (code ref or sub name) }
 #   unset => { SIGNAL => 1 }  defaults that %SIG shows as undef (never
 #            assigned), so that the call's %SIG reads as a direct run's
 #   mask => [ SIGNAL, ... ]  blocked
-sub snapshot () {
+#
+# INHERITED: a hash ref whose keys are the names (as %SIG has them) of
+# the signals ignored when Prefork::Interp was loaded.  By the time a
+# script's "use Prefork::Interp" runs, nothing of the script has run
+# but BEGIN blocks and earlier "use"s, so these were inherited from
+# whoever started the setup process.  Our client starts it with every
+# signal at its default; the 7.0.0 C client passes on its first
+# caller's (a shell makes background jobs ignore SIGINT and SIGQUIT).
+# They are that first caller's, not the script's choice, so they count
+# as defaults (protocol.md 6.6: "no signal ignored by the caller").
+#
+# Except SIGFPE: perl itself ignores it as it starts (PERL_FPU_INIT;
+# it gives programs it runs the original disposition back), so every
+# direct run of a perl script has it ignored, and so must a call.
+sub snapshot ($) {
+    my ($inherited) = @_;
     my (%disp, %handler, %unset);
     foreach my $sig (catchable()) {
         my $v = $SIG{ $NAME[$sig] };
@@ -88,8 +94,9 @@ sub snapshot () {
             $disp{$sig} = 'default';
             $unset{$sig} = 1 unless defined $v;
         } elsif ($v eq 'IGNORE') {
-            $disp{$sig} = $INHERITED_IGNORE{$sig} ? 'default' : 'ignore';
-            $unset{$sig} = 1 if $INHERITED_IGNORE{$sig};
+            my $was = $inherited->{ $NAME[$sig] } && $sig != SIGFPE;
+            $disp{$sig} = $was ? 'default' : 'ignore';
+            $unset{$sig} = 1 if $was;
         } else {
             $disp{$sig} = 'handler';
             $handler{$sig} = $v;
@@ -124,32 +131,44 @@ sub apply_dispositions ($$) {
     }
 }
 
+#---------- the parent's death ----------
+
+# prctl(2) option: the signal the kernel sends us when our parent dies.
+use constant PR_SET_PDEATHSIG => 1;
+
+# die_with_parent(PARENT, SIGNAL, LOG): in the executor, first thing
+# (protocol.md 4): the kernel is to send us SIGNAL when our parent
+# PARENT (the monitor) dies (PR_SET_PDEATHSIG), so a monitor killed by
+# anyone never leaves a call running with the caller's stdio after the
+# client has returned; and if it died before we asked, we go at once
+# (exit 127).  The executor asks for SIGKILL; a setup process running
+# the first call itself, whose parent is the client, for SIGINT
+# (protocol.md 7).  A failing prctl is logged to LOG.
+sub die_with_parent ($$$) {
+    my ($parent, $sig, $log) = @_;
+    my $nr = Prefork::Interp::Syscall::number('prctl');
+    if (defined $nr
+        && syscall($nr, PR_SET_PDEATHSIG + 0, $sig + 0, 0, 0, 0) != 0) {
+        $log->msg('warning', "prctl(PR_SET_PDEATHSIG): $!");
+    }
+    Prefork::Interp::Syscall::exit_now(127) if getppid() != $parent;
+}
+
 #---------- masks ----------
 
 # blocked(): the signals blocked now, as numbers.
 sub blocked () {
-    my $set = POSIX::SigSet->new;
-    POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new, $set)
-        or die "sigprocmask: $!\n";
-    return grep { $set->ismember($_) } 1..MAX_SIGNAL;
+    return Prefork::Interp::Syscall::blocked_signals();
 }
 
 # set_mask(SIGNALS): blocks exactly these (array ref of numbers);
 # protocol.md 6.4 step 7.  (The kernel silently leaves SIGKILL and
-# SIGSTOP unblocked, and glibc its own two real-time signals.)
+# SIGSTOP unblocked, and glibc keeps its own two real-time signals, 32
+# and 33, which nobody else can block or ignore anyway: they are left
+# out.)
 sub set_mask ($) {
     my ($sigs) = @_;
-    POSIX::sigprocmask(SIG_SETMASK, sigset(@$sigs))
-        or die "sigprocmask: $!\n";
-}
-
-# sigset(SIGNALS): a POSIX::SigSet of these.  glibc refuses to add the
-# two real-time signals it keeps for itself (32 and 33), which nobody
-# else can block or ignore anyway: they are left out.
-sub sigset {
-    my $set = POSIX::SigSet->new;
-    $set->addset($_) foreach @_;
-    return $set;
+    Prefork::Interp::Syscall::set_blocked_signals(@$sigs);
 }
 
 # block_all(): blocks every signal; returns the previous mask for
@@ -158,15 +177,12 @@ sub sigset {
 # the fds) waits until the executor has its dispositions and its final
 # mask, instead of meeting the monitor's.
 sub block_all () {
-    my $old = POSIX::SigSet->new;
-    POSIX::sigprocmask(SIG_BLOCK, sigset(1..MAX_SIGNAL), $old)
-        or die "sigprocmask: $!\n";
-    return $old;
+    return Prefork::Interp::Syscall::block_signals(1..MAX_SIGNAL);
 }
 
 sub restore_mask ($) {
     my ($old) = @_;
-    POSIX::sigprocmask(SIG_SETMASK, $old) or die "sigprocmask: $!\n";
+    Prefork::Interp::Syscall::restore_signals($old);
 }
 
 #---------- the monitor ----------
@@ -207,13 +223,13 @@ sub pidfd_open ($) {
 package Prefork::Interp::Signals::ChildWatch;
 
 use Errno qw(EINTR);
-use POSIX qw(SIG_BLOCK SIGCHLD WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG);
 
 use Prefork::Interp::Syscall ();
 
 # pidfd_open's number where syscall.ph does not know it: every
 # architecture's table agrees on it but alpha's and ia64's.  (signalfd4
-# differs between architectures, so it is only used from syscall.ph.)
+# differs between architectures, so it is only used from syscall.ph or
+# Prefork::Interp::Syscall's table.)
 use constant SYS_pidfd_open => 434;
 
 # Without a kernel fd we poll this often; it bounds the delay in the
@@ -234,6 +250,7 @@ use constant POLL => 0.05;
 # kernel_fd false forces "poll" ($Prefork::Interp::USE_PIDFD = 0).
 sub new {
     my ($class, $pid, %a) = @_;
+    require POSIX;    # loaded already in the monitor, its only user
     my $self = bless { pid => $pid, stops => $a{stops} ? 1 : 0,
                        fd => undef, how => 'poll' }, $class;
     if ($a{kernel_fd} && $^O eq 'linux') {
@@ -270,14 +287,15 @@ sub check {
         1 while defined POSIX::read($self->{fd}, $buf, 128 * 8)
             && length $buf;
     }
-    my $flags = WNOHANG | ($self->{stops} ? WUNTRACED : 0);
+    my $flags = POSIX::WNOHANG() | ($self->{stops} ? POSIX::WUNTRACED() : 0);
     for (;;) {
         my $got = waitpid($self->{pid}, $flags);
         if ($got == $self->{pid}) {
             # perl's $? is 0 for a stopped child; the raw status is in
             # ${^CHILD_ERROR_NATIVE}.
             my $native = ${^CHILD_ERROR_NATIVE};
-            return ('stop', WSTOPSIG($native)) if WIFSTOPPED($native);
+            return ('stop', POSIX::WSTOPSIG($native))
+                if POSIX::WIFSTOPPED($native);
             return ('exit', $?);
         }
         return () if $got == 0;
@@ -323,11 +341,13 @@ sub _pidfd_open ($) {
 sub _signalfd_chld () {
     my $nr = Prefork::Interp::Syscall::number('signalfd4');
     return undef unless defined $nr;
+    my $sigchld = POSIX::SIGCHLD();
     my $old = POSIX::SigSet->new;
-    POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old)
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), POSIX::SigSet->new($sigchld),
+                       $old)
         or return undef;
     # The kernel's sigset_t: one bit per signal, bit 0 for signal 1.
-    my $set = pack 'Q', 1 << (SIGCHLD - 1);
+    my $set = pack 'Q', 1 << ($sigchld - 1);
     # SFD_NONBLOCK is O_NONBLOCK.
     my $fd = syscall($nr, -1, $set, length($set), POSIX::O_NONBLOCK() + 0);
     if ($fd < 0) {

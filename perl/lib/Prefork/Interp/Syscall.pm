@@ -1,6 +1,13 @@
-# Prefork::Interp::Syscall - Linux system call numbers, from perl's
-# syscall.ph (without disturbing the script's own use of it), or from a
-# small table of our own for the calls the library cannot do without.
+# Prefork::Interp::Syscall - Linux system call numbers: from tables of
+# our own where we know them all (x86_64, aarch64, riscv64), otherwise
+# from perl's syscall.ph (without disturbing the script's own use of
+# it), or a small table for the calls the library cannot do without.
+#
+# Also the few POSIX functions that a process taking a call on needs
+# (closing and duplicating fds, the signal mask, _exit), made as system
+# calls where the table knows them: POSIX takes longer to load (about
+# 10 ms) than everything else the setup process loads to run the first
+# call itself (protocol.md 7).  Elsewhere they are POSIX's.
 #
 # A file loaded with require is compiled in the package that loads it,
 # and %INC then says it is loaded: a script that did "require
@@ -21,21 +28,43 @@ use Config ();
 
 our $VERSION = '1.0.0';
 
-# The numbers of the system calls the server needs on every call
-# (receiving the caller's fds, the executor's parent-death signal,
-# watching for changes),
-# for where syscall.ph is missing: by architecture, the first word of
-# perl's archname.  aarch64 and riscv64 use the generic table.
-my %FALLBACK = (
-    prctl => { x86_64 => 157, i386 => 172, i486 => 172, i586 => 172,
-               i686 => 172, aarch64 => 167, riscv64 => 167, arm => 172,
-               powerpc => 171, powerpc64 => 171, powerpc64le => 171,
-               ppc64 => 171, ppc64le => 171, s390x => 172 },
-    recvmsg => { x86_64 => 47, aarch64 => 212, riscv64 => 212 },
-    # Watching the server's files for changes (Prefork::Interp::Reload).
-    inotify_init1 => { x86_64 => 294, aarch64 => 26, riscv64 => 26 },
-    inotify_add_watch => { x86_64 => 254, aarch64 => 27, riscv64 => 27 },
+# The numbers of every system call the library makes, on the
+# architectures whose numbers we know for good: x86_64's 64-bit ABI (not
+# x32, which has 4-byte pointers and numbers of its own) and the generic
+# table of aarch64 and riscv64.  There they are used first, without
+# syscall.ph, which takes about 20 ms to load: a setup process that runs
+# the first call itself (protocol.md 7) would pay that on a cold call
+# that a direct run does not.
+my %KNOWN = (
+    x86_64 => { prctl => 157, recvmsg => 47, prlimit64 => 302,
+                pidfd_open => 434, signalfd4 => 289,
+                inotify_init1 => 294, inotify_add_watch => 254,
+                close => 3, write => 1, dup2 => 33, fcntl => 72,
+                exit_group => 231, rt_sigprocmask => 14 },
+    # No dup2 in the generic table: dup3.
+    aarch64 => { prctl => 167, recvmsg => 212, prlimit64 => 261,
+                 pidfd_open => 434, signalfd4 => 74,
+                 inotify_init1 => 26, inotify_add_watch => 27,
+                 close => 57, write => 64, dup3 => 24, fcntl => 25,
+                 exit_group => 94, rt_sigprocmask => 135 },
 );
+$KNOWN{riscv64} = $KNOWN{aarch64};
+
+# Elsewhere, for where syscall.ph is missing, the numbers of the calls
+# the server needs on every call (receiving the caller's fds, the
+# executor's parent-death signal, watching for changes): by
+# architecture, the first word of perl's archname.
+my %FALLBACK = (
+    prctl => { i386 => 172, i486 => 172, i586 => 172, i686 => 172,
+               arm => 172, powerpc => 171, powerpc64 => 171,
+               powerpc64le => 171, ppc64 => 171, ppc64le => 171,
+               s390x => 172 },
+);
+
+my ($ARCH) = $Config::Config{archname} =~ m/\A([^-]+)/;
+$ARCH //= '';
+my $KNOWN = $^O eq 'linux' && length(pack 'p', undef) == 8
+            ? $KNOWN{$ARCH} : undef;
 
 my $loaded;    # undef: not tried; 0: failed; 1: loaded
 
@@ -50,19 +79,161 @@ sub _load () {
 }
 
 # number(NAME): the number of system call NAME ("prlimit64"), or undef
-# where neither syscall.ph nor our table knows it.
+# where neither our tables nor syscall.ph know it.
 sub number ($) {
     my ($name) = @_;
     return undef unless $^O eq 'linux';
+    return $KNOWN->{$name} if $KNOWN && defined $KNOWN->{$name};
     if (_load()) {
         no strict 'refs';
         my $sub = \&{"Prefork::Interp::Syscall::SYS_$name"};
         my $nr = defined &$sub ? scalar eval { $sub->() } : undef;
         return $nr if defined $nr;
     }
-    my ($arch) = $Config::Config{archname} =~ m/\A([^-]+)/;
-    return $FALLBACK{$name} && defined $arch ? $FALLBACK{$name}{$arch}
-                                             : undef;
+    return $FALLBACK{$name} ? $FALLBACK{$name}{$ARCH} : undef;
+}
+
+#---------- POSIX functions, as system calls ----------
+
+# Linux's values, the same on the architectures of %KNOWN.
+use constant { SIG_BLOCK => 0, SIG_SETMASK => 2, F_GETFD => 1 };
+
+# The numbers for the functions below, or undef: then POSIX.
+my $RAW = $KNOWN && length(pack 'j', 0) == 8 ? $KNOWN : undef;
+
+# close_fd(FD): true, or false with $! set.
+sub close_fd ($) {
+    my ($fd) = @_;
+    return syscall($RAW->{close}, $fd + 0) == 0 if $RAW;
+    require POSIX;
+    return defined POSIX::close($fd);
+}
+
+# is_open(FD): whether FD is an open file descriptor.
+sub is_open ($) {
+    my ($fd) = @_;
+    return syscall($RAW->{fcntl}, $fd + 0, F_GETFD, 0) >= 0 if $RAW;
+    require POSIX;
+    my @st = POSIX::fstat($fd);
+    return scalar @st;
+}
+
+# dup2(OLD, NEW): as POSIX::dup2: NEW ("0 but true" for 0), or undef
+# with $! set.
+sub dup2 ($$) {
+    my ($old, $new) = @_;
+    if ($RAW) {
+        # dup3 refuses OLD == NEW, which dup2 allows (if OLD is open).
+        return is_open($old) ? ($new || '0 but true') : undef
+            if $old == $new;
+        my $r = defined $RAW->{dup2}
+              ? syscall($RAW->{dup2}, $old + 0, $new + 0)
+              : syscall($RAW->{dup3}, $old + 0, $new + 0, 0);
+        return $r < 0 ? undef : ($r || '0 but true');
+    }
+    require POSIX;
+    return POSIX::dup2($old, $new);
+}
+
+# write_fd(FD, DATA): one write(2); bytes written, or undef.
+sub write_fd ($$) {
+    my ($fd, $data) = @_;
+    if ($RAW) {
+        # A string of its own: syscall passes a string as a pointer, but
+        # a value perl has used as a number as that number.
+        my $buf = "$data";
+        my $r = syscall($RAW->{write}, $fd + 0, $buf, length $buf);
+        return $r < 0 ? undef : $r;
+    }
+    require POSIX;
+    return POSIX::write($fd, $data, length $data);
+}
+
+# exit_now(STATUS): _exit(2), at once: no END block, no destructor, no
+# buffer flushed.
+sub exit_now ($) {
+    my ($status) = @_;
+    syscall($RAW->{exit_group}, $status + 0) if $RAW;
+    require POSIX;
+    POSIX::_exit($status);
+}
+
+# The signal mask.  Signal numbers are 1 to 64; the kernel leaves
+# SIGKILL and SIGSTOP unblocked, and glibc keeps 32 and 33 for itself
+# (POSIX::SigSet will not hold them), so they are never blocked here
+# either.
+
+# The kernel's sigset_t for SIGNALS: one bit per signal, bit 0 for 1.
+sub _kernel_set {
+    my $mask = 0;
+    foreach my $sig (@_) {
+        next if $sig < 1 || $sig > 64 || $sig == 32 || $sig == 33;
+        $mask |= 1 << ($sig - 1);
+    }
+    return pack 'Q', $mask;
+}
+
+sub _posix_set {
+    require POSIX;
+    my $set = POSIX::SigSet->new;
+    $set->addset($_) foreach grep { $_ != 32 && $_ != 33 } @_;
+    return $set;
+}
+
+# rt_sigprocmask(HOW, SET or undef): the previous mask, or dies.
+sub _rt_sigprocmask ($$) {
+    my ($how, $set) = @_;
+    my $old = "\0" x 8;
+    syscall($RAW->{rt_sigprocmask}, $how + 0, $set // 0, $old, 8) == 0
+        or die "sigprocmask: $!\n";
+    return $old;
+}
+
+# blocked_signals(): the signals blocked now, as numbers.
+sub blocked_signals () {
+    if ($RAW) {
+        my $mask = unpack 'Q', _rt_sigprocmask(SIG_BLOCK, undef);
+        return grep { $mask & (1 << ($_ - 1)) } 1 .. 64;
+    }
+    require POSIX;
+    my $set = POSIX::SigSet->new;
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), _posix_set(), $set)
+        or die "sigprocmask: $!\n";
+    return grep { $set->ismember($_) } 1 .. 64;
+}
+
+# block_signals(SIGNALS): blocks them too; returns the previous mask,
+# for restore_signals.
+sub block_signals {
+    return _rt_sigprocmask(SIG_BLOCK, _kernel_set(@_)) if $RAW;
+    my $set = _posix_set(@_);    # loads POSIX
+    my $old = POSIX::SigSet->new;
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), $set, $old)
+        or die "sigprocmask: $!\n";
+    return $old;
+}
+
+# set_blocked_signals(SIGNALS): blocks exactly these.
+sub set_blocked_signals {
+    if ($RAW) {
+        _rt_sigprocmask(SIG_SETMASK, _kernel_set(@_));
+        return;
+    }
+    my $set = _posix_set(@_);    # loads POSIX
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $set)
+        or die "sigprocmask: $!\n";
+}
+
+# restore_signals(OLD): the mask block_signals returned.
+sub restore_signals ($) {
+    my ($old) = @_;
+    if ($RAW) {
+        _rt_sigprocmask(SIG_SETMASK, $old);
+        return;
+    }
+    require POSIX;
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $old)
+        or die "sigprocmask: $!\n";
 }
 
 1;
@@ -71,13 +242,17 @@ __END__
 
 =head1 NAME
 
-Prefork::Interp::Syscall - system call numbers from syscall.ph (internal)
+Prefork::Interp::Syscall - system call numbers, and a few POSIX
+functions as system calls (internal)
 
 =head1 DESCRIPTION
 
-Internal to L<Prefork::Interp>: looks up Linux system call numbers in
-perl's F<syscall.ph> without registering it in C<%INC>, so that a
-script's own C<require 'syscall.ph'> still works; for C<prctl>,
-C<recvmsg>, C<inotify_init1> and C<inotify_add_watch>, a table of its own where F<syscall.ph> is missing.
+Internal to L<Prefork::Interp>: Linux system call numbers, from tables
+of its own on x86_64, aarch64 and riscv64, elsewhere from perl's
+F<syscall.ph>, loaded without registering it in C<%INC>, so that a
+script's own C<require 'syscall.ph'> still works; for C<prctl>, a
+table of its own where F<syscall.ph> is missing.  And the few POSIX
+functions a process taking a call on needs, as system calls where
+those tables know them, so that it need not load POSIX.
 
 =cut
