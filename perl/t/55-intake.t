@@ -275,7 +275,7 @@ subtest 'more than 64 idle connections: the oldest are dropped' => sub {
     ok(wait_for(2, sub { !still_open($idle[6]) }),
        'and it took the place of the oldest idle one');
     ok(still_open($idle[7]), 'the next one is still held');
-    my @drops = $h->log_text =~ m/debug: prefork: dropped the oldest unfinished connection: 64 are held$/mg;
+    my @drops = $h->log_text =~ m/debug: prefork: dropped the oldest idle connection: 64 handshakes are under way$/mg;
     is(scalar @drops, 7, 'each drop logged at debug level');
     close $_ foreach @idle;
     $h->cleanup_ok;

@@ -24,9 +24,10 @@ use Prefork::Interp::Protocol;
 
 our $VERSION = '1.0.0';
 
-# At most this many connections held at once, handshaking or complete
-# and waiting for a slot (protocol.md 4.1, item 4).
+# At most this many handshakes under way, and this many complete calls
+# waiting for a slot (protocol.md 4.1, item 4).
 use constant MAX_HELD => 64;
+use constant MAX_WAITING => 1024;
 
 # getsockopt(SO_PEERCRED) gives a struct ucred: pid_t, uid_t, gid_t.
 # Older Socket modules do not export the option: 17 is Linux's number.
@@ -51,12 +52,27 @@ sub held { scalar(@{ $_[0]{pending} }) + scalar(@{ $_[0]{ready} }) }
 sub ready { scalar @{ $_[0]{ready} } }
 
 # accepting(): whether to accept (and so to watch LISTEN).  At the
-# limit a new connection replaces the oldest handshake in progress; if
-# every connection held is complete, callers wait in the listen queue
-# until a slot frees one.
+# limit a new connection replaces the oldest idle handshake (nothing to
+# read: a caller whose bytes are waiting is never dropped); when none is
+# idle, or MAX_WAITING complete calls wait, callers wait in the listen
+# queue until the server has read them or a slot frees.
 sub accepting {
     my ($self) = @_;
-    return $self->held < MAX_HELD || @{ $self->{pending} } > 0;
+    return 0 if @{ $self->{ready} } >= MAX_WAITING;
+    return @{ $self->{pending} } < MAX_HELD || defined $self->_oldest_idle;
+}
+
+# _oldest_idle(): index in pending of the oldest handshake with nothing
+# to read (no bytes, no EOF), or undef.
+sub _oldest_idle {
+    my ($self) = @_;
+    my $poll = IO::Poll->new;
+    $poll->mask($_->fh => POLLIN) for @{ $self->{pending} };
+    $poll->poll(0);
+    for my $i (0 .. $#{ $self->{pending} }) {
+        return $i unless $poll->events($self->{pending}[$i]->fh);
+    }
+    return undef;
 }
 
 # accept_new(NOW): accepts one connection and takes it in.  Returns
@@ -78,7 +94,7 @@ sub accept_new {
 
 # take_in(FH, NOW, INITIAL): a new connection (accepted, or the first
 # call's socket from PREFORK_INTERP): the peer check; at the limit,
-# the oldest handshake in progress makes room; then the greeting at
+# the oldest idle handshake makes room; then the greeting at
 # once, whether or not a slot is free (protocol.md 4.1, items 1, 2 and
 # 4); then its handshake waits for bytes.
 sub take_in {
@@ -96,11 +112,14 @@ sub take_in {
         close $fh;
         return;
     }
-    if ($self->held >= MAX_HELD) {
-        my $oldest = shift @{ $self->{pending} };
-        $log->msg('debug', 'dropped the oldest unfinished connection: '
-                  . MAX_HELD . ' are held');
-        $oldest->close;
+    if (@{ $self->{pending} } >= MAX_HELD) {
+        my $idle = $self->_oldest_idle;
+        if (defined $idle) {
+            my ($oldest) = splice @{ $self->{pending} }, $idle, 1;
+            $log->msg('debug', 'dropped the oldest idle connection: '
+                      . MAX_HELD . ' handshakes are under way');
+            $oldest->close;
+        }
     }
     if (!eval { Prefork::Interp::Protocol::send_greeting($fh); 1 }) {
         $self->_report($@);
