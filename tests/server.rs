@@ -296,13 +296,10 @@ fn the_first_call_runs_in_the_setup_process() {
     let mut cold = f.spawn(c);
     let client = cold.pid();
     let [pid, ppid, pgid, sid] = ids_of(&cold.line());
-    // A direct run's place: the client's child, in its process group and
-    // session; not a session of its own.
+    // A shell job's place: the client's child, leading a process group
+    // of its own in the caller's session; not a session of its own.
     assert_eq!(ppid, client, "the cold call's parent is the client");
-    assert_eq!(
-        pgid, client,
-        "the cold call is in the client's process group"
-    );
+    assert_eq!(pgid, pid, "the cold call leads a process group of its own");
     assert_eq!(
         sid,
         our_session(),

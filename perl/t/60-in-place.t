@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # Extension inplace1 (protocol.md 7): our client announces it, and the
 # setup process runs the first (cold) call itself, after forking the
-# server: in the caller's process group, as the client's child, with
+# server: leading a process group of its own, as the client's child, with
 # what a direct run and a warm call get (exit status, stdout, stdin,
 # arguments, environment, umask, an extra fd), the same wait status when
 # the script dies by a signal, and SIGINT when the client dies.  Then
@@ -163,7 +163,8 @@ subtest 'the cold call runs in the setup process, as a direct run' => sub {
 
     my ($c, $w) = ($cold->{proc}, $warm->{proc});
     is($c->{ppid}, $cold->{client}, 'cold: the client\'s child');
-    is($c->{pgrp}, $cold->{client}, '... in the client\'s process group');
+    is($c->{pgrp}, $c->{pid}, '... leading a process group of its own, as'
+       . ' a shell\'s job');
     is($c->{sid}, $test_sid, '... and session');
     is($w->{gen}, $c->{pid}, 'the server was initialised in that process');
     isnt($w->{pid}, $c->{pid}, 'warm: another process');
@@ -255,7 +256,8 @@ subtest 'job control: the cold call stops and continues with the client' => sub 
     ok(wait_for(5, sub { $stopped->($h->{pid}) }), 'kill -TSTP: the client'
        . ' stops');
     ok($stopped->($pid), '... and so does the script');
-    # As fg and bg do: to the job's process group, which both are in.
+    # As fg and bg do: to the job's process group, the client's, which
+    # continues the script's.
     kill 'CONT', -$h->{pid};
     ok(wait_for(5, sub { !$stopped->($pid) }), 'kill -CONT to the group:'
        . ' the script runs again');

@@ -348,8 +348,8 @@ def _apply_environment(entries: List[bytes]) -> None:
 def prepare_in_place(call: Call) -> None:
     """Make the setup process, about to run the first call in place
     (protocol.md section 7), what :func:`become_executor` expects: every
-    signal blocked and the call's socket closed.  It stays in its process
-    group, the caller's, as a direct run does; the client has already
+    signal blocked and the call's socket closed.  It stays in the process
+    group the client made it lead, the call's; the client has already
     asked the kernel to SIGINT it if the client dies."""
     block_all()
     call.sock.close()

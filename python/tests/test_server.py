@@ -156,7 +156,7 @@ def test_caller_killed_mid_cold_call_leaves_no_process(harness):
     caller = harness.popen(script, "60", env=env, stdout=-1, stderr=-1)
     wait_until(started.exists, 10, "the call to start")
     executor, group, server = harness.executors()[-1]
-    assert group == os.getpgid(0) != executor, "the first call should run in the caller's process group"
+    assert group == executor != os.getpgid(0), "the first call should lead a process group of its own"
     caller.kill()
     caller.wait()
     wait_until(lambda: not alive(lambda p: p.pid == executor), 10, "the first call to end")

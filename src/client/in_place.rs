@@ -10,16 +10,21 @@
 //!     └── waitpid(setup): exit → the call's status; stop → stop like it
 //! ```
 //!
-//! The setup process stays in our process group, like a direct run: the
-//! terminal's signals (`SI_KERNEL`) reach it without us; signals sent to
-//! us with `kill(2)` are passed on with `kill(2)`.
+//! The setup process leads a process group of its own, as a shell's job
+//! does, holding our terminal while it runs if we are in its foreground
+//! (`client::terminal`): the terminal's signals reach it alone, and every
+//! signal sent to us is passed on once, to it or to its group as for a
+//! served call (`signals::ROUTES`). No signal reaches it twice.
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use nix::unistd::Pid;
+
 use super::caller::Caller;
 use super::signals::{Forwarder, Received, Target};
+use super::terminal::Foreground;
 use crate::error::{Error, Result};
 use crate::protocol::{CALL1, Call, FirstReply, FrameBuf, Greeting, Request};
 use crate::sys;
@@ -82,40 +87,114 @@ pub fn wait_for_setup(call: &mut Call, pid: libc::pid_t) -> Result<SetupAnswer> 
     }
 }
 
-/// Make the call whose greeting said `inplace1`, with our child `pid`:
-/// returns its raw wait status. If the handshake fails (the child quit
-/// first, say), the child's status is still the call's.
+/// Make the call whose greeting said `inplace1`, with our child `pid`,
+/// the leader of the call's process group, holding the terminal `fg` if
+/// we had it: returns its raw wait status. If the handshake fails (the
+/// child quit first, say), the child's status is still the call's.
 pub fn make_call(
     mut call: Call,
     pid: libc::pid_t,
+    fg: Option<Foreground>,
     request: &Request,
     caller: &Caller,
 ) -> Result<u32> {
-    let mut forwarder = Forwarder::install(caller.mask, true)?;
+    let mut job = Job {
+        pid,
+        fg,
+        forwarder: Forwarder::install(caller.mask, true)?,
+    };
     let mut held = Vec::new();
-    if let Err(e) = handshake(&mut call, request, caller, &mut forwarder, &mut held) {
+    if let Err(e) = handshake(&mut call, request, caller, &mut job.forwarder, &mut held) {
         super::debug(|| format!("in-place handshake: {e}"));
     }
     drop(call);
-    // A SIGCHLD before the signalfd existed was lost: look once now.
-    if let Some(status) = child_changed(pid, &mut forwarder)? {
-        return Ok(status);
+    let status = job.supervise(held);
+    if let Some(fg) = job.fg {
+        fg.take_back(Pid::from_raw(pid));
     }
-    for r in held {
-        if let Some(status) = pass_on(pid, &mut forwarder, r)? {
+    status
+}
+
+/// The call run in place, as a job of ours.
+struct Job {
+    pid: libc::pid_t,
+    fg: Option<Foreground>,
+    forwarder: Forwarder,
+}
+
+impl Job {
+    /// Pass signals on and follow the child until it has exited.
+    fn supervise(&mut self, held: Vec<Received>) -> Result<u32> {
+        // A SIGCHLD before the signalfd existed was lost: look once now.
+        if let Some(status) = self.child_changed()? {
             return Ok(status);
         }
-    }
-    loop {
-        poll_ready(
-            &mut [PollFd::new(forwarder.fd(), PollFlags::POLLIN)],
-            PollTimeout::NONE,
-        )?;
-        for r in forwarder.read()? {
-            if let Some(status) = pass_on(pid, &mut forwarder, r)? {
+        for r in held {
+            if let Some(status) = self.pass_on(r)? {
                 return Ok(status);
             }
         }
+        loop {
+            poll_ready(
+                &mut [PollFd::new(self.forwarder.fd(), PollFlags::POLLIN)],
+                PollTimeout::NONE,
+            )?;
+            for r in self.forwarder.read()? {
+                if let Some(status) = self.pass_on(r)? {
+                    return Ok(status);
+                }
+            }
+        }
+    }
+
+    /// Act on one signal read from the signalfd: SIGCHLD means look at
+    /// the child (its status if it has exited); others go to it, or to its
+    /// group, chosen as for a served call (`signals::ROUTES`). A SIGCONT
+    /// that ends our stop first gives the terminal back to the call if we
+    /// are in the foreground again (`fg`, not `bg`).
+    fn pass_on(&mut self, r: Received) -> Result<Option<u32>> {
+        if r.signal == libc::SIGCHLD {
+            return self.child_changed();
+        }
+        let target = self.forwarder.route(r);
+        if r.signal == libc::SIGCONT
+            && target == Target::Group
+            && let Some(fg) = self.fg
+            && fg.is_ours_now()
+        {
+            fg.give_to(Pid::from_raw(self.pid));
+        }
+        super::debug(|| format!("pass signal {} on to [{}] ({target:?})", r.signal, self.pid));
+        let to = match target {
+            Target::Process => self.pid,
+            Target::Group => -self.pid,
+        };
+        let _ = sys::send_signal(to, r.signal);
+        Ok(None)
+    }
+
+    /// The child changed state: its wait status once it has exited; when
+    /// it has stopped, take the terminal back and stop ourselves the same
+    /// way (our shell then sees a stopped job), and continue it if no
+    /// SIGCONT will.
+    fn child_changed(&mut self) -> Result<Option<u32>> {
+        let pid = self.pid;
+        while let Some(status) =
+            sys::try_wait_untraced(pid).map_err(|e| Error::io(format!("wait for [{pid}]"), e))?
+        {
+            if !libc::WIFSTOPPED(status) {
+                return Ok(Some(status as u32));
+            }
+            let sig = libc::WSTOPSIG(status);
+            super::debug(|| format!("script stopped by signal {sig}"));
+            if let Some(fg) = self.fg {
+                fg.take_back(Pid::from_raw(pid));
+            }
+            if self.forwarder.stop_like(sig) {
+                let _ = sys::send_signal(-pid, libc::SIGCONT);
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -161,48 +240,6 @@ fn handshake(
         }
     }
     call.send_attributes(&caller.attrs, &caller.fds())
-}
-
-/// Act on one signal read from the signalfd: SIGCHLD means look at the
-/// child (its status if it has exited); others are passed on unless the
-/// terminal already sent them to the child's group, ours.
-fn pass_on(pid: libc::pid_t, forwarder: &mut Forwarder, r: Received) -> Result<Option<u32>> {
-    if r.signal == libc::SIGCHLD {
-        return child_changed(pid, forwarder);
-    }
-    match forwarder.route(r) {
-        // A SIGCONT after a stop may have been sent to us alone (`kill
-        // -CONT` of our pid, not `fg`): the child must have it too; a
-        // second one is harmless.
-        Target::Group if r.signal == libc::SIGCONT => {
-            let _ = sys::send_signal(pid, libc::SIGCONT);
-        }
-        Target::Group => super::debug(|| format!("signal {} reached the call already", r.signal)),
-        Target::Process => {
-            super::debug(|| format!("pass signal {} on to [{pid}]", r.signal));
-            let _ = sys::send_signal(pid, r.signal);
-        }
-    }
-    Ok(None)
-}
-
-/// The child changed state: its wait status once it has exited; when it
-/// has stopped, stop ourselves the same way (our shell then sees a
-/// stopped job), and continue it if no SIGCONT will.
-fn child_changed(pid: libc::pid_t, forwarder: &mut Forwarder) -> Result<Option<u32>> {
-    while let Some(status) =
-        sys::try_wait_untraced(pid).map_err(|e| Error::io(format!("wait for [{pid}]"), e))?
-    {
-        if !libc::WIFSTOPPED(status) {
-            return Ok(Some(status as u32));
-        }
-        let sig = libc::WSTOPSIG(status);
-        super::debug(|| format!("script stopped by signal {sig}"));
-        if forwarder.stop_like(sig) {
-            let _ = sys::send_signal(pid, libc::SIGCONT);
-        }
-    }
-    Ok(None)
 }
 
 fn poll_ready(fds: &mut [PollFd<'_>], timeout: PollTimeout) -> Result<()> {

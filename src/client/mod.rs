@@ -35,6 +35,7 @@ mod peer;
 pub mod rundir;
 mod signals;
 pub mod spawn;
+mod terminal;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -56,6 +57,7 @@ use self::identity::{DevIno, Host};
 use self::in_place::SetupAnswer;
 use self::rundir::{Lock, RunDir};
 use self::spawn::SetupFds;
+use self::terminal::Foreground;
 use crate::error::{Error, Result, report};
 use crate::protocol::{Call, Offer, Request};
 use crate::sys;
@@ -122,7 +124,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         };
         match started {
             Started::Ready(call) => break (call, None),
-            Started::InPlace(call, pid) => break (call, Some(pid)),
+            Started::InPlace(call, pid, fg) => break (call, Some((pid, fg))),
             Started::Done(outcome) => return Ok(outcome),
             Started::Elsewhere => names = names.for_own_binary(),
         }
@@ -146,7 +148,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
     };
     let status = match in_place {
         None => call::make_call(call, &request, &caller),
-        Some(pid) => in_place::make_call(call, pid, &request, &caller),
+        Some((pid, fg)) => in_place::make_call(call, pid, fg, &request, &caller),
     }
     .map_err(|e| e.at(run_dir.shown(&names.socket)))?;
     debug(|| format!("wait status 0x{status:x}"));
@@ -331,8 +333,9 @@ enum Started {
     /// A server greeted us: make the call.
     Ready(Call),
     /// The setup process, our child with this pid, runs the call itself
-    /// (protocol.md §7): make the call with it.
-    InPlace(Call, libc::pid_t),
+    /// (protocol.md §7): make the call with it; the terminal we were in
+    /// the foreground of, now its.
+    InPlace(Call, libc::pid_t, Option<Foreground>),
     /// The server under this name runs another interpreter binary: use
     /// the name with the caller's.
     Elsewhere,
@@ -399,11 +402,26 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     let pid = spawn::start_setup(&exec_args(cmd), stamp, &fds)?;
     drop(fds);
     debug(|| format!("setup process {pid} started"));
+    // The setup process leads its own group: if the terminal is ours, it
+    // is the setup's while it runs (its ^C, its reads), ours again after.
+    let foreground = Foreground::ours();
+    if let Some(fg) = foreground {
+        fg.give_to(nix::unistd::Pid::from_raw(pid));
+    }
+    let take_back = || {
+        if let Some(fg) = foreground {
+            fg.take_back(nix::unistd::Pid::from_raw(pid));
+        }
+    };
     let mut call = Call::new(client_end);
-    let status = match in_place::wait_for_setup(&mut call, pid)? {
+    let answer = in_place::wait_for_setup(&mut call, pid);
+    if !matches!(&answer, Ok(SetupAnswer::Greeted(greeting)) if greeting.in_place()) {
+        take_back();
+    }
+    let status = match answer? {
         SetupAnswer::Greeted(greeting) if greeting.in_place() => {
             debug(|| "the setup process runs the call in place".into());
-            return Ok(Started::InPlace(call, pid));
+            return Ok(Started::InPlace(call, pid, foreground));
         }
         // A library without inplace1: its server greeted before its setup
         // process exited; that exit is still the one to check.

@@ -224,7 +224,13 @@ pub fn start_setup(
     let client = nix::unistd::getpid();
     match sys::fork_checked().map_err(|e| Error::io("fork setup", e))? {
         Forked::Child => become_setup(client, &exec_argv[0], &argv, &envp, &keep),
-        Forked::Parent(pid) => Ok(pid),
+        Forked::Parent(pid) => {
+            // Its own group, as the child makes it too: whichever runs
+            // first, the group exists before we hand it the terminal.
+            let child = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::unistd::setpgid(child, child);
+            Ok(pid)
+        }
     }
 }
 
@@ -234,7 +240,8 @@ pub fn start_setup(
 /// (close-on-exec); the lock and the client's end of the first call are
 /// close-on-exec too. Before exec: fd 0 is /dev/null, fds 1 and 2 are the
 /// caller's stderr, and the `keep` fds are inherited by the interpreter.
-/// The kernel sends it SIGINT if the `client` dies (`PR_SET_PDEATHSIG`
+/// It leads a process group of its own (`client::terminal`). The kernel
+/// sends it SIGINT if the `client` dies (`PR_SET_PDEATHSIG`
 /// survives exec): a setup process running the first call in place
 /// (protocol.md §7) then gets what a served call's group gets on a
 /// hang-up, and the library need not ask for it.
@@ -246,6 +253,9 @@ fn become_setup(
     keep: &[RawFd],
 ) -> ! {
     let prepared = (|| -> std::io::Result<()> {
+        // A process group of its own, as a shell gives a job
+        // (`client::terminal`).
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGINT)?;
         if nix::unistd::getppid() != client {
             // The client died before the line above: nobody waits for us.

@@ -9,7 +9,7 @@
 //!     │               CALL ("inplace1"), reads the handshake (blocking,
 //!     │               with the request timeout), closes CALL; then an
 //!     │               executor (`executor.rs`), except that it stays in
-//!     │               the caller's process group and dies with the client
+//!     │               the process group the client made and dies with the client
 //!     │               by SIGINT, not SIGKILL
 //!     └ server        as without the extension, but never takes CALL in
 //! ```

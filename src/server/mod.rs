@@ -305,8 +305,9 @@ impl Invocation {
 /// disk), and each call's process returns from here. With our client
 /// (which announces the protocol extension `inplace1`), the setup process
 /// does not exit: it returns from here itself with the first call, as an
-/// executor would, staying in the caller's process group like a direct
-/// run; the server serves the calls after it. In that process fds
+/// executor would, in the caller's session, leading the process group the
+/// client made for it (with the terminal, as a shell's job); the server
+/// serves the calls after it. In that process fds
 /// 0, 1 and 2 are the caller's, the environment is the caller's
 /// (`std::env::var` sees it), SIGINT has its default action (the call is
 /// interrupted with SIGINT when the caller goes away), and the process

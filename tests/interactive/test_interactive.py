@@ -10,6 +10,7 @@ The scenarios take a command line, so the same tests run every language in
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List
@@ -42,6 +43,20 @@ def both(setup: Setup, scenario: Callable[..., Any], *args: Any) -> Dict[str, An
     if setup.program.name == "rust":
         scenario(setup.terminal, setup.program.served, *args)
     return {how: scenario(setup.terminal, getattr(setup.program, how), *args) for how in ("direct", "served")}
+
+
+def cold(setup: Setup, scenario: Callable[..., Any], *args: Any) -> Dict[str, Any]:
+    """Run ``scenario`` direct, then cold: the servers stopped first, so
+    the call runs in place (protocol.md section 7), as a job of the
+    client's holding the terminal; their observations."""
+    wanted = getattr(scenario, "mode", None)
+    if wanted not in setup.program.modes:
+        pytest.skip(f"{wanted} is Python's own (pydoc); {setup.program.name} has no such mode")
+    got = {"direct": scenario(setup.terminal, setup.program.direct, *args)}
+    for argv in setup.program.killers:
+        subprocess.run(argv, env=setup.program.env, cwd=setup.dir, capture_output=True, timeout=30)
+    got["cold"] = scenario(setup.terminal, setup.program.served, *args)
+    return got
 
 
 def mode(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -220,6 +235,18 @@ def test_ctrl_z_then_fg(setup):
     got = both(setup, ctrl_z_fg)
     assert got["served"] == got["direct"] == (STOPPED_BY_TSTP, 0, ["ready", "got hello"])
     _no_process_left(setup)
+
+
+def test_ctrl_c_in_a_cold_call(setup):
+    """^C in a cold call (run in place): the script's cleanup runs once,
+    as in a direct run; a signal never reaches it twice."""
+    got = cold(setup, ctrl_c_finally)
+    assert got["cold"] == got["direct"]
+
+
+def test_ctrl_z_then_fg_in_a_cold_call(setup):
+    got = cold(setup, ctrl_z_fg)
+    assert got["cold"] == got["direct"] == (STOPPED_BY_TSTP, 0, ["ready", "got hello"])
 
 
 def test_ctrl_z_then_bg(setup):

@@ -616,9 +616,10 @@ C<SIGINT> (and then C<SIGCONT>, in case it was stopped): the script
 should then stop promptly, without further I/O on its standard
 descriptors.
 
-The first invocation, run in place, is the client's child instead, in
-the caller's process group and session, with its controlling terminal,
-as a direct run; it gets C<SIGINT> if the client goes away.
+The first invocation, run in place, is the client's child instead,
+leading its own process group in the caller's session, with its
+controlling terminal, as a shell's job; it gets C<SIGINT> if the client
+goes away.
 
 With chiark-utils' C client, which speaks plain protocol v1, the
 executor gets standard input, output and error, arguments and

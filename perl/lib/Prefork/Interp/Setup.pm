@@ -12,7 +12,7 @@
 #        |      start() greets the client on CALL ("inplace1"), reads
 #        |      the call's handshake and returns into the script with
 #        |      the caller's stdio, environment, arguments and
-#        |      attributes, in the caller's process group
+#        |      attributes, leading the call's process group
 #        `- (short-lived) forks the server and exits at once, so the
 #             server is not the script's child, which a script waiting
 #             for all its children (or fast exit) would see
@@ -134,7 +134,7 @@ sub start ($) {
 # every signal blocked (the call's own mask is set last), CALL closed,
 # and the kernel to send it SIGINT, what a monitor sends when its
 # caller hangs up, if the client (its parent, CLIENT) dies.  It stays
-# in the caller's process group, as a direct run does.  Returns the
+# in the process group the client made it lead, the call's.  Returns the
 # call, as Prefork::Interp::Server does in an executor.
 #
 # Never returns half done: a client that hangs up or breaks the
