@@ -286,17 +286,17 @@ class _Server:
 def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log, first: bool) -> Call:
     """Be the server.  Returns only in an executor, with its call.
 
-    On entry: the fork child of the setup process (``_setup``), with the
-    fds named in ``setup``, checked; ``first``: CALL is the first call's, to
-    take in (without ``inplace1``; with it, CALL is closed already).  Every
-    way out but an executor's return ends in ``os._exit``.
+    On entry: the fork child of the setup process (``_setup``), already the
+    leader of a new session (``setsid``), with the fds named in ``setup``,
+    checked; ``first``: CALL is the first call's, to take in (without
+    ``inplace1``; with it, CALL is closed already).  Every way out but an
+    executor's return ends in ``os._exit``.
     """
     listen = socket.socket(fileno=setup.listen_fd)
     server_pid = os.getpid()
     code = 127
     server: Optional[_Server] = None
     try:
-        os.setsid()
         log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
         server = _Server(setup, opts, log, listen, watch)

@@ -70,6 +70,11 @@ def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
     from ._proc import fork
 
     if fork() == 0:
+        # The server.  It leaves the caller's session and process group at
+        # once: a ^C, or a kill(2) to the group, meant for the first call
+        # (running in place meanwhile, or about to be served) must not
+        # reach it while it imports its modules.
+        os.setsid()
         from ._server import serve
 
         if setup.in_place:
