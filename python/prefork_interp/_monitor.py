@@ -32,8 +32,9 @@ __all__ = ["become_monitor"]
 import os
 import select
 import signal
-import socket
 from typing import Callable, Optional
+
+import _socket
 
 from ._intake import Call
 from ._log import Log
@@ -65,7 +66,7 @@ _READ_SIZE = 65536
 class _Supervisor:
     """The monitor's wait for the executor (see the module docstring)."""
 
-    def __init__(self, call: socket.socket, executor: int, wakeup: ChildWakeup, log: Log, framed: bool) -> None:
+    def __init__(self, call: _socket.socket, executor: int, wakeup: ChildWakeup, log: Log, framed: bool) -> None:
         self.call = call
         self.executor = executor
         self.wakeup = wakeup
@@ -115,7 +116,7 @@ class _Supervisor:
         """The call socket polled readable.  Returns False if the call is
         to be dropped (hang-up, or a protocol error, logged)."""
         try:
-            data = self.call.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            data = self.call.recv(_READ_SIZE, _socket.MSG_DONTWAIT)
         except BlockingIOError:
             return True
         except OSError:

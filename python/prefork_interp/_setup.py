@@ -9,8 +9,6 @@ modules; the server's own modules are imported by the server, after the
 fork, and the first call's handshake code only when the call is taken.
 """
 
-from __future__ import annotations
-
 import os
 
 import _socket
@@ -52,7 +50,7 @@ def _check_open(fd: int, what: str) -> None:
         raise PreforkError(f"{_ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
 
 
-def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log) -> Call:
+def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log: "Log") -> "Call":
     """Fork the server.  Returns only with a call to run in this process:
     the first call, in place, or (in the server) a later one in an
     executor.
