@@ -339,7 +339,7 @@ def _environ_dict() -> "Dict[bytes, bytes]":
     raise RuntimeError("os.environ is not built as in CPython (no _data dict shared with os.environb)")
 
 
-def _apply_environment(entries: "List[bytes]") -> None:
+def _apply_environment(entries: "List[bytes]", in_place: bool) -> None:
     """Make the environment exactly the caller's ``entries`` (``NAME=value``),
     as a direct run would start with them, in time linear in their number.
 
@@ -349,9 +349,21 @@ def _apply_environment(entries: "List[bytes]") -> None:
     ``=``, the first occurrence winning.  Their shared dict (``_data``, bytes
     to bytes on POSIX) is filled directly: assigning to ``os.environ`` would
     call ``putenv`` once per entry, each a search of the whole environment.
+
+    ``in_place``: this is the setup process (protocol.md section 7), which
+    our client started with its own environment, the one it sends as
+    ``entries``, plus ``PREFORK_INTERP``, which ``initialisation_complete``
+    has removed (``unsetenv``): its environment is already the caller's,
+    and is left alone (no ``ctypes``), unless ``os.environ`` says otherwise
+    (the interpreter coerced the locale into ``LC_CTYPE``, the script set a
+    variable, the caller has a reserved ``PREFORK_INTERP*`` variable).  Only
+    a change the script made to the C environment alone (``os.putenv``, C
+    code) then stays, as it would in a direct run.
     """
     data = env_mapping(entries)
     shared = _environ_dict()
+    if in_place and shared == data:
+        return
     set_c_environment(entries)
     shared.clear()
     shared.update(data)
@@ -382,7 +394,7 @@ def become_executor(call: "Call", state: ScriptState, log: "Log", fast_exit: boo
     attrs = call.attrs
     try:
         _install_stdio_fds(call.stdio)
-        _apply_environment(call.request.env_entries())
+        _apply_environment(call.request.env_entries(), call.in_place)
         sys.argv = [os.fsdecode(arg) for arg in call.request.argv()[1:]] or [""]
         replaced = _recreate_std_streams(_locale_env() != state.locale_env)
         # Before the extra fds: syslog's socket is ours, not the script's.

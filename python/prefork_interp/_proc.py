@@ -9,30 +9,46 @@ __all__ = [
     "die_with_parent",
     "flush_std_streams",
     "fork",
+    "load_libc",
     "redirect_stdio_to_devnull",
     "set_c_environment",
 ]
 
-import ctypes
+# Only C-level modules: the setup process imports this module on the cold
+# path (protocol.md section 7).  ctypes is imported by the two functions
+# that need it, which that path does not call (see load_libc).
 import os
 import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
 if TYPE_CHECKING:
+    import ctypes
     import signal as _signal  # the stubs of _signal, which has none of its own
     from typing import Iterable, List, Optional
 else:
     import _signal
 
-#: The C library of this process (its ``prctl`` and its ``environ``).
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
 #: ``prctl`` option: the signal to get when the parent thread dies.
 _PR_SET_PDEATHSIG = 1
+
+#: The C library of this process (its ``prctl`` and its ``environ``), once
+#: :func:`load_libc` has loaded it.
+_LIBC: "Optional[ctypes.CDLL]" = None
 
 #: The C environment arrays installed by :func:`set_c_environment`: they
 #: (and the strings they point into) must live as long as the process.
 _C_ENVIRONMENTS: "List[ctypes.Array[ctypes.c_char_p]]" = []
+
+
+def load_libc() -> "ctypes.CDLL":
+    """The C library of this process, through ctypes, loaded on the first
+    call (the server calls it once, so that its executors need not)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def flush_std_streams() -> None:
@@ -134,7 +150,7 @@ def die_with_parent(parent: int) -> None:
     Returns only if both hold; otherwise ``os._exit(127)`` at once, so a
     child is never left running without the parent that answers for it.
     """
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+    if load_libc().prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
         os._exit(127)
 
 
@@ -148,6 +164,8 @@ def set_c_environment(entries: "List[bytes]") -> None:
     ``unsetenv`` calls work on it as usual (glibc copies an array it did not
     allocate before growing it).  Only ``os.environ`` is left to the caller.
     """
+    import ctypes
+
     array = (ctypes.c_char_p * (len(entries) + 1))(*entries)  # NULL-terminated
     _C_ENVIRONMENTS.append(array)  # keeps the array and the bytes objects alive
-    ctypes.c_void_p.in_dll(_LIBC, "environ").value = ctypes.addressof(array)
+    ctypes.c_void_p.in_dll(load_libc(), "environ").value = ctypes.addressof(array)

@@ -65,7 +65,7 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
     _check_socket(setup.call_fd, "CALL", listening=False)
     _check_open(setup.watchi_fd, "WATCHI")
     _check_open(setup.watche_fd, "WATCHE")
-    from ._proc import fork
+    from ._proc import fork, load_libc
 
     if fork() == 0:
         # The server.  It leaves the caller's session and process group at
@@ -74,6 +74,8 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
         # reach it while it imports its modules.
         os.setsid()
         from ._server import serve
+
+        load_libc()  # once here, not in every executor (die_with_parent)
 
         if setup.in_place:
             os.close(setup.call_fd)  # the setup process takes the first call
