@@ -60,15 +60,17 @@ def test_cold_call_imports_only_c_level_modules(our_harness):
     initialisation_complete() returns, the modules of a direct run of the
     same script, prefork_interp's own, and C-level modules from
     :data:`C_LEVEL_ALLOWED`.  With ``python -S``: site's imports (this
-    machine's .pth files load typing, re, threading...) would hide ours."""
+    machine's .pth files load typing, re, threading...) would hide ours.
+    With PYTHONCOERCECLOCALE=0, whatever the locale: a coerced locale puts
+    LC_CTYPE in the setup process's environment, which the call then takes
+    out again, as any change to it, through ctypes."""
     harness = our_harness
     script = harness.dir / "modules.py"
     script.write_text(MODULES_SCRIPT)
-    direct_env = harness.env()
-    del direct_env["PFI_TEST_RECORD"]
-    direct = harness.call_argv([PYTHON, "-S", str(script)], direct_env, None, None, None, 30)
+    env = {"PYTHONCOERCECLOCALE": "0"}
+    direct = harness.call_argv([PYTHON, "-S", str(script)], harness.env({**env, "PFI_TEST_RECORD": None}), None, None, None, 30)
     assert direct.returncode == 0, direct.text()
-    cold = harness.run(script, interp=("-S",))
+    cold = harness.run(script, interp=("-S",), env=env)
     assert cold.returncode == 0, cold.text()
     got = json.loads(cold.out)
     assert got["sid"] == os.getsid(0), "the cold call should have run in place, in our session"
@@ -79,7 +81,7 @@ def test_cold_call_imports_only_c_level_modules(our_harness):
     assert others <= C_LEVEL_ALLOWED, f"the cold path imports {sorted(others - C_LEVEL_ALLOWED)}"
     assert [name for name in others if not _c_level(got["modules"][name])] == []
     # The server works, and its executors have all they need.
-    warm = harness.run(script, interp=("-S",))
+    warm = harness.run(script, interp=("-S",), env=env)
     assert warm.returncode == 0, warm.text()
     assert json.loads(warm.out)["sid"] != os.getsid(0), "the second call should have been served"
 
