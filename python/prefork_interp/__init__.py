@@ -15,11 +15,14 @@ included, is then served by a fresh fork of it, which returns from
 stdio, and whose exit status becomes the caller's.  Run directly (without
 prefork-interp), the script runs standalone: the call returns at once.
 
-Modules: ``_protocol`` (wire format), ``_server`` (daemon and poll loop),
+Modules: ``_protocol`` (wire format), ``_setup`` (fork the server; with our
+client, take the first call in place), ``_server`` (daemon and poll loop),
 ``_intake`` (connections until their monitors: peer check, handshakes, limits),
 ``_reload`` (which files changed since the server started),
 ``_monitor`` (one per call), ``_executor`` (the caller's process context),
-``_fastexit`` (exit without finalization), ``_log``, ``_proc``.
+``_fastexit`` (exit without finalization), ``_log``, ``_proc``, ``_record``
+(value classes).  What the setup process runs before returning into the
+script, the first call's cold path, imports only C-level modules.
 """
 
 __all__ = [

@@ -381,6 +381,9 @@ class Offer(Record):
         return tuple(item.decode("ascii", "backslashreplace") for item in self.value.split(b",") if item)
 
 
+_COMMA = ord(",")
+
+
 def _has_item(items: bytes, item: bytes) -> bool:
     """Whether ``item`` is one of the comma-separated ``items``: one search
     per occurrence of it, no split (the list may be long)."""
@@ -391,9 +394,6 @@ def _has_item(items: bytes, item: bytes) -> bool:
             return True
         at = items.find(item, at + 1)
     return False
-
-
-_COMMA = ord(",")
 
 
 def _parse_offer(body: bytes, env_end: int) -> Offer:
@@ -433,13 +433,12 @@ def _check_env_equals(body: bytes, env_end: int) -> None:
     env_count = body.count(b"\0", 0, env_end)
     if env_count == 0:
         return
-    squeezed = body.translate(None, _NOT_NUL_OR_EQUALS)
-    # (A copy no longer than the body, dropped at once.)  The first string
-    # after the first with no "=" ends with the NUL at pair + 1: it is
-    # string number count(NULs before that one).
+    squeezed = body.translate(None, _NOT_NUL_OR_EQUALS)  # a copy, dropped at once
+    # The first string with no "=" after string 0 ends with the second NUL
+    # of the first pair; it is string number count(NULs up to the first).
     pair = squeezed.find(b"\0\0")
     if not squeezed.startswith(b"\0") and (pair < 0 or squeezed.count(b"\0", 0, pair + 1) >= env_count):
-        return
+        return  # strings 0 to env_count - 1, the environment, all have one
     import re
 
     bad = re.compile(rb"(?:\A|\0)([^=\0]*)\0").search(body, 0, env_end)
