@@ -163,7 +163,7 @@ class Intake:
         handshake that a new connection may displace."""
         return len(self.waiting) < MAX_WAITING and (len(self.pending) < MAX_HELD or self._oldest_idle() is not None)
 
-    def _oldest_idle(self) -> Optional[int]:
+    def _oldest_idle(self) -> "Optional[int]":
         """The fd of the oldest handshake with nothing to read (no bytes, no
         EOF), or None."""
         poller = select.poll()
