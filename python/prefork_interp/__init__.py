@@ -16,13 +16,15 @@ fork of the server made ahead of time, which returns from
 stdio, and whose exit status becomes the caller's.  Run directly (without
 prefork-interp), the script runs standalone: the call returns at once.
 
-Modules: ``_protocol`` (wire format), ``_setup`` (the setup process, the
-first call in place), ``_server`` (daemon and poll loop), ``_intake``
-(connections until they run: peer check, handshakes, limits), ``_reload``
-(which files changed since the server started), ``_executors`` (spares
-forked ahead of calls, the watch over running calls), ``_executor`` (the
-caller's process context), ``_fastexit`` (exit without finalization),
-``_log``, ``_proc``.
+Modules: ``_protocol`` (wire format), ``_setup`` (fork the server; with our
+client, take the first call in place), ``_server`` (daemon and poll loop),
+``_intake`` (connections until they run: peer check, handshakes, limits),
+``_reload`` (which files changed since the server started), ``_executors``
+(spares forked ahead of calls, the watch over running calls), ``_executor``
+(the caller's process context), ``_fastexit`` (exit without finalization),
+``_log``, ``_proc``, ``_record`` (value classes).  What the setup process
+runs before returning into the script, the first call's cold path, imports
+only C-level modules.
 """
 
 __all__ = [
@@ -37,7 +39,10 @@ __version__ = "0.1.0"
 # too, and pays for every module it pulls in.  The server's modules are
 # imported when PREFORK_INTERP says there is a server to be.
 import os
+import sys
 import syslog
+
+import _thread
 
 from ._errors import PreforkError
 from ._options import make_options
@@ -70,6 +75,28 @@ def autoreload_also_check(*paths: "Union[str, os.PathLike[str]]") -> None:
     """
     for path in paths:
         _extra_files.append(os.path.abspath(os.fspath(path)))
+
+
+def _check_threads() -> None:
+    """Raise RuntimeError unless this is the main thread and no other thread
+    started with ``threading`` is running: ``fork`` copies only this one."""
+    if "threading" not in sys.modules:
+        # No threading.Thread can have been started, and importing threading
+        # costs a cold call.  The main thread is the one whose id is the
+        # process's (Linux).
+        if _thread.get_native_id() != os.getpid():
+            raise RuntimeError("initialisation_complete() must be called from the main thread")
+        return
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("initialisation_complete() must be called from the main thread")
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        raise RuntimeError(
+            f"initialisation_complete(): other threads are running ({', '.join(others)});"
+            " fork() would copy only this one: start them after initialisation_complete()"
+        )
 
 
 def initialisation_complete(
@@ -139,8 +166,9 @@ def initialisation_complete(
     if raw is None:
         return
 
-    import threading
-
+    # What follows is the cold path: with our client, the setup process
+    # then runs the first call itself, so it imports only C-level modules
+    # (the server's are imported in the server, after the fork).
     import __main__
 
     from ._executor import ScriptState, become_executor, prepare_in_place
@@ -149,14 +177,7 @@ def initialisation_complete(
     from ._setup import start
 
     setup = parse_setup_env(raw)
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("initialisation_complete() must be called from the main thread")
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    if others:
-        raise RuntimeError(
-            f"initialisation_complete(): other threads are running ({', '.join(others)});"
-            " fork() would copy only this one: start them after initialisation_complete()"
-        )
+    _check_threads()
     del os.environ[_ENV_NAME]
     state = ScriptState.capture()
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)

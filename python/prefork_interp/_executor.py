@@ -11,26 +11,33 @@ script's, with the caller's ignored signals, ``_signals``) and, last, the
 caller's signal mask.
 """
 
-from __future__ import annotations
+__all__ = ["ScriptState", "become_executor", "prepare_in_place", "stdio_settings"]
 
-__all__ = ["ScriptState", "become_executor", "stdio_settings"]
-
+# Only C-level modules: the setup process runs the first call in place
+# (protocol.md section 7) through this module, and each module imported
+# adds to that call's time.
 import codecs
 import fcntl
 import io
-import locale
 import os
 import resource
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, cast
 
 from . import _fastexit
-from ._intake import Call
-from ._log import Log
-from ._protocol import RLIM_INFINITY, Attributes, env_mapping
+from ._protocol import RLIM_INFINITY, env_mapping
 from ._proc import close_quietly, set_c_environment
 from ._signals import ScriptSignals, block_all
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
+if TYPE_CHECKING:
+    import locale as _locale  # its stubs: _locale's have no Error
+    from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+
+    from ._intake import Call
+    from ._log import Log
+    from ._protocol import Attributes
+else:
+    import _locale  # what locale.setlocale calls for a str locale name
 
 #: Locales the interpreter coerces a "C" LC_CTYPE to (PEP 538), in order;
 #: stdio in these uses surrogateescape.
@@ -48,12 +55,17 @@ _STARTUP_CMDLINE_UNBUFFERED = isinstance(getattr(sys.__stdout__, "buffer", None)
 )
 
 
-@dataclass
 class ScriptState:
     """What the server changes in the process and the executor restores."""
 
+    __slots__ = ("signals", "locale_env")
+
     signals: ScriptSignals
-    locale_env: Tuple[Optional[str], ...]
+    locale_env: "Tuple[Optional[str], ...]"
+
+    def __init__(self, signals: ScriptSignals, locale_env: "Tuple[Optional[str], ...]") -> None:
+        self.signals = signals
+        self.locale_env = locale_env
 
     @classmethod
     def capture(cls) -> "ScriptState":
@@ -61,7 +73,7 @@ class ScriptState:
         return cls(ScriptSignals.capture(), _locale_env())
 
 
-def _locale_env() -> Tuple[Optional[str], ...]:
+def _locale_env() -> "Tuple[Optional[str], ...]":
     return tuple(os.environ.get(name) for name in _LOCALE_VARS)
 
 
@@ -69,7 +81,7 @@ def _locale_env() -> Tuple[Optional[str], ...]:
 # The standard streams, as the interpreter makes them at start-up
 
 
-def _env_option(name: str) -> Optional[str]:
+def _env_option(name: str) -> "Optional[str]":
     """A PYTHON* variable as the interpreter reads it: empty is unset, and
     ``-E``/``-I`` ignore them all."""
     if sys.flags.ignore_environment:
@@ -102,7 +114,7 @@ def _cmdline_unbuffered() -> bool:
     return False
 
 
-def _set_ctype_locale() -> Tuple[str, str]:
+def _set_ctype_locale() -> "Tuple[str, str]":
     """Set LC_CTYPE from the environment as the interpreter does at start-up.
 
     Returns the locale before and after C locale coercion (PEP 538: a "C"
@@ -110,15 +122,15 @@ def _set_ctype_locale() -> Tuple[str, str]:
     set or PYTHONCOERCECLOCALE=0).
     """
     try:
-        before = locale.setlocale(locale.LC_CTYPE, "")
-    except locale.Error:
-        before = locale.setlocale(locale.LC_CTYPE, "C")
+        before = _locale.setlocale(_locale.LC_CTYPE, "")
+    except _locale.Error:
+        before = _locale.setlocale(_locale.LC_CTYPE, "C")
     if before != "C" or os.environ.get("LC_ALL") or _env_option("PYTHONCOERCECLOCALE") == "0":
         return before, before
     for target in _COERCION_TARGETS:
         try:
-            after = locale.setlocale(locale.LC_CTYPE, target)
-        except locale.Error:
+            after = _locale.setlocale(_locale.LC_CTYPE, target)
+        except _locale.Error:
             continue
         os.environ["LC_CTYPE"] = target
         return before, after
@@ -138,7 +150,7 @@ def _utf8_mode(ctype_before_coercion: str) -> bool:
     return ctype_before_coercion in ("C", "POSIX")
 
 
-def stdio_settings(locale_changed: bool) -> Tuple[str, str, bool]:
+def stdio_settings(locale_changed: bool) -> "Tuple[str, str, bool]":
     """Encoding, errors handler (stdin, stdout) and "buffered" for stdio.
 
     Follows CPython's start-up (``config_init_stdio_encoding``) using the
@@ -149,10 +161,10 @@ def stdio_settings(locale_changed: bool) -> Tuple[str, str, bool]:
     if locale_changed:
         before, after = _set_ctype_locale()
     else:
-        before = after = locale.setlocale(locale.LC_CTYPE)
+        before = after = _locale.setlocale(_locale.LC_CTYPE)
     utf8 = _utf8_mode(before)
-    encoding: Optional[str] = None
-    errors: Optional[str] = None
+    encoding: "Optional[str]" = None
+    errors: "Optional[str]" = None
     ioencoding = _env_option("PYTHONIOENCODING")
     if ioencoding:
         enc_part, _, err_part = ioencoding.partition(":")
@@ -161,7 +173,7 @@ def stdio_settings(locale_changed: bool) -> Tuple[str, str, bool]:
         elif err_part:
             errors = err_part
     if encoding is None:
-        encoding = "utf-8" if utf8 else (locale.nl_langinfo(locale.CODESET) or "utf-8")
+        encoding = "utf-8" if utf8 else (_locale.nl_langinfo(_locale.CODESET) or "utf-8")
     encoding = codecs.lookup(encoding).name
     if errors is None:
         legacy = after in ("C", "POSIX") or after in _COERCION_TARGETS
@@ -170,12 +182,12 @@ def stdio_settings(locale_changed: bool) -> Tuple[str, str, bool]:
     return encoding, errors, buffered
 
 
-def _open_std_stream(fd: int, name: str, encoding: str, errors: str, buffered: bool) -> TextIO:
+def _open_std_stream(fd: int, name: str, encoding: str, errors: str, buffered: bool) -> "TextIO":
     """One standard stream exactly as CPython's ``create_stdio`` makes it."""
     write = fd != 0
     unbuffered_raw = write and not buffered
     buf = io.open(fd, "wb" if write else "rb", buffering=0 if unbuffered_raw else -1, closefd=False)
-    raw: Any = buf if unbuffered_raw else buf.raw  # type: ignore[attr-defined]
+    raw: "Any" = buf if unbuffered_raw else buf.raw  # type: ignore[attr-defined]
     raw.name = f"<{name}>"
     line_buffering = buffered and (raw.isatty() or fd == 2)
     stream = io.TextIOWrapper(
@@ -190,7 +202,7 @@ def _open_std_stream(fd: int, name: str, encoding: str, errors: str, buffered: b
     return stream
 
 
-def _recreate_std_streams(locale_changed: bool) -> List[TextIO]:
+def _recreate_std_streams(locale_changed: bool) -> "List[TextIO]":
     """Make new sys.stdin/stdout/stderr on fds 0-2; return the replaced ones.
 
     A stream the script replaced with its own object is left to the script
@@ -208,7 +220,7 @@ def _recreate_std_streams(locale_changed: bool) -> List[TextIO]:
             + f"LookupError: {e}\n".encode(errors="backslashreplace"),
         )
         os._exit(1)
-    replaced: List[TextIO] = []
+    replaced: "List[TextIO]" = []
     for name, fd in _STD_STREAMS:
         old = getattr(sys, "__" + name + "__")
         new = _open_std_stream(fd, name, encoding, errors, buffered)
@@ -224,7 +236,7 @@ def _recreate_std_streams(locale_changed: bool) -> List[TextIO]:
 # Putting it together
 
 
-def _install_stdio_fds(fds: Sequence[int]) -> None:
+def _install_stdio_fds(fds: "Sequence[int]") -> None:
     # The received fds are never 0-2: those are open in the monitor.
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
@@ -240,7 +252,7 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _install_extra_fds(numbers: Sequence[int], received: Sequence[int]) -> List[str]:
+def _install_extra_fds(numbers: "Sequence[int]", received: "Sequence[int]") -> "List[str]":
     """Step 2: each received fd at its number in the caller, inheritable.
 
     The received copies are first moved above the highest number; a number
@@ -250,7 +262,7 @@ def _install_extra_fds(numbers: Sequence[int], received: Sequence[int]) -> List[
     """
     if not numbers:
         return []
-    copies: List[int] = []
+    copies: "List[int]" = []
     try:
         floor = max(numbers) + 1
         for fd in received:
@@ -299,7 +311,7 @@ def _set_nice(nice: int) -> None:
             pass
 
 
-def _apply_attributes(attrs: Attributes, extra_fds: Sequence[int], log: Log) -> None:
+def _apply_attributes(attrs: "Attributes", extra_fds: "Sequence[int]", log: "Log") -> None:
     """Steps 2-5 of protocol.md section 6.4."""
     warnings = _install_extra_fds(attrs.fds, extra_fds)
     if warnings:
@@ -318,16 +330,16 @@ def _apply_attributes(attrs: Attributes, extra_fds: Sequence[int], log: Log) -> 
         _set_nice(attrs.nice)
 
 
-def _environ_dict() -> Dict[bytes, bytes]:
+def _environ_dict() -> "Dict[bytes, bytes]":
     """The dict behind both ``os.environ`` and ``os.environb`` (CPython's
     ``os._Environ._data``), which the interpreter fills at start-up."""
     shared = getattr(os.environ, "_data", None)
-    if isinstance(shared, dict) and getattr(os.environb, "_data", None) is shared:
-        return cast(Dict[bytes, bytes], shared)
+    if getattr(os.environb, "_data", None) is shared and isinstance(shared, dict):
+        return shared
     raise RuntimeError("os.environ is not built as in CPython (no _data dict shared with os.environb)")
 
 
-def _apply_environment(entries: List[bytes]) -> None:
+def _apply_environment(entries: "List[bytes]", in_place: bool) -> None:
     """Make the environment exactly the caller's ``entries`` (``NAME=value``),
     as a direct run would start with them, in time linear in their number.
 
@@ -337,15 +349,27 @@ def _apply_environment(entries: List[bytes]) -> None:
     ``=``, the first occurrence winning.  Their shared dict (``_data``, bytes
     to bytes on POSIX) is filled directly: assigning to ``os.environ`` would
     call ``putenv`` once per entry, each a search of the whole environment.
+
+    ``in_place``: this is the setup process (protocol.md section 7), which
+    our client started with its own environment, the one it sends as
+    ``entries``, plus ``PREFORK_INTERP``, which ``initialisation_complete``
+    has removed (``unsetenv``): its environment is already the caller's,
+    and is left alone (no ``ctypes``), unless ``os.environ`` says otherwise
+    (the interpreter coerced the locale into ``LC_CTYPE``, the script set a
+    variable, the caller has a reserved ``PREFORK_INTERP*`` variable).  Only
+    a change the script made to the C environment alone (``os.putenv``, C
+    code) then stays, as it would in a direct run.
     """
     data = env_mapping(entries)
     shared = _environ_dict()
+    if in_place and shared == data:
+        return
     set_c_environment(entries)
     shared.clear()
     shared.update(data)
 
 
-def prepare_in_place(call: Call) -> None:
+def prepare_in_place(call: "Call") -> None:
     """Make the setup process, about to run the first call in place
     (protocol.md section 7), what :func:`become_executor` expects: every
     signal blocked and the call's socket closed.  It stays in the process
@@ -355,7 +379,7 @@ def prepare_in_place(call: Call) -> None:
     call.sock.close()
 
 
-def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -> None:
+def become_executor(call: "Call", state: ScriptState, log: "Log", fast_exit: bool) -> None:
     """Take on the caller's process context, then return into the script.
 
     On entry: a fresh fork child of a monitor, already the leader of its
@@ -370,7 +394,7 @@ def become_executor(call: Call, state: ScriptState, log: Log, fast_exit: bool) -
     attrs = call.attrs
     try:
         _install_stdio_fds(call.stdio)
-        _apply_environment(call.request.env_entries())
+        _apply_environment(call.request.env_entries(), call.in_place)
         sys.argv = [os.fsdecode(arg) for arg in call.request.argv()[1:]] or [""]
         replaced = _recreate_std_streams(_locale_env() != state.locale_env)
         # Before the extra fds: syslog's socket is ours, not the script's.

@@ -40,6 +40,8 @@ import select
 import signal
 import socket
 import struct
+
+import _socket
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ._intake import Call
@@ -164,10 +166,10 @@ class _Running:
 
     __slots__ = ("pid", "sock", "listening", "framed", "frames", "log")
 
-    def __init__(self, pid: int, sock: socket.socket, framed: bool, log: Log) -> None:
+    def __init__(self, pid: int, sock: _socket.socket, framed: bool, log: Log) -> None:
         self.pid = pid
         #: The call's socket; None once the caller has gone.
-        self.sock: Optional[socket.socket] = sock
+        self.sock: Optional[_socket.socket] = sock
         #: Still reading the client: not after its hang-up or a protocol
         #: error (the call is then interrupted; its status is still sent).
         self.listening = True

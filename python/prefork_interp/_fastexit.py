@@ -46,24 +46,31 @@ frame keeps its ``f_lasti``.  Should a later version differ, the status
 becomes unknown and the interpreter finishes normally, or a test fails.
 """
 
-from __future__ import annotations
-
 __all__ = ["install", "exit_status_of_code"]
 
+# Only C-level modules: the executor installs this on the cold path too,
+# in the setup process running the first call in place (protocol.md
+# section 7), where each module imported adds to the call's time.
 import atexit
-import functools
-import opcode
 import os
-import signal
 import sys
-from types import FrameType
-from typing import Any, List, Optional, TextIO, Tuple
 
-#: Opcodes that return from a frame (RETURN_CONST exists from 3.12).
-_RETURN_OPS = frozenset(opcode.opmap[name] for name in ("RETURN_VALUE", "RETURN_CONST") if name in opcode.opmap)
+TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
+if TYPE_CHECKING:
+    import signal as _signal  # the stubs of _signal, which has none of its own
+    from types import FrameType
+    from typing import Any, List, Optional, TextIO, Tuple
+else:
+    import _signal
+
+#: Opcodes that return from a frame: RETURN_VALUE, and from 3.12 to 3.13
+#: RETURN_CONST.  Found as the last instruction of the two kinds of code
+#: that end by returning (a value, and None), as the ``opcode`` module,
+#: which costs an import, would name them.
+_RETURN_OPS = frozenset(compile(source, "", mode).co_code[-2] for source, mode in (("", "exec"), ("x", "eval")))
 
 #: SystemExit's own ``code`` member descriptor, under our property.
-_BASE_CODE: Any = SystemExit.__dict__["code"]
+_BASE_CODE: "Any" = SystemExit.__dict__["code"]
 
 #: Exit status when flushing stdout at exit fails (Py_RunMain's 120).
 _FLUSH_FAILED_STATUS = 120
@@ -90,16 +97,16 @@ class _Outcome:
     #: module has ended and :func:`_arm` notes whether it returned and lets
     #: go of it (holding it would keep the module's globals alive through
     #: the teardown, and their finalizers from running if we step aside).
-    main_frame: Optional[FrameType] = None
+    main_frame: "Optional[FrameType]" = None
     main_returned = False
     #: Set when an uncaught exception reached the top level.
-    exception: Optional[type] = None
+    exception: "Optional[type]" = None
     #: Set to the SystemExit code the interpreter read at the top level.
-    exit_code: Any = None
+    exit_code: "Any" = None
     exit_code_seen = False
     #: Old stdio objects the executor replaced; flushed at exit as their
     #: deallocation would have flushed them.
-    replaced_streams: List[TextIO] = []
+    replaced_streams: "List[TextIO]" = []
     finishing = False
 
 
@@ -117,7 +124,7 @@ class _ExitClass(SystemExit):
     """
 
     @property
-    def code(self) -> Any:
+    def code(self) -> "Any":
         value = _BASE_CODE.__get__(self)
         if _at_top_level(1):
             _outcome.exit_code = value
@@ -125,7 +132,7 @@ class _ExitClass(SystemExit):
         return value
 
     @code.setter
-    def code(self, value: Any) -> None:
+    def code(self, value: "Any") -> None:
         _BASE_CODE.__set__(self, value)
 
 
@@ -133,8 +140,7 @@ _ExitClass.__name__ = _ExitClass.__qualname__ = "SystemExit"
 _ExitClass.__module__ = "builtins"  # a printed traceback ends "SystemExit: 3"
 
 
-@functools.wraps(sys.exit)
-def _sys_exit(status: Any = None, /) -> None:
+def _sys_exit(status: "Any" = None, /) -> None:
     # As sys.exit: PyErr_SetObject turns None into no args and a tuple into
     # several; an exception instance becomes the single argument.
     if status is None:
@@ -144,13 +150,20 @@ def _sys_exit(status: Any = None, /) -> None:
     raise _ExitClass(status)
 
 
-def _audit(event: str, args: Tuple[Any, ...]) -> None:
+# What functools.wraps(sys.exit) would do (functools costs an import).
+for _name in ("__module__", "__name__", "__qualname__", "__doc__"):
+    setattr(_sys_exit, _name, getattr(sys.exit, _name))
+_sys_exit.__wrapped__ = sys.exit  # type: ignore[attr-defined]
+del _name
+
+
+def _audit(event: str, args: "Tuple[Any, ...]") -> None:
     """Audit hook: notice an uncaught exception reported from the top level."""
     if event == "sys.excepthook" and _at_top_level(1):
         _outcome.exception = args[1]
 
 
-def exit_status_of_code(code: Any) -> int:
+def exit_status_of_code(code: "Any") -> int:
     """The exit status CPython uses for ``SystemExit(code)``.
 
     None: 0; an int: its low 8 bits if it fits in a C long (it is cast to
@@ -166,7 +179,7 @@ def exit_status_of_code(code: Any) -> int:
     return 1
 
 
-def _main_frame_returned(frame: Optional[FrameType]) -> bool:
+def _main_frame_returned(frame: "Optional[FrameType]") -> bool:
     if frame is None:
         return False
     code = frame.f_code.co_code
@@ -174,13 +187,13 @@ def _main_frame_returned(frame: Optional[FrameType]) -> bool:
     return 0 <= lasti < len(code) and code[lasti] in _RETURN_OPS
 
 
-def _decided_status() -> Optional[int]:
+def _decided_status() -> "Optional[int]":
     """Exit status of this process, or None if we cannot be sure of it.
 
     A negative result means "die of SIGINT" (KeyboardInterrupt).
     """
     if _outcome.exception is not None:
-        return -signal.SIGINT if issubclass(_outcome.exception, KeyboardInterrupt) else 1
+        return -_signal.SIGINT if issubclass(_outcome.exception, KeyboardInterrupt) else 1
     if _outcome.exit_code_seen:
         return exit_status_of_code(_outcome.exit_code)
     if _outcome.main_returned:
@@ -188,7 +201,7 @@ def _decided_status() -> Optional[int]:
     return None
 
 
-def _report_flush_failure(stream: Any, exc: BaseException) -> None:
+def _report_flush_failure(stream: "Any", exc: BaseException) -> None:
     """Report a failed flush of stdout as the interpreter does at exit:
     through sys.unraisablehook, with CPython's wording of the version."""
     if sys.version_info >= (3, 13):
@@ -214,7 +227,7 @@ def _report_flush_failure(stream: Any, exc: BaseException) -> None:
         pass
 
 
-def _finish(triggers: List[Any]) -> None:
+def _finish(triggers: "List[Any]") -> None:
     """The interpreter is flushing stdio at exit: exit now if we can.
 
     Returns (and the interpreter finalizes normally) if the status is
@@ -250,10 +263,10 @@ def _finish(triggers: List[Any]) -> None:
         except Exception:
             pass
     if status < 0:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        os.kill(os.getpid(), signal.SIGINT)
-        os._exit(128 + signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGINT})
+        os.kill(os.getpid(), _signal.SIGINT)
+        os._exit(128 + _signal.SIGINT)
     os._exit(_FLUSH_FAILED_STATUS if flush_failed else status)
 
 
@@ -264,19 +277,19 @@ class _ExitTrigger:
     called by the interpreter itself (no Python caller) ends the process.
     """
 
-    def __init__(self, name: str, stream: Any, triggers: List[Any]) -> None:
+    def __init__(self, name: str, stream: "Any", triggers: "List[Any]") -> None:
         self.__dict__.update(_name=name, _stream=stream, _triggers=triggers)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         return getattr(self._stream, name)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: "Any") -> None:
         setattr(self._stream, name, value)
 
-    def write(self, text: str) -> Any:
+    def write(self, text: str) -> "Any":
         return self._stream.write(text)
 
-    def flush(self) -> Any:
+    def flush(self) -> "Any":
         if _at_top_level(1):
             _finish(self._triggers)
         return self._stream.flush()
@@ -287,7 +300,7 @@ def _arm() -> None:
     triggers in front of sys.stdout/sys.stderr."""
     _outcome.main_returned = _main_frame_returned(_outcome.main_frame)
     _outcome.main_frame = None
-    triggers: List[Any] = []
+    triggers: "List[Any]" = []
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _ExitTrigger):
@@ -296,14 +309,14 @@ def _arm() -> None:
         setattr(sys, trigger._name, trigger)
 
 
-def _find_main_frame() -> Optional[FrameType]:
+def _find_main_frame() -> "Optional[FrameType]":
     """The outermost frame running the ``__main__`` module's code."""
     main = sys.modules.get("__main__")
     if main is None:
         return None
     main_globals = main.__dict__
     found = None
-    frame: Optional[FrameType] = sys._getframe(1)
+    frame: "Optional[FrameType]" = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is main_globals and frame.f_code.co_name == "<module>":
             found = frame
@@ -311,7 +324,7 @@ def _find_main_frame() -> Optional[FrameType]:
     return found
 
 
-def install(replaced_streams: List[TextIO]) -> None:
+def install(replaced_streams: "List[TextIO]") -> None:
     """Arrange for this process (an executor) to exit without finalization.
 
     Call once, in the executor, before returning into the script.

@@ -25,22 +25,27 @@ monitor is forked for it or it is dropped.
 It never forks: the server forks a monitor for each :class:`Call` it takes.
 """
 
-from __future__ import annotations
-
 __all__ = ["MAX_HELD", "MAX_WAITING", "REQUEST_TIMEOUT", "Call", "Intake", "peer_credentials"]
 
-import collections
+# Only C-level modules (_struct, not its wrapper struct): the setup
+# process imports this module on the cold path, for take_in_place
+# (protocol.md section 7).  The server's Intake imports collections.
 import os
 import select
-import socket
-import struct
 import time
-from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional, Tuple
 
-from ._log import Log
+import _socket
+import _struct
+
 from ._proc import close_quietly
-from ._protocol import Attributes, Handshake, PeerGone, ProtocolError, Request, send_greeting, send_in_place_greeting
+from ._protocol import Handshake, PeerGone, ProtocolError, send_greeting, send_in_place_greeting
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
+if TYPE_CHECKING:
+    from typing import Deque, Dict, List, Optional, Tuple
+
+    from ._log import Log
+    from ._protocol import Attributes, Request
 
 #: Handshakes under way at once (protocol.md section 4.1).
 MAX_HELD = 64
@@ -54,35 +59,54 @@ MAX_WAITING = 1024
 REQUEST_TIMEOUT = 5.0
 
 #: ``struct ucred`` of ``SO_PEERCRED``: pid_t, uid_t, gid_t.
-_UCRED = struct.Struct("iII")
+_UCRED = _struct.Struct("iII")
 
 
-def peer_credentials(sock: socket.socket) -> Tuple[int, int, int]:
+def peer_credentials(sock: "_socket.socket") -> "Tuple[int, int, int]":
     """``(pid, uid, gid)`` of the process at the other end of ``sock``, as
     the kernel recorded them when it connected (or made the pair)."""
-    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED.size))
     return pid, uid, gid
 
 
-@dataclass
 class Call:
     """A call whose handshake is complete: what a monitor serves."""
 
+    __slots__ = ("sock", "stdio", "request", "attrs", "extra_fds", "stderr", "in_place")
+
     #: The call's connection.
-    sock: socket.socket
+    sock: "_socket.socket"
     #: The caller's fds 0, 1, 2 (received copies).
-    stdio: List[int]
-    request: Request
+    stdio: "List[int]"
+    request: "Request"
     #: The caller's attributes (extension call1), or None for a v1 client.
-    attrs: Optional[Attributes] = None
+    attrs: "Optional[Attributes]"
     #: Received copies of the caller's extra fds, one per ``attrs.fds``.
-    extra_fds: List[int] = field(default_factory=list)
+    extra_fds: "List[int]"
     #: For the first call only: the first caller's stderr, where its
     #: monitor logs (design.md section 2), or None.
-    stderr: Optional[int] = None
+    stderr: "Optional[int]"
     #: Run in place by the setup process (protocol.md section 7), not by
     #: an executor of the server.
-    in_place: bool = False
+    in_place: bool
+
+    def __init__(
+        self,
+        sock: "_socket.socket",
+        stdio: "List[int]",
+        request: "Request",
+        attrs: "Optional[Attributes]" = None,
+        extra_fds: "Optional[List[int]]" = None,
+        stderr: "Optional[int]" = None,
+        in_place: bool = False,
+    ) -> None:
+        self.sock = sock
+        self.stdio = stdio
+        self.request = request
+        self.attrs = attrs
+        self.extra_fds = [] if extra_fds is None else extra_fds
+        self.stderr = stderr
+        self.in_place = in_place
 
     def close_fds(self) -> None:
         """Close the received fds and ``stderr`` (not the socket)."""
@@ -97,14 +121,20 @@ class Call:
         self.sock.close()
 
 
-@dataclass
 class _Pending:
     """A connection whose handshake is under way."""
+
+    __slots__ = ("handshake", "deadline", "stderr")
 
     handshake: Handshake
     #: ``time.monotonic()`` after which it is dropped.
     deadline: float
-    stderr: Optional[int] = None
+    stderr: "Optional[int]"
+
+    def __init__(self, handshake: Handshake, deadline: float, stderr: "Optional[int]" = None) -> None:
+        self.handshake = handshake
+        self.deadline = deadline
+        self.stderr = stderr
 
     def close(self) -> None:
         self.handshake.close_fds()
@@ -115,13 +145,15 @@ class _Pending:
 class Intake:
     """The connections a server holds (see the module docstring)."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: "Log") -> None:
+        import collections  # here: only the server needs it
+
         self.log = log
         self.uid = os.geteuid()
         #: Handshakes under way, by socket fd, oldest first.
-        self.pending: Dict[int, _Pending] = {}
+        self.pending: "Dict[int, _Pending]" = {}
         #: Complete calls waiting for a monitor slot, oldest first.
-        self.waiting: Deque[Call] = collections.deque()
+        self.waiting: "Deque[Call]" = collections.deque()
 
     def __len__(self) -> int:
         return len(self.pending) + len(self.waiting)
@@ -131,7 +163,7 @@ class Intake:
         handshake that a new connection may displace."""
         return len(self.waiting) < MAX_WAITING and (len(self.pending) < MAX_HELD or self._oldest_idle() is not None)
 
-    def _oldest_idle(self) -> Optional[int]:
+    def _oldest_idle(self) -> "Optional[int]":
         """The fd of the oldest handshake with nothing to read (no bytes, no
         EOF), or None."""
         poller = select.poll()
@@ -140,7 +172,7 @@ class Intake:
         readable = {fd for fd, _ in poller.poll(0)}
         return next((fd for fd in self.pending if fd not in readable), None)
 
-    def take(self, sock: socket.socket, stderr: Optional[int] = None) -> None:
+    def take(self, sock: "_socket.socket", stderr: "Optional[int]" = None) -> None:
         """A new connection (accepted, or the first call's CALL): check the
         peer, greet it, and start reading its handshake.  At the limit, the
         oldest handshake under way is dropped for it (the server accepts only
@@ -219,7 +251,7 @@ class Intake:
     def _drop(self, fd: int) -> None:
         self.pending.pop(fd).close()
 
-    def expire(self, now: float) -> Optional[float]:
+    def expire(self, now: float) -> "Optional[float]":
         """Drop the handshakes past their deadline; returns the next
         deadline, or None."""
         for fd, pending in list(self.pending.items()):
@@ -228,7 +260,7 @@ class Intake:
                 self._drop(fd)
         return min((p.deadline for p in self.pending.values()), default=None)
 
-    def next_call(self) -> Optional[Call]:
+    def next_call(self) -> "Optional[Call]":
         """The complete call that has waited longest, now the caller's."""
         return self.waiting.popleft() if self.waiting else None
 
@@ -246,7 +278,7 @@ class Intake:
             self.waiting.popleft().close()
 
 
-def take_in_place(sock: socket.socket, log: Log) -> Call:
+def take_in_place(sock: "_socket.socket", log: "Log") -> Call:
     """The setup process runs the first call itself (extension inplace1,
     protocol.md section 7): greet the client on CALL and read the call's
     handshake, waiting at most :data:`REQUEST_TIMEOUT`.

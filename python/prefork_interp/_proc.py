@@ -3,33 +3,52 @@ and the two things the standard library cannot do without ``ctypes``:
 asking to die with the parent (``prctl``) and installing a whole C
 environment at once (``environ``)."""
 
-from __future__ import annotations
-
 __all__ = [
     "ChildWakeup",
     "close_quietly",
     "die_with_parent",
     "flush_std_streams",
     "fork",
+    "load_libc",
     "redirect_stdio_to_devnull",
     "set_c_environment",
 ]
 
-import ctypes
+# Only C-level modules: the setup process imports this module on the cold
+# path (protocol.md section 7).  ctypes is imported by the two functions
+# that need it, which that path does not call (see load_libc).
 import os
-import signal
 import sys
-from typing import Iterable, List, Optional
 
-#: The C library of this process (its ``prctl`` and its ``environ``).
-_LIBC = ctypes.CDLL(None, use_errno=True)
+TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
+if TYPE_CHECKING:
+    import ctypes
+    import signal as _signal  # the stubs of _signal, which has none of its own
+    from typing import Iterable, List, Optional
+else:
+    import _signal
 
 #: ``prctl`` option: the signal to get when the parent thread dies.
 _PR_SET_PDEATHSIG = 1
 
+#: The C library of this process (its ``prctl`` and its ``environ``), once
+#: :func:`load_libc` has loaded it.
+_LIBC: "Optional[ctypes.CDLL]" = None
+
 #: The C environment arrays installed by :func:`set_c_environment`: they
 #: (and the strings they point into) must live as long as the process.
-_C_ENVIRONMENTS: List["ctypes.Array[ctypes.c_char_p]"] = []
+_C_ENVIRONMENTS: "List[ctypes.Array[ctypes.c_char_p]]" = []
+
+
+def load_libc() -> "ctypes.CDLL":
+    """The C library of this process, through ctypes, loaded on the first
+    call (the server calls it once, so that its executors need not)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def flush_std_streams() -> None:
@@ -56,7 +75,7 @@ def fork() -> int:
     return os.fork()
 
 
-def close_quietly(fds: Iterable[Optional[int]]) -> None:
+def close_quietly(fds: "Iterable[Optional[int]]") -> None:
     """Close each fd that is not None, ignoring errors (cleanup paths)."""
     for fd in fds:
         if fd is not None:
@@ -98,10 +117,10 @@ class ChildWakeup:
         try:
             os.set_blocking(self.fd, False)
             os.set_blocking(self._write_fd, False)
-            signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-            signal.signal(signal.SIGCHLD, _ignore_signal)
+            _signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+            _signal.signal(_signal.SIGCHLD, _ignore_signal)
             # A script that blocked SIGCHLD would otherwise never wake us.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGCHLD})
         except BaseException:
             self.close()
             raise
@@ -119,7 +138,7 @@ class ChildWakeup:
 
         SIGCHLD keeps its handler: the caller installs what it needs next.
         """
-        signal.set_wakeup_fd(-1)
+        _signal.set_wakeup_fd(-1)
         close_quietly((self.fd, self._write_fd))
 
 
@@ -131,11 +150,11 @@ def die_with_parent(parent: int) -> None:
     Returns only if both hold; otherwise ``os._exit(127)`` at once, so a
     child is never left running without the parent that answers for it.
     """
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+    if load_libc().prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
         os._exit(127)
 
 
-def set_c_environment(entries: List[bytes]) -> None:
+def set_c_environment(entries: "List[bytes]") -> None:
     """Make the C environment (``environ``) exactly ``entries``, in order.
 
     One new ``char *`` array pointing into the given bytes objects, so the
@@ -145,6 +164,8 @@ def set_c_environment(entries: List[bytes]) -> None:
     ``unsetenv`` calls work on it as usual (glibc copies an array it did not
     allocate before growing it).  Only ``os.environ`` is left to the caller.
     """
+    import ctypes
+
     array = (ctypes.c_char_p * (len(entries) + 1))(*entries)  # NULL-terminated
     _C_ENVIRONMENTS.append(array)  # keeps the array and the bytes objects alive
-    ctypes.c_void_p.in_dll(_LIBC, "environ").value = ctypes.addressof(array)
+    ctypes.c_void_p.in_dll(load_libc(), "environ").value = ctypes.addressof(array)

@@ -33,8 +33,6 @@ entries whose names start with :data:`EXT_ENV_PREFIX` are reserved.
 reach the script's environment.
 """
 
-from __future__ import annotations
-
 __all__ = [
     "CALL1",
     "ENV_NAME",
@@ -74,17 +72,24 @@ __all__ = [
     "send_status",
 ]
 
-import array
-import re
+# Only C-level modules (_struct, not its wrapper struct): the setup
+# process imports this module on the cold path, to take the first call in
+# (protocol.md section 7), and every module it pulls in costs that call.
 import resource
-import signal
-import socket
-import struct
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
+
+import _socket
+import _struct
 
 from ._errors import PreforkError
 from ._proc import close_quietly
+from ._record import Record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
+if TYPE_CHECKING:
+    import signal as _signal  # the stubs of _signal, which has none of its own
+    from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
+else:
+    import _signal
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -119,7 +124,7 @@ MAX_REQUEST_LEN = 6 * 1024 * 1024 + 4096
 _BODY_CHUNK = 256 * 1024
 
 #: Request length prefix and status: 32-bit unsigned, big-endian.
-U32_BE = struct.Struct(">I")
+U32_BE = _struct.Struct(">I")
 
 #: Request environment entries whose names start with this are reserved for
 #: protocol extensions and are never applied to the script's environment.
@@ -137,7 +142,7 @@ CALL1 = "call1"
 INPLACE1 = b"inplace1"
 
 #: Extension frames (protocol.md section 6.2): 4-byte tag, u32 BE length.
-_FRAME_HEADER = struct.Struct(">4sI")
+_FRAME_HEADER = _struct.Struct(">4sI")
 
 #: Largest frame body a receiver accepts; more is a protocol error.
 MAX_FRAME = 65536
@@ -159,12 +164,13 @@ TAG_EXIT = b"EXIT"
 RLIM_INFINITY = resource.RLIM_INFINITY
 
 #: Highest signal number (64 on Linux).
-_MAX_SIGNAL = signal.NSIG - 1
+_MAX_SIGNAL = _signal.NSIG - 1
 
 #: At most this many extra fds in ``ATTR`` (protocol.md section 6.3).
 MAX_EXTRA_FDS = 256
 
-_FD_SIZE = array.array("i").itemsize
+#: Size of an fd in ``SCM_RIGHTS`` data: a C int.
+_FD_SIZE = _struct.calcsize("i")
 
 
 # ---------------------------------------------------------------------------
@@ -186,9 +192,10 @@ class PeerGone(Exception):
 # The PREFORK_INTERP environment variable
 
 
-@dataclass(frozen=True)
-class SetupInfo:
+class SetupInfo(Record):
     """What the client told the setup process in ``PREFORK_INTERP``."""
+
+    __slots__ = ("stamp_ns", "listen_fd", "call_fd", "watchi_fd", "watche_fd", "in_place")
 
     #: ``SECS.NSECS`` (the new socket's mtime) as integer nanoseconds: a
     #: program file whose ``st_mtime_ns`` is greater means a reload.
@@ -199,7 +206,17 @@ class SetupInfo:
     watche_fd: int
     #: The client announced ``inplace1``: the setup process runs the first
     #: call itself (protocol.md section 7).
-    in_place: bool = False
+    in_place: bool
+
+    def __init__(
+        self, stamp_ns: int, listen_fd: int, call_fd: int, watchi_fd: int, watche_fd: int, in_place: bool = False
+    ) -> None:
+        self.stamp_ns = stamp_ns
+        self.listen_fd = listen_fd
+        self.call_fd = call_fd
+        self.watchi_fd = watchi_fd
+        self.watche_fd = watche_fd
+        self.in_place = in_place
 
 
 def _parse_uint(item: bytes, what: str) -> int:
@@ -246,7 +263,7 @@ def parse_setup_env(value: bytes) -> SetupInfo:
 # Non-blocking socket reads: exactly the bytes of one item, one fd per message
 
 
-def _recv_some(sock: socket.socket, n: int, what: str) -> Optional[bytes]:
+def _recv_some(sock: "_socket.socket", n: int, what: str) -> "Optional[bytes]":
     """Up to ``n`` bytes that have arrived, or None if none has.
 
     Never more than ``n``: on a stream that carries fds, a longer read could
@@ -254,7 +271,7 @@ def _recv_some(sock: socket.socket, n: int, what: str) -> Optional[bytes]:
     Raises :class:`PeerGone` at EOF or on a reset.
     """
     try:
-        data = sock.recv(n, socket.MSG_DONTWAIT)
+        data = sock.recv(n, _socket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
     except ConnectionResetError:
@@ -264,32 +281,32 @@ def _recv_some(sock: socket.socket, n: int, what: str) -> Optional[bytes]:
     return data
 
 
-def _recv_fd(sock: socket.socket, what: str) -> Optional[int]:
+def _recv_fd(sock: "_socket.socket", what: str) -> "Optional[int]":
     """One one-byte message carrying exactly one fd, or None if it has not
     arrived.  The fd is close-on-exec.  Raises :class:`PeerGone` at EOF and
     :class:`ProtocolError` for a message with no fd, several, or truncated
     control data (no fd received is then left open)."""
     try:
         data, ancdata, flags, _ = sock.recvmsg(
-            1, socket.CMSG_SPACE(_FD_SIZE), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+            1, _socket.CMSG_SPACE(_FD_SIZE), _socket.MSG_DONTWAIT | _socket.MSG_CMSG_CLOEXEC
         )
     except BlockingIOError:
         return None
     except ConnectionResetError:
         raise PeerGone(f"client reset the connection sending {what}") from None
-    fds: List[int] = []
+    fds: "List[int]" = []
     odd_cmsg = False
     for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % _FD_SIZE
-            fds.extend(array.array("i", payload[:usable]))
+            fds.extend(memoryview(payload)[:usable].cast("i"))
         else:
             odd_cmsg = True
     if not data:
         close_quietly(fds)
         raise PeerGone(f"EOF before {what}")
-    problem: Optional[str] = None
-    if flags & socket.MSG_CTRUNC:
+    problem: "Optional[str]" = None
+    if flags & _socket.MSG_CTRUNC:
         problem = "control data truncated (more than one fd?)"
     elif odd_cmsg or len(ancdata) != 1:
         problem = f"{len(ancdata)} control messages, expected one SCM_RIGHTS"
@@ -301,27 +318,27 @@ def _recv_fd(sock: socket.socket, what: str) -> Optional[int]:
     return fds[0]
 
 
-def _send_now(sock: socket.socket, data: bytes, what: str) -> None:
+def _send_now(sock: "_socket.socket", data: bytes, what: str) -> None:
     """Send a few bytes without blocking (a server never waits for a client).
 
     The socket's buffer is empty or nearly so whenever we send the greeting
     or the accept frame, so all of it goes at once unless the client is gone.
     """
     try:
-        sent = sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        sent = sock.send(data, _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL)
     except (BlockingIOError, BrokenPipeError, ConnectionResetError):
         sent = 0
     if sent != len(data):
         raise PeerGone(f"client did not take {what}")
 
 
-def send_greeting(sock: socket.socket) -> None:
+def send_greeting(sock: "_socket.socket") -> None:
     """Protocol step 1, at once after accept, without blocking.  Raises
     :class:`PeerGone` if the client has gone."""
     _send_now(sock, GREETING, "the greeting")
 
 
-def send_in_place_greeting(sock: socket.socket) -> None:
+def send_in_place_greeting(sock: "_socket.socket") -> None:
     """Step 1 of the first call run in place (extension ``inplace1``,
     protocol.md section 7): the greeting whose payload names it."""
     _send_now(sock, GREETING[:4] + U32_BE.pack(len(INPLACE1)) + INPLACE1, "the greeting")
@@ -331,8 +348,7 @@ def send_in_place_greeting(sock: socket.socket) -> None:
 # The request
 
 
-@dataclass(frozen=True)
-class Offer:
+class Offer(Record):
     """The extensions a client offered (protocol.md section 6.1), from the
     request's reserved ``PREFORK_INTERP_EXT*`` entries.
 
@@ -340,27 +356,44 @@ class Offer:
     server makes no object per name (protocol.md section 4.1, memory).
     """
 
+    __slots__ = ("value", "ignored")
+
     #: The value of the first ``PREFORK_INTERP_EXT`` entry: extension names,
     #: comma-separated, known or not (``b""`` without one).
-    value: bytes = b""
+    value: bytes
     #: How many reserved entries were neither that one nor a repeat of it:
     #: not understood, left out of the environment and otherwise ignored.
-    ignored: int = 0
+    ignored: int
+
+    def __init__(self, value: bytes = b"", ignored: int = 0) -> None:
+        self.value = value
+        self.ignored = ignored
 
     @property
     def call1(self) -> bool:
         """Whether the client offers extension call1."""
-        return _CALL1_ITEM.search(self.value) is not None
+        return _has_item(self.value, CALL1.encode())
 
-    def names(self) -> Tuple[str, ...]:
+    def names(self) -> "Tuple[str, ...]":
         """The names offered, in order (empty items skipped; bytes that are
         not ASCII cannot name a known extension and are kept
         backslash-escaped).  For messages and tests."""
         return tuple(item.decode("ascii", "backslashreplace") for item in self.value.split(b",") if item)
 
 
-#: ``call1`` as an item of a comma-separated list.
-_CALL1_ITEM = re.compile(rb"(?:\A|,)" + CALL1.encode() + rb"(?:,|\Z)")
+_COMMA = ord(",")
+
+
+def _has_item(items: bytes, item: bytes) -> bool:
+    """Whether ``item`` is one of the comma-separated ``items``: one search
+    per occurrence of it, no split (the list may be long)."""
+    at = items.find(item)
+    while at >= 0:
+        end = at + len(item)
+        if (at == 0 or items[at - 1] == _COMMA) and (end == len(items) or items[end] == _COMMA):
+            return True
+        at = items.find(item, at + 1)
+    return False
 
 
 def _parse_offer(body: bytes, env_end: int) -> Offer:
@@ -368,7 +401,7 @@ def _parse_offer(body: bytes, env_end: int) -> Offer:
     body (those before ``env_end``): the first ``PREFORK_INTERP_EXT`` gives
     the offer, as the first occurrence of any name counts; the others are
     counted as ignored.  One search per reserved entry, no split."""
-    value: Optional[bytes] = None
+    value: "Optional[bytes]" = None
     ignored = 0
     at = body.find(EXT_ENV_PREFIX, 0, env_end)
     while at >= 0:
@@ -383,18 +416,44 @@ def _parse_offer(body: bytes, env_end: int) -> Offer:
     return Offer(value or b"", ignored)
 
 
-#: An environment entry after the first with no ``=``: its predecessor's
-#: NUL, bytes other than ``=``, its own NUL.
-_LATER_ENTRY_WITHOUT_EQUALS = re.compile(rb"\0[^=\0]*\0")
+#: Every byte but NUL and ``=``: deleted from a request body, they leave
+#: one NUL per string and the ``=`` signs in it (:func:`_check_env_equals`).
+_NOT_NUL_OR_EQUALS = bytes(b for b in range(256) if b not in b"\0=")
 
 
-@dataclass(frozen=True)
-class Request:
+def _check_env_equals(body: bytes, env_end: int) -> None:
+    """Raise :class:`ProtocolError` if an environment entry of ``body``
+    (one of the strings before ``env_end``) has no ``=``.
+
+    At C speed, with no object per string and no ``re`` (the cold path
+    imports none): with every byte but NUL and ``=`` deleted, the string
+    ending with the ``i``-th NUL has no ``=`` exactly when that NUL comes
+    first or right after another.  Only an error needs ``re``, to say which.
+    """
+    env_count = body.count(b"\0", 0, env_end)
+    if env_count == 0:
+        return
+    squeezed = body.translate(None, _NOT_NUL_OR_EQUALS)  # a copy, dropped at once
+    # The first string with no "=" after string 0 ends with the second NUL
+    # of the first pair; it is string number count(NULs up to the first).
+    pair = squeezed.find(b"\0\0")
+    if not squeezed.startswith(b"\0") and (pair < 0 or squeezed.count(b"\0", 0, pair + 1) >= env_count):
+        return  # strings 0 to env_count - 1, the environment, all have one
+    import re
+
+    bad = re.compile(rb"(?:\A|\0)([^=\0]*)\0").search(body, 0, env_end)
+    assert bad is not None
+    raise ProtocolError(f"request environment entry {bad.group(1)[:40]!r} has no '='")
+
+
+class Request(Record):
     """One call's request: the body exactly as the client sent it.
 
     The server and the monitor keep it as this one buffer; only the executor
     splits it into strings (:meth:`env_entries`, :meth:`argv`).
     """
+
+    __slots__ = ("body", "env_end", "offer")
 
     #: NUL-terminated environment entries, an empty string, NUL-terminated
     #: arguments (protocol.md section 2 step 4), shape checked.
@@ -402,9 +461,14 @@ class Request:
     #: Index in ``body`` of the empty string (its NUL) after the environment.
     env_end: int
     #: What the reserved ``PREFORK_INTERP_EXT*`` entries offered.
-    offer: Offer = Offer()
+    offer: Offer
 
-    def env_entries(self) -> List[bytes]:
+    def __init__(self, body: bytes, env_end: int, offer: Offer = Offer()) -> None:
+        self.body = body
+        self.env_end = env_end
+        self.offer = offer
+
+    def env_entries(self) -> "List[bytes]":
         """The caller's environment entries (``NAME=value``), in order,
         reserved ``PREFORK_INTERP_EXT*`` entries left out.  Splits the body:
         for the executor."""
@@ -413,21 +477,21 @@ class Request:
         entries = self.body[: self.env_end - 1].split(b"\0")
         return [entry for entry in entries if not entry.startswith(EXT_ENV_PREFIX)]
 
-    def env(self) -> Dict[bytes, bytes]:
+    def env(self) -> "Dict[bytes, bytes]":
         """The environment as a mapping (:func:`env_mapping`)."""
         return env_mapping(self.env_entries())
 
-    def argv(self) -> List[bytes]:
+    def argv(self) -> "List[bytes]":
         """``interpreter, [script,] args...`` exactly as on the wire.  Splits
         the body: for the executor."""
         return self.body[self.env_end + 1 : -1].split(b"\0")
 
 
-def env_mapping(entries: Iterable[bytes]) -> Dict[bytes, bytes]:
+def env_mapping(entries: "Iterable[bytes]") -> "Dict[bytes, bytes]":
     """``NAME=value`` entries as a mapping, as Python builds ``os.environ``
     at start-up: split at the first ``=``, the first occurrence of a name
     winning."""
-    env: Dict[bytes, bytes] = {}
+    env: "Dict[bytes, bytes]" = {}
     for entry in entries:
         name, _, value = entry.partition(b"=")
         env.setdefault(name, value)
@@ -455,17 +519,11 @@ def parse_request(body: bytes) -> Request:
         env_end = pair + 1
     if env_end + 1 == len(body):
         raise ProtocolError("request has no arguments (not even the interpreter)")
-    if env_end > 0:
-        first_end = body.index(b"\0")
-        if body.find(b"=", 0, first_end) < 0:
-            raise ProtocolError(f"request environment entry {body[:first_end][:40]!r} has no '='")
-        bad = _LATER_ENTRY_WITHOUT_EQUALS.search(body, 0, env_end)
-        if bad is not None:
-            raise ProtocolError(f"request environment entry {bad.group()[1:-1][:40]!r} has no '='")
+    _check_env_equals(body, env_end)
     return Request(body, env_end, _parse_offer(body, env_end))
 
 
-def encode_request(env: Iterable[Tuple[bytes, bytes]], argv: Iterable[bytes]) -> bytes:
+def encode_request(env: "Iterable[Tuple[bytes, bytes]]", argv: "Iterable[bytes]") -> bytes:
     """Encode a request body with its length prefix (what a client sends).
 
     The library never sends requests; tests and tools use this to speak the
@@ -476,13 +534,13 @@ def encode_request(env: Iterable[Tuple[bytes, bytes]], argv: Iterable[bytes]) ->
     return U32_BE.pack(len(body)) + body
 
 
-def send_status(sock: socket.socket, status: int) -> None:
+def send_status(sock: "_socket.socket", status: int) -> None:
     """Protocol step 5: send the executor's raw wait status.
 
     Raises :class:`PeerGone` if the caller has gone (EPIPE, ECONNRESET).
     """
     try:
-        sock.sendall(U32_BE.pack(status & 0xFFFFFFFF), socket.MSG_NOSIGNAL)
+        sock.sendall(U32_BE.pack(status & 0xFFFFFFFF), _socket.MSG_NOSIGNAL)
     except (BrokenPipeError, ConnectionResetError):
         raise PeerGone("client gone before the exit status") from None
 
@@ -491,12 +549,17 @@ def send_status(sock: socket.socket, status: int) -> None:
 # Extension call1: frames (protocol.md section 6.2)
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(Record):
     """One extension frame: a 4-byte tag and its body."""
+
+    __slots__ = ("tag", "body")
 
     tag: bytes
     body: bytes
+
+    def __init__(self, tag: bytes, body: bytes) -> None:
+        self.tag = tag
+        self.body = body
 
 
 def encode_frame(tag: bytes, body: bytes = b"") -> bytes:
@@ -547,9 +610,9 @@ class FrameReader:
         """Bytes of an incomplete frame held back."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> List[Frame]:
+    def feed(self, data: bytes) -> "List[Frame]":
         self._buf += data
-        frames: List[Frame] = []
+        frames: "List[Frame]" = []
         start = 0
         while len(self._buf) - start >= _FRAME_HEADER.size:
             tag, length = _FRAME_HEADER.unpack_from(self._buf, start)
@@ -563,10 +626,10 @@ class FrameReader:
         return frames
 
 
-def send_frame(sock: socket.socket, tag: bytes, body: bytes = b"") -> None:
+def send_frame(sock: "_socket.socket", tag: bytes, body: bytes = b"") -> None:
     """Send one frame.  Raises :class:`PeerGone` if the caller has gone."""
     try:
-        sock.sendall(encode_frame(tag, body), socket.MSG_NOSIGNAL)
+        sock.sendall(encode_frame(tag, body), _socket.MSG_NOSIGNAL)
     except (BrokenPipeError, ConnectionResetError):
         raise PeerGone(f"client gone before the {_tag_text(tag)} frame") from None
 
@@ -575,25 +638,42 @@ def send_frame(sock: socket.socket, tag: bytes, body: bytes = b"") -> None:
 # Extension call1: the caller's attributes (protocol.md section 6.3)
 
 
-@dataclass(frozen=True)
-class Attributes:
+class Attributes(Record):
     """What the ``ATTR`` frame says about the caller.  ``None`` (or, for
     ``rlimits``, a missing resource): not sent, the server's stays."""
 
+    __slots__ = ("umask", "nice", "rlimits", "sigign", "sigmask", "fds")
+
     #: The caller's umask.
-    umask: Optional[int] = None
+    umask: "Optional[int]"
     #: The caller's nice value.
-    nice: Optional[int] = None
+    nice: "Optional[int]"
     #: ``(resource, soft, hard)``, :data:`RLIM_INFINITY` for ``inf``, in the
     #: order sent, one per resource.
-    rlimits: Tuple[Tuple[int, int, int], ...] = ()
+    rlimits: "Tuple[Tuple[int, int, int], ...]"
     #: Signals the caller ignores (``SIG_IGN``).
-    sigign: Optional[FrozenSet[int]] = None
+    sigign: "Optional[FrozenSet[int]]"
     #: Signals the caller blocks.
-    sigmask: Optional[FrozenSet[int]] = None
+    sigmask: "Optional[FrozenSet[int]]"
     #: The caller's other open fds the client passes, ascending; each
     #: arrives, in this order, as one ``SCM_RIGHTS`` message after the frame.
-    fds: Tuple[int, ...] = ()
+    fds: "Tuple[int, ...]"
+
+    def __init__(
+        self,
+        umask: "Optional[int]" = None,
+        nice: "Optional[int]" = None,
+        rlimits: "Tuple[Tuple[int, int, int], ...]" = (),
+        sigign: "Optional[FrozenSet[int]]" = None,
+        sigmask: "Optional[FrozenSet[int]]" = None,
+        fds: "Tuple[int, ...]" = (),
+    ) -> None:
+        self.umask = umask
+        self.nice = nice
+        self.rlimits = rlimits
+        self.sigign = sigign
+        self.sigmask = sigmask
+        self.fds = fds
 
 
 _ATTR_KEYS = ("umask", "nice", "rlimit", "sigign", "sigmask", "fds")
@@ -610,11 +690,11 @@ def _attr_limit(text: str) -> int:
     return RLIM_INFINITY if text == "inf" else _attr_int("rlimit", text)
 
 
-def _attr_list(key: str, text: str) -> List[int]:
+def _attr_list(key: str, text: str) -> "List[int]":
     return [_attr_int(key, item) for item in text.split(",")] if text else []
 
 
-def _attr_signals(key: str, text: str) -> FrozenSet[int]:
+def _attr_signals(key: str, text: str) -> "FrozenSet[int]":
     signals = _attr_list(key, text)
     for sig in signals:
         if not 1 <= sig <= _MAX_SIGNAL:
@@ -636,8 +716,8 @@ def parse_attributes(body: bytes) -> Attributes:
         text = body.decode("ascii")
     except UnicodeDecodeError:
         raise ProtocolError("ATTR body is not ASCII") from None
-    values: Dict[str, str] = {}
-    rlimits: Dict[int, Tuple[int, int, int]] = {}
+    values: "Dict[str, str]" = {}
+    rlimits: "Dict[int, Tuple[int, int, int]]" = {}
     for entry in text.split("\0")[:-1] if text else []:
         key, eq, value = entry.partition("=")
         if not eq:
@@ -656,13 +736,13 @@ def parse_attributes(body: bytes) -> Attributes:
             raise ProtocolError(f"ATTR {key} given twice")
         else:
             values[key] = value
-    umask: Optional[int] = None
+    umask: "Optional[int]" = None
     if "umask" in values:
         octal = values["umask"]
         if not octal or not all(c in "01234567" for c in octal) or int(octal, 8) > 0o777:
             raise ProtocolError(f"ATTR umask: {octal[:40]!r} is not an octal umask")
         umask = int(octal, 8)
-    nice: Optional[int] = None
+    nice: "Optional[int]" = None
     if "nice" in values:
         nice = _attr_int("nice", values["nice"], signed=True)
         if not -20 <= nice <= 19:
@@ -692,10 +772,10 @@ def encode_attributes(attrs: Attributes) -> bytes:
     def limit(value: int) -> str:
         return "inf" if value == RLIM_INFINITY else str(int(value))
 
-    def numbers(values: Iterable[int]) -> str:
+    def numbers(values: "Iterable[int]") -> str:
         return ",".join(str(int(v)) for v in sorted(values))
 
-    entries: List[str] = []
+    entries: "List[str]" = []
     if attrs.umask is not None:
         entries.append(f"umask={int(attrs.umask):03o}")
     if attrs.nice is not None:
@@ -743,16 +823,16 @@ class Handshake:
     _EXTRA_FDS = "the extra fds"
     _DONE = "nothing more"
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: "_socket.socket") -> None:
         self.sock = sock
         #: The caller's fds 0, 1, 2, as received so far.
-        self.stdio: List[int] = []
+        self.stdio: "List[int]" = []
         #: The request, once its body has arrived.
-        self.request: Optional[Request] = None
+        self.request: "Optional[Request]" = None
         #: The caller's attributes (call1), once the ``ATTR`` frame has arrived.
-        self.attrs: Optional[Attributes] = None
+        self.attrs: "Optional[Attributes]" = None
         #: The caller's extra fds (call1), in the order of ``attrs.fds``.
-        self.extra_fds: List[int] = []
+        self.extra_fds: "List[int]" = []
         self._step = self._SIGNALLING_BYTE
         #: Bytes of the current item so far, and how many it has.
         self._buf = bytearray()

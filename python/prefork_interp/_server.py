@@ -269,10 +269,11 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log,
     """Be the server.  Returns only in an executor, with its call.
 
     On entry: the fork child (or, with ``inplace1``, grandchild) of the
-    setup process (``_setup``), already the leader of a session of its own,
-    with the fds named in ``setup``, checked; ``first``: CALL is the first call's, to
-    take in (without ``inplace1``; with it, CALL is closed already).  Every
-    way out but an executor's return ends in ``os._exit``.
+    setup process (``_setup``), already the leader of a new session
+    (``setsid``), with the fds named in ``setup``, checked; ``first``: CALL
+    is the first call's, to take in (without ``inplace1``; with it, CALL is
+    closed already).  Every way out but an executor's return ends in
+    ``os._exit``.
     """
     listen = socket.socket(fileno=setup.listen_fd)
     server_pid = os.getpid()

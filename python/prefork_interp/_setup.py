@@ -9,8 +9,6 @@ modules; the server's own modules are imported by the server, after the
 fork, and the first call's handshake code only when the call is taken.
 """
 
-from __future__ import annotations
-
 import os
 
 import _socket
@@ -19,7 +17,6 @@ from ._errors import PreforkError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
     from typing import Iterable
 
     from ._intake import Call
@@ -53,7 +50,7 @@ def _check_open(fd: int, what: str) -> None:
         raise PreforkError(f"{_ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
 
 
-def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log) -> Call:
+def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log: "Log") -> "Call":
     """Fork the server.  Returns only with a call to run in this process:
     the first call, in place, or (in the server) a later one in an
     executor.
@@ -68,7 +65,7 @@ def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
     _check_socket(setup.call_fd, "CALL", listening=False)
     _check_open(setup.watchi_fd, "WATCHI")
     _check_open(setup.watche_fd, "WATCHE")
-    from ._proc import fork
+    from ._proc import fork, load_libc
 
     child = fork()
     if child == 0:
@@ -80,11 +77,17 @@ def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
             if fork() != 0:
                 os._exit(0)
             os.close(setup.call_fd)  # the setup process takes the first call
+        # The server.  It leaves the caller's session and process group at
+        # once: a ^C, or a kill(2) to the group, meant for the first call
+        # (running in place meanwhile, or about to be served) must not
+        # reach it while it imports its modules.
         try:
-            os.setsid()  # at once: no signal for the caller's group or terminal
+            os.setsid()
         except OSError:
             os._exit(127)
         from ._server import serve
+
+        load_libc()  # once here, not in every executor (die_with_parent)
 
         return serve(setup, opts, extra_files, log, first=not setup.in_place)
     if not setup.in_place:
@@ -94,8 +97,7 @@ def start(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log)
         os.close(fd)
     from ._intake import take_in_place
 
-    sock: socket.socket = _socket.socket(fileno=setup.call_fd)  # type: ignore[assignment]
-    call = take_in_place(sock, log)
+    call = take_in_place(_socket.socket(fileno=setup.call_fd), log)
     # The child in between has exited by now (it only forked): reap it.
     os.waitpid(child, 0)
     return call
