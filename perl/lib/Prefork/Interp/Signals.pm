@@ -38,10 +38,23 @@ our $VERSION = '1.0.0';
 
 # Number => the name %SIG knows it by (the first one Config lists, so
 # CHLD rather than CLD, NUM40 for a real-time one); and name => number.
+# Config's sig_name and sig_num are in Config_heavy.pl, which takes a cold
+# call about 10 ms to load: on the architectures Syscall knows, Linux's
+# generic numbering (as perl's Config lists it with glibc) is used.
 my (@NAME, %NUMBER);
 BEGIN {
-    my @names = split ' ', $Config::Config{sig_name};
-    my @nums = split ' ', $Config::Config{sig_num};
+    my (@names, @nums);
+    if (Prefork::Interp::Syscall::known_linux()) {
+        @names = (qw(ZERO HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV
+                     USR2 PIPE ALRM TERM STKFLT CHLD CONT STOP TSTP TTIN TTOU
+                     URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS NUM32 NUM33
+                     RTMIN),
+                  (map { "NUM$_" } 35..63), qw(RTMAX IOT CLD POLL));
+        @nums = (0..64, 6, 17, 29);
+    } else {
+        @names = split ' ', $Config::Config{sig_name};
+        @nums = split ' ', $Config::Config{sig_num};
+    }
     for my $i (0..$#names) {
         $NAME[ $nums[$i] ] //= $names[$i];
         $NUMBER{ $names[$i] } //= $nums[$i];

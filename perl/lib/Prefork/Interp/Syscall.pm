@@ -66,6 +66,10 @@ $ARCH //= '';
 my $KNOWN = $^O eq 'linux' && length(pack 'p', undef) == 8
             ? $KNOWN{$ARCH} : undef;
 
+# known_linux(): true on the architectures whose numbers (system calls,
+# and Linux's generic signal numbers) we know for good.
+sub known_linux () { defined $KNOWN }
+
 my $loaded;    # undef: not tried; 0: failed; 1: loaded
 
 sub _load () {
