@@ -865,6 +865,23 @@ fn idle_server_quits() {
 }
 
 #[test]
+fn a_first_call_run_in_place_keeps_an_idle_server() {
+    let f = Fixture::example("idle-in-place", "probe", Client::Ours);
+    // The cold call outlives the idle timeout: it counts as running.
+    let mut c = f.cmd(&["same", "1500"]);
+    c.env("PROBE", "sleep").env("PROBE_IDLE_MS", "700");
+    let out = f.output(c);
+    assert_ok(&out);
+    assert!(ran_in_place(&out), "{out:?}");
+    let warm = f.probe("ids", &["same"]);
+    assert_ok(&warm);
+    assert!(
+        !ran_in_place(&warm),
+        "the server quit while the first call ran in place: {warm:?}"
+    );
+}
+
+#[test]
 fn a_running_call_keeps_an_idle_server() {
     let f = Fixture::example("idle-busy", "probe", Client::Ours);
     let mut c = f.cmd(&["same"]);

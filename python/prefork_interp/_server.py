@@ -71,10 +71,21 @@ class _Quit(Exception):
 # The server loop
 
 
+def _pidfd(pid: int) -> Optional[int]:
+    """A pidfd of ``pid``, or None if it has gone (or pidfds are missing:
+    then the first call run in place does not hold the idle timeout)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
 class _Server:
     """State of a running server (the daemon)."""
 
-    def __init__(self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, watch: Watch) -> None:
+    def __init__(
+        self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, watch: Watch, in_place: Optional[int]
+    ) -> None:
         self.setup = setup
         self.opts = opts
         self.log = log
@@ -85,6 +96,9 @@ class _Server:
         self.executors = Executors(opts.pool_size, log, self.release_for_child)
         self.errors = 0
         self.idle_since = time.monotonic()
+        #: A pidfd of the setup process while it runs the first call in
+        #: place: that call counts as running, for the idle timeout.
+        self.first_call = _pidfd(in_place) if in_place is not None else None
         #: Why the server is quitting, once it is: it then takes no new
         #: connection and ends when the calls it holds (complete, or still
         #: handshaking within their request timeout) have been served.
@@ -92,6 +106,12 @@ class _Server:
         self.watcher_open = True
         listen.setblocking(False)
         os.set_blocking(setup.watche_fd, False)
+
+    def _first_call_over(self) -> None:
+        """Forget the first call run in place once it has ended."""
+        if self.first_call is not None and select.select([self.first_call], [], [], 0)[0]:
+            close_quietly((self.first_call,))
+            self.first_call = None
 
     def _close_watcher_fds(self) -> None:
         if self.watcher_open:
@@ -107,6 +127,7 @@ class _Server:
         self.listen.close()
         self._close_watcher_fds()
         self.intake.close_all()
+        close_quietly((self.first_call,))
 
     def _start_waiting_calls(self) -> Optional[Call]:
         """Hand waiting calls to executors while slots are free.  Returns
@@ -201,6 +222,8 @@ class _Server:
                 poller.register(self.listen, select.POLLIN)
         self.intake.register(poller)
         self.executors.register(poller)
+        if self.first_call is not None:
+            poller.register(self.first_call, select.POLLIN)
         return poller
 
     def _timeout_ms(self, now: float, next_deadline: Optional[float]) -> Optional[int]:
@@ -208,7 +231,7 @@ class _Server:
         quitting, with nothing held or running) the idle timeout.  Raises
         _Quit once idle for ``idle_timeout``."""
         wake_at = next_deadline
-        idle = self.quitting is None and not self.executors and not self.intake
+        idle = self.quitting is None and not self.executors and not self.intake and self.first_call is None
         if idle and self.opts.idle_timeout is not None:
             idle_end = self.idle_since + self.opts.idle_timeout
             if idle_end <= now:
@@ -224,9 +247,10 @@ class _Server:
         while True:
             # Busy now (checked before reaping, so a call that ends while we
             # sleep counts as busy up to its end): the idle time starts later.
-            if self.executors or self.intake:
+            if self.executors or self.intake or self.first_call is not None:
                 self.idle_since = time.monotonic()
             self._reap(block=False)
+            self._first_call_over()
             try:
                 executor_call = self._start_waiting_calls()
                 if executor_call is None and self.quitting is None:
@@ -241,8 +265,8 @@ class _Server:
                 for fd, events in self._poll_set().poll(timeout_ms):
                     if fd == self.wakeup.fd:
                         self.wakeup.drain()
-                    elif self.executors.handle(fd):
-                        pass
+                    elif self.executors.handle(fd) or fd == self.first_call:
+                        pass  # (the first call's end: seen at the loop's top)
                     elif self.quitting is not None:
                         self.intake.handle(fd, events)
                     elif fd == self.setup.watche_fd:
@@ -265,14 +289,17 @@ class _Server:
         self._reap(block=True)
 
 
-def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log, first: bool) -> Call:
+def serve(
+    setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log, first: bool, in_place: Optional[int] = None
+) -> Call:
     """Be the server.  Returns only in an executor, with its call.
 
     On entry: the fork child (or, with ``inplace1``, grandchild) of the
     setup process (``_setup``), already the leader of a new session
     (``setsid``), with the fds named in ``setup``, checked; ``first``: CALL
     is the first call's, to take in (without ``inplace1``; with it, CALL is
-    closed already).  Every way out but an executor's return ends in
+    closed already; ``in_place`` is then the pid of the setup process,
+    which runs it).  Every way out but an executor's return ends in
     ``os._exit``.
     """
     listen = socket.socket(fileno=setup.listen_fd)
@@ -282,7 +309,7 @@ def serve(setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log,
     try:
         log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
-        server = _Server(setup, opts, log, listen, watch)
+        server = _Server(setup, opts, log, listen, watch, in_place)
         # Without inplace1, the first call is taken in like an accepted one.
         if first:
             server.intake.take(socket.socket(fileno=setup.call_fd))

@@ -67,6 +67,7 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
     _check_open(setup.watche_fd, "WATCHE")
     from ._proc import fork, load_libc
 
+    setup_pid = os.getpid()
     child = fork()
     if child == 0:
         if setup.in_place:
@@ -89,7 +90,9 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
 
         load_libc()  # once here, not in every executor (die_with_parent)
 
-        return serve(setup, opts, extra_files, log, first=not setup.in_place)
+        if setup.in_place:
+            return serve(setup, opts, extra_files, log, first=False, in_place=setup_pid)
+        return serve(setup, opts, extra_files, log, first=True)
     if not setup.in_place:
         # The client waits for this exit, then for the greeting on CALL.
         os._exit(0)

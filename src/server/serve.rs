@@ -74,6 +74,15 @@ pub(super) struct ServerFds {
     pub(super) watche: File,
 }
 
+/// The server's first call.
+pub(super) enum First {
+    /// Its socket (CALL): taken in as if just accepted.
+    Call(UnixStream),
+    /// Run in place by the setup process with this pid (protocol.md §7):
+    /// it counts as a running call, for the idle timeout.
+    InPlace(libc::pid_t),
+}
+
 /// The server's whole state.
 pub(super) struct Server {
     /// `None` once quitting: the listener and the watcher fds are closed.
@@ -83,6 +92,8 @@ pub(super) struct Server {
     reload: ReloadCheck,
     /// Monitors running now, each serving one call.
     monitors: Vec<Child>,
+    /// A pidfd of the setup process while it runs the first call in place.
+    first_call: Option<OwnedFd>,
     /// Connections whose handshake is under way, oldest first.
     handshakes: Vec<Handshake>,
     /// Complete calls waiting for a free slot, oldest first.
@@ -127,7 +138,7 @@ impl Server {
     pub(super) fn new(
         fds: ServerFds,
         reload: ReloadCheck,
-        first: Option<UnixStream>,
+        first: First,
         opts: &Options,
         log: Log,
     ) -> Server {
@@ -136,6 +147,11 @@ impl Server {
             quitting: None,
             reload,
             monitors: Vec::new(),
+            first_call: match first {
+                // Gone already, or no pidfds: it holds no idle timeout.
+                First::InPlace(pid) => sys::pidfd_open(pid).ok(),
+                First::Call(_) => None,
+            },
             handshakes: Vec::new(),
             ready: VecDeque::new(),
             max_servers: opts.max_servers,
@@ -147,7 +163,7 @@ impl Server {
             uid: nix::unistd::geteuid().as_raw(),
             log,
         };
-        if let Some(first) = first {
+        if let First::Call(first) = first {
             server.take_in(first);
         }
         server
@@ -159,6 +175,7 @@ impl Server {
     pub(super) fn run(mut self) -> Complete {
         loop {
             self.reap_finished();
+            self.first_call_over();
             self.expire_handshakes();
             let next = match self.start_monitors() {
                 Next::Continue => self.turn(),
@@ -206,7 +223,19 @@ impl Server {
     }
 
     fn is_busy(&self) -> bool {
-        self.held() != 0 || !self.monitors.is_empty()
+        self.held() != 0 || !self.monitors.is_empty() || self.first_call.is_some()
+    }
+
+    /// Forget the first call run in place once its process has ended.
+    fn first_call_over(&mut self) {
+        let ended = self.first_call.as_ref().is_some_and(|fd| {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::ZERO).is_ok()
+                && fds[0].revents().is_some_and(|r| !r.is_empty())
+        });
+        if ended {
+            self.first_call = None;
+        }
     }
 
     fn full(&self) -> bool {
@@ -270,6 +299,9 @@ impl Server {
                 Some(fd) => add(Source::Monitor, fd),
                 None => tick = true,
             }
+        }
+        if let Some(fd) = &self.first_call {
+            add(Source::Monitor, fd.as_fd());
         }
         let mut timeout = tick.then_some(TICK);
         let mut sooner = |t: Duration| timeout = Some(timeout.map_or(t, |old| old.min(t)));

@@ -27,7 +27,7 @@ use nix::sys::stat::SFlag;
 use super::handshake::Complete;
 use super::log::Log;
 use super::reload::ReloadCheck;
-use super::serve::{Server, ServerFds};
+use super::serve::{First, Server, ServerFds};
 use super::signals::{self, Program, SERVER_SIGNALS};
 use super::{Invocation, Options, in_place, monitor};
 use crate::error::{Error, Result};
@@ -88,6 +88,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         watchi,
         watche,
     } = fds;
+    let setup_pid = std::process::id() as libc::pid_t;
     match sys::fork_checked().map_err(|e| Error::io("fork server", e))? {
         // The client waits for the setup process or a greeting on CALL:
         // this greets it and runs the first call (protocol.md §7). The
@@ -112,8 +113,13 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         },
         Forked::Child => {}
     }
-    // In place, the setup process answers on CALL: not ours to hold.
-    let first = (!env.in_place).then_some(call);
+    // In place, the setup process answers on CALL: not ours to hold; its
+    // call counts as running, for the idle timeout.
+    let first = if env.in_place {
+        First::InPlace(setup_pid)
+    } else {
+        First::Call(call)
+    };
     let server_fds = ServerFds {
         listen,
         watchi,
@@ -133,7 +139,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
 /// just been accepted.
 fn become_detached_server(
     fds: ServerFds,
-    first: Option<UnixStream>,
+    first: First,
     reload: ReloadCheck,
     opts: &Options,
 ) -> (Complete, Log) {
