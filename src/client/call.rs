@@ -140,7 +140,7 @@ fn forward(call: &Call, forwarder: &mut Forwarder, r: Received) -> Result<()> {
 }
 
 /// Poll the socket and the signalfd, if any: which are readable.
-fn wait(
+pub(super) fn wait(
     call: &Call,
     forwarder: Option<&Forwarder>,
     timeout: Option<Duration>,

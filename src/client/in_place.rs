@@ -211,12 +211,7 @@ fn handshake(
     call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
     let mut buf = FrameBuf::default();
     loop {
-        let mut fds = [
-            PollFd::new(call.as_fd(), PollFlags::POLLIN),
-            PollFd::new(forwarder.fd(), PollFlags::POLLIN),
-        ];
-        poll_ready(&mut fds, PollTimeout::NONE)?;
-        let (sock_ready, sig_ready) = (is_ready(&fds[0]), is_ready(&fds[1]));
+        let (sock_ready, sig_ready) = super::call::wait(call, Some(forwarder), None)?;
         if sig_ready {
             held.extend(forwarder.read()?);
         }
