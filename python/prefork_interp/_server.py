@@ -40,10 +40,9 @@ __all__ = ["serve"]
 import gc
 import os
 import select
-import signal
 import socket
 import time
-from typing import Dict, Iterable, Optional
+from typing import Iterable, Optional
 
 from ._intake import Call, Intake
 from ._log import Log
