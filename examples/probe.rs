@@ -25,7 +25,8 @@
 //!   `got=N` for the first signal that arrives and exit 0.
 //!
 //! Options for the server, read from the environment of the first call
-//! (the setup run): `PROBE_MAX_SERVERS`, `PROBE_IDLE_MS`,
+//! (the setup run): `PROBE_MAX_SERVERS`, `PROBE_POOL` (spares kept),
+//! `PROBE_IDLE_MS`,
 //! `PROBE_REQUEST_MS`, `PROBE_ALSO_CHECK` (a path), `PROBE_SETUP_EXIT`
 //! (exit with this status before initialisation_complete),
 //! `PROBE_THREAD=1` (start a thread first, which must be refused),
@@ -51,6 +52,9 @@ fn options() -> Options {
     let mut opts = Options::new().syslog(false);
     if let Some(n) = env_num("PROBE_MAX_SERVERS") {
         opts = opts.max_servers(n as usize);
+    }
+    if let Some(n) = env_num("PROBE_POOL") {
+        opts = opts.pool_size(n as usize);
     }
     if let Some(ms) = env_num("PROBE_IDLE_MS") {
         opts = opts.idle_timeout(Some(Duration::from_millis(ms)));

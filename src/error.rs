@@ -7,7 +7,7 @@
 //!
 //! "The peer went away" (EOF, `ECONNRESET`, `EPIPE`) is its own kind, so
 //! callers can tell a vanished client or server from a real failure: for a
-//! server-side monitor a caller hanging up is not an error (design.md §5).
+//! server watching a call, a caller hanging up is not an error (design.md §5).
 
 use std::fmt;
 use std::io;

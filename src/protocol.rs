@@ -664,7 +664,8 @@ impl Greeting {
     }
 }
 
-fn write_all_nosignal(sock: &UnixStream, mut buf: &[u8], what: &str) -> Result<()> {
+/// Write all of `buf`, without SIGPIPE: a peer gone is an error saying so.
+pub fn write_all_nosignal(sock: &UnixStream, mut buf: &[u8], what: &str) -> Result<()> {
     while !buf.is_empty() {
         match send(sock.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
             Ok(0) => return Err(Error::peer_gone(what)),
@@ -737,23 +738,7 @@ impl Call {
     }
 
     fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
-        let fds = [fd.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        let iov = [IoSlice::new(&[0])];
-        loop {
-            match sendmsg::<()>(
-                self.sock.as_raw_fd(),
-                &iov,
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(1) => return Ok(()),
-                Ok(n) => return Err(Error::msg(format!("send fd: sent {n} bytes, not 1"))),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::io(format!("send fd {}", fds[0]), e)),
-            }
-        }
+        send_fd(&self.sock, fd)
     }
 
     /// Step 5, client side: the executor's raw wait status.
@@ -800,6 +785,22 @@ impl Call {
     /// Step 5, server side: send the executor's raw wait status.
     pub fn send_status(&mut self, status: i32) -> Result<()> {
         write_all_nosignal(&self.sock, &(status as u32).to_be_bytes(), "send status")
+    }
+}
+
+/// Send one message of one byte carrying exactly one fd (steps 3 and
+/// §6.3): the counterpart of [`recv_fd`].
+pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> Result<()> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(&[0])];
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(1) => return Ok(()),
+            Ok(n) => return Err(Error::msg(format!("send fd: sent {n} bytes, not 1"))),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::io(format!("send fd {}", fds[0]), e)),
+        }
     }
 }
 

@@ -99,7 +99,10 @@ fn fifty_idle_connections_cost_a_real_call_nothing() {
         during < before + Duration::from_millis(50),
         "{during:?} with idle connections, {before:?} without"
     );
-    assert!(children(server).is_empty(), "idle connections got monitors");
+    assert!(
+        executors(server).is_empty(),
+        "idle connections got executors"
+    );
     drop(idle);
 }
 
@@ -195,7 +198,7 @@ fn a_maximal_request_is_served_in_proportionate_memory() {
 }
 
 #[test]
-fn killing_a_monitor_kills_its_call() {
+fn killing_the_server_kills_its_calls_and_spares() {
     let f = Fixture::example("intake-kill", "probe", Client::Ours);
     let (server, _) = probe_server(&f, 4);
     let mut c = f.cmd(&["same", "20000"]);
@@ -206,17 +209,28 @@ fn killing_a_monitor_kills_its_call() {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
         .expect("the call's pid");
-    let monitor = proc_stat(executor).expect("executor running").1;
-    assert_eq!(proc_stat(monitor).expect("monitor").1, server);
+    // The server watches the call itself: no monitor in between.
+    assert_eq!(proc_stat(executor).expect("executor running").1, server);
+    let spares: Vec<i32> = children(server)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|&p| p != executor)
+        .collect();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(monitor),
+        nix::unistd::Pid::from_raw(server),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     assert!(
         wait_until(Duration::from_secs(1), || gone(executor)),
-        "the call outlived its monitor"
+        "the call outlived its server"
     );
+    for spare in spares {
+        assert!(
+            wait_until(Duration::from_secs(1), || gone(spare)),
+            "spare [{spare}] outlived its server"
+        );
+    }
     let out = running.finish();
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
 }

@@ -234,7 +234,7 @@ fn a_call_holds_no_protocol_fds() {
 }
 
 #[test]
-fn processes_are_server_monitor_executor() {
+fn processes_are_server_spares_executor() {
     let f = Fixture::example("tree", "probe", Client::Ours);
     // The first call runs in the setup process (protocol.md §7); the
     // others are served.
@@ -249,20 +249,23 @@ fn processes_are_server_monitor_executor() {
         server,
         "second call served by the same server"
     );
-    // The executor leads the call's process group (protocol.md §6.4), apart
-    // from its parent, the monitor, which is the server's child; the
-    // server is a session leader.
+    // The executor leads the call's process group (protocol.md §6.4); its
+    // parent is the server, which watches the call (no monitor process)
+    // and is a session leader.
     for out in [&a, &b] {
         assert_eq!(id(out, "pgid"), id(out, "pid"));
-        assert_ne!(id(out, "ppid"), id(out, "pgid"));
+        assert_eq!(id(out, "ppid"), server);
     }
     let (state, ppid, pgid, sid) = proc_stat(server).expect("server alive");
     assert_ne!(state, 'Z');
     assert_eq!((pgid, sid), (server, server));
     assert_eq!(ppid, 1, "the setup process has exited");
-    // Every monitor has been reaped.
+    // Every executor has been reaped; the default pool of spares waits.
     assert!(
-        wait_until(Duration::from_secs(5), || children(server).is_empty()),
+        wait_until(Duration::from_secs(5), || at_rest(
+            server,
+            prefork_interp::server::DEFAULT_POOL_SIZE
+        )),
         "server children: {:?}",
         children(server)
     );
@@ -613,24 +616,64 @@ fn a_first_call_that_fails_its_handshake_ends_the_setup_process_with_127() {
 }
 
 #[test]
+fn a_warm_call_runs_in_a_spare_forked_before_it_and_is_replaced() {
+    let f = Fixture::example("pool", "probe", Client::Ours);
+    let pool = prefork_interp::server::DEFAULT_POOL_SIZE;
+    let server = start_probe_server(&f, f.cmd(&["same"]));
+    assert!(wait_until(Duration::from_secs(5), || at_rest(server, pool)));
+    let before = spares(server);
+    let out = f.probe("ids", &["same"]);
+    assert_ok(&out);
+    let executor = id(&out, "pid");
+    assert!(
+        before.contains(&executor),
+        "call ran in [{executor}], not one of the spares {before:?}"
+    );
+    // A replacement is forked after the handover; the pool is whole again.
+    assert!(
+        wait_until(Duration::from_secs(5), || at_rest(server, pool)
+            && !spares(server).contains(&executor)),
+        "server children: {:?}",
+        children(server)
+    );
+    // No spares: each call's executor is forked when the call comes.
+    let f = Fixture::example("no-pool", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE_POOL", "0");
+    let server = start_probe_server(&f, c);
+    for _ in 0..3 {
+        let out = f.probe("ids", &["same"]);
+        assert_ok(&out);
+        assert_eq!(id(&out, "ppid"), server);
+        assert!(wait_until(Duration::from_secs(5), || at_rest(server, 0)));
+    }
+}
+
+#[test]
 fn server_keeps_no_zombies_and_no_extra_fds() {
     let f = Fixture::example("leaks", "exit_with", Client::Ours);
     assert_ok(&f.run(&["0"]));
-    let server = f.processes();
+    let pool = prefork_interp::server::DEFAULT_POOL_SIZE;
+    let server = f.servers();
     assert_eq!(server.len(), 1, "{server:?}");
     let server = server[0];
-    assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || at_rest(server, pool)));
     let before = fd_count(server);
     for _ in 0..20 {
         assert_ok(&f.run(&["0"]));
     }
     assert!(
-        wait_until(Duration::from_secs(5), || children(server).is_empty()),
+        wait_until(Duration::from_secs(5), || at_rest(server, pool)),
         "server children: {:?}",
         children(server)
     );
     assert_eq!(fd_count(server), before);
-    assert_eq!(f.processes(), [server]);
+    let mut all = f.processes();
+    all.sort();
+    let mut expected = spares(server);
+    expected.push(server);
+    expected.sort();
+    assert_eq!(all, expected);
 }
 
 #[test]
@@ -709,16 +752,15 @@ fn caller_killed_mid_call_leaves_no_process() {
                 .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
-        let (executor, monitor, server) = (word("pid"), word("ppid"), word("sid"));
+        let (executor, parent, server) = (word("pid"), word("ppid"), word("sid"));
+        assert_eq!(parent, server, "{client:?}: the server watches the call");
         child.kill();
         // Properly reaped (no zombie), not left to init, and the server
         // carries on.
         assert!(
-            wait_until(Duration::from_secs(10), || reaped(executor)
-                && reaped(monitor)),
-            "{client:?}: executor {executor} {:?}, monitor {monitor} {:?}",
-            proc_stat(executor),
-            proc_stat(monitor)
+            wait_until(Duration::from_secs(10), || reaped(executor)),
+            "{client:?}: executor {executor} {:?}",
+            proc_stat(executor)
         );
         let out = f.probe("ids", &["same"]);
         assert_ok(&out);
@@ -956,13 +998,13 @@ fn bad_clients_do_not_block_real_callers() {
         "{:?}",
         start.elapsed()
     );
-    // The idle connections were dropped by their monitors.
+    // The idle connections were dropped.
     let mut buf = [0u8; 1];
     idle[0]
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     assert_eq!(idle[0].read(&mut buf).unwrap(), 0);
-    assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || executors(server).is_empty()));
 }
 
 #[test]
@@ -1040,7 +1082,7 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
         )
         .unwrap();
     }
-    let before = f.processes().len();
+    let before = f.servers().len();
     assert_eq!(before, 101, "one server per identity");
     // The 102nd identity: 101 are there, so the two oldest go.
     sockets.push(start(101));
@@ -1049,9 +1091,9 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
     let idents = std::fs::read_dir(&f.run_dir).unwrap().count();
     assert_eq!(idents, 2 * 100, "sockets and locks of 100 identities");
     assert!(
-        wait_until(Duration::from_secs(3), || f.processes().len() == 100),
-        "pruned servers still running: {} processes",
-        f.processes().len()
+        wait_until(Duration::from_secs(3), || f.servers().len() == 100),
+        "pruned servers still running: {} servers",
+        f.servers().len()
     );
     for n in 2..=101 {
         let mut c = Command::new(OURS);
@@ -1108,16 +1150,20 @@ fn lowest_free_fd(pid: i32) -> u64 {
     (0..).find(|n| !used.contains(n)).unwrap() as u64
 }
 
-/// A probe server, idle (its first call's monitor reaped): its pid.
-fn idle_probe_server(f: &Fixture) -> i32 {
-    let server = start_probe_server(f, f.cmd(&["same"]));
+/// A probe server keeping `pool` spares, idle (those spares forked, every
+/// executor reaped): its pid.
+fn idle_probe_server(f: &Fixture, pool: usize) -> i32 {
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE_POOL", pool.to_string());
+    let server = start_probe_server(f, c);
     assert!(
-        wait_until(Duration::from_secs(5), || children(server).is_empty()),
+        wait_until(Duration::from_secs(5), || at_rest(server, pool)),
         "server children: {:?}",
         children(server)
     );
-    // A reaped monitor's pidfd is closed just after: wait until the
-    // server's fds have settled, so the tests' fd arithmetic holds.
+    // Wait until the server's fds have settled (a call's socket is closed
+    // just after its executor is reaped), so the tests' fd arithmetic
+    // holds.
     let mut last = fd_count(server);
     assert!(
         wait_until(Duration::from_secs(5), || {
@@ -1139,7 +1185,7 @@ fn idle_probe_server(f: &Fixture) -> i32 {
 #[test]
 fn a_server_that_cannot_accept_quits_after_max_errors() {
     let f = Fixture::example("max-errors-accept", "probe", Client::Ours);
-    let server = idle_probe_server(&f);
+    let server = idle_probe_server(&f, prefork_interp::server::DEFAULT_POOL_SIZE);
     // No fd can be allocated: accept fails with EMFILE and leaves the
     // caller in the queue, so each turn of the loop fails again.
     set_nofile(server, lowest_free_fd(server));
@@ -1173,7 +1219,8 @@ fn served(sock: &std::path::Path) -> bool {
 #[test]
 fn a_server_that_cannot_fork_quits_after_max_errors_in_a_row() {
     let f = Fixture::example("max-errors-fork", "probe", Client::Ours);
-    let server = idle_probe_server(&f);
+    // No spares, so each call forks its executor.
+    let server = idle_probe_server(&f, 0);
     let sock = f.socket();
     // Four fds free: the connection and the caller's three stdio fds fit,
     // and the fork's thread check (it reads /proc/self/task) fails; the
@@ -1189,7 +1236,7 @@ fn a_server_that_cannot_fork_quits_after_max_errors_in_a_row() {
     let out = f.probe("ids", &["same"]);
     assert_ok(&out);
     assert_eq!(id(&out, "sid"), server);
-    assert!(wait_until(Duration::from_secs(5), || children(server).is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || at_rest(server, 0)));
     assert_eq!(lowest_free_fd(server), free);
     set_nofile(server, room);
     // 100 more failures in a row (150 in all): still serving.

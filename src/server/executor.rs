@@ -1,6 +1,6 @@
 //! The executor (upstream part 4 step 9): the process that returns from
 //! `initialisation_complete` into the program, once per call. It is a
-//! fork of the call's monitor ([`Role::Forked`]), or, for the first call
+//! spare handed the call by the server ([`Role::Forked`], `spares.rs`), or, for the first call
 //! with `inplace1`, the setup process itself ([`Role::InPlace`],
 //! protocol.md §7, `in_place.rs`).
 //!
@@ -18,7 +18,7 @@
 //! The request body, as the server received it, becomes the executor's:
 //! its environment entries are the process's environment in place
 //! (`sys::set_environ`, one pointer each, no copy), and its arguments the
-//! invocation's. The executor dies with its monitor, and in place with the
+//! invocation's. The executor dies with the server, and in place with the
 //! client ([`die_with`]).
 
 use std::ffi::{CStr, OsStr};
@@ -33,7 +33,7 @@ use super::Invocation;
 use super::log::Log;
 use super::signals::Program;
 use crate::error::Error;
-use crate::protocol::{Attributes, Call, is_reserved_env};
+use crate::protocol::{Attributes, is_reserved_env};
 use crate::sys;
 
 /// What extension `call1` brought: the caller's attributes and its extra
@@ -43,19 +43,19 @@ pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
 /// Which process takes the call on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
-    /// A fresh fork of the call's monitor: it leads the call's own process
+    /// A spare of the server's, handed the call: it leads the call's own process
     /// group (protocol.md §6.4 step 1), and a failure to arrange it is
-    /// logged where the monitor logs.
+    /// logged where the server logs.
     Forked,
     /// The setup process running the first call in place (protocol.md
     /// §7): it stays in its process group, the caller's, as a direct run
     /// does, and a failure is reported on stderr, the caller's, since no
-    /// monitor will report a status.
+    /// server will report a status.
     InPlace,
 }
 
 /// Die with our parent, `parent`: the kernel sends us `sig` if it goes
-/// (the monitor's executor SIGKILL; in place, SIGINT, what a monitor would
+/// (a spare SIGKILL; in place, SIGINT, what the server would
 /// send when the caller goes away); if it has already gone (our parent is
 /// no longer `parent`), go now.
 pub(super) fn die_with(parent: Pid, sig: Signal, log: Log) {
@@ -83,7 +83,7 @@ pub(super) fn take_request(body: Vec<u8>) -> Invocation {
         .collect();
     // SAFETY: this process is single-threaded, so no other thread can
     // touch the environment: it is a fork child of the single-threaded
-    // monitor, or (in place) the setup process, which become_server found
+    // server, or (in place) the setup process, which become_server found
     // to have one thread, and which has run nothing of the program since.
     unsafe { sys::set_environ(&entries) };
     let mut args = args
@@ -127,16 +127,15 @@ pub(super) fn split_env(entry: &[u8]) -> Option<(&OsStr, &OsStr)> {
 
 /// Become the executor and return the invocation to the program.
 ///
-/// On entry: a fresh fork of the monitor ([`Role::Forked`]), or the setup
+/// On entry: a spare handed its call ([`Role::Forked`]), or the setup
 /// process with every signal blocked ([`Role::InPlace`]); the environment
-/// already the caller's; fds 0-2 the monitor's (the setup process's);
+/// already the caller's; fds 0-2 the server's /dev/null (the setup process's);
 /// `stdio` the caller's fds 0-2, `call` the call socket and the
 /// extension's fds, all close-on-exec. Warnings go to `log`. On failure to
 /// arrange the process, report it (see [`Role`]) and `_exit(127)`: the
 /// caller's client then exits 127.
 pub(super) fn become_executor(
     stdio: [OwnedFd; 3],
-    call: Call,
     extension: Option<Extension>,
     program: &Program,
     invocation: Invocation,
@@ -150,14 +149,13 @@ pub(super) fn become_executor(
         if role == Role::Forked {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
         }
-        // Fds 0-2 are open in the monitor, so the received fds are >= 3
+        // Fds 0-2 are open already, so the received fds are >= 3
         // and each dup2 makes a distinct copy without close-on-exec.
         let [stdin, stdout, stderr] = &stdio;
         dup2_stdin(stdin)?;
         dup2_stdout(stdout)?;
         dup2_stderr(stderr)?;
         drop(stdio);
-        drop(call);
         nix::syslog::closelog();
         let skipped = install_extra_fds(extra);
         apply_attributes(&attrs);

@@ -1,8 +1,8 @@
 //! A call's handshake, read by the server loop without blocking
 //! (protocol.md §4.1): the greeting, then steps 2-4 (and, with `call1`,
 //! the accept frame, the `ATTR` frame and the caller's extra fds) as the
-//! bytes arrive, so a slow or idle connection holds no monitor and delays
-//! no other caller. Only a complete call gets a monitor. The setup process
+//! bytes arrive, so a slow or idle connection holds no executor and
+//! delays no other caller. Only a complete call gets an executor. The setup process
 //! running the first call in place (protocol.md §7) reads the same
 //! handshake, after its own greeting, waiting for it
 //! ([`Handshake::complete_within`]).
@@ -25,7 +25,8 @@ use crate::protocol::{
     Attributes, CALL1, Call, Frame, MAX_REQUEST_LEN, Request, check_frame_len, recv_fd,
 };
 
-/// A call whose handshake is done: what its monitor needs.
+/// A call whose handshake is done: what its executor and the server's
+/// watch over it need.
 pub(super) struct Complete {
     /// The call's socket (blocking again).
     pub(super) call: Call,
@@ -275,13 +276,9 @@ impl Handshake {
         self.into_complete()
     }
 
-    /// The complete call (after [`Handshake::advance`] said so), its
-    /// socket blocking again for the monitor.
+    /// The complete call (after [`Handshake::advance`] said so); its
+    /// socket stays non-blocking, as the server's loop watches it.
     pub(super) fn into_complete(self) -> Result<Complete> {
-        self.call
-            .socket()
-            .set_nonblocking(false)
-            .map_err(|e| Error::io("make a call's socket blocking", e))?;
         let stdio: [OwnedFd; 3] = self
             .stdio
             .try_into()
@@ -437,9 +434,9 @@ mod tests {
         let done = server.join().unwrap().unwrap();
         assert_eq!(Request::decode_body(&done.body).unwrap(), req);
         assert!(done.extension.is_some());
-        // Blocking again, like a monitor's.
+        // Still non-blocking, for the server's loop.
         assert!(
-            !nix::fcntl::fcntl(&done.call, nix::fcntl::FcntlArg::F_GETFL)
+            nix::fcntl::fcntl(&done.call, nix::fcntl::FcntlArg::F_GETFL)
                 .map(|f| nix::fcntl::OFlag::from_bits_truncate(f)
                     .contains(nix::fcntl::OFlag::O_NONBLOCK))
                 .unwrap()

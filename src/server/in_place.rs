@@ -62,9 +62,9 @@ pub(super) fn run_first_call(call: UnixStream, opts: &Options, program: &Program
     }
     executor::die_with(client, Signal::SIGINT, Log::Stderr);
     let invocation = executor::take_request(body);
+    drop(call);
     executor::become_executor(
         stdio,
-        call,
         extension,
         program,
         invocation,

@@ -46,24 +46,26 @@
 //!     │ the client announced inplace1, setup runs the first call itself
 //!     │ and returns from initialisation_complete (protocol.md §7)
 //!   server && ── setsid; stdio /dev/null; logs to syslog; accepts calls
-//!     │            of its own uid and reads their handshakes
-//!     │ fork per complete call (at most max_servers at once)
-//!   monitor & ── own process group; relays signals and stops; waits
-//!     │ fork       for the executor
-//!   executor & ── dies with the monitor; leads the call's process group;
-//!                 returns from initialisation_complete into the program
+//!     │            of its own uid and reads their handshakes; watches each
+//!     │            running call (relays signals and stops, sends the status)
+//!     │ fork ahead of time: pool_size spares, each waiting for a call
+//!   spare → executor & ── dies with the server; given a complete call (at
+//!                 most max_servers at once), leads the call's process
+//!                 group and returns from initialisation_complete into
+//!                 the program; the server forks a replacement
 //! ```
 //!
 //! Files, one concern each: `setup.rs` (the `PREFORK_INTERP` fds, the
 //! checks, daemonising), `serve.rs` (the server's event loop),
 //! `handshake.rs` (a call's handshake, read without blocking), `reload.rs`
-//! (is the program out of date?), `monitor.rs` (one call), `in_place.rs`
+//! (is the program out of date?), `spares.rs` (spare executors and the
+//! handover), `running.rs` (the server's watch over a running call),
+//! `in_place.rs`
 //! (the first call, run by the setup process), `executor.rs` (the process
 //! that returns to the program, with the caller's attributes and fds),
 //! `signals.rs` (every signal
 //! disposition the server side sets, and the program's it restores),
-//! `child.rs` (waiting for a child by pidfd), `log.rs` (stderr or
-//! syslog).
+//! `log.rs` (stderr or syslog).
 //!
 //! # Threads
 //!
@@ -80,16 +82,16 @@ use std::time::Duration;
 
 use crate::error::Result;
 
-mod child;
 mod executor;
 mod handshake;
 mod in_place;
 mod log;
-mod monitor;
 mod reload;
+mod running;
 mod serve;
 mod setup;
 mod signals;
+mod spares;
 
 /// How a server behaves: concurrency, lifetime, reloading and logging.
 ///
@@ -115,7 +117,14 @@ pub struct Options {
     syslog: bool,
     request_timeout: Duration,
     max_errors: u32,
+    pool_size: usize,
 }
+
+/// The default for [`Options::pool_size`]: spare executors kept. Two cover
+/// a caller and the next one arriving before the first replacement is
+/// forked; more only help bursts, and each costs a process (a few hundred
+/// KiB of its own memory, no CPU).
+pub const DEFAULT_POOL_SIZE: usize = 2;
 
 /// Calls served at once by default, per CPU the process may run on: calls
 /// often wait (on I/O, on their callers), so a few per CPU keep the machine
@@ -139,6 +148,7 @@ impl Default for Options {
             syslog: true,
             request_timeout: Duration::from_secs(5),
             max_errors: 100,
+            pool_size: DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -180,8 +190,8 @@ impl Options {
     }
 
     /// Send the server's messages to syslog (the default, facility
-    /// `LOG_USER`), or nowhere (`false`). Errors in the first call's
-    /// monitor go to the first caller's stderr either way.
+    /// `LOG_USER`), or nowhere (`false`). Errors in preparing the first call
+    /// run in place go to the first caller's stderr either way.
     pub fn syslog(mut self, on: bool) -> Options {
         self.syslog = on;
         self
@@ -200,6 +210,15 @@ impl Options {
     /// (default 100), rather than fail every caller forever.
     pub fn max_errors(mut self, n: u32) -> Options {
         self.max_errors = n;
+        self
+    }
+
+    /// Keep `n` spare executors (default [`DEFAULT_POOL_SIZE`]): forks of
+    /// the server made while it is idle, each waiting for a call, so no
+    /// fork is on a call's critical path. A spare is replaced after it
+    /// takes a call. `0`: fork each call's executor when the call comes.
+    pub fn pool_size(mut self, n: usize) -> Options {
+        self.pool_size = n;
         self
     }
 
@@ -350,6 +369,7 @@ mod tests {
         assert_eq!(o.idle_timeout, Some(Duration::from_secs(3600)));
         assert!(o.syslog);
         assert!(o.reload_paths.is_empty());
+        assert_eq!(o.pool_size, DEFAULT_POOL_SIZE);
         let o = o
             .max_servers(0)
             .idle_timeout(None)
@@ -357,11 +377,13 @@ mod tests {
             .also_check("/a")
             .also_check("/b")
             .request_timeout(Duration::from_millis(10))
-            .max_errors(3);
+            .max_errors(3)
+            .pool_size(0);
         assert_eq!(o.get_max_servers(), 0);
         assert_eq!(o.idle_timeout, None);
         assert_eq!(o.reload_paths, [PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(o.request_timeout, Duration::from_millis(10));
         assert_eq!(o.max_errors, 3);
+        assert_eq!(o.pool_size, 0);
     }
 }

@@ -1,11 +1,12 @@
 //! The server's event loop (upstream part 3 step 7, protocol.md §4.1):
-//! take calls in, at most `max_servers` served at once; reap monitors;
-//! quit when idle, when the watcher says the socket is gone, or when the
-//! program has changed on disk.
+//! take calls in, at most `max_servers` served at once, each handed to a
+//! spare executor (`spares.rs`) and watched here until it ends
+//! (`running.rs`); quit when idle, when the watcher says the socket is
+//! gone, or when the program has changed on disk.
 //!
 //! A new connection is checked (its peer must be our own uid), greeted at
 //! once, and its handshake read here, without blocking, by
-//! [`Handshake`]; only a complete call gets a monitor, forked as soon as a
+//! [`Handshake`]; only a complete call gets an executor, as soon as a
 //! slot is free. So an idle or slow connection costs other callers
 //! nothing: at most [`MAX_HELD`] handshakes are under way, the oldest idle
 //! one is dropped for a newcomer (one with bytes waiting never is), and an
@@ -16,17 +17,19 @@
 //! The state is one [`Server`] value; each turn of the loop waits for
 //! events and dispatches them to one small handler each. Quitting first
 //! closes the listening socket (new callers start a fresh server), then
-//! drains: the calls already held are still served.
+//! drains: the calls already held are still served, the spares dismissed.
 //!
 //! ```text
 //!   server   fd0-2 /dev/null; LISTEN (non-blocking), WATCHI (held only so
 //!            the watcher sees EOF when we go), WATCHE (non-blocking),
-//!            each held call's socket (and, once complete, its fds), one
-//!            pidfd per monitor; syslog. All close-on-exec.
+//!            each held call's socket (and, once complete, its fds), each
+//!            running call's socket, a control socket per spare, a
+//!            signalfd for SIGCHLD (blocked); syslog. All close-on-exec.
 //! ```
 //!
-//! Every monitor forked is reaped: in the loop as each one exits, and all
-//! the rest, blocking, before the server exits (init may not reap).
+//! Every child forked is reaped: executors and dismissed spares in the
+//! loop as each one ends, and the rest, blocking, before the server exits
+//! (init may not reap).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -36,15 +39,18 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{getsockopt, sockopt};
 
 use super::Options;
-use super::child::{Child, TICK};
 use super::handshake::{Complete, Handshake};
 use super::log::{Level, Log};
 use super::reload::ReloadCheck;
+use super::running::Running;
+use super::signals;
+use super::spares::{self, Spare, SpareFork, Waiting};
 use crate::error::Error;
-use crate::sys::{self, Forked};
+use crate::sys;
 
 /// After a failure to accept or fork, pause this long so a persistent
 /// condition (out of fds, out of processes) does not spin the loop.
@@ -90,8 +96,17 @@ pub(super) struct Server {
     /// Why we are quitting, once we are (the calls held are still served).
     quitting: Option<(Level, String)>,
     reload: ReloadCheck,
-    /// Monitors running now, each serving one call.
-    monitors: Vec<Child>,
+    /// Calls running now, each in its executor.
+    running: Vec<Running>,
+    /// Spare executors, waiting for calls.
+    spares: Vec<Spare>,
+    /// Spares kept (`Options::pool_size`).
+    pool_size: usize,
+    /// Dismissed spares, and executors of calls dropped at the handover:
+    /// to reap.
+    leaving: Vec<libc::pid_t>,
+    /// SIGCHLD (blocked): the executors' stops and ends.
+    children: SignalFd,
     /// A pidfd of the setup process while it runs the first call in place.
     first_call: Option<OwnedFd>,
     /// Connections whose handshake is under way, oldest first.
@@ -105,7 +120,7 @@ pub(super) struct Server {
     idle_since: Instant,
     request_timeout: Duration,
     max_errors: u32,
-    /// Failures to accept or fork since a monitor was last started.
+    /// Failures to accept or fork since a call was last started.
     errors: u32,
     /// Our effective uid: the only one we serve.
     uid: u32,
@@ -118,15 +133,17 @@ enum Source {
     Watcher,
     Listener,
     Handshake(usize),
-    Monitor,
+    Caller(usize),
+    Children,
+    FirstCall,
 }
 
 /// What a handler says happens next.
 enum Next {
     /// Go round the loop again.
     Continue,
-    /// We are a new monitor (in the child of a fork): serve this call.
-    Serve(Box<Complete>),
+    /// We are a new spare (in the child of a fork).
+    Spare(Waiting),
     /// Stop taking calls, for this reason, logged at this level.
     Quit(Level, String),
 }
@@ -141,12 +158,17 @@ impl Server {
         first: First,
         opts: &Options,
         log: Log,
-    ) -> Server {
+    ) -> Result<Server, Error> {
+        let children = signals::child_events().map_err(|e| Error::io("signalfd for SIGCHLD", e))?;
         let mut server = Server {
             fds: Some(fds),
             quitting: None,
             reload,
-            monitors: Vec::new(),
+            running: Vec::new(),
+            spares: Vec::new(),
+            pool_size: opts.pool_size,
+            leaving: Vec::new(),
+            children,
             first_call: match first {
                 // Gone already, or no pidfds: it holds no idle timeout.
                 First::InPlace(pid) => sys::pidfd_open(pid).ok(),
@@ -166,27 +188,28 @@ impl Server {
         if let First::Call(first) = first {
             server.take_in(first);
         }
-        server
+        Ok(server)
     }
 
     /// Serve until it is time to quit, then exit. Returns only in a newly
-    /// forked monitor, with its call; the server's fds are closed there
-    /// when `self` is dropped on the way out.
-    pub(super) fn run(mut self) -> Complete {
+    /// forked spare; the server's fds are closed there when `self` is
+    /// dropped on the way out.
+    pub(super) fn run(mut self) -> Waiting {
         loop {
-            self.reap_finished();
-            self.first_call_over();
             self.expire_handshakes();
-            let next = match self.start_monitors() {
-                Next::Continue => self.turn(),
-                other => other,
-            };
+            let mut next = self.start_calls();
+            if let Next::Continue = next {
+                next = self.fill_pool();
+            }
+            if let Next::Continue = next {
+                next = self.turn();
+            }
             match next {
                 Next::Continue => {}
-                Next::Serve(call) => return *call,
+                Next::Spare(spare) => return spare,
                 Next::Quit(level, why) => self.begin_quit(level, why),
             }
-            if self.quitting.is_some() && self.held() == 0 {
+            if self.quitting.is_some() && self.held() == 0 && self.running.is_empty() {
                 self.quit()
             }
             if self.is_busy() {
@@ -223,23 +246,11 @@ impl Server {
     }
 
     fn is_busy(&self) -> bool {
-        self.held() != 0 || !self.monitors.is_empty() || self.first_call.is_some()
-    }
-
-    /// Forget the first call run in place once its process has ended.
-    fn first_call_over(&mut self) {
-        let ended = self.first_call.as_ref().is_some_and(|fd| {
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            poll(&mut fds, PollTimeout::ZERO).is_ok()
-                && fds[0].revents().is_some_and(|r| !r.is_empty())
-        });
-        if ended {
-            self.first_call = None;
-        }
+        self.held() != 0 || !self.running.is_empty() || self.first_call.is_some()
     }
 
     fn full(&self) -> bool {
-        self.max_servers != 0 && self.monitors.len() >= self.max_servers
+        self.max_servers != 0 && self.running.len() >= self.max_servers
     }
 
     /// Wait for events and handle them.
@@ -261,6 +272,24 @@ impl Server {
             {
                 return next;
             }
+        }
+        // Running calls: their callers' signals, then their stops and ends.
+        for (&source, &hit) in sources.iter().zip(&revents) {
+            match source {
+                Source::Caller(i) if hit => self.running[i].on_caller(self.log),
+                Source::FirstCall if hit => {
+                    self.first_call = None;
+                    self.idle_since = Instant::now();
+                }
+                _ => {}
+            }
+        }
+        if sources
+            .iter()
+            .zip(&revents)
+            .any(|(s, &hit)| hit && matches!(s, Source::Children))
+        {
+            self.on_children();
         }
         // Handshakes from the last index down, so removals keep the others'.
         for (&source, &hit) in sources.iter().zip(&revents).rev() {
@@ -293,17 +322,16 @@ impl Server {
         for (i, h) in self.handshakes.iter().enumerate() {
             add(Source::Handshake(i), h.as_fd());
         }
-        let mut tick = false;
-        for m in &self.monitors {
-            match m.pidfd() {
-                Some(fd) => add(Source::Monitor, fd),
-                None => tick = true,
+        for (i, r) in self.running.iter().enumerate() {
+            if let Some(fd) = r.caller() {
+                add(Source::Caller(i), fd);
             }
         }
+        add(Source::Children, self.children.as_fd());
         if let Some(fd) = &self.first_call {
-            add(Source::Monitor, fd.as_fd());
+            add(Source::FirstCall, fd.as_fd());
         }
-        let mut timeout = tick.then_some(TICK);
+        let mut timeout: Option<Duration> = None;
         let mut sooner = |t: Duration| timeout = Some(timeout.map_or(t, |old| old.min(t)));
         if let (false, Some(oldest)) = (
             self.request_timeout.is_zero(),
@@ -403,8 +431,8 @@ impl Server {
                 }
                 Err(e) => return self.failed(Error::io("accept a call", e)),
             };
-            // (Only a monitor started ends a run of failures: a call
-            // accepted but never forked has not been served.)
+            // (Only a call started ends a run of failures: a call
+            // accepted but never started has not been served.)
             if self.peer_allowed(&sock) {
                 self.take_in(sock);
             }
@@ -478,10 +506,10 @@ impl Server {
         }
     }
 
-    /// Fork a monitor for each complete call while there are free slots.
-    /// A call whose caller has hung up while it waited is dropped: it is
-    /// not started only to be interrupted.
-    fn start_monitors(&mut self) -> Next {
+    /// Hand each complete call to a spare (forked now if none is left)
+    /// while there are free slots. A call whose caller has hung up while
+    /// it waited is dropped: it is not started only to be interrupted.
+    fn start_calls(&mut self) -> Next {
         while !self.full() {
             let Some(call) = self.ready.pop_front() else {
                 break;
@@ -491,19 +519,87 @@ impl Server {
                     .debug("a caller left while its call waited for a slot");
                 continue;
             }
-            match sys::fork_checked() {
-                Ok(Forked::Child) => return Next::Serve(Box::new(call)),
-                Ok(Forked::Parent(pid)) => {
-                    // The call is the monitor's now.
-                    drop(call);
-                    self.monitors.push(Child::new(pid));
+            let spare = match self.spares.pop() {
+                Some(spare) => spare,
+                None => match spares::fork() {
+                    Ok(SpareFork::Spare(waiting)) => return Next::Spare(waiting),
+                    Ok(SpareFork::Server(spare)) => spare,
+                    // Dropping the call makes the caller see a hang-up.
+                    Err(e) => return self.failed(Error::io("fork an executor", e)),
+                },
+            };
+            let pid = spare.pid;
+            match spare
+                .hand_over(call)
+                .map(|(pid, call, framed)| Running::new(call, pid, framed))
+            {
+                Ok(running) => {
+                    self.running.push(running);
                     self.errors = 0;
                 }
-                // Dropping the call makes the caller see a hang-up.
-                Err(e) => return self.failed(Error::io("fork a monitor", e)),
+                Err(e) => {
+                    // The spare exits when it sees its control socket
+                    // closed; the caller sees a hang-up.
+                    self.log.err(&format!("dropped a call: {e}"));
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    self.leaving.push(pid);
+                }
             }
         }
         Next::Continue
+    }
+
+    /// Fork spares up to the pool size, after the calls are handed over
+    /// (so off their critical path), unless quitting.
+    fn fill_pool(&mut self) -> Next {
+        while self.quitting.is_none() && self.spares.len() < self.pool_size {
+            match spares::fork() {
+                Ok(SpareFork::Spare(waiting)) => return Next::Spare(waiting),
+                Ok(SpareFork::Server(spare)) => self.spares.push(spare),
+                Err(e) => return self.failed(Error::io("fork a spare executor", e)),
+            }
+        }
+        Next::Continue
+    }
+
+    /// SIGCHLD: report the running calls' stops and ends, and reap every
+    /// child of ours that has ended.
+    fn on_children(&mut self) {
+        while let Ok(Some(_)) = self.children.read_signal() {}
+        let log = self.log;
+        let mut i = 0;
+        while i < self.running.len() {
+            match self.running[i].check(log) {
+                Ok(None) => i += 1,
+                Ok(Some(status)) => {
+                    self.running.swap_remove(i).finish(status, log);
+                    // Idle time counts from the end of the last call.
+                    self.idle_since = Instant::now();
+                }
+                Err(e) => {
+                    // Not our child any more (someone else reaped it?).
+                    let pid = self.running.swap_remove(i).pid;
+                    log.warn(&Error::io(format!("wait for executor [{pid}]"), e).to_string());
+                }
+            }
+        }
+        self.spares
+            .retain(|spare| match sys::try_wait_raw(spare.pid) {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    log.warn(&format!(
+                        "spare executor [{}] ended, wait status 0x{status:x}",
+                        spare.pid
+                    ));
+                    false
+                }
+                Err(_) => false,
+            });
+        self.leaving
+            .retain(|&pid| matches!(sys::try_wait_raw(pid), Ok(None)));
     }
 
     /// Count a failure to accept or fork; quit after too many in a row.
@@ -530,32 +626,18 @@ impl Server {
         }
     }
 
-    /// Reap every monitor that has exited, and log any that failed.
-    fn reap_finished(&mut self) {
-        let log = self.log;
-        self.monitors.retain(|m| match m.try_reap() {
-            Ok(None) => true,
-            Ok(Some(status)) => {
-                report_monitor(log, m.pid, status);
-                false
-            }
-            Err(e) => {
-                // Not our child any more (someone else reaped it?): forget it.
-                log.warn(&Error::io(format!("wait for monitor [{}]", m.pid), e).to_string());
-                false
-            }
-        });
-    }
-
     /// Stop taking calls: close the listening socket (so callers get a
     /// refusal at once and start a fresh server) and the watcher's fds
     /// (the watcher exits when its stdin reaches EOF). The calls already
-    /// held are still served, unless we quit because forking fails.
+    /// held are still served, unless we quit because forking fails. The
+    /// spares are dismissed.
     fn begin_quit(&mut self, level: Level, why: String) {
         if self.quitting.is_some() {
             return;
         }
         self.fds = None;
+        let dismissed = self.spares.drain(..).map(Spare::dismiss);
+        self.leaving.extend(dismissed);
         if self.errors > self.max_errors {
             self.handshakes.clear();
             self.ready.clear();
@@ -563,10 +645,11 @@ impl Server {
         self.quitting = Some((level, why));
     }
 
-    /// Log why we quit, wait for every running call to finish, and exit.
+    /// Log why we quit, wait for the dismissed spares to go, and exit.
+    /// (Every call has ended: the loop runs until then.)
     fn quit(self) -> ! {
         let Server {
-            monitors,
+            leaving,
             log,
             quitting,
             ..
@@ -574,11 +657,9 @@ impl Server {
         if let Some((level, why)) = quitting {
             log.log(level, &why);
         }
-        for m in monitors {
-            let pid = m.pid;
-            match m.reap() {
-                Ok(status) => report_monitor(log, pid, status),
-                Err(e) => log.warn(&Error::io(format!("wait for monitor [{pid}]"), e).to_string()),
+        for pid in leaving {
+            if let Err(e) = sys::wait_raw(pid) {
+                log.warn(&Error::io(format!("wait for spare executor [{pid}]"), e).to_string());
             }
         }
         // Nothing else should be left, but leave no zombie if there is.
@@ -600,17 +681,6 @@ fn caller_gone(call: &Complete) -> bool {
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLHUP))
-}
-
-/// Log a monitor's end unless it is an ordinary one: exit 0 (the call was
-/// served, or the caller left), or SIGPIPE.
-fn report_monitor(log: Log, pid: libc::pid_t, status: i32) {
-    if status == 0 || (libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGPIPE) {
-        return;
-    }
-    log.warn(&format!(
-        "monitor process [{pid}] failed with wait status 0x{status:x}"
-    ));
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //!              LISTEN CALL WATCHI WATCHE (made close-on-exec here)
 //!     └ server       same fds; setsid; fd0-2 /dev/null, syslog; CALL
 //!                    handed to the loop (in place: closed at once)
-//!         └ monitor  (first call) CALL only
+//!         └ spare    its control socket only; becomes the executor
+//!                    of a call (without inplace1, the first)
 //! ```
 
 use std::fs::File;
@@ -24,12 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::stat::SFlag;
 
-use super::handshake::Complete;
 use super::log::Log;
 use super::reload::ReloadCheck;
 use super::serve::{First, Server, ServerFds};
 use super::signals::{self, Program, SERVER_SIGNALS};
-use super::{Invocation, Options, in_place, monitor};
+use super::spares::Waiting;
+use super::{Invocation, Options, in_place};
 use crate::error::{Error, Result};
 use crate::protocol::{ENV_VAR, SetupEnv};
 use crate::sys::{self, Forked};
@@ -125,12 +126,12 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         watchi,
         watche,
     };
-    let (call, log) = become_detached_server(server_fds, first, reload, opts);
-    Ok(monitor::become_monitor(call, log, &program))
+    let (spare, log) = become_detached_server(server_fds, first, reload, opts);
+    Ok(spare.become_executor(log, &program))
 }
 
 /// The server (upstream part 3 steps 4-7). Returns only in a newly forked
-/// monitor, with its call and where its messages go.
+/// spare executor, with where its messages go.
 ///
 /// On entry: fd 0 is /dev/null, fds 1 and 2 the first caller's stderr,
 /// `fds` and `first` (CALL, unless the setup process runs the first call)
@@ -142,7 +143,7 @@ fn become_detached_server(
     first: First,
     reload: ReloadCheck,
     opts: &Options,
-) -> (Complete, Log) {
+) -> (Waiting, Log) {
     let log = Log::Stderr;
     if let Err(e) = nix::unistd::setsid() {
         log.err(&format!("setsid: {}", e.desc()));
@@ -153,8 +154,13 @@ fn become_detached_server(
         sys::exit_now(127);
     }
     let log = Log::open_syslog(opts.syslog);
-    let server = Server::new(fds, reload, first, opts, log);
-    (server.run(), log)
+    match Server::new(fds, reload, first, opts, log) {
+        Ok(server) => (server.run(), log),
+        Err(e) => {
+            log.err(&e.to_string());
+            sys::exit_now(127)
+        }
+    }
 }
 
 /// The program's name for messages: the file name it was run as.

@@ -5,9 +5,10 @@
 //!
 //! ```text
 //!   program   its own dispositions and mask (snapshot)
-//!   server    SIGCHLD default: SIG_IGN would reap monitors behind our back
-//!   monitor   SIGCHLD blocked, read from a signalfd (the executor's
-//!             stops and exit)
+//!   server    SIGCHLD default (SIG_IGN would reap executors behind our
+//!             back), blocked and read from a signalfd (the executors'
+//!             stops and ends)
+//!   spare     the server's, until it becomes an executor
 //!   executor  the program's handlers and SIG_IGNs; its defaults become
 //!             SIG_IGN where the caller ignores them; the caller's mask
 //!             (without call1: the program's)
@@ -82,9 +83,9 @@ pub(super) fn install(table: &[(libc::c_int, Disposition, &str)]) -> io::Result<
     Ok(())
 }
 
-/// In the monitor: block SIGCHLD and read it from a signalfd, so the loop
-/// wakes for the executor's stops as well as its exit (a pidfd only wakes
-/// for the exit).
+/// In the server: block SIGCHLD and read it from a signalfd, so the loop
+/// wakes for the executors' stops as well as their ends (a pidfd only
+/// wakes for the end).
 pub(super) fn child_events() -> io::Result<SignalFd> {
     let set = sys::sigset_of(std::iter::once(libc::SIGCHLD));
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;

@@ -330,6 +330,15 @@ impl Fixture {
             .collect()
     }
 
+    /// The servers among [`Fixture::processes`]: session leaders (their
+    /// spare executors and the calls' executors are not).
+    pub fn servers(&self) -> Vec<i32> {
+        self.processes()
+            .into_iter()
+            .filter(|&p| proc_stat(p).is_some_and(|(_, _, _, sid)| sid == p))
+            .collect()
+    }
+
     /// Live processes of this fixture: those running its copy of an
     /// example, and those whose command line names a file in its
     /// directory (clients, watchers, script servers). Zombies have no
@@ -767,6 +776,36 @@ pub fn children(pid: i32) -> Vec<(i32, char)> {
             (ppid == pid).then_some((p, state))
         })
         .collect()
+}
+
+/// The live children of `pid` whose process group `pgrp` passes `keep`.
+fn live_children(pid: i32, keep: impl Fn(i32, i32) -> bool) -> Vec<i32> {
+    children(pid)
+        .into_iter()
+        .filter(|&(p, state)| {
+            !matches!(state, 'Z' | 'X') && proc_stat(p).is_some_and(|(_, _, pgrp, _)| keep(p, pgrp))
+        })
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The live children of the server `pid` that run calls: executors lead
+/// a process group of their own (the call's).
+pub fn executors(pid: i32) -> Vec<i32> {
+    live_children(pid, |child, pgrp| pgrp == child)
+}
+
+/// The live children of the server `pid` waiting for calls: spare
+/// executors stay in the server's process group.
+pub fn spares(pid: i32) -> Vec<i32> {
+    live_children(pid, |_, pgrp| pgrp == pid)
+}
+
+/// Has the server `pid` settled after its calls: every executor reaped,
+/// and exactly `pool` spares (`Options::pool_size`) waiting?
+pub fn at_rest(pid: i32, pool: usize) -> bool {
+    let all = children(pid);
+    all.len() == pool && spares(pid).len() == pool
 }
 
 /// Number of open fds of `pid`.
