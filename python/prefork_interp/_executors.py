@@ -64,7 +64,7 @@ from ._protocol import (
     send_frame,
     send_status,
 )
-from ._signals import block_all
+from ._signals import block_all, restore_mask
 
 #: Fds in one control message (the kernel takes at most 253).
 _FDS_PER_MESSAGE = 250
@@ -301,14 +301,14 @@ class Executors:
         try:
             pid = fork()
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            restore_mask(mask)
             ours.close()
             theirs.close()
             raise
         if pid == 0:
             ours.close()
             return None, _become_spare(os.getppid(), theirs, self._release, self.log)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        restore_mask(mask)
         theirs.close()
         return _Spare(pid, ours), None
 
