@@ -81,7 +81,7 @@ pub enum Parsed {
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-usage: #!/usr/bin/prefork-interp [<options>],<interpreter>[,<interpreter-arg>...]
+usage: #!/usr/local/bin/prefork-interp [<options>],<interpreter>[,<interpreter-arg>...]
        prefork-interp [<options>] <interpreter> [<script> [<args>...]]
        prefork-interp '[<options>] <interpreter>' <script> [<args>...]
 

@@ -392,7 +392,7 @@ Prefork::Interp - script side of prefork-interp, for Perl
 
 =head1 SYNOPSIS
 
-    #!/usr/bin/prefork-interp -U,perl
+    #!/usr/local/bin/prefork-interp -U,perl
     use strict;
     use warnings;
     use Prefork::Interp;
