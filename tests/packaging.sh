@@ -114,6 +114,21 @@ serve() {
     done
 }
 
+echo "# the manual page"
+man1=$top/docs/prefork-interp.1
+check "prefork-interp.1 renders without warnings (groff -ww)" sh -c \
+    "out=\$(groff -man -ww -z '$man1' 2>&1) && [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
+MANWIDTH=80 man -l "$man1" >"$tmp/man.txt" 2>&1
+for section in SYNOPSIS OPTIONS "EXIT STATUS" ENVIRONMENT FILES COMPATIBILITY CAVEATS \
+               EXAMPLES "SEE ALSO"; do
+    check "man -l prefork-interp.1: section $section" grep -qx "$section" "$tmp/man.txt"
+done
+for example in '#!/usr/local/bin/prefork-interp -U,python3' \
+               '#!/usr/local/bin/prefork-interp -U,perl,-w' 'prefork-interp -U /path/to/program' \
+               '#!/usr/bin/env -S prefork-interp -U,python3' '-V, --version'; do
+    check "man -l prefork-interp.1 shows $example" grep -qF -- "$example" "$tmp/man.txt"
+done
+
 echo "# make install PREFIX=<temp>"
 prefix=$tmp/prefix
 make --no-print-directory -C "$top" install PREFIX="$prefix" >"$tmp/install.out" 2>&1 ||
