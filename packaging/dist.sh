@@ -26,9 +26,11 @@ trap 'rm -rf "$work"' EXIT
 # Copies src (a directory of the tree) to $work/name, without build output.
 copy() {
     mkdir "$work/$2"
-    (cd "$top/$1" && git ls-files -z --cached --others --exclude-standard . 2>/dev/null ||
-        find . -type f -print0) |
-        (cd "$top/$1" && xargs -0 cp --parents -t "$work/$2")
+    (
+        cd "$top/$1"
+        { git ls-files -z --cached --others --exclude-standard . 2>/dev/null ||
+            find . -type f -print0; } | xargs -0 cp --parents -t "$work/$2"
+    )
 }
 
 for kind in "${what[@]}"; do

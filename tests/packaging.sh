@@ -227,6 +227,7 @@ perldist=$(echo "$out"/Prefork-Interp-*.tar.gz)
 mkdir "$tmp/perldist"
 tar xzf "$perldist" -C "$tmp/perldist"
 perldir=$(echo "$tmp"/perldist/Prefork-Interp-*)
+# shellcheck disable=SC2016
 check "Perl dist: META.json licences and abstract" perl -MJSON::PP -e '
     local $/; open my $f, "<", $ARGV[0] or die $!; my $m = decode_json(<$f>);
     "@{$m->{license}}" eq "mit apache_2_0" or die "license: @{$m->{license}}\n";
@@ -269,7 +270,7 @@ same "deb: no file another installed package owns" "" "$owners"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "# not root: dpkg -i skipped"
-elif dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q installed; then
+elif dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -qx 'install ok installed'; then
     echo "# $pkg is installed already: dpkg -i skipped, leaving it as it is"
 else
     echo "# dpkg -i, then dpkg --purge"
@@ -282,8 +283,13 @@ else
         grep -q 'lock' "$tmp/dpkg.out" || break
         sleep 2
     done
-    check "dpkg -i $pkg" dpkg-query -W -f='${Status}' "$pkg"
-    if dpkg-query -W -f='${Status}' chiark-utils-bin >/dev/null 2>&1; then
+    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -qx 'install ok installed'; then
+        ok "dpkg -i $pkg"
+    else
+        not_ok "dpkg -i $pkg" "$(cat "$tmp/dpkg.out")"
+    fi
+    if dpkg-query -W -f='${Status}' chiark-utils-bin 2>/dev/null |
+        grep -qx 'install ok installed'; then
         same "/usr/bin/prefork-interp is still chiark-utils-bin's" \
             "chiark-utils-bin: /usr/bin/prefork-interp" "$(dpkg -S /usr/bin/prefork-interp)"
     fi
