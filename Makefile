@@ -1,14 +1,31 @@
-# prefork-interp: build, demo, install and test.
+# prefork-interp: build, demo, install, package and test.
 #
-#   make demo      build, then run a demo script cold and warm
-#   make test      everything CI runs: lint, type check, Rust, Python and Perl suites
-#   make install   binary, Python package and Perl module under $(PREFIX)
+#   make demo        build, then run a demo script cold and warm
+#   make test        everything CI runs: lint, type check, Rust, Python, Perl
+#                    and packaging suites
+#   make install     client, man pages, Python package, Perl modules and docs
+#                    under $(PREFIX) (DESTDIR for staging); prints the
+#                    environment a shell needs to find them
+#   make uninstall   removes what make install installed (same variables)
+#   make packages    Python sdist and wheel, Perl dist, crate and .deb in $(OUT)
 
-PREFIX ?= /usr/local
-BIN     = target/release/prefork-interp
-PERL_SITELIB ?= $(shell perl -MConfig -e 'print $$Config{installsitelib}')
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+PERLDIR ?= $(PREFIX)/share/perl5
+DOCDIR  ?= $(PREFIX)/share/doc/prefork-interp
+PYTHON  ?= python3
+# Empty: $(PREFIX)/lib/pythonX.Y/site-packages for $(PYTHON)'s X.Y.
+PYTHONDIR ?=
+OUT     ?= target/packages
+BIN      = target/release/prefork-interp
+INSTALL_VARS = PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' BINDIR='$(BINDIR)' \
+	MANDIR='$(MANDIR)' PERLDIR='$(PERLDIR)' DOCDIR='$(DOCDIR)' PYTHON='$(PYTHON)' \
+	PYTHONDIR='$(PYTHONDIR)' BIN='$(CURDIR)/$(BIN)'
 
-.PHONY: build demo test lint test-rust test-python typecheck-python test-perl install bench clean
+.PHONY: build demo test lint test-rust test-python typecheck-python test-perl \
+	test-packaging install uninstall packages bench clean
 
 build:
 	cargo build --release
@@ -16,7 +33,7 @@ build:
 demo: build
 	@examples/demo.sh $(BIN)
 
-test: lint typecheck-python test-rust test-python test-perl
+test: lint typecheck-python test-rust test-python test-perl test-packaging
 
 lint:
 	cargo fmt --check
@@ -35,11 +52,17 @@ typecheck-python:
 test-perl: build
 	prove -r perl/t
 
+test-packaging: build
+	tests/packaging.sh
+
 install: build
-	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/prefork-interp
-	python3 -m pip install --quiet ./python
-	install -D -m 644 docs/prefork-interp.1 $(DESTDIR)$(PREFIX)/share/man/man1/prefork-interp.1
-	cd perl/lib && find . -name '*.pm' -exec install -D -m 644 {} $(DESTDIR)$(PERL_SITELIB)/{} \;
+	@packaging/install.sh install $(INSTALL_VARS)
+
+uninstall:
+	@packaging/install.sh uninstall $(INSTALL_VARS)
+
+packages: build
+	packaging/dist.sh $(OUT)
 
 bench: build
 	bench/client.sh

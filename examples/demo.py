@@ -1,4 +1,4 @@
-#!/usr/bin/prefork-interp -U,python3
+#!/usr/local/bin/prefork-interp -U,python3
 """Demo: a script with a slow start-up, served warm by prefork-interp.
 
 The initialisation (a sieve of primes below 10 million, standing in for

@@ -432,6 +432,19 @@ fn help_prints_usage_and_exits_0() {
 }
 
 #[test]
+fn version_prints_name_and_version_and_exits_0() {
+    let want = format!("prefork-interp {}\n", env!("CARGO_PKG_VERSION"));
+    for flag in ["--version", "-V"] {
+        let mut c = Command::new(OURS);
+        c.arg(flag);
+        let out = run_within(c, LIMIT);
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        assert_eq!(text(&out.stdout), want, "{flag}");
+        assert!(out.stderr.is_empty(), "{flag}");
+    }
+}
+
+#[test]
 fn usage_errors() {
     let out = run_within(Command::new(OURS), LIMIT);
     assert_error(&out, "need interpreter argument");

@@ -1,4 +1,4 @@
-#!/usr/bin/prefork-interp -U,perl
+#!/usr/local/bin/prefork-interp -U,perl
 # Example: a Perl script that pays for its start-up once.
 #
 # It sieves the primes up to 2 million (about a second of work) when

@@ -1,4 +1,4 @@
-#!/usr/bin/prefork-interp -U,python3
+#!/usr/local/bin/prefork-interp -U,python3
 """The smallest prefork-interp script: greet the caller.
 
 Run it through prefork-interp (the #! line above, or

@@ -1,4 +1,4 @@
-#!/usr/bin/prefork-interp -U,python3
+#!/usr/local/bin/prefork-interp -U,python3
 """A script with heavy imports: list the S3 API operations matching a word.
 
 Importing boto3 and building a client (which loads the service model) takes

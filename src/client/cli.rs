@@ -73,13 +73,15 @@ pub struct Command {
 pub enum Parsed {
     /// `--help`: print [`USAGE`] and exit 0.
     Help,
+    /// `--version` or `-V`: print [`version`] and exit 0.
+    Version,
     /// Run (or kill) a server.
     Run(Command),
 }
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-usage: #!/usr/bin/prefork-interp [<options>],<interpreter>[,<interpreter-arg>...]
+usage: #!/usr/local/bin/prefork-interp [<options>],<interpreter>[,<interpreter-arg>...]
        prefork-interp [<options>] <interpreter> [<script> [<args>...]]
        prefork-interp '[<options>] <interpreter>' <script> [<args>...]
 
@@ -97,11 +99,18 @@ options:
   -G STRING   STRING is part of the server's identity
   -g IDENT    use IDENT as the identity instead of the hash
   --help      print this message and exit
+  -V, --version
+              print the version and exit
 
 environment:
   PREFORK_INTERP_RUN_DIR   use this directory for sockets and locks
   PREFORK_INTERP_DEBUG     trace what the client does on stderr
 ";
+
+/// The `--version` line (without its newline).
+pub fn version() -> String {
+    format!("prefork-interp {}", env!("CARGO_PKG_VERSION"))
+}
 
 /// Parse `argv` (including `argv[0]`).
 pub fn parse(argv: &[OsString]) -> Result<Parsed> {
@@ -133,14 +142,14 @@ pub fn parse(argv: &[OsString]) -> Result<Parsed> {
     // Separate options first; they stop at a combined argument, which may
     // follow them (`--kill -U,perl,-w SCRIPT`) or come first (`#!` lines).
     let mut words = rest;
-    if parse_options(&mut words, &mut cmd)? {
-        return Ok(Parsed::Help);
+    if let Some(info) = parse_options(&mut words, &mut cmd)? {
+        return Ok(info);
     }
     if let Some((first, after)) = words.split_first().filter(|(w, _)| is_combined(w)) {
         let split = split_combined(first);
         let mut split = split.as_slice();
-        if parse_options(&mut split, &mut cmd)? {
-            return Ok(Parsed::Help);
+        if let Some(info) = parse_options(&mut split, &mut cmd)? {
+            return Ok(info);
         }
         let (interp, interp_args) = split
             .split_first()
@@ -243,8 +252,9 @@ fn split_combined(arg: &OsStr) -> Vec<OsString> {
         .collect()
 }
 
-/// Consume leading options from `words`. Returns true for `--help`.
-fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<bool> {
+/// Consume leading options from `words`. Returns `Help` or `Version` for
+/// the options that stop parsing.
+fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<Option<Parsed>> {
     while let Some((word, rest)) = words.split_first() {
         let w = word.as_bytes();
         if w.first() != Some(&b'-') || w.len() == 1 || is_combined(word) {
@@ -256,12 +266,13 @@ fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<bool> {
         }
         if let Some(long) = w.strip_prefix(b"--") {
             match long {
-                b"help" => return Ok(true),
+                b"help" => return Ok(Some(Parsed::Help)),
+                b"version" => return Ok(Some(Parsed::Version)),
                 b"kill" => cmd.mode = Mode::Kill,
                 _ => {
                     let name = String::from_utf8_lossy(long);
                     if let Some((opt, _)) = name.split_once('=')
-                        && (opt == "help" || opt == "kill")
+                        && matches!(opt, "help" | "version" | "kill")
                     {
                         return Err(Error::usage(format!(
                             "--{opt} option does not take a value"
@@ -279,6 +290,7 @@ fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<bool> {
             match c {
                 b'U' => cmd.unlaundered = true,
                 b'f' => cmd.mode = Mode::Fresh,
+                b'V' => return Ok(Some(Parsed::Version)),
                 b'g' | b'G' | b'E' => {
                     let value = if i < w.len() {
                         let v = &w[i..];
@@ -315,7 +327,7 @@ fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<bool> {
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// `getenv(3)`: the value of `name` now, if set. A name that cannot be a
@@ -342,7 +354,7 @@ mod tests {
     fn run(words: &[&str]) -> Command {
         match parse(&argv(words)).unwrap() {
             Parsed::Run(c) => c,
-            Parsed::Help => panic!("unexpected help"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -461,6 +473,25 @@ mod tests {
         assert_eq!(parse(&argv(&["--help"])).unwrap(), Parsed::Help);
         assert_eq!(parse(&argv(&["-U", "--help", "-Z"])).unwrap(), Parsed::Help);
         assert_eq!(parse(&argv(&["-U,--help,x", "s"])).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn version_wins_wherever_it_is() {
+        for words in [
+            &["--version"][..],
+            &["-V"],
+            &["-U", "-V", "perl"],
+            &["-UV"],
+            &["-U,-V,python3", "s"],
+            &["--version", "--help"],
+        ] {
+            assert_eq!(parse(&argv(words)).unwrap(), Parsed::Version, "{words:?}");
+        }
+        assert!(err(&["--version=1"]).contains("does not take a value"));
+        assert_eq!(
+            version(),
+            format!("prefork-interp {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]

@@ -141,7 +141,7 @@ mod tests {
             .collect();
         match parse(&argv).unwrap() {
             Parsed::Run(c) => c,
-            Parsed::Help => unreachable!(),
+            other => unreachable!("{other:?}"),
         }
     }
 

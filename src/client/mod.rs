@@ -85,7 +85,8 @@ pub fn main() -> ! {
     }
     let argv: Vec<OsString> = std::env::args_os().collect();
     let outcome = match cli::parse(&argv) {
-        Ok(Parsed::Help) => help(),
+        Ok(Parsed::Help) => print_stdout(cli::USAGE, "usage message"),
+        Ok(Parsed::Version) => print_stdout(&(cli::version() + "\n"), "version"),
         Ok(Parsed::Run(cmd)) => run(&cmd),
         Err(e) => Err(e),
     };
@@ -98,11 +99,12 @@ pub fn main() -> ! {
     }
 }
 
-fn help() -> Result<Outcome> {
+/// `--help`, `--version`: `text` on stdout, then exit 0.
+fn print_stdout(text: &str, what: &str) -> Result<Outcome> {
     let mut out = std::io::stdout().lock();
-    out.write_all(cli::USAGE.as_bytes())
+    out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| Error::io("write usage message to stdout", e))?;
+        .map_err(|e| Error::io(format!("write {what} to stdout"), e))?;
     Ok(Outcome::Exit(0))
 }
 

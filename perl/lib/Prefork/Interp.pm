@@ -392,7 +392,7 @@ Prefork::Interp - script side of prefork-interp, for Perl
 
 =head1 SYNOPSIS
 
-    #!/usr/bin/prefork-interp -U,perl
+    #!/usr/local/bin/prefork-interp -U,perl
     use strict;
     use warnings;
     use Prefork::Interp;
@@ -964,7 +964,9 @@ chiark-utils, whose API this module follows.
 
 =head1 COPYRIGHT
 
-Copyright the prefork-interp contributors.  See the project's
-top-level files for the licence.  There is NO WARRANTY.
+Copyright the prefork-interp contributors.  Licensed under the MIT
+licence or the Apache License, Version 2.0, at your option (SPDX:
+C<MIT OR Apache-2.0>); see F<LICENSE-MIT> and F<LICENSE-APACHE> in the
+distribution.  There is NO WARRANTY.
 
 =cut

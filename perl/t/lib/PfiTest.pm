@@ -40,10 +40,13 @@ our @EXPORT_OK = qw(
     alive read_bytes autoreload_pair session_of
 );
 
+# The repository (in an unpacked distribution: the directory above it),
+# and the library beside these tests (perl/lib, or the distribution's lib).
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
+my $LIB = abs_path(dirname(__FILE__) . '/../../lib');
 
 sub root_dir () { $ROOT }
-sub lib_dir () { "$ROOT/perl/lib" }
+sub lib_dir () { $LIB }
 
 use constant C_CLIENT => '/usr/bin/prefork-interp';
 
