@@ -14,6 +14,8 @@
 //! - [`server`]: the script side for Rust programs (`initialisation_complete`);
 //! - [`protocol`]: wire protocol v1 and its extension `call1`, shared by
 //!   both sides;
+//! - [`record`]: the server records that `--list` reads, written by both
+//!   sides;
 //! - [`error`]: the one-line error type;
 //! - `sys`: the system calls nix does not wrap (crate-private).
 #![deny(missing_docs)]
@@ -22,6 +24,7 @@
 pub mod client;
 pub mod error;
 pub mod protocol;
+pub mod record;
 pub mod server;
 pub(crate) mod sys;
 

@@ -87,7 +87,7 @@ pub fn is_reserved_env(entry: &[u8]) -> bool {
 
 /// The parsed value of `PREFORK_INTERP`:
 /// `v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE` (design.md §4.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetupEnv {
     /// Seconds part of the socket's mtime: files newer than the stamp
     /// mean the server is out of date.
@@ -105,20 +105,33 @@ pub struct SetupEnv {
     /// The client announced `inplace1` (protocol.md §7): the setup process
     /// may run the first call itself.
     pub in_place: bool,
+    /// With `record1` (protocol.md §8): the server record's path, the
+    /// rest of the value after the fds and a space (it may hold spaces).
+    pub record: Option<Vec<u8>>,
 }
 
 impl SetupEnv {
     /// The value to put in `PREFORK_INTERP`.
-    pub fn format(&self) -> String {
+    pub fn format(&self) -> Vec<u8> {
         let in_place = if self.in_place {
             format!(",{INPLACE1}")
         } else {
             String::new()
         };
-        format!(
-            "v1,{}.{:09}{in_place} {},{},{},{}",
+        let record = match self.record {
+            Some(_) => format!(",{}", crate::record::RECORD1),
+            None => String::new(),
+        };
+        let mut value = format!(
+            "v1,{}.{:09}{in_place}{record} {},{},{},{}",
             self.stamp_secs, self.stamp_nsecs, self.listen, self.call, self.watchi, self.watche
         )
+        .into_bytes();
+        if let Some(path) = &self.record {
+            value.push(b' ');
+            value.extend_from_slice(path);
+        }
+        value
     }
 
     /// Parse a `PREFORK_INTERP` value. Extra items after the known ones
@@ -145,7 +158,9 @@ impl SetupEnv {
             return Err(bad("timestamp nanoseconds are not 9 digits"));
         }
         let stamp_nsecs: u32 = nsecs.parse().map_err(|_| bad("bad timestamp"))?;
-        let in_place = items.any(|item| item == INPLACE1.as_bytes());
+        let items: Vec<&[u8]> = items.collect();
+        let in_place = items.contains(&INPLACE1.as_bytes());
+        let has_record = items.contains(&crate::record::RECORD1.as_bytes());
         let mut fd_items = fds.split(|&b| b == b',');
         let mut next_fd = |name: &str| -> Result<RawFd> {
             let item = fd_items
@@ -165,6 +180,19 @@ impl SetupEnv {
             watchi: next_fd("WATCHI")?,
             watche: next_fd("WATCHE")?,
             in_place,
+            record: match has_record {
+                true => {
+                    // Everything after the second space: a path may hold
+                    // spaces of its own.
+                    let mut spaces = value.iter().enumerate().filter(|&(_, &b)| b == b' ');
+                    let rest = spaces.nth(1).map(|(i, _)| &value[i + 1..]);
+                    match rest {
+                        Some(path) if !path.is_empty() => Some(path.to_vec()),
+                        _ => return Err(bad("record1 announced but no record path")),
+                    }
+                }
+                false => None,
+            },
         })
     }
 }
@@ -876,15 +904,28 @@ mod tests {
             watchi: 6,
             watche: 7,
             in_place: false,
+            record: None,
         };
-        assert_eq!(e.format(), "v1,1700000000.000000005 3,4,6,7");
-        assert_eq!(SetupEnv::parse(e.format().as_bytes()).unwrap(), e);
+        assert_eq!(e.format(), b"v1,1700000000.000000005 3,4,6,7");
+        assert_eq!(SetupEnv::parse(&e.format()).unwrap(), e);
         let e = SetupEnv {
             in_place: true,
             ..e
         };
-        assert_eq!(e.format(), "v1,1700000000.000000005,inplace1 3,4,6,7");
-        assert_eq!(SetupEnv::parse(e.format().as_bytes()).unwrap(), e);
+        assert_eq!(e.format(), b"v1,1700000000.000000005,inplace1 3,4,6,7");
+        assert_eq!(SetupEnv::parse(&e.format()).unwrap(), e);
+        let e = SetupEnv {
+            record: Some(b"/run dir/m1".to_vec()),
+            ..e
+        };
+        assert_eq!(
+            e.format(),
+            b"v1,1700000000.000000005,inplace1,record1 3,4,6,7 /run dir/m1"
+        );
+        assert_eq!(SetupEnv::parse(&e.format()).unwrap(), e);
+        // Announced, but no path: malformed.
+        assert!(SetupEnv::parse(b"v1,1.000000000,record1 3,4,5,6").is_err());
+        assert!(SetupEnv::parse(b"v1,1.000000000,record1 3,4,5,6 ").is_err());
     }
 
     #[test]

@@ -606,6 +606,61 @@ pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
+/// `secs` (Unix time) as local time, `YYYY-MM-DD HH:MM` (`@SECS` if the
+/// C library cannot convert it).
+pub fn local_time(secs: i64) -> String {
+    let t: libc::time_t = secs as libc::time_t;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads `t` and writes only the `tm` we pass, which
+    // is valid (zeroed) memory of the right type; it is re-entrant.
+    let ok = !unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) }.is_null();
+    if ok {
+        // SAFETY: localtime_r succeeded, so it has filled `tm` in.
+        let tm = unsafe { tm.assume_init() };
+        return format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min
+        );
+    }
+    format!("@{secs}")
+}
+
+/// Set this process's command line, as `ps` and `/proc/PID/cmdline` show
+/// it, to `title`: written over the memory that held the arguments it was
+/// started with (found in `/proc/self/stat`, written through
+/// `/proc/self/mem`), cut to fit, the rest zeroed. So a long-lived process
+/// forked from a call shows no caller's argument. Needs no privilege.
+pub fn set_cmdline(title: &[u8]) -> io::Result<()> {
+    let stat = std::fs::read("/proc/self/stat")?;
+    let bad = || io::Error::other("unexpected /proc/self/stat");
+    let after = stat.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
+    let fields: Vec<&[u8]> = stat[after + 2..].split(|&b| b == b' ').collect();
+    // Fields 48 and 49 (arg_start, arg_end); the list starts at field 3.
+    let num = |i: usize| -> io::Result<u64> {
+        let f = fields.get(i - 3).ok_or_else(bad)?;
+        std::str::from_utf8(f)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(bad)
+    };
+    let (start, end) = (num(48)?, num(49)?);
+    if end <= start {
+        return Err(bad());
+    }
+    let len = (end - start) as usize;
+    let mut area = vec![0u8; len];
+    let keep = title.len().min(len - 1);
+    area[..keep].copy_from_slice(&title[..keep]);
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")?;
+    std::os::unix::fs::FileExt::write_all_at(&mem, &area, start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

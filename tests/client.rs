@@ -543,15 +543,20 @@ fn relative_run_dir_is_made_absolute() {
     assert_ok(&f.output(k));
 }
 
-/// Live processes started as our client for this fixture's script that
-/// made themselves session leaders: the watcher daemons.
+/// Live session leaders titled as our watcher for this fixture's script:
+/// the watcher daemons.
 fn watchers(f: &Fixture) -> Vec<i32> {
     f.belonging()
         .into_iter()
         .filter(|&pid| {
+            // Its title, one argument: no argument of the caller's.
+            let mut title = std::ffi::OsString::from("prefork-interp watcher: ");
+            title.push(&f.prog);
             let args = cmdline(pid);
-            args.first().is_some_and(|a| a == OURS)
-                && args.iter().any(|a| *a == f.prog)
+            args.len() == 1
+                && args[0]
+                    .as_encoded_bytes()
+                    .starts_with(title.as_encoded_bytes())
                 && proc_stat(pid).is_some_and(|(_, _, _, sid)| sid == pid)
                 && !gone(pid)
         })

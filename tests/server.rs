@@ -1089,7 +1089,11 @@ fn pruning_keeps_100_identities_and_stops_the_oldest_servers() {
     assert!(!sockets[0].exists() && !sockets[1].exists());
     assert!(sockets[2..].iter().all(|s| s.exists()));
     let idents = std::fs::read_dir(&f.run_dir).unwrap().count();
-    assert_eq!(idents, 2 * 100, "sockets and locks of 100 identities");
+    assert_eq!(
+        idents,
+        3 * 100,
+        "sockets, locks and server records of 100 identities"
+    );
     assert!(
         wait_until(Duration::from_secs(3), || f.servers().len() == 100),
         "pruned servers still running: {} servers",

@@ -25,7 +25,7 @@ import sys
 
 from . import _fastexit
 from ._protocol import RLIM_INFINITY, env_mapping
-from ._proc import close_quietly, set_c_environment
+from ._proc import close_quietly, set_c_environment, set_cmdline
 from ._signals import ScriptSignals, block_all
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
@@ -396,6 +396,10 @@ def become_executor(call: "Call", state: ScriptState, log: "Log", fast_exit: boo
         _install_stdio_fds(call.stdio)
         _apply_environment(call.request.env_entries(), call.in_place)
         sys.argv = [os.fsdecode(arg) for arg in call.request.argv()[1:]] or [""]
+        if not call.in_place:
+            # What a direct run of this call shows (the spare showed the
+            # server's title): the interpreter, the script, its arguments.
+            set_cmdline(b"\0".join(call.request.argv()))
         replaced = _recreate_std_streams(_locale_env() != state.locale_env)
         # Before the extra fds: syslog's socket is ours, not the script's.
         log.close_for_executor()

@@ -46,7 +46,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ._intake import Call
 from ._log import Log
-from ._proc import close_quietly, die_with_parent, fork
+from ._proc import close_quietly, die_with_parent, fork, process_title, set_cmdline
 from ._protocol import (
     TAG_EXIT,
     TAG_SIGG,
@@ -137,6 +137,7 @@ def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], Non
     try:
         release()
         die_with_parent(server_pid)
+        set_cmdline(process_title("spare"))
         call = _wait_for_call(ctl)
         ctl.close()
         call.sock.close()

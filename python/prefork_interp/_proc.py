@@ -75,6 +75,43 @@ def fork() -> int:
     return os.fork()
 
 
+def set_cmdline(title: bytes) -> None:
+    """Set this process's command line, as ``ps`` and ``/proc/PID/cmdline``
+    show it, to ``title`` (arguments separated by NUL bytes).
+
+    Python's standard library has no ``setproctitle``; this does what it
+    does, with files only: the memory that held the arguments the process
+    was started with (``arg_start`` and ``arg_end``, fields 48 and 49 of
+    ``/proc/self/stat``) is overwritten through ``/proc/self/mem``, with
+    the title cut to fit and the rest zeroed.  A process may write its own
+    memory that way without privilege.  Best effort: a failure leaves the
+    command line as it was.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2 :].split(b" ")
+        start, end = int(fields[48 - 3]), int(fields[49 - 3])
+        if end <= start:
+            return
+        area = title[: end - start - 1].ljust(end - start, b"\0")
+        fd = os.open("/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, area, start)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def process_title(role: str) -> bytes:
+    """``prefork-interp ROLE: SCRIPT (INTERPRETER)``, from the arguments
+    of the run that started the server (no argument of the caller's)."""
+    orig = getattr(sys, "orig_argv", None) or [sys.executable]
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "-"
+    return os.fsencode(f"prefork-interp {role}: {script} ({os.path.basename(orig[0])})")
+
+
 def close_quietly(fds: "Iterable[Optional[int]]") -> None:
     """Close each fd that is not None, ignoring errors (cleanup paths)."""
     for fd in fds:

@@ -140,6 +140,9 @@ CALL1 = "call1"
 #: The extension announced in ``PREFORK_INTERP``, and the payload of the
 #: greeting that takes it up (protocol.md section 7).
 INPLACE1 = b"inplace1"
+#: ``PREFORK_INTERP`` item announcing the server record (protocol.md
+#: section 8), whose path is the rest of the value after the fds.
+RECORD1 = b"record1"
 
 #: Extension frames (protocol.md section 6.2): 4-byte tag, u32 BE length.
 _FRAME_HEADER = _struct.Struct(">4sI")
@@ -195,7 +198,7 @@ class PeerGone(Exception):
 class SetupInfo(Record):
     """What the client told the setup process in ``PREFORK_INTERP``."""
 
-    __slots__ = ("stamp_ns", "listen_fd", "call_fd", "watchi_fd", "watche_fd", "in_place")
+    __slots__ = ("stamp_ns", "listen_fd", "call_fd", "watchi_fd", "watche_fd", "in_place", "record_path")
 
     #: ``SECS.NSECS`` (the new socket's mtime) as integer nanoseconds: a
     #: program file whose ``st_mtime_ns`` is greater means a reload.
@@ -207,9 +210,18 @@ class SetupInfo(Record):
     #: The client announced ``inplace1``: the setup process runs the first
     #: call itself (protocol.md section 7).
     in_place: bool
+    #: With ``record1``: the server record's path (``--list``).
+    record_path: "Optional[bytes]"
 
     def __init__(
-        self, stamp_ns: int, listen_fd: int, call_fd: int, watchi_fd: int, watche_fd: int, in_place: bool = False
+        self,
+        stamp_ns: int,
+        listen_fd: int,
+        call_fd: int,
+        watchi_fd: int,
+        watche_fd: int,
+        in_place: bool = False,
+        record_path: "Optional[bytes]" = None,
     ) -> None:
         self.stamp_ns = stamp_ns
         self.listen_fd = listen_fd
@@ -217,6 +229,7 @@ class SetupInfo(Record):
         self.watchi_fd = watchi_fd
         self.watche_fd = watche_fd
         self.in_place = in_place
+        self.record_path = record_path
 
 
 def _parse_uint(item: bytes, what: str) -> int:
@@ -256,7 +269,13 @@ def parse_setup_env(value: bytes) -> SetupInfo:
         _parse_uint(item, name)
         for item, name in zip(fds, ("LISTEN fd", "CALL fd", "WATCHI fd", "WATCHE fd"))
     )
-    return SetupInfo(stamp_ns, listen, call, watchi, watche, INPLACE1 in version[2:])
+    record = None
+    if RECORD1 in version[2:]:
+        # Everything after the second space: a path may hold spaces.
+        record = value.split(b" ", 2)[2] if len(words) > 2 else b""
+        if not record:
+            raise PreforkError(f"{ENV_NAME}: record1 announced but no record path")
+    return SetupInfo(stamp_ns, listen, call, watchi, watche, INPLACE1 in version[2:], record)
 
 
 # ---------------------------------------------------------------------------

@@ -47,8 +47,9 @@ from typing import Iterable, Optional
 from ._intake import Call, Intake
 from ._log import Log
 from ._executors import Executors
+from ._listing import ServerRecord
 from ._options import Options
-from ._proc import ChildWakeup, close_quietly, fork, redirect_stdio_to_devnull
+from ._proc import ChildWakeup, close_quietly, fork, process_title, redirect_stdio_to_devnull, set_cmdline
 from ._protocol import SetupInfo
 from ._reload import Watch
 from ._reload import files as reload_files
@@ -98,6 +99,10 @@ class _Server:
         #: A pidfd of the setup process while it runs the first call in
         #: place: that call counts as running, for the idle timeout.
         self.first_call = _pidfd(in_place) if in_place is not None else None
+        #: Our line in the server record (``--list``), if the client made one.
+        self.record: Optional[ServerRecord] = None
+        if setup.record_path is not None:
+            self.record = ServerRecord.open(setup.record_path, in_place is not None, self.first_call is not None, log)
         #: Why the server is quitting, once it is: it then takes no new
         #: connection and ends when the calls it holds (complete, or still
         #: handshaking within their request timeout) have been served.
@@ -111,6 +116,8 @@ class _Server:
         if self.first_call is not None and select.select([self.first_call], [], [], 0)[0]:
             close_quietly((self.first_call,))
             self.first_call = None
+            if self.record is not None:
+                self.record.ended()
 
     def _close_watcher_fds(self) -> None:
         if self.watcher_open:
@@ -127,6 +134,8 @@ class _Server:
         self._close_watcher_fds()
         self.intake.close_all()
         close_quietly((self.first_call,))
+        if self.record is not None:
+            self.record.close()
 
     def _start_waiting_calls(self) -> Optional[Call]:
         """Hand waiting calls to executors while slots are free.  Returns
@@ -143,6 +152,8 @@ class _Server:
             if executor_call is not None:
                 return executor_call
             self.errors = 0
+            if self.record is not None:
+                self.record.started()
         return None
 
     def _count_error(self, message: str) -> None:
@@ -155,6 +166,14 @@ class _Server:
         """Collect executors' stops and deaths (``block``: wait until every
         child has ended)."""
         flags = 0 if block else os.WNOHANG | os.WUNTRACED
+        running = len(self.executors)
+        try:
+            self._reap_children(flags)
+        finally:
+            if self.record is not None:
+                self.record.ended(running - len(self.executors))
+
+    def _reap_children(self, flags: int) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, flags)
@@ -301,6 +320,9 @@ def serve(
     which runs it).  Every way out but an executor's return ends in
     ``os._exit``.
     """
+    # Our command line is the first caller's, arguments and all: show what
+    # we are instead, for our whole life (and our spares').
+    set_cmdline(process_title("server"))
     listen = socket.socket(fileno=setup.listen_fd)
     server_pid = os.getpid()
     code = 127

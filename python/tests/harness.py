@@ -70,10 +70,11 @@ C_CLIENT = "/usr/bin/prefork-interp"
 
 # Records "pid pgid server" for each call.  A served call runs in its
 # server's session (the server called setsid), so the server is the session
-# leader, running the same command line.  The first call of a new server
-# runs in place, in the setup process (protocol.md section 7), in our
-# session: its server is then the newest session leader running the same
-# command line (it may take a moment to get there).
+# leader, whose command line is its title, "prefork-interp server: SCRIPT
+# (INTERPRETER)".  The first call of a new server runs in place, in the
+# setup process (protocol.md section 7), in our session: its server is then
+# the newest session leader with that title for this script (it may take a
+# moment to get there).
 RECORD_SNIPPET = """\
 if os.environ.get("PFI_TEST_RECORD"):
     def _pfi_server():
@@ -84,8 +85,9 @@ if os.environ.get("PFI_TEST_RECORD"):
                     return f.read()
             except OSError:
                 return None
-        me = cmdline(os.getpid())
-        if cmdline(os.getsid(0)) == me:
+        me = b"prefork-interp server: " + os.fsencode(sys.argv[0]) + b" ("
+        leader = cmdline(os.getsid(0))
+        if leader is not None and leader.startswith(me):
             return os.getsid(0)
         for _ in range(500):
             leaders = []
@@ -93,7 +95,7 @@ if os.environ.get("PFI_TEST_RECORD"):
                 try:
                     with open(f"/proc/{p}/stat") as st:
                         fields = st.read().rsplit(")", 1)[1].split()
-                    if int(p) != os.getpid() and int(fields[3]) == int(p) and cmdline(p) == me:
+                    if int(p) != os.getpid() and int(fields[3]) == int(p) and (cmdline(p) or b"").startswith(me):
                         leaders.append((int(fields[19]), int(p)))
                 except (OSError, ValueError):
                     pass

@@ -36,6 +36,10 @@ pub enum Mode {
     Fresh,
     /// `--kill`: stop any existing server and run nothing.
     Kill,
+    /// `--list`, while parsing only: see [`Parsed::List`].
+    List,
+    /// `--kill-all`, while parsing only: see [`Parsed::KillAll`].
+    KillAll,
 }
 
 /// A `-G` or `-E` option, which adds to the identity in command-line order.
@@ -75,6 +79,13 @@ pub enum Parsed {
     Help,
     /// `--version` or `-V`: print [`version`] and exit 0.
     Version,
+    /// `--list [--json]`: show this user's servers (`client::servers`).
+    List {
+        /// As a JSON array, for tools.
+        json: bool,
+    },
+    /// `--kill-all`: stop every server of this user.
+    KillAll,
     /// Run (or kill) a server.
     Run(Command),
 }
@@ -94,6 +105,9 @@ options:
               arguments and environment variables
   -f          start a fresh server; the old one quits
   --kill      stop any existing server for this script; run nothing
+  --list      show this user's servers: pid, calls, memory, script...
+              (--list --json: the same as JSON); takes no other argument
+  --kill-all  stop every server of this user; takes no other argument
   -E VAR      the value (or absence) of environment variable VAR is part of
               the server's identity
   -G STRING   STRING is part of the server's identity
@@ -142,14 +156,34 @@ pub fn parse(argv: &[OsString]) -> Result<Parsed> {
     // Separate options first; they stop at a combined argument, which may
     // follow them (`--kill -U,perl,-w SCRIPT`) or come first (`#!` lines).
     let mut words = rest;
-    if let Some(info) = parse_options(&mut words, &mut cmd)? {
+    let mut json = false;
+    if let Some(info) = parse_options(&mut words, &mut cmd, &mut json)? {
         return Ok(info);
+    }
+    if json && !matches!(cmd.mode, Mode::List) {
+        return Err(Error::usage("--json goes with --list"));
+    }
+    match cmd.mode {
+        Mode::List | Mode::KillAll if !words.is_empty() => {
+            return Err(Error::usage(format!(
+                "--list and --kill-all take no other argument (got {:?})",
+                words[0]
+            )));
+        }
+        Mode::List => return Ok(Parsed::List { json }),
+        Mode::KillAll => return Ok(Parsed::KillAll),
+        _ => {}
     }
     if let Some((first, after)) = words.split_first().filter(|(w, _)| is_combined(w)) {
         let split = split_combined(first);
         let mut split = split.as_slice();
-        if let Some(info) = parse_options(&mut split, &mut cmd)? {
+        if let Some(info) = parse_options(&mut split, &mut cmd, &mut json)? {
             return Ok(info);
+        }
+        if json || matches!(cmd.mode, Mode::List | Mode::KillAll) {
+            return Err(Error::usage(
+                "--list, --json and --kill-all are not for a #! line",
+            ));
         }
         let (interp, interp_args) = split
             .split_first()
@@ -254,7 +288,11 @@ fn split_combined(arg: &OsStr) -> Vec<OsString> {
 
 /// Consume leading options from `words`. Returns `Help` or `Version` for
 /// the options that stop parsing.
-fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<Option<Parsed>> {
+fn parse_options(
+    words: &mut &[OsString],
+    cmd: &mut Command,
+    json: &mut bool,
+) -> Result<Option<Parsed>> {
     while let Some((word, rest)) = words.split_first() {
         let w = word.as_bytes();
         if w.first() != Some(&b'-') || w.len() == 1 || is_combined(word) {
@@ -269,10 +307,16 @@ fn parse_options(words: &mut &[OsString], cmd: &mut Command) -> Result<Option<Pa
                 b"help" => return Ok(Some(Parsed::Help)),
                 b"version" => return Ok(Some(Parsed::Version)),
                 b"kill" => cmd.mode = Mode::Kill,
+                b"list" => cmd.mode = Mode::List,
+                b"json" => *json = true,
+                b"kill-all" => cmd.mode = Mode::KillAll,
                 _ => {
                     let name = String::from_utf8_lossy(long);
                     if let Some((opt, _)) = name.split_once('=')
-                        && matches!(opt, "help" | "version" | "kill")
+                        && matches!(
+                            opt,
+                            "help" | "version" | "kill" | "list" | "json" | "kill-all"
+                        )
                     {
                         return Err(Error::usage(format!(
                             "--{opt} option does not take a value"

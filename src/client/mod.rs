@@ -33,6 +33,7 @@ mod in_place;
 mod interpreter;
 mod peer;
 pub mod rundir;
+mod servers;
 mod signals;
 pub mod spawn;
 mod terminal;
@@ -87,6 +88,8 @@ pub fn main() -> ! {
     let outcome = match cli::parse(&argv) {
         Ok(Parsed::Help) => print_stdout(cli::USAGE, "usage message"),
         Ok(Parsed::Version) => print_stdout(&(cli::version() + "\n"), "version"),
+        Ok(Parsed::List { json }) => servers::list(json),
+        Ok(Parsed::KillAll) => servers::kill_all(),
         Ok(Parsed::Run(cmd)) => run(&cmd),
         Err(e) => Err(e),
     };
@@ -117,7 +120,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         debug(|| format!("socket {}", run_dir.shown(&names.socket)));
         let existing = match cmd.mode {
             Mode::Normal => connect_existing(&run_dir, &names.socket)?,
-            Mode::Fresh | Mode::Kill => None,
+            Mode::Fresh | Mode::Kill | Mode::List | Mode::KillAll => None,
         };
         let started = match existing {
             Some(_) if names.taken_by_another_binary(&run_dir)? => Started::Elsewhere,
@@ -390,7 +393,14 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     let (watch_err_r, watch_err_w) = pipe("watcher output")?;
     sys::set_nonblocking(watch_err_r.as_fd(), true)
         .map_err(|e| Error::io("make watcher output non-blocking", e))?;
-    spawn::start_watcher(dir, name, initial, watch_in_r, watch_err_w)?;
+    spawn::start_watcher(
+        dir,
+        name,
+        initial,
+        watch_in_r,
+        watch_err_w,
+        &watcher_title(cmd),
+    )?;
     debug(|| "watcher started".into());
 
     let (client_end, server_end) =
@@ -400,6 +410,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         call: server_end.into(),
         watchi: watch_in_w,
         watche: watch_err_r,
+        record: servers::create_record(dir, names, cmd),
     };
     let pid = spawn::start_setup(&exec_args(cmd), stamp, &fds)?;
     drop(fds);
@@ -449,6 +460,21 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         )),
         Err(e) => Err(e.at(format!("first call of new server {}", dir.shown(name)))),
     }
+}
+
+/// The watcher's command line: `prefork-interp watcher: SCRIPT (INTERP)`,
+/// no argument of the caller's.
+fn watcher_title(cmd: &Command) -> Vec<u8> {
+    let mut title = b"prefork-interp watcher: ".to_vec();
+    if let Some(script) = &cmd.script {
+        title.extend_from_slice(script.as_encoded_bytes());
+        title.extend_from_slice(b" (");
+        title.extend_from_slice(cmd.interpreter.as_encoded_bytes());
+        title.push(b')');
+    } else {
+        title.extend_from_slice(cmd.interpreter.as_encoded_bytes());
+    }
+    title
 }
 
 /// A new listening socket at `name` in `dir`, non-blocking, mode 0600
@@ -506,10 +532,14 @@ fn kill(dir: &RunDir, names: &Names, lock: Lock) -> Result<()> {
     };
     dir.remove(&names.socket, "remove socket")?;
     interpreter::forget(dir, &names.ident)?;
+    servers::forget(dir, &names.ident)?;
     dir.remove(&names.lock, "remove lock")?;
     drop(lock);
     let Some(handle) = handle else {
-        debug(|| "no server to kill".into());
+        report(format_args!(
+            "no server to stop for this script (no {})",
+            dir.shown(&names.socket)
+        ));
         return Ok(());
     };
     let via = format!("/proc/self/fd/{}", handle.as_raw_fd());

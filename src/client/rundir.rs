@@ -171,8 +171,8 @@ impl RunDir {
     }
 
     /// The names in the directory.
-    fn names(&self) -> Result<Vec<OsString>> {
-        let read_error = |e| Error::io(format!("prune: read {}", self.path.display()), e);
+    pub(super) fn names(&self) -> Result<Vec<OsString>> {
+        let read_error = |e| Error::io(format!("read {}", self.path.display()), e);
         std::fs::read_dir(self.via_fd("."))
             .map_err(read_error)?
             .map(|entry| entry.map(|e| e.file_name()).map_err(read_error))
@@ -415,7 +415,7 @@ pub fn prune(dir: &RunDir) -> Result<()> {
     let mut idents: BTreeMap<String, i64> = BTreeMap::new();
     for name in dir.names()? {
         let Some(name) = name.to_str() else { continue };
-        let Some(ident) = name.strip_prefix(['l', 's', 'i']) else {
+        let Some(ident) = name.strip_prefix(['l', 's', 'i', 'm']) else {
             continue;
         };
         if ident.is_empty() || idents.contains_key(ident) {
@@ -438,6 +438,7 @@ pub fn prune(dir: &RunDir) -> Result<()> {
         }
         dir.remove(&format!("s{ident}"), "prune: remove socket")?;
         dir.remove(&format!("i{ident}"), "prune: remove interpreter record")?;
+        dir.remove(&format!("m{ident}"), "prune: remove server record")?;
         dir.remove(&format!("l{ident}"), "prune: remove lock")?;
     }
     Ok(())

@@ -10,7 +10,7 @@
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -34,10 +34,16 @@ pub fn start_watcher(
     initial: DevIno,
     stdin: OwnedFd,
     out: OwnedFd,
+    title: &[u8],
 ) -> Result<()> {
     match sys::fork_checked().map_err(|e| Error::io("fork watcher", e))? {
         Forked::Child => match sys::fork_checked() {
-            Ok(Forked::Child) => become_watcher(dir.as_fd(), name, initial, stdin, out),
+            Ok(Forked::Child) => {
+                // Our command line was the client's: the first caller's
+                // arguments, which a daemon must not show for its life.
+                let _ = sys::set_cmdline(title);
+                become_watcher(dir.as_fd(), name, initial, stdin, out)
+            }
             Ok(Forked::Parent(_)) => sys::exit_now(0),
             Err(e) => {
                 report(format_args!("fork watcher daemon: {e}"));
@@ -185,6 +191,10 @@ pub struct SetupFds {
     pub watchi: OwnedFd,
     /// Read end of the watcher's output pipe (already non-blocking).
     pub watche: OwnedFd,
+    /// The server record's path (`record1`, protocol.md §8), if one was
+    /// made (not an fd: a library that does not know `record1` would keep
+    /// it open in every call).
+    pub record: Option<PathBuf>,
 }
 
 /// Fork the setup process, which execs the interpreter on the script with
@@ -203,6 +213,10 @@ pub fn start_setup(
         watchi: fds.watchi.as_raw_fd(),
         watche: fds.watche.as_raw_fd(),
         in_place: true,
+        record: fds
+            .record
+            .as_ref()
+            .map(|p| p.as_os_str().as_bytes().to_vec()),
     };
     let argv = exec_argv
         .iter()
@@ -218,7 +232,11 @@ pub fn start_setup(
             CString::new(e).ok()
         })
         .collect();
-    envp.push(CString::new(format!("{ENV_VAR}={}", env.format())).expect("no NUL"));
+    let mut value = format!("{ENV_VAR}=").into_bytes();
+    value.extend_from_slice(&env.format());
+    envp.push(
+        CString::new(value).map_err(|_| Error::msg("run directory path contains a NUL byte"))?,
+    );
     let keep = [env.listen, env.call, env.watchi, env.watche];
 
     let client = nix::unistd::getpid();

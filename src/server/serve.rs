@@ -50,6 +50,7 @@ use super::running::Running;
 use super::signals;
 use super::spares::{self, Spare, SpareFork, Waiting};
 use crate::error::Error;
+use crate::record::{ServerLine, ServerRecord};
 use crate::sys;
 
 /// After a failure to accept or fork, pause this long so a persistent
@@ -107,6 +108,8 @@ pub(super) struct Server {
     leaving: Vec<libc::pid_t>,
     /// SIGCHLD (blocked): the executors' stops and ends.
     children: SignalFd,
+    /// Our line in the server record, if the client made one (`--list`).
+    record: Option<ServerRecord>,
     /// A pidfd of the setup process while it runs the first call in place.
     first_call: Option<OwnedFd>,
     /// Connections whose handshake is under way, oldest first.
@@ -154,12 +157,14 @@ impl Server {
     /// first call in place (protocol.md §7).
     pub(super) fn new(
         fds: ServerFds,
+        record: Option<OwnedFd>,
         reload: ReloadCheck,
         first: First,
         opts: &Options,
         log: Log,
     ) -> Result<Server, Error> {
         let children = signals::child_events().map_err(|e| Error::io("signalfd for SIGCHLD", e))?;
+        let in_place = matches!(first, First::InPlace(_));
         let mut server = Server {
             fds: Some(fds),
             quitting: None,
@@ -169,6 +174,7 @@ impl Server {
             pool_size: opts.pool_size,
             leaving: Vec::new(),
             children,
+            record: None,
             first_call: match first {
                 // Gone already, or no pidfds: it holds no idle timeout.
                 First::InPlace(pid) => sys::pidfd_open(pid).ok(),
@@ -185,6 +191,22 @@ impl Server {
             uid: nix::unistd::geteuid().as_raw(),
             log,
         };
+        if let Some(fd) = record {
+            // The first call run in place may have ended already (its
+            // process is then gone: no pidfd).
+            let me = std::process::id();
+            let line = ServerLine {
+                pid: me as i32,
+                start_ticks: crate::record::start_ticks(&me.to_string()),
+                library: "rust".into(),
+                calls: u64::from(in_place),
+                running: u32::from(server.first_call.is_some()),
+                last_call: if in_place { unix_now() } else { 0 },
+            };
+            server.record = ServerRecord::append(fd, line)
+                .map_err(|e| log.warn(&Error::io("write the server record", e).to_string()))
+                .ok();
+        }
         if let First::Call(first) = first {
             server.take_in(first);
         }
@@ -280,6 +302,7 @@ impl Server {
                 Source::FirstCall if hit => {
                     self.first_call = None;
                     self.idle_since = Instant::now();
+                    self.note_call(false);
                 }
                 _ => {}
             }
@@ -536,6 +559,7 @@ impl Server {
                 Ok(running) => {
                     self.running.push(running);
                     self.errors = 0;
+                    self.note_call(true);
                 }
                 Err(e) => {
                     // The spare exits when it sees its control socket
@@ -550,6 +574,28 @@ impl Server {
             }
         }
         Next::Continue
+    }
+
+    /// Keep the server record (`--list`) up to date: a call has started
+    /// (`true`) or ended. A failure to write it is logged once, and the
+    /// record is then left alone.
+    fn note_call(&mut self, started: bool) {
+        let Some(record) = &mut self.record else {
+            return;
+        };
+        let line = &mut record.line;
+        if started {
+            line.calls += 1;
+            line.running += 1;
+            line.last_call = unix_now();
+        } else {
+            line.running = line.running.saturating_sub(1);
+        }
+        if let Err(e) = record.write() {
+            self.log
+                .warn(&Error::io("update the server record", e).to_string());
+            self.record = None;
+        }
     }
 
     /// Fork spares up to the pool size, after the calls are handed over
@@ -578,6 +624,7 @@ impl Server {
                     self.running.swap_remove(i).finish(status, log);
                     // Idle time counts from the end of the last call.
                     self.idle_since = Instant::now();
+                    self.note_call(false);
                 }
                 Err(e) => {
                     // Not our child any more (someone else reaped it?).
@@ -670,6 +717,13 @@ impl Server {
         }
         sys::exit_now(0)
     }
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Has the caller of this waiting call hung up?

@@ -18,11 +18,12 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::stat::SFlag;
 
 use super::log::Log;
@@ -46,6 +47,8 @@ struct Fds {
     call: UnixStream,
     watchi: OwnedFd,
     watche: File,
+    /// With `record1`: the server record (protocol.md §8).
+    record: Option<OwnedFd>,
 }
 
 /// The setup run: check, take the fds and daemonise. Returns `Err` only
@@ -88,6 +91,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         call,
         watchi,
         watche,
+        record,
     } = fds;
     let setup_pid = std::process::id() as libc::pid_t;
     match sys::fork_checked().map_err(|e| Error::io("fork server", e))? {
@@ -96,7 +100,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         // child in between only forks the server and exits: reaped here,
         // so the program has no child of ours to see or to reap.
         Forked::Parent(between) if env.in_place => {
-            drop((listen, watchi, watche));
+            drop((listen, watchi, watche, record));
             let invocation = in_place::run_first_call(call, opts, &program);
             let _ = sys::wait_raw(between);
             return Ok(invocation);
@@ -126,7 +130,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         watchi,
         watche,
     };
-    let (spare, log) = become_detached_server(server_fds, first, reload, opts);
+    let (spare, log) = become_detached_server(server_fds, record, first, reload, opts);
     Ok(spare.become_executor(log, &program))
 }
 
@@ -140,6 +144,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
 /// just been accepted.
 fn become_detached_server(
     fds: ServerFds,
+    record: Option<OwnedFd>,
     first: First,
     reload: ReloadCheck,
     opts: &Options,
@@ -153,14 +158,26 @@ fn become_detached_server(
         log.err(&Error::io("put /dev/null on stdin, stdout and stderr", e).to_string());
         sys::exit_now(127);
     }
+    // Our command line is the first caller's, arguments and all: show
+    // what we are instead, for our whole life (and our spares').
+    let _ = sys::set_cmdline(&title("server"));
     let log = Log::open_syslog(opts.syslog);
-    match Server::new(fds, reload, first, opts, log) {
+    match Server::new(fds, record, reload, first, opts, log) {
         Ok(server) => (server.run(), log),
         Err(e) => {
             log.err(&e.to_string());
             sys::exit_now(127)
         }
     }
+}
+
+/// A server-side process's command line: `prefork-interp ROLE: PROGRAM`.
+pub(super) fn title(role: &str) -> Vec<u8> {
+    let mut title = format!("prefork-interp {role}: ").into_bytes();
+    if let Some(program) = std::env::args_os().next() {
+        title.extend_from_slice(program.as_encoded_bytes());
+    }
+    title
 }
 
 /// The program's name for messages: the file name it was run as.
@@ -232,12 +249,29 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
     let watchi = take("WATCHI", env.watchi, SFlag::S_IFIFO)?;
     let watche = take("WATCHE", env.watche, SFlag::S_IFIFO)?;
     nonblocking(&watche, true, "WATCHE")?;
+    let record = env.record.as_deref().and_then(open_record);
     Ok(Fds {
         listen: UnixListener::from(listen),
         call: UnixStream::from(call),
         watchi,
         watche: File::from(watche),
+        record,
     })
+}
+
+/// Open the server record the client made (`record1`, protocol.md §8):
+/// a regular file of ours, never through a symbolic link. `None` if it is
+/// not that (the server then runs without one: `--list` shows less).
+fn open_record(path: &[u8]) -> Option<OwnedFd> {
+    let fd = nix::fcntl::open(
+        std::ffi::OsStr::from_bytes(path),
+        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let st = nix::sys::stat::fstat(&fd).ok()?;
+    let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    (regular && st.st_uid == nix::unistd::geteuid().as_raw()).then_some(fd)
 }
 
 /// Set the blocking mode the protocol gives each inherited fd.

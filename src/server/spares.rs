@@ -142,6 +142,7 @@ impl Waiting {
     /// (logged).
     pub(super) fn become_executor(self, log: Log, program: &Program) -> Invocation {
         executor::die_with(self.server, Signal::SIGKILL, log);
+        let _ = sys::set_cmdline(&super::setup::title("spare"));
         let (stdio, body, extension) = match receive(&self.control) {
             Ok(Some(call)) => call,
             Ok(None) => sys::exit_now(0),
@@ -152,6 +153,14 @@ impl Waiting {
         };
         drop(self.control);
         let invocation = executor::take_request(body);
+        // What a direct run of this call shows: the program and the
+        // caller's arguments (cut to the room the first run's had).
+        let mut cmdline = invocation.program().as_encoded_bytes().to_vec();
+        for arg in invocation.args() {
+            cmdline.push(0);
+            cmdline.extend_from_slice(arg.as_encoded_bytes());
+        }
+        let _ = sys::set_cmdline(&cmdline);
         executor::become_executor(stdio, extension, program, invocation, log, Role::Forked)
     }
 }
