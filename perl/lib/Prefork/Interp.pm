@@ -67,10 +67,16 @@ sub _cpus () {
     return 1;
 }
 
+# Spare executors a server keeps by default (Prefork::Interp::Executors):
+# enough that a call rarely waits for a fork, few enough that an idle
+# server costs little.  As the Python library's DEFAULT_POOL_SIZE.
+use constant DEFAULT_POOL_SIZE => 2;
+
 # Option defaults.  7.0.0 documents idle_timeout's default under
 # autoreload_extra; it is one megasecond (about eleven days).
 my %DEFAULTS = (
     max_servers      => CALLS_PER_CPU * _cpus(),
+    pool_size        => DEFAULT_POOL_SIZE,
     idle_timeout     => 1_000_000,
     autoreload_inc   => 1,
     autoreload_extra => [],
@@ -163,6 +169,7 @@ sub prefork_initialisation_complete {
     my %cfg = (
         fds             => $fds,
         max_servers     => $opt{max_servers},
+        pool_size       => $opt{pool_size} + 0,
         idle_timeout    => $opt{idle_timeout},
         max_errors      => $opt{max_errors},
         reload_paths    => sub { _reload_paths(\%opt) },
@@ -221,6 +228,9 @@ sub _check_options {
         $opt{$name} =~ m/\A-?[0-9]+\z/
             or _croak("$name must be an integer, not '$opt{$name}'");
     }
+    $opt{pool_size} =~ m/\A[0-9]+\z/
+        or _croak("pool_size must be an integer, 0 or more, not"
+                  . " '$opt{pool_size}'");
     $opt{idle_timeout} =~ m/\A-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
         or _croak('idle_timeout must be a number of seconds, not'
                   . " '$opt{idle_timeout}'");
@@ -298,7 +308,7 @@ sub _enter_call ($) {
 
     # 4.9.ii: environment and arguments, as a direct run would have
     # them.  The request is split here, in the caller's process, not in
-    # the server or the monitor (protocol.md 4.1, item 6).  Each name is
+    # the server (protocol.md 4.1, item 6).  Each name is
     # set once (a repeated one with its last value); perl's %ENV then
     # costs a search of the environment per name, which only a caller
     # with a huge number of distinct names notices.
@@ -340,7 +350,7 @@ sub _enter_call ($) {
 # protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
 # client, protocol.md 6.6) only the signal steps: nothing ignored by
 # the caller, and the script's own mask.  Every signal has been blocked
-# since the monitor forked us (or the setup process took the call in);
+# since the server forked us (or the setup process took the call in);
 # step 7 unblocks them.
 sub _apply_caller_attributes ($) {
     my ($request) = @_;

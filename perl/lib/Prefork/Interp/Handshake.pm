@@ -190,7 +190,7 @@ sub _item {
     return $item;
 }
 
-# call(): what a monitor needs of a complete call, as a hash ref:
+# call(): what an executor needs of a complete call, as a hash ref:
 #   fh      => the connection
 #   initial => true for the call that started the server
 #   fds     => [fd0, fd1, fd2], raw descriptors
@@ -199,8 +199,8 @@ sub _item {
 #   call1   => undef without the extension, otherwise { attr =>
 #              decode_attr's hash, extra_fds => [ [NUMBER, FD], ... ],
 #              early => [ [TAG, SIGNAL], ... ] }
-# The fds stay ours: close() still closes them (the server does once a
-# monitor has its copies).
+# The fds stay ours: close() still closes them (the server closes them
+# once an executor has its copies, keeping the connection).
 sub call {
     my ($self) = @_;
     die "call() before the handshake is complete\n" unless $self->complete;
