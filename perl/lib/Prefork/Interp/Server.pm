@@ -57,9 +57,9 @@
 # comments below cite them as "3.5", "4.11" and so on.  Where we differ
 # from it or from 7.0.0's Perl library, the comment says so and why.
 #
-# Every process this file forks, other than the executor, ends in
-# POSIX::_exit: it must never run the script's END blocks or
-# destructors, and it must never fall back into the script's code.
+# The server, and a spare that is not handed a call, end in
+# POSIX::_exit: they must never run the script's END blocks or
+# destructors, and must never fall back into the script's code.
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
