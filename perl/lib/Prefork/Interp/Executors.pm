@@ -55,6 +55,7 @@ use Errno qw(EINTR EAGAIN EWOULDBLOCK EPIPE ECONNRESET);
 use POSIX qw(WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG WIFSIGNALED WTERMSIG
              WIFEXITED WEXITSTATUS SIGKILL);
 use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC);
+use Time::HiRes ();
 
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
@@ -64,6 +65,12 @@ our $VERSION = '1.0.0';
 
 use constant HEADER_LEN => 16;
 use constant NO_ATTR => 0xffffffff;
+
+# A spare is not forked while a call started less than this long ago
+# runs: the server does nothing else while it forks, and a short call
+# would wait for the fork to learn of its end (its EXIT frame).  Once
+# every call is older, or none runs, the pool is filled.
+use constant FILL_DELAY => 0.1;
 
 # Bytes read from a call's socket at once while the call runs.
 use constant READ_SIZE => 65536;
@@ -105,6 +112,20 @@ sub new {
 sub running { scalar keys %{ $_[0]{running} } }
 
 #---------- starting calls ----------
+
+# fill_in(NOW): in how many seconds fill() is due: 0 for now, undef
+# if the pool is full (or a fork failed: then after the next call).
+sub fill_in {
+    my ($self, $now) = @_;
+    return undef if $self->{fill_failed}
+                 || @{ $self->{spares} } >= $self->{pool_size};
+    my $left = 0;
+    foreach my $c (values %{ $self->{running} }) {
+        my $wait = $c->{started} + FILL_DELAY - $now;
+        $left = $wait if $wait > $left;
+    }
+    return $left;
+}
 
 # fill(): forks spares up to the pool size.  Returns undef in the
 # server; in a spare, once the server has handed it a call, the call
@@ -224,6 +245,7 @@ sub _started {
                                      # has gone or broken the protocol
         inbuf     => '',
         said_data => 0,
+        started   => Time::HiRes::time(),
     };
     $self->{fill_failed} = 0;
 }

@@ -203,14 +203,20 @@ sub _server_loop ($) {
             $errors = 0;
             $last_call = Time::HiRes::time();
         }
-        # Spares for the calls to come, the one just handed a call
-        # replaced: after the handover, not on the call's way.
+        # Spares for the calls to come, the ones handed calls replaced:
+        # not on a call's way (Prefork::Interp::Executors::fill_in).
+        my $now = Time::HiRes::time();
+        my $fill_in;
         if (!defined $srv->{quitting}) {
-            my $request = $executors->fill;
-            return $request if $request;    # a spare, handed a call
+            $fill_in = $executors->fill_in($now);
+            if (defined $fill_in && $fill_in <= 0) {
+                my $request = $executors->fill;
+                return $request if $request;    # a spare, handed a call
+                $fill_in = undef;
+                $now = Time::HiRes::time();
+            }
         }
 
-        my $now = Time::HiRes::time();
         $intake->expire($now);
         my $quitting = defined $srv->{quitting};
 
@@ -234,9 +240,10 @@ sub _server_loop ($) {
             $left = 0 if $left < 0;
             $timeout = $left if !defined $timeout || $left < $timeout;
         }
-        my $poll = $executors->timeout;
-        $timeout = $poll
-            if defined $poll && (!defined $timeout || $poll < $timeout);
+        foreach my $delay ($executors->timeout, $fill_in) {
+            $timeout = $delay
+                if defined $delay && (!defined $timeout || $delay < $timeout);
+        }
 
         my $rbits = '';
         if (!$quitting) {
