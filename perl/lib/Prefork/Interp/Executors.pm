@@ -38,7 +38,8 @@
 #     as the client sends them: Prefork::Interp::Protocol's send_fd and
 #     recv_fd): the caller's fds 0, 1 and 2, then its other fds in the
 #     order ATTR lists them;
-#  3. the request body, then the ATTR body (encode_attr).
+#  3. the request body, then the ATTR body as the client sent it (the
+#     server has checked it; the executor decodes it again).
 #
 # EOF instead of 1: the server is quitting.  (The call's socket stays
 # with the server: the executor has no use for it.)
@@ -207,8 +208,7 @@ sub _hand_over ($$) {
     # the spare has gone: so do the writes below.
     POSIX::setpgid($spare->{pid}, $spare->{pid});
     my $call1 = $call->{call1};
-    my $attr = $call1 ? Prefork::Interp::Protocol::encode_attr($call1->{attr})
-                      : undef;
+    my $attr = $call1 ? $call1->{attr_body} : undef;
     my @fds = (@{ $call->{fds} },
                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
     my $body = $call->{body};
