@@ -480,8 +480,10 @@ How many spare executors the server keeps: processes forked from the
 server while it is idle, each waiting (asleep, using no CPU) for a
 call, so that a call is handed to a process that already exists
 instead of waiting for a fork; the server forks a new spare once it
-has handed a call over.  Each costs little memory: it shares its pages
-with the server until it runs a call.  0 means none:
+has handed a call over and no call that started less than 0.1 s ago
+is running (so that the fork delays no short call's end).  Each costs
+little memory: it shares its pages with the server until it runs a
+call.  0 means none:
 a process is forked for each call when it comes.  More calls at once
 than spares are served too, by processes forked for them.  Spares
 exit when the server does, running nothing of the script (no C<END>

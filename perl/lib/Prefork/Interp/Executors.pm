@@ -7,7 +7,9 @@
 # When a call's handshake is complete and a slot is free, the server
 # makes a spare the leader of the call's process group, hands it the
 # call (the caller's fds, the request and the attributes, over the
-# control socket) and, once it has, forks a new spare.  The spare
+# control socket); it forks a new spare once no call younger than
+# FILL_DELAY runs (a fork would delay a short call's EXIT frame: the
+# server does nothing else while it forks).  The spare
 # returns from serve() as the call's executor; Prefork::Interp applies
 # everything of the call (stdio, environment, arguments, fds,
 # attributes, signals) there, as it did in an executor forked by a

@@ -30,8 +30,8 @@
 # select loop (Prefork::Interp::Executors): signals forwarded, the
 # client's hang-up, the executor's stops and end (waitpid), the STOP and
 # EXIT frames (v1: the wait status).  A warm call costs one fork, made
-# before the call came, and a replacement spare is forked once the call
-# has been handed over.
+# before the call came; the replacement spare is forked once no young
+# call runs (Prefork::Interp::Executors::fill_in).
 #
 # This file is loaded by the server, once forked: the setup process does
 # without it.
