@@ -44,6 +44,7 @@ my \$before = \$\$;
 prefork_autoreload_also_check('/nonexistent');
 prefork_initialisation_complete(max_servers => 2, idle_timeout => 0.5,
     autoreload_inc => 0, autoreload_extra => ['x'], max_errors => 3,
+    pool_size => 1,
     log_facility => 'local3', log_file => '$dir/log', fast_exit => 1);
 print "returned once, same pid: ", (\$\$ == \$before ? 'yes' : 'no'), "\\n";
 print "ARGV=", join('|', \@ARGV), "\\n0=\$0\\n";
@@ -64,6 +65,8 @@ my @bad = (
     [ 'max_servers => "many"',
       qr/max_servers must be an integer, not 'many'/ ],
     [ 'max_errors => 1.5', qr/max_errors must be an integer, not '1.5'/ ],
+    [ 'pool_size => -1',
+      qr/pool_size must be an integer, 0 or more, not '-1'/ ],
     [ 'idle_timeout => "soon"',
       qr/idle_timeout must be a number of seconds, not 'soon'/ ],
     [ 'autoreload_extra => "file"',

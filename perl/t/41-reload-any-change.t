@@ -43,10 +43,10 @@ sub script_text ($$) {
         body => <<"EOF");
 my (\$sid) = (do { local (\@ARGV, \$/) = '/proc/self/stat'; <> })
     =~ m/\\) \\S+ \\S+ \\S+ (\\S+)/;
-# No inotify fd of the server's in the call or its monitor (the
-# parent); a direct run has none either.
+# No inotify fd of the server's in the call (its parent, the server,
+# has one); a direct run has none either.
 my \$inotify = grep { (readlink(\$_) // '') =~ m/inotify/ }
-    glob('/proc/self/fd/* /proc/' . getppid() . '/fd/*');
+    glob('/proc/self/fd/*');
 print "code: script=$v mod=", PfiAny::version(),
       " exe=", readlink('/proc/self/exe'), " inotify=\$inotify\\n";
 print "gen=\$main::GEN sid=\$sid\\n";

@@ -3,8 +3,8 @@
 # the client (PfiTest::Harness) or using ours: peers of another uid get
 # nothing, idle and half-done connections cost real callers nothing and
 # are dropped by age and number, requests are bounded in size and in the
-# server's memory, complete calls wait in the server for a slot, and an
-# executor dies with its monitor.
+# server's memory, complete calls wait in the server for a slot, and
+# executors die with their server.
 
 use strict;
 use warnings;
@@ -27,7 +27,7 @@ use constant MAX_REQUEST => 6 * 1024 * 1024 + 4 * 1024;
 my $body = <<'EOF';
 use Time::HiRes ();
 my $mode = $ARGV[0] // '';
-# Writes "MONITOR-PID EXECUTOR-PID" to FILE, atomically.
+# Writes "SERVER-PID EXECUTOR-PID" to FILE, atomically.
 sub ready {
     my ($file) = @_;
     open(my $f, '>', "$file.tmp") or die "ready: $!";
@@ -113,6 +113,22 @@ sub status_of ($$) {
     return undef unless defined $conn;
     my $st = $h->read_bytes($conn, 4, 10);
     return length($st) == 4 ? unpack('N', $st) : undef;
+}
+
+# The children of PID that are spare executors (by their title).
+sub spares_of ($) {
+    my ($pid) = @_;
+    return map { $_->{pid} }
+        grep { $_->{ppid} == $pid
+               && (slurp("/proc/$_->{pid}/cmdline") // '') =~ m/\[prefork spare\]/ }
+        PfiTest::_all_procs();
+}
+
+# Whether the children of server PID are its two spares, and nothing else.
+sub only_spares ($) {
+    my ($pid) = @_;
+    my @children = grep { $_->{ppid} == $pid } PfiTest::_all_procs();
+    return @children == 2 && spares_of($pid) == 2;
 }
 
 sub server_pid ($) {
@@ -344,7 +360,7 @@ subtest 'request length: over the limit refused at once, the limit served' => su
     $h->cleanup_ok;
 };
 
-subtest "a maximal request in the monitor's memory" => sub {
+subtest "a maximal request in the executor's memory" => sub {
     my $h = PfiTest::Harness->new(body => $body);
     $h->call($h->initial);
     my $server = server_pid($h);
@@ -362,13 +378,13 @@ subtest "a maximal request in the monitor's memory" => sub {
     $h->send_request($c, fds => [ map { fileno $_ } $in, $out, $err ],
                      data => $data);
     ok(wait_for(60, sub { -e "$dir/m" }), 'the call runs') or return;
-    my ($monitor) = split ' ', slurp("$dir/m");
-    my $peak = peak_rss($monitor);
-    diag(sprintf "monitor's peak RSS %.1f MiB, the server's before the"
+    my (undef, $executor) = split ' ', slurp("$dir/m");
+    my $peak = peak_rss($executor);
+    diag(sprintf "executor's peak RSS %.1f MiB, the server's before the"
          . ' call %.1f MiB', $peak / 2**20, $before / 2**20);
     cmp_ok($peak - $before, '<=', 3 * MAX_REQUEST,
-           "the monitor's peak is within 3 times the request of the"
-           . " server's");
+           "the executor's peak (the spare that was handed the request) is"
+           . " within 3 times the request of the server's");
     spit("$dir/m.done", '');
     my $status = $h->read_bytes($c, 4, 30);
     is(length($status) == 4 ? unpack('N', $status) : undef, 0, 'exit 0');
@@ -381,9 +397,10 @@ subtest 'a message with two fds is refused, and both are closed' => sub {
     $h->call($h->initial);
     my $server = server_pid($h);
     ok($server, 'found the server') or return;
-    # The first call's monitor may not have been reaped yet, and its
-    # pidfd closed: count once the server has no child left.
-    wait_for(5, sub { !grep { $_->{ppid} == $server } PfiTest::_all_procs() });
+    # The first call's executor may not have been reaped yet, and the
+    # spare that replaces it not forked: count once the server's
+    # children are its two spares.
+    ok(wait_for(5, sub { only_spares($server) }), 'the server has its spares');
     my $fds_before = fd_count($server);
     my $c = $h->connect;
     $h->read_bytes($c, 8);
@@ -448,38 +465,45 @@ subtest 'complete calls wait in the server for a slot, in order' => sub {
     $h->cleanup_ok;
 };
 
-subtest 'SIGKILL of a monitor kills its executor' => sub {
+subtest 'SIGKILL of the server kills its executors and spares' => sub {
     my $h = PfiTest::Harness->new(body => $body);
     $h->call($h->initial);
     my $dir = $h->dir;
     my $conn = start_call($h, 'long', "$dir/k");
     ok($conn && wait_for(10, sub { -e "$dir/k" }), 'the call runs') or return;
-    my ($monitor, $executor) = split ' ', slurp("$dir/k");
-    ok(alive($monitor) && alive($executor), 'monitor and executor up');
-    kill 'KILL', $monitor;
+    my ($server, $executor) = split ' ', slurp("$dir/k");
+    ok(wait_for(5, sub { spares_of($server) == 2 }), 'two spares');
+    my @spares = spares_of($server);
+    ok(alive($server) && alive($executor), 'server and executor up');
+    kill 'KILL', $server;
     ok(wait_for(1, sub { !alive($executor) }),
        'the executor is gone within a second');
+    ok(wait_for(1, sub { !grep { alive($_) } @spares }),
+       '... and so are the spares');
     is($h->read_bytes($conn, 4, 5), '', 'the caller sees EOF, no status');
     close $conn;
-    my (undef, $st) = $h->call($h->connect, args => [ 'perl', $h->script ]);
-    is($st, 0, 'the server carries on');
     $h->cleanup_ok;
 
-    # With our client: it returns (what it says is its own business).
+    # With our client: it returns (what it says is its own business),
+    # and the next call starts a fresh server.
     my $fx = fixture('ours') or return;
     my $script = $fx->script('k.pl', body => $body);
     my $marker = $fx->dir . '/k';
+    # The first call runs in place, not in the server.
+    is($fx->run($script, args => ['x'])->{status}, 0, 'our client: server up');
     my $call = $fx->start($script, args => [ 'long', $marker ]);
-    ok(wait_for(15, sub { -e $marker }), 'our client: the call runs')
+    ok(wait_for(15, sub { -e $marker }), 'our client: a served call runs')
         or return;
-    ($monitor, $executor) = split ' ', slurp($marker);
+    ($server, $executor) = split ' ', slurp($marker);
     $fx->track_pids($executor);
-    kill 'KILL', $monitor;
+    kill 'KILL', $server;
     ok(wait_for(1, sub { !alive($executor) }),
        'our client: the executor is gone within a second');
     my $r = $fx->finish($call, 5);
     ok(!$r->{timed_out}, 'our client returns ('
        . describe_status($r->{status}) . ')');
+    is($fx->run($script, args => ['x'])->{status}, 0,
+       'the next call is served by a fresh server');
     $fx->cleanup_ok;
 };
 

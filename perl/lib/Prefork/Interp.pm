@@ -67,10 +67,16 @@ sub _cpus () {
     return 1;
 }
 
+# Spare executors a server keeps by default (Prefork::Interp::Executors):
+# enough that a call rarely waits for a fork, few enough that an idle
+# server costs little.  As the Python library's DEFAULT_POOL_SIZE.
+use constant DEFAULT_POOL_SIZE => 2;
+
 # Option defaults.  7.0.0 documents idle_timeout's default under
 # autoreload_extra; it is one megasecond (about eleven days).
 my %DEFAULTS = (
     max_servers      => CALLS_PER_CPU * _cpus(),
+    pool_size        => DEFAULT_POOL_SIZE,
     idle_timeout     => 1_000_000,
     autoreload_inc   => 1,
     autoreload_extra => [],
@@ -163,6 +169,7 @@ sub prefork_initialisation_complete {
     my %cfg = (
         fds             => $fds,
         max_servers     => $opt{max_servers},
+        pool_size       => $opt{pool_size} + 0,
         idle_timeout    => $opt{idle_timeout},
         max_errors      => $opt{max_errors},
         reload_paths    => sub { _reload_paths(\%opt) },
@@ -221,6 +228,9 @@ sub _check_options {
         $opt{$name} =~ m/\A-?[0-9]+\z/
             or _croak("$name must be an integer, not '$opt{$name}'");
     }
+    $opt{pool_size} =~ m/\A[0-9]+\z/
+        or _croak("pool_size must be an integer, 0 or more, not"
+                  . " '$opt{pool_size}'");
     $opt{idle_timeout} =~ m/\A-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
         or _croak('idle_timeout must be a number of seconds, not'
                   . " '$opt{idle_timeout}'");
@@ -298,7 +308,7 @@ sub _enter_call ($) {
 
     # 4.9.ii: environment and arguments, as a direct run would have
     # them.  The request is split here, in the caller's process, not in
-    # the server or the monitor (protocol.md 4.1, item 6).  Each name is
+    # the server (protocol.md 4.1, item 6).  Each name is
     # set once (a repeated one with its last value); perl's %ENV then
     # costs a search of the environment per name, which only a caller
     # with a huge number of distinct names notices.
@@ -340,7 +350,7 @@ sub _enter_call ($) {
 # protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
 # client, protocol.md 6.6) only the signal steps: nothing ignored by
 # the caller, and the script's own mask.  Every signal has been blocked
-# since the monitor forked us (or the setup process took the call in);
+# since the server forked us (or the setup process took the call in);
 # step 7 unblocks them.
 sub _apply_caller_attributes ($) {
     my ($request) = @_;
@@ -412,7 +422,9 @@ usual until it calls C<prefork_initialisation_complete>, which forks
 a server listening on a per-user socket.  Every later invocation is
 served by a fresh fork of that initialised process, with the caller's
 standard input, output and error, arguments and environment; and the
-caller's exit status is the script's.  With this project's client the
+caller's exit status is the script's.  (The server forks a few of those
+processes ahead of time, while it is idle, so a call does not wait for a
+fork: see C<pool_size>.)  With this project's client the
 first invocation then carries on in the process that initialised the
 script, as a direct run would (so it costs about what a direct run
 costs); with chiark-utils' client, that process exits and the server
@@ -462,6 +474,21 @@ process may run on (its CPU affinity), so parallel callers are not
 throttled below what the machine can run (C<Proc::Prefork::Interp>
 7.0.0: 4).
 
+=item C<< pool_size => I<N> >>
+
+How many spare executors the server keeps: processes forked from the
+server while it is idle, each waiting (asleep, using no CPU) for a
+call, so that a call is handed to a process that already exists
+instead of waiting for a fork; the server forks a new spare once it
+has handed a call over and no call that started less than 0.1 s ago
+is running (so that the fork delays no short call's end).  Each costs
+little memory: it shares its pages with the server until it runs a
+call.  0 means none:
+a process is forked for each call when it comes.  More calls at once
+than spares are served too, by processes forked for them.  Spares
+exit when the server does, running nothing of the script (no C<END>
+block, no destructor).  (Not in C<Proc::Prefork::Interp>.)  Default: 2.
+
 =item C<< idle_timeout => I<SECONDS> >>
 
 If no invocation arrives for this long, the server quits, and the
@@ -479,9 +506,9 @@ More files to check for changes, as an array reference.  Default: none.
 
 =item C<< max_errors => I<N> >>
 
-If the server fails to accept or to fork for a call more than I<N>
-times in a row, it logs the fact and quits (the next invocation starts
-a fresh server).  A served call resets the count.  Negative means no
+If the server fails to accept, or to fork for a call (when no spare is
+left), more than I<N> times in a row, it logs the fact and quits (the
+next invocation starts a fresh server).  A served call resets the count.  Negative means no
 limit.  Default: 100.
 
 =item C<< log_facility => I<FACILITY> >>
@@ -537,8 +564,11 @@ Each return from C<prefork_initialisation_complete> is one invocation,
 in its own process (the I<executor>; for the first invocation with
 this project's client, the process that initialised the script),
 which behaves like a direct run of the script (C<perl script.pl ...>)
-by the same caller.  With this project's C<prefork-interp> client,
-which speaks protocol extension C<call1>, the executor has:
+by the same caller.  (Served invocations run in a spare: a process
+the server forked before the invocation came, see C<pool_size>; nothing
+of the invocation reaches it before it is handed over.)  With this
+project's C<prefork-interp> client, which speaks protocol extension
+C<call1>, the executor has:
 
 =over
 
@@ -761,7 +791,7 @@ handy for testing and debugging.
 
 Errors found before the server starts (a bad option, an incompatible
 client) are reported with C<croak>, on the first caller's standard
-error.  The server's and monitors' messages (reloads, idle shutdown,
+error.  The server's messages (reloads, idle shutdown,
 callers refused, clients that broke the protocol, failures) go to
 syslog, and to C<log_file> if given, as one line each starting with
 "prefork:".  Connections dropped for being idle or too many are logged
@@ -790,10 +820,12 @@ Default: 1.
 
 =item C<$Prefork::Interp::USE_PIDFD>
 
-Set to 0 to learn of the end (and, with C<call1>, the stops) of a call
-from a C<SIGCHLD> handler and polling, instead of a Linux pidfd or
-signalfd.  The library falls back to that by itself where those are
-not available; the switch is for testing.  Default: 1.
+Set to 0 to make the server learn of the end (and, with C<call1>, the
+stops) of the calls in progress from a C<SIGCHLD> handler and polling,
+instead of a Linux signalfd.  The library falls back to that by itself
+where a signalfd is not available; the switch is for testing.  (The name
+is older than the spare executors: a pidfd tells of an end, not of a
+stop.)  Default: 1.
 
 =back
 
@@ -842,9 +874,10 @@ alone.
 =item *
 
 The server greets every connection at once and reads every request
-itself, without waiting for any of them; a process is forked only for
-a complete call, and complete calls wait in the server (first come,
-first served) while C<max_servers> calls run.  So idle or slow
+itself, without waiting for any of them; a call gets a process (a
+spare, see C<pool_size>) only once it is complete, and complete calls
+wait in the server (first come, first served) while C<max_servers>
+calls run.  So idle or slow
 connections hold no place and cost real callers nothing; with 7.0.0 a
 few idle connections block every other caller for ever.  The server
 holds at most 64 connections: beyond that the oldest unfinished one is
@@ -858,9 +891,12 @@ carries on.
 
 =item *
 
-The process running a call is killed by the kernel if its monitor
-process dies (killed by anyone), so a call never runs on with the
-caller's standard input and output after the client has returned.
+The process running a call is killed by the kernel if the server dies
+(killed by anyone), so a call never runs on with the caller's standard
+input and output after the client has returned.  7.0.0 forks two
+processes for every call (a monitor, which forks the process running
+it); we fork none on the call's way (a spare takes it) and one in all,
+the server itself watching each call.
 
 =item *
 
@@ -888,8 +924,9 @@ On quitting (reload, idle timeout, C<--kill>, C<-f>), the server
 stops listening at once, so new invocations start a fresh server, but
 it still serves the invocations it has already greeted: those waiting
 for a place, and those that finish sending their request within
-C<$REQUEST_TIMEOUT> seconds of connecting.  Then it waits for the
-calls in progress, so no monitor is left orphaned.  Only too many
+C<$REQUEST_TIMEOUT> seconds of connecting.  Its spares exit at once;
+it waits for the calls in progress, then exits, so no process of its
+is left orphaned.  Only too many
 errors in a row (C<max_errors>) drop the invocations waiting.
 
 =item *
@@ -907,8 +944,8 @@ Additions: protocol extensions C<call1> and C<inplace1> with this
 project's client (the caller's fds, umask, limits, nice value, signals
 and job control, and the first invocation run by the process that
 initialised the script, see L</"AFTER INITIALISATION">), the
-C<log_file> and C<fast_exit>
-options (see L</"FAST EXIT">), the three package variables, and unknown
+C<log_file>, C<fast_exit> (see L</"FAST EXIT">) and C<pool_size>
+options, the three package variables, and unknown
 options are errors.
 
 =head1 LIMITATIONS

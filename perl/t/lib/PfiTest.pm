@@ -954,21 +954,26 @@ sub sessions {
 }
 
 # Pids of the processes holding the write end of our WATCHI pipe: the
-# server (it is also its session id).
+# server (it is also its session id).  An executor the server has just
+# forked holds it too, until it closes the server's fds: a holder whose
+# parent holds it is not counted.
 sub server_pids {
     my ($self) = @_;
     my $want = "pipe:[$self->{wi_inode}]";
-    my @pids;
+    my %ppid;
     opendir(my $d, '/proc') or return ();
     foreach my $pid (grep { m/\A[0-9]+\z/ } readdir $d) {
         next if $pid == $$;
         opendir(my $fds, "/proc/$pid/fd") or next;
         foreach my $fd (readdir $fds) {
             my $l = readlink("/proc/$pid/fd/$fd") // next;
-            if ($l eq $want) { push @pids, $pid; last }
+            next unless $l eq $want;
+            my ($ppid) = (PfiTest::slurp("/proc/$pid/stat") // '') =~ m/\) \S+ (\S+)/;
+            $ppid{$pid} = $ppid // 0;
+            last;
         }
     }
-    return @pids;
+    return grep { !exists $ppid{ $ppid{$_} } } keys %ppid;
 }
 
 sub cleanup_ok {

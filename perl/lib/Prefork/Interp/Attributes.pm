@@ -30,7 +30,7 @@ use constant PRIO_PROCESS => 0;
 # install_fds(EXTRA, LOG)
 #
 # EXTRA: [ [NUMBER, RECEIVED_FD], ... ], NUMBER the fd's number in the
-# caller, RECEIVED_FD where the monitor received it.  First every
+# caller, RECEIVED_FD where we received it.  First every
 # received copy is moved above the highest NUMBER, so that none sits
 # on a number another one needs; then each is dup2'd to its NUMBER
 # (dup2 clears close-on-exec), unless the script itself has that

@@ -58,6 +58,7 @@ sub new {
         call1       => 0,        # whether we sent the accept frame
         frame       => undef,    # [TAG, LENGTH] of the frame being read
         attr        => undef,    # the decoded ATTR body
+        attr_body   => undef,    # and as it came
         extra       => [],       # [ [NUMBER, FD], ... ]
         early       => [],       # [ [TAG, SIGNAL], ... ]
     }, $class;
@@ -144,6 +145,7 @@ sub advance {
             $self->{step} = 'frame';
             if ($tag eq $P->TAG_ATTR) {
                 $self->{attr} = Prefork::Interp::Protocol::decode_attr($body);
+                $self->{attr_body} = $body;
                 $self->{step} = @{ $self->{attr}{fds} // [] } ? 'extra fds'
                                                               : 'done';
             } elsif ($tag eq $P->TAG_SIGP || $tag eq $P->TAG_SIGG) {
@@ -190,17 +192,18 @@ sub _item {
     return $item;
 }
 
-# call(): what a monitor needs of a complete call, as a hash ref:
+# call(): what an executor needs of a complete call, as a hash ref:
 #   fh      => the connection
 #   initial => true for the call that started the server
 #   fds     => [fd0, fd1, fd2], raw descriptors
 #   body    => a reference to the request body
 #   env_end => where its environment ends (check_request)
 #   call1   => undef without the extension, otherwise { attr =>
-#              decode_attr's hash, extra_fds => [ [NUMBER, FD], ... ],
+#              decode_attr's hash, attr_body => the ATTR body as it
+#              came, extra_fds => [ [NUMBER, FD], ... ],
 #              early => [ [TAG, SIGNAL], ... ] }
-# The fds stay ours: close() still closes them (the server does once a
-# monitor has its copies).
+# The fds stay ours: close() still closes them (the server closes them
+# once an executor has its copies, keeping the connection).
 sub call {
     my ($self) = @_;
     die "call() before the handshake is complete\n" unless $self->complete;
@@ -211,7 +214,9 @@ sub call {
         body    => $self->{body},
         env_end => $self->{shape}{env_end},
         call1   => $self->{call1}
-                   ? { attr => $self->{attr}, extra_fds => $self->{extra},
+                   ? { attr => $self->{attr},
+                       attr_body => $self->{attr_body},
+                       extra_fds => $self->{extra},
                        early => $self->{early} }
                    : undef,
     };

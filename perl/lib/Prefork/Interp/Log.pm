@@ -1,9 +1,9 @@
-# Prefork::Interp::Log - where the server's and monitors' messages go.
+# Prefork::Interp::Log - where the server's and executors' messages go.
 #
 # Once the server has daemonised nobody sees its stderr, so its
 # messages go to syslog (upstream part 3 step 2), to a log file if the
 # script asked for one, and, while there still is a caller's stderr
-# (setup, initial monitor), there too.
+# (the setup process), there too.
 #
 # Syslog is spoken directly over /dev/log, one datagram per message,
 # rather than through Sys::Syslog: Sys::Syslog keeps process-wide state
@@ -127,7 +127,7 @@ Prefork::Interp::Log - logging for the Prefork::Interp server (internal)
 
 =head1 DESCRIPTION
 
-Internal to L<Prefork::Interp>.  Sends the server's and monitors'
+Internal to L<Prefork::Interp>.  Sends the server's and executors'
 messages to syslog (directly over F</dev/log>), an optional log file,
 and, before daemonising, standard error.
 

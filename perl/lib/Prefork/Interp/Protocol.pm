@@ -97,7 +97,7 @@ use constant RLIM_INFINITY => ~0;
 # Exceptions are plain strings ending in "\n", except "the caller went
 # away" (EOF, ECONNRESET, EPIPE), which is a
 # Prefork::Interp::Protocol::Gone object: upstream part 4 says this is
-# not an error, so the server and monitors handle it quietly.
+# not an error, so the server handles it quietly.
 
 sub _gone ($) {
     my ($why) = @_;
@@ -248,6 +248,36 @@ sub recv_fd ($$) {
     die "$what: message has no file descriptor attached\n";
 }
 
+# send_fd(FH, FD, WHAT): one message of one zero byte carrying FD, as
+# recv_fd takes it (the server hands a call's fds to a spare executor
+# this way).  FH blocks.  Dies as the writes below do.
+use constant MSG_NOSIGNAL => 0x4000;
+sub send_fd ($$$) {
+    my ($fh, $fd, $what) = @_;
+    my $nr = Prefork::Interp::Syscall::number('sendmsg');
+    if (!defined $nr) {
+        require IO::FDPass;
+        return if IO::FDPass::send(fileno($fh), $fd);
+        _gone("hung up before we sent $what")
+            if $! == EPIPE || $! == ECONNRESET;
+        die "send $what: $!\n";
+    }
+    my $data = "\0";
+    my $control = pack 'L! i i i', $CMSG_HDR + 4, _sol_socket(), SCM_RIGHTS,
+                       $fd;
+    $control .= "\0" x ($CMSG_HDR + _cmsg_align(4) - length $control);
+    my $iov = pack 'p L!', $data, 1;
+    my $msg = pack MSGHDR, undef, 0, $iov, 1, $control, length $control, 0;
+    for (;;) {
+        my $r = syscall($nr, fileno($fh) + 0, $msg, MSG_NOSIGNAL);
+        return if $r == 1;
+        next if $r < 0 && $! == EINTR;
+        _gone("hung up before we sent $what")
+            if $r < 0 && ($! == EPIPE || $! == ECONNRESET);
+        die "send $what: " . ($r < 0 ? "$!" : "sent $r bytes") . "\n";
+    }
+}
+
 # SOL_SOCKET, the level of an SCM_RIGHTS message: 1 on Linux, except
 # on alpha, mips, parisc and sparc, where we ask Socket.
 my $SOL_SOCKET;
@@ -319,7 +349,7 @@ sub send_in_place_greeting ($) {
 
 #---------- the request body ----------
 #
-# The server and the monitor keep a request as the one string it
+# The server keeps a request as the one string it
 # arrived in (protocol.md 4.1, item 6): check_request looks at its
 # shape and at the reserved entries only.  The executor splits it
 # (request_env, request_args), once it is the caller's process.  Each
@@ -613,38 +643,12 @@ sub encode_attr ($) {
     return join '', map { "$_\0" } @s;
 }
 
-# send_frame(CALL, TAG, BODY) and send_u32_frame(CALL, TAG, N).
-sub send_frame ($$$) {
-    my ($fh, $tag, $body) = @_;
-    _write_all($fh, encode_frame($tag, $body), "'$tag' frame");
-}
-
-sub send_u32_frame ($$$) {
-    my ($fh, $tag, $n) = @_;
-    _write_all($fh, encode_u32_frame($tag, $n), "'$tag' frame");
-}
-
-# write_status(CALL, WAIT_STATUS): step 15, the raw wait status as a
-# 32-bit big-endian number.  This and the two above write on the
-# monitor's socket, which is blocking again.
-sub write_status ($$) {
-    my ($fh, $status) = @_;
-    _write_all($fh, pack('N', $status), 'wait status');
-}
-
-sub _write_all ($$$) {
-    my ($fh, $data, $what) = @_;
-    my $off = 0;
-    while ($off < length $data) {
-        my $r = syswrite($fh, $data, length($data) - $off, $off);
-        if (!defined $r) {
-            next if $! == EINTR;
-            _gone("hung up before we sent the $what")
-                if $! == EPIPE || $! == ECONNRESET;
-            die "write $what: $!\n";
-        }
-        $off += $r;
-    }
+# encode_status(WAIT_STATUS): step 15 of a v1 call, the raw wait status
+# as a 32-bit big-endian number.  (With call1, the EXIT frame carries
+# it: encode_u32_frame.)
+sub encode_status ($) {
+    my ($status) = @_;
+    return pack 'N', $status;
 }
 
 1;

@@ -123,13 +123,13 @@ sub new {
     return $self;
 }
 
-# The inotify fd, or undef (for closing in a monitor).
+# The inotify fd, or undef (for closing in an executor).
 sub fd {
     my ($self) = @_;
     return $self->{fh} ? fileno($self->{fh}) : undef;
 }
 
-# In a monitor: closes the inotify fd.
+# In an executor just forked: closes the inotify fd.
 sub close_fd {
     my ($self) = @_;
     close(delete $self->{fh}) if $self->{fh};

@@ -1,5 +1,5 @@
 # Prefork::Interp::Server - the processes behind
-# prefork_initialisation_complete: server, monitors, executors.
+# prefork_initialisation_complete: the server and its executors.
 #
 # Process tree (&& session leader, & process group leader):
 #
@@ -10,39 +10,56 @@
 #   server &&            serve(): own session, stdio /dev/null,
 #     |                  fds: LISTEN, WATCHI, WATCHE (and the script's),
 #     |                  the connections it holds (Prefork::Interp::
-#     |                  Intake), a pidfd per monitor
-#     `- monitor &       one per complete call: _monitor(); fds: CALL
-#          `- executor & the script again, returning from serve() with
-#                        the caller's stdio, environment and arguments
-#                        (and with extension call1, its other fds and
-#                        attributes); leader of the call's group; dies
-#                        with its monitor
+#     |                  Intake), the socket of each call in progress,
+#     |                  a control socket per spare, a signalfd for
+#     |                  SIGCHLD
+#     |- spare           pool_size of them (Prefork::Interp::Executors),
+#     |                  forked while the server is idle, each blocked
+#     |                  reading its control socket; in the server's
+#     |                  group until it is handed a call; dies with the
+#     |                  server
+#     `- executor &      a spare once handed a call (or, with no spare
+#                        left, forked for it): the script again,
+#                        returning from serve() with the caller's stdio,
+#                        environment and arguments (and with extension
+#                        call1, its other fds and attributes); leader of
+#                        the call's group; dies with the server
+#
+# There is no monitor process: the server does the monitor's part of
+# protocol.md 4 (upstream part 4) for every call in progress, from its
+# select loop (Prefork::Interp::Executors): signals forwarded, the
+# client's hang-up, the executor's stops and end (waitpid), the STOP and
+# EXIT frames (v1: the wait status).  A warm call costs one fork, made
+# before the call came; the replacement spare is forked once no young
+# call runs (Prefork::Interp::Executors::fill_in).
 #
 # This file is loaded by the server, once forked: the setup process does
 # without it.
 #
 # The server takes calls in itself (protocol.md 4.1): it greets each
 # connection at once and reads every handshake from its one select
-# loop, without blocking; a monitor is forked only for a complete call,
-# when one of the max_servers slots is free.
+# loop, without blocking; only a complete call, when one of the
+# max_servers slots is free, is handed to an executor.
 #
 # Quitting (reload, idle timeout, the watcher, a failure to read from
 # it) stops the accepting at once but not the serving: every
 # connection the server holds has been greeted, so its caller could not
 # tell being dropped from a server dying in the middle of its call, and
 # would fail instead of starting a fresh server.  So the loop runs on
-# without LISTEN and the watcher's pipes until it holds nothing, then
-# waits for its monitors and exits (protocol.md 4.1, end).  Only too
-# many errors in a row, or select failing, drop everything at once.
+# without LISTEN, the watcher's pipes and the spares (they see EOF and
+# exit) until it holds nothing and no call is in progress, then waits
+# for its children and exits (protocol.md 4.1, end).  Only too many
+# errors in a row, or select failing, drop every connection held at
+# once (calls in progress are still served).
 #
 # The steps follow the upstream design comment, parts 3 ("Library
 # should do the following") and 4 ("service (monitor) child"); the
 # comments below cite them as "3.5", "4.11" and so on.  Where we differ
 # from it or from 7.0.0's Perl library, the comment says so and why.
 #
-# Every process this file forks, other than the executor, ends in
-# POSIX::_exit: it must never run the script's END blocks or
-# destructors, and it must never fall back into the script's code.
+# The server, and a spare that is not handed a call, end in
+# POSIX::_exit: they must never run the script's END blocks or
+# destructors, and must never fall back into the script's code.
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -52,13 +69,11 @@ package Prefork::Interp::Server;
 use strict;
 use warnings;
 
-use Config ();
-use Errno qw(EINTR EAGAIN EWOULDBLOCK ECHILD);
-use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
-use POSIX qw(WNOHANG WIFSIGNALED WTERMSIG WIFEXITED WEXITSTATUS SIGPIPE
-             SIGKILL);
+use Errno qw(EINTR EAGAIN EWOULDBLOCK);
+use POSIX ();
 use Time::HiRes ();
 
+use Prefork::Interp::Executors;
 use Prefork::Interp::Intake;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Reload;
@@ -72,39 +87,35 @@ our $VERSION = '1.0.0';
 use constant ERROR_PAUSE => 0.05;
 
 # Connections accepted per pass of the loop at most, so that handshakes
-# and finished monitors are seen to between bursts.
+# and the calls in progress are seen to between bursts.
 use constant ACCEPTS_PER_PASS => 16;
-
-# Without pidfds, the server learns that a monitor has finished from
-# SIGCHLD, which select can miss (it may come just before select
-# starts); while complete calls wait for a slot it looks this often.
-use constant POLL => 0.05;
 
 #---------- entry point ----------
 
 # serve(CFG, FH) - in the server, just forked by the setup process
 # (Prefork::Interp::Setup::start, which has set the server's signal
 # dispositions).  Daemonises and becomes the server.  Returns only in
-# an executor, once per call, with the call (see _monitor_body).
+# an executor, once per call, with the call (see
+# Prefork::Interp::Executors).
 #
-# CFG: fds (from parse_env_value), max_servers, idle_timeout,
-# max_errors, before (the identities of the files the server depends
-# on, as the setup process recorded them), reload_files (a code ref
-# that, given before, lists those files and their identities before by
-# the same names; called once this file and what it uses are loaded,
-# which are then among them), request_timeout, use_pidfd, use_inotify,
-# log (a Prefork::Interp::Log), title (for ps).  FH: the handles
-# listen, watche and (unless the setup process runs the first call
-# itself) call, and the bare fd watchi.
+# CFG: fds (from parse_env_value), max_servers, pool_size,
+# idle_timeout, max_errors, before (the identities of the files the
+# server depends on, as the setup process recorded them), reload_files
+# (a code ref that, given before, lists those files and their
+# identities before by the same names; called once this file and what
+# it uses are loaded, which are then among them), request_timeout,
+# use_pidfd, use_inotify, log (a Prefork::Interp::Log), title (for ps).
+# FH: the handles listen, watche and (unless the setup process runs the
+# first call itself) call, and the bare fd watchi.
 sub serve ($$) {
     my ($cfg, $fh) = @_;
     my $log = $cfg->{log};
 
-    # Look up the system calls the server, monitors and executors use
-    # now, once: where syscall.ph has to be loaded, that takes a while,
-    # and they are forked from us.
+    # Look up the system calls the server and executors use now, once:
+    # where syscall.ph has to be loaded, that takes a while, and the
+    # executors are forked from us.
     Prefork::Interp::Syscall::number($_)
-        foreach qw(pidfd_open signalfd4 prlimit64 prctl recvmsg
+        foreach qw(signalfd4 prlimit64 prctl recvmsg sendmsg
                    inotify_init1 inotify_add_watch);
 
     # From here on we are the server and must never return into the
@@ -118,7 +129,7 @@ sub serve ($$) {
         _stdio_to_null();
         $log->to_stderr(0);
         $log->msg('warning', 'this system has no prctl we know of: a call'
-                  . ' whose monitor is killed will not be stopped')
+                  . ' whose server is killed will not be stopped')
             unless defined Prefork::Interp::Syscall::number('prctl');
 
         # What the program is made of, as it is now (and watches on it):
@@ -142,7 +153,7 @@ sub serve ($$) {
             if $fh->{call};
 
         return _server_loop({ cfg => $cfg, fh => $fh, intake => $intake,
-                              reload => $reload, children => {} });
+                              reload => $reload });
     };
     return $request if $request;
     # Only reached if something died in the server itself.
@@ -153,55 +164,66 @@ sub serve ($$) {
 #---------- server ----------
 
 # 3.7: the select loop.  SRV holds the server's state: cfg, fh (listen,
-# watche, watchi; gone once closed), intake, children (monitor pid =>
-# its pidfd or undef), and once _quit has been called, quitting (the
+# watche, watchi; gone once closed), intake, executors (spares and the
+# calls in progress), and once _quit has been called, quitting (the
 # status to exit with).  Returns only in an executor.
 sub _server_loop ($) {
     my ($srv) = @_;
-    my ($cfg, $fh, $intake, $children) = @$srv{qw(cfg fh intake children)};
+    my ($cfg, $fh, $intake) = @$srv{qw(cfg fh intake)};
     my $log = $cfg->{log};
     my $max = $cfg->{max_servers};
     $max = 1 if $max == 0;    # as 7.0.0 behaves: one call at a time
-    my $errors = 0;           # consecutive, reset by a successful call
+    my $errors = 0;           # consecutive, reset by a call started
     my $last_call = Time::HiRes::time();
 
-    # A monitor finishing interrupts select (EINTR), so we reap it at
-    # once even without a pidfd for it.
+    # Without a signalfd, an executor stopping or ending interrupts
+    # select (EINTR), so we hear of it at once.
     local $SIG{CHLD} = sub { };
+    my $executors = $srv->{executors} = Prefork::Interp::Executors->new(
+        pool_size => $cfg->{pool_size}, log => $log, title => $cfg->{title},
+        use_signalfd => $cfg->{use_pidfd},
+        release => sub { _close_server_fds($srv) });
 
     for (;;) {
-        # 3.7.A.ii: reap finished monitors, then fork one for each
-        # complete call, oldest first, while a slot is free.
-        _reap($children, $log, 0);
-        while ($intake->ready && ($max < 0 || keys(%$children) < $max)) {
+        # 3.7.A.ii: executors that stopped or ended (STOP and EXIT
+        # frames), then each complete call to an executor, oldest
+        # first, while a slot is free.
+        $executors->reap;
+        while ($intake->ready
+               && ($max < 0 || $executors->running < $max)) {
             my $hs = $intake->take_ready;
-            my $pid = fork;
-            if (!defined $pid) {
-                my $e = "cannot fork a monitor: $!";
-                $hs->close;
+            my $request = eval { $executors->start($hs) };
+            return $request if $request;    # we are its executor
+            if ($@) {
+                my $e = $@;
+                chomp $e;
                 $errors = _count_error($srv, $errors, $e);
                 next;
             }
-            if (!$pid) {
-                # 4.1: the monitor holds this call's fds and nothing
-                # else of the server's.
-                _close_server_fds($srv);
-                return _monitor($cfg, $hs->call);
-            }
-            $hs->close;
-            $children->{$pid} = $cfg->{use_pidfd}
-                ? Prefork::Interp::Signals::pidfd_open($pid) : undef;
             $errors = 0;
             $last_call = Time::HiRes::time();
         }
-
+        # Spares for the calls to come, the ones handed calls replaced:
+        # not on a call's way (Prefork::Interp::Executors::fill_in).
         my $now = Time::HiRes::time();
+        my $fill_in;
+        if (!defined $srv->{quitting}) {
+            $fill_in = $executors->fill_in($now);
+            if (defined $fill_in && $fill_in <= 0) {
+                my $request = $executors->fill;
+                return $request if $request;    # a spare, handed a call
+                $fill_in = undef;
+                $now = Time::HiRes::time();
+            }
+        }
+
         $intake->expire($now);
         my $quitting = defined $srv->{quitting};
 
-        # Quitting, and every connection we held has been served or
-        # dropped: wait for the calls in progress, and go.
-        _exit_when_done($srv) if $quitting && !$intake->held;
+        # Quitting, every connection we held has been served or
+        # dropped, and no call is in progress: go.
+        _exit_when_done($srv)
+            if $quitting && !$intake->held && !$executors->running;
 
         # Idle: no call for idle_timeout, and no connection held.
         my $timeout;
@@ -218,8 +240,9 @@ sub _server_loop ($) {
             $left = 0 if $left < 0;
             $timeout = $left if !defined $timeout || $left < $timeout;
         }
-        if ($intake->ready && grep { !defined } values %$children) {
-            $timeout = POLL if !defined $timeout || $timeout > POLL;
+        foreach my $delay ($executors->timeout, $fill_in) {
+            $timeout = $delay
+                if defined $delay && (!defined $timeout || $delay < $timeout);
         }
 
         my $rbits = '';
@@ -228,11 +251,12 @@ sub _server_loop ($) {
             vec($rbits, fileno($fh->{listen}), 1) = 1 if $intake->accepting;
         }
         $intake->watch(\$rbits);
-        vec($rbits, $_, 1) = 1 foreach grep { defined } values %$children;
+        $executors->watch(\$rbits);
         my $n = select($rbits, undef, undef, $timeout);
         if ($n < 0) {
             next if $! == EINTR;
             _abort($srv, 'err', "select: $!");
+            _exit_when_done($srv);
         }
         next if $n == 0;    # deadlines are checked above
 
@@ -251,8 +275,10 @@ sub _server_loop ($) {
             }
         }
 
-        # Handshakes in progress that have bytes for us.
+        # Handshakes in progress that have bytes for us, and calls in
+        # progress whose client sent frames or hung up.
         $intake->service($rbits);
+        $executors->service($rbits);
 
         next if defined $srv->{quitting};
         next unless $intake->accepting
@@ -280,21 +306,21 @@ sub _server_loop ($) {
     }
 }
 
-# In a monitor just forked: closes what the server holds (LISTEN, the
-# watcher's pipes, unless quitting closed them already; the inotify fd,
-# the monitors' pidfds, every other connection).
+# In an executor just forked (a spare, or one forked for a call; 4.1):
+# closes what the server holds of its own (LISTEN, the watcher's pipes,
+# unless quitting closed them already; the inotify fd; every connection
+# held).  Prefork::Interp::Executors closes the rest.
 sub _close_server_fds ($) {
     my ($srv) = @_;
     _stop_listening($srv);
     $srv->{reload}->close_fd;
-    POSIX::close($_) foreach grep { defined } values %{ $srv->{children} };
-    %{ $srv->{children} } = ();
     $srv->{intake}->close_all;
 }
 
 # Counts one server loop error (7.0.0 never counted them, so a
 # persistent accept failure made it spin forever).  Returns the new
-# count, or quits once there have been more than max_errors in a row.
+# count; once there have been more than max_errors in a row, the server
+# aborts (_abort).
 sub _count_error ($$$) {
     my ($srv, $errors, $what) = @_;
     my $cfg = $srv->{cfg};
@@ -304,76 +330,54 @@ sub _count_error ($$$) {
         _abort($srv, 'err',
                "$what; $errors errors in a row (max_errors is $limit),"
                . ' quitting');
+        return $errors;
     }
     $cfg->{log}->msg('warning', $what);
     Time::HiRes::sleep(ERROR_PAUSE);
     return $errors;
 }
 
-# Reaps finished monitors, and closes their pidfds.  If BLOCK, waits
-# for at least one.  Reports failures, except death by SIGPIPE
-# (upstream 3.7.A.ii).
-sub _reap ($$$) {
-    my ($children, $log, $block) = @_;
-    for (;;) {
-        my $pid = waitpid(-1, $block ? 0 : WNOHANG);
-        if ($pid < 0) {
-            next if $! == EINTR;
-            # ECHILD: nothing left to wait for, whatever we thought.
-            if ($! == ECHILD) {
-                POSIX::close($_) foreach grep { defined } values %$children;
-                %$children = ();
-            }
-            return;
-        }
-        return if $pid == 0;
-        my $status = $?;
-        my $pidfd = delete $children->{$pid};
-        POSIX::close($pidfd) if defined $pidfd;
-        if ($status != 0
-            && !(WIFSIGNALED($status) && WTERMSIG($status) == SIGPIPE)) {
-            $log->msg('warning', "monitor [$pid] failed: "
-                      . describe_status($status));
-        }
-        $block = 0;
-    }
-}
-
 # Starts quitting (reload, idle timeout, the watcher): logs why, once,
 # and closes the listening socket and the watcher fds, so new callers
-# start a fresh server at once and the watcher exits.  Returns: the
-# loop runs on without accepting, serving the complete calls it holds
-# as slots free and giving unfinished handshakes the rest of their
-# request timeout, and exits (with status CODE) once it holds nothing
-# (_exit_when_done).  A caller we hold has been greeted: dropping it
-# would look like a server dying in the middle of its call, and the
-# call would fail.
+# start a fresh server at once and the watcher exits, and lets the
+# spares go.  Returns: the loop runs on without accepting, serving the
+# complete calls it holds as slots free (each by an executor forked for
+# it) and giving unfinished handshakes the rest of their request
+# timeout, and exits (with status CODE) once it holds nothing and no
+# call is in progress (_exit_when_done).  A caller we hold has been
+# greeted: dropping it would look like a server dying in the middle of
+# its call, and the call would fail.
 sub _quit ($$$$) {
     my ($srv, $code, $level, $why) = @_;
     return if defined $srv->{quitting};
     $srv->{cfg}{log}->msg($level, $why);
     _stop_listening($srv);
+    $srv->{executors}->close_spares;
     $srv->{quitting} = $code;
 }
 
 # Quits at once, for failures of the server itself (too many errors in
 # a row, select): logs why, closes everything it holds, every
-# connection included, waits for the calls in progress, and exits 1.
+# connection included, and lets the spares go; the calls in progress
+# are still served, and then the server exits 1.
 sub _abort ($$$) {
     my ($srv, $level, $why) = @_;
     $srv->{cfg}{log}->msg($level, $why);
     _stop_listening($srv);
     $srv->{intake}->close_all;
+    $srv->{executors}->close_spares;
     $srv->{quitting} = 1;
-    _exit_when_done($srv);
 }
 
-# Waits for every monitor, and exits with the status _quit was given.
-# Waiting means our monitors never become orphans, which matters where
-# init does not reap.
+# Waits for every child (spares on their way out; calls in progress if
+# select failed, which are reported as they end), and exits with the
+# status _quit was given.  Waiting means no child of ours becomes an
+# orphan, which matters where init does not reap, and no executor is
+# killed by our death.
 sub _exit_when_done ($) {
     my ($srv) = @_;
-    _reap($srv->{children}, $srv->{cfg}{log}, 1) while %{ $srv->{children} };
+    $srv->{executors}->close_spares;
+    $srv->{executors}->wait_all;
     POSIX::_exit($srv->{quitting});
 }
 
@@ -388,292 +392,6 @@ sub _stop_listening ($) {
     POSIX::close(delete $fh->{watchi}) if defined $fh->{watchi};
 }
 
-#---------- monitor ----------
-
-# Part 4: one complete call (Prefork::Interp::Handshake::call), in a
-# fresh process that holds nothing else of the server's.  Returns only
-# in the executor, with the call; in the monitor itself it always ends
-# in _exit.
-sub _monitor ($$) {
-    my ($cfg, $call) = @_;
-    my $log = $cfg->{log};
-    my $request = eval { _monitor_body($cfg, $call) };
-    return $request if $request;    # we are the executor
-    my $e = $@;
-    if (Prefork::Interp::Protocol::is_gone($e)) {
-        # Upstream part 4: a caller that goes away is not an error.
-        $log->msg('info', 'caller ' . $e->why);
-        POSIX::_exit(0);
-    }
-    $log->msg('err', $e);
-    POSIX::_exit(127);
-}
-
-sub _monitor_body ($$) {
-    my ($cfg, $call) = @_;
-    my $log = $cfg->{log};
-    my $fh = $call->{fh};
-
-    # A process group of our own.  The executor makes one of its own
-    # (protocol.md 6.4 step 1), which we must not be in, but which must
-    # have a parent (us) in another group of its session: a group
-    # without one is orphaned, and the kernel would not stop it for
-    # SIGTSTP, SIGTTIN or SIGTTOU.
-    POSIX::setpgid(0, 0) or die "setpgid: $!\n";
-    $0 = "$cfg->{title} [prefork monitor]";
-
-    # 4.3 to 4.7 (and with call1, protocol.md 6.1 to 6.3) are done: the
-    # server read the whole handshake without blocking.  From here on
-    # this process waits on this one call, so its socket blocks again.
-    my $flags = fcntl($fh, F_GETFL, 0) or die "fcntl F_GETFL on CALL: $!\n";
-    fcntl($fh, F_SETFL, $flags & ~O_NONBLOCK)
-        or die "fcntl F_SETFL on CALL: $!\n";
-    my $call1 = $call->{call1};
-    my @caller_fds = (@{ $call->{fds} },
-                      map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
-
-    # 4.9: fork the executor.  (No EXECTERM pipe, unlike upstream 4.8:
-    # see _await_executor.)  Every signal is blocked across the fork:
-    # the executor unblocks them once it has its dispositions and mask
-    # (protocol.md 6.4 steps 6 and 7), so a signal forwarded at once
-    # is not met by the monitor's dispositions.
-    my $monitor = $$;
-    my $oldmask = Prefork::Interp::Signals::block_all();
-    my $pid = fork;
-    if (!defined $pid) {
-        my $e = "cannot fork to run the script: $!";
-        Prefork::Interp::Signals::restore_mask($oldmask);
-        _tell_caller($caller_fds[2], $cfg->{title}, $e);
-        $log->msg('err', $e);
-        my $status = 127 << 8;
-        if ($call1) {
-            Prefork::Interp::Protocol::send_u32_frame($fh,
-                Prefork::Interp::Protocol::TAG_EXIT, $status);
-        } else {
-            Prefork::Interp::Protocol::write_status($fh, $status);
-        }
-        POSIX::_exit(0);
-    }
-    if (!$pid) {
-        # Executor.  First of all, it dies with its monitor.
-        Prefork::Interp::Signals::die_with_parent($monitor, SIGKILL, $log);
-        # The leader of the call's process group (protocol.md 6.4 step
-        # 1; we do the same from our side, so neither of us can race
-        # the other).  The caller's descriptors, environment, arguments
-        # and attributes are installed by the library once serve() has
-        # returned (4.9.i to 4.9.v, protocol.md 6.4).
-        POSIX::setpgid(0, 0);
-        close $fh;
-        return { fds => $call->{fds}, body => $call->{body},
-                 env_end => $call->{env_end}, call1 => $call1,
-                 log => $log };
-    }
-    # EACCES (it has exec'd already) or ESRCH (it has gone): it did its
-    # own setpgid first.
-    POSIX::setpgid($pid, $pid);
-    Prefork::Interp::Signals::restore_mask($oldmask);
-    # Signal frames that came before the executor existed: delivered at
-    # once (before anything slow), so that even a short call gets them;
-    # the executor keeps them pending until its dispositions are set.
-    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
-        my ($tag, $sig) = @$early;
-        my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
-        $log->msg('warning', "caller sent a bad '$tag' frame: $err;"
-                  . ' ignored') if defined $err;
-    }
-
-    # 4.10; and the request is the executor's now.
-    POSIX::close($_) foreach @caller_fds;
-    undef ${ $call->{body} };
-    $0 = "$cfg->{title} [prefork monitor $pid]" unless $call->{initial};
-
-    if ($call1) {
-        _await_executor_call1($cfg, $fh, $pid);
-        POSIX::_exit(0);
-    }
-
-    my $status = _await_executor($cfg, $fh, $pid);
-
-    # 4.15: EPIPE or ECONNRESET here just mean the caller has gone.
-    eval { Prefork::Interp::Protocol::write_status($fh, $status); 1 }
-        or do {
-            die $@ unless Prefork::Interp::Protocol::is_gone($@);
-        };
-    # 4.16
-    POSIX::_exit(0);
-}
-
-# _call_readable(CALL, WATCH): waits until CALL is readable (true), or
-# the child watch has something or its timeout passed (false).
-sub _call_readable ($$) {
-    my ($call, $watch) = @_;
-    my $rbits = '';
-    vec($rbits, fileno($call), 1) = 1;
-    vec($rbits, $watch->fd, 1) = 1 if defined $watch->fd;
-    my $n = select($rbits, undef, undef, $watch->timeout);
-    if ($n < 0) {
-        return 0 if $! == EINTR;
-        die "select on call socket: $!\n";
-    }
-    return $n > 0 && vec($rbits, fileno($call), 1);
-}
-
-# 4.11 to 4.14: waits until the executor has exited or the caller has
-# gone, and returns the executor's raw wait status.  Plain v1.
-#
-# We learn of the executor's death from the kernel only: a pidfd where
-# Linux has one, otherwise waitpid woken by SIGCHLD (ChildWatch).
-# Upstream uses an EXECTERM pipe whose write end the executor holds;
-# but perl closes that pipe during global destruction, before the
-# process has exited, and exec closes it too (close-on-exec), so 7.0.0
-# signals a live executor and reports "killed by SIGINT" for most
-# "exit 0" calls.
-#
-# Unlike upstream 4.12/4.13, a normal exit does not SIGINT the process
-# group: background processes the script leaves behind survive it, as
-# they would if the script had been run directly.
-sub _await_executor ($$$) {
-    my ($cfg, $call, $pid) = @_;
-    my $watch = Prefork::Interp::Signals::ChildWatch->new(
-        $pid, stops => 0, kernel_fd => $cfg->{use_pidfd});
-    my $said_data = 0;
-
-    for (;;) {
-        my ($what, $status) = $watch->check;
-        if (defined $what) {
-            $watch->close;
-            return $status;
-        }
-        next unless _call_readable($call, $watch);
-        # CALL is readable.  A v1 client sends nothing after its
-        # request: bytes are ignored (protocol.md 4; 7.0.0 took them as
-        # a hang-up), only EOF or an error ends the call early.
-        my $buf;
-        my $r = sysread($call, $buf, 4096);
-        next if !defined $r && ($! == EINTR || $! == EAGAIN);
-        if (defined $r && $r > 0) {
-            $cfg->{log}->msg('info', 'caller sent data after its request;'
-                             . ' ignored') unless $said_data++;
-            next;
-        }
-        last;
-    }
-
-    # The caller has gone: 4.12 to 4.14.
-    $SIG{INT} = 'IGNORE';
-    Prefork::Interp::Signals::hang_up($pid);
-    $watch->close;
-    return $watch->wait_exit;
-}
-
-# Extension call1 (protocol.md 6.5): while the executor runs, carries
-# out the client's SIGP and SIGG frames, reports each stop with a STOP
-# frame and the end with an EXIT frame.  Returns once the executor has
-# exited.
-sub _await_executor_call1 ($$$) {
-    my ($cfg, $call, $pid) = @_;
-    my $log = $cfg->{log};
-    my $watch = Prefork::Interp::Signals::ChildWatch->new(
-        $pid, stops => 1, kernel_fd => $cfg->{use_pidfd});
-    my $inbuf = '';
-    my $gone;     # why the call is dropped, once it is
-
-    my $signal = sub {
-        my ($tag, $sig) = @_;
-        my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
-        $log->msg('warning', "caller sent a bad '$tag' frame: $err;"
-                  . ' ignored') if defined $err;
-    };
-
-    while (!defined $gone) {
-        my ($what, $value) = $watch->check;
-        if (defined $what && $what eq 'exit') {
-            $watch->close;
-            # EPIPE or ECONNRESET here just mean the caller has gone.
-            eval {
-                Prefork::Interp::Protocol::send_u32_frame($call,
-                    Prefork::Interp::Protocol::TAG_EXIT, $value);
-                1;
-            } or do {
-                die $@ unless Prefork::Interp::Protocol::is_gone($@);
-            };
-            return;
-        }
-        if (defined $what) {
-            my $ok = eval {
-                Prefork::Interp::Protocol::send_u32_frame($call,
-                    Prefork::Interp::Protocol::TAG_STOP, $value);
-                1;
-            };
-            if (!$ok) {
-                die $@ unless Prefork::Interp::Protocol::is_gone($@);
-                $gone = 'hung up';
-                last;
-            }
-            next;
-        }
-
-        next unless _call_readable($call, $watch);
-
-        my $r = sysread($call, $inbuf, 65536, length $inbuf);
-        if (!defined $r) {
-            next if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK;
-            $gone = "connection failed ($!)";
-            last;
-        }
-        if ($r == 0) {
-            $gone = length($inbuf) ? 'hung up in the middle of a frame'
-                                   : 'hung up';
-            last;
-        }
-        for (;;) {
-            my $frame = eval { Prefork::Interp::Protocol::take_frame(\$inbuf) };
-            if (!$frame) {
-                last unless $@;
-                my $e = $@;
-                chomp $e;
-                $log->msg('warning', "bad frame from caller: $e;"
-                          . ' dropping the call');
-                $gone = 'broke the protocol';
-                last;
-            }
-            my ($tag, $body) = @$frame;
-            # Frames we do not know are skipped (protocol.md 6.2).
-            next unless $tag eq Prefork::Interp::Protocol::TAG_SIGP
-                     || $tag eq Prefork::Interp::Protocol::TAG_SIGG;
-            my $sig = eval {
-                Prefork::Interp::Protocol::decode_u32_body($tag, $body);
-            };
-            if (!defined $sig) {
-                # A malformed body is skipped: the client's mistake need
-                # not end the call (protocol.md 6.2).
-                my $e = $@;
-                chomp $e;
-                $log->msg('warning', "bad frame from caller, skipped: $e");
-                next;
-            }
-            $signal->($tag, $sig);
-        }
-    }
-
-    # The caller has gone, or broke the protocol: as a v1 hang-up.
-    $log->msg('info', "caller $gone; stopping the call")
-        if $gone ne 'broke the protocol';
-    $SIG{INT} = 'IGNORE';
-    Prefork::Interp::Signals::hang_up($pid);
-    $watch->close;
-    $watch->wait_exit;
-    return;
-}
-
-# Writes one line to the caller's stderr (a raw fd), for errors the
-# caller ought to see.
-sub _tell_caller ($$$) {
-    my ($fd, $title, $msg) = @_;
-    my $line = "$title: prefork: $msg\n";
-    POSIX::write($fd, $line, length $line);
-}
-
 #---------- helpers ----------
 
 # 3.6: stdin, stdout and stderr to /dev/null.  Reopening the perl
@@ -685,32 +403,20 @@ sub _stdio_to_null () {
     open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
 }
 
-# describe_status(WAIT_STATUS) - for messages.
-sub describe_status ($) {
-    my ($st) = @_;
-    return "exit status " . WEXITSTATUS($st) if WIFEXITED($st);
-    if (WIFSIGNALED($st)) {
-        my $sig = WTERMSIG($st);
-        my $name = (split ' ', $Config::Config{sig_name})[$sig];
-        return "killed by SIG" . ($name // $sig)
-            . (($st & 0x80) ? ' (core dumped)' : '');
-    }
-    return sprintf 'wait status 0x%x', $st;
-}
-
 1;
 
 __END__
 
 =head1 NAME
 
-Prefork::Interp::Server - server, monitor and executor processes (internal)
+Prefork::Interp::Server - the server process (internal)
 
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: daemonising once the setup process has
-forked (L<Prefork::Interp::Setup>), the server's accept loop, and the
-per-call monitor.  See the comments in the source for the process
-tree and the steps of the upstream design it follows.
+forked (L<Prefork::Interp::Setup>) and the server's select loop, which
+takes calls in, hands each to an executor (L<Prefork::Interp::Executors>)
+and watches the calls in progress.  See the comments in the source for
+the process tree and the steps of the upstream design it follows.
 
 =cut

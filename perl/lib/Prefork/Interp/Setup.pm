@@ -57,15 +57,15 @@ sub start ($) {
     my ($cfg) = @_;
     my $log = $cfg->{log};
 
-    # Dispositions and hooks for the server and the monitors (and the
+    # Dispositions and hooks for the server and the spares (and the
     # setup process while it takes the first call in).  They are local,
     # so the executor gets back whatever the script had set when
     # start() returns into it.
     local $SIG{CHLD} = 'DEFAULT';    # SIG_IGN would hide our children
     local $SIG{PIPE} = 'IGNORE';     # a vanished caller is EPIPE, quietly
     local $SIG{__DIE__};             # the script's hooks must not run
-    local $SIG{__WARN__};            #   in the server or in monitors
-    local $0 = $0;                   # we retitle server and monitors
+    local $SIG{__WARN__};            #   in the server or in spares
+    local $0 = $0;                   # we retitle server and spares
 
     my $fds = $cfg->{fds};
     my %fh;
@@ -129,10 +129,10 @@ sub start ($) {
 # call's handshake (protocol.md 2 steps 2 to 4, and with call1 the
 # accept frame, ATTR and the caller's other fds), blocking, within the
 # request timeout, with the Prefork::Interp::Handshake the server uses.
-# Then makes this process what an executor is when its monitor has
-# forked it, so that Prefork::Interp takes the call on the same way:
+# Then makes this process what an executor is when the server has handed
+# it a call, so that Prefork::Interp takes the call on the same way:
 # every signal blocked (the call's own mask is set last), CALL closed,
-# and the kernel to send it SIGINT, what a monitor sends when its
+# and the kernel to send it SIGINT, what the server sends when a
 # caller hangs up, if the client (its parent, CLIENT) dies.  It stays
 # in the process group the client made it lead, the call's.  Returns the
 # call, as Prefork::Interp::Server does in an executor.
@@ -179,8 +179,8 @@ sub _take_in_place ($$$$) {
         $client, Prefork::Interp::Signals::SIGINT, $cfg->{log});
     # Signal frames that came before the ATTR frame (our client holds
     # the signals it gets while it hands the call over, and sends none)
-    # stay pending until the call's mask is set, as a monitor delivers
-    # them to its executor.  The call's process group is the caller's,
+    # stay pending until the call's mask is set, as the server delivers
+    # them to an executor.  The call's process group is the caller's,
     # the client's too: a SIGG frame is for this process alone.
     foreach my $early (@{ $call->{call1} ? $call->{call1}{early} : [] }) {
         my ($tag, $sig) = @$early;

@@ -8,12 +8,10 @@
 #    set_mask() give the call what protocol.md 6.4 steps 6 and 7 (and
 #    6.6 without the extension) say.  Also in the setup process when it
 #    runs the first call itself (protocol.md 7).
-#  * In the monitor: block_all()/restore_mask() around forking the
-#    executor, ChildWatch (how the monitor learns that its executor has
-#    stopped or finished), deliver() for SIGP and SIGG frames, and
-#    hang_up() for a caller that has gone.
-#  * In the server: pidfd_open() (how it learns that a monitor has
-#    finished).
+#  * In the server: block_all()/restore_mask() around forking an
+#    executor (a spare, or one for a call), and, as it watches the calls
+#    in progress (Prefork::Interp::Executors), deliver() for SIGP and
+#    SIGG frames and hang_up() for a caller that has gone.
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -29,8 +27,7 @@ use Prefork::Interp::Syscall ();
 
 # Not POSIX, which takes a while to load and which a setup process
 # running the first call itself does without: signal numbers from
-# Config, the mask through Prefork::Interp::Syscall.  (The monitor's
-# ChildWatch, below, loads it.)
+# Config, the mask through Prefork::Interp::Syscall.
 
 our $VERSION = '1.0.0';
 
@@ -123,8 +120,7 @@ sub snapshot ($) {
 # A handler or an IGNORE of the script's is kept; a default becomes
 # IGNORE if the caller ignores the signal (CALLER_IGNORES, an array ref
 # of numbers, empty for a v1 caller), otherwise it is SIG_DFL.  Every
-# disposition is set explicitly: whatever the server or the monitor
-# had is gone.
+# disposition is set explicitly: whatever the server had is gone.
 sub apply_dispositions ($$) {
     my ($snap, $caller_ignores) = @_;
     my %ign = map { $_ => 1 } @$caller_ignores;
@@ -149,9 +145,9 @@ sub apply_dispositions ($$) {
 # prctl(2) option: the signal the kernel sends us when our parent dies.
 use constant PR_SET_PDEATHSIG => 1;
 
-# die_with_parent(PARENT, SIGNAL, LOG): in the executor, first thing
+# die_with_parent(PARENT, SIGNAL, LOG): in an executor, first thing
 # (protocol.md 4): the kernel is to send us SIGNAL when our parent
-# PARENT (the monitor) dies (PR_SET_PDEATHSIG), so a monitor killed by
+# PARENT (the server) dies (PR_SET_PDEATHSIG), so a server killed by
 # anyone never leaves a call running with the caller's stdio after the
 # client has returned; and if it died before we asked, we go at once
 # (exit 127).  The executor asks for SIGKILL; a setup process running
@@ -185,10 +181,10 @@ sub set_mask ($) {
 }
 
 # block_all(): blocks every signal; returns the previous mask for
-# restore_mask.  The monitor forks the executor with everything
-# blocked, so a signal sent to the executor (a SIGP frame right after
-# the fds) waits until the executor has its dispositions and its final
-# mask, instead of meeting the monitor's.
+# restore_mask.  The server forks executors (spares included) with
+# everything blocked, so a signal sent to the executor (a SIGP frame
+# right after the fds) waits until the executor has its dispositions
+# and its final mask, instead of meeting the server's.
 sub block_all () {
     return Prefork::Interp::Syscall::block_signals(1..MAX_SIGNAL);
 }
@@ -198,7 +194,7 @@ sub restore_mask ($) {
     Prefork::Interp::Syscall::restore_signals($old);
 }
 
-#---------- the monitor ----------
+#---------- the calls in progress (server) ----------
 
 # deliver(TAG, SIGNAL, EXECUTOR): a SIGP frame kills the executor, a
 # SIGG frame the call's process group (whose leader is the executor).
@@ -224,166 +220,20 @@ sub hang_up ($) {
     kill SIGCONT, -$pid, $pid;
 }
 
-# pidfd_open(PID): a descriptor that becomes readable when child PID
-# exits (Linux 5.3), or undef where there is none.
-sub pidfd_open ($) {
-    my ($pid) = @_;
-    return Prefork::Interp::Signals::ChildWatch::_pidfd_open($pid);
-}
-
-#---------- ChildWatch: the executor's state, from the kernel ----------
-
-package Prefork::Interp::Signals::ChildWatch;
-
-use Errno qw(EINTR);
-
-use Prefork::Interp::Syscall ();
-
-# pidfd_open's number where syscall.ph does not know it: every
-# architecture's table agrees on it but alpha's and ia64's.  (signalfd4
-# differs between architectures, so it is only used from syscall.ph or
-# Prefork::Interp::Syscall's table.)
-use constant SYS_pidfd_open => 434;
-
-# Without a kernel fd we poll this often; it bounds the delay in the
-# one case SIGCHLD cannot wake us: the child changing state just
-# before we start to wait.
-use constant POLL => 0.05;
-
-# new(PID, stops => BOOL, kernel_fd => BOOL)
-#
-# Watches child PID.  With stops, stops are reported too (waitpid
-# WUNTRACED).  The way we are woken, best first:
-#   pidfd     readable once the child has exited; not on a stop, so
-#             only without stops (Linux 5.3);
-#   signalfd  SIGCHLD blocked and read from an fd: woken by exits and
-#             stops, without a race (Linux);
-#   poll      a SIGCHLD handler interrupts select, and select times out
-#             every POLL seconds for the race above.
-# kernel_fd false forces "poll" ($Prefork::Interp::USE_PIDFD = 0).
-sub new {
-    my ($class, $pid, %a) = @_;
-    require POSIX;    # loaded already in the monitor, its only user
-    my $self = bless { pid => $pid, stops => $a{stops} ? 1 : 0,
-                       fd => undef, how => 'poll' }, $class;
-    if ($a{kernel_fd} && $^O eq 'linux') {
-        if (!$self->{stops}) {
-            my $fd = _pidfd_open($pid);
-            @$self{qw(fd how)} = ($fd, 'pidfd') if defined $fd;
-        } else {
-            my $fd = _signalfd_chld();
-            @$self{qw(fd how)} = ($fd, 'signalfd') if defined $fd;
-        }
-    }
-    # Our SIGCHLD must not be ignored (that would reap the child for
-    # us) and, for poll, must interrupt select.
-    $SIG{CHLD} = sub { } if $self->{how} eq 'poll';
-    return $self;
-}
-
-sub how { $_[0]{how} }
-
-# fd: the descriptor to select on for reading, or undef (then use
-# timeout).
-sub fd { $_[0]{fd} }
-
-# timeout: for select; undef means none.
-sub timeout { $_[0]{how} eq 'poll' ? POLL : undef }
-
-# check(): after a wake-up (or before the first wait).  Returns
-# ('exit', WAIT_STATUS), ('stop', SIGNAL) or () for nothing new.
-sub check {
-    my ($self) = @_;
-    if ($self->{how} eq 'signalfd') {
-        # Drain: each read takes one pending SIGCHLD (128 bytes).
-        my $buf;
-        1 while defined POSIX::read($self->{fd}, $buf, 128 * 8)
-            && length $buf;
-    }
-    my $flags = POSIX::WNOHANG() | ($self->{stops} ? POSIX::WUNTRACED() : 0);
-    for (;;) {
-        my $got = waitpid($self->{pid}, $flags);
-        if ($got == $self->{pid}) {
-            # perl's $? is 0 for a stopped child; the raw status is in
-            # ${^CHILD_ERROR_NATIVE}.
-            my $native = ${^CHILD_ERROR_NATIVE};
-            return ('stop', POSIX::WSTOPSIG($native))
-                if POSIX::WIFSTOPPED($native);
-            return ('exit', $?);
-        }
-        return () if $got == 0;
-        next if $! == EINTR;
-        die "wait for executor [$self->{pid}]: $!\n";
-    }
-}
-
-# wait_exit(): blocks until the child has exited; its wait status.
-sub wait_exit {
-    my ($self) = @_;
-    for (;;) {
-        my $got = waitpid($self->{pid}, 0);
-        return $? if $got == $self->{pid};
-        next if $got < 0 && $! == EINTR;
-        die "wait for executor [$self->{pid}]: "
-            . ($got < 0 ? "$!" : "got [$got]") . "\n";
-    }
-}
-
-sub close {
-    my ($self) = @_;
-    POSIX::close($self->{fd}) if defined $self->{fd};
-    $self->{fd} = undef;
-}
-
-# A pidfd for PID, or undef where there is none (old kernel, seccomp).
-sub _pidfd_open ($) {
-    my ($pid) = @_;
-    my $nr = Prefork::Interp::Syscall::number('pidfd_open');
-    if (!defined $nr) {
-        return undef if $Config::Config{archname} =~ m/\A(?:alpha|ia64)/;
-        $nr = SYS_pidfd_open;
-    }
-    # "+ 0": syscall passes strings as pointers, numbers as integers.
-    my $fd = syscall($nr, $pid + 0, 0);
-    return $fd >= 0 ? $fd : undef;
-}
-
-# Blocks SIGCHLD and returns a non-blocking signalfd for it, or undef
-# (SIGCHLD then unblocked again).  Only monitors use it, and they never
-# exec, so it need not be close-on-exec.
-sub _signalfd_chld () {
-    my $nr = Prefork::Interp::Syscall::number('signalfd4');
-    return undef unless defined $nr;
-    my $sigchld = POSIX::SIGCHLD();
-    my $old = POSIX::SigSet->new;
-    POSIX::sigprocmask(POSIX::SIG_BLOCK(), POSIX::SigSet->new($sigchld),
-                       $old)
-        or return undef;
-    # The kernel's sigset_t: one bit per signal, bit 0 for signal 1.
-    my $set = pack 'Q', 1 << ($sigchld - 1);
-    # SFD_NONBLOCK is O_NONBLOCK.
-    my $fd = syscall($nr, -1, $set, length($set), POSIX::O_NONBLOCK() + 0);
-    if ($fd < 0) {
-        POSIX::sigprocmask(POSIX::SIG_SETMASK(), $old);
-        return undef;
-    }
-    return $fd;
-}
-
 1;
 
 __END__
 
 =head1 NAME
 
-Prefork::Interp::Signals - signal dispositions, masks and the executor's
-state, for Prefork::Interp (internal)
+Prefork::Interp::Signals - signal dispositions, masks, forwarding and
+hang-ups, for Prefork::Interp (internal)
 
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: the script's signal state taken at
 initialisation, the dispositions and mask each call gets (protocol
 extension call1, and plain v1), signals forwarded by the client, and
-how the monitor learns that its executor has stopped or finished.
+the hang-up.
 
 =cut

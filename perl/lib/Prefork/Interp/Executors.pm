@@ -1,0 +1,680 @@
+# Prefork::Interp::Executors - the server's executors: spares forked
+# ahead of calls, and the server's watch over each call in progress.
+#
+# No fork is on a warm call's critical path.  The server keeps
+# pool_size spares: forks of itself made while it is idle, each
+# blocked reading a control socket of its own (no timer, no polling).
+# When a call's handshake is complete and a slot is free, the server
+# makes a spare the leader of the call's process group, hands it the
+# call (the caller's fds, the request and the attributes, over the
+# control socket); it forks a new spare once no call younger than
+# FILL_DELAY runs (a fork would delay a short call's EXIT frame: the
+# server does nothing else while it forks).  The spare
+# returns from serve() as the call's executor; Prefork::Interp applies
+# everything of the call (stdio, environment, arguments, fds,
+# attributes, signals) there, as it did in an executor forked by a
+# monitor.  With no spare left (pool_size 0, or a burst of calls) an
+# executor is forked for the call, which it takes with the fork.
+#
+# The server itself plays the monitor's part of protocol.md 4 (upstream
+# part 4), one process per call fewer: each call's socket is in the
+# server's select loop (SIGP and SIGG frames from the client, and its
+# hang-up: SIGINT, then SIGCONT, to the call's process group), and the
+# executor's stops and end come from the kernel (waitpid with
+# WUNTRACED, woken by a signalfd for SIGCHLD), never from a pipe that
+# perl may close before the process has exited.  The STOP and EXIT
+# frames (v1: the wait status) go to the client as a monitor sent them.
+#
+# Every executor, spares included, asks the kernel to SIGKILL it if the
+# server dies (PR_SET_PDEATHSIG), so a server killed under its calls
+# never leaves one running with a caller's stdio after the client has
+# returned.  When the server quits, its spares see EOF on their control
+# socket and _exit(0), running nothing of the script.
+#
+# Control socket, server to spare (a stream; numbers 32-bit big-endian):
+#
+#  1. 16 bytes: the length of the request body, where its environment
+#     ends (check_request's env_end), the length of the ATTR body or
+#     0xffffffff without extension call1, and the number N of fds;
+#  2. N messages of one zero byte, each carrying one fd (SCM_RIGHTS,
+#     as the client sends them: Prefork::Interp::Protocol's send_fd and
+#     recv_fd): the caller's fds 0, 1 and 2, then its other fds in the
+#     order ATTR lists them;
+#  3. the request body, then the ATTR body as the client sent it (the
+#     server has checked it; the executor decodes it again).
+#
+# EOF instead of 1: the server is quitting.  (The call's socket stays
+# with the server: the executor has no use for it.)
+#
+# Copyright the prefork-interp contributors; see the project's
+# top-level files for the licence.
+
+package Prefork::Interp::Executors;
+
+use strict;
+use warnings;
+
+use Errno qw(EINTR EAGAIN EWOULDBLOCK EPIPE ECONNRESET);
+use POSIX qw(WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG WIFSIGNALED WTERMSIG
+             WIFEXITED WEXITSTATUS SIGKILL);
+use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC);
+use Time::HiRes ();
+
+use Prefork::Interp::Protocol;
+use Prefork::Interp::Signals;
+use Prefork::Interp::Syscall ();
+
+our $VERSION = '1.0.0';
+
+use constant HEADER_LEN => 16;
+use constant NO_ATTR => 0xffffffff;
+
+# A spare is not forked while a call started less than this long ago
+# runs: the server does nothing else while it forks, and a short call
+# would wait for the fork to learn of its end (its EXIT frame).  Once
+# every call is older, or none runs, the pool is filled.
+use constant FILL_DELAY => 0.1;
+
+# Bytes read from a call's socket at once while the call runs.
+use constant READ_SIZE => 65536;
+
+# Without a signalfd, the server learns that an executor stopped or
+# ended from SIGCHLD, which select can miss (it may come just before
+# select starts); while it has children to hear of, it looks this
+# often.
+use constant POLL => 0.05;
+
+my $P = 'Prefork::Interp::Protocol';
+
+# new(pool_size => N, log => LOG, title => TITLE, use_signalfd => BOOL,
+#     release => CODE)
+#
+# In the server.  release closes, in an executor just forked, what
+# only the server needs of its own (LISTEN, the watcher's pipes, the
+# inotify fd, the connections it holds); we close ours.  use_signalfd
+# false ($Prefork::Interp::USE_PIDFD = 0) makes the server learn of its
+# children from its SIGCHLD handler interrupting select, and polling.
+sub new {
+    my ($class, %a) = @_;
+    my $self = bless {
+        pool_size   => $a{pool_size},
+        log         => $a{log},
+        title       => $a{title},
+        release     => $a{release},
+        spares      => [],    # { pid, ctl (our end) }, oldest first
+        running     => {},    # executor pid => the call (see _started)
+        leaving     => {},    # pid => 1: spares told to go, not reaped
+        fill_failed => 0,     # no spares forked until the next call
+        sigfd       => undef,
+    }, $class;
+    $self->{sigfd} = _signalfd_chld() if $a{use_signalfd} && $^O eq 'linux';
+    return $self;
+}
+
+# running(): how many calls are in progress (each holds a slot).
+sub running { scalar keys %{ $_[0]{running} } }
+
+#---------- starting calls ----------
+
+# fill_in(NOW): in how many seconds fill() is due: 0 for now, undef
+# if the pool is full (or a fork failed: then after the next call).
+sub fill_in {
+    my ($self, $now) = @_;
+    return undef if $self->{fill_failed}
+                 || @{ $self->{spares} } >= $self->{pool_size};
+    my $left = 0;
+    foreach my $c (values %{ $self->{running} }) {
+        my $wait = $c->{started} + FILL_DELAY - $now;
+        $left = $wait if $wait > $left;
+    }
+    return $left;
+}
+
+# fill(): forks spares up to the pool size.  Returns undef in the
+# server; in a spare, once the server has handed it a call, the call
+# (see _wait_for_call).  A fork that fails is logged, and tried again
+# after the next call.
+sub fill {
+    my ($self) = @_;
+    while (!$self->{fill_failed}
+           && @{ $self->{spares} } < $self->{pool_size}) {
+        my $request;
+        if (!eval { $request = $self->_fork_spare; 1 }) {
+            my $e = $@;
+            chomp $e;
+            $self->{log}->msg('warning', "$e; no more spares until the"
+                              . ' next call');
+            $self->{fill_failed} = 1;
+            return undef;
+        }
+        return $request if $request;
+    }
+    return undef;
+}
+
+# start(HS): hands the complete call of handshake HS (taken from the
+# intake) to the oldest spare or, with none left, to an executor forked
+# for it.  Returns the call in that new executor, undef in the server,
+# where the call is then in progress; dies with a message if no
+# executor could be had (HS is then closed).
+sub start {
+    my ($self, $hs) = @_;
+    my $call = $hs->call;
+    while (my $spare = shift @{ $self->{spares} }) {
+        my $ok = eval { _hand_over($spare, $call); 1 };
+        my $e = $@;
+        close $spare->{ctl};
+        if ($ok) {
+            $self->_started($spare->{pid}, $call);
+            return undef;
+        }
+        # Killed by someone, say: the next one will do.
+        $e = Prefork::Interp::Protocol::is_gone($e) ? $e->why : $e;
+        chomp $e;
+        $self->{log}->msg('warning', "spare executor [$spare->{pid}] could"
+                          . " not take a call: $e");
+        kill SIGKILL, $spare->{pid};
+        $self->{leaving}{ $spare->{pid} } = 1;
+    }
+    my $pid = eval {
+        $self->_fork('an executor', sub { close $call->{fh} });
+    };
+    if (!defined $pid) {
+        my $e = $@;
+        $hs->close;
+        die $e;
+    }
+    if (!$pid) {
+        # The executor, with the call, as a spare that has just been
+        # handed it.  The leader of the call's process group
+        # (protocol.md 6.4 step 1; the server does the same from its
+        # side, so neither races the other).
+        POSIX::setpgid(0, 0);
+        return { fds => $call->{fds}, body => $call->{body},
+                 env_end => $call->{env_end}, call1 => $call->{call1},
+                 log => $self->{log} };
+    }
+    # EACCES (it has exec'd already) or ESRCH (it has gone): it did its
+    # own setpgid first.
+    POSIX::setpgid($pid, $pid);
+    $self->_started($pid, $call);
+    return undef;
+}
+
+# _hand_over(SPARE, CALL): over SPARE's control socket (see the top of
+# this file).  Dies if the spare cannot take it.
+sub _hand_over ($$) {
+    my ($spare, $call) = @_;
+    # Its group exists before anything of the call reaches it, so a
+    # SIGG frame forwarded at once has a group to go to.  If it fails,
+    # the spare has gone: so do the writes below.
+    POSIX::setpgid($spare->{pid}, $spare->{pid});
+    my $call1 = $call->{call1};
+    my $attr = $call1 ? $call1->{attr_body} : undef;
+    my @fds = (@{ $call->{fds} },
+               map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
+    my $body = $call->{body};
+    my $head = pack 'N4', length $$body, $call->{env_end},
+                          defined $attr ? length $attr : NO_ATTR,
+                          scalar @fds;
+    my $ctl = $spare->{ctl};
+    _write_all($ctl, \$head);
+    Prefork::Interp::Protocol::send_fd($ctl, $_, 'a call\'s fd') foreach @fds;
+    _write_all($ctl, $body);
+    _write_all($ctl, \$attr) if defined $attr;
+}
+
+# _started(PID, CALL): the server's side once executor PID has the call
+# (protocol.md 4, 4.10): the caller's fds and the request are the
+# executor's now; signal frames that came before it existed are
+# delivered at once (it keeps them pending until its dispositions and
+# mask are set); the call is watched from now on.
+sub _started {
+    my ($self, $pid, $call) = @_;
+    my $call1 = $call->{call1};
+    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
+        $self->_deliver($pid, @$early);
+    }
+    Prefork::Interp::Syscall::close_fd($_)
+        foreach @{ $call->{fds} },
+                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] };
+    undef ${ $call->{body} };
+    $self->{running}{$pid} = {
+        pid       => $pid,
+        fh        => $call->{fh},    # undef once closed
+        call1     => $call1 ? 1 : 0,
+        listening => 1,              # reading the client: not after it
+                                     # has gone or broken the protocol
+        inbuf     => '',
+        said_data => 0,
+        started   => Time::HiRes::time(),
+    };
+    $self->{fill_failed} = 0;
+}
+
+# _fork(WHAT, IN_CHILD): forks an executor (a spare, or one for a call)
+# with every signal blocked: the executor unblocks them once it has its
+# dispositions and mask (protocol.md 6.4 steps 6 and 7), so a signal
+# forwarded to it meanwhile is not met by the server's.  Returns the pid
+# in the server, 0 in the executor, which dies with the server and has
+# closed every fd of the server's (and run IN_CHILD); dies with a
+# message if fork fails.  Nothing in the executor dies: it _exits.
+sub _fork {
+    my ($self, $what, $in_child) = @_;
+    my $server = $$;
+    my $oldmask = Prefork::Interp::Signals::block_all();
+    my $pid = fork;
+    if (!defined $pid) {
+        my $e = "$!";
+        Prefork::Interp::Signals::restore_mask($oldmask);
+        die "cannot fork $what: $e\n";
+    }
+    if ($pid) {
+        Prefork::Interp::Signals::restore_mask($oldmask);
+        return $pid;
+    }
+    # First of all, die with the server (protocol.md 4).
+    eval {
+        Prefork::Interp::Signals::die_with_parent($server, SIGKILL,
+                                                  $self->{log});
+        $self->_release;
+        $in_child->() if $in_child;
+        1;
+    } or do {
+        $self->{log}->msg('err', "executor just forked: $@");
+        POSIX::_exit(127);
+    };
+    return 0;
+}
+
+# In an executor just forked: closes every fd of the server's.
+sub _release {
+    my ($self) = @_;
+    $self->{release}->();
+    POSIX::close(delete $self->{sigfd}) if defined $self->{sigfd};
+    close $_->{ctl} foreach @{ $self->{spares} };
+    close $_->{fh} foreach grep { $_->{fh} } values %{ $self->{running} };
+    $self->{spares} = [];
+    $self->{running} = {};
+    $self->{leaving} = {};
+}
+
+#---------- the spare's side ----------
+
+# _fork_spare(): forks a spare.  Returns undef in the server (the spare
+# is then in the pool); in the spare, once it has been handed a call,
+# the call.  Dies with a message if it cannot fork.
+sub _fork_spare {
+    my ($self) = @_;
+    socketpair(my $ours, my $theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+        or die "cannot make a socket pair for a spare executor: $!\n";
+    my $pid = eval {
+        $self->_fork('a spare executor', sub { close $ours });
+    };
+    if (!defined $pid) {
+        my $e = $@;
+        close $ours;
+        close $theirs;
+        die $e;
+    }
+    if ($pid) {
+        close $theirs;
+        push @{ $self->{spares} }, { pid => $pid, ctl => $ours };
+        return undef;
+    }
+    # The spare: it waits, costing nothing, until a call or EOF comes.
+    $0 = "$self->{title} [prefork spare]";
+    my $request = eval { _wait_for_call($theirs) };
+    if (!$request) {
+        # EOF: the server is quitting (or has gone).
+        POSIX::_exit(0) unless $@;
+        my $e = Prefork::Interp::Protocol::is_gone($@) ? $@->why : $@;
+        chomp $e;
+        $self->{log}->msg('err', "spare executor: taking a call: $e");
+        POSIX::_exit(127);
+    }
+    close $theirs;
+    $request->{log} = $self->{log};
+    return $request;
+}
+
+# _wait_for_call(CTL): blocks until the server hands us a call; returns
+# it as Prefork::Interp takes it (fds, body, env_end, call1), or undef
+# at EOF.  Dies if the server breaks off.
+sub _wait_for_call ($) {
+    my ($ctl) = @_;
+    my $head = '';
+    _read_exact($ctl, \$head, HEADER_LEN) or return undef;
+    my ($body_len, $env_end, $attr_len, $nfds) = unpack 'N4', $head;
+    my @fds;
+    while (@fds < $nfds) {
+        my $fd = Prefork::Interp::Protocol::recv_fd($ctl, 'a call\'s fd');
+        if (defined $fd) {
+            push @fds, $fd;
+            next;
+        }
+        my $rbits = '';
+        vec($rbits, fileno($ctl), 1) = 1;
+        select($rbits, undef, undef, undef) >= 0 || $! == EINTR
+            or die "select on the control socket: $!\n";
+    }
+    my $body = '';
+    _read_exact($ctl, \$body, $body_len)
+        or die "control socket closed in the middle of a call\n";
+    my $call1;
+    if ($attr_len != NO_ATTR) {
+        my $bytes = '';
+        _read_exact($ctl, \$bytes, $attr_len)
+            or die "control socket closed in the middle of a call\n";
+        my $attr = Prefork::Interp::Protocol::decode_attr($bytes);
+        my @numbers = @{ $attr->{fds} // [] };
+        @numbers == $nfds - 3
+            or die "got $nfds fds for a call with " . scalar(@numbers)
+                 . " extra ones\n";
+        $call1 = { attr => $attr, early => [],
+                   extra_fds => [ map { [ $numbers[$_], $fds[ 3 + $_ ] ] }
+                                      0 .. $#numbers ] };
+    }
+    return { fds => [ @fds[0 .. 2] ], body => \$body, env_end => $env_end,
+             call1 => $call1 };
+}
+
+# _read_exact(FH, \BUF, N): appends N bytes from FH (blocking) to BUF.
+# True, or false at EOF before the first byte; dies at EOF after it.
+sub _read_exact ($$$) {
+    my ($fh, $buf, $n) = @_;
+    my $start = length $$buf;
+    while (length($$buf) - $start < $n) {
+        my $r = sysread($fh, $$buf, $n - (length($$buf) - $start),
+                        length $$buf);
+        if (!defined $r) {
+            next if $! == EINTR;
+            die "read from the control socket: $!\n";
+        }
+        next if $r > 0;
+        return 0 if length $$buf == $start;
+        die "control socket closed in the middle of a call\n";
+    }
+    return 1;
+}
+
+# _write_all(FH, \DATA): writes DATA on FH (blocking), without copying
+# it (a request can be 6 MiB).
+sub _write_all ($$) {
+    my ($fh, $data) = @_;
+    my $off = 0;
+    while ($off < length $$data) {
+        my $r = syswrite($fh, $$data, length($$data) - $off, $off);
+        if (!defined $r) {
+            next if $! == EINTR;
+            die "write to the control socket: $!\n";
+        }
+        $off += $r;
+    }
+}
+
+#---------- the calls in progress (the monitor's part) ----------
+
+# watch(\RBITS): adds, to a select bit vector, the signalfd and the
+# sockets of the calls whose client we still read.
+sub watch {
+    my ($self, $rbits) = @_;
+    vec($$rbits, $self->{sigfd}, 1) = 1 if defined $self->{sigfd};
+    foreach my $c (values %{ $self->{running} }) {
+        vec($$rbits, fileno($c->{fh}), 1) = 1 if $c->{listening};
+    }
+}
+
+# timeout(): for select, undef for none: without a signalfd, POLL while
+# a child is to be heard of.
+sub timeout {
+    my ($self) = @_;
+    return undef if defined $self->{sigfd};
+    return (%{ $self->{running} } || %{ $self->{leaving} }) ? POLL : undef;
+}
+
+# service(RBITS): reads the calls' sockets that select found readable.
+sub service {
+    my ($self, $rbits) = @_;
+    foreach my $c (values %{ $self->{running} }) {
+        $self->_readable($c)
+            if $c->{listening} && vec($rbits, fileno($c->{fh}), 1);
+    }
+}
+
+# 4.11: the client's side of a call in progress.  Plain v1: a client
+# sends nothing after its request; bytes are ignored (protocol.md 4;
+# 7.0.0 took them as a hang-up), only EOF or an error ends the call
+# early.  Extension call1 (protocol.md 6.5): SIGP and SIGG frames are
+# carried out.
+sub _readable {
+    my ($self, $c) = @_;
+    my $log = $self->{log};
+    my $r = sysread($c->{fh}, $c->{inbuf}, READ_SIZE, length $c->{inbuf});
+    if (!defined $r) {
+        return if $! == EINTR || $! == EAGAIN || $! == EWOULDBLOCK;
+        return $self->_hang_up($c, "connection failed ($!)");
+    }
+    if ($r == 0) {
+        return $self->_hang_up($c, length($c->{inbuf}) && $c->{call1}
+                                   ? 'hung up in the middle of a frame'
+                                   : 'hung up');
+    }
+    if (!$c->{call1}) {
+        $log->msg('info', 'caller sent data after its request; ignored')
+            unless $c->{said_data}++;
+        $c->{inbuf} = '';
+        return;
+    }
+    for (;;) {
+        my $frame = eval { Prefork::Interp::Protocol::take_frame(\$c->{inbuf}) };
+        if (!$frame) {
+            return unless $@;
+            my $e = $@;
+            chomp $e;
+            $log->msg('warning', "bad frame from caller: $e;"
+                      . ' dropping the call');
+            return $self->_hang_up($c, undef);
+        }
+        my ($tag, $body) = @$frame;
+        # Frames we do not know are skipped (protocol.md 6.2).
+        next unless $tag eq $P->TAG_SIGP || $tag eq $P->TAG_SIGG;
+        my $sig = eval {
+            Prefork::Interp::Protocol::decode_u32_body($tag, $body);
+        };
+        if (!defined $sig) {
+            # A malformed body is skipped: the client's mistake need not
+            # end the call (protocol.md 6.2).
+            my $e = $@;
+            chomp $e;
+            $log->msg('warning', "bad frame from caller, skipped: $e");
+            next;
+        }
+        $self->_deliver($c->{pid}, $tag, $sig);
+    }
+}
+
+sub _deliver {
+    my ($self, $pid, $tag, $sig) = @_;
+    my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
+    $self->{log}->msg('warning', "caller sent a bad '$tag' frame: $err;"
+                      . ' ignored') if defined $err;
+}
+
+# 4.12 to 4.14: the caller has gone (WHY; undef: it broke the protocol,
+# which has been logged): SIGINT, then SIGCONT, to the call's group,
+# and we stop reading it.  The executor's end is reaped as any other.
+# With call1 the connection is closed at once (no EXIT frame); a v1
+# caller still gets the status written, in case it reads it.
+sub _hang_up {
+    my ($self, $c, $why) = @_;
+    $self->{log}->msg('info', "caller $why; stopping the call")
+        if defined $why && $c->{call1};
+    Prefork::Interp::Signals::hang_up($c->{pid});
+    $c->{listening} = 0;
+    $c->{inbuf} = '';
+    close(delete $c->{fh}) if $c->{call1};
+}
+
+# reap(): learns, without waiting, which executors have stopped or
+# ended: a STOP frame for a stop (call1), the EXIT frame or the wait
+# status for an end (4.15).  And forgets spares that have ended.
+sub reap {
+    my ($self) = @_;
+    if (defined $self->{sigfd}) {
+        # Drain: each read takes the pending SIGCHLD (128 bytes).
+        my $buf;
+        1 while defined POSIX::read($self->{sigfd}, $buf, 128 * 8)
+            && length $buf;
+    }
+    for (;;) {
+        my $pid = waitpid(-1, WNOHANG | WUNTRACED);
+        if ($pid < 0) {
+            next if $! == EINTR;
+            return;    # ECHILD: no child at all
+        }
+        return if $pid == 0;
+        # perl's $? is 0 for a stopped child; the raw status is in
+        # ${^CHILD_ERROR_NATIVE}.
+        $self->_child_changed($pid, $?, ${^CHILD_ERROR_NATIVE});
+    }
+}
+
+# wait_all(): the server is exiting: waits for every child (the calls
+# in progress reported as they end; not their stops).
+sub wait_all {
+    my ($self) = @_;
+    for (;;) {
+        my $pid = waitpid(-1, 0);
+        if ($pid < 0) {
+            next if $! == EINTR;
+            last;
+        }
+        $self->_child_changed($pid, $?, ${^CHILD_ERROR_NATIVE});
+    }
+    # Nothing left to wait for, whatever we thought.
+    close $_->{fh} foreach grep { $_->{fh} } values %{ $self->{running} };
+    $self->{running} = {};
+    $self->{leaving} = {};
+}
+
+sub _child_changed {
+    my ($self, $pid, $status, $native) = @_;
+    my $log = $self->{log};
+    if (my $c = $self->{running}{$pid}) {
+        if (WIFSTOPPED($native)) {
+            # protocol.md 6.5: the client stops itself the same way.  A
+            # v1 client is not told.
+            return unless $c->{call1} && $c->{fh};
+            $self->_tell($c, Prefork::Interp::Protocol::encode_u32_frame(
+                                 $P->TAG_STOP, WSTOPSIG($native)))
+                or $self->_hang_up($c, 'hung up');
+            return;
+        }
+        delete $self->{running}{$pid};
+        # 4.15: EPIPE or ECONNRESET here just mean the caller has gone.
+        $self->_tell($c, $c->{call1}
+                         ? Prefork::Interp::Protocol::encode_u32_frame(
+                               $P->TAG_EXIT, $status)
+                         : Prefork::Interp::Protocol::encode_status($status))
+            if $c->{fh};
+        close(delete $c->{fh}) if $c->{fh};
+        return;
+    }
+    return if WIFSTOPPED($native);
+    return if delete $self->{leaving}{$pid};
+    my @left = grep { $_->{pid} != $pid } @{ $self->{spares} };
+    if (@left < @{ $self->{spares} }) {
+        my ($spare) = grep { $_->{pid} == $pid } @{ $self->{spares} };
+        close $spare->{ctl};
+        $self->{spares} = \@left;
+        $log->msg('warning', "spare executor [$pid] ended before it had a"
+                  . ' call: ' . describe_status($status)
+                  . '; no more spares until the next call');
+        $self->{fill_failed} = 1;
+        return;
+    }
+    $log->msg('debug', "reaped [$pid], which was none of our executors");
+}
+
+# _tell(C, BYTES): writes BYTES (a frame, a status: a few bytes, which
+# fit in the socket's buffer unless the client reads nothing) on the
+# call's socket, which does not block.  False if the client has gone
+# (quietly) or the write failed (logged).
+sub _tell {
+    my ($self, $c, $bytes) = @_;
+    for (;;) {
+        my $r = syswrite($c->{fh}, $bytes);
+        return 1 if defined $r && $r == length $bytes;
+        next if !defined $r && $! == EINTR;
+        return 0 if !defined $r && ($! == EPIPE || $! == ECONNRESET);
+        $self->{log}->msg('warning', 'cannot write to the caller: '
+                          . (defined $r ? "wrote $r of " . length($bytes)
+                                          . ' bytes' : "$!"));
+        return 0;
+    }
+}
+
+# close_spares(): the server is quitting: its spares see EOF and exit,
+# and no more are forked.
+sub close_spares {
+    my ($self) = @_;
+    foreach my $spare (@{ $self->{spares} }) {
+        close $spare->{ctl};
+        $self->{leaving}{ $spare->{pid} } = 1;
+    }
+    $self->{spares} = [];
+    $self->{pool_size} = 0;
+}
+
+#---------- helpers ----------
+
+# Blocks SIGCHLD and returns a non-blocking signalfd for it, or undef
+# (SIGCHLD then unblocked again).  Closed in every executor.
+sub _signalfd_chld () {
+    my $nr = Prefork::Interp::Syscall::number('signalfd4');
+    return undef unless defined $nr && length(pack 'j', 0) == 8;
+    my $sigchld = POSIX::SIGCHLD();
+    my $old = Prefork::Interp::Syscall::block_signals($sigchld);
+    # The kernel's sigset_t: one bit per signal, bit 0 for signal 1.
+    my $set = pack 'Q', 1 << ($sigchld - 1);
+    # SFD_NONBLOCK is O_NONBLOCK.
+    my $fd = syscall($nr, -1, $set, length($set), POSIX::O_NONBLOCK() + 0);
+    if ($fd < 0) {
+        Prefork::Interp::Syscall::restore_signals($old);
+        return undef;
+    }
+    return $fd;
+}
+
+# describe_status(WAIT_STATUS) - for messages.
+sub describe_status ($) {
+    my ($st) = @_;
+    return "exit status " . WEXITSTATUS($st) if WIFEXITED($st);
+    if (WIFSIGNALED($st)) {
+        my $sig = WTERMSIG($st);
+        my $name = Prefork::Interp::Signals::name_of($sig);
+        return "killed by SIG" . ($name // $sig)
+            . (($st & 0x80) ? ' (core dumped)' : '');
+    }
+    return sprintf 'wait status 0x%x', $st;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Prefork::Interp::Executors - spare executors, and the server's watch
+over the calls in progress (internal)
+
+=head1 DESCRIPTION
+
+Internal to L<Prefork::Interp>: the server keeps C<pool_size> spare
+executors forked ahead of calls, hands each complete call to one over
+a control socket, and does the monitor's part of each call itself
+(signals forwarded, hang-ups, stops and the exit status reported).
+See the comments in the source.
+
+=cut
