@@ -201,9 +201,9 @@ def pydoc_pager_ctrl_c_then_q(term: Terminal, command: str) -> Any:
 
 def _no_process_left(setup: Setup) -> None:
     """Each server's session holds the server alone, and its idle spare
-    executors (the Python and Rust libraries', 2 by default): no monitor,
-    executor or child of a call is left."""
-    spares = DEFAULT_POOL_SIZE if setup.program.name in ("python", "rust") else 0
+    executors (2 by default, in every library): no executor or child of a
+    call is left."""
+    spares = DEFAULT_POOL_SIZE
     for sid in setup.server_sessions():
         left = lambda: sorted(processes_in_session(sid))  # noqa: E731
         expected = lambda: len(left()) == 1 + spares and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
