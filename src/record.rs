@@ -181,6 +181,11 @@ impl ServerRecord {
         Ok(record)
     }
 
+    /// Where the last-error line goes: just after ours.
+    pub fn error_offset(&self) -> u64 {
+        self.offset as u64 + SERVER_LINE_LEN as u64
+    }
+
     /// Write the line in place.
     pub fn write(&self) -> std::io::Result<()> {
         let text = self.line.encode();

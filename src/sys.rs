@@ -606,27 +606,48 @@ pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
-/// `secs` (Unix time) as local time, `YYYY-MM-DD HH:MM` (`@SECS` if the
-/// C library cannot convert it).
-pub fn local_time(secs: i64) -> String {
+/// `secs` (Unix time) broken down in local time, if the C library can.
+fn local_tm(secs: i64) -> Option<libc::tm> {
     let t: libc::time_t = secs as libc::time_t;
     let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
     // SAFETY: localtime_r reads `t` and writes only the `tm` we pass, which
     // is valid (zeroed) memory of the right type; it is re-entrant.
     let ok = !unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) }.is_null();
-    if ok {
-        // SAFETY: localtime_r succeeded, so it has filled `tm` in.
-        let tm = unsafe { tm.assume_init() };
-        return format!(
+    // SAFETY: localtime_r succeeded, so it has filled `tm` in (and a
+    // zeroed libc::tm is a valid value anyway).
+    ok.then(|| unsafe { tm.assume_init() })
+}
+
+/// `secs` (Unix time) as local time, `YYYY-MM-DD HH:MM` (`@SECS` if the
+/// C library cannot convert it).
+pub fn local_time(secs: i64) -> String {
+    match local_tm(secs) {
+        Some(tm) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}",
             tm.tm_year + 1900,
             tm.tm_mon + 1,
             tm.tm_mday,
             tm.tm_hour,
             tm.tm_min
-        );
+        ),
+        None => format!("@{secs}"),
     }
-    format!("@{secs}")
+}
+
+/// `secs` (Unix time) as local time, `YYYY-MM-DDTHH:MM:SS`, for logs.
+pub fn local_time_iso(secs: i64) -> String {
+    match local_tm(secs) {
+        Some(tm) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        ),
+        None => format!("@{secs}"),
+    }
 }
 
 /// Set this process's command line, as `ps` and `/proc/PID/cmdline` show

@@ -123,9 +123,11 @@ fn list_shows_every_live_server_and_cleans_stale_entries() {
         );
     }
     assert!(table_rows(&admin(&f, &["--list"])).is_empty());
+    // (The servers' log stays: it said why each quit.)
     let left: Vec<_> = std::fs::read_dir(&f.run_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "log")
         .collect();
     assert!(left.is_empty(), "left in the run directory: {left:?}");
 }
@@ -242,4 +244,87 @@ fn no_long_lived_process_shows_a_callers_arguments() {
     let watchers = daemons_showing("prefork-interp watcher: ", &rust);
     assert!(watchers.len() >= 2, "{watchers:?}");
     assert_ok(&admin(&rust, &["--kill-all"]));
+}
+
+/// Make the server at `sock` log a warning: a caller that breaks the
+/// protocol (its signalling byte is not 0) is dropped, and said so.
+fn provoke_a_warning(sock: &Path) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut greeting = [0u8; 8];
+    s.read_exact(&mut greeting).unwrap();
+    s.write_all(&[7]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+#[test]
+fn messages_go_to_the_run_directory_log_and_the_last_error_to_the_record() {
+    // The probe has syslog off: its messages go to the run directory's log.
+    let f = Fixture::example("log-default", "probe", Client::Ours);
+    let server = start_probe_server(&f, f.cmd(&["same"]));
+    provoke_a_warning(&f.socket());
+    let log = f.run_dir.join("log");
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || logged()
+            .contains("dropped a call")),
+        "{}",
+        logged()
+    );
+    let line = logged().lines().next().unwrap().to_string();
+    // 2026-11-28T23:50:01 probe[4242] warning: prefork: dropped a call: ...
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words[0].len(), 19, "{line}");
+    assert_eq!(words[1], format!("probe[{server}]"), "{line}");
+    assert_eq!(words[2], "warning:", "{line}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let list = text(&admin(&f, &["--list"]).stdout);
+    assert!(list.contains("last error ("), "{list}");
+    assert!(list.contains("signalling byte"), "{list}");
+    let json = text(&admin(&f, &["--list", "--json"]).stdout);
+    assert!(json.contains("\"last_error\": \"dropped a call"), "{json}");
+}
+
+#[test]
+fn prefork_interp_log_names_the_log_file() {
+    let f = Fixture::example("log-env", "probe", Client::Ours);
+    let file = f.dir.join("server.log");
+    let mut c = f.cmd(&["same"]);
+    c.env("PREFORK_INTERP_LOG", &file);
+    start_probe_server(&f, c);
+    provoke_a_warning(&f.socket());
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("dropped a call"))
+        }),
+        "nothing in {}",
+        file.display()
+    );
+    assert!(
+        !f.run_dir.join("log").exists(),
+        "the run directory's log too"
+    );
+}
+
+#[test]
+fn a_failed_setup_is_shown_to_the_next_caller() {
+    let f = Fixture::example("setup-fails", "probe", Client::Ours);
+    let mut c = f.cmd(&["same"]);
+    c.env("PROBE_SETUP_EXIT", "3");
+    assert_eq!(f.output(c).status.code(), Some(3));
+    let mut c = f.cmd(&["same"]);
+    c.env("PREFORK_INTERP_DEBUG", "1").env("PROBE", "ids");
+    let out = f.output(c);
+    assert_ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the previous server's last error (") && err.contains("wait status 0x300"),
+        "{err}"
+    );
 }

@@ -382,6 +382,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         Some(binary) => interpreter::record(dir, &names.ident, binary)?,
         None => interpreter::forget(dir, &names.ident)?,
     }
+    servers::report_previous(dir, &names.ident);
     let listen_fd = listen_at(dir, name)?;
     let st = dir
         .stat(name)?
@@ -450,14 +451,21 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     };
     if status != 0 {
         debug(|| format!("setup failed, wait status 0x{status:x}"));
+        servers::note_setup_failure(
+            dir,
+            &names.ident,
+            &format!("setup failed, wait status 0x{status:x}"),
+        );
         return Ok(Started::Done(exit_status::classify(status as u32, "setup")));
     }
     match call.read_greeting() {
         Ok(_) => Ok(Started::Ready(call)),
-        Err(e) if e.is_peer_gone() => Err(Error::msg(
-            "setup failed: initial monitor process quit \
-             (did the script call its library's initialisation_complete()?)",
-        )),
+        Err(e) if e.is_peer_gone() => {
+            let msg = "setup failed: initial monitor process quit \
+                       (did the script call its library's initialisation_complete()?)";
+            servers::note_setup_failure(dir, &names.ident, msg);
+            Err(Error::msg(msg))
+        }
         Err(e) => Err(e.at(format!("first call of new server {}", dir.shown(name)))),
     }
 }

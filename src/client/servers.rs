@@ -86,6 +86,40 @@ pub(super) fn create_record(dir: &RunDir, names: &Names, cmd: &Command) -> Optio
     }
 }
 
+/// Before a new server replaces it: say what the last one's record says
+/// of its end (`PREFORK_INTERP_DEBUG`).
+pub(super) fn report_previous(dir: &RunDir, ident: &str) {
+    if let Some((at, msg)) = read_record(dir, ident).as_ref().and_then(last_error) {
+        super::debug(|| {
+            format!(
+                "the previous server's last error ({}): {msg}",
+                crate::sys::local_time(at)
+            )
+        });
+    }
+}
+
+/// Record that the setup process failed (protocol.md §8): the next
+/// caller's `PREFORK_INTERP_DEBUG` and `--list` show it.
+pub(super) fn note_setup_failure(dir: &RunDir, ident: &str, what: &str) {
+    let Ok(fd) = dir.open_at(
+        &record_name(ident),
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        FileMode::empty(),
+    ) else {
+        return;
+    };
+    let line = format!("error={} {}\n", now(), record::escape(what.as_bytes()));
+    let _ = nix::unistd::write(&fd, line.as_bytes());
+}
+
+/// A record's last error: when, and what.
+fn last_error(record: &Record) -> Option<(i64, String)> {
+    let text = String::from_utf8_lossy(record.get("error")?).into_owned();
+    let (at, msg) = text.split_once(' ')?;
+    Some((at.parse().ok()?, msg.to_string()))
+}
+
 /// Remove the record of `ident` ("already gone" is fine).
 pub(super) fn forget(dir: &RunDir, ident: &str) -> Result<()> {
     dir.remove(&record_name(ident), "remove server record")
@@ -277,6 +311,13 @@ fn as_table(servers: &[Listed], now: i64) -> String {
             started,
             last,
         ));
+        if let Some((at, msg)) = s.record.as_ref().and_then(last_error) {
+            out.push_str(&format!(
+                "{:12} last error ({}): {msg}\n",
+                "",
+                crate::sys::local_time(at)
+            ));
+        }
     }
     out
 }
@@ -341,6 +382,19 @@ fn as_json(servers: &[Listed]) -> String {
                         server
                             .filter(|l| l.last_call > 0)
                             .map(|l| l.last_call.to_string()),
+                    ),
+                ),
+                (
+                    "last_error",
+                    opt_str(s.record.as_ref().and_then(last_error).map(|(_, m)| m)),
+                ),
+                (
+                    "last_error_at",
+                    opt_num(
+                        s.record
+                            .as_ref()
+                            .and_then(last_error)
+                            .map(|(at, _)| at.to_string()),
                     ),
                 ),
                 ("record", (s.record.is_some()).to_string()),

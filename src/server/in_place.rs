@@ -37,7 +37,12 @@ use crate::sys;
 /// CALL (blocking) and the only protocol fd left; fd 0 is /dev/null, fds 1
 /// and 2 the caller's stderr; the signals are the program's, but for
 /// SIGCHLD (the server's default).
-pub(super) fn run_first_call(call: UnixStream, opts: &Options, program: &Program) -> Invocation {
+pub(super) fn run_first_call(
+    call: UnixStream,
+    opts: &Options,
+    program: &Program,
+    log: Log,
+) -> Invocation {
     // The client made us: it is our parent while the call can still be
     // made, so what we learn here is its pid (checked again below).
     let client = nix::unistd::getppid();
@@ -69,7 +74,7 @@ pub(super) fn run_first_call(call: UnixStream, opts: &Options, program: &Program
         program,
         invocation,
         // Warnings go where the server's do, as for any other call.
-        Log::open_syslog(opts.syslog),
+        log,
         Role::InPlace,
     )
 }

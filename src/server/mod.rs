@@ -77,7 +77,7 @@
 //! Every fork the server side makes re-checks this.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -118,6 +118,8 @@ pub struct Options {
     request_timeout: Duration,
     max_errors: u32,
     pool_size: usize,
+    autoreload: bool,
+    log_file: Option<PathBuf>,
 }
 
 /// The default for [`Options::pool_size`]: spare executors kept. Two cover
@@ -149,6 +151,8 @@ impl Default for Options {
             request_timeout: Duration::from_secs(5),
             max_errors: 100,
             pool_size: DEFAULT_POOL_SIZE,
+            autoreload: true,
+            log_file: None,
         }
     }
 }
@@ -181,16 +185,41 @@ impl Options {
     /// Also reload when `path` changes: when it is modified after the
     /// server started, or replaced by another file (including a file
     /// appearing where there was none). A path that disappears does not
-    /// count. The program's own executable is always checked; add data
-    /// and configuration files read during initialisation, or a script the
-    /// program interprets.
-    pub fn also_check(mut self, path: impl Into<PathBuf>) -> Options {
+    /// count. The program's own executable is checked too (unless
+    /// [`Options::autoreload`] is off); add data and configuration files
+    /// read during initialisation, or a script the program interprets.
+    /// The name all three libraries use (docs/options.md); the same as
+    /// [`Options::also_check`].
+    pub fn autoreload_extra(mut self, path: impl Into<PathBuf>) -> Options {
         self.reload_paths.push(path.into());
         self
     }
 
+    /// The same as [`Options::autoreload_extra`].
+    pub fn also_check(self, path: impl Into<PathBuf>) -> Options {
+        self.autoreload_extra(path)
+    }
+
+    /// Check the program's executable before each call and quit when it
+    /// has changed, so the next caller runs the new one (default on).
+    /// Off: only the [`Options::autoreload_extra`] paths are checked.
+    pub fn autoreload(mut self, on: bool) -> Options {
+        self.autoreload = on;
+        self
+    }
+
+    /// Also write the server's messages to this file (docs/options.md,
+    /// "Where messages go"): appended, one line each, renamed to
+    /// `FILE.old` when it reaches 1 MiB. Unset, the `PREFORK_INTERP_LOG`
+    /// environment variable of the run that starts the server gives it.
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Options {
+        self.log_file = Some(path.into());
+        self
+    }
+
     /// Send the server's messages to syslog (the default, facility
-    /// `LOG_USER`), or nowhere (`false`). Errors in preparing the first call
+    /// `LOG_USER`, when the system logger is there), or not (`false`;
+    /// they then go to the log file: docs/options.md). Errors in preparing the first call
     /// run in place go to the first caller's stderr either way.
     pub fn syslog(mut self, on: bool) -> Options {
         self.syslog = on;
@@ -225,6 +254,46 @@ impl Options {
     /// The concurrency limit set by [`Options::max_servers`].
     pub fn get_max_servers(&self) -> usize {
         self.max_servers
+    }
+
+    /// The spares kept, set by [`Options::pool_size`].
+    pub fn get_pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// The idle timeout set by [`Options::idle_timeout`].
+    pub fn get_idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// The request timeout set by [`Options::request_timeout`].
+    pub fn get_request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The limit set by [`Options::max_errors`].
+    pub fn get_max_errors(&self) -> u32 {
+        self.max_errors
+    }
+
+    /// Whether the executable is checked ([`Options::autoreload`]).
+    pub fn get_autoreload(&self) -> bool {
+        self.autoreload
+    }
+
+    /// The extra paths checked ([`Options::autoreload_extra`]).
+    pub fn get_autoreload_extra(&self) -> &[PathBuf] {
+        &self.reload_paths
+    }
+
+    /// Whether syslog is on ([`Options::syslog`]).
+    pub fn get_syslog(&self) -> bool {
+        self.syslog
+    }
+
+    /// The log file set by [`Options::log_file`].
+    pub fn get_log_file(&self) -> Option<&Path> {
+        self.log_file.as_deref()
     }
 }
 

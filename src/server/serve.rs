@@ -157,7 +157,7 @@ impl Server {
     /// first call in place (protocol.md §7).
     pub(super) fn new(
         fds: ServerFds,
-        record: Option<OwnedFd>,
+        record: Option<(std::path::PathBuf, OwnedFd)>,
         reload: ReloadCheck,
         first: First,
         opts: &Options,
@@ -191,7 +191,7 @@ impl Server {
             uid: nix::unistd::geteuid().as_raw(),
             log,
         };
-        if let Some(fd) = record {
+        if let Some((path, fd)) = record {
             // The first call run in place may have ended already (its
             // process is then gone: no pidfd).
             let me = std::process::id();
@@ -206,6 +206,9 @@ impl Server {
             server.record = ServerRecord::append(fd, line)
                 .map_err(|e| log.warn(&Error::io("write the server record", e).to_string()))
                 .ok();
+            if let Some(record) = &server.record {
+                Log::record_errors_in(path, record.error_offset());
+            }
         }
         if let First::Call(first) = first {
             server.take_in(first);

@@ -47,8 +47,9 @@ struct Fds {
     call: UnixStream,
     watchi: OwnedFd,
     watche: File,
-    /// With `record1`: the server record (protocol.md §8).
-    record: Option<OwnedFd>,
+    /// With `record1`: the server record (protocol.md §8), its path and
+    /// the record open.
+    record: Option<(PathBuf, OwnedFd)>,
 }
 
 /// The setup run: check, take the fds and daemonise. Returns `Err` only
@@ -81,7 +82,9 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         .map_err(|e| Error::io("find this program's executable (/proc/self/exe)", e))?;
     let reload = ReloadCheck::new(
         (env.stamp_secs, env.stamp_nsecs),
-        std::iter::once(exe).chain(opts.reload_paths.iter().cloned()),
+        std::iter::once(exe)
+            .filter(|_| opts.autoreload)
+            .chain(opts.reload_paths.iter().cloned()),
     );
     // Anything still buffered would be written again by every call.
     let _ = std::io::stdout().flush();
@@ -100,8 +103,11 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
         // child in between only forks the server and exits: reaped here,
         // so the program has no child of ours to see or to reap.
         Forked::Parent(between) if env.in_place => {
-            drop((listen, watchi, watche, record));
-            let invocation = in_place::run_first_call(call, opts, &program);
+            drop((listen, watchi, watche));
+            let record_path = record.as_ref().map(|(path, _)| path.clone());
+            drop(record);
+            let log = Log::open(opts.syslog, log_file(opts), record_path.as_deref());
+            let invocation = in_place::run_first_call(call, opts, &program, log);
             let _ = sys::wait_raw(between);
             return Ok(invocation);
         }
@@ -144,7 +150,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
 /// just been accepted.
 fn become_detached_server(
     fds: ServerFds,
-    record: Option<OwnedFd>,
+    record: Option<(PathBuf, OwnedFd)>,
     first: First,
     reload: ReloadCheck,
     opts: &Options,
@@ -161,7 +167,11 @@ fn become_detached_server(
     // Our command line is the first caller's, arguments and all: show
     // what we are instead, for our whole life (and our spares').
     let _ = sys::set_cmdline(&title("server"));
-    let log = Log::open_syslog(opts.syslog);
+    let log = Log::open(
+        opts.syslog,
+        log_file(opts),
+        record.as_ref().map(|(path, _)| path.as_path()),
+    );
     match Server::new(fds, record, reload, first, opts, log) {
         Ok(server) => (server.run(), log),
         Err(e) => {
@@ -169,6 +179,16 @@ fn become_detached_server(
             sys::exit_now(127)
         }
     }
+}
+
+/// The log file asked for: the option, else `PREFORK_INTERP_LOG` of this
+/// run (the first caller's environment; docs/options.md).
+fn log_file(opts: &Options) -> Option<PathBuf> {
+    opts.log_file.clone().or_else(|| {
+        std::env::var_os(super::log::LOG_VAR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
 /// A server-side process's command line: `prefork-interp ROLE: PROGRAM`.
@@ -249,7 +269,10 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
     let watchi = take("WATCHI", env.watchi, SFlag::S_IFIFO)?;
     let watche = take("WATCHE", env.watche, SFlag::S_IFIFO)?;
     nonblocking(&watche, true, "WATCHE")?;
-    let record = env.record.as_deref().and_then(open_record);
+    let record = env.record.as_deref().and_then(|path| {
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(path));
+        open_record(&path).map(|fd| (path, fd))
+    });
     Ok(Fds {
         listen: UnixListener::from(listen),
         call: UnixStream::from(call),
@@ -262,9 +285,9 @@ fn take_fds(env: &SetupEnv) -> Result<Fds> {
 /// Open the server record the client made (`record1`, protocol.md §8):
 /// a regular file of ours, never through a symbolic link. `None` if it is
 /// not that (the server then runs without one: `--list` shows less).
-fn open_record(path: &[u8]) -> Option<OwnedFd> {
+fn open_record(path: &std::path::Path) -> Option<OwnedFd> {
     let fd = nix::fcntl::open(
-        std::ffi::OsStr::from_bytes(path),
+        path,
         OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         nix::sys::stat::Mode::empty(),
     )

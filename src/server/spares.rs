@@ -142,6 +142,7 @@ impl Waiting {
     /// (logged).
     pub(super) fn become_executor(self, log: Log, program: &Program) -> Invocation {
         executor::die_with(self.server, Signal::SIGKILL, log);
+        Log::forget_record();
         let _ = sys::set_cmdline(&super::setup::title("spare"));
         let (stdio, body, extension) = match receive(&self.control) {
             Ok(Some(call)) => call,
