@@ -45,7 +45,7 @@ import syslog
 import _thread
 
 from ._errors import PreforkError
-from ._options import make_options
+from ._options import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ERRORS, DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT, make_options
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ _extra_files: "List[str]" = []
 #: Set once initialisation_complete() has returned in this process (an
 #: executor): a second call is a no-op, as when run standalone.
 _completed = False
-
-_DEFAULT_IDLE_TIMEOUT = 1_000_000.0
 
 
 def autoreload_also_check(*paths: "Union[str, os.PathLike[str]]") -> None:
@@ -102,13 +100,14 @@ def _check_threads() -> None:
 def initialisation_complete(
     *,
     max_servers: "Optional[int]" = None,
-    idle_timeout: "Optional[float]" = _DEFAULT_IDLE_TIMEOUT,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    idle_timeout: "Optional[float]" = DEFAULT_IDLE_TIMEOUT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    max_errors: int = DEFAULT_MAX_ERRORS,
     autoreload: bool = True,
     autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]" = (),
     log_facility: "Union[int, str, None]" = syslog.LOG_USER,
-    max_errors: int = 100,
     fast_exit: bool = True,
-    pool_size: int = 2,
 ) -> None:
     """Turn this script into a prefork server; return once per call.
 
@@ -125,14 +124,27 @@ def initialisation_complete(
     value, ignored and blocked signals, other open fds, and the signals
     sent to the caller while the call runs.
 
-    Options:
+    Options (the same names, meanings and defaults in the three libraries:
+    docs/options.md):
 
     ``max_servers``
-        Calls served at once; more wait in the server.  Default (None): 8
-        per CPU this process may run on.  Negative: no limit.
+        Calls served at once; more callers are taken in and wait in the
+        server, never refused.  Default (None): 8 per CPU this process may
+        run on (its affinity), at least 8.  0 or negative: no limit.
+    ``pool_size``
+        Executors the server forks ahead of calls (default 2), so that no
+        fork is on a warm call's critical path; 0: fork each when its call
+        comes.  An idle spare costs little memory (its pages are shared
+        with the server) and no CPU.
     ``idle_timeout``
-        Quit after this many seconds with no call (default 1e6).  None or
-        negative: never.
+        Quit after this many seconds with no call (default 3600, one
+        hour).  None or negative: never.
+    ``request_timeout``
+        Seconds a caller has, from being accepted, to send its whole
+        request, or it is dropped (default 5).  0: no limit.
+    ``max_errors``
+        Quit after more than this many accept or fork failures in a row
+        (default 100).  Negative: never.
     ``autoreload``
         Quit on the next call when a loaded module's file changed (default
         True).  The script itself, the interpreter's files and extra paths
@@ -142,28 +154,28 @@ def initialisation_complete(
     ``log_facility``
         syslog facility for the server's messages: a ``syslog.LOG_*``
         number or name; None or ``""``: no logging.  Default LOG_USER.
-    ``max_errors``
-        Quit after more than this many accept or fork failures in a row
-        (default 100).  Negative: never.
     ``fast_exit``
         End each call without interpreter finalization, with the same exit
         status, atexit handlers and flushed stdio (default True).
-    ``pool_size``
-        Executors the server forks ahead of calls (default 2), so that no
-        fork is on a warm call's critical path; 0: fork each when its call
-        comes.  An idle spare costs little memory (its pages are shared
-        with the server) and no CPU.
 
     Raises :class:`PreforkError` (in the first call only) if prefork-interp
     set the process up wrongly, and RuntimeError if other threads are
     running: ``fork`` copies only the calling thread.
     """
     global _completed
-    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit, pool_size)
-    if _completed:
-        return
     raw = os.environb.get(_ENV_NAME.encode())
-    if raw is None:
+    opts = make_options(
+        max_servers=max_servers,
+        pool_size=pool_size,
+        idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
+        max_errors=max_errors,
+        autoreload=autoreload,
+        autoreload_extra=autoreload_extra,
+        log_facility=log_facility,
+        fast_exit=fast_exit,
+    )
+    if _completed or raw is None:
         return
 
     # What follows is the cold path: with our client, the setup process

@@ -1,9 +1,23 @@
 """Options of ``initialisation_complete()``, checked (cheap to import: they
-are checked even when the script runs standalone)."""
+are checked even when the script runs standalone).
 
-__all__ = ["Options", "make_options"]
+Names, meanings and defaults are those of docs/options.md, which the three
+libraries follow.
+"""
+
+__all__ = [
+    "CALLS_PER_CPU",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_ERRORS",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "Options",
+    "default_max_servers",
+    "make_options",
+]
 
 import os
+import syslog
 
 from ._log import resolve_facility
 
@@ -13,18 +27,34 @@ if TYPE_CHECKING:
 
 
 class Options:
-    """Validated options; see ``initialisation_complete`` for their meaning."""
+    """Validated options; see ``initialisation_complete`` for their meaning.
 
-    __slots__ = ("max_servers", "idle_timeout", "autoreload", "autoreload_extra", "log_facility", "max_errors", "fast_exit", "pool_size")
+    Normalised: ``max_servers`` and ``max_errors`` are negative for no
+    limit, ``idle_timeout`` None for never, ``request_timeout`` 0 for no
+    limit.
+    """
+
+    __slots__ = (
+        "max_servers",
+        "pool_size",
+        "idle_timeout",
+        "request_timeout",
+        "max_errors",
+        "autoreload",
+        "autoreload_extra",
+        "log_facility",
+        "fast_exit",
+    )
 
     max_servers: int
+    pool_size: int
     idle_timeout: "Optional[float]"
+    request_timeout: float
+    max_errors: int
     autoreload: bool
     autoreload_extra: "Tuple[str, ...]"
     log_facility: "Optional[int]"
-    max_errors: int
     fast_exit: bool
-    pool_size: int
 
     def __init__(self, **values: object) -> None:
         for name in self.__slots__:
@@ -45,6 +75,20 @@ DEFAULT_POOL_SIZE = 2
 #: busy, while a burst of callers still cannot fork without bound.
 CALLS_PER_CPU = 8
 
+#: Seconds with no call before a server quits by default: one hour keeps
+#: servers warm through a working session, and an idle server's memory is
+#: not held for days (docs/options.md, "Why these defaults").
+DEFAULT_IDLE_TIMEOUT = 3600.0
+
+#: Seconds a connection has by default, from its accept, to finish its
+#: handshake (the request, and with call1 the attributes and extra fds).  A
+#: real client sends it all at once; this only bounds what a slow or idle
+#: one costs.
+DEFAULT_REQUEST_TIMEOUT = 5.0
+
+#: Failures in a row to accept or start a call before the server quits.
+DEFAULT_MAX_ERRORS = 100
+
 
 def default_max_servers() -> int:
     """The default for ``max_servers``: :data:`CALLS_PER_CPU` per CPU the
@@ -60,28 +104,37 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: object) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
 def make_options(
-    max_servers: "Optional[int]",
-    idle_timeout: "Optional[float]",
-    autoreload: bool,
-    autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]",
-    log_facility: "Union[int, str, None]",
-    max_errors: int,
-    fast_exit: bool,
+    max_servers: "Optional[int]" = None,
+    idle_timeout: "Optional[float]" = DEFAULT_IDLE_TIMEOUT,
+    autoreload: bool = True,
+    autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]" = (),
+    log_facility: "Union[int, str, None]" = syslog.LOG_USER,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    fast_exit: bool = True,
     pool_size: int = DEFAULT_POOL_SIZE,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> Options:
     """Check and normalise the options; TypeError or ValueError if wrong."""
     if max_servers is None:
         max_servers = default_max_servers()
     if not _is_int(max_servers):
         raise TypeError(f"max_servers must be an int, not {max_servers!r}")
-    if max_servers == 0:
-        raise ValueError("max_servers must be positive (or negative for no limit), not 0")
+    if max_servers <= 0:
+        max_servers = -1  # 0 or negative: no limit
     if idle_timeout is not None:
-        if not (_is_int(idle_timeout) or isinstance(idle_timeout, float)):
+        if not _is_number(idle_timeout):
             raise TypeError(f"idle_timeout must be a number of seconds or None, not {idle_timeout!r}")
         if idle_timeout < 0:
             idle_timeout = None
+    if not _is_number(request_timeout):
+        raise TypeError(f"request_timeout must be a number of seconds, not {request_timeout!r}")
+    if not request_timeout >= 0:
+        raise ValueError(f"request_timeout must be 0 (no limit) or more, not {request_timeout}")
     if not _is_int(max_errors):
         raise TypeError(f"max_errors must be an int, not {max_errors!r}")
     if not _is_int(pool_size):
@@ -92,11 +145,12 @@ def make_options(
         raise TypeError("autoreload_extra must be a collection of paths, not one path")
     return Options(
         max_servers=max_servers,
+        pool_size=pool_size,
         idle_timeout=None if idle_timeout is None else float(idle_timeout),
+        request_timeout=float(request_timeout),
+        max_errors=max_errors,
         autoreload=bool(autoreload),
         autoreload_extra=tuple(os.path.abspath(os.fspath(path)) for path in autoreload_extra),
         log_facility=resolve_facility(log_facility),
-        max_errors=max_errors,
         fast_exit=bool(fast_exit),
-        pool_size=pool_size,
     )

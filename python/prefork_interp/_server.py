@@ -92,7 +92,7 @@ class _Server:
         self.listen = listen
         self.watch = watch
         self.wakeup = ChildWakeup()
-        self.intake = Intake(log)
+        self.intake = Intake(log, opts.request_timeout)
         self.executors = Executors(opts.pool_size, log, self.release_for_child)
         self.errors = 0
         self.idle_since = time.monotonic()

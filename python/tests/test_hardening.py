@@ -29,8 +29,9 @@ import pytest
 from fake_client import FakeClient, read_until
 from harness import PYTHON, Harness, alive, listening_socket, wait_until
 
-from prefork_interp._intake import MAX_HELD, REQUEST_TIMEOUT
+from prefork_interp._intake import MAX_HELD
 from prefork_interp._options import DEFAULT_POOL_SIZE
+from prefork_interp._options import DEFAULT_REQUEST_TIMEOUT as REQUEST_TIMEOUT
 from prefork_interp._protocol import GREETING, MAX_REQUEST_LEN, U32_BE, encode_request
 
 #: Script set-up that sends the server's syslog messages to LOG_FILE (the
