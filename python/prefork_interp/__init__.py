@@ -107,6 +107,7 @@ def initialisation_complete(
     autoreload: bool = True,
     autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]" = (),
     log_facility: "Union[int, str, None]" = syslog.LOG_USER,
+    log_file: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes], None]" = None,
     fast_exit: bool = True,
 ) -> None:
     """Turn this script into a prefork server; return once per call.
@@ -153,7 +154,13 @@ def initialisation_complete(
         More paths to check (see :func:`autoreload_also_check`).
     ``log_facility``
         syslog facility for the server's messages: a ``syslog.LOG_*``
-        number or name; None or ``""``: no logging.  Default LOG_USER.
+        number or name; None or ``""``: no syslog.  Default LOG_USER.
+    ``log_file``
+        Also write the server's messages to this file (appended; renamed to
+        ``FILE.old`` at 1 MiB).  Default: the ``PREFORK_INTERP_LOG``
+        environment variable of the run that starts the server, if set.
+        Without syslog (off, or no ``/dev/log``) and without a log file,
+        messages go to the file ``log`` in the run directory.
     ``fast_exit``
         End each call without interpreter finalization, with the same exit
         status, atexit handlers and flushed stdio (default True).
@@ -173,7 +180,10 @@ def initialisation_complete(
         autoreload=autoreload,
         autoreload_extra=autoreload_extra,
         log_facility=log_facility,
+        log_file=log_file,
         fast_exit=fast_exit,
+        # PREFORK_INTERP_LOG counts in the setup run only.
+        environ=os.environ if raw is not None and not _completed else None,
     )
     if _completed or raw is None:
         return
@@ -192,7 +202,10 @@ def initialisation_complete(
     _check_threads()
     del os.environ[_ENV_NAME]
     state = ScriptState.capture()
-    log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
+    # The run directory's log, for when neither syslog nor a log file
+    # takes the server's messages, is beside the server record.
+    run_dir = os.fsdecode(os.path.dirname(setup.record_path)) if setup.record_path else None
+    log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility, opts.log_file, run_dir)
     call = start(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
     # Only executors, and a setup process running the first call, get here.
     _completed = True

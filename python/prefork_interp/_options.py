@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_REQUEST_TIMEOUT",
+    "LOG_ENV_NAME",
     "Options",
     "default_max_servers",
     "make_options",
@@ -23,7 +24,7 @@ from ._log import resolve_facility
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
 if TYPE_CHECKING:
-    from typing import Iterable, Optional, Tuple, Union
+    from typing import Iterable, Mapping, Optional, Tuple, Union
 
 
 class Options:
@@ -31,7 +32,7 @@ class Options:
 
     Normalised: ``max_servers`` and ``max_errors`` are negative for no
     limit, ``idle_timeout`` None for never, ``request_timeout`` 0 for no
-    limit.
+    limit, ``log_file`` an absolute path or None.
     """
 
     __slots__ = (
@@ -43,6 +44,7 @@ class Options:
         "autoreload",
         "autoreload_extra",
         "log_facility",
+        "log_file",
         "fast_exit",
     )
 
@@ -54,6 +56,7 @@ class Options:
     autoreload: bool
     autoreload_extra: "Tuple[str, ...]"
     log_facility: "Optional[int]"
+    log_file: "Optional[str]"
     fast_exit: bool
 
     def __init__(self, **values: object) -> None:
@@ -89,6 +92,10 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 #: Failures in a row to accept or start a call before the server quits.
 DEFAULT_MAX_ERRORS = 100
 
+#: The environment variable of the setup run that gives ``log_file`` when
+#: the option is not set.
+LOG_ENV_NAME = "PREFORK_INTERP_LOG"
+
 
 def default_max_servers() -> int:
     """The default for ``max_servers``: :data:`CALLS_PER_CPU` per CPU the
@@ -108,6 +115,24 @@ def _is_number(value: object) -> bool:
     return _is_int(value) or isinstance(value, float)
 
 
+def _log_file(
+    log_file: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes], None]", environ: "Optional[Mapping[str, str]]"
+) -> "Optional[str]":
+    """The ``log_file`` option, or else ``PREFORK_INTERP_LOG`` from
+    ``environ`` (the setup run's; None: standalone, not looked at), made
+    absolute against the current directory."""
+    if log_file is None:
+        log_file = environ.get(LOG_ENV_NAME) if environ is not None else None
+        if not log_file:
+            return None
+    elif not isinstance(log_file, (str, bytes, os.PathLike)):
+        raise TypeError(f"log_file must be a path or None, not {log_file!r}")
+    path = os.fsdecode(log_file)
+    if not path:
+        raise ValueError("log_file must not be empty (None: no log file)")
+    return os.path.abspath(path)
+
+
 def make_options(
     max_servers: "Optional[int]" = None,
     idle_timeout: "Optional[float]" = DEFAULT_IDLE_TIMEOUT,
@@ -118,8 +143,14 @@ def make_options(
     fast_exit: bool = True,
     pool_size: int = DEFAULT_POOL_SIZE,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    log_file: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes], None]" = None,
+    environ: "Optional[Mapping[str, str]]" = None,
 ) -> Options:
-    """Check and normalise the options; TypeError or ValueError if wrong."""
+    """Check and normalise the options; TypeError or ValueError if wrong.
+
+    ``environ``: the setup run's environment, for ``PREFORK_INTERP_LOG``
+    when ``log_file`` is None (None: not looked at).
+    """
     if max_servers is None:
         max_servers = default_max_servers()
     if not _is_int(max_servers):
@@ -152,5 +183,6 @@ def make_options(
         autoreload=bool(autoreload),
         autoreload_extra=tuple(os.path.abspath(os.fspath(path)) for path in autoreload_extra),
         log_facility=resolve_facility(log_facility),
+        log_file=_log_file(log_file, environ),
         fast_exit=bool(fast_exit),
     )

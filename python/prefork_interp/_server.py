@@ -2,7 +2,7 @@
 
 Upstream design part 3 ("Library should do the following"), in order:
 fork and let the setup process exit, ``setsid``, point stdio at
-``/dev/null`` and log to syslog from then on, take the first call's CALL
+``/dev/null`` and log to syslog (or a log file, ``_log``) from then on, take the first call's CALL
 socket in as if it had just been accepted, then loop (:meth:`_Server.loop`),
 one ``poll`` over the watcher, the SIGCHLD wake-up pipe, the listening
 socket and every connection held (``_intake``, protocol.md section 4.1):
@@ -328,7 +328,6 @@ def serve(
     code = 127
     server: Optional[_Server] = None
     try:
-        log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
         server = _Server(setup, opts, log, listen, watch, in_place)
         # Without inplace1, the first call is taken in like an accepted one.
