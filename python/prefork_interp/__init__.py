@@ -165,6 +165,9 @@ def initialisation_complete(
         End each call without interpreter finalization, with the same exit
         status, atexit handlers and flushed stdio (default True).
 
+    Every error or warning the server logs is also kept in its server
+    record, for ``prefork-interp --list`` (protocol.md section 8).
+
     Raises :class:`PreforkError` (in the first call only) if prefork-interp
     set the process up wrongly, and RuntimeError if other threads are
     running: ``fork`` copies only the calling thread.

@@ -18,7 +18,9 @@ A log file gets one line per message, in one ``write``, appended (created
 mode 0600), and is renamed to ``FILE.old`` once it has reached
 :data:`LOG_FILE_MAX` bytes.  It is opened for each message, so that
 nothing of ours stays open in spares and executors, and every process
-writing it follows a rotation.
+writing it follows a rotation.  Each error or warning also becomes the
+server record's last error (``_listing.ServerRecord.error``) while the
+record is open (in the server).
 
 The syslog module is not used: it would say nothing when ``/dev/log`` is
 missing, and its ``openlog`` state is the script's (a script that calls
@@ -47,6 +49,8 @@ import syslog
 TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
 if TYPE_CHECKING:
     from typing import Optional, Union
+
+    from ._listing import ServerRecord
 
 #: syslog identity, as the Perl library's (without its ``$0``: we put the
 #: script in each message instead, and add the pid).
@@ -180,6 +184,9 @@ class Log:
         #: takes a message.
         self.fallback = os.path.join(run_dir, RUN_DIR_LOG) if run_dir else None
         self.to_stderr = True
+        #: The server record, whose last error each error or warning becomes
+        #: (set by the server once it has its line; closed in spares).
+        self.record: "Optional[ServerRecord]" = None
 
     def _syslog(self, severity: int, text: str, when: float) -> bool:
         if self.facility is None:
@@ -208,6 +215,8 @@ class Log:
             append_line(self.log_file, format_line(when, self.name, os.getpid(), level, msg))
         elif not reported and self.fallback is not None:
             append_line(self.fallback, format_line(when, self.name, os.getpid(), level, msg))
+        if self.record is not None and severity <= syslog.LOG_WARNING:
+            self.record.error(msg, when)
 
     def info(self, msg: str) -> None:
         """An expected event (quitting on reload, idle timeout)."""

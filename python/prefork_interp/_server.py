@@ -103,6 +103,9 @@ class _Server:
         self.record: Optional[ServerRecord] = None
         if setup.record_path is not None:
             self.record = ServerRecord.open(setup.record_path, in_place is not None, self.first_call is not None, log)
+            # Each error or warning logged from now on is the record's last
+            # error too (not in spares: release_for_child closes it).
+            log.record = self.record
         #: Why the server is quitting, once it is: it then takes no new
         #: connection and ends when the calls it holds (complete, or still
         #: handshaking within their request timeout) have been served.
