@@ -2,7 +2,8 @@
 are checked even when the script runs standalone).
 
 Names, meanings and defaults are those of docs/options.md, which the three
-libraries follow.
+libraries follow (python/tests/test_options.py checks the defaults here
+against its table).
 """
 
 __all__ = [
