@@ -224,6 +224,31 @@ def test_max_servers_zero_runs_every_call_at_once(our_harness):
     assert [p.returncode for p in calls] == [0] * n
 
 
+def test_request_timeout(our_harness):
+    """``request_timeout=1``: a caller that sends nothing is dropped after
+    about a second (a debug line says so); ``request_timeout=0``: still
+    held after longer than the default's 5 s."""
+    harness = our_harness
+    log = harness.dir / "timeout.log"
+    quick = harness.script("quick.py", BODY, init=f"request_timeout=1, log_facility=None, log_file={str(log)!r}")
+    patient = harness.script("patient.py", BODY, init="request_timeout=0")
+    for script in (quick, patient):
+        assert harness.run(script, "ok").out == b"ok\n"
+    with socket.socket(socket.AF_UNIX) as q, socket.socket(socket.AF_UNIX) as p:
+        for sock, script in ((q, quick), (p, patient)):
+            sock.connect(str(server_files(harness, script)[0]))
+            sock.settimeout(10)
+            assert sock.recv(len(GREETING), socket.MSG_WAITALL) == GREETING
+        greeted = time.monotonic()
+        assert q.recv(1) == b""
+        assert 0.5 < time.monotonic() - greeted < 3
+        p.settimeout(max(0.1, greeted + 6 - time.monotonic()))
+        with pytest.raises(socket.timeout):
+            p.recv(1)
+    wait_until(lambda: _lines(log), 5, "the debug line")
+    check_line(_lines(log)[0], "quick.py", server_pid(harness, quick), "debug", "dropped a connection that sent no complete request within 1 s")
+
+
 def test_log_file_lines(our_harness):
     """``log_file``: each message is one line ``TIME SCRIPT[PID] LEVEL:
     MESSAGE``, the file is created mode 0600, and nothing goes to the run
