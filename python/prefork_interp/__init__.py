@@ -45,7 +45,7 @@ import syslog
 import _thread
 
 from ._errors import PreforkError
-from ._options import make_options
+from ._options import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ERRORS, DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT, make_options
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a standalone run
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ _extra_files: "List[str]" = []
 #: Set once initialisation_complete() has returned in this process (an
 #: executor): a second call is a no-op, as when run standalone.
 _completed = False
-
-_DEFAULT_IDLE_TIMEOUT = 1_000_000.0
 
 
 def autoreload_also_check(*paths: "Union[str, os.PathLike[str]]") -> None:
@@ -102,13 +100,15 @@ def _check_threads() -> None:
 def initialisation_complete(
     *,
     max_servers: "Optional[int]" = None,
-    idle_timeout: "Optional[float]" = _DEFAULT_IDLE_TIMEOUT,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    idle_timeout: "Optional[float]" = DEFAULT_IDLE_TIMEOUT,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    max_errors: int = DEFAULT_MAX_ERRORS,
     autoreload: bool = True,
     autoreload_extra: "Iterable[Union[str, os.PathLike[str]]]" = (),
     log_facility: "Union[int, str, None]" = syslog.LOG_USER,
-    max_errors: int = 100,
+    log_file: "Union[str, bytes, os.PathLike[str], os.PathLike[bytes], None]" = None,
     fast_exit: bool = True,
-    pool_size: int = 2,
 ) -> None:
     """Turn this script into a prefork server; return once per call.
 
@@ -125,14 +125,27 @@ def initialisation_complete(
     value, ignored and blocked signals, other open fds, and the signals
     sent to the caller while the call runs.
 
-    Options:
+    Options (the same names, meanings and defaults in the three libraries:
+    docs/options.md):
 
     ``max_servers``
-        Calls served at once; more wait in the server.  Default (None): 8
-        per CPU this process may run on.  Negative: no limit.
+        Calls served at once; more callers are taken in and wait in the
+        server, never refused.  Default (None): 8 per CPU this process may
+        run on (its affinity), at least 8.  0 or negative: no limit.
+    ``pool_size``
+        Executors the server forks ahead of calls (default 2), so that no
+        fork is on a warm call's critical path; 0: fork each when its call
+        comes.  An idle spare costs little memory (its pages are shared
+        with the server) and no CPU.
     ``idle_timeout``
-        Quit after this many seconds with no call (default 1e6).  None or
-        negative: never.
+        Quit after this many seconds with no call (default 3600, one
+        hour).  None or negative: never.
+    ``request_timeout``
+        Seconds a caller has, from being accepted, to send its whole
+        request, or it is dropped (default 5).  0: no limit.
+    ``max_errors``
+        Quit after more than this many accept or fork failures in a row
+        (default 100).  Negative: never.
     ``autoreload``
         Quit on the next call when a loaded module's file changed (default
         True).  The script itself, the interpreter's files and extra paths
@@ -141,29 +154,41 @@ def initialisation_complete(
         More paths to check (see :func:`autoreload_also_check`).
     ``log_facility``
         syslog facility for the server's messages: a ``syslog.LOG_*``
-        number or name; None or ``""``: no logging.  Default LOG_USER.
-    ``max_errors``
-        Quit after more than this many accept or fork failures in a row
-        (default 100).  Negative: never.
+        number or name; None or ``""``: no syslog.  Default LOG_USER.
+    ``log_file``
+        Also write the server's messages to this file (appended; renamed to
+        ``FILE.old`` at 1 MiB).  Default: the ``PREFORK_INTERP_LOG``
+        environment variable of the run that starts the server, if set.
+        Without syslog (off, or no ``/dev/log``) and without a log file,
+        messages go to the file ``log`` in the run directory.
     ``fast_exit``
         End each call without interpreter finalization, with the same exit
         status, atexit handlers and flushed stdio (default True).
-    ``pool_size``
-        Executors the server forks ahead of calls (default 2), so that no
-        fork is on a warm call's critical path; 0: fork each when its call
-        comes.  An idle spare costs little memory (its pages are shared
-        with the server) and no CPU.
+
+    Every error or warning the server logs is also kept in its server
+    record, for ``prefork-interp --list`` (protocol.md section 8).
 
     Raises :class:`PreforkError` (in the first call only) if prefork-interp
     set the process up wrongly, and RuntimeError if other threads are
     running: ``fork`` copies only the calling thread.
     """
     global _completed
-    opts = make_options(max_servers, idle_timeout, autoreload, autoreload_extra, log_facility, max_errors, fast_exit, pool_size)
-    if _completed:
-        return
     raw = os.environb.get(_ENV_NAME.encode())
-    if raw is None:
+    opts = make_options(
+        max_servers=max_servers,
+        pool_size=pool_size,
+        idle_timeout=idle_timeout,
+        request_timeout=request_timeout,
+        max_errors=max_errors,
+        autoreload=autoreload,
+        autoreload_extra=autoreload_extra,
+        log_facility=log_facility,
+        log_file=log_file,
+        fast_exit=fast_exit,
+        # PREFORK_INTERP_LOG counts in the setup run only.
+        environ=os.environ if raw is not None and not _completed else None,
+    )
+    if _completed or raw is None:
         return
 
     # What follows is the cold path: with our client, the setup process
@@ -180,7 +205,10 @@ def initialisation_complete(
     _check_threads()
     del os.environ[_ENV_NAME]
     state = ScriptState.capture()
-    log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility)
+    # The run directory's log, for when neither syslog nor a log file
+    # takes the server's messages, is beside the server record.
+    run_dir = os.fsdecode(os.path.dirname(setup.record_path)) if setup.record_path else None
+    log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility, opts.log_file, run_dir)
     call = start(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
     # Only executors, and a setup process running the first call, get here.
     _completed = True

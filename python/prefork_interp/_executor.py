@@ -315,13 +315,10 @@ def _apply_attributes(attrs: "Attributes", extra_fds: "Sequence[int]", log: "Log
     """Steps 2-5 of protocol.md section 6.4."""
     warnings = _install_extra_fds(attrs.fds, extra_fds)
     if warnings:
-        # To syslog only (the first call's monitor log still has the first
-        # caller's stderr as fd 2, which is now this caller's).
+        # To the server's log, not stderr (fd 2 is this caller's now).
         log.to_stderr = False
-        log.open_syslog()
         for warning in warnings:
             log.warning(warning)
-        log.close_for_executor()
     if attrs.umask is not None:
         os.umask(attrs.umask)
     for res, soft, hard in attrs.rlimits:
@@ -401,8 +398,6 @@ def become_executor(call: "Call", state: ScriptState, log: "Log", fast_exit: boo
             # server's title): the interpreter, the script, its arguments.
             set_cmdline(b"\0".join(call.request.argv()))
         replaced = _recreate_std_streams(_locale_env() != state.locale_env)
-        # Before the extra fds: syslog's socket is ours, not the script's.
-        log.close_for_executor()
         if fast_exit:
             _fastexit.install(replaced)
         if attrs is not None:

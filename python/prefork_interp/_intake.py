@@ -16,8 +16,9 @@ monitor is forked for it or it is dropped.
    got to, is never dropped), and when none is idle, or
    :data:`MAX_WAITING` complete calls wait, the server stops accepting
    (:meth:`Intake.can_take`) and newcomers wait in the listen backlog; a
-   handshake not finished within :data:`REQUEST_TIMEOUT` of the accept is
-   dropped;
+   handshake not finished within the ``request_timeout`` option's seconds
+   of the accept (default :data:`_options.DEFAULT_REQUEST_TIMEOUT`; 0: no
+   limit) is dropped;
 5. complete calls, first in first out, until the server has a free slot
    (:meth:`Intake.next_call`); one whose caller hangs up meanwhile is
    dropped.
@@ -25,7 +26,7 @@ monitor is forked for it or it is dropped.
 It never forks: the server forks a monitor for each :class:`Call` it takes.
 """
 
-__all__ = ["MAX_HELD", "MAX_WAITING", "REQUEST_TIMEOUT", "Call", "Intake", "peer_credentials"]
+__all__ = ["MAX_HELD", "MAX_WAITING", "Call", "Intake", "peer_credentials"]
 
 # Only C-level modules (_struct, not its wrapper struct): the setup
 # process imports this module on the cold path, for take_in_place
@@ -37,6 +38,7 @@ import time
 import _socket
 import _struct
 
+from ._options import DEFAULT_REQUEST_TIMEOUT
 from ._proc import close_quietly
 from ._protocol import Handshake, PeerGone, ProtocolError, send_greeting, send_in_place_greeting
 
@@ -53,10 +55,13 @@ MAX_HELD = 64
 #: Complete calls waiting for a slot at once; they are never dropped.
 MAX_WAITING = 1024
 
-#: Seconds a connection has, from its accept, to finish its handshake (the
-#: request, and with call1 the attributes and extra fds).  A real client
-#: sends it all at once; this only bounds what a slow or idle one costs.
-REQUEST_TIMEOUT = 5.0
+#: A deadline that never comes (``request_timeout`` 0: no limit).
+_NEVER = float("inf")
+
+
+def _deadline(now: float, request_timeout: float) -> float:
+    """When a handshake accepted at ``now`` is dropped (0: never)."""
+    return now + request_timeout if request_timeout > 0 else _NEVER
 
 #: ``struct ucred`` of ``SO_PEERCRED``: pid_t, uid_t, gid_t.
 _UCRED = _struct.Struct("iII")
@@ -145,10 +150,12 @@ class _Pending:
 class Intake:
     """The connections a server holds (see the module docstring)."""
 
-    def __init__(self, log: "Log") -> None:
+    def __init__(self, log: "Log", request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         import collections  # here: only the server needs it
 
         self.log = log
+        #: Seconds a connection has to finish its handshake (0: no limit).
+        self.request_timeout = request_timeout
         self.uid = os.geteuid()
         #: Handshakes under way, by socket fd, oldest first.
         self.pending: "Dict[int, _Pending]" = {}
@@ -178,7 +185,7 @@ class Intake:
         oldest handshake under way is dropped for it (the server accepts only
         while :meth:`can_take`).  ``stderr``: the first caller's stderr for
         the first call, owned from now on."""
-        pending = _Pending(Handshake(sock), time.monotonic() + REQUEST_TIMEOUT, stderr)
+        pending = _Pending(Handshake(sock), _deadline(time.monotonic(), self.request_timeout), stderr)
         try:
             pid, uid, _ = peer_credentials(sock)
         except OSError as e:
@@ -256,9 +263,10 @@ class Intake:
         deadline, or None."""
         for fd, pending in list(self.pending.items()):
             if pending.deadline <= now:
-                self.log.debug(f"dropped a connection that sent no complete request within {REQUEST_TIMEOUT:g} s")
+                self.log.debug(f"dropped a connection that sent no complete request within {self.request_timeout:g} s")
                 self._drop(fd)
-        return min((p.deadline for p in self.pending.values()), default=None)
+        deadline = min((p.deadline for p in self.pending.values()), default=_NEVER)
+        return None if deadline == _NEVER else deadline
 
     def next_call(self) -> "Optional[Call]":
         """The complete call that has waited longest, now the caller's."""
@@ -278,17 +286,17 @@ class Intake:
             self.waiting.popleft().close()
 
 
-def take_in_place(sock: "_socket.socket", log: "Log") -> Call:
+def take_in_place(sock: "_socket.socket", log: "Log", request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Call:
     """The setup process runs the first call itself (extension inplace1,
     protocol.md section 7): greet the client on CALL and read the call's
-    handshake, waiting at most :data:`REQUEST_TIMEOUT`.
+    handshake, waiting at most ``request_timeout`` seconds (0: no limit).
 
     Never returns half done: a client that hangs up or breaks the protocol
     gets its message on stderr (the caller's) and the process ends with
     status 127.
     """
     handshake = Handshake(sock)
-    deadline = time.monotonic() + REQUEST_TIMEOUT
+    deadline = _deadline(time.monotonic(), request_timeout)
     try:
         send_in_place_greeting(sock)
         poller = select.poll()
@@ -296,8 +304,8 @@ def take_in_place(sock: "_socket.socket", log: "Log") -> Call:
         while not handshake.advance():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProtocolError(f"no complete request within {REQUEST_TIMEOUT:g} s")
-            poller.poll(left * 1000)
+                raise ProtocolError(f"no complete request within {request_timeout:g} s")
+            poller.poll(None if deadline == _NEVER else left * 1000)
     except (PeerGone, ProtocolError, OSError) as e:
         handshake.close_fds()
         try:

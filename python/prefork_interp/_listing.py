@@ -12,6 +12,15 @@ when a call starts or ends::
 ``TICKS`` is the server's start time (``/proc/PID/stat`` field 22), so that
 a reader can tell the server from a process that got its pid later;
 ``LAST`` is when the last call started, in Unix seconds.
+
+After it, the server keeps one more line, the last error or warning it
+logged (``_log.Log`` calls :meth:`ServerRecord.error`)::
+
+    error=SECS MESSAGE
+
+written in place just after the server line, the file then truncated after
+it, so there is at most one; ``MESSAGE`` is escaped as the record's values
+(:func:`escape`).
 """
 
 import os
@@ -24,7 +33,17 @@ TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
 if TYPE_CHECKING:
     from typing import Optional
 
-__all__ = ["ServerRecord"]
+__all__ = ["MAX_ERROR_BYTES", "ServerRecord", "escape"]
+
+#: A message longer than this (in UTF-8) is cut to it in the record (the
+#: whole message is in the log).
+MAX_ERROR_BYTES = 1024
+
+
+def escape(data: bytes) -> bytes:
+    """A record value: bytes below 0x20, 0x7f and above, and ``%`` written
+    ``%HH`` (upper-case hex), the rest as they are."""
+    return b"".join(b"%%%02X" % c if c < 0x20 or c >= 0x7F or c == 0x25 else bytes((c,)) for c in data)
 
 
 def _start_ticks() -> int:
@@ -85,8 +104,23 @@ class ServerRecord:
         try:
             os.pwrite(self.fd, self.line(), self.offset)
         except OSError as e:
+            self.close()  # first: the warning would be written here too
             self.log.warning(f"updating the server record: {e}")
+
+    def error(self, message: str, when: "Optional[float]" = None) -> None:
+        """Keep ``message`` as the last error, logged at ``when`` (Unix
+        seconds; default now), in the line after ours."""
+        if self.fd is None:
+            return
+        text = message.encode(errors="backslashreplace")[:MAX_ERROR_BYTES]
+        line = b"error=%d %s\n" % (int(time.time() if when is None else when), escape(text))
+        at = self.offset + len(self.line())
+        try:
+            os.pwrite(self.fd, line, at)
+            os.ftruncate(self.fd, at + len(line))
+        except OSError as e:
             self.close()
+            self.log.warning(f"writing the last error to the server record: {e}")
 
     def started(self) -> None:
         """A call has started."""

@@ -2,7 +2,7 @@
 
 Upstream design part 3 ("Library should do the following"), in order:
 fork and let the setup process exit, ``setsid``, point stdio at
-``/dev/null`` and log to syslog from then on, take the first call's CALL
+``/dev/null`` and log to syslog (or a log file, ``_log``) from then on, take the first call's CALL
 socket in as if it had just been accepted, then loop (:meth:`_Server.loop`),
 one ``poll`` over the watcher, the SIGCHLD wake-up pipe, the listening
 socket and every connection held (``_intake``, protocol.md section 4.1):
@@ -92,7 +92,7 @@ class _Server:
         self.listen = listen
         self.watch = watch
         self.wakeup = ChildWakeup()
-        self.intake = Intake(log)
+        self.intake = Intake(log, opts.request_timeout)
         self.executors = Executors(opts.pool_size, log, self.release_for_child)
         self.errors = 0
         self.idle_since = time.monotonic()
@@ -103,6 +103,9 @@ class _Server:
         self.record: Optional[ServerRecord] = None
         if setup.record_path is not None:
             self.record = ServerRecord.open(setup.record_path, in_place is not None, self.first_call is not None, log)
+            # Each error or warning logged from now on is the record's last
+            # error too (not in spares: release_for_child closes it).
+            log.record = self.record
         #: Why the server is quitting, once it is: it then takes no new
         #: connection and ends when the calls it holds (complete, or still
         #: handshaking within their request timeout) have been served.
@@ -328,7 +331,6 @@ def serve(
     code = 127
     server: Optional[_Server] = None
     try:
-        log.open_syslog()
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
         server = _Server(setup, opts, log, listen, watch, in_place)
         # Without inplace1, the first call is taken in like an accepted one.

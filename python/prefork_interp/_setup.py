@@ -100,7 +100,7 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
         os.close(fd)
     from ._intake import take_in_place
 
-    call = take_in_place(_socket.socket(fileno=setup.call_fd), log)
+    call = take_in_place(_socket.socket(fileno=setup.call_fd), log, opts.request_timeout)
     # The child in between has exited by now (it only forked): reap it.
     os.waitpid(child, 0)
     return call

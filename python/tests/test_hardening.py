@@ -5,8 +5,7 @@ a running call.
 
 Tests that need exact bytes speak the protocol themselves (``FakeClient``
 or raw sockets on a real server's socket); the others go through the real
-clients.  The server's log is captured by a script that points the
-library's ``syslog`` calls at a file before ``initialisation_complete()``.
+clients.  The server's log goes to a file (option ``log_file``).
 """
 
 from __future__ import annotations
@@ -29,26 +28,19 @@ import pytest
 from fake_client import FakeClient, read_until
 from harness import PYTHON, Harness, alive, listening_socket, wait_until
 
-from prefork_interp._intake import MAX_HELD, REQUEST_TIMEOUT
+from prefork_interp._intake import MAX_HELD
 from prefork_interp._options import DEFAULT_POOL_SIZE
+from prefork_interp._options import DEFAULT_REQUEST_TIMEOUT as REQUEST_TIMEOUT
 from prefork_interp._protocol import GREETING, MAX_REQUEST_LEN, U32_BE, encode_request
 
-#: Script set-up that sends the server's syslog messages to LOG_FILE (the
-#: library calls syslog.syslog(priority, message) through the module).
-LOG_TO_FILE = """\
-import syslog
-def _log_to_file(*args):
-    with open({log!r}, "a") as _f:
-        _f.write(str(args[-1]) + "\\n")
-syslog.openlog = lambda *a, **k: None
-syslog.closelog = lambda *a: None
-syslog.syslog = _log_to_file
-"""
+def log_to(path: Path) -> str:
+    """initialisation_complete() options that send the server's messages
+    to the file ``path`` (and not to syslog)."""
+    return f"log_facility=None, log_file={str(path)!r}"
 
 #: A script for FakeClient: its modes say what a call does.
 FAKE_SCRIPT = """\
 import ctypes, json, os, sys
-{log_setup}
 import prefork_interp
 prefork_interp.initialisation_complete({init})
 mode = sys.argv[1]
@@ -86,7 +78,7 @@ def _read_log(path: Path) -> str:
 def fake(tmp_path):
     """A server started by FakeClient, with max_servers=1, its log in a file."""
     script = tmp_path / "script.py"
-    script.write_text(FAKE_SCRIPT.format(log_setup=LOG_TO_FILE.format(log=str(tmp_path / LOG_NAME)), init="max_servers=1"))
+    script.write_text(FAKE_SCRIPT.format(init="max_servers=1, " + log_to(tmp_path / LOG_NAME)))
     client = FakeClient(tmp_path, script)
     try:
         status, out = client.call(client.first_call, b"exit", b"0")
@@ -190,7 +182,7 @@ def test_peer_of_another_uid_is_refused(our_harness, other_user):
     against) and gets no greeting, only EOF; the server logs one line and
     goes on serving its own user."""
     log = our_harness.dir / "server.log"
-    script = our_harness.script("peer.py", 'print("fine")\n', setup=LOG_TO_FILE.format(log=str(log)))
+    script = our_harness.script("peer.py", 'print("fine")\n', init=log_to(log))
     assert our_harness.run(script).out == b"fine\n"
     path = _server_socket(our_harness)
     os.chmod(our_harness.run_dir, 0o755)
@@ -286,7 +278,7 @@ def test_first_call_is_taken_in_like_the_others(tmp_path):
     other: left idle, it holds no slot (max_servers=1 here), and it is
     dropped after the request timeout."""
     script = tmp_path / "script.py"
-    script.write_text(FAKE_SCRIPT.format(log_setup="", init="max_servers=1, log_facility=None"))
+    script.write_text(FAKE_SCRIPT.format(init="max_servers=1, log_facility=None"))
     client = FakeClient(tmp_path, script)
     try:
         _greeted(client.first_call)

@@ -11,7 +11,7 @@ import time
 import pytest
 from harness import alive, listening_socket, only_server_and_spares, send_fds, wait_until
 
-from prefork_interp._intake import REQUEST_TIMEOUT
+from prefork_interp._options import DEFAULT_REQUEST_TIMEOUT as REQUEST_TIMEOUT
 from prefork_interp._options import DEFAULT_POOL_SIZE
 from prefork_interp._protocol import GREETING, encode_request
 

@@ -45,8 +45,11 @@ def test_standalone_returns_at_once(tmp_path):
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"max_servers": 0}, ValueError, "max_servers must be positive"),
         ({"max_servers": "4"}, TypeError, "max_servers must be an int"),
+        ({"request_timeout": -1}, ValueError, "request_timeout must be 0"),
+        ({"request_timeout": None}, TypeError, "request_timeout must be a number"),
+        ({"log_file": 3}, TypeError, "log_file must be a path"),
+        ({"log_file": ""}, ValueError, "log_file must not be empty"),
         ({"idle_timeout": "1"}, TypeError, "idle_timeout must be"),
         ({"log_facility": "nonsense"}, ValueError, "not a syslog facility"),
         ({"log_facility": 1.5}, TypeError, "log_facility must be"),
