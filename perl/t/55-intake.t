@@ -120,7 +120,7 @@ sub spares_of ($) {
     my ($pid) = @_;
     return map { $_->{pid} }
         grep { $_->{ppid} == $pid
-               && (slurp("/proc/$_->{pid}/cmdline") // '') =~ m/\[prefork spare\]/ }
+               && (slurp("/proc/$_->{pid}/cmdline") // '') =~ m/prefork-interp spare: / }
         PfiTest::_all_procs();
 }
 

@@ -83,7 +83,7 @@ sub children_of ($) {
 
 sub spares_of ($) {
     my ($server) = @_;
-    return grep { $_->{cmd} =~ m/\[prefork spare\]/ } children_of($server);
+    return grep { $_->{cmd} =~ m/prefork-interp spare: / } children_of($server);
 }
 
 # What fd N of PID points to, for each fd.

@@ -322,15 +322,25 @@ sub _enter_call ($) {
     undef $values;
     undef $names;
     # On the wire: interpreter, [script,] arguments.
+    my $renamed = $0 ne $LOAD_TIME_0;
+    my @words = $request->{in_place} || $renamed ? () : @args;
     shift @args;                          # the interpreter
     if ($HAS_SCRIPT && @args) {
         my $script = shift @args;
         # Unless the script renamed itself during initialisation, $0
         # is the script as this caller named it (which differs from the
         # server's only with -g).
-        $0 = $script if $0 eq $LOAD_TIME_0;
+        # (Not assigned when it is already: perl would rewrite the
+        # command line of a first call run in place, which is the
+        # caller's.)
+        $0 = $script if !$renamed && $0 ne $script;
     }
     @ARGV = @args;
+    # A served call's process was the server's (or a spare's), titled
+    # as such: it shows this call's command line, as a direct run would
+    # (unless the script set $0, which shows instead).  The first call,
+    # run in place, has the caller's already.
+    Prefork::Interp::Title::as_call(@words) if @words;
 
     # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
     # step 1, the process group, was done as we were forked, or, run in

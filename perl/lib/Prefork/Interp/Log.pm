@@ -3,7 +3,9 @@
 # Once the server has daemonised nobody sees its stderr, so its
 # messages go to syslog (upstream part 3 step 2), to a log file if the
 # script asked for one, and, while there still is a caller's stderr
-# (the setup process), there too.
+# (the setup process), there too.  Errors and warnings are also the
+# server record's last error (Prefork::Interp::Record), once the server
+# has one.
 #
 # Syslog is spoken directly over /dev/log, one datagram per message,
 # rather than through Sys::Syslog: Sys::Syslog keeps process-wide state
@@ -60,6 +62,7 @@ sub new {
         facility => undef,
         file     => $args{file},
         stderr   => 1,
+        record   => undef,
     }, $class;
     if (defined $args{facility} && length $args{facility}) {
         $self->{facility} = facility_code($args{facility});
@@ -71,6 +74,13 @@ sub new {
 sub to_stderr {
     my ($self, $on) = @_;
     $self->{stderr} = $on;
+}
+
+# record(RECORD): errors and warnings are also RECORD's last error (a
+# Prefork::Interp::Record; undef: no more).
+sub record {
+    my ($self, $record) = @_;
+    $self->{record} = $record;
 }
 
 # msg(LEVEL, TEXT): LEVEL is 'err', 'warning', 'info' or 'debug'.  Never dies:
@@ -93,6 +103,9 @@ sub msg {
             print $fh "$stamp $self->{ident}\[$$\]: $level: $line\n";
             close $fh;
         }
+    }
+    if ($self->{record} && ($level eq 'err' || $level eq 'warning')) {
+        $self->{record}->error($text);
     }
     if ($self->{stderr}) {
         local $!;
