@@ -72,19 +72,30 @@ sub _cpus () {
 # server costs little.  As the Python library's DEFAULT_POOL_SIZE.
 use constant DEFAULT_POOL_SIZE => 2;
 
-# Option defaults.  7.0.0 documents idle_timeout's default under
-# autoreload_extra; it is one megasecond (about eleven days).
+# Option defaults: the same in the three libraries (docs/options.md,
+# which t/07-options.t compares with these).  idle_timeout: an hour
+# (7.0.0: one megasecond, about eleven days, which left idle servers
+# holding their memory for days).  request_timeout's default is
+# $REQUEST_TIMEOUT, the older way to set it.
 my %DEFAULTS = (
     max_servers      => CALLS_PER_CPU * _cpus(),
     pool_size        => DEFAULT_POOL_SIZE,
-    idle_timeout     => 1_000_000,
-    autoreload_inc   => 1,
-    autoreload_extra => [],
+    idle_timeout     => 3600,
+    request_timeout  => undef,
     max_errors       => 100,
+    autoreload       => 1,
+    autoreload_extra => [],
     log_facility     => 'LOG_USER',
     log_file         => undef,
     fast_exit        => 1,
 );
+
+# Other names of options: 7.0.0's.
+my %ALIASES = (autoreload_inc => 'autoreload');
+
+# Options whose undef is a value of its own, not the default:
+# idle_timeout (never), log_facility (no syslog), log_file (none).
+my %UNDEF_MEANS = (idle_timeout => 1, log_facility => 1, log_file => 1);
 
 # PATH made absolute, from the current directory (File::Spec's rel2abs,
 # loaded only for a relative PATH).
@@ -174,7 +185,7 @@ sub prefork_initialisation_complete {
         max_errors      => $opt{max_errors},
         reload_paths    => sub { _reload_paths(\%opt) },
         reload_files    => sub { _reload_files(\%opt, @_) },
-        request_timeout => $REQUEST_TIMEOUT,
+        request_timeout => $opt{request_timeout},
         use_pidfd       => $USE_PIDFD,
         use_inotify     => $USE_INOTIFY,
         log             => $log,
@@ -214,15 +225,25 @@ sub _croak ($) {
 }
 
 
+# _check_options(OPTIONS): the options given, checked, with the
+# defaults of those not given (and autoreload_inc as autoreload).
+# croaks on an unknown option or an ill-typed value.
 sub _check_options {
     @_ % 2 == 0 or _croak('options must be NAME => VALUE pairs');
     my %given = @_;
     foreach my $name (sort keys %given) {
-        exists $DEFAULTS{$name} or _croak("unknown option '$name'");
+        my $real = $ALIASES{$name} // $name;
+        exists $DEFAULTS{$real} or _croak("unknown option '$name'");
+        next if $real eq $name;
+        exists $given{$real}
+            and _croak("options '$real' and '$name' are the same: give"
+                       . ' one');
+        $given{$real} = delete $given{$name};
     }
     my %opt = (%DEFAULTS,
-               map { defined $given{$_} ? ($_ => $given{$_}) : () }
-                   keys %given);
+               map { defined $given{$_} || $UNDEF_MEANS{$_}
+                     ? ($_ => $given{$_}) : () } keys %given);
+    $opt{request_timeout} //= $REQUEST_TIMEOUT;
 
     foreach my $name (qw(max_servers max_errors)) {
         $opt{$name} =~ m/\A-?[0-9]+\z/
@@ -231,12 +252,17 @@ sub _check_options {
     $opt{pool_size} =~ m/\A[0-9]+\z/
         or _croak("pool_size must be an integer, 0 or more, not"
                   . " '$opt{pool_size}'");
+    # undef, or a negative number: never.
+    $opt{idle_timeout} //= -1;
     $opt{idle_timeout} =~ m/\A-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
         or _croak('idle_timeout must be a number of seconds, not'
                   . " '$opt{idle_timeout}'");
+    $opt{request_timeout} =~ m/\A(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
+        or _croak('request_timeout must be a number of seconds, 0 or'
+                  . " more, not '$opt{request_timeout}'");
     ref($opt{autoreload_extra}) eq 'ARRAY'
         or _croak('autoreload_extra must be an array reference');
-    if (length $opt{log_facility}) {
+    if (defined $opt{log_facility} && length $opt{log_facility}) {
         defined Prefork::Interp::Log::facility_code($opt{log_facility})
             or _croak("log_facility '$opt{log_facility}' is not a syslog"
                       . ' facility');
@@ -259,7 +285,7 @@ sub _reload_paths ($) {
                                        : $LOAD_TIME_0;
     }
     push @paths, $^X;
-    if ($opt->{autoreload_inc}) {
+    if ($opt->{autoreload}) {
         # Entries can be undef (failed require) or refs (@INC hooks).
         push @paths, grep { defined && !ref } values %INC;
     }

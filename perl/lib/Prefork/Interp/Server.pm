@@ -202,7 +202,7 @@ sub _server_loop ($) {
     my ($cfg, $fh, $intake) = @$srv{qw(cfg fh intake)};
     my $log = $cfg->{log};
     my $max = $cfg->{max_servers};
-    $max = 1 if $max == 0;    # as 7.0.0 behaves: one call at a time
+    $max = -1 if $max == 0;   # 0 and negative numbers: no limit
     my $errors = 0;           # consecutive, reset by a call started
     my $last_call = Time::HiRes::time();
 

@@ -157,8 +157,11 @@ sub _take_in_place ($$$$) {
         my $start = Time::HiRes::time();
         $hs = Prefork::Interp::Handshake->new($fh, $start, 1);
         until ($hs->advance) {
-            my $left = $start + $timeout - Time::HiRes::time();
-            die "no complete request within $timeout s\n" if $left <= 0;
+            # A request timeout of 0: no limit.
+            my $left = $timeout > 0
+                     ? $start + $timeout - Time::HiRes::time() : undef;
+            die "no complete request within $timeout s\n"
+                if defined $left && $left <= 0;
             my $rbits = '';
             vec($rbits, fileno($fh), 1) = 1;
             select($rbits, undef, undef, $left) >= 0 || $! == EINTR
