@@ -171,10 +171,22 @@ sub prefork_initialisation_complete {
 
     my $title = $HAS_SCRIPT ? $LOAD_TIME_0 : 'perl';
     my ($ident) = $title =~ m{([^/]*)/*\z};
+    # The log file: the option, or the environment of this run.
+    my $log_file = $opt{log_file};
+    $log_file = $ENV{PREFORK_INTERP_LOG}
+        if !defined $log_file && defined $ENV{PREFORK_INTERP_LOG}
+           && length $ENV{PREFORK_INTERP_LOG};
+    # Without syslog and a log file: the run directory's "log", beside
+    # the server record (docs/options.md, "Where messages go").
+    my $fallback;
+    $fallback = "$1/log" if defined $fds->{record}
+                         && $fds->{record} =~ m{\A(.*?)/+[^/]*\z}s
+                         && length $1;
     my $log = Prefork::Interp::Log->new(
         ident    => length $ident ? $ident : $title,
         facility => $opt{log_facility},
-        file     => defined $opt{log_file} ? _abs($opt{log_file}) : undef,
+        file     => defined $log_file ? _abs($log_file) : undef,
+        fallback => $fallback,
     );
 
     my %cfg = (
