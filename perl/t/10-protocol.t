@@ -8,10 +8,12 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use IO::FDPass;
 use PfiTest qw(slurp wait_for);
 use POSIX qw(WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG SIGINT SIGTERM);
+use Prefork::Interp::Protocol ();
 use Test::More;
 use Time::HiRes ();
 
@@ -67,6 +69,8 @@ subtest 'a bad PREFORK_INTERP is a clear error in the setup process' => sub {
         [ 'v1,yesterday 3,4,5,6', qr/has a malformed start time/ ],
         [ 'v1,1.000000000 3,4,5', qr/has too few file descriptors/ ],
         [ 'v1,1.000000000 3,x,5,6', qr/has "x" where a file descriptor/ ],
+        [ 'v1,1.000000000,record1 3,4,5,6',
+          qr/announces record1 but names no record/ ],
         [ undef, qr/names fd 999 \(watche\), which is not open/ ],
     );
     foreach my $case (@cases) {
@@ -81,6 +85,15 @@ subtest 'a bad PREFORK_INTERP is a clear error in the setup process' => sub {
              "'$name': one-line message");
         $h->cleanup_ok("'$name'");
     }
+};
+
+subtest 'record1: the record is the rest of the value' => sub {
+    my $parse = \&Prefork::Interp::Protocol::parse_env_value;
+    my $v = $parse->('v1,1.000000000,inplace1,record1 3,4,5,6 /run dir/m1 x');
+    is($v->{record}, '/run dir/m1 x', 'after the second space, spaces and all');
+    is($v->{in_place}, 1, 'with inplace1');
+    is($parse->('v1,1.000000000 3,4,5,6 /run/m1')->{record}, undef,
+       'not announced: no record');
 };
 
 subtest 'extra items and words in PREFORK_INTERP are ignored' => sub {
@@ -179,8 +192,7 @@ subtest 'clients that break the protocol do not hurt the server' => sub {
 subtest 'idle connections cannot block real callers' => sub {
     # 7.0.0: max_servers idle connections block everyone for ever.
     my $h = PfiTest::Harness->new(
-        init => '$Prefork::Interp::REQUEST_TIMEOUT = 1;',
-        opts => 'max_servers => 2',
+        opts => 'max_servers => 2, request_timeout => 1',
         body => $echo_body);
     $h->call($h->initial);
     my @idle = map { $h->connect } 1..4;
