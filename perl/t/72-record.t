@@ -171,6 +171,17 @@ if ($fx) {
          '... right after the server line, the file ending there');
     close $_ foreach $s1, $s2;
     is($rec->{server}{calls}, 6, 'no call counted for them');
+    $fx->kill_server($script);
+
+    # A warning at the server's start is in the record too.
+    my $noinotify = $fx->script('noinotify.pl',
+                                init => '$Prefork::Interp::USE_INOTIFY = 0;',
+                                body => $body);
+    is($fx->run($noinotify)->{status}, 0, 'a server without inotify');
+    ok(wait_for(10, sub { ((server_record($fx->run_dir) // {})->{error}{message} // '')
+                              =~ m/\Acannot use inotify \(turned off/ }),
+       '... has its start-up warning as its last error')
+        or diag(explain server_record($fx->run_dir));
     $fx->cleanup_ok;
 }
 

@@ -136,6 +136,27 @@ sub serve ($$) {
         # 3.6: from now on nobody reads our stderr.
         _stdio_to_null();
         $log->to_stderr(0);
+
+        # The first call, run in place by the setup process, is running
+        # while that process lives (a pidfd tells when it has gone):
+        # it holds the idle timeout, and counts in the record.
+        my $first_call;
+        $first_call = _pidfd($cfg->{setup_pid})
+            if $cfg->{fds}{in_place} && defined $cfg->{setup_pid};
+        if (defined $first_call && _readable($first_call)) {
+            POSIX::close($first_call);
+            $first_call = undef;
+        }
+        # Our line in the server record (protocol.md 8), for --list,
+        # first: the warnings below are its last error.
+        my $record;
+        if (defined $cfg->{fds}{record}) {
+            $record = Prefork::Interp::Record->new(
+                $cfg->{fds}{record}, $cfg->{fds}{in_place},
+                defined $first_call, $log);
+            $log->record($record) if $record;
+        }
+
         $log->msg('warning', 'this system has no prctl we know of: a call'
                   . ' whose server is killed will not be stopped')
             unless defined Prefork::Interp::Syscall::number('prctl');
@@ -150,25 +171,6 @@ sub serve ($$) {
         my ($nfiles, $ndirs, $npolled) = $reload->counts;
         $log->msg('debug', "watching $nfiles files through $ndirs"
                   . " directories; $npolled checked on every call");
-
-        # The first call, run in place by the setup process, is running
-        # while that process lives (a pidfd tells when it has gone):
-        # it holds the idle timeout, and counts in the record.
-        my $first_call;
-        $first_call = _pidfd($cfg->{setup_pid})
-            if $cfg->{fds}{in_place} && defined $cfg->{setup_pid};
-        if (defined $first_call && _readable($first_call)) {
-            POSIX::close($first_call);
-            $first_call = undef;
-        }
-        # Our line in the server record (protocol.md 8), for --list.
-        my $record;
-        if (defined $cfg->{fds}{record}) {
-            $record = Prefork::Interp::Record->new(
-                $cfg->{fds}{record}, $cfg->{fds}{in_place},
-                defined $first_call, $log);
-            $log->record($record) if $record;
-        }
 
         # 3.5, as protocol.md 4.1 has it: the call that started us is
         # taken in as if it had just been accepted (unless the setup
