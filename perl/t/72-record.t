@@ -39,6 +39,8 @@ if (($what // '') eq 'fds') {
     }
 }
 print "pid=$$\n";
+print "loaded: ", join(' ', grep { m{\APrefork/Interp/(?:Record|Title|Server)\.pm\z|\A(?:POSIX|Socket|Sys/Syslog)\.pm\z} }
+                             sort keys %INC), "\n";
 EOT
 
 # The --list output, JSON decoded (or the text with json => 0).
@@ -99,6 +101,9 @@ if ($fx) {
     spit($flag, '');
     my $r = $fx->finish($cold);
     is($r->{status}, 0, 'the first call ends') or diag($r->{err});
+    like($r->{out}, qr/^loaded: $/m,
+         '... in a process that loaded nothing for the record and titles'
+         . ' (nor POSIX, Socket, Sys::Syslog)');
     ok(wait_for(10, sub { (server_record($fx->run_dir)->{server}{running} // -1) == 0 }),
        'running 0 once the setup process has gone');
 
@@ -106,6 +111,8 @@ if ($fx) {
         $r = $fx->run($script);
         is($r->{status}, 0, "warm call $n");
     }
+    like($r->{out}, qr{^loaded: .*Prefork/Interp/Record\.pm}m,
+         'a warm call\'s process, forked from the server, has them');
     $rec = server_record($fx->run_dir);
     is($rec->{server}{calls}, 4, 'four calls');
     is($rec->{server}{running}, 0, 'none running');
