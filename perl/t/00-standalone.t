@@ -44,8 +44,11 @@ my \$before = \$\$;
 prefork_autoreload_also_check('/nonexistent');
 prefork_initialisation_complete(max_servers => 2, idle_timeout => 0.5,
     autoreload_inc => 0, autoreload_extra => ['x'], max_errors => 3,
-    pool_size => 1,
+    pool_size => 1, request_timeout => 2,
     log_facility => 'local3', log_file => '$dir/log', fast_exit => 1);
+prefork_initialisation_complete(autoreload => 1, idle_timeout => undef,
+    log_facility => undef, log_file => undef, max_servers => 0,
+    request_timeout => 0);
 print "returned once, same pid: ", (\$\$ == \$before ? 'yes' : 'no'), "\\n";
 print "ARGV=", join('|', \@ARGV), "\\n0=\$0\\n";
 prefork_initialisation_complete();
@@ -69,6 +72,10 @@ my @bad = (
       qr/pool_size must be an integer, 0 or more, not '-1'/ ],
     [ 'idle_timeout => "soon"',
       qr/idle_timeout must be a number of seconds, not 'soon'/ ],
+    [ 'request_timeout => -1',
+      qr/request_timeout must be a number of seconds, 0 or more, not '-1'/ ],
+    [ 'autoreload => 1, autoreload_inc => 0',
+      qr/options 'autoreload' and 'autoreload_inc' are the same: give one/ ],
     [ 'autoreload_extra => "file"',
       qr/autoreload_extra must be an array reference/ ],
     [ 'log_facility => "LOG_ERR"',

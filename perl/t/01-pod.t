@@ -36,9 +36,9 @@ foreach my $heading ('NAME', 'SYNOPSIS', 'FUNCTIONS',
                      'DIFFERENCES FROM Proc::Prefork::Interp') {
     like($text, qr/^\Q$heading\E$/m, "section $heading");
 }
-foreach my $option (qw(max_servers idle_timeout autoreload_inc
-                       autoreload_extra max_errors log_facility log_file
-                       fast_exit)) {
+foreach my $option (qw(max_servers pool_size idle_timeout request_timeout
+                       max_errors autoreload autoreload_extra log_facility
+                       log_file fast_exit)) {
     like($text, qr/^\s+"?\Q$option\E => /m, "option $option documented");
 }
 like($text, qr/prefork_autoreload_also_check/, 'both functions documented');

@@ -8,10 +8,12 @@ use warnings;
 
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/../lib";
 
 use IO::FDPass;
 use PfiTest qw(slurp wait_for);
 use POSIX qw(WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG SIGINT SIGTERM);
+use Prefork::Interp::Protocol ();
 use Test::More;
 use Time::HiRes ();
 
@@ -67,6 +69,8 @@ subtest 'a bad PREFORK_INTERP is a clear error in the setup process' => sub {
         [ 'v1,yesterday 3,4,5,6', qr/has a malformed start time/ ],
         [ 'v1,1.000000000 3,4,5', qr/has too few file descriptors/ ],
         [ 'v1,1.000000000 3,x,5,6', qr/has "x" where a file descriptor/ ],
+        [ 'v1,1.000000000,record1 3,4,5,6',
+          qr/announces record1 but names no record/ ],
         [ undef, qr/names fd 999 \(watche\), which is not open/ ],
     );
     foreach my $case (@cases) {
@@ -81,6 +85,15 @@ subtest 'a bad PREFORK_INTERP is a clear error in the setup process' => sub {
              "'$name': one-line message");
         $h->cleanup_ok("'$name'");
     }
+};
+
+subtest 'record1: the record is the rest of the value' => sub {
+    my $parse = \&Prefork::Interp::Protocol::parse_env_value;
+    my $v = $parse->('v1,1.000000000,inplace1,record1 3,4,5,6 /run dir/m1 x');
+    is($v->{record}, '/run dir/m1 x', 'after the second space, spaces and all');
+    is($v->{in_place}, 1, 'with inplace1');
+    is($parse->('v1,1.000000000 3,4,5,6 /run/m1')->{record}, undef,
+       'not announced: no record');
 };
 
 subtest 'extra items and words in PREFORK_INTERP are ignored' => sub {
@@ -155,7 +168,7 @@ subtest 'clients that break the protocol do not hurt the server' => sub {
         is($st, 3 << 8, "after '$name': the next call works");
     }
     my $log = $h->log_text;
-    like($log, qr/warning: prefork: bad request from caller: signalling byte is 0x01, not 0x00$/m,
+    like($log, qr/warning: bad request from caller: signalling byte is 0x01, not 0x00$/m,
          'non-zero byte logged, on one line');
     like($log, qr/bad request from caller: request length 4294967295 exceeds the limit/,
          'absurd length logged');
@@ -167,9 +180,9 @@ subtest 'clients that break the protocol do not hurt the server' => sub {
          'missing end of environment logged');
     like($log, qr/bad request from caller: caller's fd 0: message has no file descriptor attached/,
          'missing fd logged');
-    like($log, qr/info: prefork: caller hung up before sending caller's fd 1$/m,
+    like($log, qr/info: caller hung up before sending caller's fd 1$/m,
          'early hang-up logged at info level');
-    like($log, qr/info: prefork: caller hung up before sending signalling byte$/m,
+    like($log, qr/info: caller hung up before sending signalling byte$/m,
          'hang-up after the greeting logged at info level');
     unlike($log, qr/in time/, 'no hang-up mistaken for a timeout');
     unlike($log, qr/monitor \[\d+\] failed/, 'no monitor failed');
@@ -179,8 +192,7 @@ subtest 'clients that break the protocol do not hurt the server' => sub {
 subtest 'idle connections cannot block real callers' => sub {
     # 7.0.0: max_servers idle connections block everyone for ever.
     my $h = PfiTest::Harness->new(
-        init => '$Prefork::Interp::REQUEST_TIMEOUT = 1;',
-        opts => 'max_servers => 2',
+        opts => 'max_servers => 2, request_timeout => 1',
         body => $echo_body);
     $h->call($h->initial);
     my @idle = map { $h->connect } 1..4;
@@ -197,7 +209,7 @@ subtest 'idle connections cannot block real callers' => sub {
     is_deeply(\@got, [ '', '', ("PFI\n\0\0\0\0") x 2 ],
               'the idle callers were greeted, then dropped');
     cmp_ok(Time::HiRes::time() - $t0, '<', 3, 'after the 1 s request timeout');
-    like($h->log_text, qr/debug: prefork: caller did not send its request within 1 s of connecting; dropped/,
+    like($h->log_text, qr/debug: caller did not send its request within 1 s of connecting; dropped/,
          'logged at debug level');
     close $_ foreach @idle;
     $h->cleanup_ok;
@@ -217,7 +229,7 @@ EOF
     syswrite($conn, "x");
     is($h->read_bytes($conn, 4, 1), '', 'a byte does not end the call');
     like($h->log_text,
-         qr/info: prefork: caller sent data after its request; ignored/,
+         qr/info: caller sent data after its request; ignored/,
          'logged');
     shutdown($conn, 1);
     my $st = $h->read_bytes($conn, 4, 10);
@@ -234,7 +246,7 @@ subtest 'the watcher' => sub {
     $h->watcher_says("prefork-interp: watcher: stat socket: oops\n");
     ok($h->server_gone(10), 'an error from the watcher stops the server');
     like($h->log_text,
-         qr/err: prefork: watcher reported: prefork-interp: watcher: stat socket: oops$/m,
+         qr/error: watcher reported: prefork-interp: watcher: stat socket: oops$/m,
          'and is logged on one line');
     $h->cleanup_ok('watcher error');
 
@@ -242,7 +254,7 @@ subtest 'the watcher' => sub {
     $h->call($h->initial);
     close $h->{we_w};
     ok($h->server_gone(10), 'EOF from the watcher stops the server');
-    like($h->log_text, qr/info: prefork: socket removed or replaced/,
+    like($h->log_text, qr/info: socket removed or replaced/,
          'and is logged');
     $h->cleanup_ok('watcher EOF');
 };
@@ -256,9 +268,9 @@ subtest 'max_errors counts' => sub {
     is($h->setup_status, 0, 'server started');
     ok($h->server_gone(10), 'the server quits after too many errors');
     my $log = $h->log_text;
-    my @warnings = $log =~ m/warning: prefork: accept: /g;
+    my @warnings = $log =~ m/warning: accept: /g;
     is(scalar @warnings, 3, 'three errors were tolerated');
-    like($log, qr/err: prefork: accept: .*; 4 errors in a row \(max_errors is 3\), quitting$/m,
+    like($log, qr/error: accept: .*; 4 errors in a row \(max_errors is 3\), quitting$/m,
          'the fourth one stops it');
     $h->cleanup_ok;
 };
@@ -271,7 +283,7 @@ subtest 'idle_timeout' => sub {
     ok($h->server_gone(10), 'the server quits when idle');
     my $took = Time::HiRes::time() - $t0;
     cmp_ok($took, '>=', 0.3, "not too early ($took s)");
-    like($h->log_text, qr/info: prefork: no calls for 0.5 seconds, quitting/,
+    like($h->log_text, qr/info: no calls for 0.5 seconds, quitting/,
          'logged');
     $h->cleanup_ok;
 };

@@ -335,7 +335,7 @@ subtest 'extra fds' => sub {
        'no other fd: copies and protocol fds closed');
     like($c->{stdout}, qr/^content of three$/m,
          "a program run by the script reads fd $n3 (not close-on-exec)");
-    like($h->log_text, qr/warning: prefork: the caller's fd $init_fd is not passed on: the script has its own fd $init_fd open$/m,
+    like($h->log_text, qr/warning: the caller's fd $init_fd is not passed on: the script has its own fd $init_fd open$/m,
          'the clash is logged');
 
     my $rbits = '';
@@ -378,7 +378,7 @@ subtest 'signals forwarded: SIGP to the executor, SIGG to its group' => sub {
     is($c->{status}, 42 << 8, 'SIGG TERM: the handler\'s exit status 42');
     like($c->{stdout}, qr/^TERM in executor$/m, 'executor got TERM');
     like($c->{stdout}, qr/^TERM in child$/m, 'child got TERM');
-    like($h->log_text, qr/warning: prefork: caller sent a bad 'SIGP' frame: signal number 99 is out of range; ignored/,
+    like($h->log_text, qr/warning: caller sent a bad 'SIGP' frame: signal number 99 is out of range; ignored/,
          'signal 99 logged and ignored');
     ok(wait_for(5, sub { !alive($child) }), 'the child is gone');
     $h->cleanup_ok;
@@ -424,7 +424,7 @@ subtest 'job control: STOP frames, SIGG SIGCONT' => sub {
     close $c->{conn};
     ok(wait_for(10, sub { !alive($exec) }),
        'caller gone while stopped: the executor is gone');
-    like($h->log_text, qr/info: prefork: caller hung up; stopping the call/,
+    like($h->log_text, qr/info: caller hung up; stopping the call/,
          'logged at info level');
     $h->cleanup_ok;
 };
@@ -540,7 +540,7 @@ subtest 'clients that break call1 do not hurt the server' => sub {
     }
 
     my $log = $h->log_text;
-    like($log, qr/warning: prefork: bad request from caller: ATTR body does not end in a NUL$/m,
+    like($log, qr/warning: bad request from caller: ATTR body does not end in a NUL$/m,
          'ATTR without NUL logged');
     like($log, qr/bad request from caller: ATTR umask has a malformed value '999'$/m,
          'bad umask logged');
@@ -550,9 +550,9 @@ subtest 'clients that break call1 do not hurt the server' => sub {
          'oversized frame before ATTR logged');
     like($log, qr/bad request from caller: caller's fd 3: message has no file descriptor attached$/m,
          'missing fd logged');
-    like($log, qr/info: prefork: caller hung up before sending caller's fd 4$/m,
+    like($log, qr/info: caller hung up before sending caller's fd 4$/m,
          'hang-up during the fds logged');
-    unlike($log, qr/monitor \[\d+\] failed|err: /, 'no monitor failed');
+    unlike($log, qr/monitor \[\d+\] failed|error: /, 'no monitor failed');
     $h->cleanup_ok;
 };
 

@@ -79,7 +79,7 @@ foreach my $kind (client_kinds()) {
         isnt($gen2, $gen1, 'module changed: fresh server');
         is($mod, 'v2', '... running the new module');
         like($fx->log_text,
-             qr/info: prefork: reloading: \Q$dir\E\/lib\/PfiReloadMod\.pm changed$/m,
+             qr/info: reloading: \Q$dir\E\/lib\/PfiReloadMod\.pm changed$/m,
              '... and the old server said why');
         ok(wait_for(5, sub { !procs_in_sessions([$sid1]) }),
            '... and the old server has gone');
@@ -133,7 +133,7 @@ foreach my $kind (client_kinds()) {
         # Each started with "watching N files" in the log (a server
         # whose only call ran in its setup process records no session).
         my $started = sub { scalar(() = $fx->log_text
-                                   =~ m/: prefork: watching \d+ files/g) };
+                                   =~ m/: watching \d+ files/g) };
         ok(wait_for(5, sub { $started->() >= 8 }), 'eight servers were'
            . ' started') or diag($started->() . ' started');
         is($started->(), 8, '... and no more');

@@ -68,13 +68,19 @@ foreach my $kind (client_kinds()) {
         is($max, 2, 'at most two at once, and two did run together');
         cmp_ok($took, '>=', 1.1, "they took three rounds ($took s)");
 
-        my $unlimited = $fx->script('unlimited.pl',
-                                    opts => 'max_servers => -1', body => $body);
-        is($fx->run($unlimited, args => ['quick'])->{status}, 0, 'warm up');
-        @st = parallel_calls($fx, $unlimited, 6, 1.5);
-        is("@st", join(' ', ('exit 0') x 6), 'max_servers -1: all 6 calls succeed');
-        ($max) = max_overlap($fx->dir . '/spans.txt');
-        is($max, 6, 'all six ran at once');
+        # Negative (7.0.0) and 0 (docs/options.md): no limit.
+        foreach my $n (-1, 0) {
+            my $unlimited = $fx->script("unlimited$n.pl",
+                                        opts => "max_servers => $n",
+                                        body => $body);
+            is($fx->run($unlimited, args => ['quick'])->{status}, 0,
+               'warm up');
+            @st = parallel_calls($fx, $unlimited, 6, 1.5);
+            is("@st", join(' ', ('exit 0') x 6),
+               "max_servers $n: all 6 calls succeed");
+            ($max) = max_overlap($fx->dir . '/spans.txt');
+            is($max, 6, '... all six at once');
+        }
 
         $fx->cleanup_ok;
 

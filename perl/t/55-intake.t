@@ -120,7 +120,7 @@ sub spares_of ($) {
     my ($pid) = @_;
     return map { $_->{pid} }
         grep { $_->{ppid} == $pid
-               && (slurp("/proc/$_->{pid}/cmdline") // '') =~ m/\[prefork spare\]/ }
+               && (slurp("/proc/$_->{pid}/cmdline") // '') =~ m/prefork-interp spare: / }
         PfiTest::_all_procs();
 }
 
@@ -200,7 +200,7 @@ subtest 'a peer of another uid is refused' => sub {
         chomp $got;
         waitpid($pid, 0);
         is($got, '0 bytes', "uid $uid connects and gets no greeting, only EOF");
-        like($h->log_text, qr/^\S+ \S+ warning: prefork: refused a call from uid $uid \(pid $pid\): only uid 0 may call this server$/m,
+        like($h->log_text, qr/^\S+ \S+ warning: refused a call from uid $uid \(pid $pid\): only uid 0 may call this server$/m,
              'one warning line');
         my (undef, $st) = $h->call($h->connect, args => [ 'perl', $h->script ]);
         is($st, 0, 'our own uid is still served');
@@ -218,7 +218,7 @@ subtest 'a peer of another uid is refused' => sub {
         my $c = $h->connect;
         is($h->read_bytes($c, 8, 5), '', 'root connects and gets only EOF');
         close $c;
-        like($h->log_text, qr/ warning: prefork: refused a call from uid 0 \(pid $$\): only uid $uid may call this server$/m,
+        like($h->log_text, qr/ warning: refused a call from uid 0 \(pid $$\): only uid $uid may call this server$/m,
              'one warning line');
         $h->cleanup_ok;
         1;
@@ -291,7 +291,7 @@ subtest 'more than 64 idle connections: the oldest are dropped' => sub {
     ok(wait_for(2, sub { !still_open($idle[6]) }),
        'and it took the place of the oldest idle one');
     ok(still_open($idle[7]), 'the next one is still held');
-    my @drops = $h->log_text =~ m/debug: prefork: dropped the oldest idle connection: 64 handshakes are under way$/mg;
+    my @drops = $h->log_text =~ m/debug: dropped the oldest idle connection: 64 handshakes are under way$/mg;
     is(scalar @drops, 7, 'each drop logged at debug level');
     close $_ foreach @idle;
     $h->cleanup_ok;
@@ -314,7 +314,7 @@ subtest 'request length: over the limit refused at once, the limit served' => su
     is($h->read_bytes($c, 4, 10), '', 'one byte over: EOF, no status');
     cmp_ok(Time::HiRes::time() - $t0, '<', 1, 'at once, without the body');
     close $c;
-    like($h->log_text, qr/warning: prefork: bad request from caller: request length ${\ (MAX_REQUEST + 1)} exceeds the limit of ${\ MAX_REQUEST} bytes$/m,
+    like($h->log_text, qr/warning: bad request from caller: request length ${\ (MAX_REQUEST + 1)} exceeds the limit of ${\ MAX_REQUEST} bytes$/m,
          'logged as a warning');
     my (undef, $st) = $h->call($h->connect, args => [ 'perl', $h->script ]);
     is($st, 0, 'the next call is served');
@@ -410,7 +410,7 @@ subtest 'a message with two fds is refused, and both are closed' => sub {
     is($h->read_bytes($c, 4, 10), '', 'EOF');
     cmp_ok(Time::HiRes::time() - $t0, '<', 1, 'at once');
     close $c;
-    like($h->log_text, qr/warning: prefork: bad request from caller: caller's fd 0: message carries more than one file descriptor$/m,
+    like($h->log_text, qr/warning: bad request from caller: caller's fd 0: message carries more than one file descriptor$/m,
          'logged');
     ok(wait_for(2, sub { fd_count($server) == $fds_before }),
        'the server holds no more fds than before')

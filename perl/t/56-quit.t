@@ -214,7 +214,7 @@ sub with_harness ($$) {
     is(read_bytes($d, 4, 10), '', 'D is dropped (EOF, no status)');
     ok(wait_for(5, sub { !alive($server) }), 'then the server exits');
     close $_ foreach $a, $b, $c, $d;
-    like($h->log_text, qr/debug: prefork: caller did not send its request/,
+    like($h->log_text, qr/debug: caller did not send its request/,
          "D's drop is logged");
     $h->cleanup_ok;
 }

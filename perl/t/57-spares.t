@@ -83,7 +83,7 @@ sub children_of ($) {
 
 sub spares_of ($) {
     my ($server) = @_;
-    return grep { $_->{cmd} =~ m/\[prefork spare\]/ } children_of($server);
+    return grep { $_->{cmd} =~ m/prefork-interp spare: / } children_of($server);
 }
 
 # What fd N of PID points to, for each fd.
@@ -168,7 +168,7 @@ foreach my $kind (client_kinds()) {
            'the next call is served');
         ok(wait_for(5, sub { spares_of($server) == 2 }),
            '... and the pool is full again');
-        like($fx->log_text, qr/warning: prefork: spare executor \[$victim->{pid}\] ended before it had a call: killed by SIGKILL/,
+        like($fx->log_text, qr/warning: spare executor \[$victim->{pid}\] ended before it had a call: killed by SIGKILL/,
              'the killed spare is logged');
 
         # The client goes away mid-call: SIGINT to the call's group.
@@ -210,7 +210,7 @@ foreach my $kind (client_kinds()) {
         ok(wait_for(5, sub { !alive($server) }), 'then the server exits');
         ok(wait_for(5, sub { !procs_in_sessions([$server]) }),
            'no process is left in its session');
-        unlike($fx->log_text, qr/err: |spare executor: /,
+        unlike($fx->log_text, qr/error: |spare executor: /,
                'no error logged (the spares exited quietly)');
 
         # pool_size => 0: an executor forked for each call.

@@ -171,7 +171,7 @@ subtest 'the cold call runs in the setup process, as a direct run' => sub {
     isnt($w->{ppid}, $warm->{client}, '... not the client\'s child');
     is($w->{pgrp}, $w->{pid}, '... leading a process group of its own');
     isnt($w->{sid}, $test_sid, '... in another session');
-    like(slurp("/proc/$w->{sid}/cmdline") // '', qr/\[prefork server\]/,
+    like(slurp("/proc/$w->{sid}/cmdline") // '', qr/\Aprefork-interp server: /,
          '... the server\'s');
     ok(!alive($c->{pid}), 'the cold call\'s process has gone');
 };

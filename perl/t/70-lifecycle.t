@@ -92,7 +92,7 @@ foreach my $kind (client_kinds()) {
         is($igen1, $igen, 'idle_timeout: a second call, to the same server');
         ok(wait_for(6, sub { !procs_in_sessions([$isid]) }),
            'idle_timeout: the server quits by itself');
-        like($fx->log_text, qr/info: prefork: no calls for 1 seconds, quitting/,
+        like($fx->log_text, qr/info: no calls for 1 seconds, quitting/,
              '... and says so');
         $r = $fx->run($idle);
         is($r->{status}, 0, '... and the next call works');

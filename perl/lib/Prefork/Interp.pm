@@ -72,19 +72,30 @@ sub _cpus () {
 # server costs little.  As the Python library's DEFAULT_POOL_SIZE.
 use constant DEFAULT_POOL_SIZE => 2;
 
-# Option defaults.  7.0.0 documents idle_timeout's default under
-# autoreload_extra; it is one megasecond (about eleven days).
+# Option defaults: the same in the three libraries (docs/options.md,
+# which t/07-options.t compares with these).  idle_timeout: an hour
+# (7.0.0: one megasecond, about eleven days, which left idle servers
+# holding their memory for days).  request_timeout's default is
+# $REQUEST_TIMEOUT, the older way to set it.
 my %DEFAULTS = (
     max_servers      => CALLS_PER_CPU * _cpus(),
     pool_size        => DEFAULT_POOL_SIZE,
-    idle_timeout     => 1_000_000,
-    autoreload_inc   => 1,
-    autoreload_extra => [],
+    idle_timeout     => 3600,
+    request_timeout  => undef,
     max_errors       => 100,
+    autoreload       => 1,
+    autoreload_extra => [],
     log_facility     => 'LOG_USER',
     log_file         => undef,
     fast_exit        => 1,
 );
+
+# Other names of options: 7.0.0's.
+my %ALIASES = (autoreload_inc => 'autoreload');
+
+# Options whose undef is a value of its own, not the default:
+# idle_timeout (never), log_facility (no syslog), log_file (none).
+my %UNDEF_MEANS = (idle_timeout => 1, log_facility => 1, log_file => 1);
 
 # PATH made absolute, from the current directory (File::Spec's rel2abs,
 # loaded only for a relative PATH).
@@ -160,10 +171,22 @@ sub prefork_initialisation_complete {
 
     my $title = $HAS_SCRIPT ? $LOAD_TIME_0 : 'perl';
     my ($ident) = $title =~ m{([^/]*)/*\z};
+    # The log file: the option, or the environment of this run.
+    my $log_file = $opt{log_file};
+    $log_file = $ENV{PREFORK_INTERP_LOG}
+        if !defined $log_file && defined $ENV{PREFORK_INTERP_LOG}
+           && length $ENV{PREFORK_INTERP_LOG};
+    # Without syslog and a log file: the run directory's "log", beside
+    # the server record (docs/options.md, "Where messages go").
+    my $fallback;
+    $fallback = "$1/log" if defined $fds->{record}
+                         && $fds->{record} =~ m{\A(.*?)/+[^/]*\z}s
+                         && length $1;
     my $log = Prefork::Interp::Log->new(
         ident    => length $ident ? $ident : $title,
         facility => $opt{log_facility},
-        file     => defined $opt{log_file} ? _abs($opt{log_file}) : undef,
+        file     => defined $log_file ? _abs($log_file) : undef,
+        fallback => $fallback,
     );
 
     my %cfg = (
@@ -174,7 +197,7 @@ sub prefork_initialisation_complete {
         max_errors      => $opt{max_errors},
         reload_paths    => sub { _reload_paths(\%opt) },
         reload_files    => sub { _reload_files(\%opt, @_) },
-        request_timeout => $REQUEST_TIMEOUT,
+        request_timeout => $opt{request_timeout},
         use_pidfd       => $USE_PIDFD,
         use_inotify     => $USE_INOTIFY,
         log             => $log,
@@ -214,15 +237,25 @@ sub _croak ($) {
 }
 
 
+# _check_options(OPTIONS): the options given, checked, with the
+# defaults of those not given (and autoreload_inc as autoreload).
+# croaks on an unknown option or an ill-typed value.
 sub _check_options {
     @_ % 2 == 0 or _croak('options must be NAME => VALUE pairs');
     my %given = @_;
     foreach my $name (sort keys %given) {
-        exists $DEFAULTS{$name} or _croak("unknown option '$name'");
+        my $real = $ALIASES{$name} // $name;
+        exists $DEFAULTS{$real} or _croak("unknown option '$name'");
+        next if $real eq $name;
+        exists $given{$real}
+            and _croak("options '$real' and '$name' are the same: give"
+                       . ' one');
+        $given{$real} = delete $given{$name};
     }
     my %opt = (%DEFAULTS,
-               map { defined $given{$_} ? ($_ => $given{$_}) : () }
-                   keys %given);
+               map { defined $given{$_} || $UNDEF_MEANS{$_}
+                     ? ($_ => $given{$_}) : () } keys %given);
+    $opt{request_timeout} //= $REQUEST_TIMEOUT;
 
     foreach my $name (qw(max_servers max_errors)) {
         $opt{$name} =~ m/\A-?[0-9]+\z/
@@ -231,12 +264,17 @@ sub _check_options {
     $opt{pool_size} =~ m/\A[0-9]+\z/
         or _croak("pool_size must be an integer, 0 or more, not"
                   . " '$opt{pool_size}'");
+    # undef, or a negative number: never.
+    $opt{idle_timeout} //= -1;
     $opt{idle_timeout} =~ m/\A-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
         or _croak('idle_timeout must be a number of seconds, not'
                   . " '$opt{idle_timeout}'");
+    $opt{request_timeout} =~ m/\A(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\z/
+        or _croak('request_timeout must be a number of seconds, 0 or'
+                  . " more, not '$opt{request_timeout}'");
     ref($opt{autoreload_extra}) eq 'ARRAY'
         or _croak('autoreload_extra must be an array reference');
-    if (length $opt{log_facility}) {
+    if (defined $opt{log_facility} && length $opt{log_facility}) {
         defined Prefork::Interp::Log::facility_code($opt{log_facility})
             or _croak("log_facility '$opt{log_facility}' is not a syslog"
                       . ' facility');
@@ -259,7 +297,7 @@ sub _reload_paths ($) {
                                        : $LOAD_TIME_0;
     }
     push @paths, $^X;
-    if ($opt->{autoreload_inc}) {
+    if ($opt->{autoreload}) {
         # Entries can be undef (failed require) or refs (@INC hooks).
         push @paths, grep { defined && !ref } values %INC;
     }
@@ -322,15 +360,25 @@ sub _enter_call ($) {
     undef $values;
     undef $names;
     # On the wire: interpreter, [script,] arguments.
+    my $renamed = $0 ne $LOAD_TIME_0;
+    my @words = $request->{in_place} || $renamed ? () : @args;
     shift @args;                          # the interpreter
     if ($HAS_SCRIPT && @args) {
         my $script = shift @args;
         # Unless the script renamed itself during initialisation, $0
         # is the script as this caller named it (which differs from the
         # server's only with -g).
-        $0 = $script if $0 eq $LOAD_TIME_0;
+        # (Not assigned when it is already: perl would rewrite the
+        # command line of a first call run in place, which is the
+        # caller's.)
+        $0 = $script if !$renamed && $0 ne $script;
     }
     @ARGV = @args;
+    # A served call's process was the server's (or a spare's), titled
+    # as such: it shows this call's command line, as a direct run would
+    # (unless the script set $0, which shows instead).  The first call,
+    # run in place, has the caller's already.
+    Prefork::Interp::Title::as_call(@words) if @words;
 
     # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
     # step 1, the process group, was done as we were forked, or, run in
@@ -462,17 +510,19 @@ C<inplace1>) it returns in the process that called it, set up the same
 way; with chiark-utils' client that process exits, and the client
 carries on.
 
-Options, given as a list of name-value pairs:
+Options, given as a list of name-value pairs.  The three libraries of
+prefork-interp (Python, Perl, Rust) take the same options, with the
+same names, meanings and defaults (F<docs/options.md> in the source).
 
 =over
 
 =item C<< max_servers => I<N> >>
 
-At most I<N> invocations are served at once; more wait until one
-finishes.  Negative means no limit; 0 means 1.  Default: 8 per CPU the
-process may run on (its CPU affinity), so parallel callers are not
-throttled below what the machine can run (C<Proc::Prefork::Interp>
-7.0.0: 4).
+At most I<N> invocations are served at once; more are taken in and
+wait until one finishes, never refused.  0 or a negative number: no
+limit.  Default: 8 per CPU the process may run on (its CPU affinity),
+at least 8, so parallel callers are not throttled below what the
+machine can run (C<Proc::Prefork::Interp> 7.0.0: 4).
 
 =item C<< pool_size => I<N> >>
 
@@ -491,18 +541,20 @@ block, no destructor).  (Not in C<Proc::Prefork::Interp>.)  Default: 2.
 
 =item C<< idle_timeout => I<SECONDS> >>
 
-If no invocation arrives for this long, the server quits, and the
-next invocation starts the script afresh.  Fractions are allowed;
-negative means never.  Default: 1000000 (about eleven days).
+If no invocation has run for this long, the server quits, and the next
+invocation starts the script afresh.  Fractions are allowed; C<undef>
+or a negative number means never.  Default: 3600 (one hour: a server
+that quits costs the next caller about a direct run, while an idle one
+keeps its memory; C<Proc::Prefork::Interp> 7.0.0: 1000000, about
+eleven days).
 
-=item C<< autoreload_inc => I<BOOL> >>
+=item C<< request_timeout => I<SECONDS> >>
 
-Whether the files in C<%INC> (the modules the script has loaded) are
-checked for changes.  Default: true.  See L</"AUTOMATIC RELOADING">.
-
-=item C<< autoreload_extra => [ I<PATHS> ] >>
-
-More files to check for changes, as an array reference.  Default: none.
+A caller must send its whole request within this time of being
+accepted, or it is dropped (quietly: one "debug" log line).  Fractions
+are allowed; 0 means no limit.  Default: 5, or
+C<$Prefork::Interp::REQUEST_TIMEOUT> if the script set it (see
+L</"PACKAGE VARIABLES">).  (Not in C<Proc::Prefork::Interp>.)
 
 =item C<< max_errors => I<N> >>
 
@@ -511,18 +563,30 @@ left), more than I<N> times in a row, it logs the fact and quits (the
 next invocation starts a fresh server).  A served call resets the count.  Negative means no
 limit.  Default: 100.
 
+=item C<< autoreload => I<BOOL> >>
+
+Whether the files in C<%INC> (the modules the script has loaded) are
+checked for changes (the script and the perl binary always are).
+C<autoreload_inc> is another name for it, C<Proc::Prefork::Interp>'s;
+give one of the two.  Default: true.  See L</"AUTOMATIC RELOADING">.
+
+=item C<< autoreload_extra => [ I<PATHS> ] >>
+
+More files to check for changes, as an array reference.  Default: none.
+
 =item C<< log_facility => I<FACILITY> >>
 
 The syslog facility for the server's messages, as
 L<Sys::Syslog/openlog> names them: C<"LOG_USER">, C<"user">,
-C<"local3"> and so on.  The empty string turns syslog off.
-Default: C<"LOG_USER">.
+C<"local3"> and so on.  C<undef> (or the empty string) turns syslog
+off.  Default: C<"LOG_USER">.  See L</"MESSAGES">.
 
 =item C<< log_file => I<PATH> >>
 
-Also append the server's messages to I<PATH>, one line each, with a
-UTC timestamp.  (Not in C<Proc::Prefork::Interp>.)  Useful where there
-is no syslog daemon, and for debugging.  Default: none.
+Also write the server's messages to I<PATH> (see L</"MESSAGES">).
+When the option is not given (or C<undef>), the C<PREFORK_INTERP_LOG>
+environment variable of the run that starts the server gives it.
+(Not in C<Proc::Prefork::Interp>.)  Default: none.
 
 =item C<< fast_exit => I<BOOL> >>
 
@@ -739,7 +803,7 @@ server, nor in a standalone run.
 A call runs the code a direct run would run at that moment.  The
 server depends on the script, the perl binary running it (C<$^X>, by
 its real path), every file in C<%INC> when
-C<prefork_initialisation_complete> is called (unless C<autoreload_inc>
+C<prefork_initialisation_complete> is called (unless C<autoreload>
 is false), and the files given through C<autoreload_extra> or
 C<prefork_autoreload_also_check>.  When it starts it records each
 one's identity: device, inode, size, modification and status-change
@@ -776,7 +840,7 @@ per directory), reads the pending events before each connection (one
 non-blocking read when nothing happened) and re-stats only the files
 they name.  So its cost does not grow with the number of modules (with
 500 modules loaded, a connection is greeted as fast as with
-C<autoreload_inc> off).  Where inotify cannot be used, or a directory
+C<autoreload> off).  Where inotify cannot be used, or a directory
 cannot be watched, the server logs a warning once at start and
 re-stats the files concerned on every call.
 
@@ -792,10 +856,76 @@ handy for testing and debugging.
 Errors found before the server starts (a bad option, an incompatible
 client) are reported with C<croak>, on the first caller's standard
 error.  The server's messages (reloads, idle shutdown,
-callers refused, clients that broke the protocol, failures) go to
-syslog, and to C<log_file> if given, as one line each starting with
-"prefork:".  Connections dropped for being idle or too many are logged
-at the "debug" level.
+callers refused, clients that broke the protocol, failures) go, one
+line each:
+
+=over
+
+=item 1.
+
+to syslog (C<log_facility>), as C<SCRIPT[PID]: prefork: MESSAGE>, when
+the system logger takes them (F</dev/log>);
+
+=item 2.
+
+to the log file, when one is given (C<log_file>, or
+C<PREFORK_INTERP_LOG>), as well as to syslog;
+
+=item 3.
+
+when syslog is off or does not take them and no log file is given, to
+the file F<log> in the run directory of this project's client (the
+directory of the server record, see L</"SERVER RECORDS AND PROCESS TITLES">),
+so that a server without F</dev/log> (in a container, say)
+still leaves its messages somewhere.  A server started by
+chiark-utils' client has no run directory to write to.
+
+=back
+
+A log file is opened for appending (created with mode 0600) for each
+message, which is one C<write> of a line such as
+
+    2026-11-28T23:50:01 tool.pl[4242] warning: message
+
+(the time in UTC; the levels are C<error>, C<warning>, C<info> and
+C<debug>).  Once the file has reached 1 MiB it is renamed to
+F<I<FILE>.old> (replacing the previous one), and the next message
+starts a new one, so it never holds more than about 2 MiB.
+Connections dropped for being idle or too many are logged at the
+"debug" level.
+
+Each error or warning the server logs is also its last error in the
+server record, which C<prefork-interp --list> shows.
+
+=head1 SERVER RECORDS AND PROCESS TITLES
+
+C<prefork-interp --list> shows each server of the user.  With this
+project's client, which writes a I<server record> for each server it
+starts (protocol extension C<record1>, protocol.md section 8), the
+server adds its line to it: its pid and start time, the library
+(C<perl>), how many calls it has started (the first, run in place,
+included), how many are running, and when the last one started; and
+after that line, the last error or warning it logged.  The server
+keeps the record open and rewrites its line when a call starts or
+ends; spares and calls do not hold it.
+
+The server, forked from the process that ran the script for the first
+caller, would otherwise show that caller's command line, arguments and
+all, for its whole life.  Instead it sets C<$0> so that its command
+line (F</proc/I<PID>/cmdline>, what C<ps> shows) is
+
+    prefork-interp server: SCRIPT (perl)
+
+and its spares'
+
+    prefork-interp spare: SCRIPT (perl)
+
+(I<SCRIPT> as the first run named it): no caller's argument remains.
+A call's process shows what a direct run of that call would: C<$0> is
+the script, its command line the interpreter, the script and the
+caller's arguments, and its process name perl's again (unless the
+script set C<$0> itself during initialisation: then that).  The first
+call, run in place, keeps its own, the caller's.
 
 =head1 PACKAGE VARIABLES
 
@@ -806,9 +936,9 @@ scripts never need to.
 
 =item C<$Prefork::Interp::REQUEST_TIMEOUT>
 
-Seconds a caller has, after connecting, to send its whole request
-before the server drops the connection (quietly: one "debug" log
-line).  Default: 5.
+The default of the C<request_timeout> option (the older way to set
+it): seconds a caller has, after connecting, to send its whole request
+before the server drops the connection.  Default: 5.
 
 =item C<$Prefork::Interp::USE_INOTIFY>
 
@@ -940,13 +1070,22 @@ L</"AUTOMATIC RELOADING">.
 
 =back
 
-Additions: protocol extensions C<call1> and C<inplace1> with this
-project's client (the caller's fds, umask, limits, nice value, signals
-and job control, and the first invocation run by the process that
-initialised the script, see L</"AFTER INITIALISATION">), the
-C<log_file>, C<fast_exit> (see L</"FAST EXIT">) and C<pool_size>
-options, the three package variables, and unknown
-options are errors.
+Changed, to be the same in the three libraries of prefork-interp: the
+default C<idle_timeout> is an hour (7.0.0: 1000000 seconds), and
+C<undef> means never; C<max_servers> 0 means no limit (7.0.0 served
+one call at a time); C<log_facility> C<undef> turns syslog off;
+C<autoreload> is the option's name, C<autoreload_inc> still taken.
+
+Additions: protocol extensions C<call1>, C<inplace1> and C<record1>
+with this project's client (the caller's fds, umask, limits, nice
+value, signals and job control; the first invocation run by the
+process that initialised the script, see L</"AFTER INITIALISATION">;
+the server record that C<prefork-interp --list> reads, see
+L</"SERVER RECORDS AND PROCESS TITLES">), the C<log_file> (and
+C<PREFORK_INTERP_LOG>), C<request_timeout>, C<fast_exit> (see
+L</"FAST EXIT">) and C<pool_size> options, process titles without the
+first caller's arguments, a log file when there is no syslog, the
+three package variables, and unknown options are errors.
 
 =head1 LIMITATIONS
 

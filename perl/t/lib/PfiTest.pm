@@ -37,7 +37,8 @@ use Time::HiRes qw(sleep);
 our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
     procs_in_sessions describe_status listen_path zombie_children
-    alive read_bytes autoreload_pair session_of
+    alive read_bytes autoreload_pair session_of server_record cmdline_of
+    start_ticks
 );
 
 # The repository (in an unpacked distribution: the directory above it),
@@ -188,6 +189,53 @@ sub session_of (;$) {
     my $stat = slurp('/proc/' . ($pid // 'self') . '/stat') // return undef;
     my ($sid) = $stat =~ m/\) \S+ \S+ \S+ (\S+)/;
     return $sid;
+}
+
+# server_record(RUN_DIR): the server record (protocol.md 8) in our
+# client's RUN_DIR, which must hold one (m<IDENT>), parsed from the text
+# of protocol.md, not with the library's code: a hash ref with path,
+# text (the whole file), items (key => unescaped value, in the client's
+# lines), server (the server line's fields: pid, ticks, library, calls,
+# running, last, and line, the line as written) and error (secs and
+# message, unescaped, of an error line), or undef if there is no record.
+sub server_record ($) {
+    my ($run_dir) = @_;
+    my @paths = glob("$run_dir/m*");
+    return undef unless @paths == 1;
+    my $text = slurp($paths[0]) // return undef;
+    my %r = (path => $paths[0], text => $text, items => {});
+    my $unescape = sub { (my $v = shift) =~ s/%([0-9A-F]{2})/chr hex $1/ge; $v };
+    foreach my $line ($text =~ m/^(.*\n)/mg) {
+        my ($key, $value) = $line =~ m/\A([^=]*)=(.*)\n\z/s or next;
+        if ($key eq 'server') {
+            my @f = split ' ', $value;
+            $r{server} = { line => $line };
+            @{ $r{server} }{qw(pid ticks library calls running last)} = @f;
+        } elsif ($key eq 'error') {
+            my ($secs, $msg) = $value =~ m/\A([0-9]+) (.*)\z/s;
+            $r{error} = { secs => $secs, message => $unescape->($msg // '') };
+        } else {
+            $r{items}{$key} = $unescape->($value);
+        }
+    }
+    return \%r;
+}
+
+# cmdline_of(PID): /proc/PID/cmdline, trailing NULs left out (a title
+# written over the arguments' memory leaves the rest zeroed), or undef.
+sub cmdline_of ($) {
+    my ($pid) = @_;
+    my $cmd = slurp("/proc/$pid/cmdline") // return undef;
+    $cmd =~ s/\0+\z//;
+    return $cmd;
+}
+
+# start_ticks(PID): field 22 of /proc/PID/stat.
+sub start_ticks ($) {
+    my ($pid) = @_;
+    my $stat = slurp("/proc/$pid/stat") // return undef;
+    my ($rest) = $stat =~ m/\) (.*)\z/s or return undef;
+    return (split ' ', $rest)[22 - 3];
 }
 
 # Whether process PID exists and has not exited (a zombie has).

@@ -63,6 +63,7 @@ use Time::HiRes ();
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
+use Prefork::Interp::Title;
 
 our $VERSION = '1.0.0';
 
@@ -323,7 +324,8 @@ sub _fork_spare {
         return undef;
     }
     # The spare: it waits, costing nothing, until a call or EOF comes.
-    $0 = "$self->{title} [prefork spare]";
+    Prefork::Interp::Title::set(
+        Prefork::Interp::Title::of_role('spare', $self->{title}));
     my $request = eval { _wait_for_call($theirs) };
     if (!$request) {
         # EOF: the server is quitting (or has gone).

@@ -187,9 +187,11 @@ sub _report {
 }
 
 # expire(NOW): drops the connections that have not finished their
-# handshake within the request timeout of their acceptance.
+# handshake within the request timeout of their acceptance (none with a
+# timeout of 0: no limit).
 sub expire {
     my ($self, $now) = @_;
+    return unless $self->{timeout} > 0;
     my @still;
     foreach my $hs (@{ $self->{pending} }) {
         if ($hs->accepted_at + $self->{timeout} > $now) {
@@ -207,6 +209,7 @@ sub expire {
 # undef if there is none.
 sub next_deadline {
     my ($self) = @_;
+    return undef unless $self->{timeout} > 0;
     my $first = $self->{pending}[0] or return undef;
     return $first->accepted_at + $self->{timeout};
 }

@@ -70,6 +70,10 @@ use constant EXT_CALL1 => 'call1';
 # 7), which is also the payload of the greeting that takes it up.
 use constant EXT_INPLACE1 => 'inplace1';
 
+# The item of PREFORK_INTERP that announces a server record (protocol.md
+# 8): its path is the rest of the value, after the fds.
+use constant EXT_RECORD1 => 'record1';
+
 # Frames (protocol.md 6.2): 4-byte tag, 4-byte big-endian length, body.
 use constant MAX_FRAME_BODY => 65536;
 use constant FRAME_HEADER_LEN => 8;
@@ -118,14 +122,17 @@ sub Prefork::Interp::Protocol::Gone::why { $_[0]{why} }
 # Decodes "v1,SECS.NSECS[,...] LISTEN,CALL,WATCHI,WATCHE[,...][ ...]"
 # (SPEC section 4).  Only the first two space-separated words count;
 # later words may hold anything.  Of the further comma-separated items
-# of the first word, "inplace1" is known (protocol.md 7); any other
-# item in either word is ignored (and extra fds left open, as upstream
-# requires).
+# of the first word, "inplace1" (protocol.md 7) and "record1"
+# (protocol.md 8: then the rest of the value, everything after the
+# second space, is the server record's path, which may hold spaces) are
+# known; any other item in either word is ignored (and extra fds left
+# open, as upstream requires).
 #
 # Returns a hash ref: version, mtime (floating seconds), mtime_text,
 # listen, call, watchi, watche, in_place (whether the client announced
-# inplace1: the setup process runs the first call itself).  Dies with a
-# one-line message if the value is not something we understand.
+# inplace1: the setup process runs the first call itself), record (the
+# record's path, or undef without record1).  Dies with a one-line
+# message if the value is not something we understand.
 sub parse_env_value ($) {
     my ($value) = @_;
     my $name = ENV_NAME;
@@ -147,6 +154,12 @@ sub parse_env_value ($) {
         $fd =~ m/\A[0-9]+\z/
             or die "$name has \"$fd\" where a file descriptor belongs\n";
     }
+    my $record;
+    if (grep { $_ eq EXT_RECORD1 } @items) {
+        $record = $words[2];
+        defined $record && length $record
+            or die "$name announces record1 but names no record\n";
+    }
 
     return {
         version    => $version,
@@ -157,6 +170,7 @@ sub parse_env_value ($) {
         watchi     => $fds[2] + 0,
         watche     => $fds[3] + 0,
         in_place   => (grep { $_ eq EXT_INPLACE1 } @items) ? 1 : 0,
+        record     => $record,
     };
 }
 

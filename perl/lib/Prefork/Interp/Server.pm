@@ -76,9 +76,11 @@ use Time::HiRes ();
 use Prefork::Interp::Executors;
 use Prefork::Interp::Intake;
 use Prefork::Interp::Protocol;
+use Prefork::Interp::Record;
 use Prefork::Interp::Reload;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
+use Prefork::Interp::Title;
 
 our $VERSION = '1.0.0';
 
@@ -104,7 +106,9 @@ use constant ACCEPTS_PER_PASS => 16;
 # (a code ref that, given before, lists those files and their
 # identities before by the same names; called once this file and what
 # it uses are loaded, which are then among them), request_timeout,
-# use_pidfd, use_inotify, log (a Prefork::Interp::Log), title (for ps).
+# use_pidfd, use_inotify, log (a Prefork::Interp::Log), title (the
+# script as the first run named it, for ps), setup_pid (with inplace1:
+# the setup process, which runs the first call).
 # FH: the handles listen, watche and (unless the setup process runs the
 # first call itself) call, and the bare fd watchi.
 sub serve ($$) {
@@ -116,18 +120,43 @@ sub serve ($$) {
     # executors are forked from us.
     Prefork::Interp::Syscall::number($_)
         foreach qw(signalfd4 prlimit64 prctl recvmsg sendmsg
-                   inotify_init1 inotify_add_watch);
+                   inotify_init1 inotify_add_watch pidfd_open);
 
     # From here on we are the server and must never return into the
     # script except as an executor.
     my $request = eval {
         # 3.4
         POSIX::setsid() or die "setsid: $!\n";
-        $0 = "$cfg->{title} [prefork server]";
+        # Our command line is the first caller's, arguments and all:
+        # show what we are instead, for our whole life (and our
+        # spares').
+        Prefork::Interp::Title::set(
+            Prefork::Interp::Title::of_role('server', $cfg->{title}));
 
         # 3.6: from now on nobody reads our stderr.
         _stdio_to_null();
         $log->to_stderr(0);
+
+        # The first call, run in place by the setup process, is running
+        # while that process lives (a pidfd tells when it has gone):
+        # it holds the idle timeout, and counts in the record.
+        my $first_call;
+        $first_call = _pidfd($cfg->{setup_pid})
+            if $cfg->{fds}{in_place} && defined $cfg->{setup_pid};
+        if (defined $first_call && _readable($first_call)) {
+            POSIX::close($first_call);
+            $first_call = undef;
+        }
+        # Our line in the server record (protocol.md 8), for --list,
+        # first: the warnings below are its last error.
+        my $record;
+        if (defined $cfg->{fds}{record}) {
+            $record = Prefork::Interp::Record->new(
+                $cfg->{fds}{record}, $cfg->{fds}{in_place},
+                defined $first_call, $log);
+            $log->record($record) if $record;
+        }
+
         $log->msg('warning', 'this system has no prctl we know of: a call'
                   . ' whose server is killed will not be stopped')
             unless defined Prefork::Interp::Syscall::number('prctl');
@@ -153,7 +182,8 @@ sub serve ($$) {
             if $fh->{call};
 
         return _server_loop({ cfg => $cfg, fh => $fh, intake => $intake,
-                              reload => $reload });
+                              reload => $reload, record => $record,
+                              first_call => $first_call });
     };
     return $request if $request;
     # Only reached if something died in the server itself.
@@ -165,14 +195,16 @@ sub serve ($$) {
 
 # 3.7: the select loop.  SRV holds the server's state: cfg, fh (listen,
 # watche, watchi; gone once closed), intake, executors (spares and the
-# calls in progress), and once _quit has been called, quitting (the
-# status to exit with).  Returns only in an executor.
+# calls in progress), record (our server record, or undef), first_call
+# (a pidfd of the setup process while it runs the first call in place,
+# or undef), and once _quit has been called, quitting (the status to
+# exit with).  Returns only in an executor.
 sub _server_loop ($) {
     my ($srv) = @_;
     my ($cfg, $fh, $intake) = @$srv{qw(cfg fh intake)};
     my $log = $cfg->{log};
     my $max = $cfg->{max_servers};
-    $max = 1 if $max == 0;    # as 7.0.0 behaves: one call at a time
+    $max = -1 if $max == 0;   # 0 and negative numbers: no limit
     my $errors = 0;           # consecutive, reset by a call started
     my $last_call = Time::HiRes::time();
 
@@ -188,7 +220,13 @@ sub _server_loop ($) {
         # 3.7.A.ii: executors that stopped or ended (STOP and EXIT
         # frames), then each complete call to an executor, oldest
         # first, while a slot is free.
-        $executors->reap;
+        _reap($srv, 0);
+        if (defined $srv->{first_call} && _readable($srv->{first_call})) {
+            # The first call, run in place, has ended.
+            POSIX::close(delete $srv->{first_call});
+            $srv->{record}->ended if $srv->{record};
+            $last_call = Time::HiRes::time();
+        }
         while ($intake->ready
                && ($max < 0 || $executors->running < $max)) {
             my $hs = $intake->take_ready;
@@ -202,6 +240,7 @@ sub _server_loop ($) {
             }
             $errors = 0;
             $last_call = Time::HiRes::time();
+            $srv->{record}->started if $srv->{record};
         }
         # Spares for the calls to come, the ones handed calls replaced:
         # not on a call's way (Prefork::Interp::Executors::fill_in).
@@ -225,9 +264,11 @@ sub _server_loop ($) {
         _exit_when_done($srv)
             if $quitting && !$intake->held && !$executors->running;
 
-        # Idle: no call for idle_timeout, and no connection held.
+        # Idle: no call for idle_timeout, and no connection held (nor
+        # a first call running in place).
         my $timeout;
-        if (!$quitting && $cfg->{idle_timeout} >= 0 && !$intake->held) {
+        if (!$quitting && $cfg->{idle_timeout} >= 0 && !$intake->held
+            && !defined $srv->{first_call}) {
             $timeout = $last_call + $cfg->{idle_timeout} - $now;
             if ($timeout <= 0) {
                 _quit($srv, 0, 'info',
@@ -252,6 +293,7 @@ sub _server_loop ($) {
         }
         $intake->watch(\$rbits);
         $executors->watch(\$rbits);
+        vec($rbits, $srv->{first_call}, 1) = 1 if defined $srv->{first_call};
         my $n = select($rbits, undef, undef, $timeout);
         if ($n < 0) {
             next if $! == EINTR;
@@ -315,6 +357,22 @@ sub _close_server_fds ($) {
     _stop_listening($srv);
     $srv->{reload}->close_fd;
     $srv->{intake}->close_all;
+    POSIX::close(delete $srv->{first_call}) if defined $srv->{first_call};
+    if (my $record = delete $srv->{record}) {
+        $record->release;
+        $srv->{cfg}{log}->record(undef);
+    }
+}
+
+# _reap(SRV, BLOCK): the executors' stops and ends (BLOCK: waits for
+# every child), and the calls that ended off the record's count.
+sub _reap ($$) {
+    my ($srv, $block) = @_;
+    my $executors = $srv->{executors};
+    my $running = $executors->running;
+    $block ? $executors->wait_all : $executors->reap;
+    $srv->{record}->ended($running - $executors->running)
+        if $srv->{record};
 }
 
 # Counts one server loop error (7.0.0 never counted them, so a
@@ -377,7 +435,7 @@ sub _abort ($$$) {
 sub _exit_when_done ($) {
     my ($srv) = @_;
     $srv->{executors}->close_spares;
-    $srv->{executors}->wait_all;
+    _reap($srv, 1);
     POSIX::_exit($srv->{quitting});
 }
 
@@ -393,6 +451,24 @@ sub _stop_listening ($) {
 }
 
 #---------- helpers ----------
+
+# _pidfd(PID): a pidfd of process PID (readable once it has ended), or
+# undef where there is none (the process has gone, or no pidfd_open).
+sub _pidfd ($) {
+    my ($pid) = @_;
+    my $nr = Prefork::Interp::Syscall::number('pidfd_open');
+    return undef unless defined $nr;
+    my $fd = syscall($nr, $pid + 0, 0);
+    return $fd >= 0 ? $fd : undef;
+}
+
+# _readable(FD): whether FD polls readable now.
+sub _readable ($) {
+    my ($fd) = @_;
+    my $rbits = '';
+    vec($rbits, $fd, 1) = 1;
+    return select($rbits, undef, undef, 0) > 0;
+}
 
 # 3.6: stdin, stdout and stderr to /dev/null.  Reopening the perl
 # handles (rather than dup2 underneath them) keeps them on fds 0, 1

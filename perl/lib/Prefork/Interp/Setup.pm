@@ -65,7 +65,6 @@ sub start ($) {
     local $SIG{PIPE} = 'IGNORE';     # a vanished caller is EPIPE, quietly
     local $SIG{__DIE__};             # the script's hooks must not run
     local $SIG{__WARN__};            #   in the server or in spares
-    local $0 = $0;                   # we retitle server and spares
 
     my $fds = $cfg->{fds};
     my %fh;
@@ -93,6 +92,7 @@ sub start ($) {
     # inplace1 the parent runs the first call instead, and the server
     # is forked from a child that exits at once.
     my $client = getppid();
+    $cfg->{setup_pid} = $$;
     my $pid = fork;
     defined $pid or die "cannot fork the server: $!\n";
     if ($pid) {
@@ -104,7 +104,12 @@ sub start ($) {
     }
 
     # From here on we are on the way to be the server and must never
-    # return into the script except as an executor.
+    # return into the script except as an executor.  The server and
+    # its spares show titles of their own (Prefork::Interp::Title); an
+    # executor gets the script's $0 back.  (Not with local: the setup
+    # process, which runs the first call as a direct run, never
+    # touches its $0, so its command line stays as it was.)
+    my $script0 = $0;
     $log->to_stderr(0) if $fds->{in_place};    # the caller's, in use
     my $request = eval {
         if ($fds->{in_place}) {
@@ -117,7 +122,10 @@ sub start ($) {
         require Prefork::Interp::Server;
         Prefork::Interp::Server::serve($cfg, \%fh);
     };
-    return $request if $request;
+    if ($request) {
+        $0 = $script0;
+        return $request;
+    }
     # Only reached if the server could not be started.
     $log->msg('err', "server failed: $@");
     Prefork::Interp::Syscall::exit_now(127);
@@ -149,8 +157,11 @@ sub _take_in_place ($$$$) {
         my $start = Time::HiRes::time();
         $hs = Prefork::Interp::Handshake->new($fh, $start, 1);
         until ($hs->advance) {
-            my $left = $start + $timeout - Time::HiRes::time();
-            die "no complete request within $timeout s\n" if $left <= 0;
+            # A request timeout of 0: no limit.
+            my $left = $timeout > 0
+                     ? $start + $timeout - Time::HiRes::time() : undef;
+            die "no complete request within $timeout s\n"
+                if defined $left && $left <= 0;
             my $rbits = '';
             vec($rbits, fileno($fh), 1) = 1;
             select($rbits, undef, undef, $left) >= 0 || $! == EINTR

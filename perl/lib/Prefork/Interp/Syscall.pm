@@ -39,13 +39,13 @@ my %KNOWN = (
     x86_64 => { prctl => 157, recvmsg => 47, sendmsg => 46,
                 prlimit64 => 302, signalfd4 => 289,
                 inotify_init1 => 294, inotify_add_watch => 254,
-                close => 3, write => 1, dup2 => 33, fcntl => 72,
+                pidfd_open => 434, close => 3, write => 1, dup2 => 33, fcntl => 72,
                 exit_group => 231, rt_sigprocmask => 14 },
     # No dup2 in the generic table: dup3.
     aarch64 => { prctl => 167, recvmsg => 212, sendmsg => 211,
                  prlimit64 => 261, signalfd4 => 74,
                  inotify_init1 => 26, inotify_add_watch => 27,
-                 close => 57, write => 64, dup3 => 24, fcntl => 25,
+                 pidfd_open => 434, close => 57, write => 64, dup3 => 24, fcntl => 25,
                  exit_group => 94, rt_sigprocmask => 135 },
 );
 $KNOWN{riscv64} = $KNOWN{aarch64};
@@ -55,6 +55,11 @@ $KNOWN{riscv64} = $KNOWN{aarch64};
 # executor's parent-death signal, watching for changes): by
 # architecture, the first word of perl's archname.
 my %FALLBACK = (
+    # Linux 5.3 gave the calls it added one number on every
+    # architecture (but MIPS, which offsets its tables).
+    pidfd_open => { map { $_ => 434 } qw(i386 i486 i586 i686 arm powerpc
+                                          powerpc64 powerpc64le ppc64
+                                          ppc64le s390x) },
     prctl => { i386 => 172, i486 => 172, i586 => 172, i686 => 172,
                arm => 172, powerpc => 171, powerpc64 => 171,
                powerpc64le => 171, ppc64 => 171, ppc64le => 171,
