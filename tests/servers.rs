@@ -274,7 +274,7 @@ fn messages_go_to_the_run_directory_log_and_the_last_error_to_the_record() {
         logged()
     );
     let line = logged().lines().next().unwrap().to_string();
-    // 2026-11-28T23:50:01 probe[4242] warning: prefork: dropped a call: ...
+    // 2026-11-28T23:50:01 probe[4242] warning: dropped a call: ...
     let words: Vec<&str> = line.split(' ').collect();
     assert_eq!(words[0].len(), 19, "{line}");
     assert_eq!(words[1], format!("probe[{server}]"), "{line}");

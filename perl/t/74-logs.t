@@ -15,7 +15,7 @@ use PfiTest qw(fixture slurp wait_for read_bytes);
 use Socket qw(AF_UNIX SOCK_STREAM pack_sockaddr_un);
 use Test::More;
 
-# A log line: time (UTC), script[pid], level, message.
+# A log line: time (local), script[pid], level, message.
 my $LINE = qr/\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2} [^\s\[]+\[[0-9]+\] (?:debug|info|warning|error): \S[^\n]*\z/;
 
 # Lines of FILE that are not log lines.

@@ -6,9 +6,9 @@
 //! takes them. Errors and warnings also become the server record's last
 //! error (protocol.md §8), which `--list` shows.
 //!
-//! Messages are one line each, `prefork: <what>`; syslog adds the program
-//! name and pid, a log file the time too:
-//! `2026-11-28T23:50:01 prog[4242] warning: prefork: <what>`.
+//! Messages are one line each, `prefork: <what>` in syslog (which adds the
+//! program name and pid); a log file has the local time, the program name
+//! and pid, and the level: `2026-11-28T23:50:01 prog[4242] warning: <what>`.
 //!
 //! The file and the record are opened for each message, by path: no fd of
 //! ours stays open for the program's calls to inherit.
@@ -153,7 +153,7 @@ impl Log {
                 }
                 if let (Some(file), true) = (&sinks.file, level != Level::Debug) {
                     let line = format!(
-                        "{} {name}[{}] {}: prefork: {msg}\n",
+                        "{} {name}[{}] {}: {msg}\n",
                         crate::sys::local_time_iso(now()),
                         std::process::id(),
                         level.name()

@@ -887,7 +887,7 @@ message, which is one C<write> of a line such as
 
     2026-11-28T23:50:01 tool.pl[4242] warning: message
 
-(the time in UTC; the levels are C<error>, C<warning>, C<info> and
+(the local time; the levels are C<error>, C<warning>, C<info> and
 C<debug>).  Once the file has reached 1 MiB it is renamed to
 F<I<FILE>.old> (replacing the previous one), and the next message
 starts a new one, so it never holds more than about 2 MiB.

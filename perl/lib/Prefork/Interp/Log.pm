@@ -21,7 +21,7 @@
 #
 #     2026-11-28T23:50:01 tool.pl[4242] warning: message
 #
-# (the time in UTC), and once it has reached 1 MiB renamed to FILE.old
+# (the local time, as syslog has it), and once it has reached 1 MiB renamed to FILE.old
 # (replacing the previous one), so that the next message starts a new
 # one.
 #
@@ -127,7 +127,7 @@ sub msg {
     }
     my $file = $self->{file} // ($sent ? undef : $self->{fallback});
     if (defined $file) {
-        my @t = gmtime;
+        my @t = localtime;
         my $line = sprintf("%04d-%02d-%02dT%02d:%02d:%02d", $t[5] + 1900,
                            $t[4] + 1, @t[3, 2, 1, 0])
                  . " $self->{ident}\[$$\] $LEVEL_NAME{$level}: $text\n";
