@@ -656,6 +656,13 @@ pub fn local_time_iso(secs: i64) -> String {
 /// `/proc/self/mem`), cut to fit, the rest zeroed. So a long-lived process
 /// forked from a call shows no caller's argument. Needs no privilege.
 pub fn set_cmdline(title: &[u8]) -> io::Result<()> {
+    set_title(&[title])
+}
+
+/// [`set_cmdline`] with the first of `titles` that fits the room there is
+/// (the last one cut to fit if none does): a program started with short
+/// arguments has little room.
+pub fn set_title(titles: &[&[u8]]) -> io::Result<()> {
     let stat = std::fs::read("/proc/self/stat")?;
     let bad = || io::Error::other("unexpected /proc/self/stat");
     let after = stat.iter().rposition(|&b| b == b')').ok_or_else(bad)?;
@@ -673,6 +680,12 @@ pub fn set_cmdline(title: &[u8]) -> io::Result<()> {
         return Err(bad());
     }
     let len = (end - start) as usize;
+    let title = titles
+        .iter()
+        .find(|t| t.len() < len)
+        .or(titles.last())
+        .copied()
+        .unwrap_or_default();
     let mut area = vec![0u8; len];
     let keep = title.len().min(len - 1);
     area[..keep].copy_from_slice(&title[..keep]);

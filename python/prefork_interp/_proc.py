@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
 if TYPE_CHECKING:
     import ctypes
     import signal as _signal  # the stubs of _signal, which has none of its own
-    from typing import Iterable, List, Optional
+    from typing import Iterable, List, Optional, Union
 else:
     import _signal
 
@@ -75,7 +75,7 @@ def fork() -> int:
     return os.fork()
 
 
-def set_cmdline(title: bytes) -> None:
+def set_cmdline(title: "Union[bytes, List[bytes]]") -> None:
     """Set this process's command line, as ``ps`` and ``/proc/PID/cmdline``
     show it, to ``title`` (arguments separated by NUL bytes).
 
@@ -85,8 +85,10 @@ def set_cmdline(title: bytes) -> None:
     ``/proc/self/stat``) is overwritten through ``/proc/self/mem``, with
     the title cut to fit and the rest zeroed.  A process may write its own
     memory that way without privilege.  Best effort: a failure leaves the
-    command line as it was.
+    command line as it was.  Given a list, the first title that fits is
+    used (the last one, cut, if none does).
     """
+    titles = title if isinstance(title, list) else [title]
     try:
         with open("/proc/self/stat", "rb") as f:
             stat = f.read()
@@ -94,7 +96,9 @@ def set_cmdline(title: bytes) -> None:
         start, end = int(fields[48 - 3]), int(fields[49 - 3])
         if end <= start:
             return
-        area = title[: end - start - 1].ljust(end - start, b"\0")
+        room = end - start
+        chosen = next((t for t in titles if len(t) < room), titles[-1])
+        area = chosen[: room - 1].ljust(room, b"\0")
         fd = os.open("/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.pwrite(fd, area, start)
@@ -104,12 +108,18 @@ def set_cmdline(title: bytes) -> None:
         pass
 
 
-def process_title(role: str) -> bytes:
+def process_title(role: str) -> "List[bytes]":
     """``prefork-interp ROLE: SCRIPT (INTERPRETER)``, from the arguments
-    of the run that started the server (no argument of the caller's)."""
+    of the run that started the server (no argument of the caller's), and
+    shorter forms for a process started with little room."""
     orig = getattr(sys, "orig_argv", None) or [sys.executable]
     script = sys.argv[0] if sys.argv and sys.argv[0] else "-"
-    return os.fsencode(f"prefork-interp {role}: {script} ({os.path.basename(orig[0])})")
+    interp = os.path.basename(orig[0])
+    return [
+        os.fsencode(f"prefork-interp {role}: {script} ({interp})"),
+        os.fsencode(f"prefork-interp {role}: {script}"),
+        os.fsencode(f"{os.path.basename(script)} [{role}]"),
+    ]
 
 
 def close_quietly(fds: "Iterable[Optional[int]]") -> None:

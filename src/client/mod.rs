@@ -400,7 +400,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         initial,
         watch_in_r,
         watch_err_w,
-        &watcher_title(cmd),
+        &watcher_titles(cmd),
     )?;
     debug(|| "watcher started".into());
 
@@ -470,19 +470,19 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     }
 }
 
-/// The watcher's command line: `prefork-interp watcher: SCRIPT (INTERP)`,
-/// no argument of the caller's.
-fn watcher_title(cmd: &Command) -> Vec<u8> {
-    let mut title = b"prefork-interp watcher: ".to_vec();
-    if let Some(script) = &cmd.script {
-        title.extend_from_slice(script.as_encoded_bytes());
-        title.extend_from_slice(b" (");
-        title.extend_from_slice(cmd.interpreter.as_encoded_bytes());
-        title.push(b')');
-    } else {
-        title.extend_from_slice(cmd.interpreter.as_encoded_bytes());
+/// The watcher's command line, no argument of the caller's:
+/// `prefork-interp watcher: SCRIPT (INTERP)`, or shorter forms where
+/// there is little room.
+fn watcher_titles(cmd: &Command) -> Vec<Vec<u8>> {
+    let interp = cmd.interpreter.as_encoded_bytes();
+    let what = cmd.script.as_ref().map_or(interp, |s| s.as_encoded_bytes());
+    let mut titles = Vec::new();
+    if cmd.script.is_some() {
+        titles.push([b"prefork-interp watcher: ", what, b" (", interp, b")"].concat());
     }
-    title
+    titles.push([b"prefork-interp watcher: ", what].concat());
+    titles.push([what, b" [watcher]"].concat());
+    titles
 }
 
 /// A new listening socket at `name` in `dir`, non-blocking, mode 0600

@@ -34,14 +34,15 @@ pub fn start_watcher(
     initial: DevIno,
     stdin: OwnedFd,
     out: OwnedFd,
-    title: &[u8],
+    titles: &[Vec<u8>],
 ) -> Result<()> {
     match sys::fork_checked().map_err(|e| Error::io("fork watcher", e))? {
         Forked::Child => match sys::fork_checked() {
             Ok(Forked::Child) => {
                 // Our command line was the client's: the first caller's
                 // arguments, which a daemon must not show for its life.
-                let _ = sys::set_cmdline(title);
+                let titles: Vec<&[u8]> = titles.iter().map(Vec::as_slice).collect();
+                let _ = sys::set_title(&titles);
                 become_watcher(dir.as_fd(), name, initial, stdin, out)
             }
             Ok(Forked::Parent(_)) => sys::exit_now(0),

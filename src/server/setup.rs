@@ -74,6 +74,7 @@ pub(super) fn become_server(value: &[u8], opts: &Options) -> Result<Invocation> 
     // Before the server changes any signal: what the executor restores.
     let program =
         Program::snapshot().map_err(|e| Error::io("read the program's signal state", e))?;
+    PROGRAM_NAME.get_or_init(|| std::env::args_os().next().unwrap_or_default());
     signals::install(SERVER_SIGNALS).map_err(|e| Error::io("set server signals", e))?;
     Log::set_program(program_name());
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
@@ -166,7 +167,7 @@ fn become_detached_server(
     }
     // Our command line is the first caller's, arguments and all: show
     // what we are instead, for our whole life (and our spares').
-    let _ = sys::set_cmdline(&title("server"));
+    set_title("server");
     let log = Log::open(
         opts.syslog,
         log_file(opts),
@@ -191,13 +192,21 @@ fn log_file(opts: &Options) -> Option<PathBuf> {
     })
 }
 
-/// A server-side process's command line: `prefork-interp ROLE: PROGRAM`.
-pub(super) fn title(role: &str) -> Vec<u8> {
-    let mut title = format!("prefork-interp {role}: ").into_bytes();
-    if let Some(program) = std::env::args_os().next() {
-        title.extend_from_slice(program.as_encoded_bytes());
-    }
-    title
+/// The program's name as it was started, saved before any title
+/// overwrites the memory `std::env::args_os` reads.
+static PROGRAM_NAME: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
+
+/// Set a server-side process's command line to
+/// `prefork-interp ROLE: PROGRAM`, or, if the program was started with
+/// too little room for that, `PROGRAM [ROLE]` or `NAME [ROLE]`.
+pub(super) fn set_title(role: &str) {
+    let program = PROGRAM_NAME.get_or_init(|| std::env::args_os().next().unwrap_or_default());
+    let program = program.as_encoded_bytes();
+    let name = program.rsplit(|&b| b == b'/').next().unwrap_or(program);
+    let full = [format!("prefork-interp {role}: ").as_bytes(), program].concat();
+    let short = [program, format!(" [{role}]").as_bytes()].concat();
+    let shortest = [name, format!(" [{role}]").as_bytes()].concat();
+    let _ = sys::set_title(&[&full, &short, &shortest]);
 }
 
 /// The program's name for messages: the file name it was run as.

@@ -143,7 +143,7 @@ impl Waiting {
     pub(super) fn become_executor(self, log: Log, program: &Program) -> Invocation {
         executor::die_with(self.server, Signal::SIGKILL, log);
         Log::forget_record();
-        let _ = sys::set_cmdline(&super::setup::title("spare"));
+        super::setup::set_title("spare");
         let (stdio, body, extension) = match receive(&self.control) {
             Ok(Some(call)) => call,
             Ok(None) => sys::exit_now(0),
