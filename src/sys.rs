@@ -606,6 +606,13 @@ pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
+/// Now, in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// `secs` (Unix time) broken down in local time, if the C library can.
 fn local_tm(secs: i64) -> Option<libc::tm> {
     let t: libc::time_t = secs as libc::time_t;

@@ -154,7 +154,7 @@ impl Log {
                 if let (Some(file), true) = (&sinks.file, level != Level::Debug) {
                     let line = format!(
                         "{} {name}[{}] {}: {msg}\n",
-                        crate::sys::local_time_iso(now()),
+                        crate::sys::local_time_iso(crate::sys::unix_now()),
                         std::process::id(),
                         level.name()
                     );
@@ -185,12 +185,6 @@ impl Log {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Append one line to the log file at `path` (created 0600), first
 /// renaming a full one to `PATH.old`. Best effort: there is nowhere to
 /// report a failure to log.
@@ -216,7 +210,7 @@ fn append_line(path: &Path, line: &[u8]) {
 fn write_last_error(path: &Path, offset: u64, msg: &str) {
     let line = format!(
         "error={} {}\n",
-        now(),
+        crate::sys::unix_now(),
         crate::record::escape(msg.as_bytes())
     );
     let file = std::fs::OpenOptions::new()

@@ -201,7 +201,7 @@ impl Server {
                 library: "rust".into(),
                 calls: u64::from(in_place),
                 running: u32::from(server.first_call.is_some()),
-                last_call: if in_place { unix_now() } else { 0 },
+                last_call: if in_place { sys::unix_now() } else { 0 },
             };
             server.record = ServerRecord::append(fd, line)
                 .map_err(|e| log.warn(&Error::io("write the server record", e).to_string()))
@@ -590,7 +590,7 @@ impl Server {
         if started {
             line.calls += 1;
             line.running += 1;
-            line.last_call = unix_now();
+            line.last_call = sys::unix_now();
         } else {
             line.running = line.running.saturating_sub(1);
         }
@@ -720,13 +720,6 @@ impl Server {
         }
         sys::exit_now(0)
     }
-}
-
-/// Now, in Unix seconds.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Has the caller of this waiting call hung up?
