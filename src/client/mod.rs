@@ -538,10 +538,7 @@ fn kill(dir: &RunDir, names: &Names, lock: Lock) -> Result<()> {
         Err(nix::errno::Errno::ENOENT) => None,
         Err(e) => return Err(Error::io(format!("open {}", dir.shown(&names.socket)), e)),
     };
-    dir.remove(&names.socket, "remove socket")?;
-    interpreter::forget(dir, &names.ident)?;
-    servers::forget(dir, &names.ident)?;
-    dir.remove(&names.lock, "remove lock")?;
+    dir.remove_identity(&names.ident)?;
     drop(lock);
     let Some(handle) = handle else {
         report(format_args!(

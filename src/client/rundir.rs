@@ -153,6 +153,22 @@ impl RunDir {
         }
     }
 
+    /// Remove everything of the identity `ident`: its socket, its records
+    /// (the interpreter binary's `i`, the server's `m`) and, last, its lock
+    /// ("already gone" is fine). `--kill`, `--kill-all`, cleaning a stale
+    /// entry and pruning all do this, holding the lock.
+    pub fn remove_identity(&self, ident: &str) -> Result<()> {
+        for (prefix, what) in [
+            ('s', "remove socket"),
+            ('i', "remove interpreter record"),
+            ('m', "remove server record"),
+            ('l', "remove lock"),
+        ] {
+            self.remove(&format!("{prefix}{ident}"), what)?;
+        }
+        Ok(())
+    }
+
     /// Rename `from` to `to` within the directory (replacing `to`).
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         nix::fcntl::renameat(&self.fd, from, &self.fd, to)
@@ -436,10 +452,7 @@ pub fn prune(dir: &RunDir) -> Result<()> {
         if socket_atime(dir, &ident)? != atime {
             continue;
         }
-        dir.remove(&format!("s{ident}"), "prune: remove socket")?;
-        dir.remove(&format!("i{ident}"), "prune: remove interpreter record")?;
-        dir.remove(&format!("m{ident}"), "prune: remove server record")?;
-        dir.remove(&format!("l{ident}"), "prune: remove lock")?;
+        dir.remove_identity(&ident)?;
     }
     Ok(())
 }

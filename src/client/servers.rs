@@ -15,7 +15,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode as FileMode;
@@ -48,7 +47,7 @@ pub(super) fn create_record(dir: &RunDir, names: &Names, cmd: &Command) -> Optio
             .map_err(|e| Error::io(format!("create {}", dir.shown(&tmp)), e))?;
         let cwd = std::env::current_dir().unwrap_or_default();
         let script = cmd.script.as_ref().map(|s| cwd.join(s));
-        let started = now().to_string();
+        let started = crate::sys::unix_now().to_string();
         let args = cmd
             .interpreter_args
             .iter()
@@ -109,7 +108,11 @@ pub(super) fn note_setup_failure(dir: &RunDir, ident: &str, what: &str) {
     ) else {
         return;
     };
-    let line = format!("error={} {}\n", now(), record::escape(what.as_bytes()));
+    let line = format!(
+        "error={} {}\n",
+        crate::sys::unix_now(),
+        record::escape(what.as_bytes())
+    );
     let _ = nix::unistd::write(&fd, line.as_bytes());
 }
 
@@ -118,17 +121,6 @@ fn last_error(record: &Record) -> Option<(i64, String)> {
     let text = String::from_utf8_lossy(record.get("error")?).into_owned();
     let (at, msg) = text.split_once(' ')?;
     Some((at.parse().ok()?, msg.to_string()))
-}
-
-/// Remove the record of `ident` ("already gone" is fine).
-pub(super) fn forget(dir: &RunDir, ident: &str) -> Result<()> {
-    dir.remove(&record_name(ident), "remove server record")
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One live server, as `--list` shows it.
@@ -191,10 +183,7 @@ fn clean_stale(dir: &RunDir, ident: &str) -> Result<()> {
     if listening(dir, ident)? {
         return Ok(());
     }
-    dir.remove(&format!("s{ident}"), "remove stale socket")?;
-    super::interpreter::forget(dir, ident)?;
-    forget(dir, ident)?;
-    dir.remove(&format!("l{ident}"), "remove stale lock")
+    dir.remove_identity(ident)
 }
 
 /// The live servers, stale ones cleaned on the way.
@@ -264,7 +253,7 @@ pub(super) fn list(json: bool) -> Result<Outcome> {
     let text = if json {
         as_json(&servers)
     } else {
-        as_table(&servers, now())
+        as_table(&servers, crate::sys::unix_now())
     };
     super::print_stdout(&text, "the list of servers")
 }
@@ -360,6 +349,7 @@ fn as_json(servers: &[Listed]) -> String {
         .iter()
         .map(|s| {
             let server = s.server();
+            let error = s.record.as_ref().and_then(last_error);
             let fields = [
                 ("ident", json_string(&s.ident)),
                 ("pid", opt_num(s.pid.map(|p| p.to_string()))),
@@ -384,18 +374,10 @@ fn as_json(servers: &[Listed]) -> String {
                             .map(|l| l.last_call.to_string()),
                     ),
                 ),
-                (
-                    "last_error",
-                    opt_str(s.record.as_ref().and_then(last_error).map(|(_, m)| m)),
-                ),
+                ("last_error", opt_str(error.clone().map(|(_, m)| m))),
                 (
                     "last_error_at",
-                    opt_num(
-                        s.record
-                            .as_ref()
-                            .and_then(last_error)
-                            .map(|(at, _)| at.to_string()),
-                    ),
+                    opt_num(error.map(|(at, _)| at.to_string())),
                 ),
                 ("record", (s.record.is_some()).to_string()),
             ];
