@@ -565,8 +565,9 @@ impl Server {
                     self.note_call(true);
                 }
                 Err(e) => {
-                    // The spare exits when it sees its control socket
-                    // closed; the caller sees a hang-up.
+                    // The spare may have taken part of the call: kill it
+                    // (reaped with the leaving ones); the caller sees a
+                    // hang-up.
                     self.log.err(&format!("dropped a call: {e}"));
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
