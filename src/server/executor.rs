@@ -27,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, setpgid};
+use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, setpgid, setsid};
 
 use super::Invocation;
 use super::log::Log;
@@ -37,8 +37,17 @@ use crate::protocol::{Attributes, is_reserved_env};
 use crate::sys;
 
 /// What extension `call1` brought: the caller's attributes and its extra
-/// fds, each with its number in the caller.
-pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
+/// fds, each with its number in the caller; with `pty1`, the pty's slave
+/// to install at `attrs.pty` (protocol.md §9.3).
+#[derive(Debug, Default)]
+pub(super) struct Extension {
+    /// The caller's attributes.
+    pub(super) attrs: Attributes,
+    /// The extra fds, each with its number in the caller.
+    pub(super) extra: Vec<(RawFd, OwnedFd)>,
+    /// With `pty1`: the slave of the client's pseudo-terminal.
+    pub(super) slave: Option<OwnedFd>,
+}
 
 /// Which process takes the call on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,12 +151,19 @@ pub(super) fn become_executor(
     log: Log,
     role: Role,
 ) -> Invocation {
-    let (attrs, extra) = extension.unwrap_or_default();
+    let Extension {
+        attrs,
+        extra,
+        slave,
+    } = extension.unwrap_or_default();
     let arranged = (|| -> std::io::Result<Vec<(RawFd, String)>> {
         // protocol.md §6.4 step 1: lead the call's process group (in
-        // place: stay in the caller's, §7).
-        if role == Role::Forked {
-            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+        // place: stay in the caller's, §7); with a pty (§9.3), lead a
+        // session of our own too, whose terminal the pty becomes.
+        match (role, &slave) {
+            (Role::Forked, None) => setpgid(Pid::from_raw(0), Pid::from_raw(0))?,
+            (Role::Forked, Some(_)) => drop(setsid()?),
+            (Role::InPlace, _) => {}
         }
         // Fds 0-2 are open already, so the received fds are >= 3
         // and each dup2 makes a distinct copy without close-on-exec.
@@ -157,7 +173,20 @@ pub(super) fn become_executor(
         dup2_stderr(stderr)?;
         drop(stdio);
         nix::syslog::closelog();
+        // The slave must not sit where an extra fd goes: dup2 would close it.
+        let slave = match slave {
+            Some(fd) if extra.iter().any(|&(n, _)| n == fd.as_raw_fd()) => {
+                let top = extra.iter().map(|&(n, _)| n).max().unwrap_or(2);
+                let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(top + 1))?;
+                // SAFETY: F_DUPFD_CLOEXEC just made this fd for us alone.
+                Some(unsafe { OwnedFd::from_raw_fd(moved) })
+            }
+            other => other,
+        };
         let skipped = install_extra_fds(extra);
+        if let Some(slave) = slave {
+            take_terminal(slave, &attrs.pty)?;
+        }
         apply_attributes(&attrs);
         program.apply(
             attrs.ignored.as_deref().unwrap_or_default(),
@@ -182,6 +211,26 @@ pub(super) fn become_executor(
     }
     nix::syslog::closelog();
     invocation
+}
+
+/// protocol.md §9.3: the pty's slave at each of `numbers` (among 0-2),
+/// then our controlling terminal (we lead a session that has none); the
+/// received copy is closed. The kernel makes our group its foreground.
+fn take_terminal(slave: OwnedFd, numbers: &[RawFd]) -> std::io::Result<()> {
+    for &n in numbers {
+        // SAFETY: `n` is 0, 1 or 2, open since step 1 and owned by no Rust
+        // value (the caller's copies were moved there with dup2): dup2
+        // replaces it atomically with a copy of the slave, not
+        // close-on-exec, which the program owns as it owned stdio.
+        unsafe { sys::dup_onto(slave.as_raw_fd(), n) }?;
+    }
+    let first = numbers.first().copied().unwrap_or(slave.as_raw_fd());
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal a terminal
+    // another session has) and touches no memory of ours.
+    if unsafe { libc::ioctl(first, libc::TIOCSCTTY, 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// protocol.md §6.4 step 2: each of the caller's extra fds at its number,

@@ -89,7 +89,12 @@ impl Running {
         while let Some(frame) = self.buf.next_frame()? {
             let sent = match frame {
                 Frame::SignalProcess(sig) => sys::send_signal(self.pid, sig),
-                Frame::SignalGroup(sig) => sys::send_signal(-self.pid, sig),
+                // Before a pty call's executor has made its session (and
+                // group), there is no such group: the executor alone.
+                Frame::SignalGroup(sig) => match sys::send_signal(-self.pid, sig) {
+                    Err(nix::errno::Errno::ESRCH) => sys::send_signal(self.pid, sig),
+                    sent => sent,
+                },
                 Frame::Unknown(_) => Ok(()),
                 // A client's mistake need not end the call: skip it.
                 Frame::Malformed(tag, why) => {

@@ -21,7 +21,8 @@
 //! 1. 12 bytes: the request body's length, the encoded attributes' length
 //!    ([`NO_ATTRS`] without `call1`), the number of fds that follow;
 //! 2. each fd in a one-byte message of its own: the caller's fds 0, 1 and
-//!    2, then its extra fds, in the order of the attributes' `fds` item;
+//!    2, then its extra fds, in the order of the attributes' `fds` item,
+//!    then with `pty1` the pty's slave (the attributes' `pty` item says);
 //! 3. the request body, then the attributes (an `ATTR` frame body).
 //!
 //! EOF instead of step 1: the server is quitting; the spare exits 0.
@@ -96,17 +97,22 @@ impl Spare {
         // The executor does the same; whichever runs first wins, and the
         // other's is a harmless repeat (or EACCES once the program has
         // exec'd). Done here too so the group exists for a signal that
-        // comes before the executor has run.
-        let _ = setpgid(Pid::from_raw(self.pid), Pid::from_raw(self.pid));
-        let attrs = extension.as_ref().map(|(attrs, extra)| {
+        // comes before the executor has run. Not with a pty: the executor
+        // then leads a new session, which a group leader cannot
+        // (protocol.md §9.3).
+        let slave = extension.as_ref().and_then(|e| e.slave.as_ref());
+        if slave.is_none() {
+            let _ = setpgid(Pid::from_raw(self.pid), Pid::from_raw(self.pid));
+        }
+        let attrs = extension.as_ref().map(|e| {
             Attributes {
-                fds: extra.iter().map(|&(n, _)| n).collect(),
-                ..attrs.clone()
+                fds: e.extra.iter().map(|&(n, _)| n).collect(),
+                ..e.attrs.clone()
             }
             .encode_body()
         });
         let len = |n: usize| u32::try_from(n).map_err(|_| Error::msg("call too big to hand over"));
-        let extra = extension.as_ref().map_or(&[][..], |(_, extra)| &extra[..]);
+        let extra = extension.as_ref().map_or(&[][..], |e| &e.extra[..]);
         let mut head = Vec::with_capacity(12);
         head.extend_from_slice(&len(body.len())?.to_be_bytes());
         let attrs_len = match &attrs {
@@ -114,14 +120,15 @@ impl Spare {
             None => NO_ATTRS,
         };
         head.extend_from_slice(&attrs_len.to_be_bytes());
-        head.extend_from_slice(&len(3 + extra.len())?.to_be_bytes());
+        let nfds = 3 + extra.len() + usize::from(slave.is_some());
+        head.extend_from_slice(&len(nfds)?.to_be_bytes());
         let what = "hand a call to a spare executor";
         let at = |e: Error| e.at(format!("{what} [{}]", self.pid));
         write_all_nosignal(&self.control, &head, what).map_err(at)?;
         for fd in stdio.iter().map(|fd| fd.as_fd()) {
             send_fd(&self.control, fd).map_err(at)?;
         }
-        for (_, fd) in extra {
+        for fd in extra.iter().map(|(_, fd)| fd).chain(slave) {
             send_fd(&self.control, fd.as_fd()).map_err(at)?;
         }
         let mut rest = body;
@@ -205,17 +212,26 @@ fn receive(control: &UnixStream) -> Result<Option<Handed>> {
         .read_exact(&mut rest)
         .map_err(|e| Error::io("read a call from the server", e))?;
     let attrs = rest.split_off(body_len);
-    let extra = fds.split_off(3);
+    let mut extra = fds.split_off(3);
     let stdio: [OwnedFd; 3] = fds.try_into().expect("three fds");
     let extension = if attrs_len == NO_ATTRS {
         None
     } else {
         let attrs = Attributes::decode_body(&attrs)?;
-        if attrs.fds.len() != extra.len() {
+        let slave = if attrs.pty.is_empty() {
+            None
+        } else {
+            extra.pop()
+        };
+        if attrs.fds.len() != extra.len() || slave.is_none() != attrs.pty.is_empty() {
             return Err(Error::protocol("fd numbers and fds handed over differ"));
         }
-        let numbered = attrs.fds.iter().copied().zip(extra).collect();
-        Some((attrs, numbered))
+        let extra = attrs.fds.iter().copied().zip(extra).collect();
+        Some(Extension {
+            attrs,
+            extra,
+            slave,
+        })
     };
     Ok(Some((stdio, rest, extension)))
 }
@@ -265,12 +281,40 @@ mod tests {
             blocked: Some(vec![10, 12]),
             ..Attributes::default()
         };
-        let (_, _, extension) = hand(Some((attrs.clone(), vec![(7, null()), (42, null())])));
-        let (got, extra) = extension.unwrap();
-        assert_eq!(got.umask, attrs.umask);
-        assert_eq!(got.nice, attrs.nice);
-        assert_eq!(got.blocked, attrs.blocked);
-        assert_eq!(extra.iter().map(|&(n, _)| n).collect::<Vec<_>>(), [7, 42]);
+        let (_, _, extension) = hand(Some(Extension {
+            attrs: attrs.clone(),
+            extra: vec![(7, null()), (42, null())],
+            slave: None,
+        }));
+        let got = extension.unwrap();
+        assert_eq!(got.attrs.umask, attrs.umask);
+        assert_eq!(got.attrs.nice, attrs.nice);
+        assert_eq!(got.attrs.blocked, attrs.blocked);
+        assert_eq!(
+            got.extra.iter().map(|&(n, _)| n).collect::<Vec<_>>(),
+            [7, 42]
+        );
+        assert!(got.slave.is_none());
+    }
+
+    #[test]
+    fn a_pty_slave_crosses_after_the_extra_fds() {
+        let (r, _w) = std::io::pipe().unwrap();
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
+        let want = ino(&OwnedFd::from(r.try_clone().unwrap()));
+        let attrs = Attributes {
+            pty: vec![1],
+            ..Attributes::default()
+        };
+        let (_, _, extension) = hand(Some(Extension {
+            attrs,
+            extra: vec![(5, null())],
+            slave: Some(OwnedFd::from(r)),
+        }));
+        let got = extension.unwrap();
+        assert_eq!(got.attrs.pty, [1]);
+        assert_eq!(got.extra.len(), 1);
+        assert_eq!(ino(got.slave.as_ref().unwrap()), want);
     }
 
     #[test]
