@@ -27,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, setpgid, setsid};
+use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, setpgid};
 
 use super::Invocation;
 use super::log::Log;
@@ -158,12 +158,13 @@ pub(super) fn become_executor(
     } = extension.unwrap_or_default();
     let arranged = (|| -> std::io::Result<Vec<(RawFd, String)>> {
         // protocol.md §6.4 step 1: lead the call's process group (in
-        // place: stay in the caller's, §7); with a pty (§9.3), lead a
-        // session of our own too, whose terminal the pty becomes.
-        match (role, &slave) {
-            (Role::Forked, None) => setpgid(Pid::from_raw(0), Pid::from_raw(0))?,
-            (Role::Forked, Some(_)) => drop(setsid()?),
-            (Role::InPlace, _) => {}
+        // place: stay in the caller's, §7); on a pty (§9.3), in the session
+        // our parent leads, in the pty's foreground.
+        if role == Role::Forked {
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+        }
+        if let Some(slave) = &slave {
+            take_foreground(slave)?;
         }
         // Fds 0-2 are open already, so the received fds are >= 3
         // and each dup2 makes a distinct copy without close-on-exec.
@@ -185,7 +186,7 @@ pub(super) fn become_executor(
         };
         let skipped = install_extra_fds(extra);
         if let Some(slave) = slave {
-            take_terminal(slave, &attrs.pty)?;
+            install_slave(slave, &attrs.pty)?;
         }
         apply_attributes(&attrs);
         program.apply(
@@ -213,22 +214,23 @@ pub(super) fn become_executor(
     invocation
 }
 
-/// protocol.md §9.3: the pty's slave at each of `numbers` (among 0-2),
-/// then our controlling terminal (we lead a session that has none); the
-/// received copy is closed. The kernel makes our group its foreground.
-fn take_terminal(slave: OwnedFd, numbers: &[RawFd]) -> std::io::Result<()> {
+/// protocol.md §9.3: our group in the pty's foreground. Every signal is
+/// blocked still (the program's mask comes last), so SIGTTOU does not stop
+/// us for asking from the background.
+fn take_foreground(slave: &OwnedFd) -> std::io::Result<()> {
+    nix::unistd::tcsetpgrp(slave, nix::unistd::getpgrp())?;
+    Ok(())
+}
+
+/// protocol.md §9.3: the pty's slave at each of `numbers` (among 0-2);
+/// the received copy is closed.
+fn install_slave(slave: OwnedFd, numbers: &[RawFd]) -> std::io::Result<()> {
     for &n in numbers {
         // SAFETY: `n` is 0, 1 or 2, open since step 1 and owned by no Rust
         // value (the caller's copies were moved there with dup2): dup2
         // replaces it atomically with a copy of the slave, not
         // close-on-exec, which the program owns as it owned stdio.
         unsafe { sys::dup_onto(slave.as_raw_fd(), n) }?;
-    }
-    let first = numbers.first().copied().unwrap_or(slave.as_raw_fd());
-    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal a terminal
-    // another session has) and touches no memory of ours.
-    if unsafe { libc::ioctl(first, libc::TIOCSCTTY, 0) } == -1 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

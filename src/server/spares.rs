@@ -36,6 +36,7 @@ use nix::unistd::{Pid, setpgid};
 
 use super::Invocation;
 use super::executor::{self, Extension, Role};
+use super::session;
 use super::handshake::Complete;
 use super::log::Log;
 use super::signals::Program;
@@ -52,6 +53,18 @@ pub(super) struct Spare {
     /// Its pid (we reap it).
     pub(super) pid: libc::pid_t,
     control: UnixStream,
+}
+
+/// A call handed over, as the server watches it.
+pub(super) struct Handed {
+    /// The spare's pid: the executor, or on a pty the call's session leader.
+    pub(super) pid: libc::pid_t,
+    /// The call's socket.
+    pub(super) call: Call,
+    /// With `call1`: frames both ways.
+    pub(super) framed: bool,
+    /// On a pty: the control socket, over which the leader reports.
+    pub(super) leader: Option<UnixStream>,
 }
 
 /// A spare, seen from itself: waiting for its call.
@@ -85,9 +98,10 @@ pub(super) fn fork() -> std::io::Result<SpareFork> {
 
 impl Spare {
     /// Hand `call` to this spare, which becomes its executor, leading the
-    /// call's process group. Returns the call's socket, for the server to
-    /// watch the call with, and whether the call is framed (`call1`).
-    pub(super) fn hand_over(self, call: Complete) -> Result<(libc::pid_t, Call, bool)> {
+    /// call's process group (on a pty: the call's session leader, which
+    /// forks the executor, `session.rs`). Returns what the server watches
+    /// the call with.
+    pub(super) fn hand_over(self, call: Complete) -> Result<Handed> {
         let Complete {
             call,
             stdio,
@@ -134,7 +148,12 @@ impl Spare {
         let mut rest = body;
         rest.extend_from_slice(attrs.as_deref().unwrap_or_default());
         write_all_nosignal(&self.control, &rest, what).map_err(at)?;
-        Ok((self.pid, call, extension.is_some()))
+        Ok(Handed {
+            pid: self.pid,
+            call,
+            framed: extension.is_some(),
+            leader: slave.is_some().then_some(self.control),
+        })
     }
 
     /// Tell the spare to go (EOF on its control socket): its pid, to reap.
@@ -159,7 +178,12 @@ impl Waiting {
                 sys::exit_now(127)
             }
         };
-        drop(self.control);
+        // On a pty, the call runs in a session of its own: we lead it, and
+        // the executor is our child (session.rs); only it returns here.
+        match extension.as_ref().and_then(|e| e.slave.as_ref()) {
+            Some(slave) => drop(session::lead(self.control, slave, log)),
+            None => drop(self.control),
+        }
         let invocation = executor::take_request(body);
         // What a direct run of this call shows: the program and the
         // caller's arguments (cut to the room the first run's had).
@@ -173,10 +197,10 @@ impl Waiting {
     }
 }
 
-type Handed = ([OwnedFd; 3], Vec<u8>, Option<Extension>);
+type Received = ([OwnedFd; 3], Vec<u8>, Option<Extension>);
 
 /// The spare's side of the handover: `None` on EOF before anything.
-fn receive(control: &UnixStream) -> Result<Option<Handed>> {
+fn receive(control: &UnixStream) -> Result<Option<Received>> {
     let mut head = [0u8; 12];
     let mut got = 0;
     while got < head.len() {
@@ -246,7 +270,7 @@ mod tests {
         OwnedFd::from(File::open("/dev/null").unwrap())
     }
 
-    fn hand(extension: Option<Extension>) -> Handed {
+    fn hand(extension: Option<Extension>) -> Received {
         let (server, spare) = UnixStream::pair().unwrap();
         let (call, _caller) = UnixStream::pair().unwrap();
         let complete = Complete {
@@ -259,10 +283,12 @@ mod tests {
             pid: 0x7fff_fff0,
             control: server,
         };
-        let (_, _, framed) = spare_side.hand_over(complete).unwrap();
-        let handed = receive(&spare).unwrap().unwrap();
-        assert_eq!(framed, handed.2.is_some());
-        handed
+        let handed = spare_side.hand_over(complete).unwrap();
+        let received = receive(&spare).unwrap().unwrap();
+        assert_eq!(handed.framed, received.2.is_some());
+        let slave = received.2.as_ref().is_some_and(|e| e.slave.is_some());
+        assert_eq!(handed.leader.is_some(), slave);
+        received
     }
 
     #[test]

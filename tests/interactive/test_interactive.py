@@ -201,12 +201,14 @@ def pydoc_pager_ctrl_c_then_q(term: Terminal, command: str) -> Any:
 
 def _no_process_left(setup: Setup) -> None:
     """Each server's session holds the server alone, and its idle spare
-    executors (2 by default, in every library): no executor or child of a
-    call is left."""
+    executors (2 by default, in every library); the session of a call run
+    on a pty (protocol.md section 9), led by its executor, holds nothing:
+    no executor or child of a call is left."""
     spares = DEFAULT_POOL_SIZE
     for sid in setup.server_sessions():
         left = lambda: sorted(processes_in_session(sid))  # noqa: E731
-        expected = lambda: len(left()) == 1 + spares and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
+        server = lambda: len(left()) == 1 + spares and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
+        expected = lambda: server() or not left()  # noqa: E731
         deadline = time.monotonic() + 5
         while not expected() and time.monotonic() < deadline:
             time.sleep(0.05)
