@@ -88,7 +88,8 @@ impl Plan {
     /// Make the pty: the caller's terminal settings and window size copied
     /// to it. Returns the relay and the slave to send.
     pub fn open(self) -> Result<(Relay, OwnedFd)> {
-        let saved = tcgetattr(&self.tty).map_err(|e| Error::io("tcgetattr on the terminal", e))?;
+        let current =
+            tcgetattr(&self.tty).map_err(|e| Error::io("tcgetattr on the terminal", e))?;
         let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("posix_openpt", e))?;
         nix::pty::grantpt(&master).map_err(|e| Error::io("grantpt", e))?;
@@ -101,22 +102,26 @@ impl Plan {
             .open(&name)
             .map_err(|e| Error::io(format!("open {name}"), e))?
             .into();
-        tcsetattr(&slave, SetArg::TCSANOW, &saved)
+        tcsetattr(&slave, SetArg::TCSANOW, &current)
             .map_err(|e| Error::io("copy the terminal settings to the pty", e))?;
         let master = OwnedFd::from(master);
         fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(|e| Error::io("make the pty master non-blocking", e))?;
-        let relay = Relay {
+        let mut relay = Relay {
             tty: self.tty,
             master,
-            saved,
-            raw: false,
+            saved: None,
+            synced: false,
             input: Vec::new(),
             reads_stdin: self.stdio.contains(&0),
             background_stop_sent: false,
             tty_gone: false,
             master_done: false,
         };
+        // Started in the background, the terminal has the settings of
+        // whatever is in front (a shell's line editor): the caller's own
+        // are copied again when we first come to the front.
+        relay.synced = relay.in_front();
         relay.copy_window_size();
         Ok((relay, slave))
     }
@@ -128,10 +133,11 @@ pub struct Relay {
     tty: File,
     /// The pty's master (non-blocking).
     master: OwnedFd,
-    /// The caller's terminal settings, put back when we stop relaying.
-    saved: Termios,
-    /// The caller's terminal is in raw mode, set by us.
-    raw: bool,
+    /// While the caller's terminal is in raw mode, set by us: its
+    /// settings before, put back when we stop relaying.
+    saved: Option<Termios>,
+    /// The pty has the caller's settings as they are when we are in front.
+    synced: bool,
     /// Typed bytes the pty has not taken yet.
     input: Vec<u8>,
     /// The script's stdin is the pty: in the background we must not wait
@@ -165,20 +171,35 @@ impl Relay {
     /// size copied (it may have changed while we were stopped).
     pub fn resume(&mut self) {
         self.background_stop_sent = false;
-        if self.in_front() && !self.raw && !self.tty_gone {
-            let mut raw = self.saved.clone();
-            cfmakeraw(&mut raw);
-            // TCSADRAIN: what we wrote is shown first; typed keys are kept.
-            self.raw = tcsetattr(&self.tty, SetArg::TCSADRAIN, &raw).is_ok();
+        if self.in_front() && self.saved.is_none() && !self.tty_gone {
+            self.enter_raw_mode();
         }
         self.copy_window_size();
+    }
+
+    /// The caller's terminal in raw mode, its settings kept to put back
+    /// (and, the first time, copied to the pty if they were not yet).
+    fn enter_raw_mode(&mut self) {
+        let Ok(current) = tcgetattr(&self.tty) else {
+            return;
+        };
+        if !std::mem::replace(&mut self.synced, true) {
+            let _ = tcsetattr(&self.master, SetArg::TCSANOW, &current);
+        }
+        let mut raw = current.clone();
+        cfmakeraw(&mut raw);
+        // TCSADRAIN: what we wrote is shown first; typed keys are kept.
+        if tcsetattr(&self.tty, SetArg::TCSADRAIN, &raw).is_ok() {
+            self.saved = Some(current);
+        }
+        super::debug(|| format!("relay: raw mode {}", self.saved.is_some()));
     }
 
     /// Stop relaying for a while (we are about to stop like the script):
     /// the caller's terminal as we found it.
     pub fn pause(&mut self) {
-        if std::mem::take(&mut self.raw) {
-            let _ = tcsetattr(&self.tty, SetArg::TCSADRAIN, &self.saved);
+        if let Some(saved) = self.saved.take() {
+            let _ = tcsetattr(&self.tty, SetArg::TCSADRAIN, &saved);
         }
     }
 
@@ -218,7 +239,7 @@ impl Relay {
 
     /// Do we read the caller's terminal (in front, with room for more)?
     fn polls_tty(&self) -> bool {
-        self.raw && !self.tty_gone && self.input.len() < MAX_PENDING_INPUT
+        self.saved.is_some() && !self.tty_gone && self.input.len() < MAX_PENDING_INPUT
     }
 
     /// The fds to poll and for what.

@@ -561,10 +561,7 @@ impl Server {
                 },
             };
             let pid = spare.pid;
-            match spare
-                .hand_over(call)
-                .map(Running::new)
-            {
+            match spare.hand_over(call).map(Running::new) {
                 Ok(running) => {
                     self.running.push(running);
                     self.errors = 0;

@@ -36,9 +36,9 @@ use nix::unistd::{Pid, setpgid};
 
 use super::Invocation;
 use super::executor::{self, Extension, Role};
-use super::session;
 use super::handshake::Complete;
 use super::log::Log;
+use super::session;
 use super::signals::Program;
 use crate::error::{Error, Result};
 use crate::protocol::{Attributes, Call, recv_fd, send_fd, write_all_nosignal};
