@@ -122,14 +122,9 @@ pub fn make_call(
         forward(&call, &mut forwarder, relay.as_mut(), r)?;
     }
     loop {
-        if let Some(relay) = &mut relay
-            && relay.wants_background_stop()
-        {
-            super::debug(|| "in the background: stop the call as a background read".into());
-            call.send_frame(&Frame::SignalGroup(libc::SIGTTIN))?;
-        }
         let interest = relay.as_ref().map(Relay::interest).unwrap_or_default();
-        let ready = wait(&call, Some(&forwarder), None, &interest)?;
+        let recheck = relay.as_ref().and_then(Relay::recheck);
+        let ready = wait(&call, Some(&forwarder), recheck, &interest)?;
         let relay_ready = relay.as_ref().map(|r| r.ready(&ready.extra));
         drop(interest);
         if ready.signals {
@@ -139,6 +134,7 @@ pub fn make_call(
         }
         if let (Some(relay), Some(relay_ready)) = (&mut relay, relay_ready) {
             relay.pump(relay_ready)?;
+            relay.check_front();
         }
         if !ready.socket {
             continue;

@@ -18,8 +18,9 @@
 //! relaying: at the end of the call (on every way out: [`Relay`] restores
 //! it when dropped), and before we stop ourselves like the script. While
 //! we are in the background of the caller's terminal we neither read it
-//! nor change its mode; the job stops instead, as a background read does
-//! ([`Relay::wants_background_stop`]).
+//! nor change its mode: what is typed is the shell's, and a script reading
+//! its pty then waits for `fg` (a direct run would be stopped by SIGTTIN:
+//! design.md §8 says why this one is not).
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::PollFlags;
@@ -34,6 +35,9 @@ use crate::error::{Error, Result};
 
 /// Bytes moved per read: a pty hands out at most a few KiB at a time.
 const CHUNK: usize = 64 * 1024;
+
+/// In the background, how often we look whether we are in front again.
+const FRONT_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Most typed bytes held for a script that does not read them yet; beyond
 /// that we stop reading the terminal (the kernel's own queue is 4 KiB).
@@ -113,8 +117,6 @@ impl Plan {
             saved: None,
             synced: false,
             input: Vec::new(),
-            reads_stdin: self.stdio.contains(&0),
-            background_stop_sent: false,
             tty_gone: false,
             master_done: false,
         };
@@ -140,12 +142,6 @@ pub struct Relay {
     synced: bool,
     /// Typed bytes the pty has not taken yet.
     input: Vec<u8>,
-    /// The script's stdin is the pty: in the background we must not wait
-    /// for the user (a direct run would be stopped reading it).
-    reads_stdin: bool,
-    /// In the background, we asked for the job to stop (once per stay in
-    /// the background).
-    background_stop_sent: bool,
     /// The caller's terminal has hung up: no more reading it.
     tty_gone: bool,
     /// Every slave descriptor is closed (`EIO` on the master).
@@ -170,7 +166,6 @@ impl Relay {
     /// Start or resume relaying: raw mode if we are in front, the window
     /// size copied (it may have changed while we were stopped).
     pub fn resume(&mut self) {
-        self.background_stop_sent = false;
         if self.in_front() && self.saved.is_none() && !self.tty_gone {
             self.enter_raw_mode();
         }
@@ -195,23 +190,26 @@ impl Relay {
         super::debug(|| format!("relay: raw mode {}", self.saved.is_some()));
     }
 
+    /// While we are not relaying the terminal's keys (in the background),
+    /// how soon to look again whether we have come to the front: a shell's
+    /// `fg` of a running job sends no signal.
+    pub fn recheck(&self) -> Option<std::time::Duration> {
+        (self.saved.is_none() && !self.tty_gone).then_some(FRONT_RECHECK)
+    }
+
+    /// After [`Relay::recheck`]'s time: relay the keys if we are in front.
+    pub fn check_front(&mut self) {
+        if self.saved.is_none() && !self.tty_gone && self.in_front() {
+            self.resume();
+        }
+    }
+
     /// Stop relaying for a while (we are about to stop like the script):
     /// the caller's terminal as we found it.
     pub fn pause(&mut self) {
         if let Some(saved) = self.saved.take() {
             let _ = tcsetattr(&self.tty, SetArg::TCSADRAIN, &saved);
         }
-    }
-
-    /// In the background with the script reading the pty: the job should
-    /// stop as for a background read (`SIGG SIGTTIN`); true once per stay
-    /// in the background. We never read the terminal from there.
-    pub fn wants_background_stop(&mut self) -> bool {
-        if !self.reads_stdin || self.tty_gone || self.background_stop_sent || self.in_front() {
-            return false;
-        }
-        self.background_stop_sent = true;
-        true
     }
 
     /// The window size of the caller's terminal onto the pty (the kernel
