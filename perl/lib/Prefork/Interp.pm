@@ -380,8 +380,9 @@ sub _enter_call ($) {
     # run in place, has the caller's already.
     Prefork::Interp::Title::as_call(@words) if @words;
 
-    # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
-    # step 1, the process group, was done as we were forked, or, run in
+    # The caller's process attributes (protocol.md 6.4 steps 2 to 7,
+    # and with pty1 the pty, 9.3; step 1, the process group or with
+    # pty1 the new session, was done as we took the call, or, run in
     # place by the setup process, it is the caller's, as in a direct
     # run).
     _apply_caller_attributes($request);
@@ -395,9 +396,10 @@ sub _enter_call ($) {
     return;
 }
 
-# protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
-# client, protocol.md 6.6) only the signal steps: nothing ignored by
-# the caller, and the script's own mask.  Every signal has been blocked
+# protocol.md 6.4 steps 2 to 7, in that order, with pty1 the pty's
+# slave after step 2 (protocol.md 9.3).  Without call1 (a v1 client,
+# protocol.md 6.6) only the signal steps: nothing ignored by the
+# caller, and the script's own mask.  Every signal has been blocked
 # since the server forked us (or the setup process took the call in);
 # step 7 unblocks them.
 sub _apply_caller_attributes ($) {
@@ -408,7 +410,14 @@ sub _apply_caller_attributes ($) {
     my $call1 = $request->{call1};
     my $attr = $call1 ? $call1->{attr} : {};
     if ($call1) {
+        # The received copy of the slave first out of the way of the
+        # extra fds, which are installed at their numbers first.
+        my $slave = $call1->{slave};
+        $slave = Prefork::Interp::Attributes::move_above(
+            $slave, $call1->{extra_fds}, $log) if defined $slave;
         Prefork::Interp::Attributes::install_fds($call1->{extra_fds}, $log);
+        Prefork::Interp::Attributes::install_pty($attr->{pty}, $slave, $log)
+            if defined $slave;
         Prefork::Interp::Attributes::set_umask($attr->{umask})
             if defined $attr->{umask};
         Prefork::Interp::Attributes::set_rlimits($attr->{rlimits}, $log)

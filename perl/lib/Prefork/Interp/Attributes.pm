@@ -1,7 +1,11 @@
 # Prefork::Interp::Attributes - the caller's process attributes, put on
 # the executor (protocol extension call1, protocol.md 6.4 steps 2 to
-# 5): extra fds at their numbers, umask, resource limits, nice value.
-# The signal steps (6, 7) are in Prefork::Interp::Signals.
+# 5): extra fds at their numbers, umask, resource limits, nice value;
+# and with extension pty1 the pty's slave, made the controlling
+# terminal (protocol.md 9.3).  The signal steps (6, 7) are in
+# Prefork::Interp::Signals; step 1 (the process group, or with pty1 the
+# new session) is taken as the executor gets the call
+# (Prefork::Interp::Executors).
 #
 # Each function takes a Prefork::Interp::Log for what it cannot do;
 # nothing here dies: a call with an attribute we could not set still
@@ -83,6 +87,77 @@ sub _dup_above ($$) {
     }
     $! = Errno::EMFILE();
     return undef;
+}
+
+#---------- the pty's slave (protocol.md 9.3) ----------
+
+# move_above(FD, EXTRA, LOG): a duplicate of FD above the highest
+# number in EXTRA (as install_fds takes it), so that installing those
+# cannot land on it; FD itself is closed.  Returns the new fd, or
+# undef (logged, FD closed) if it cannot be moved.
+sub move_above ($$$) {
+    my ($fd, $extra, $log) = @_;
+    my $max = 2;
+    foreach my $e (@$extra) { $max = $e->[0] if $e->[0] > $max }
+    my $high = $fd > $max ? $fd : _dup_above($fd, $max + 1);
+    if (!defined $high) {
+        $log->msg('warning', "cannot move the pty's slave out of the way:"
+                  . " $!; the call has no pty");
+    }
+    Prefork::Interp::Syscall::close_fd($fd)
+        unless defined $high && $high == $fd;
+    return $high;
+}
+
+# TIOCSCTTY, the ioctl that makes a terminal the controlling terminal
+# of a session leader: Linux's generic number, on the architectures
+# Prefork::Interp::Syscall knows (as Prefork::Interp::Signals does with
+# signal numbers: no header to load on a call's way); elsewhere
+# sys/ioctl.ph's, if perl has it (Prefork::Interp::Syscall::ph_value).
+use constant TIOCSCTTY_LINUX => 0x540E;
+
+sub _tiocsctty () {
+    return TIOCSCTTY_LINUX if Prefork::Interp::Syscall::known_linux();
+    return Prefork::Interp::Syscall::ph_value('sys/ioctl.ph', 'TIOCSCTTY');
+}
+
+# install_pty(NUMBERS, SLAVE, LOG): after the extra fds (install_fds),
+# the pty's slave SLAVE (a received copy, as move_above left it) at
+# each of NUMBERS (some of 0, 1 and 2, the caller's terminal; dup2
+# clears close-on-exec), then made our controlling terminal
+# (TIOCSCTTY: we lead a new session, with no terminal yet, so the
+# kernel also makes our process group, the call's, its foreground
+# group), then the received copy closed: the call's fds are then the
+# only copies of the slave (the server has closed its own), so that
+# the client sees the end of the output when they are closed.
+#
+# The perl handles on 0, 1 and 2 (STDIN...) stay as they are, on the
+# slave from now on: they were the caller's terminal, so perl chose the
+# same buffering for them.  A failure is logged; the call still runs.
+sub install_pty ($$$) {
+    my ($numbers, $slave, $log) = @_;
+    foreach my $n (@$numbers) {
+        defined Prefork::Interp::Syscall::dup2($slave, $n)
+            or $log->msg('warning', "cannot install the pty at fd $n: $!");
+    }
+    # ioctl takes a handle: one on the received copy, which closing the
+    # handle then closes.  Its argument is the number 0 (do not steal
+    # the terminal from another session; perl passes a number that has
+    # no string value as it is, not as a pointer).
+    my $tiocsctty = _tiocsctty();
+    if (open(my $fh, '+<&=', $slave)) {
+        if (!defined $tiocsctty) {
+            $log->msg('warning', 'cannot make the pty the controlling'
+                      . ' terminal: TIOCSCTTY is not known on this system');
+        } elsif (!ioctl($fh, $tiocsctty, 0)) {
+            $log->msg('warning', 'cannot make the pty the controlling'
+                      . " terminal: $!");
+        }
+        close $fh;
+    } else {
+        $log->msg('warning', "cannot use the pty's slave: $!");
+        Prefork::Interp::Syscall::close_fd($slave);
+    }
 }
 
 #---------- umask (step 3) ----------
@@ -195,6 +270,8 @@ and nice value for a call (internal)
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: applies the attributes a client sends
-with protocol extension call1 to the process that runs the call.
+with protocol extension call1 to the process that runs the call, and
+with extension pty1 installs the pty's slave as its controlling
+terminal.
 
 =cut

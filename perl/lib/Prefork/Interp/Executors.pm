@@ -5,9 +5,10 @@
 # pool_size spares: forks of itself made while it is idle, each
 # blocked reading a control socket of its own (no timer, no polling).
 # When a call's handshake is complete and a slot is free, the server
-# makes a spare the leader of the call's process group, hands it the
-# call (the caller's fds, the request and the attributes, over the
-# control socket); it forks a new spare once no call younger than
+# makes a spare the leader of the call's process group (with extension
+# pty1, the spare makes itself the leader of a new session instead),
+# hands it the call (the caller's fds, the request and the attributes,
+# over the control socket); it forks a new spare once no call younger than
 # FILL_DELAY runs (a fork would delay a short call's EXIT frame: the
 # server does nothing else while it forks).  The spare
 # returns from serve() as the call's executor; Prefork::Interp applies
@@ -33,18 +34,26 @@
 #
 # Control socket, server to spare (a stream; numbers 32-bit big-endian):
 #
-#  1. 16 bytes: the length of the request body, where its environment
+#  1. 20 bytes: the length of the request body, where its environment
 #     ends (check_request's env_end), the length of the ATTR body or
-#     0xffffffff without extension call1, and the number N of fds;
+#     0xffffffff without extension call1, the number N of fds, and
+#     flags: 1 if extension pty1 was accepted;
 #  2. N messages of one zero byte, each carrying one fd (SCM_RIGHTS,
 #     as the client sends them: Prefork::Interp::Protocol's send_fd and
 #     recv_fd): the caller's fds 0, 1 and 2, then its other fds in the
-#     order ATTR lists them;
+#     order ATTR lists them, then with pty1 the pty's slave;
 #  3. the request body, then the ATTR body as the client sent it (the
 #     server has checked it; the executor decodes it again).
 #
 # EOF instead of 1: the server is quitting.  (The call's socket stays
 # with the server: the executor has no use for it.)
+#
+# The server closes its copies of a call's fds as soon as the executor
+# has them, and an executor or spare forked later closes every fd the
+# server holds for calls not yet started (its release hook): so with
+# pty1 the call's process holds the only copies of the pty's slave, and
+# the client sees the end of the output (EIO on the master) when the
+# call and what it started have closed theirs.
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -67,8 +76,9 @@ use Prefork::Interp::Title;
 
 our $VERSION = '1.0.0';
 
-use constant HEADER_LEN => 16;
+use constant HEADER_LEN => 20;
 use constant NO_ATTR => 0xffffffff;
+use constant FLAG_PTY1 => 1;
 
 # A spare is not forked while a call started less than this long ago
 # runs: the server does nothing else while it forks, and a short call
@@ -189,35 +199,64 @@ sub start {
         # The executor, with the call, as a spare that has just been
         # handed it.  The leader of the call's process group
         # (protocol.md 6.4 step 1; the server does the same from its
-        # side, so neither races the other).
-        POSIX::setpgid(0, 0);
+        # side, so neither races the other), or with pty1 of a new
+        # session.
+        _lead_call($call->{call1}, $self->{log});
         return { fds => $call->{fds}, body => $call->{body},
                  env_end => $call->{env_end}, call1 => $call->{call1},
                  log => $self->{log} };
     }
     # EACCES (it has exec'd already) or ESRCH (it has gone): it did its
-    # own setpgid first.
-    POSIX::setpgid($pid, $pid);
+    # own setpgid first.  Not with pty1: a process-group leader cannot
+    # start a session, so the executor makes its group itself (a signal
+    # for the group meanwhile goes to it alone: Prefork::Interp::Signals).
+    POSIX::setpgid($pid, $pid) unless _pty1($call->{call1});
     $self->_started($pid, $call);
     return undef;
+}
+
+# _pty1(CALL1): whether the call has a pty (extension pty1 accepted).
+sub _pty1 ($) {
+    my ($call1) = @_;
+    return $call1 && defined $call1->{slave};
+}
+
+# _lead_call(CALL1, LOG): in the executor, as it takes the call:
+# protocol.md 6.4 step 1, the leader of the call's process group; with
+# pty1 (protocol.md 9.3) the leader of a new session (and so of a new
+# process group, the call's), whose controlling terminal the pty's
+# slave becomes (Prefork::Interp::Attributes::install_pty).  We are
+# not a process-group leader yet (the server did not make us one), so
+# setsid can only fail if something is badly wrong: logged, and the
+# call runs without a controlling terminal.
+sub _lead_call ($$) {
+    my ($call1, $log) = @_;
+    if (!_pty1($call1)) {
+        POSIX::setpgid(0, 0);
+    } elsif (!defined POSIX::setsid()) {
+        $log->msg('warning', "setsid for a call with a pty: $!");
+    }
 }
 
 # _hand_over(SPARE, CALL): over SPARE's control socket (see the top of
 # this file).  Dies if the spare cannot take it.
 sub _hand_over ($$) {
     my ($spare, $call) = @_;
+    my $call1 = $call->{call1};
+    my $pty1 = _pty1($call1);
     # Its group exists before anything of the call reaches it, so a
     # SIGG frame forwarded at once has a group to go to.  If it fails,
-    # the spare has gone: so do the writes below.
-    POSIX::setpgid($spare->{pid}, $spare->{pid});
-    my $call1 = $call->{call1};
+    # the spare has gone: so do the writes below.  Not with pty1: the
+    # spare starts a session, which a group leader cannot (_lead_call).
+    POSIX::setpgid($spare->{pid}, $spare->{pid}) unless $pty1;
     my $attr = $call1 ? $call1->{attr_body} : undef;
     my @fds = (@{ $call->{fds} },
                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
+    push @fds, $call1->{slave} if $pty1;
     my $body = $call->{body};
-    my $head = pack 'N4', length $$body, $call->{env_end},
+    my $head = pack 'N5', length $$body, $call->{env_end},
                           defined $attr ? length $attr : NO_ATTR,
-                          scalar @fds;
+                          scalar @fds, $pty1 ? FLAG_PTY1 : 0;
     my $ctl = $spare->{ctl};
     _write_all($ctl, \$head);
     Prefork::Interp::Protocol::send_fd($ctl, $_, 'a call\'s fd') foreach @fds;
@@ -227,9 +266,10 @@ sub _hand_over ($$) {
 
 # _started(PID, CALL): the server's side once executor PID has the call
 # (protocol.md 4, 4.10): the caller's fds and the request are the
-# executor's now; signal frames that came before it existed are
-# delivered at once (it keeps them pending until its dispositions and
-# mask are set); the call is watched from now on.
+# executor's now (our copies are closed at once, the pty's slave
+# included: protocol.md 9.3); signal frames that came before it existed
+# are delivered at once (it keeps them pending until its dispositions
+# and mask are set); the call is watched from now on.
 sub _started {
     my ($self, $pid, $call) = @_;
     my $call1 = $call->{call1};
@@ -239,6 +279,7 @@ sub _started {
     Prefork::Interp::Syscall::close_fd($_)
         foreach @{ $call->{fds} },
                 map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] };
+    Prefork::Interp::Syscall::close_fd($call1->{slave}) if _pty1($call1);
     undef ${ $call->{body} };
     $self->{running}{$pid} = {
         pid       => $pid,
@@ -336,18 +377,24 @@ sub _fork_spare {
         POSIX::_exit(127);
     }
     close $theirs;
+    # protocol.md 6.4 step 1: the server made us the leader of the
+    # call's group already; with pty1, we start its session.
+    _lead_call($request->{call1}, $self->{log})
+        if _pty1($request->{call1});
     $request->{log} = $self->{log};
     return $request;
 }
 
 # _wait_for_call(CTL): blocks until the server hands us a call; returns
-# it as Prefork::Interp takes it (fds, body, env_end, call1), or undef
-# at EOF.  Dies if the server breaks off.
+# it as Prefork::Interp takes it (fds, body, env_end, call1, as
+# Prefork::Interp::Handshake's call() has them), or undef at EOF.  Dies
+# if the server breaks off.
 sub _wait_for_call ($) {
     my ($ctl) = @_;
     my $head = '';
     _read_exact($ctl, \$head, HEADER_LEN) or return undef;
-    my ($body_len, $env_end, $attr_len, $nfds) = unpack 'N4', $head;
+    my ($body_len, $env_end, $attr_len, $nfds, $flags) = unpack 'N5', $head;
+    my $pty1 = $flags & FLAG_PTY1;
     my @fds;
     while (@fds < $nfds) {
         my $fd = Prefork::Interp::Protocol::recv_fd($ctl, 'a call\'s fd');
@@ -368,14 +415,15 @@ sub _wait_for_call ($) {
         my $bytes = '';
         _read_exact($ctl, \$bytes, $attr_len)
             or die "control socket closed in the middle of a call\n";
-        my $attr = Prefork::Interp::Protocol::decode_attr($bytes);
+        my $attr = Prefork::Interp::Protocol::decode_attr($bytes, $pty1);
         my @numbers = @{ $attr->{fds} // [] };
-        @numbers == $nfds - 3
+        @numbers == $nfds - 3 - ($pty1 ? 1 : 0)
             or die "got $nfds fds for a call with " . scalar(@numbers)
-                 . " extra ones\n";
+                 . " extra ones" . ($pty1 ? ' and a pty' : '') . "\n";
         $call1 = { attr => $attr, early => [],
                    extra_fds => [ map { [ $numbers[$_], $fds[ 3 + $_ ] ] }
-                                      0 .. $#numbers ] };
+                                      0 .. $#numbers ],
+                   slave => $pty1 ? $fds[-1] : undef };
     }
     return { fds => [ @fds[0 .. 2] ], body => \$body, env_end => $env_end,
              call1 => $call1 };
