@@ -1,11 +1,11 @@
 # Prefork::Interp::Attributes - the caller's process attributes, put on
 # the executor (protocol extension call1, protocol.md 6.4 steps 2 to
 # 5): extra fds at their numbers, umask, resource limits, nice value;
-# and with extension pty1 the pty's slave, made the controlling
-# terminal (protocol.md 9.3).  The signal steps (6, 7) are in
+# and with extension pty1 the pty's slave at the pty numbers
+# (protocol.md 9.3).  The signal steps (6, 7) are in
 # Prefork::Interp::Signals; step 1 (the process group, or with pty1 the
-# new session) is taken as the executor gets the call
-# (Prefork::Interp::Executors).
+# session, its leader and the executor's group) is taken as the
+# executor gets the call (Prefork::Interp::Executors).
 #
 # Each function takes a Prefork::Interp::Log for what it cannot do;
 # nothing here dies: a call with an attribute we could not set still
@@ -110,13 +110,14 @@ sub move_above ($$$) {
 }
 
 # TIOCSCTTY, the ioctl that makes a terminal the controlling terminal
-# of a session leader: Linux's generic number, on the architectures
-# Prefork::Interp::Syscall knows (as Prefork::Interp::Signals does with
-# signal numbers: no header to load on a call's way); elsewhere
-# sys/ioctl.ph's, if perl has it (Prefork::Interp::Syscall::ph_value).
+# of a session leader (a pty call's, Prefork::Interp::Executors):
+# Linux's generic number, on the architectures Prefork::Interp::Syscall
+# knows (as Prefork::Interp::Signals does with signal numbers: no
+# header to load); elsewhere sys/ioctl.ph's, if perl has it
+# (Prefork::Interp::Syscall::ph_value).
 use constant TIOCSCTTY_LINUX => 0x540E;
 
-sub _tiocsctty () {
+sub tiocsctty () {
     return TIOCSCTTY_LINUX if Prefork::Interp::Syscall::known_linux();
     return Prefork::Interp::Syscall::ph_value('sys/ioctl.ph', 'TIOCSCTTY');
 }
@@ -124,12 +125,12 @@ sub _tiocsctty () {
 # install_pty(NUMBERS, SLAVE, LOG): after the extra fds (install_fds),
 # the pty's slave SLAVE (a received copy, as move_above left it) at
 # each of NUMBERS (some of 0, 1 and 2, the caller's terminal; dup2
-# clears close-on-exec), then made our controlling terminal
-# (TIOCSCTTY: we lead a new session, with no terminal yet, so the
-# kernel also makes our process group, the call's, its foreground
-# group), then the received copy closed: the call's fds are then the
-# only copies of the slave (the server has closed its own), so that
-# the client sees the end of the output when they are closed.
+# clears close-on-exec), then the received copy closed.  The slave is
+# our controlling terminal already, and our group its foreground group
+# (our session's leader and we did that: protocol.md 9.3).  The call's
+# fds are then the only copies of the slave (the server, the leader and
+# the spares have closed theirs), so that the client sees the end of
+# the output when they are closed.
 #
 # The perl handles on 0, 1 and 2 (STDIN...) stay as they are, on the
 # slave from now on: they were the caller's terminal, so perl chose the
@@ -140,24 +141,8 @@ sub install_pty ($$$) {
         defined Prefork::Interp::Syscall::dup2($slave, $n)
             or $log->msg('warning', "cannot install the pty at fd $n: $!");
     }
-    # ioctl takes a handle: one on the received copy, which closing the
-    # handle then closes.  Its argument is the number 0 (do not steal
-    # the terminal from another session; perl passes a number that has
-    # no string value as it is, not as a pointer).
-    my $tiocsctty = _tiocsctty();
-    if (open(my $fh, '+<&=', $slave)) {
-        if (!defined $tiocsctty) {
-            $log->msg('warning', 'cannot make the pty the controlling'
-                      . ' terminal: TIOCSCTTY is not known on this system');
-        } elsif (!ioctl($fh, $tiocsctty, 0)) {
-            $log->msg('warning', 'cannot make the pty the controlling'
-                      . " terminal: $!");
-        }
-        close $fh;
-    } else {
-        $log->msg('warning', "cannot use the pty's slave: $!");
-        Prefork::Interp::Syscall::close_fd($slave);
-    }
+    Prefork::Interp::Syscall::close_fd($slave)
+        unless grep { $_ == $slave } @$numbers;
 }
 
 #---------- umask (step 3) ----------
