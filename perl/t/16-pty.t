@@ -97,10 +97,15 @@ if ($mode eq 'report') {
     # SIGUSR1 has come.
     my %want = map { $_ => 1 } @ARGV[1 .. $#ARGV];
     select(undef, undef, undef, 0.01) until !$want{usr1} || $main::USR1;
-    my %r = (pid => $$, pgrp => getpgrp(), usr1 => $main::USR1 // 0);
+    my %r = (pid => $$, pgrp => getpgrp(), usr1 => $main::USR1 // 0,
+             ppid => getppid());
     my $stat = do { local (@ARGV, $/) = '/proc/self/stat'; <> };
     my ($rest) = $stat =~ m/\) (.*)\z/s;
     @r{qw(sid tty_nr)} = (split ' ', $rest)[3, 4];
+    # Our parent, the session's leader: its own session.
+    my $pstat = do { local (@ARGV, $/) = "/proc/$r{ppid}/stat"; <> };
+    my ($prest) = $pstat =~ m/\) (.*)\z/s;
+    $r{parent_sid} = (split ' ', $prest)[3];
     foreach my $fd (0 .. 2) {
         $r{"fd$fd"} = readlink("/proc/self/fd/$fd") // 'closed';
         $r{"tcpgrp$fd"} = POSIX::tcgetpgrp($fd) // 'error';
@@ -126,8 +131,11 @@ if ($mode eq 'report') {
     exit 0;
 }
 if ($mode eq 'wait') {
-    put('ready', "$$\n");
+    put('ready', "$$ " . getppid() . "\n");
     sleep 1 while 1;
+}
+if ($mode eq 'exit') {
+    exit($ARGV[1] // 3);
 }
 print "mode?\n";
 exit 3;
@@ -187,9 +195,13 @@ foreach my $pool (2, 0) {
 
             my $r = report($h);
             ok($r->{pid}, "call $n: reported") or next;
-            is($r->{sid}, $r->{pid}, "call $n: getsid(0) == \$\$: the"
-               . ' executor leads a session of its own');
-            is($r->{pgrp}, $r->{pid}, "call $n: and its process group");
+            isnt($r->{sid}, $r->{pid}, "call $n: getsid(0) != \$\$: the"
+               . ' executor does not lead its session');
+            is($r->{pgrp}, $r->{pid}, "call $n: it leads its process group");
+            is($r->{sid}, $r->{ppid}, "call $n: its parent leads its"
+               . ' session');
+            is($r->{parent_sid}, $r->{ppid}, "call $n: (the parent's own"
+               . ' session id is its pid)');
             is($r->{tty_nr}, $rdev, "call $n: its controlling terminal is"
                . ' the slave');
             is($r->{devtty}, 'ok', "call $n: /dev/tty opens");
@@ -235,7 +247,8 @@ subtest 'pty=1 with stdin a pipe, and an extra fd' => sub {
     is($r->{stdin}, 'piped input', '... and the script read it');
     is($r->{fd1}, $path, 'fd 1 is the slave');
     is($r->{fd2}, $err_file, 'fd 2 is still what was passed');
-    is($r->{sid}, $r->{pid}, 'a session of its own');
+    is($r->{sid}, $r->{ppid}, 'a session of its own, led by its parent');
+    is($r->{pgrp}, $r->{pid}, 'leading its process group');
     is($r->{tcpgrp1}, $r->{pgrp}, 'the call\'s group is the pty\'s'
        . ' foreground group');
     is($r->{devtty}, 'ok', '/dev/tty opens');
@@ -314,6 +327,86 @@ subtest 'signals: SIGG before the session, SIGG during, ^C, hang-up' => sub {
     (undef, $end) = drain($master);
     is($end, 'EIO', '... EIO on the master');
     close $master;
+    $h->cleanup_ok;
+};
+
+# wait_ready2(H): (the executor's pid, its parent's), once running.
+sub wait_ready2 ($) {
+    my ($h) = @_;
+    my $f = $h->dir . '/ready';
+    wait_for(20, sub { -e $f }) or return ();
+    my @pids = slurp($f) =~ m/([0-9]+) ([0-9]+)/;
+    unlink $f;
+    return @pids;
+}
+
+# gone(PID): no process PID (reaped), or one that is not ours any more.
+sub gone ($) { !-e "/proc/$_[0]" }
+
+subtest 'stops: ^Z, SIGG SIGTSTP; exact statuses; nothing left' => sub {
+    my $h = PfiTest::Harness->new(init => $init, body => $body);
+    my $conn = $h->initial;
+    my ($master, $slave, $path) = open_pty();
+    my $c = $h->call1_start($conn, offer => 'call1,pty1',
+                            args => [ 'perl', $h->script, 'wait' ],
+                            attr => $h->attr_body(pty => '0,1,2'),
+                            slave => fileno $slave);
+    close $slave;
+    my ($exec, $leader) = wait_ready2($h);
+    ok($exec, 'running') or return;
+    is(POSIX::tcgetpgrp(fileno $master), $exec,
+       'the executor\'s group is the foreground');
+    syswrite($master, "\x1a");
+    is_deeply($h->read_frame($c->{conn}, 20), [ 'STOP', pack 'N', 20 ],
+              '^Z on the pty: STOP frame with SIGTSTP');
+    $h->signal($c->{conn}, 'SIGG', POSIX::SIGCONT());
+    $h->signal($c->{conn}, 'SIGG', POSIX::SIGTSTP());
+    is_deeply($h->read_frame($c->{conn}, 20), [ 'STOP', pack 'N', 20 ],
+              'SIGG SIGCONT then SIGG SIGTSTP: STOP frame with SIGTSTP');
+    $h->signal($c->{conn}, 'SIGG', POSIX::SIGCONT());
+    $h->signal($c->{conn}, 'SIGG', POSIX::SIGTERM());
+    $c = $h->call1_finish($c);
+    is($c->{status}, POSIX::SIGTERM(), 'continued, then SIGG SIGTERM:'
+       . ' EXIT status exactly SIGTERM');
+    my (undef, $end) = drain($master);
+    is($end, 'EIO', '... EIO on the master');
+    close $master;
+    ok(wait_for(20, sub { gone($exec) && gone($leader) }),
+       '... executor and leader reaped');
+
+    # SIGKILL sent by pid to the script: status 9.
+    ($master, $slave, $path) = open_pty();
+    $c = $h->call1_start($h->connect, offer => 'call1,pty1',
+                         args => [ 'perl', $h->script, 'wait' ],
+                         attr => $h->attr_body(pty => '0,1,2'),
+                         slave => fileno $slave);
+    close $slave;
+    ($exec, $leader) = wait_ready2($h);
+    ok($exec, 'running') or return;
+    isnt($leader, $exec, 'the executor\'s parent is another process');
+    kill 'KILL', $exec;
+    $c = $h->call1_finish($c);
+    is($c->{status}, 9, 'killed by SIGKILL: EXIT status 9');
+    (undef, $end) = drain($master);
+    is($end, 'EIO', '... EIO on the master');
+    close $master;
+    ok(wait_for(20, sub { gone($exec) && gone($leader) }),
+       '... executor and leader reaped');
+
+    # exit 7: status 0x700.
+    ($master, $slave, $path) = open_pty();
+    $c = $h->call1($h->connect, offer => 'call1,pty1',
+                   args => [ 'perl', $h->script, 'exit', 7 ],
+                   attr => $h->attr_body(pty => '0,1,2'),
+                   slave => fileno $slave);
+    close $slave;
+    is($c->{status}, 0x700, 'exit 7: EXIT status 0x700');
+    is(scalar @{ $c->{frames} }, 1, '... the only frame');
+    (undef, $end) = drain($master);
+    is($end, 'EIO', '... EIO on the master');
+    close $master;
+    my @left = holders($path);
+    is("@left", '', '... nobody holds the slave');
     $h->cleanup_ok;
 };
 
