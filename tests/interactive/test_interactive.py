@@ -154,8 +154,8 @@ def window_resize(term: Terminal, command: str) -> Any:
 
 
 @mode("password")
-def password(term: Terminal, command: str) -> Any:
-    start = term.start(f"{command} password")
+def password(term: Terminal, command: str, redirect: str = "") -> Any:
+    start = term.start(f"{command} password{redirect}")
     term.expect(b"<<password:>>")
     term.sendline("s3cret")
     status = term.wait_done()
@@ -365,10 +365,8 @@ def test_window_resize_reaches_sigwinch_handler_and_terminal_size(setup):
 
 
 def test_getpass(setup):
-    """Served there is no controlling terminal: getpass cannot open
-    /dev/tty and falls back to stdin, here the terminal, with echo off and
-    the prompt on stderr (here the same terminal).  The user sees the
-    same: a prompt, no echo, the password read."""
+    """A password read on the terminal: the prompt, no echo, the password
+    read; served, on the call's pty (its controlling terminal)."""
     got = both(setup, password)
     assert got["served"] == got["direct"] == (0, ["password:", "len 6"], False)
 
@@ -378,6 +376,13 @@ def test_dev_tty_is_the_calls_controlling_terminal(setup):
     controlling terminal (protocol.md section 9)."""
     got = both(setup, open_dev_tty)
     assert got["served"] == got["direct"] == (0, ["tty opened"])
+
+
+def test_getpass_with_stdin_from_a_file(setup):
+    """getpass (and the other programs' password readers) prompt and read
+    on /dev/tty, with echo off, whatever stdin is."""
+    got = both(setup, password, " < /dev/null")
+    assert got["served"] == got["direct"] == (0, ["password:", "len 6"], False)
 
 
 def test_dev_tty_prompt_with_stdin_from_a_file(setup):
