@@ -1,7 +1,8 @@
 #!/usr/bin/perl
-# Extension call1, encoding and decoding only (no processes):
-# Prefork::Interp::Protocol's offer, frames and ATTR bodies, against the
-# worked examples of protocol.md 6.3 and 6.5.
+# Extension call1 (and pty1), encoding and decoding only (no
+# processes): Prefork::Interp::Protocol's offer, frames and ATTR bodies,
+# against the worked examples of protocol.md 6.3 and 6.5, and the pty
+# key of 9.2.
 
 use strict;
 use warnings;
@@ -36,7 +37,7 @@ subtest 'offer (protocol.md 5, 6.1)' => sub {
     my $shape = Prefork::Interp::Protocol::check_request(\$body);
     is($shape->{env_end}, index($body, "\0\0") + 1,
        'the environment ends at the empty string');
-    is_deeply($shape->{offer}, { call1 => 1 }, 'call1 offered');
+    is_deeply($shape->{offer}, { call1 => 1, pty1 => 0 }, 'call1 offered');
     is_deeply([ Prefork::Interp::Protocol::accepted_names($shape->{offer}) ],
               ['call1'], 'call1 accepted');
     my ($names, $values) = Prefork::Interp::Protocol::request_env(
@@ -65,7 +66,34 @@ subtest 'offer (protocol.md 5, 6.1)' => sub {
     is_deeply([ Prefork::Interp::Protocol::accepted_names(
                     $offer->('PREFORK_INTERP_EXT=call10')) ], [],
               'nothing accepted: plain v1');
-    is_deeply($offer->('A=1'), { call1 => 0 }, 'no reserved entry: no offer');
+    is_deeply($offer->('A=1'), { call1 => 0, pty1 => 0 },
+              'no reserved entry: no offer');
+};
+
+subtest 'pty1 offer (protocol.md 9.1)' => sub {
+    my $offer = sub {
+        my $b = join('', map { "$_\0" } @_) . "\0perl\0";
+        return Prefork::Interp::Protocol::check_request(\$b)->{offer};
+    };
+    my $accepted = sub {
+        my ($pty_ok, @env) = @_;
+        return join ',', Prefork::Interp::Protocol::accepted_names(
+            $offer->(@env), $pty_ok);
+    };
+    is_deeply($offer->('PREFORK_INTERP_EXT=call1,pty1'),
+              { call1 => 1, pty1 => 1 }, 'both offered');
+    is($accepted->(1, 'PREFORK_INTERP_EXT=call1,pty1'), 'call1,pty1',
+       'both accepted, in that order');
+    is($accepted->(1, 'PREFORK_INTERP_EXT=pty1,x,call1'), 'call1,pty1',
+       'offered the other way round: the same answer');
+    is($accepted->(1, 'PREFORK_INTERP_EXT=pty1'), '',
+       'pty1 without call1: ignored (plain v1)');
+    is($accepted->(0, 'PREFORK_INTERP_EXT=call1,pty1'), 'call1',
+       'where no session can be started (in place): call1 alone');
+    is($accepted->(undef, 'PREFORK_INTERP_EXT=call1,pty1'), 'call1',
+       '... and by default');
+    is($accepted->(1, 'PREFORK_INTERP_EXT=call1,pty10,PTY1'), 'call1',
+       'names are compared exactly');
 };
 
 subtest 'request shape and splitting (protocol.md 2, 4.1)' => sub {
@@ -175,7 +203,7 @@ subtest 'ATTR (protocol.md 6.3)' => sub {
         . "umask=027\0nice=0\0rlimit=7,200,524288\0"
         . "sigign=1\0sigmask=\0fds=3\0";
     my %attr = (umask => 027, nice => 0, rlimits => [ [ 7, 200, 524288 ] ],
-                sigign => [1], sigmask => [], fds => [3]);
+                sigign => [1], sigmask => [], fds => [3], pty => undef);
     my $body = Prefork::Interp::Protocol::encode_attr(\%attr);
     is(length $body, 61, 'the body is 61 bytes');
     is(Prefork::Interp::Protocol::encode_frame('ATTR', $body), $example,
@@ -186,7 +214,7 @@ subtest 'ATTR (protocol.md 6.3)' => sub {
     $d = Prefork::Interp::Protocol::decode_attr('');
     is_deeply($d, { umask => undef, nice => undef, rlimits => undef,
                     sigign => undef, sigmask => undef, fds => undef,
-                    unknown => [] },
+                    pty => undef, unknown => [] },
               'empty body: every attribute absent (undef)');
 
     my $inf = Prefork::Interp::Protocol::RLIM_INFINITY;
@@ -239,6 +267,34 @@ subtest 'ATTR (protocol.md 6.3)' => sub {
     }
     ok(Prefork::Interp::Protocol::decode_attr(
            "fds=" . join(',', 3..258) . "\0"), '256 fds are fine');
+};
+
+subtest 'ATTR key pty (protocol.md 9.2)' => sub {
+    my $decode = sub { Prefork::Interp::Protocol::decode_attr($_[0], 1) };
+    is_deeply($decode->("pty=0,1,2\0")->{pty}, [ 0, 1, 2 ], 'pty=0,1,2');
+    is_deeply($decode->("fds=3\0pty=1\0")->{pty}, [1], 'pty=1, with fds');
+    is_deeply($decode->("pty=0,2\0umask=022\0")->{pty}, [ 0, 2 ],
+              'pty=0,2, before another key');
+    is(Prefork::Interp::Protocol::encode_attr({ fds => [3], pty => [ 0, 2 ] }),
+       "fds=3\0pty=0,2\0", 'encode: after fds');
+    my @bad = (
+        [ "pty=\0", qr/^ATTR pty has a malformed value ''$/ ],
+        [ "pty=3\0", qr/^ATTR pty has a malformed value '3'$/ ],
+        [ "pty=1,0\0", qr/^ATTR pty has a malformed value '1,0'$/ ],
+        [ "pty=1,1\0", qr/^ATTR pty has a malformed value '1,1'$/ ],
+        [ "pty=-1\0", qr/^ATTR pty has a malformed value '-1'$/ ],
+        [ "pty=0,,1\0", qr/^ATTR pty has a malformed value/ ],
+        [ "umask=022\0", qr/^ATTR has no pty entry, with pty1 accepted$/ ],
+        [ "", qr/^ATTR has no pty entry, with pty1 accepted$/ ],
+    );
+    foreach my $case (@bad) {
+        my ($b, $re) = @$case;
+        (my $name = $b) =~ s/([^\x21-\x7e])/sprintf '\\x%02x', ord $1/ge;
+        dies_like(sub { $decode->($b) }, $re, "pty1 accepted: '$name'");
+    }
+    dies_like(sub { Prefork::Interp::Protocol::decode_attr("pty=0\0") },
+              qr/^ATTR has a pty entry, but pty1 was not accepted$/,
+              'pty without pty1 accepted');
 };
 
 done_testing;

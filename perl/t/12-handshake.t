@@ -121,6 +121,65 @@ subtest 'call1, a step at a time, with early signals and unknown frames' => sub 
     $hs->close;
 };
 
+subtest 'pty1: the slave after the extra fds' => sub {
+    my $frame = sub { $_[0] . pack('N', length $_[1]) . $_[1] };
+    my $base = open_fds();
+    open(my $null, '<', '/dev/null') or die;
+    open(my $extra, '<', $0) or die;
+    open(my $slave, '<', '/') or die;    # any fd will do here
+    my $body = "PREFORK_INTERP_EXT=call1,pty1\0\0perl\0";
+    my $start = sub {
+        my ($pty_ok) = @_;
+        my ($c, $s) = pair();
+        my $hs = Prefork::Interp::Handshake->new($s, 0, 0, $pty_ok);
+        feed($c, $_) foreach "\0", (\fileno $null) x 3,
+                             pack('N', length $body) . $body;
+        is($hs->advance, 0, 'request read');
+        my $pfxa = '';
+        sysread($c, $pfxa, 100);
+        return ($c, $hs, $pfxa);
+    };
+
+    my ($c, $hs, $pfxa) = $start->(1);
+    is($pfxa, $frame->('PFXA', 'call1,pty1'), 'accept frame: call1,pty1');
+    feed($c, $frame->('ATTR', "fds=5\0pty=0,2\0"));
+    feed($c, \fileno $extra);
+    is($hs->advance, 0, 'the extra fd: not complete without the slave');
+    feed($c, \fileno $slave);
+    is($hs->advance, 1, 'the slave: complete');
+    my $call = $hs->call;
+    is_deeply($call->{call1}{attr}{pty}, [ 0, 2 ], 'pty numbers');
+    is(ino_of_fd($call->{call1}{extra_fds}[0][1]), (stat $extra)[1],
+       'fd 5 is the extra one');
+    is(ino_of_fd($call->{call1}{slave}), (stat $slave)[1],
+       'the slave is the fd sent last');
+    $hs->close;
+    close $c;
+
+    ($c, $hs) = $start->(1);
+    feed($c, $frame->('ATTR', "pty=1\0"));
+    is($hs->advance, 0, 'no extra fds: waiting for the slave');
+    feed($c, "\0");
+    ok(!eval { $hs->advance; 1 }, 'a byte without an fd: refused');
+    like($@, qr/^pty's slave: message has no file descriptor attached$/,
+         'saying why');
+    $hs->close;
+    close $c;
+
+    ($c, $hs, $pfxa) = $start->(0);
+    is($pfxa, $frame->('PFXA', 'call1'),
+       'where pty1 may not be taken: call1 alone');
+    feed($c, $frame->('ATTR', "pty=0\0"));
+    ok(!eval { $hs->advance; 1 }, 'then a pty entry: refused');
+    like($@, qr/^ATTR has a pty entry, but pty1 was not accepted$/,
+         'saying why');
+    $hs->close;
+    close $c;
+
+    close $_ foreach $null, $extra, $slave;
+    is(open_fds(), $base, 'no fd left open');
+};
+
 subtest 'refusals close what arrived' => sub {
     my $base = open_fds();
     my @cases = (

@@ -380,8 +380,9 @@ sub _enter_call ($) {
     # run in place, has the caller's already.
     Prefork::Interp::Title::as_call(@words) if @words;
 
-    # The caller's process attributes (protocol.md 6.4 steps 2 to 7;
-    # step 1, the process group, was done as we were forked, or, run in
+    # The caller's process attributes (protocol.md 6.4 steps 2 to 7,
+    # and with pty1 the pty, 9.3; step 1, the process group or with
+    # pty1 the new session, was done as we took the call, or, run in
     # place by the setup process, it is the caller's, as in a direct
     # run).
     _apply_caller_attributes($request);
@@ -395,9 +396,10 @@ sub _enter_call ($) {
     return;
 }
 
-# protocol.md 6.4 steps 2 to 7, in that order.  Without call1 (a v1
-# client, protocol.md 6.6) only the signal steps: nothing ignored by
-# the caller, and the script's own mask.  Every signal has been blocked
+# protocol.md 6.4 steps 2 to 7, in that order, with pty1 the pty's
+# slave after step 2 (protocol.md 9.3).  Without call1 (a v1 client,
+# protocol.md 6.6) only the signal steps: nothing ignored by the
+# caller, and the script's own mask.  Every signal has been blocked
 # since the server forked us (or the setup process took the call in);
 # step 7 unblocks them.
 sub _apply_caller_attributes ($) {
@@ -408,7 +410,14 @@ sub _apply_caller_attributes ($) {
     my $call1 = $request->{call1};
     my $attr = $call1 ? $call1->{attr} : {};
     if ($call1) {
+        # The received copy of the slave first out of the way of the
+        # extra fds, which are installed at their numbers first.
+        my $slave = $call1->{slave};
+        $slave = Prefork::Interp::Attributes::move_above(
+            $slave, $call1->{extra_fds}, $log) if defined $slave;
         Prefork::Interp::Attributes::install_fds($call1->{extra_fds}, $log);
+        Prefork::Interp::Attributes::install_pty($attr->{pty}, $slave, $log)
+            if defined $slave;
         Prefork::Interp::Attributes::set_umask($attr->{umask})
             if defined $attr->{umask};
         Prefork::Interp::Attributes::set_rlimits($attr->{rlimits}, $log)
@@ -653,6 +662,20 @@ reader sees end-of-file when the call ends.
 
 =item *
 
+When the caller runs in a terminal (one of its descriptors 0, 1 and 2
+is its controlling terminal) and the client offers protocol extension
+C<pty1> with C<call1>, a terminal of its own: the client makes a
+pseudo-terminal for the invocation and relays between it and the
+caller's terminal; its slave side replaces the caller's terminal on
+those of descriptors 0, 1 and 2 that were it, and is the executor's
+controlling terminal, in a session of its own.  So opening
+F</dev/tty>, terminal job control (^C, ^Z and background reads
+stopping the job, through the kernel) and window-size changes work as
+in a direct run.  The descriptors that were not the caller's terminal
+(a pipe on standard input, say) are passed as they are.
+
+=item *
+
 C<@ARGV> and C<%ENV> exactly as the caller passed them, and C<$0> the
 script's name as the caller gave it, just as when run directly (unless
 the script set C<$0> itself during initialisation, which is kept).
@@ -704,7 +727,9 @@ another program all behave as when run directly.  Unless C<fast_exit>
 is false, global destruction is skipped: see L</"FAST EXIT">.
 
 The executor leads a process group of its own, in a session without a
-controlling terminal.  If the client goes away (killed with
+controlling terminal (with C<pty1>, it leads a session of its own too,
+whose controlling terminal is the pseudo-terminal).  If the client goes
+away (killed with
 C<SIGKILL>, or its caller gave up), the executor's process group gets
 C<SIGINT> (and then C<SIGCONT>, in case it was stopped): the script
 should then stop promptly, without further I/O on its standard
@@ -1076,10 +1101,12 @@ C<undef> means never; C<max_servers> 0 means no limit (7.0.0 served
 one call at a time); C<log_facility> C<undef> turns syslog off;
 C<autoreload> is the option's name, C<autoreload_inc> still taken.
 
-Additions: protocol extensions C<call1>, C<inplace1> and C<record1>
-with this project's client (the caller's fds, umask, limits, nice
-value, signals and job control; the first invocation run by the
-process that initialised the script, see L</"AFTER INITIALISATION">;
+Additions: protocol extensions C<call1>, C<pty1>, C<inplace1> and
+C<record1> with this project's client (the caller's fds, umask, limits,
+nice value, signals and job control; a pseudo-terminal as the
+controlling terminal of an invocation run from a terminal; the first
+invocation run by the process that initialised the script, see
+L</"AFTER INITIALISATION">;
 the server record that C<prefork-interp --list> reads, see
 L</"SERVER RECORDS AND PROCESS TITLES">), the C<log_file> (and
 C<PREFORK_INTERP_LOG>), C<request_timeout>, C<fast_exit> (see
@@ -1101,10 +1128,12 @@ What a served call cannot match of a direct run:
 
 =item *
 
-There is no controlling terminal: opening F</dev/tty> fails, and a
-script in a background job that reads the terminal is not stopped by
-C<SIGTTIN> (it competes with the shell for input).  (A first
-invocation run in place has the caller's, as a direct run.)
+Without protocol extension C<pty1> (chiark-utils' client, or this
+project's with it turned off), there is no controlling terminal:
+opening F</dev/tty> fails, and a script in a background job that reads
+the terminal is not stopped by C<SIGTTIN> (it competes with the shell
+for input).  (A first invocation run in place has the caller's, as a
+direct run: it never takes C<pty1>.)
 
 =item *
 

@@ -883,15 +883,19 @@ sub read_frame {
 
 # call1_start(CONN, attr => BODY, extra => [ [NUMBER, FD], ... ],
 #             offer => 'call1', env => [...], args => [...],
-#             before_attr => BYTES, stdin_data => STRING)
+#             before_attr => BYTES, stdin_data => STRING,
+#             stdio => [FH0, FH1, FH2], slave => FD)
 #
 # A call with the extension offered: greeting, request with
 # PREFORK_INTERP_EXT=OFFER last, then the answer.  If the server
 # accepts: BEFORE_ATTR (raw bytes, for tests), the ATTR frame (default:
-# just "fds=" listing EXTRA's numbers) and one message per extra fd.
-# Returns a hash ref: conn, accepted (the accept frame's body, or
-# undef), v1_status (if the server answered as v1), out, err (files
-# behind the caller's fds 1 and 2).
+# just "fds=" listing EXTRA's numbers), one message per extra fd, and
+# with SLAVE (extension pty1, protocol.md 9.2) one more carrying it.
+# STDIO: handles sent as the caller's fds 0, 1 and 2 instead of the
+# call's files (an undef one: its file).  Returns a hash ref: conn,
+# accepted (the accept frame's body, or undef), v1_status (if the
+# server answered as v1), out, err (files behind the caller's fds 1 and
+# 2, unless STDIO replaced them).
 sub call1_start {
     my ($self, $conn, %a) = @_;
     my ($f, $in, $out, $err) = $self->_call_files($a{stdin_data});
@@ -899,7 +903,11 @@ sub call1_start {
     my %c = (conn => $conn, out => $f{out}, err => $f{err});
     $c{greeting} = $self->read_bytes($conn, 8, $a{timeout});
     my $offer = $a{offer} // 'call1';
-    $self->send_request($conn, fds => [ map { fileno $_ } $in, $out, $err ],
+    my @stdio = ($in, $out, $err);
+    foreach my $i (0 .. 2) {
+        $stdio[$i] = $a{stdio}[$i] if $a{stdio} && $a{stdio}[$i];
+    }
+    $self->send_request($conn, fds => [ map { fileno $_ } @stdio ],
                         env => [ @{ $a{env} // ['PATH=/usr/bin:/bin'] },
                                  (length $offer
                                   ? ("PREFORK_INTERP_EXT=$offer") : ()) ],
@@ -924,6 +932,9 @@ sub call1_start {
     $self->send_frame($conn, 'ATTR', $attr) or $c{send_failed} = 1;
     foreach my $e (@extra) {
         IO::FDPass::send(fileno($conn), $e->[1]) or $c{send_failed} = 1;
+    }
+    if (defined $a{slave}) {
+        IO::FDPass::send(fileno($conn), $a{slave}) or $c{send_failed} = 1;
     }
     return \%c;
 }

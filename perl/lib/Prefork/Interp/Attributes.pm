@@ -1,7 +1,11 @@
 # Prefork::Interp::Attributes - the caller's process attributes, put on
 # the executor (protocol extension call1, protocol.md 6.4 steps 2 to
-# 5): extra fds at their numbers, umask, resource limits, nice value.
-# The signal steps (6, 7) are in Prefork::Interp::Signals.
+# 5): extra fds at their numbers, umask, resource limits, nice value;
+# and with extension pty1 the pty's slave at the pty numbers
+# (protocol.md 9.3).  The signal steps (6, 7) are in
+# Prefork::Interp::Signals; step 1 (the process group, or with pty1 the
+# session, its leader and the executor's group) is taken as the
+# executor gets the call (Prefork::Interp::Executors).
 #
 # Each function takes a Prefork::Interp::Log for what it cannot do;
 # nothing here dies: a call with an attribute we could not set still
@@ -83,6 +87,62 @@ sub _dup_above ($$) {
     }
     $! = Errno::EMFILE();
     return undef;
+}
+
+#---------- the pty's slave (protocol.md 9.3) ----------
+
+# move_above(FD, EXTRA, LOG): a duplicate of FD above the highest
+# number in EXTRA (as install_fds takes it), so that installing those
+# cannot land on it; FD itself is closed.  Returns the new fd, or
+# undef (logged, FD closed) if it cannot be moved.
+sub move_above ($$$) {
+    my ($fd, $extra, $log) = @_;
+    my $max = 2;
+    foreach my $e (@$extra) { $max = $e->[0] if $e->[0] > $max }
+    my $high = $fd > $max ? $fd : _dup_above($fd, $max + 1);
+    if (!defined $high) {
+        $log->msg('warning', "cannot move the pty's slave out of the way:"
+                  . " $!; the call has no pty");
+    }
+    Prefork::Interp::Syscall::close_fd($fd)
+        unless defined $high && $high == $fd;
+    return $high;
+}
+
+# TIOCSCTTY, the ioctl that makes a terminal the controlling terminal
+# of a session leader (a pty call's, Prefork::Interp::Executors):
+# Linux's generic number, on the architectures Prefork::Interp::Syscall
+# knows (as Prefork::Interp::Signals does with signal numbers: no
+# header to load); elsewhere sys/ioctl.ph's, if perl has it
+# (Prefork::Interp::Syscall::ph_value).
+use constant TIOCSCTTY_LINUX => 0x540E;
+
+sub tiocsctty () {
+    return TIOCSCTTY_LINUX if Prefork::Interp::Syscall::known_linux();
+    return Prefork::Interp::Syscall::ph_value('sys/ioctl.ph', 'TIOCSCTTY');
+}
+
+# install_pty(NUMBERS, SLAVE, LOG): after the extra fds (install_fds),
+# the pty's slave SLAVE (a received copy, as move_above left it) at
+# each of NUMBERS (some of 0, 1 and 2, the caller's terminal; dup2
+# clears close-on-exec), then the received copy closed.  The slave is
+# our controlling terminal already, and our group its foreground group
+# (our session's leader and we did that: protocol.md 9.3).  The call's
+# fds are then the only copies of the slave (the server, the leader and
+# the spares have closed theirs), so that the client sees the end of
+# the output when they are closed.
+#
+# The perl handles on 0, 1 and 2 (STDIN...) stay as they are, on the
+# slave from now on: they were the caller's terminal, so perl chose the
+# same buffering for them.  A failure is logged; the call still runs.
+sub install_pty ($$$) {
+    my ($numbers, $slave, $log) = @_;
+    foreach my $n (@$numbers) {
+        defined Prefork::Interp::Syscall::dup2($slave, $n)
+            or $log->msg('warning', "cannot install the pty at fd $n: $!");
+    }
+    Prefork::Interp::Syscall::close_fd($slave)
+        unless grep { $_ == $slave } @$numbers;
 }
 
 #---------- umask (step 3) ----------
@@ -195,6 +255,8 @@ and nice value for a call (internal)
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: applies the attributes a client sends
-with protocol extension call1 to the process that runs the call.
+with protocol extension call1 to the process that runs the call, and
+with extension pty1 installs the pty's slave as its controlling
+terminal.
 
 =cut

@@ -5,9 +5,10 @@
 # pool_size spares: forks of itself made while it is idle, each
 # blocked reading a control socket of its own (no timer, no polling).
 # When a call's handshake is complete and a slot is free, the server
-# makes a spare the leader of the call's process group, hands it the
-# call (the caller's fds, the request and the attributes, over the
-# control socket); it forks a new spare once no call younger than
+# makes a spare the leader of the call's process group (with extension
+# pty1, the spare makes itself the leader of a new session instead),
+# hands it the call (the caller's fds, the request and the attributes,
+# over the control socket); it forks a new spare once no call younger than
 # FILL_DELAY runs (a fork would delay a short call's EXIT frame: the
 # server does nothing else while it forks).  The spare
 # returns from serve() as the call's executor; Prefork::Interp applies
@@ -33,18 +34,26 @@
 #
 # Control socket, server to spare (a stream; numbers 32-bit big-endian):
 #
-#  1. 16 bytes: the length of the request body, where its environment
+#  1. 20 bytes: the length of the request body, where its environment
 #     ends (check_request's env_end), the length of the ATTR body or
-#     0xffffffff without extension call1, and the number N of fds;
+#     0xffffffff without extension call1, the number N of fds, and
+#     flags: 1 if extension pty1 was accepted;
 #  2. N messages of one zero byte, each carrying one fd (SCM_RIGHTS,
 #     as the client sends them: Prefork::Interp::Protocol's send_fd and
 #     recv_fd): the caller's fds 0, 1 and 2, then its other fds in the
-#     order ATTR lists them;
+#     order ATTR lists them, then with pty1 the pty's slave;
 #  3. the request body, then the ATTR body as the client sent it (the
 #     server has checked it; the executor decodes it again).
 #
 # EOF instead of 1: the server is quitting.  (The call's socket stays
 # with the server: the executor has no use for it.)
+#
+# The server closes its copies of a call's fds as soon as the executor
+# has them, and an executor or spare forked later closes every fd the
+# server holds for calls not yet started (its release hook): so with
+# pty1 the call's process holds the only copies of the pty's slave, and
+# the client sees the end of the output (EIO on the master) when the
+# call and what it started have closed theirs.
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -55,11 +64,13 @@ use strict;
 use warnings;
 
 use Errno qw(EINTR EAGAIN EWOULDBLOCK EPIPE ECONNRESET);
+use Fcntl ();
 use POSIX qw(WNOHANG WUNTRACED WIFSTOPPED WSTOPSIG WIFSIGNALED WTERMSIG
              WIFEXITED WEXITSTATUS SIGKILL);
 use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC);
 use Time::HiRes ();
 
+use Prefork::Interp::Attributes ();
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
@@ -67,8 +78,18 @@ use Prefork::Interp::Title;
 
 our $VERSION = '1.0.0';
 
-use constant HEADER_LEN => 16;
+use constant HEADER_LEN => 20;
 use constant NO_ATTR => 0xffffffff;
+use constant FLAG_PTY1 => 1;
+
+# Reports from a pty call's session leader to the server, over the
+# control socket (protocol.md 9.3): 8 bytes, a kind and a value, 32-bit
+# big-endian: the executor's pid, a stop (the signal), the end (the raw
+# wait status).
+use constant REPORT_LEN  => 8;
+use constant REPORT_PID  => 1;
+use constant REPORT_STOP => 2;
+use constant REPORT_EXIT => 3;
 
 # A spare is not forked while a call started less than this long ago
 # runs: the server does nothing else while it forks, and a short call
@@ -161,14 +182,19 @@ sub fill {
 sub start {
     my ($self, $hs) = @_;
     my $call = $hs->call;
+    my $pty1 = _pty1($call->{call1});
     while (my $spare = shift @{ $self->{spares} }) {
         my $ok = eval { _hand_over($spare, $call); 1 };
         my $e = $@;
-        close $spare->{ctl};
         if ($ok) {
-            $self->_started($spare->{pid}, $call);
+            # With pty1 the spare leads the call's session: its reports
+            # come over the control socket (protocol.md 9.3).
+            close $spare->{ctl} unless $pty1;
+            $self->_started($spare->{pid}, $call,
+                            $pty1 ? $spare->{ctl} : undef);
             return undef;
         }
+        close $spare->{ctl};
         # Killed by someone, say: the next one will do.
         $e = Prefork::Interp::Protocol::is_gone($e) ? $e->why : $e;
         chomp $e;
@@ -177,47 +203,168 @@ sub start {
         kill SIGKILL, $spare->{pid};
         $self->{leaving}{ $spare->{pid} } = 1;
     }
+    # With pty1, the process forked leads the call's session, and
+    # reports to us over a socket pair.
+    my ($ours, $theirs);
+    if ($pty1 && !socketpair($ours, $theirs, AF_UNIX, SOCK_STREAM,
+                             PF_UNSPEC)) {
+        my $e = "cannot make a socket pair for a call's session: $!\n";
+        $hs->close;
+        die $e;
+    }
     my $pid = eval {
-        $self->_fork('an executor', sub { close $call->{fh} });
+        $self->_fork('an executor', sub {
+            close $call->{fh};
+            close $ours if $ours;
+        });
     };
     if (!defined $pid) {
         my $e = $@;
         $hs->close;
+        if ($ours) { close $ours; close $theirs }
         die $e;
     }
     if (!$pid) {
         # The executor, with the call, as a spare that has just been
         # handed it.  The leader of the call's process group
         # (protocol.md 6.4 step 1; the server does the same from its
-        # side, so neither races the other).
+        # side, so neither races the other), or with pty1 the leader of
+        # a new session, which forks the executor (protocol.md 9.3).
+        my $request = { fds => $call->{fds}, body => $call->{body},
+                        env_end => $call->{env_end},
+                        call1 => $call->{call1}, log => $self->{log} };
+        return $self->_lead_session($theirs, $request) if $pty1;
         POSIX::setpgid(0, 0);
-        return { fds => $call->{fds}, body => $call->{body},
-                 env_end => $call->{env_end}, call1 => $call->{call1},
-                 log => $self->{log} };
+        return $request;
     }
     # EACCES (it has exec'd already) or ESRCH (it has gone): it did its
-    # own setpgid first.
-    POSIX::setpgid($pid, $pid);
-    $self->_started($pid, $call);
+    # own setpgid first.  Not with pty1: a process-group leader cannot
+    # start a session.
+    close $theirs if $theirs;
+    POSIX::setpgid($pid, $pid) unless $pty1;
+    $self->_started($pid, $call, $ours);
     return undef;
+}
+
+# _pty1(CALL1): whether the call has a pty (extension pty1 accepted).
+sub _pty1 ($) {
+    my ($call1) = @_;
+    return $call1 && defined $call1->{slave};
+}
+
+# _lead_session(CTL, REQUEST): protocol.md 9.3, in the process the
+# server handed a pty1 call to (a spare, or a process forked for the
+# call), every signal blocked since the server forked it (the pty's
+# hang-up at the end must not end us early).  We lead a new session
+# whose controlling terminal is the pty's slave, and fork the executor,
+# which leads a process group of its own in the pty's foreground: its
+# group is not orphaned (its parent, we, is in the same session and
+# another group), so the kernel's stop signals (^Z, background reads)
+# work.  Returns REQUEST in the executor; we never return: we close
+# every fd but CTL, our channel to the server, report over it the
+# executor's pid, its stops and its end (see REPORT_*), and _exit,
+# running nothing of the script's.
+sub _lead_session {
+    my ($self, $ctl, $request) = @_;
+    my $log = $self->{log};
+    my $slave = $request->{call1}{slave};
+    defined POSIX::setsid()
+        or $log->msg('warning', "setsid for a call with a pty: $!");
+    my $tiocsctty = Prefork::Interp::Attributes::tiocsctty();
+    # A duplicate for ioctl's handle, so closing it leaves the slave.
+    if (!defined $tiocsctty) {
+        $log->msg('warning', 'cannot make the pty the controlling'
+                  . ' terminal: TIOCSCTTY is not known on this system');
+    } elsif (!open(my $fh, '+<&', $slave)) {
+        $log->msg('warning', "cannot use the pty's slave: $!");
+    } else {
+        # Its argument is the number 0: do not steal the terminal.
+        ioctl($fh, $tiocsctty, 0)
+            or $log->msg('warning', 'cannot make the pty the controlling'
+                         . " terminal: $!");
+        close $fh;
+    }
+    my $leader = $$;
+    my $pid = fork;
+    if (!defined $pid) {
+        $log->msg('err', "cannot fork the executor of a call with a pty: $!");
+        POSIX::_exit(127);
+    }
+    if (!$pid) {
+        # The executor: dies with its leader, as a spare does with the
+        # server; leads its group, the pty's foreground group (SIGTTOU
+        # is blocked, as everything is until the call's mask is set).
+        close $ctl;
+        Prefork::Interp::Signals::die_with_parent($leader, SIGKILL, $log);
+        POSIX::setpgid(0, 0);
+        defined POSIX::tcsetpgrp($slave, POSIX::getpgrp())
+            or $log->msg('warning', "cannot put the call in the pty's"
+                         . " foreground: $!");
+        return $request;
+    }
+    POSIX::setpgid($pid, $pid);
+    Prefork::Interp::Title::set(
+        Prefork::Interp::Title::of_role('session', $self->{title}));
+    _close_all_but(fileno $ctl);
+    _report($ctl, REPORT_PID, $pid);
+    for (;;) {
+        my $r = waitpid($pid, WUNTRACED);
+        if ($r < 0) {
+            next if $! == EINTR;
+            POSIX::_exit(0);
+        }
+        my $st = ${^CHILD_ERROR_NATIVE};
+        if (WIFSTOPPED($st)) {
+            _report($ctl, REPORT_STOP, WSTOPSIG($st));
+            next;
+        }
+        _report($ctl, REPORT_EXIT, $st);
+        POSIX::_exit(0);
+    }
+}
+
+# _report(CTL, KIND, VALUE): from a session leader to the server.  A
+# server that has gone kills us (PR_SET_PDEATHSIG): errors are ignored.
+sub _report ($$$) {
+    my ($ctl, $kind, $value) = @_;
+    my $bytes = pack 'NN', $kind, $value;
+    eval { _write_all($ctl, \$bytes) };
+}
+
+# _close_all_but(FD): closes every fd of ours but FD.
+sub _close_all_but ($) {
+    my ($keep) = @_;
+    my @fds;
+    if (opendir(my $dh, '/proc/self/fd')) {
+        @fds = grep { /\A[0-9]+\z/ } readdir $dh;
+        closedir $dh;
+    } else {
+        my $max = POSIX::sysconf(POSIX::_SC_OPEN_MAX()) // 1024;
+        $max = 65536 if $max > 65536;
+        @fds = 0 .. $max - 1;
+    }
+    POSIX::close($_) foreach grep { $_ != $keep } @fds;
 }
 
 # _hand_over(SPARE, CALL): over SPARE's control socket (see the top of
 # this file).  Dies if the spare cannot take it.
 sub _hand_over ($$) {
     my ($spare, $call) = @_;
+    my $call1 = $call->{call1};
+    my $pty1 = _pty1($call1);
     # Its group exists before anything of the call reaches it, so a
     # SIGG frame forwarded at once has a group to go to.  If it fails,
-    # the spare has gone: so do the writes below.
-    POSIX::setpgid($spare->{pid}, $spare->{pid});
-    my $call1 = $call->{call1};
+    # the spare has gone: so do the writes below.  Not with pty1: the
+    # spare starts a session, which a group leader cannot (_lead_session).
+    POSIX::setpgid($spare->{pid}, $spare->{pid}) unless $pty1;
     my $attr = $call1 ? $call1->{attr_body} : undef;
     my @fds = (@{ $call->{fds} },
                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
+    push @fds, $call1->{slave} if $pty1;
     my $body = $call->{body};
-    my $head = pack 'N4', length $$body, $call->{env_end},
+    my $head = pack 'N5', length $$body, $call->{env_end},
                           defined $attr ? length $attr : NO_ATTR,
-                          scalar @fds;
+                          scalar @fds, $pty1 ? FLAG_PTY1 : 0;
     my $ctl = $spare->{ctl};
     _write_all($ctl, \$head);
     Prefork::Interp::Protocol::send_fd($ctl, $_, 'a call\'s fd') foreach @fds;
@@ -225,23 +372,26 @@ sub _hand_over ($$) {
     _write_all($ctl, \$attr) if defined $attr;
 }
 
-# _started(PID, CALL): the server's side once executor PID has the call
-# (protocol.md 4, 4.10): the caller's fds and the request are the
-# executor's now; signal frames that came before it existed are
-# delivered at once (it keeps them pending until its dispositions and
-# mask are set); the call is watched from now on.
+# _started(PID, CALL, CTL): the server's side once executor PID has the
+# call (protocol.md 4, 4.10): the caller's fds and the request are the
+# executor's now (our copies are closed at once, the pty's slave
+# included: protocol.md 9.3); signal frames that came before it existed
+# are delivered at once (it keeps them pending until its dispositions
+# and mask are set); the call is watched from now on.  With pty1, PID
+# is the call's session leader, and CTL our channel to it: the
+# executor's pid comes over it, and signals are held until then.
 sub _started {
-    my ($self, $pid, $call) = @_;
+    my ($self, $pid, $call, $ctl) = @_;
     my $call1 = $call->{call1};
-    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
-        $self->_deliver($pid, @$early);
-    }
-    Prefork::Interp::Syscall::close_fd($_)
-        foreach @{ $call->{fds} },
-                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] };
-    undef ${ $call->{body} };
-    $self->{running}{$pid} = {
+    my $c = $self->{running}{$pid} = {
         pid       => $pid,
+        exe       => $ctl ? undef : $pid,    # where signals go
+        ctl       => $ctl,       # pty1: the leader's reports, until EOF
+        pty1      => $ctl ? 1 : 0,
+        held      => [],         # [TAG, SIGNAL] until exe is known
+        held_hang => 0,          # a hang-up, likewise
+        reports   => '',
+        reported  => undef,      # the executor's wait status, reported
         fh        => $call->{fh},    # undef once closed
         call1     => $call1 ? 1 : 0,
         listening => 1,              # reading the client: not after it
@@ -250,7 +400,53 @@ sub _started {
         said_data => 0,
         started   => Time::HiRes::time(),
     };
+    if ($ctl) {
+        my $flags = fcntl($ctl, Fcntl::F_GETFL(), 0);
+        fcntl($ctl, Fcntl::F_SETFL(), $flags | Fcntl::O_NONBLOCK())
+            if defined $flags;
+    }
+    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
+        $self->_deliver($c, @$early);
+    }
+    Prefork::Interp::Syscall::close_fd($_)
+        foreach @{ $call->{fds} },
+                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] };
+    Prefork::Interp::Syscall::close_fd($call1->{slave}) if _pty1($call1);
+    undef ${ $call->{body} };
     $self->{fill_failed} = 0;
+}
+
+# _read_reports(C): reads what a pty call's session leader reported
+# (protocol.md 9.3), without blocking: the executor's pid (the signals
+# held until then are delivered), its stops (STOP frames), its end
+# (kept for the EXIT frame, sent once the leader is reaped).
+sub _read_reports {
+    my ($self, $c) = @_;
+    while ($c->{ctl}) {
+        my $r = sysread($c->{ctl}, $c->{reports}, 4096, length $c->{reports});
+        if (!defined $r) {
+            next if $! == EINTR;
+            last if $! == EAGAIN || $! == EWOULDBLOCK;
+        }
+        if (!$r) {
+            close(delete $c->{ctl});
+            last;
+        }
+    }
+    while (length $c->{reports} >= REPORT_LEN) {
+        my ($kind, $value) = unpack 'NN',
+                                    substr($c->{reports}, 0, REPORT_LEN, '');
+        if ($kind == REPORT_PID) {
+            $c->{exe} = $value;
+            $self->_deliver($c, @$_) foreach @{ $c->{held} };
+            $c->{held} = [];
+            Prefork::Interp::Signals::hang_up($value) if $c->{held_hang};
+        } elsif ($kind == REPORT_STOP) {
+            $self->_stopped($c, $value);
+        } elsif ($kind == REPORT_EXIT) {
+            $c->{reported} = $value;
+        }
+    }
 }
 
 # _fork(WHAT, IN_CHILD): forks an executor (a spare, or one for a call)
@@ -294,7 +490,10 @@ sub _release {
     $self->{release}->();
     POSIX::close(delete $self->{sigfd}) if defined $self->{sigfd};
     close $_->{ctl} foreach @{ $self->{spares} };
-    close $_->{fh} foreach grep { $_->{fh} } values %{ $self->{running} };
+    foreach my $c (values %{ $self->{running} }) {
+        close $c->{fh} if $c->{fh};
+        close $c->{ctl} if $c->{ctl};
+    }
     $self->{spares} = [];
     $self->{running} = {};
     $self->{leaving} = {};
@@ -335,19 +534,26 @@ sub _fork_spare {
         $self->{log}->msg('err', "spare executor: taking a call: $e");
         POSIX::_exit(127);
     }
-    close $theirs;
     $request->{log} = $self->{log};
+    # protocol.md 6.4 step 1: the server made us the leader of the
+    # call's group already; with pty1, we lead its session and fork
+    # its executor (9.3).
+    return $self->_lead_session($theirs, $request)
+        if _pty1($request->{call1});
+    close $theirs;
     return $request;
 }
 
 # _wait_for_call(CTL): blocks until the server hands us a call; returns
-# it as Prefork::Interp takes it (fds, body, env_end, call1), or undef
-# at EOF.  Dies if the server breaks off.
+# it as Prefork::Interp takes it (fds, body, env_end, call1, as
+# Prefork::Interp::Handshake's call() has them), or undef at EOF.  Dies
+# if the server breaks off.
 sub _wait_for_call ($) {
     my ($ctl) = @_;
     my $head = '';
     _read_exact($ctl, \$head, HEADER_LEN) or return undef;
-    my ($body_len, $env_end, $attr_len, $nfds) = unpack 'N4', $head;
+    my ($body_len, $env_end, $attr_len, $nfds, $flags) = unpack 'N5', $head;
+    my $pty1 = $flags & FLAG_PTY1;
     my @fds;
     while (@fds < $nfds) {
         my $fd = Prefork::Interp::Protocol::recv_fd($ctl, 'a call\'s fd');
@@ -368,14 +574,15 @@ sub _wait_for_call ($) {
         my $bytes = '';
         _read_exact($ctl, \$bytes, $attr_len)
             or die "control socket closed in the middle of a call\n";
-        my $attr = Prefork::Interp::Protocol::decode_attr($bytes);
+        my $attr = Prefork::Interp::Protocol::decode_attr($bytes, $pty1);
         my @numbers = @{ $attr->{fds} // [] };
-        @numbers == $nfds - 3
+        @numbers == $nfds - 3 - ($pty1 ? 1 : 0)
             or die "got $nfds fds for a call with " . scalar(@numbers)
-                 . " extra ones\n";
+                 . " extra ones" . ($pty1 ? ' and a pty' : '') . "\n";
         $call1 = { attr => $attr, early => [],
                    extra_fds => [ map { [ $numbers[$_], $fds[ 3 + $_ ] ] }
-                                      0 .. $#numbers ] };
+                                      0 .. $#numbers ],
+                   slave => $pty1 ? $fds[-1] : undef };
     }
     return { fds => [ @fds[0 .. 2] ], body => \$body, env_end => $env_end,
              call1 => $call1 };
@@ -424,6 +631,7 @@ sub watch {
     vec($$rbits, $self->{sigfd}, 1) = 1 if defined $self->{sigfd};
     foreach my $c (values %{ $self->{running} }) {
         vec($$rbits, fileno($c->{fh}), 1) = 1 if $c->{listening};
+        vec($$rbits, fileno($c->{ctl}), 1) = 1 if $c->{ctl};
     }
 }
 
@@ -439,6 +647,8 @@ sub timeout {
 sub service {
     my ($self, $rbits) = @_;
     foreach my $c (values %{ $self->{running} }) {
+        $self->_read_reports($c)
+            if $c->{ctl} && vec($rbits, fileno($c->{ctl}), 1);
         $self->_readable($c)
             if $c->{listening} && vec($rbits, fileno($c->{fh}), 1);
     }
@@ -492,13 +702,19 @@ sub _readable {
             $log->msg('warning', "bad frame from caller, skipped: $e");
             next;
         }
-        $self->_deliver($c->{pid}, $tag, $sig);
+        $self->_deliver($c, $tag, $sig);
     }
 }
 
+# _deliver(C, TAG, SIGNAL): to the executor (SIGP) or its group (SIGG);
+# held while a pty call's executor is not known yet.
 sub _deliver {
-    my ($self, $pid, $tag, $sig) = @_;
-    my $err = Prefork::Interp::Signals::deliver($tag, $sig, $pid);
+    my ($self, $c, $tag, $sig) = @_;
+    if (!defined $c->{exe}) {
+        push @{ $c->{held} }, [ $tag, $sig ];
+        return;
+    }
+    my $err = Prefork::Interp::Signals::deliver($tag, $sig, $c->{exe});
     $self->{log}->msg('warning', "caller sent a bad '$tag' frame: $err;"
                       . ' ignored') if defined $err;
 }
@@ -512,7 +728,11 @@ sub _hang_up {
     my ($self, $c, $why) = @_;
     $self->{log}->msg('info', "caller $why; stopping the call")
         if defined $why && $c->{call1};
-    Prefork::Interp::Signals::hang_up($c->{pid});
+    if (defined $c->{exe}) {
+        Prefork::Interp::Signals::hang_up($c->{exe});
+    } else {
+        $c->{held_hang} = 1;
+    }
     $c->{listening} = 0;
     $c->{inbuf} = '';
     close(delete $c->{fh}) if $c->{call1};
@@ -555,7 +775,10 @@ sub wait_all {
         $self->_child_changed($pid, $?, ${^CHILD_ERROR_NATIVE});
     }
     # Nothing left to wait for, whatever we thought.
-    close $_->{fh} foreach grep { $_->{fh} } values %{ $self->{running} };
+    foreach my $c (values %{ $self->{running} }) {
+        close $c->{fh} if $c->{fh};
+        close $c->{ctl} if $c->{ctl};
+    }
     $self->{running} = {};
     $self->{leaving} = {};
 }
@@ -565,15 +788,18 @@ sub _child_changed {
     my $log = $self->{log};
     if (my $c = $self->{running}{$pid}) {
         if (WIFSTOPPED($native)) {
-            # protocol.md 6.5: the client stops itself the same way.  A
-            # v1 client is not told.
-            return unless $c->{call1} && $c->{fh};
-            $self->_tell($c, Prefork::Interp::Protocol::encode_u32_frame(
-                                 $P->TAG_STOP, WSTOPSIG($native)))
-                or $self->_hang_up($c, 'hung up');
+            # With pty1 the executor's stops are the leader's reports.
+            $self->_stopped($c, WSTOPSIG($native)) unless $c->{pty1};
             return;
         }
         delete $self->{running}{$pid};
+        if ($c->{pty1}) {
+            # The leader's reports first; the status is the executor's
+            # it reported, or the leader's own if it reported none.
+            $self->_read_reports($c);
+            close(delete $c->{ctl}) if $c->{ctl};
+            $status = $c->{reported} if defined $c->{reported};
+        }
         # 4.15: EPIPE or ECONNRESET here just mean the caller has gone.
         $self->_tell($c, $c->{call1}
                          ? Prefork::Interp::Protocol::encode_u32_frame(
@@ -597,6 +823,16 @@ sub _child_changed {
         return;
     }
     $log->msg('debug', "reaped [$pid], which was none of our executors");
+}
+
+# _stopped(C, SIGNAL): protocol.md 6.5: the client stops itself the
+# same way.  A v1 client is not told.
+sub _stopped {
+    my ($self, $c, $sig) = @_;
+    return unless $c->{call1} && $c->{fh};
+    $self->_tell($c, Prefork::Interp::Protocol::encode_u32_frame(
+                         $P->TAG_STOP, $sig))
+        or $self->_hang_up($c, 'hung up');
 }
 
 # _tell(C, BYTES): writes BYTES (a frame, a status: a few bytes, which

@@ -5,7 +5,8 @@
 # arrived of steps 2 to 4 of protocol.md 2 (the signalling byte, the
 # caller's fds 0, 1 and 2, the request) and, with extension call1,
 # sends the accept frame and reads the ATTR frame and the caller's
-# other fds (protocol.md 6.1 to 6.3); it says whether the call is
+# other fds (protocol.md 6.1 to 6.3), and with extension pty1 the pty's
+# slave after them (protocol.md 9.2); it says whether the call is
 # complete.  This file owns the order of those steps and what is
 # well-formed; it never waits, never forks and never logs.
 #
@@ -39,11 +40,14 @@ use constant MAX_EARLY_SIGNALS => 64;
 
 my $P = 'Prefork::Interp::Protocol';
 
-# new(FH, ACCEPTED_AT, INITIAL): FH is a non-blocking socket that has
-# been greeted, at ACCEPTED_AT (Time::HiRes::time); INITIAL is true for
-# the call that started the server.
+# new(FH, ACCEPTED_AT, INITIAL, PTY_OK): FH is a non-blocking socket
+# that has been greeted, at ACCEPTED_AT (Time::HiRes::time); INITIAL is
+# true for the call that started the server; PTY_OK, whether extension
+# pty1 may be accepted (a server's executor can start a session of its
+# own; a setup process running the first call itself cannot: see
+# Prefork::Interp::Protocol::accepted_names).
 sub new {
-    my ($class, $fh, $accepted_at, $initial) = @_;
+    my ($class, $fh, $accepted_at, $initial, $pty_ok) = @_;
     my $body = '';
     return bless {
         fh          => $fh,
@@ -56,10 +60,13 @@ sub new {
         body        => \$body,   # the request body, as it arrives
         shape       => undef,    # what check_request says of it
         call1       => 0,        # whether we sent the accept frame
+        pty_ok      => $pty_ok ? 1 : 0,
+        pty1        => 0,        # whether it accepted pty1 too
         frame       => undef,    # [TAG, LENGTH] of the frame being read
         attr        => undef,    # the decoded ATTR body
         attr_body   => undef,    # and as it came
         extra       => [],       # [ [NUMBER, FD], ... ]
+        slave       => undef,    # the pty's slave (pty1), once received
         early       => [],       # [ [TAG, SIGNAL], ... ]
     }, $class;
 }
@@ -120,13 +127,14 @@ sub advance {
             }
             $self->{shape} = Prefork::Interp::Protocol::check_request($body);
             my @accept = Prefork::Interp::Protocol::accepted_names(
-                $self->{shape}{offer});
+                $self->{shape}{offer}, $self->{pty_ok});
             if (@accept) {
                 Prefork::Interp::Protocol::send_now($fh,
                     Prefork::Interp::Protocol::encode_frame($P->TAG_ACCEPT,
                                                            join ',', @accept),
                     "'" . $P->TAG_ACCEPT . "' frame");
                 $self->{call1} = 1;
+                $self->{pty1} = grep { $_ eq $P->EXT_PTY1 } @accept;
                 $self->{step} = 'frame';
             } else {
                 $self->{step} = 'done';
@@ -144,10 +152,11 @@ sub advance {
                 // return 0;
             $self->{step} = 'frame';
             if ($tag eq $P->TAG_ATTR) {
-                $self->{attr} = Prefork::Interp::Protocol::decode_attr($body);
+                $self->{attr} = Prefork::Interp::Protocol::decode_attr(
+                    $body, $self->{pty1});
                 $self->{attr_body} = $body;
-                $self->{step} = @{ $self->{attr}{fds} // [] } ? 'extra fds'
-                                                              : 'done';
+                $self->{step} = @{ $self->{attr}{fds} // [] }
+                              ? 'extra fds' : $self->_after_extra;
             } elsif ($tag eq $P->TAG_SIGP || $tag eq $P->TAG_SIGG) {
                 # No reason to send these yet; kept for the executor.
                 @{ $self->{early} } < MAX_EARLY_SIGNALS
@@ -165,12 +174,26 @@ sub advance {
                 // return 0;
             $budget--;
             push @{ $self->{extra} }, [ $n, $fd ];
-            $self->{step} = 'done' if @{ $self->{extra} } == @$want;
+            $self->{step} = $self->_after_extra
+                if @{ $self->{extra} } == @$want;
+        } elsif ($step eq 'slave') {
+            # protocol.md 9.2: one more fd message, the pty's slave.
+            $self->{slave} = Prefork::Interp::Protocol::recv_fd($fh,
+                                                               "pty's slave")
+                // return 0;
+            $budget--;
+            $self->{step} = 'done';
         } else {
             die "handshake in unknown step '$step'\n";
         }
     }
     return 1;
+}
+
+# The step after the extra fds: with pty1, the slave's message.
+sub _after_extra {
+    my ($self) = @_;
+    return $self->{pty1} ? 'slave' : 'done';
 }
 
 # _item(N, WHAT, \BUDGET): the next N bytes once they have all arrived,
@@ -201,7 +224,9 @@ sub _item {
 #   call1   => undef without the extension, otherwise { attr =>
 #              decode_attr's hash, attr_body => the ATTR body as it
 #              came, extra_fds => [ [NUMBER, FD], ... ],
-#              early => [ [TAG, SIGNAL], ... ] }
+#              early => [ [TAG, SIGNAL], ... ], slave => the pty's
+#              slave with pty1 (attr's pty lists where it goes), or
+#              undef }
 # The fds stay ours: close() still closes them (the server closes them
 # once an executor has its copies, keeping the connection).
 sub call {
@@ -217,7 +242,8 @@ sub call {
                    ? { attr => $self->{attr},
                        attr_body => $self->{attr_body},
                        extra_fds => $self->{extra},
-                       early => $self->{early} }
+                       early => $self->{early},
+                       slave => $self->{slave} }
                    : undef,
     };
 }
@@ -230,6 +256,8 @@ sub close {
     Prefork::Interp::Syscall::close_fd($_)
         foreach @{ $self->{fds} }, map { $_->[1] }
                                                 @{ $self->{extra} };
+    Prefork::Interp::Syscall::close_fd(delete $self->{slave})
+        if defined $self->{slave};
     $self->{fds} = [];
     $self->{extra} = [];
     my $empty = '';
@@ -249,7 +277,8 @@ blocking (internal)
 
 Internal to L<Prefork::Interp>: the server reads each connection's
 signalling byte, descriptors and request (and, with extension call1,
-the C<ATTR> frame and further descriptors) through one of these, from
+the C<ATTR> frame and further descriptors; with pty1, the pty's
+slave) through one of these, from
 its select loop, so that no connection can make it wait.
 
 =cut

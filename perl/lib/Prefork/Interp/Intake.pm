@@ -127,7 +127,7 @@ sub take_in {
         return;
     }
     push @{ $self->{pending} },
-        Prefork::Interp::Handshake->new($fh, $now, $initial);
+        Prefork::Interp::Handshake->new($fh, $now, $initial, 1);
 }
 
 # Why the peer of FH may not call us, or undef if it may: only our own

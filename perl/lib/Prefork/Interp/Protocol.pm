@@ -1,13 +1,14 @@
 # Prefork::Interp::Protocol - the bytes of prefork-interp protocol v1
-# and of its extensions call1 and inplace1, script side.
+# and of its extensions call1, pty1 and inplace1, script side.
 #
 # This file owns the wire format and nothing else: it parses the
 # PREFORK_INTERP environment variable; reads bytes and passed fds
 # without blocking and sends the greeting (for the server's handshakes,
 # Prefork::Interp::Handshake, and with inplace1 the setup process's);
 # checks a request body's shape without splitting it, and splits it
-# (for the executor); writes the wait status; for call1 it parses the
-# client's offer and encodes and decodes frames and the ATTR body.
+# (for the executor); writes the wait status; for call1 (and pty1) it
+# parses the client's offer and encodes and decodes frames and the ATTR
+# body.
 # It never forks, never touches signal dispositions and never logs;
 # callers decide what an error means.  Step numbers refer to the
 # upstream design comment, part 4 ("service (monitor) child"), to SPEC
@@ -63,8 +64,10 @@ use constant EXT_ENV_PREFIX => 'PREFORK_INTERP_EXT';
 # 6.1): PREFORK_INTERP_EXT=NAME[,NAME...].
 use constant EXT_OFFER_NAME => 'PREFORK_INTERP_EXT';
 
-# The per-call extension we implement (protocol.md 6).
+# The per-call extensions we implement: call1 (protocol.md 6), and
+# pty1 (protocol.md 9), which only comes with call1.
 use constant EXT_CALL1 => 'call1';
+use constant EXT_PTY1 => 'pty1';
 
 # The extension our client announces in PREFORK_INTERP (protocol.md
 # 7), which is also the payload of the greeting that takes it up.
@@ -399,15 +402,16 @@ sub check_request ($) {
 }
 
 # _offer(\BODY, ENV_END): the reserved entries of the environment
-# (protocol.md 5, 6.1), found with index, not by splitting.  Returns a
-# hash ref: call1 => BOOL, whether a PREFORK_INTERP_EXT entry lists
-# call1.  Every other name and reserved entry is ignored, and nothing
-# of them is kept: a request full of them costs no memory.
+# (protocol.md 5, 6.1, 9.1), found with index, not by splitting.
+# Returns a hash ref: call1 => BOOL and pty1 => BOOL, whether a
+# PREFORK_INTERP_EXT entry lists that name.  Every other name and
+# reserved entry is ignored, and nothing of them is kept: a request
+# full of them costs no memory.
 sub _offer ($$) {
     my ($body, $env_end) = @_;
     my $prefix = EXT_ENV_PREFIX;
     my $offer_head = EXT_OFFER_NAME . '=';
-    my $call1 = 0;
+    my ($call1, $pty1) = (0, 0);
     my $at = substr($$body, 0, length $prefix) eq $prefix ? 0
            : _next_entry_with($body, $prefix, 0);
     while ($at >= 0 && $at < $env_end) {
@@ -417,10 +421,12 @@ sub _offer ($$) {
             # names add up.
             $call1 ||= _list_has($body, $at + length $offer_head, $end,
                                  EXT_CALL1);
+            $pty1 ||= _list_has($body, $at + length $offer_head, $end,
+                                EXT_PTY1);
         }
         $at = _next_entry_with($body, $prefix, $end);
     }
-    return { call1 => $call1 };
+    return { call1 => $call1, pty1 => $pty1 };
 }
 
 # The offset of the first entry after offset FROM that starts with
@@ -478,11 +484,17 @@ sub request_args ($$) {
     return split /\0/, substr($$body, $env_end + 1, -1), -1;
 }
 
-# accepted_names(OFFER): the names we accept from an offer, in our
-# order of preference; empty means "plain v1, send nothing".
-sub accepted_names ($) {
-    my ($offer) = @_;
-    return $offer->{call1} ? (EXT_CALL1) : ();
+# accepted_names(OFFER, PTY_OK): the names we accept from an offer, in
+# our order of preference; empty means "plain v1, send nothing".  pty1
+# only with call1 (protocol.md 9.1), and only where PTY_OK: the call's
+# process can start a session of its own (a server's executor can; a
+# setup process running the first call itself, which leads the process
+# group its client made, cannot, and has the caller's terminal anyway).
+sub accepted_names ($;$) {
+    my ($offer, $pty_ok) = @_;
+    return () unless $offer->{call1};
+    return (EXT_CALL1, EXT_PTY1) if $pty_ok && $offer->{pty1};
+    return (EXT_CALL1);
 }
 
 #---------- extension call1: frames (protocol.md 6.2) ----------
@@ -546,7 +558,7 @@ sub _printable ($) {
 
 #---------- extension call1: ATTR (protocol.md 6.3) ----------
 
-# decode_attr(BODY)
+# decode_attr(BODY, PTY1)
 #
 # The ATTR body: NUL-terminated "key=value" strings.  Returns a hash
 # ref with one field per attribute; a field is undef when its key was
@@ -557,14 +569,20 @@ sub _printable ($) {
 #   sigign  => [ SIGNAL, ... ]
 #   sigmask => [ SIGNAL, ... ]
 #   fds     => [ FD, ... ]   ascending, each 3 or more, at most 256
+#   pty     => [ FD, ... ]   ascending, each 0 to 2, at least one
 #   unknown => [ KEY, ... ]  keys we do not know (ignored)
 # A malformed value of a key we know is a protocol error: dies with a
 # one-line message.  A repeated key other than rlimit: the last wins.
-sub decode_attr ($) {
-    my ($body) = @_;
+# PTY1 says whether we accepted extension pty1 (protocol.md 9.2): then
+# the pty key must be there (the slave replaces those fds); without it,
+# a pty key is a protocol error too.
+sub decode_attr ($;$) {
+    my ($body, $pty1) = @_;
     my %attr = (umask => undef, nice => undef, rlimits => undef,
                 sigign => undef, sigmask => undef, fds => undef,
-                unknown => []);
+                pty => undef, unknown => []);
+    die "ATTR has no pty entry, with pty1 accepted\n"
+        if $pty1 && $body eq '';
     return \%attr if $body eq '';
     substr($body, -1) eq "\0" or die "ATTR body does not end in a NUL\n";
     foreach my $s (split /\0/, substr($body, 0, -1), -1) {
@@ -611,10 +629,22 @@ sub decode_attr ($) {
                 $i == 0 || $fds[$i] > $fds[$i - 1] or $bad->();
             }
             $attr{fds} = \@fds;
+        } elsif ($key eq 'pty') {
+            $pty1 or die "ATTR has a pty entry, but pty1 was not"
+                         . " accepted\n";
+            my @fds = _number_list($value, $bad);
+            @fds or $bad->();
+            for my $i (0..$#fds) {
+                $fds[$i] <= 2 or $bad->();
+                $i == 0 || $fds[$i] > $fds[$i - 1] or $bad->();
+            }
+            $attr{pty} = \@fds;
         } else {
             push @{ $attr{unknown} }, $key;
         }
     }
+    die "ATTR has no pty entry, with pty1 accepted\n"
+        if $pty1 && !$attr{pty};
     return \%attr;
 }
 
@@ -650,7 +680,7 @@ sub encode_attr ($) {
         push @s, 'rlimit=' . join ',', $res,
             map { $_ == RLIM_INFINITY ? 'inf' : $_ } @lim;
     }
-    foreach my $key (qw(sigign sigmask fds)) {
+    foreach my $key (qw(sigign sigmask fds pty)) {
         push @s, "$key=" . join(',', @{ $attr->{$key} })
             if defined $attr->{$key};
     }
@@ -672,15 +702,15 @@ __END__
 =head1 NAME
 
 Prefork::Interp::Protocol - wire format of prefork-interp v1 and of
-extensions call1 and inplace1 (internal)
+extensions call1, pty1 and inplace1 (internal)
 
 =head1 DESCRIPTION
 
 Internal to L<Prefork::Interp>: parsing of the C<PREFORK_INTERP>
 environment variable (and the extension inplace1 it may announce),
 reading bytes and passed descriptors without blocking, and the script
-side of one call (greeting, request, wait status); for extension
-call1, the client's offer, frames and the C<ATTR> body.  It has no
+side of one call (greeting, request, wait status); for extensions
+call1 and pty1, the client's offer, frames and the C<ATTR> body.  It has no
 stable API of its own.
 
 =cut

@@ -155,7 +155,11 @@ sub _take_in_place ($$$$) {
         _set_nonblocking($fh, 'CALL');
         Prefork::Interp::Protocol::send_in_place_greeting($fh);
         my $start = Time::HiRes::time();
-        $hs = Prefork::Interp::Handshake->new($fh, $start, 1);
+        # Not pty1: this process leads the process group its client
+        # made, so cannot start a session; and the caller's terminal is
+        # its controlling terminal already, handed to it by the client
+        # (protocol.md 7).  The client then goes on with call1 alone.
+        $hs = Prefork::Interp::Handshake->new($fh, $start, 1, 0);
         until ($hs->advance) {
             # A request timeout of 0: no limit.
             my $left = $timeout > 0

@@ -22,6 +22,7 @@ use strict;
 use warnings;
 
 use Config ();
+use Errno qw(ESRCH);
 
 use Prefork::Interp::Syscall ();
 
@@ -205,19 +206,34 @@ sub deliver ($$$) {
     my ($tag, $sig, $pid) = @_;
     return "signal number $sig is out of range"
         unless $sig >= 1 && $sig <= MAX_SIGNAL;
-    kill $sig, ($tag eq 'SIGG' ? -$pid : $pid);
+    if ($tag eq 'SIGG') {
+        _kill_group($sig, $pid);
+    } else {
+        kill $sig, $pid;
+    }
     return undef;
 }
 
 # hang_up(EXECUTOR): the caller has gone (protocol.md 2, "Hang-ups"):
 # SIGINT to the call's group, and to the executor in case it left the
-# group; then SIGCONT, in case they were stopped, or the SIGINT would
-# wait for ever (the kernel does the same for a stopped job whose
-# session leader has gone).
+# group (or, with pty1, has not made it yet: _kill_group); then
+# SIGCONT, in case they were stopped, or the SIGINT would wait for ever
+# (the kernel does the same for a stopped job whose session leader has
+# gone).
 sub hang_up ($) {
     my ($pid) = @_;
     kill SIGINT, -$pid, $pid;
     kill SIGCONT, -$pid, $pid;
+}
+
+# _kill_group(SIGNAL, EXECUTOR): SIGNAL to the call's process group.
+# With extension pty1 the executor makes that group itself, with its
+# new session (protocol.md 9.3): until then there is no such group
+# (ESRCH), and the signal goes to the executor alone (which has every
+# signal blocked until its mask is set, so it keeps it).
+sub _kill_group ($$) {
+    my ($sig, $pid) = @_;
+    kill $sig, $pid if !kill($sig, -$pid) && $! == ESRCH;
 }
 
 1;

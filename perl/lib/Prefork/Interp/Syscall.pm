@@ -75,16 +75,30 @@ my $KNOWN = $^O eq 'linux' && length(pack 'p', undef) == 8
 # and Linux's generic signal numbers) we know for good.
 sub known_linux () { defined $KNOWN }
 
-my $loaded;    # undef: not tried; 0: failed; 1: loaded
+my %loaded;    # .ph file => undef: not tried; 0: failed; 1: loaded
 
-sub _load () {
-    return $loaded if defined $loaded;
+# _load(FILE): loads FILE (default syscall.ph) into this package, once.
+sub _load (;$) {
+    my ($file) = @_;
+    $file //= 'syscall.ph';
+    return $loaded{$file} if defined $loaded{$file};
     local %INC = %INC;
     delete $INC{$_} foreach grep { m/\.ph\z/ } keys %INC;
     local $SIG{__WARN__} = sub { };
     local $@;
-    $loaded = eval { require 'syscall.ph'; 1 } ? 1 : 0;
-    return $loaded;
+    $loaded{$file} = eval { require $file; 1 } ? 1 : 0;
+    return $loaded{$file};
+}
+
+# ph_value(FILE, NAME): the constant NAME of perl's header file FILE
+# ("sys/ioctl.ph", "TIOCSCTTY"), loaded as syscall.ph is, or undef.
+# For the architectures our tables do not know.
+sub ph_value ($$) {
+    my ($file, $name) = @_;
+    return undef unless _load($file);
+    no strict 'refs';
+    my $sub = \&{"Prefork::Interp::Syscall::$name"};
+    return defined &$sub ? scalar eval { $sub->() } : undef;
 }
 
 # number(NAME): the number of system call NAME ("prlimit64"), or undef
