@@ -17,6 +17,13 @@ kernel (``waitpid`` after SIGCHLD), never from a pipe the language runtime
 may close early.  On a hang-up the call's process group gets SIGINT (and
 SIGCONT, in case it is stopped), as from a monitor.
 
+The call's process group: the server makes the spare the leader of a new
+group before it hands the call over, so the group exists before any
+``SIGG`` can be forwarded to it.  With extension pty1 (protocol.md section
+9.3) it does not: the executor starts a new session itself (``setsid``,
+which a group leader cannot do), and a signal for its group that finds no
+such group yet goes to the executor alone.
+
 Every executor asks the kernel to SIGKILL it if the server dies
 (``PR_SET_PDEATHSIG``): a server killed under its calls never leaves one
 running with a caller's stdio after the client has returned.
@@ -25,7 +32,8 @@ Control socket, server to spare (a stream; sizes in bytes, big-endian):
 
 1. one message: 12 bytes ``len(body), len(attrs) or 0xffffffff, nfds``,
    carrying the first fds (``SCM_RIGHTS``): the call's socket, the
-   caller's fds 0-2, then its extra fds;
+   caller's fds 0-2, then its extra fds, then (pty1: the attributes have
+   ``pty``) the pty's slave;
 2. the rest of the fds, at most :data:`_FDS_PER_MESSAGE` a message, each
    message one byte;
 3. the request body, then the encoded attributes (``ATTR`` frame body).
@@ -126,6 +134,9 @@ def _wait_for_call(ctl: socket.socket) -> Call:
     request = parse_request(_recv_exact(ctl, body_len))
     attrs = None if attrs_len == _NO_ATTRS else parse_attributes(_recv_exact(ctl, attrs_len))
     sock = socket.socket(fileno=fds[0])
+    if attrs is not None and attrs.pty is not None:
+        # Extension pty1: the slave comes last.
+        return Call(sock, fds[1:4], request, attrs, fds[4:-1], pty_fd=fds[-1])
     return Call(sock, fds[1:4], request, attrs, fds[4:])
 
 
@@ -139,6 +150,12 @@ def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], Non
         die_with_parent(server_pid)
         set_cmdline(process_title("spare"))
         call = _wait_for_call(ctl)
+        if call.pty_fd is not None:
+            # Extension pty1, protocol.md section 9.3: the call's group is
+            # a new session of ours, whose controlling terminal the pty
+            # becomes (_executor).  The server made us no group: a group
+            # leader could not do this.
+            os.setsid()
         ctl.close()
         call.sock.close()
         return call
@@ -215,7 +232,7 @@ class _Running:
             return
         try:
             if frame.tag == TAG_SIGG:
-                os.killpg(self.pid, sig)
+                self._signal_group(sig)
             else:
                 os.kill(self.pid, sig)
         except ProcessLookupError:
@@ -235,9 +252,20 @@ class _Running:
         in case it is stopped."""
         for sig in (signal.SIGINT, signal.SIGCONT):
             try:
-                os.killpg(self.pid, sig)
+                self._signal_group(sig)
             except ProcessLookupError:
                 pass
+
+    def _signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the call's process group.  With pty1 the group is
+        made by the executor's own ``setsid``: until then there is no such
+        group (ESRCH), and the executor alone gets it (protocol.md section
+        9.3), with every signal blocked until it has taken the call on.
+        Raises ProcessLookupError if the executor has gone too."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            os.kill(self.pid, sig)
 
     def stopped(self, sig: int) -> None:
         if self.framed and self.sock is not None:
@@ -343,17 +371,28 @@ class Executors:
                 spare = new
             self._hand_over(spare, call)
         finally:
+            # In the server: its copies, now the spare's (the pty's slave
+            # too: the client sees EIO on the master only when no process
+            # holds one).  In a spare forked here for this call: the copies
+            # it inherited, the call having come to it over its socket.
             call.close_fds()
         self.running[spare.pid] = _Running(spare.pid, call.sock, call.attrs is not None, self.log)
         return None
 
     def _hand_over(self, spare: _Spare, call: Call) -> None:
-        # Its group exists before any SIGG could be forwarded to it.
-        try:
-            os.setpgid(spare.pid, spare.pid)
-        except OSError:
-            pass  # it has died: the send below fails
+        """Send ``call`` to ``spare`` (the module docstring has the layout).
+        The caller closes the call's received fds, the pty's slave
+        included, once it is sent: the server keeps no copy."""
+        if call.pty_fd is None:
+            # Its group exists before any SIGG could be forwarded to it.
+            # (With pty1 the executor makes it, by starting a session.)
+            try:
+                os.setpgid(spare.pid, spare.pid)
+            except OSError:
+                pass  # it has died: the send below fails
         fds = [call.sock.fileno(), *call.stdio, *call.extra_fds]
+        if call.pty_fd is not None:
+            fds.append(call.pty_fd)
         attrs = b"" if call.attrs is None else encode_attributes(call.attrs)
         head = _HEADER.pack(len(call.request.body), _NO_ATTRS if call.attrs is None else len(attrs), len(fds))
         try:
