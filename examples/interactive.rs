@@ -15,7 +15,11 @@
 //!   readers do; `<<len N>>`;
 //! - `pager-run`: `less` on 300 lines as a child; on SIGINT kill it,
 //!   `<<interrupted>>`, exit 3; else `<<after pager>>`;
-//! - `tty`: open `/dev/tty`: `<<tty opened>>` or `<<tty ERRNO>>`.
+//! - `tty`: open `/dev/tty`: `<<tty opened>>` or `<<tty ERRNO>>`;
+//! - `tty-read`: prompt `<<tty prompt>>` on `/dev/tty`, read a line from
+//!   it, `<<tty got LINE fg=yes|no>>` (our group the terminal's foreground?);
+//! - `pid`: `<<pid N>>`, wait until killed;
+//! - `interleave`: 100 times `<<o N>>` on stdout, `<<e N>>` on stderr.
 
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
@@ -125,6 +129,20 @@ fn main() {
                 nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
             )),
         },
+        "tty-read" => tty_read(),
+        "pid" => {
+            say(&format!("pid {}", std::process::id()));
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        "interleave" => {
+            for n in 0..100 {
+                say(&format!("o {n}"));
+                let mut err = std::io::stderr();
+                let _ = writeln!(err, "<<e {n}>>");
+            }
+        }
         other => {
             eprintln!("interactive: unknown mode {other:?}");
             std::process::exit(2);
@@ -169,6 +187,24 @@ fn password() {
     }
     let _ = writeln!(prompt);
     say(&format!("len {}", line.len()));
+}
+
+/// A line read from the controlling terminal, as `sudo` or `ssh` prompt.
+fn tty_read() {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .expect("/dev/tty");
+    let _ = (&tty).write_all(b"<<tty prompt>>");
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(&tty).read_line(&mut line);
+    let fg = nix::unistd::tcgetpgrp(&tty).is_ok_and(|g| g == nix::unistd::getpgrp());
+    say(&format!(
+        "tty got {} fg={}",
+        line.trim(),
+        if fg { "yes" } else { "no" }
+    ));
 }
 
 /// `less` on 300 lines; ^C reaches us too: then stop it and say so.

@@ -71,6 +71,10 @@ pub const OFFER_VAR: &str = "PREFORK_INTERP_EXT";
 /// The name of extension `call1` (§6).
 pub const CALL1: &str = "call1";
 
+/// The name of extension `pty1` (§9): offered with `call1`, the call gets
+/// a pseudo-terminal of the client's as its controlling terminal.
+pub const PTY1: &str = "pty1";
+
 /// Extension `inplace1` (protocol.md §7): announced by the client in the
 /// first word of `PREFORK_INTERP`, answered by the setup process with a
 /// greeting whose payload is this name; the setup process then runs the
@@ -221,13 +225,28 @@ pub struct Request {
 pub struct Offer {
     /// Extension `call1`.
     pub call1: bool,
+    /// Extension `pty1` (§9); only meaningful with `call1`.
+    pub pty1: bool,
 }
 
 impl Offer {
     /// The reserved environment entry announcing this offer, if any.
     fn entry(&self) -> Option<Vec<u8>> {
-        self.call1
-            .then(|| format!("{OFFER_VAR}={CALL1}").into_bytes())
+        let names = self.accepted();
+        (!names.is_empty()).then(|| format!("{OFFER_VAR}={}", names.join(",")).into_bytes())
+    }
+
+    /// The names a server of ours accepts from this offer, in the order of
+    /// the accept frame: `pty1` only with `call1`.
+    pub fn accepted(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.call1 {
+            names.push(CALL1.to_string());
+            if self.pty1 {
+                names.push(PTY1.to_string());
+            }
+        }
+        names
     }
 
     /// Take in one reserved entry: names we do not know are ignored.
@@ -241,6 +260,8 @@ impl Offer {
         for name in value.split(|&b| b == b',') {
             if name == CALL1.as_bytes() {
                 self.call1 = true;
+            } else if name == PTY1.as_bytes() {
+                self.pty1 = true;
             }
         }
     }
@@ -513,6 +534,9 @@ pub struct Attributes {
     pub blocked: Option<Vec<i32>>,
     /// The numbers of the extra fds that follow the `ATTR` frame.
     pub fds: Vec<RawFd>,
+    /// Extension `pty1` (§9.2): the numbers among 0-2 that the pty's
+    /// slave replaces; the slave follows the extra fds. Empty: no pty.
+    pub pty: Vec<RawFd>,
 }
 
 fn join_numbers<T: std::fmt::Display>(items: &[T]) -> String {
@@ -556,6 +580,9 @@ impl Attributes {
             items.push(format!("sigmask={}", join_numbers(sigs)));
         }
         items.push(format!("fds={}", join_numbers(&self.fds)));
+        if !self.pty.is_empty() {
+            items.push(format!("pty={}", join_numbers(&self.pty)));
+        }
         let mut out = Vec::new();
         for item in items {
             out.extend_from_slice(item.as_bytes());
@@ -617,6 +644,16 @@ impl Attributes {
                 "fds" => {
                     a.fds = numbers(value)?;
                     if a.fds.len() > MAX_EXTRA_FDS || a.fds.iter().any(|&fd| fd < 3) {
+                        return Err(bad());
+                    }
+                }
+                "pty" => {
+                    a.pty = numbers(value)?;
+                    let ascending = a.pty.windows(2).all(|w| w[0] < w[1]);
+                    if a.pty.is_empty()
+                        || !ascending
+                        || a.pty.iter().any(|&fd| !(0..3).contains(&fd))
+                    {
                         return Err(bad());
                     }
                 }
@@ -801,10 +838,17 @@ impl Call {
 
     /// §6.3, client side: the `ATTR` frame, then each extra fd in its own
     /// message, in the order of `attrs.fds` (which must match `fds`).
-    pub fn send_attributes(&mut self, attrs: &Attributes, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    /// With `pty1` (§9.2) the pty's slave follows, in one more message.
+    pub fn send_attributes(
+        &mut self,
+        attrs: &Attributes,
+        fds: &[BorrowedFd<'_>],
+        slave: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
         debug_assert_eq!(attrs.fds.len(), fds.len());
+        debug_assert_eq!(attrs.pty.is_empty(), slave.is_none());
         self.send_frame(&Frame::Attr(attrs.clone()))?;
-        for &fd in fds {
+        for &fd in fds.iter().chain(slave.as_ref()) {
             self.send_fd(fd)?;
         }
         Ok(())
@@ -1001,7 +1045,10 @@ mod tests {
         let r = Request {
             env: vec![os("A=1"), os("PREFORK_INTERP_EXT=stale"), os("B=2")],
             args: vec![os("i")],
-            offer: Offer { call1: true },
+            offer: Offer {
+                call1: true,
+                pty1: false,
+            },
         };
         let body = r.encode_body();
         assert_eq!(body, b"A=1\0B=2\0PREFORK_INTERP_EXT=call1\0\0i\0");
@@ -1015,11 +1062,45 @@ mod tests {
         assert!(got.env.is_empty());
         let got = Request::decode_body(b"PREFORK_INTERP_EXT=zz,call1\0\0").unwrap();
         assert!(got.offer.call1);
+        // pty1 comes with call1, after it.
+        let offer = Offer {
+            call1: true,
+            pty1: true,
+        };
+        let r = Request {
+            offer,
+            ..Request::default()
+        };
+        assert_eq!(r.encode_body(), b"PREFORK_INTERP_EXT=call1,pty1\0\0");
+        assert_eq!(Request::decode_body(&r.encode_body()).unwrap().offer, offer);
+    }
+
+    #[test]
+    fn attr_pty_names_stdio_fds_only() {
+        let a = Attributes {
+            pty: vec![0, 2],
+            ..Attributes::default()
+        };
+        assert_eq!(a.encode_body(), b"fds=\0pty=0,2\0");
+        assert_eq!(Attributes::decode_body(&a.encode_body()).unwrap(), a);
+        for bad in [
+            "pty=\0",
+            "pty=3\0",
+            "pty=1,0\0",
+            "pty=0,0\0",
+            "pty=-1\0",
+            "pty=x\0",
+        ] {
+            assert!(Attributes::decode_body(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        // Without the key: no pty.
+        assert!(Attributes::decode_body(b"fds=\0").unwrap().pty.is_empty());
     }
 
     #[test]
     fn attr_worked_example_of_protocol_md() {
         let a = Attributes {
+            pty: Vec::new(),
             umask: Some(0o027),
             nice: Some(0),
             rlimits: vec![Rlimit {

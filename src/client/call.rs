@@ -12,35 +12,50 @@
 //!      from which on signals are forwarded again
 //! ```
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::caller::Caller;
+use super::pty::{Plan, Relay};
 use super::signals::{Forwarder, Received, Target};
 use crate::error::{Error, Result};
-use crate::protocol::{CALL1, Call, FirstReply, Frame, FrameBuf, Request};
+use crate::protocol::{Attributes, CALL1, Call, FirstReply, Frame, FrameBuf, PTY1, Request};
 
 /// How long to hold signals back while waiting for the server to accept
 /// the extension (protocol.md §6.1). Our servers answer within a
 /// millisecond; a v1 server never does.
 const ACCEPT_WAIT: Duration = Duration::from_millis(200);
 
-/// Make the call: returns the executor's raw wait status.
-pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u32> {
+/// After the script's exit, how long the pty may stay silent before we
+/// stop waiting for more of its output (something the script started in
+/// the background still holds the pty; protocol.md §9.4).
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// Make the call: returns the executor's raw wait status. With `plan`
+/// (the caller is on its terminal) `pty1` is offered too, and if the
+/// server accepts it the call runs on a pty of ours (protocol.md §9).
+pub fn make_call(
+    mut call: Call,
+    request: &Request,
+    caller: &Caller,
+    plan: Option<Plan>,
+) -> Result<u32> {
     // Some while signals are held for forwarding; None while they act on
     // us as with a v1 server (no PFXA within ACCEPT_WAIT).
     let mut forwarding = Some(Forwarder::install(caller.mask, false)?);
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
+    let mut request = request.clone();
+    request.offer.pty1 = plan.is_some();
+    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], &request)?;
     super::debug(|| "request sent".into());
 
     let mut buf = FrameBuf::default();
     let mut held: Vec<Received> = Vec::new();
     let deadline = Instant::now() + ACCEPT_WAIT;
-    loop {
-        let (sock_ready, sig_ready) = match &forwarding {
+    let accepted = loop {
+        let ready = match &forwarding {
             Some(forwarder) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -52,14 +67,16 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
                     }
                     continue;
                 }
-                wait(&call, Some(forwarder), Some(left))?
+                wait(&call, Some(forwarder), Some(left), &[])?
             }
-            None => wait(&call, None, None)?,
+            None => wait(&call, None, None, &[])?,
         };
-        if sig_ready && let Some(forwarder) = &mut forwarding {
+        if ready.signals
+            && let Some(forwarder) = &mut forwarding
+        {
             held.extend(forwarder.read()?);
         }
-        if sock_ready {
+        if ready.socket {
             if !buf
                 .fill(call.socket())
                 .map_err(|e| Error::io("read reply", e))?
@@ -74,7 +91,9 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
                     }
                     return Ok(status);
                 }
-                Some(FirstReply::Accepted(names)) if names.iter().any(|n| n == CALL1) => break,
+                Some(FirstReply::Accepted(names)) if names.iter().any(|n| n == CALL1) => {
+                    break names;
+                }
                 Some(FirstReply::Accepted(names)) => {
                     return Err(Error::protocol(format!(
                         "server accepted {names:?}, which we did not offer"
@@ -82,25 +101,46 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
                 }
             }
         }
-    }
+    };
     // A PFXA after ACCEPT_WAIT (a busy server): forward from now on.
     let mut forwarder = match forwarding {
         Some(forwarder) => forwarder,
         None => Forwarder::install(caller.mask, false)?,
     };
-    super::debug(|| "extension call1 accepted".into());
-    call.send_attributes(&caller.attrs, &caller.fds())?;
+    super::debug(|| format!("extensions {} accepted", accepted.join(",")));
+    let mut relay = match plan.filter(|_| accepted.iter().any(|n| n == PTY1)) {
+        Some(plan) => Some(send_attributes_with_pty(&mut call, caller, plan)?),
+        None => {
+            call.send_attributes(&caller.attrs, &caller.fds(), None)?;
+            None
+        }
+    };
+    if let Some(relay) = &mut relay {
+        relay.resume();
+    }
     for r in held {
-        forward(&call, &mut forwarder, r)?;
+        forward(&call, &mut forwarder, relay.as_mut(), r)?;
     }
     loop {
-        let (sock_ready, sig_ready) = wait(&call, Some(&forwarder), None)?;
-        if sig_ready {
+        if let Some(relay) = &mut relay
+            && relay.wants_background_stop()
+        {
+            super::debug(|| "in the background: stop the call as a background read".into());
+            call.send_frame(&Frame::SignalGroup(libc::SIGTTIN))?;
+        }
+        let interest = relay.as_ref().map(Relay::interest).unwrap_or_default();
+        let ready = wait(&call, Some(&forwarder), None, &interest)?;
+        let relay_ready = relay.as_ref().map(|r| r.ready(&ready.extra));
+        drop(interest);
+        if ready.signals {
             for r in forwarder.read()? {
-                forward(&call, &mut forwarder, r)?;
+                forward(&call, &mut forwarder, relay.as_mut(), r)?;
             }
         }
-        if !sock_ready {
+        if let (Some(relay), Some(relay_ready)) = (&mut relay, relay_ready) {
+            relay.pump(relay_ready)?;
+        }
+        if !ready.socket {
             continue;
         }
         if !buf
@@ -111,11 +151,23 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
         }
         while let Some(frame) = buf.next_frame()? {
             match frame {
-                Frame::Exit(status) => return Ok(status),
+                Frame::Exit(status) => {
+                    if let Some(relay) = &mut relay {
+                        relay.drain(DRAIN_QUIET)?;
+                    }
+                    return Ok(status);
+                }
                 Frame::Stopped(sig) => {
                     super::debug(|| format!("script stopped by signal {sig}"));
+                    if let Some(relay) = &mut relay {
+                        relay.pause();
+                    }
                     if forwarder.stop_like(sig) {
+                        // We could not stop (an orphaned group): the call
+                        // goes on, and we do not ask for the stop again.
                         call.send_frame(&Frame::SignalGroup(libc::SIGCONT))?;
+                    } else if let Some(relay) = &mut relay {
+                        relay.resume();
                     }
                 }
                 Frame::Unknown(_) => {}
@@ -129,8 +181,51 @@ pub fn make_call(mut call: Call, request: &Request, caller: &Caller) -> Result<u
     }
 }
 
-/// Pass a received signal on (protocol.md §6.5).
-fn forward(call: &Call, forwarder: &mut Forwarder, r: Received) -> Result<()> {
+/// With `pty1` accepted: open the pty and send the `ATTR` frame naming the
+/// stdio fds it replaces, the extra fds (the slave for those that are the
+/// caller's terminal), then the slave (protocol.md §9.2). Our copy of the
+/// slave is closed on return, so the end of the script's output is seen.
+fn send_attributes_with_pty(call: &mut Call, caller: &Caller, plan: Plan) -> Result<Relay> {
+    let on_terminal: Vec<bool> = caller
+        .attrs
+        .fds
+        .iter()
+        .map(|&fd| plan.is_terminal(fd))
+        .collect();
+    let attrs = Attributes {
+        pty: plan.stdio.clone(),
+        ..caller.attrs.clone()
+    };
+    let (relay, slave) = plan.open()?;
+    let fds: Vec<BorrowedFd<'_>> = caller
+        .fds()
+        .into_iter()
+        .zip(&on_terminal)
+        .map(|(fd, &tty)| if tty { slave.as_fd() } else { fd })
+        .collect();
+    call.send_attributes(&attrs, &fds, Some(slave.as_fd()))?;
+    super::debug(|| format!("pty for fds {:?}", attrs.pty));
+    Ok(relay)
+}
+
+/// Pass a received signal on (protocol.md §6.5). With a pty, a resize of
+/// the caller's terminal is copied to the pty instead (the kernel signals
+/// the pty's foreground group), and being continued resumes the relay.
+fn forward(
+    call: &Call,
+    forwarder: &mut Forwarder,
+    relay: Option<&mut Relay>,
+    r: Received,
+) -> Result<()> {
+    if let Some(relay) = relay {
+        if r.signal == libc::SIGWINCH && r.sent_by_terminal() {
+            relay.copy_window_size();
+            return Ok(());
+        }
+        if r.signal == libc::SIGCONT {
+            relay.resume();
+        }
+    }
     let frame = match forwarder.route(r) {
         Target::Process => Frame::SignalProcess(r.signal),
         Target::Group => Frame::SignalGroup(r.signal),
@@ -139,16 +234,29 @@ fn forward(call: &Call, forwarder: &mut Forwarder, r: Received) -> Result<()> {
     call.send_frame(&frame)
 }
 
-/// Poll the socket and the signalfd, if any: which are readable.
+/// What a [`wait`] found.
+pub(super) struct Ready {
+    /// The call socket is readable (or hung up).
+    pub(super) socket: bool,
+    /// The signalfd is readable.
+    pub(super) signals: bool,
+    /// The events of each of the `extra` fds, in order.
+    pub(super) extra: Vec<Option<PollFlags>>,
+}
+
+/// Poll the socket, the signalfd (if any) and `extra` fds.
 pub(super) fn wait(
     call: &Call,
     forwarder: Option<&Forwarder>,
     timeout: Option<Duration>,
-) -> Result<(bool, bool)> {
+    extra: &[(BorrowedFd<'_>, PollFlags)],
+) -> Result<Ready> {
     let mut fds = vec![PollFd::new(call.as_fd(), PollFlags::POLLIN)];
     if let Some(forwarder) = forwarder {
         fds.push(PollFd::new(forwarder.fd(), PollFlags::POLLIN));
     }
+    let first_extra = fds.len();
+    fds.extend(extra.iter().map(|&(fd, events)| PollFd::new(fd, events)));
     let timeout = match timeout {
         None => PollTimeout::NONE,
         // At least 1 ms: a zero timeout would make the wait a busy loop.
@@ -161,7 +269,11 @@ pub(super) fn wait(
         Err(e) => return Err(Error::io("poll", e)),
     }
     let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-    Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
+    Ok(Ready {
+        socket: ready(&fds[0]),
+        signals: forwarder.is_some() && ready(&fds[1]),
+        extra: fds[first_extra..].iter().map(PollFd::revents).collect(),
+    })
 }
 
 fn monitor_gone(e: Error) -> Error {

@@ -62,6 +62,7 @@ impl Caller {
                     .collect(),
             ),
             fds,
+            pty: Vec::new(),
         };
         Caller { attrs, mask }
     }

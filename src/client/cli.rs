@@ -70,7 +70,14 @@ pub struct Command {
     pub script: Option<OsString>,
     /// The script's arguments.
     pub args: Vec<OsString>,
+    /// `-T`: no pseudo-terminal for the call, even on a terminal
+    /// (protocol.md §9; also [`NO_PTY_VAR`]). Not part of the identity.
+    pub no_pty: bool,
 }
+
+/// Set (to anything but the empty string), this environment variable
+/// does what `-T` does.
+pub const NO_PTY_VAR: &str = "PREFORK_INTERP_NO_PTY";
 
 /// The result of parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +119,9 @@ options:
               the server's identity
   -G STRING   STRING is part of the server's identity
   -g IDENT    use IDENT as the identity instead of the hash
+  -T          no pseudo-terminal: a served call on a terminal gets the
+              caller's terminal fds as they are, not as its controlling
+              terminal (also PREFORK_INTERP_NO_PTY=1)
   --help      print this message and exit
   -V, --version
               print the version and exit
@@ -119,6 +129,7 @@ options:
 environment:
   PREFORK_INTERP_RUN_DIR   use this directory for sockets and locks
   PREFORK_INTERP_DEBUG     trace what the client does on stderr
+  PREFORK_INTERP_NO_PTY    set and non-empty: as -T
 ";
 
 /// The `--version` line (without its newline).
@@ -151,6 +162,7 @@ pub fn parse(argv: &[OsString]) -> Result<Parsed> {
         interpreter_args: Vec::new(),
         script: None,
         args: Vec::new(),
+        no_pty: false,
     };
 
     // Separate options first; they stop at a combined argument, which may
@@ -334,6 +346,7 @@ fn parse_options(
             match c {
                 b'U' => cmd.unlaundered = true,
                 b'f' => cmd.mode = Mode::Fresh,
+                b'T' => cmd.no_pty = true,
                 b'V' => return Ok(Some(Parsed::Version)),
                 b'g' | b'G' | b'E' => {
                     let value = if i < w.len() {
@@ -357,7 +370,7 @@ fn parse_options(
                     }
                 }
                 _ => {
-                    if c == b'=' && i >= 2 && matches!(w[i - 2], b'U' | b'f') {
+                    if c == b'=' && i >= 2 && matches!(w[i - 2], b'U' | b'f' | b'T') {
                         return Err(Error::usage(format!(
                             "-{} option does not take a value",
                             w[i - 2] as char
@@ -427,6 +440,15 @@ mod tests {
         assert_eq!(c.interpreter, "perl");
         assert_eq!(c.script, None);
         assert!(c.args.is_empty());
+    }
+
+    #[test]
+    fn dash_t_turns_the_pty_off_in_either_form() {
+        assert!(!run(&["-U", "python3", "/s.py"]).no_pty);
+        assert!(run(&["-UT", "python3", "/s.py"]).no_pty);
+        assert!(run(&["-U,-T,python3", "/s.py"]).no_pty);
+        assert!(run(&["-T", "-U,python3", "/s.py"]).no_pty);
+        assert!(err(&["-T=1", "-U", "python3"]).contains("-T option does not take a value"));
     }
 
     #[test]

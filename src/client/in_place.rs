@@ -211,7 +211,8 @@ fn handshake(
     call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
     let mut buf = FrameBuf::default();
     loop {
-        let (sock_ready, sig_ready) = super::call::wait(call, Some(forwarder), None)?;
+        let ready = super::call::wait(call, Some(forwarder), None, &[])?;
+        let (sock_ready, sig_ready) = (ready.socket, ready.signals);
         if sig_ready {
             held.extend(forwarder.read()?);
         }
@@ -234,7 +235,7 @@ fn handshake(
             }
         }
     }
-    call.send_attributes(&caller.attrs, &caller.fds())
+    call.send_attributes(&caller.attrs, &caller.fds(), None)
 }
 
 fn poll_ready(fds: &mut [PollFd<'_>], timeout: PollTimeout) -> Result<()> {

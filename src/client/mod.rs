@@ -32,6 +32,7 @@ pub mod identity;
 mod in_place;
 mod interpreter;
 mod peer;
+mod pty;
 pub mod rundir;
 mod servers;
 mod signals;
@@ -149,10 +150,17 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
             })
             .collect(),
         args: wire_args(cmd),
-        offer: Offer { call1: true },
+        offer: Offer {
+            call1: true,
+            pty1: false,
+        },
     };
     let status = match in_place {
-        None => call::make_call(call, &request, &caller),
+        None => {
+            let off =
+                cmd.no_pty || std::env::var_os(cli::NO_PTY_VAR).is_some_and(|v| !v.is_empty());
+            call::make_call(call, &request, &caller, pty::Plan::for_caller(off))
+        }
         Some((pid, fg)) => in_place::make_call(call, pid, fg, &request, &caller),
     }
     .map_err(|e| e.at(run_dir.shown(&names.socket)))?;

@@ -85,6 +85,13 @@ pub struct Received {
     code: i32,
 }
 
+impl Received {
+    /// Did a terminal send it (`si_code` `SI_KERNEL`)?
+    pub fn sent_by_terminal(&self) -> bool {
+        self.code == SI_KERNEL
+    }
+}
+
 impl Forwarder {
     /// Block every forwarded signal and open the signalfd. From here until
     /// [`Forwarder::restore`] (or exit) no such signal acts on the client.

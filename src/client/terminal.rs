@@ -4,15 +4,15 @@
 //! we are in the foreground of our controlling terminal, the terminal is
 //! handed to that group for the call (its reads, ^C, ^Z, resizes are the
 //! call's), taken back while the call is stopped or when it ends, and
-//! handed over again when we are continued in the foreground.
+//! handed over again when we are continued in the foreground (also when we
+//! started in the background: `script &`, then `fg`).
 
 use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
 
-/// Our controlling terminal, of which our process group is in the
-/// foreground.
+/// Our controlling terminal, open on one of fds 0-2.
 #[derive(Debug, Clone, Copy)]
 pub struct Foreground {
     /// A stdio fd open on the terminal (0, 1 or 2).
@@ -22,22 +22,27 @@ pub struct Foreground {
 }
 
 impl Foreground {
-    /// The terminal we are in the foreground of, if any: the first of
-    /// fds 0-2 that is our controlling terminal with our group in front.
+    /// Our controlling terminal, if one of fds 0-2 is it (we may be in
+    /// its background).
     pub fn ours() -> Option<Foreground> {
-        let ours = getpgrp();
+        let sid = nix::unistd::getsid(None).ok()?;
         (0..3).find_map(|fd| {
             // SAFETY: fds 0-2 are open for the client's whole life
             // (sys::ensure_stdio_open), and only borrowed for this call.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            (tcgetpgrp(borrowed).ok()? == ours).then_some(Foreground { fd, ours })
+            (nix::sys::termios::tcgetsid(borrowed).ok()? == sid).then_some(Foreground {
+                fd,
+                ours: getpgrp(),
+            })
         })
     }
 
-    /// Put `group` in the foreground (best effort: a terminal hung up
-    /// meanwhile just refuses).
+    /// Put `group` in the foreground if our group is there now (best
+    /// effort: a terminal hung up meanwhile just refuses).
     pub fn give_to(&self, group: Pid) {
-        self.set(group);
+        if self.is_ours_now() {
+            self.set(group);
+        }
     }
 
     /// Put our group back in the foreground, if the terminal's foreground

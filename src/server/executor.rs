@@ -37,8 +37,17 @@ use crate::protocol::{Attributes, is_reserved_env};
 use crate::sys;
 
 /// What extension `call1` brought: the caller's attributes and its extra
-/// fds, each with its number in the caller.
-pub(super) type Extension = (Attributes, Vec<(RawFd, OwnedFd)>);
+/// fds, each with its number in the caller; with `pty1`, the pty's slave
+/// to install at `attrs.pty` (protocol.md §9.3).
+#[derive(Debug, Default)]
+pub(super) struct Extension {
+    /// The caller's attributes.
+    pub(super) attrs: Attributes,
+    /// The extra fds, each with its number in the caller.
+    pub(super) extra: Vec<(RawFd, OwnedFd)>,
+    /// With `pty1`: the slave of the client's pseudo-terminal.
+    pub(super) slave: Option<OwnedFd>,
+}
 
 /// Which process takes the call on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,12 +151,20 @@ pub(super) fn become_executor(
     log: Log,
     role: Role,
 ) -> Invocation {
-    let (attrs, extra) = extension.unwrap_or_default();
+    let Extension {
+        attrs,
+        extra,
+        slave,
+    } = extension.unwrap_or_default();
     let arranged = (|| -> std::io::Result<Vec<(RawFd, String)>> {
         // protocol.md §6.4 step 1: lead the call's process group (in
-        // place: stay in the caller's, §7).
+        // place: stay in the caller's, §7); on a pty (§9.3), in the session
+        // our parent leads, in the pty's foreground.
         if role == Role::Forked {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+        }
+        if let Some(slave) = &slave {
+            take_foreground(slave)?;
         }
         // Fds 0-2 are open already, so the received fds are >= 3
         // and each dup2 makes a distinct copy without close-on-exec.
@@ -157,7 +174,20 @@ pub(super) fn become_executor(
         dup2_stderr(stderr)?;
         drop(stdio);
         nix::syslog::closelog();
+        // The slave must not sit where an extra fd goes: dup2 would close it.
+        let slave = match slave {
+            Some(fd) if extra.iter().any(|&(n, _)| n == fd.as_raw_fd()) => {
+                let top = extra.iter().map(|&(n, _)| n).max().unwrap_or(2);
+                let moved = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(top + 1))?;
+                // SAFETY: F_DUPFD_CLOEXEC just made this fd for us alone.
+                Some(unsafe { OwnedFd::from_raw_fd(moved) })
+            }
+            other => other,
+        };
         let skipped = install_extra_fds(extra);
+        if let Some(slave) = slave {
+            install_slave(slave, &attrs.pty)?;
+        }
         apply_attributes(&attrs);
         program.apply(
             attrs.ignored.as_deref().unwrap_or_default(),
@@ -182,6 +212,27 @@ pub(super) fn become_executor(
     }
     nix::syslog::closelog();
     invocation
+}
+
+/// protocol.md §9.3: our group in the pty's foreground. Every signal is
+/// blocked still (the program's mask comes last), so SIGTTOU does not stop
+/// us for asking from the background.
+fn take_foreground(slave: &OwnedFd) -> std::io::Result<()> {
+    nix::unistd::tcsetpgrp(slave, nix::unistd::getpgrp())?;
+    Ok(())
+}
+
+/// protocol.md §9.3: the pty's slave at each of `numbers` (among 0-2);
+/// the received copy is closed.
+fn install_slave(slave: OwnedFd, numbers: &[RawFd]) -> std::io::Result<()> {
+    for &n in numbers {
+        // SAFETY: `n` is 0, 1 or 2, open since step 1 and owned by no Rust
+        // value (the caller's copies were moved there with dup2): dup2
+        // replaces it atomically with a copy of the slave, not
+        // close-on-exec, which the program owns as it owned stdio.
+        unsafe { sys::dup_onto(slave.as_raw_fd(), n) }?;
+    }
+    Ok(())
 }
 
 /// protocol.md §6.4 step 2: each of the caller's extra fds at its number,

@@ -22,7 +22,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::executor::Extension;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Attributes, CALL1, Call, Frame, MAX_REQUEST_LEN, Request, check_frame_len, recv_fd,
+    Attributes, Call, Frame, MAX_REQUEST_LEN, Request, check_frame_len, recv_fd,
 };
 
 /// A call whose handshake is done: what its executor and the server's
@@ -72,6 +72,12 @@ pub(super) struct Handshake {
     body: Vec<u8>,
     attrs: Option<Attributes>,
     extra: Vec<(RawFd, OwnedFd)>,
+    /// May this call have a pty (`pty1`, protocol.md §9)? Not in place.
+    pty_allowed: bool,
+    /// We accepted `pty1`.
+    pty_accepted: bool,
+    /// With `pty1`: the slave, after the extra fds.
+    slave: Option<OwnedFd>,
 }
 
 impl Handshake {
@@ -80,7 +86,7 @@ impl Handshake {
         let mut call = Self::nonblocking(sock)?;
         // Eight bytes on a new socket: they fit its empty buffer.
         call.send_greeting()?;
-        Ok(Self::greeted(call))
+        Ok(Self::greeted(call, true))
     }
 
     /// Greet the first call's socket with the `inplace1` greeting (the
@@ -89,8 +95,10 @@ impl Handshake {
     pub(super) fn start_in_place(sock: UnixStream) -> Result<Handshake> {
         let mut call = Self::nonblocking(sock)?;
         // Sixteen bytes on a socket nothing was sent on yet: they fit.
+        // In place the call runs in the caller's session, on its terminal:
+        // no pty (protocol.md §7).
         call.send_in_place_greeting()?;
-        Ok(Self::greeted(call))
+        Ok(Self::greeted(call, false))
     }
 
     fn nonblocking(sock: UnixStream) -> Result<Call> {
@@ -99,7 +107,7 @@ impl Handshake {
         Ok(Call::new(sock))
     }
 
-    fn greeted(call: Call) -> Handshake {
+    fn greeted(call: Call, pty_allowed: bool) -> Handshake {
         Handshake {
             call,
             accepted: Instant::now(),
@@ -109,6 +117,9 @@ impl Handshake {
             body: Vec::new(),
             attrs: None,
             extra: Vec::new(),
+            pty_allowed,
+            pty_accepted: false,
+            slave: None,
         }
     }
 
@@ -155,11 +166,13 @@ impl Handshake {
                     if !self.read_body(len)? {
                         return Ok(false);
                     }
-                    let offer = Request::check_body(&self.body)?;
+                    let mut offer = Request::check_body(&self.body)?;
                     if !offer.call1 {
                         return Ok(true);
                     }
-                    self.call.send_frame(&Frame::Accept(vec![CALL1.into()]))?;
+                    offer.pty1 &= self.pty_allowed;
+                    self.pty_accepted = offer.pty1;
+                    self.call.send_frame(&Frame::Accept(offer.accepted()))?;
                     self.step = Step::FrameHead;
                 }
                 Step::FrameHead => {
@@ -179,7 +192,12 @@ impl Handshake {
                     let whole = [&head[..], &body].concat();
                     match Frame::parse(&whole)?.map(|(frame, _)| frame) {
                         Some(Frame::Attr(attrs)) => {
-                            let want = attrs.fds.len();
+                            if !attrs.pty.is_empty() && !self.pty_accepted {
+                                return Err(Error::protocol(
+                                    "ATTR asks for a pty, which was not accepted",
+                                ));
+                            }
+                            let want = attrs.fds.len() + usize::from(!attrs.pty.is_empty());
                             self.attrs = Some(attrs);
                             if want == 0 {
                                 return Ok(true);
@@ -205,9 +223,17 @@ impl Handshake {
                     let Some(fd) = recv_fd(self.call.socket())? else {
                         return Ok(false);
                     };
-                    let numbers = &self.attrs.as_ref().expect("ATTR read").fds;
-                    self.extra.push((numbers[self.extra.len()], fd));
-                    if self.extra.len() == numbers.len() {
+                    let attrs = self.attrs.as_ref().expect("ATTR read");
+                    let numbers = &attrs.fds;
+                    if self.extra.len() < numbers.len() {
+                        self.extra.push((numbers[self.extra.len()], fd));
+                    } else {
+                        // protocol.md §9.2: the pty's slave comes last.
+                        self.slave = Some(fd);
+                    }
+                    if self.extra.len() == numbers.len()
+                        && (attrs.pty.is_empty() || self.slave.is_some())
+                    {
                         return Ok(true);
                     }
                 }
@@ -287,7 +313,11 @@ impl Handshake {
             call: self.call,
             stdio,
             body: self.body,
-            extension: self.attrs.map(|attrs| (attrs, self.extra)),
+            extension: self.attrs.map(|attrs| Extension {
+                attrs,
+                extra: self.extra,
+                slave: self.slave,
+            }),
         })
     }
 }
@@ -389,7 +419,10 @@ mod tests {
         let req = Request {
             env: vec![os("X=y")],
             args: vec![os("interp")],
-            offer: Offer { call1: true },
+            offer: Offer {
+                call1: true,
+                ..Default::default()
+            },
         };
         let devnull = std::fs::File::open("/dev/null").unwrap();
         let d = devnull.as_fd();
@@ -404,12 +437,88 @@ mod tests {
             fds: vec![7],
             ..Default::default()
         };
-        client.send_attributes(&attrs, &[d]).unwrap();
+        client.send_attributes(&attrs, &[d], None).unwrap();
         let done = server.join().unwrap();
-        let (got, extra) = done.extension.unwrap();
-        assert_eq!(got.umask, Some(0o27));
-        assert_eq!(extra.len(), 1);
-        assert_eq!(extra[0].0, 7);
+        let ext = done.extension.unwrap();
+        assert_eq!(ext.attrs.umask, Some(0o27));
+        assert_eq!(ext.extra.len(), 1);
+        assert_eq!(ext.extra[0].0, 7);
+        assert!(ext.slave.is_none());
+    }
+
+    /// Send a request offering `offer` and read the accept frame's names.
+    fn offered(client: &mut Call, offer: Offer) -> Vec<String> {
+        let req = Request {
+            env: vec![os("X=y")],
+            args: vec![os("interp")],
+            offer,
+        };
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let d = devnull.as_fd();
+        client.send_request([d, d, d], &req).unwrap();
+        client.read_greeting().unwrap();
+        let mut head = [0u8; 8];
+        std::io::Read::read_exact(&mut client.socket(), &mut head).unwrap();
+        assert_eq!(&head[..4], b"PFXA");
+        let mut body = vec![0u8; u32::from_be_bytes(head[4..].try_into().unwrap()) as usize];
+        std::io::Read::read_exact(&mut client.socket(), &mut body).unwrap();
+        String::from_utf8(body)
+            .unwrap()
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn pty1_is_accepted_with_call1_and_the_slave_follows_the_extra_fds() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Call::new(a);
+        let server = std::thread::spawn(move || handshake(b).unwrap());
+        let offer = Offer {
+            call1: true,
+            pty1: true,
+        };
+        assert_eq!(offered(&mut client, offer), ["call1", "pty1"]);
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let (r, _w) = std::io::pipe().unwrap();
+        let attrs = Attributes {
+            fds: vec![9],
+            pty: vec![0, 2],
+            ..Default::default()
+        };
+        client
+            .send_attributes(&attrs, &[devnull.as_fd()], Some(r.as_fd()))
+            .unwrap();
+        let ext = server.join().unwrap().extension.unwrap();
+        assert_eq!(ext.attrs.pty, [0, 2]);
+        assert_eq!(ext.extra.len(), 1);
+        let st = |fd: BorrowedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
+        assert_eq!(st(ext.slave.unwrap().as_fd()), st(r.as_fd()));
+    }
+
+    #[test]
+    fn pty1_is_not_accepted_in_place_nor_without_call1() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Call::new(a);
+        let h = Handshake::start_in_place(b).unwrap();
+        let server = std::thread::spawn(move || h.complete_within(Duration::from_secs(10)));
+        let offer = Offer {
+            call1: true,
+            pty1: true,
+        };
+        assert_eq!(offered(&mut client, offer), ["call1"]);
+        // Asking for one anyway is a protocol error.
+        let attrs = Attributes {
+            pty: vec![0],
+            ..Default::default()
+        };
+        client.send_frame(&Frame::Attr(attrs)).unwrap();
+        assert!(server.join().unwrap().is_err());
+        let offer = Offer {
+            call1: false,
+            pty1: true,
+        };
+        assert_eq!(offer.accepted(), Vec::<String>::new());
     }
 
     #[test]
@@ -421,7 +530,10 @@ mod tests {
         let req = Request {
             env: vec![os("X=y")],
             args: vec![os("interp"), os("arg")],
-            offer: Offer { call1: true },
+            offer: Offer {
+                call1: true,
+                ..Default::default()
+            },
         };
         let server = std::thread::spawn(move || h.complete_within(Duration::from_secs(10)));
         let devnull = std::fs::File::open("/dev/null").unwrap();
@@ -430,7 +542,9 @@ mod tests {
         let mut accept = [0u8; 4];
         std::io::Read::read_exact(&mut client.socket(), &mut accept).unwrap();
         assert_eq!(&accept, b"PFXA");
-        client.send_attributes(&Attributes::default(), &[]).unwrap();
+        client
+            .send_attributes(&Attributes::default(), &[], None)
+            .unwrap();
         let done = server.join().unwrap().unwrap();
         assert_eq!(Request::decode_body(&done.body).unwrap(), req);
         assert!(done.extension.is_some());

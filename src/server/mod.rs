@@ -89,6 +89,7 @@ mod log;
 mod reload;
 mod running;
 mod serve;
+mod session;
 mod setup;
 mod signals;
 mod spares;

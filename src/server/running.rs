@@ -16,13 +16,19 @@
 //! Signals go to the executor only while it is unreaped (it is removed
 //! from the server's list when reaped), so its pid and its group's id
 //! cannot have been reused.
+//!
+//! On a pty (protocol.md §9.3) our child is the call's session leader and
+//! the executor is its child: the leader reports the executor's pid, its
+//! stops and its wait status (`session.rs`), and signals wait for the pid.
+//! The leader outlives the executor, so the pid is not reused meanwhile.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use super::log::Log;
+use super::session::{Report, Reports};
+use super::spares::Handed;
 use crate::error::{Error, Result};
 use crate::protocol::{Call, Frame, FrameBuf};
 use crate::sys;
@@ -30,8 +36,18 @@ use crate::sys;
 /// One running call.
 #[derive(Debug)]
 pub(super) struct Running {
-    /// The executor's pid, which is also its process group's id.
+    /// Our child: the executor, or on a pty the call's session leader.
     pub(super) pid: libc::pid_t,
+    /// The executor's pid, which is also its process group's id: `pid`,
+    /// or on a pty what the leader reports (`None` until then).
+    executor: Option<libc::pid_t>,
+    /// On a pty: the leader's reports.
+    leader: Option<Reports>,
+    /// Signals for an executor whose pid is not known yet: (signal, to
+    /// its group).
+    held: Vec<(i32, bool)>,
+    /// The executor's wait status, as its leader reported it.
+    reported: Option<i32>,
     /// The call's socket (non-blocking).
     call: Call,
     /// With `call1`: frames both ways.
@@ -42,15 +58,64 @@ pub(super) struct Running {
 }
 
 impl Running {
-    /// Watch the call `call`, run by the executor `pid`.
-    /// `call` is non-blocking, as the handshake left it.
-    pub(super) fn new(call: Call, pid: libc::pid_t, framed: bool) -> Running {
+    /// Watch a call handed over. Its socket is non-blocking, as the
+    /// handshake left it.
+    pub(super) fn new(handed: Handed) -> Running {
+        let Handed {
+            pid,
+            call,
+            framed,
+            leader,
+        } = handed;
         Running {
             pid,
+            executor: leader.is_none().then_some(pid),
+            leader: leader.map(Reports::new),
+            held: Vec::new(),
+            reported: None,
             call,
             framed,
             buf: FrameBuf::default(),
             hung_up: false,
+        }
+    }
+
+    /// The fd to poll for the leader's reports, on a pty.
+    pub(super) fn leader(&self) -> Option<BorrowedFd<'_>> {
+        self.leader.as_ref().and_then(Reports::fd)
+    }
+
+    /// The leader's reports are readable: learn the executor's pid (and
+    /// send it what was held), pass stops on, note the status.
+    pub(super) fn on_leader(&mut self, log: Log) {
+        let Some(leader) = &mut self.leader else {
+            return;
+        };
+        for report in leader.read() {
+            match report {
+                Report::Executor(pid) => {
+                    self.executor = Some(pid);
+                    for (sig, group) in std::mem::take(&mut self.held) {
+                        let _ = self.signal(sig, group);
+                    }
+                }
+                Report::Stopped(sig) => self.report_stop(sig, log),
+                Report::Exited(status) => self.reported = Some(status),
+            }
+        }
+    }
+
+    /// Send `sig` to the executor, or to its group; held until the
+    /// executor's pid is known.
+    fn signal(&mut self, sig: i32, group: bool) -> nix::Result<()> {
+        let Some(pid) = self.executor else {
+            self.held.push((sig, group));
+            return Ok(());
+        };
+        if group {
+            sys::send_signal(-pid, sig)
+        } else {
+            sys::send_signal(pid, sig)
         }
     }
 
@@ -88,8 +153,8 @@ impl Running {
         }
         while let Some(frame) = self.buf.next_frame()? {
             let sent = match frame {
-                Frame::SignalProcess(sig) => sys::send_signal(self.pid, sig),
-                Frame::SignalGroup(sig) => sys::send_signal(-self.pid, sig),
+                Frame::SignalProcess(sig) => self.signal(sig, false),
+                Frame::SignalGroup(sig) => self.signal(sig, true),
                 Frame::Unknown(_) => Ok(()),
                 // A client's mistake need not end the call: skip it.
                 Frame::Malformed(tag, why) => {
@@ -109,7 +174,10 @@ impl Running {
             if let Err(e) = sent
                 && e != nix::errno::Errno::ESRCH
             {
-                return Err(Error::io(format!("forward signal to [{}]", self.pid), e));
+                return Err(Error::io(
+                    format!("forward signal to [{}]", self.executor.unwrap_or(self.pid)),
+                    e,
+                ));
             }
         }
         Ok(true)
@@ -118,28 +186,40 @@ impl Running {
     /// The caller has gone: interrupt the call, which may be stopped.
     fn interrupt(&mut self) {
         self.hung_up = true;
-        let pid = Pid::from_raw(self.pid);
-        let _ = killpg(pid, Signal::SIGINT);
-        let _ = kill(pid, Signal::SIGINT);
-        let _ = killpg(pid, Signal::SIGCONT);
+        let _ = self.signal(Signal::SIGINT as i32, true);
+        let _ = self.signal(Signal::SIGINT as i32, false);
+        let _ = self.signal(Signal::SIGCONT as i32, true);
+    }
+
+    /// Tell the caller the executor has stopped.
+    fn report_stop(&mut self, sig: i32, log: Log) {
+        if self.framed && !self.hung_up {
+            // A caller gone is seen on its socket, soon.
+            if let Err(e) = self.call.send_frame(&Frame::Stopped(sig)) {
+                log.debug(&e.to_string());
+            }
+        }
     }
 
     /// After SIGCHLD: report the executor's stops, and reap it if it has
     /// ended, returning its raw wait status.
+    /// On a pty, the leader's stops are its own business (the
+    /// executor's come in its reports), and its reported status stands
+    /// for its own.
     pub(super) fn check(&mut self, log: Log) -> std::io::Result<Option<i32>> {
         loop {
             match sys::try_wait_untraced(self.pid)? {
                 None => return Ok(None),
                 Some(status) if libc::WIFSTOPPED(status) => {
-                    if self.framed && !self.hung_up {
-                        let stop = Frame::Stopped(libc::WSTOPSIG(status));
-                        // A caller gone is seen on its socket, soon.
-                        if let Err(e) = self.call.send_frame(&stop) {
-                            log.debug(&e.to_string());
-                        }
+                    if self.leader.is_none() {
+                        self.report_stop(libc::WSTOPSIG(status), log);
                     }
                 }
-                Some(status) => return Ok(Some(status)),
+                Some(status) => {
+                    // The leader has gone: what it wrote is all there.
+                    self.on_leader(log);
+                    return Ok(Some(self.reported.unwrap_or(status)));
+                }
             }
         }
     }

@@ -137,6 +137,8 @@ enum Source {
     Listener,
     Handshake(usize),
     Caller(usize),
+    /// A running call's session leader (on a pty): its reports.
+    Leader(usize),
     Children,
     FirstCall,
 }
@@ -302,6 +304,7 @@ impl Server {
         for (&source, &hit) in sources.iter().zip(&revents) {
             match source {
                 Source::Caller(i) if hit => self.running[i].on_caller(self.log),
+                Source::Leader(i) if hit => self.running[i].on_leader(self.log),
                 Source::FirstCall if hit => {
                     self.first_call = None;
                     self.idle_since = Instant::now();
@@ -351,6 +354,9 @@ impl Server {
         for (i, r) in self.running.iter().enumerate() {
             if let Some(fd) = r.caller() {
                 add(Source::Caller(i), fd);
+            }
+            if let Some(fd) = r.leader() {
+                add(Source::Leader(i), fd);
             }
         }
         add(Source::Children, self.children.as_fd());
@@ -555,10 +561,7 @@ impl Server {
                 },
             };
             let pid = spare.pid;
-            match spare
-                .hand_over(call)
-                .map(|(pid, call, framed)| Running::new(call, pid, framed))
-            {
+            match spare.hand_over(call).map(Running::new) {
                 Ok(running) => {
                     self.running.push(running);
                     self.errors = 0;

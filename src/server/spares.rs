@@ -21,7 +21,8 @@
 //! 1. 12 bytes: the request body's length, the encoded attributes' length
 //!    ([`NO_ATTRS`] without `call1`), the number of fds that follow;
 //! 2. each fd in a one-byte message of its own: the caller's fds 0, 1 and
-//!    2, then its extra fds, in the order of the attributes' `fds` item;
+//!    2, then its extra fds, in the order of the attributes' `fds` item,
+//!    then with `pty1` the pty's slave (the attributes' `pty` item says);
 //! 3. the request body, then the attributes (an `ATTR` frame body).
 //!
 //! EOF instead of step 1: the server is quitting; the spare exits 0.
@@ -37,6 +38,7 @@ use super::Invocation;
 use super::executor::{self, Extension, Role};
 use super::handshake::Complete;
 use super::log::Log;
+use super::session;
 use super::signals::Program;
 use crate::error::{Error, Result};
 use crate::protocol::{Attributes, Call, recv_fd, send_fd, write_all_nosignal};
@@ -51,6 +53,18 @@ pub(super) struct Spare {
     /// Its pid (we reap it).
     pub(super) pid: libc::pid_t,
     control: UnixStream,
+}
+
+/// A call handed over, as the server watches it.
+pub(super) struct Handed {
+    /// The spare's pid: the executor, or on a pty the call's session leader.
+    pub(super) pid: libc::pid_t,
+    /// The call's socket.
+    pub(super) call: Call,
+    /// With `call1`: frames both ways.
+    pub(super) framed: bool,
+    /// On a pty: the control socket, over which the leader reports.
+    pub(super) leader: Option<UnixStream>,
 }
 
 /// A spare, seen from itself: waiting for its call.
@@ -84,9 +98,10 @@ pub(super) fn fork() -> std::io::Result<SpareFork> {
 
 impl Spare {
     /// Hand `call` to this spare, which becomes its executor, leading the
-    /// call's process group. Returns the call's socket, for the server to
-    /// watch the call with, and whether the call is framed (`call1`).
-    pub(super) fn hand_over(self, call: Complete) -> Result<(libc::pid_t, Call, bool)> {
+    /// call's process group (on a pty: the call's session leader, which
+    /// forks the executor, `session.rs`). Returns what the server watches
+    /// the call with.
+    pub(super) fn hand_over(self, call: Complete) -> Result<Handed> {
         let Complete {
             call,
             stdio,
@@ -96,17 +111,22 @@ impl Spare {
         // The executor does the same; whichever runs first wins, and the
         // other's is a harmless repeat (or EACCES once the program has
         // exec'd). Done here too so the group exists for a signal that
-        // comes before the executor has run.
-        let _ = setpgid(Pid::from_raw(self.pid), Pid::from_raw(self.pid));
-        let attrs = extension.as_ref().map(|(attrs, extra)| {
+        // comes before the executor has run. Not with a pty: the executor
+        // then leads a new session, which a group leader cannot
+        // (protocol.md §9.3).
+        let slave = extension.as_ref().and_then(|e| e.slave.as_ref());
+        if slave.is_none() {
+            let _ = setpgid(Pid::from_raw(self.pid), Pid::from_raw(self.pid));
+        }
+        let attrs = extension.as_ref().map(|e| {
             Attributes {
-                fds: extra.iter().map(|&(n, _)| n).collect(),
-                ..attrs.clone()
+                fds: e.extra.iter().map(|&(n, _)| n).collect(),
+                ..e.attrs.clone()
             }
             .encode_body()
         });
         let len = |n: usize| u32::try_from(n).map_err(|_| Error::msg("call too big to hand over"));
-        let extra = extension.as_ref().map_or(&[][..], |(_, extra)| &extra[..]);
+        let extra = extension.as_ref().map_or(&[][..], |e| &e.extra[..]);
         let mut head = Vec::with_capacity(12);
         head.extend_from_slice(&len(body.len())?.to_be_bytes());
         let attrs_len = match &attrs {
@@ -114,20 +134,26 @@ impl Spare {
             None => NO_ATTRS,
         };
         head.extend_from_slice(&attrs_len.to_be_bytes());
-        head.extend_from_slice(&len(3 + extra.len())?.to_be_bytes());
+        let nfds = 3 + extra.len() + usize::from(slave.is_some());
+        head.extend_from_slice(&len(nfds)?.to_be_bytes());
         let what = "hand a call to a spare executor";
         let at = |e: Error| e.at(format!("{what} [{}]", self.pid));
         write_all_nosignal(&self.control, &head, what).map_err(at)?;
         for fd in stdio.iter().map(|fd| fd.as_fd()) {
             send_fd(&self.control, fd).map_err(at)?;
         }
-        for (_, fd) in extra {
+        for fd in extra.iter().map(|(_, fd)| fd).chain(slave) {
             send_fd(&self.control, fd.as_fd()).map_err(at)?;
         }
         let mut rest = body;
         rest.extend_from_slice(attrs.as_deref().unwrap_or_default());
         write_all_nosignal(&self.control, &rest, what).map_err(at)?;
-        Ok((self.pid, call, extension.is_some()))
+        Ok(Handed {
+            pid: self.pid,
+            call,
+            framed: extension.is_some(),
+            leader: slave.is_some().then_some(self.control),
+        })
     }
 
     /// Tell the spare to go (EOF on its control socket): its pid, to reap.
@@ -152,7 +178,12 @@ impl Waiting {
                 sys::exit_now(127)
             }
         };
-        drop(self.control);
+        // On a pty, the call runs in a session of its own: we lead it, and
+        // the executor is our child (session.rs); only it returns here.
+        match extension.as_ref().and_then(|e| e.slave.as_ref()) {
+            Some(slave) => drop(session::lead(self.control, slave, log)),
+            None => drop(self.control),
+        }
         let invocation = executor::take_request(body);
         // What a direct run of this call shows: the program and the
         // caller's arguments (cut to the room the first run's had).
@@ -166,10 +197,10 @@ impl Waiting {
     }
 }
 
-type Handed = ([OwnedFd; 3], Vec<u8>, Option<Extension>);
+type Received = ([OwnedFd; 3], Vec<u8>, Option<Extension>);
 
 /// The spare's side of the handover: `None` on EOF before anything.
-fn receive(control: &UnixStream) -> Result<Option<Handed>> {
+fn receive(control: &UnixStream) -> Result<Option<Received>> {
     let mut head = [0u8; 12];
     let mut got = 0;
     while got < head.len() {
@@ -205,17 +236,26 @@ fn receive(control: &UnixStream) -> Result<Option<Handed>> {
         .read_exact(&mut rest)
         .map_err(|e| Error::io("read a call from the server", e))?;
     let attrs = rest.split_off(body_len);
-    let extra = fds.split_off(3);
+    let mut extra = fds.split_off(3);
     let stdio: [OwnedFd; 3] = fds.try_into().expect("three fds");
     let extension = if attrs_len == NO_ATTRS {
         None
     } else {
         let attrs = Attributes::decode_body(&attrs)?;
-        if attrs.fds.len() != extra.len() {
+        let slave = if attrs.pty.is_empty() {
+            None
+        } else {
+            extra.pop()
+        };
+        if attrs.fds.len() != extra.len() || slave.is_none() != attrs.pty.is_empty() {
             return Err(Error::protocol("fd numbers and fds handed over differ"));
         }
-        let numbered = attrs.fds.iter().copied().zip(extra).collect();
-        Some((attrs, numbered))
+        let extra = attrs.fds.iter().copied().zip(extra).collect();
+        Some(Extension {
+            attrs,
+            extra,
+            slave,
+        })
     };
     Ok(Some((stdio, rest, extension)))
 }
@@ -230,7 +270,7 @@ mod tests {
         OwnedFd::from(File::open("/dev/null").unwrap())
     }
 
-    fn hand(extension: Option<Extension>) -> Handed {
+    fn hand(extension: Option<Extension>) -> Received {
         let (server, spare) = UnixStream::pair().unwrap();
         let (call, _caller) = UnixStream::pair().unwrap();
         let complete = Complete {
@@ -243,10 +283,12 @@ mod tests {
             pid: 0x7fff_fff0,
             control: server,
         };
-        let (_, _, framed) = spare_side.hand_over(complete).unwrap();
-        let handed = receive(&spare).unwrap().unwrap();
-        assert_eq!(framed, handed.2.is_some());
-        handed
+        let handed = spare_side.hand_over(complete).unwrap();
+        let received = receive(&spare).unwrap().unwrap();
+        assert_eq!(handed.framed, received.2.is_some());
+        let slave = received.2.as_ref().is_some_and(|e| e.slave.is_some());
+        assert_eq!(handed.leader.is_some(), slave);
+        received
     }
 
     #[test]
@@ -265,12 +307,40 @@ mod tests {
             blocked: Some(vec![10, 12]),
             ..Attributes::default()
         };
-        let (_, _, extension) = hand(Some((attrs.clone(), vec![(7, null()), (42, null())])));
-        let (got, extra) = extension.unwrap();
-        assert_eq!(got.umask, attrs.umask);
-        assert_eq!(got.nice, attrs.nice);
-        assert_eq!(got.blocked, attrs.blocked);
-        assert_eq!(extra.iter().map(|&(n, _)| n).collect::<Vec<_>>(), [7, 42]);
+        let (_, _, extension) = hand(Some(Extension {
+            attrs: attrs.clone(),
+            extra: vec![(7, null()), (42, null())],
+            slave: None,
+        }));
+        let got = extension.unwrap();
+        assert_eq!(got.attrs.umask, attrs.umask);
+        assert_eq!(got.attrs.nice, attrs.nice);
+        assert_eq!(got.attrs.blocked, attrs.blocked);
+        assert_eq!(
+            got.extra.iter().map(|&(n, _)| n).collect::<Vec<_>>(),
+            [7, 42]
+        );
+        assert!(got.slave.is_none());
+    }
+
+    #[test]
+    fn a_pty_slave_crosses_after_the_extra_fds() {
+        let (r, _w) = std::io::pipe().unwrap();
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd).unwrap().st_ino;
+        let want = ino(&OwnedFd::from(r.try_clone().unwrap()));
+        let attrs = Attributes {
+            pty: vec![1],
+            ..Attributes::default()
+        };
+        let (_, _, extension) = hand(Some(Extension {
+            attrs,
+            extra: vec![(5, null())],
+            slave: Some(OwnedFd::from(r)),
+        }));
+        let got = extension.unwrap();
+        assert_eq!(got.attrs.pty, [1]);
+        assert_eq!(got.extra.len(), 1);
+        assert_eq!(ino(got.slave.as_ref().unwrap()), want);
     }
 
     #[test]

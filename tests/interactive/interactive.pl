@@ -119,6 +119,22 @@ if ($mode eq 'warm') {
         my ($name) = grep { my $v = eval "POSIX::$_()"; defined $v && $v == $e } qw(ENXIO ENOENT EACCES EIO);
         say_marker('tty ' . ($name // $e));
     }
+} elsif ($mode eq 'tty-read') {
+    open my $tty, '+<', '/dev/tty' or die "/dev/tty: $!";
+    syswrite $tty, '<<tty prompt>>';
+    my $line = readline($tty) // '';
+    chomp $line;
+    my $fg = POSIX::tcgetpgrp(fileno $tty) == getpgrp() ? 'yes' : 'no';
+    say_marker("tty got $line fg=$fg");
+} elsif ($mode eq 'pid') {
+    say_marker("pid $$");
+    select undef, undef, undef, 0.05 while 1;
+} elsif ($mode eq 'interleave') {
+    STDERR->autoflush(1);
+    for my $n (0 .. 99) {
+        print "<<o $n>>\n";
+        print STDERR "<<e $n>>\n";
+    }
 } else {
     die "interactive.pl: unknown mode '$mode'\n";
 }

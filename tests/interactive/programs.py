@@ -28,6 +28,14 @@ contains them, so the terminal's echo of a typed command never matches):
     ``<<interrupted>>`` and exit 3; after it, print ``<<after pager>>``.
 ``tty``
     try to open ``/dev/tty``: print ``<<tty opened>>`` or ``<<tty ERRNO>>``.
+``tty-read``
+    open ``/dev/tty``, prompt ``<<tty prompt>>`` on it, read a line from
+    it, print ``<<tty got LINE fg=yes|no>>`` (is the call's group the
+    terminal's foreground?).
+``pid``
+    print ``<<pid N>>`` (its pid), wait until killed.
+``interleave``
+    100 times: ``<<o N>>`` on stdout, ``<<e N>>`` on stderr, each flushed.
 ``pager-pydoc`` (Python)
     ``pydoc.pager`` (PAGER=less) with 300 lines, then ``<<after pager>>``.
 
@@ -131,6 +139,20 @@ elif mode == "tty":
     except OSError as e:
         import errno
         say(f"tty {errno.errorcode[e.errno]}")
+elif mode == "tty-read":
+    with open("/dev/tty", "r+") as tty:
+        tty.write("<<tty prompt>>")
+        tty.flush()
+        line = tty.readline().strip()
+        fg = "yes" if os.tcgetpgrp(tty.fileno()) == os.getpgrp() else "no"
+    say(f"tty got {line} fg={fg}")
+elif mode == "pid":
+    say(f"pid {os.getpid()}")
+    wait_forever()
+elif mode == "interleave":
+    for n in range(100):
+        print(f"<<o {n}>>", flush=True)
+        print(f"<<e {n}>>", file=sys.stderr, flush=True)
 elif mode == "pager-pydoc":
     import pydoc
     pydoc.pager(LINES)
@@ -175,14 +197,17 @@ def python_program(directory: Path, run_dir: Path, sessions_file: Path) -> Progr
         direct=f"{quote(PYTHON)} {quote(str(script))}",
         killers=[[CLIENT, "--kill", "-U", PYTHON, str(script)]],
         env=env,
-        modes=["interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run", "pager-pydoc"],
+        modes=[*COMMON_MODES, "pager-pydoc"],
     )
     _warm("python", served, env, directory, program.killers)
     return program
 
 
 #: The modes every language has.
-COMMON_MODES = ["interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run"]
+COMMON_MODES = [
+    "interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run",
+    "tty-read", "pid", "interleave",
+]
 
 
 def _program_env(run_dir: Path, sessions_file: Path, **extra: str) -> Dict[str, str]:

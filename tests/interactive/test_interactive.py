@@ -154,8 +154,8 @@ def window_resize(term: Terminal, command: str) -> Any:
 
 
 @mode("password")
-def password(term: Terminal, command: str) -> Any:
-    start = term.start(f"{command} password")
+def password(term: Terminal, command: str, redirect: str = "") -> Any:
+    start = term.start(f"{command} password{redirect}")
     term.expect(b"<<password:>>")
     term.sendline("s3cret")
     status = term.wait_done()
@@ -195,18 +195,122 @@ def pydoc_pager_ctrl_c_then_q(term: Terminal, command: str) -> Any:
     return survives, status, markers(term.since(start)), _nobody_else_on_the_terminal(term), _bash_reads_the_terminal(term)
 
 
+@mode("tty-read")
+def tty_read_with_stdin_from_a_file(term: Terminal, command: str) -> Any:
+    """As sudo, ssh or git ask for a password: on /dev/tty, whatever
+    stdin is."""
+    start = term.start(f"{command} tty-read < /dev/null")
+    term.expect(b"<<tty prompt>>")
+    term.sendline("typed")
+    status = term.wait_done()
+    _prompt(term)
+    return status, markers(term.since(start)), b"typed" in term.since(start)
+
+
+def _job_state(term: Terminal, wanted: str) -> str:
+    """What ``jobs`` says of job 1, once it says ``wanted`` (or after a
+    few seconds)."""
+    deadline = time.monotonic() + 5
+    while True:
+        start = term.start("jobs")
+        term.wait_done()
+        _prompt(term)
+        seen = term.since(start).decode(errors="replace")
+        if wanted in seen or time.monotonic() > deadline:
+            return wanted if wanted in seen else seen
+        time.sleep(0.1)
+
+
+@mode("read-line")
+def background_read(term: Terminal, command: str) -> Any:
+    """``script &`` reading the terminal: the job stops (SIGTTIN); after
+    ``fg`` it reads what is typed."""
+    start = term.start(f"{command} read-line &")
+    term.wait_done()
+    _prompt(term)
+    state = _job_state(term, "Stopped")
+    term.start("fg")
+    term.expect(b"read-line")
+    time.sleep(0.3)  # let bash hand the terminal over before typing
+    term.sendline("hello")
+    status = term.wait_done()
+    _prompt(term)
+    return state, status, markers(term.since(start))
+
+
+def _stty(term: Terminal) -> str:
+    start = term.start('echo "<<stty $(stty -g)>>"')
+    term.wait_done()
+    _prompt(term)
+    return markers(term.since(start))[-1]
+
+
+def _killed(term: Terminal, command: str, whom: str) -> Any:
+    """Kill the script (``script``: SIGKILL, by the pid it prints) or the
+    command bash runs (``client``: SIGTERM to the terminal's foreground
+    process: the client, or the script run directly); the terminal's
+    settings after, against before."""
+    import os
+    import signal
+
+    before = _stty(term)
+    term.start(f"{command} pid")
+    pid = int(term.expect(re.compile(rb"<<pid (\d+)>>")).group(1))
+    if whom == "script":
+        os.kill(pid, signal.SIGKILL)
+    else:
+        os.kill(os.tcgetpgrp(term.master), signal.SIGTERM)
+    status = term.wait_done()
+    _prompt(term)
+    return status, _stty(term) == before
+
+
+@mode("pid")
+def kill_9_script(term: Terminal, command: str) -> Any:
+    return _killed(term, command, "script")
+
+
+@mode("pid")
+def kill_term_client(term: Terminal, command: str) -> Any:
+    return _killed(term, command, "client")
+
+
+@mode("interleave")
+def interleaved_output(term: Terminal, command: str) -> Any:
+    start = term.start(f"{command} interleave")
+    status = term.wait_done()
+    _prompt(term)
+    return status, markers(term.since(start))
+
+
+@mode("pager-run")
+def pager_quit(term: Terminal, command: str) -> Any:
+    """A full-screen program run by the script, quit with q."""
+    before = _stty(term)
+    start = term.start(f"{command} pager-run")
+    term.expect(b"page line 1")
+    time.sleep(0.3)  # less is reading keys
+    term.send(b"q")
+    status = term.wait_done()
+    _prompt(term)
+    seen = markers(term.since(start))
+    return status, seen, _nobody_else_on_the_terminal(term), _bash_reads_the_terminal(term), _stty(term) == before
+
+
 # ---------------------------------------------------------------------------
 # The tests
 
 
 def _no_process_left(setup: Setup) -> None:
     """Each server's session holds the server alone, and its idle spare
-    executors (2 by default, in every library): no executor or child of a
-    call is left."""
+    executors (2 by default, in every library); the session of a call run
+    on a pty (protocol.md section 9), led by its executor, holds nothing:
+    no executor or child of a call is left."""
     spares = DEFAULT_POOL_SIZE
     for sid in setup.server_sessions():
         left = lambda: sorted(processes_in_session(sid))  # noqa: E731
-        expected = lambda: len(left()) == 1 + spares and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
+        server = lambda: len(left()) == 1 + spares and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
+        expected = lambda: server() or not left()  # noqa: E731
         deadline = time.monotonic() + 5
         while not expected() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -261,20 +365,69 @@ def test_window_resize_reaches_sigwinch_handler_and_terminal_size(setup):
 
 
 def test_getpass(setup):
-    """Served there is no controlling terminal: getpass cannot open
-    /dev/tty and falls back to stdin, here the terminal, with echo off and
-    the prompt on stderr (here the same terminal).  The user sees the
-    same: a prompt, no echo, the password read."""
+    """A password read on the terminal: the prompt, no echo, the password
+    read; served, on the call's pty (its controlling terminal)."""
     got = both(setup, password)
     assert got["served"] == got["direct"] == (0, ["password:", "len 6"], False)
 
 
-def test_no_controlling_terminal_when_served(setup):
-    """What cannot be matched (README, Limitations): a served call runs in
-    the server's session, which has no controlling terminal."""
+def test_dev_tty_is_the_calls_controlling_terminal(setup):
+    """Served on a terminal, the call has a pty of the client's as its
+    controlling terminal (protocol.md section 9)."""
     got = both(setup, open_dev_tty)
-    assert got["direct"] == (0, ["tty opened"])
-    assert got["served"] == (0, ["tty ENXIO"])
+    assert got["served"] == got["direct"] == (0, ["tty opened"])
+
+
+def test_getpass_with_stdin_from_a_file(setup):
+    """getpass (and the other programs' password readers) prompt and read
+    on /dev/tty, with echo off, whatever stdin is."""
+    got = both(setup, password, " < /dev/null")
+    assert got["served"] == got["direct"] == (0, ["password:", "len 6"], False)
+
+
+def test_dev_tty_prompt_with_stdin_from_a_file(setup):
+    got = both(setup, tty_read_with_stdin_from_a_file)
+    assert got["served"] == got["direct"] == (0, ["tty prompt", "tty got typed fg=yes"], True)
+    _no_process_left(setup)
+
+
+def test_background_read_stops_the_job(setup):
+    got = both(setup, background_read)
+    assert got["served"] == got["direct"] == ("Stopped", 0, ["ready", "got hello"])
+    _no_process_left(setup)
+
+
+def test_terminal_restored_after_kill_9_of_the_script(setup):
+    got = both(setup, kill_9_script)
+    assert got["served"] == got["direct"] == (128 + 9, True)
+    _no_process_left(setup)
+
+
+def test_terminal_restored_after_kill_term_of_the_client(setup):
+    got = both(setup, kill_term_client)
+    assert got["served"] == got["direct"] == (128 + 15, True)
+    _no_process_left(setup)
+
+
+def test_stdout_and_stderr_keep_their_order(setup):
+    got = both(setup, interleaved_output)
+    expected = [m for n in range(100) for m in (f"o {n}", f"e {n}")]
+    assert got["served"] == got["direct"] == (0, expected)
+
+
+def test_full_screen_program_quit(setup):
+    got = both(setup, pager_quit)
+    assert got["served"] == got["direct"] == (0, ["after pager"], [], True, True)
+    _no_process_left(setup)
+
+
+def test_no_pty_with_dash_t(setup):
+    """-T (or PREFORK_INTERP_NO_PTY): the caller's terminal fds as they
+    are, not the call's controlling terminal."""
+    if setup.program.name == "rust":
+        open_dev_tty(setup.terminal, setup.program.served)  # its cold call
+    for off in ("PREFORK_INTERP_NO_PTY=1 " + setup.program.served, setup.program.served.replace(" -U ", " -T -U ", 1)):
+        assert open_dev_tty(setup.terminal, off) == (0, ["tty ENXIO"])
 
 
 def test_ctrl_c_in_a_pager_child_leaves_nothing_behind(setup):

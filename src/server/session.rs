@@ -1,0 +1,229 @@
+//! A call on a pty (protocol.md §9.3): the spare handed the call becomes
+//! the leader of a new session whose controlling terminal is the client's
+//! pty, and forks the executor into a process group of its own in that
+//! session, the pty's foreground group.
+//!
+//! Why two processes: a process group is *orphaned* when no member has a
+//! parent in the same session but another group, and the kernel discards
+//! ^Z, background reads and writes (SIGTSTP, SIGTTIN, SIGTTOU) for
+//! orphaned groups. An executor leading its own session, its parent the
+//! server in another session, would be orphaned: ^Z would do nothing. With
+//! the leader as its parent, in its session, the executor's group stops
+//! exactly as a direct run's job does.
+//!
+//! ```text
+//!   server ── spare control socket ──► leader (session leader, the pty
+//!     │          ◄── reports:            as controlling terminal; every
+//!     │              executor pid,       signal blocked, every fd closed
+//!     │              stops, wait status  but the control socket)
+//!     │                                      │ fork, waitpid(WUNTRACED)
+//!     └── SIGP / SIGG, to the executor ──►  executor (own group, the pty's
+//!                                           foreground; runs the program)
+//! ```
+//!
+//! The server reaps the leader; the executor's pid, stops and raw wait
+//! status come in reports ([`Report`]), each 8 bytes: a kind and a value,
+//! u32 big-endian. The status is the kernel's, from the leader's
+//! `waitpid`. If the leader dies without reporting one (killed), its own
+//! wait status stands.
+
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::unistd::{Pid, setpgid, setsid};
+
+use super::executor;
+use super::log::Log;
+use crate::protocol::write_all_nosignal;
+use crate::sys::{self, Forked};
+
+/// What a session leader tells the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Report {
+    /// The executor's pid (also its process group's id).
+    Executor(libc::pid_t),
+    /// The executor stopped with this signal.
+    Stopped(i32),
+    /// The executor ended with this raw wait status; last.
+    Exited(i32),
+}
+
+/// Bytes of one report.
+const REPORT_LEN: usize = 8;
+
+impl Report {
+    fn encode(self) -> [u8; REPORT_LEN] {
+        let (kind, value) = match self {
+            Report::Executor(pid) => (1u32, pid as u32),
+            Report::Stopped(sig) => (2, sig as u32),
+            Report::Exited(status) => (3, status as u32),
+        };
+        let mut out = [0u8; REPORT_LEN];
+        out[..4].copy_from_slice(&kind.to_be_bytes());
+        out[4..].copy_from_slice(&value.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Report> {
+        let word = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let value = word(4) as i32;
+        match word(0) {
+            1 if value > 0 => Some(Report::Executor(value)),
+            2 => Some(Report::Stopped(value)),
+            3 => Some(Report::Exited(value)),
+            _ => None,
+        }
+    }
+}
+
+/// The server's end of a leader's control socket.
+#[derive(Debug)]
+pub(super) struct Reports {
+    control: UnixStream,
+    buf: Vec<u8>,
+    /// EOF seen: the leader has gone.
+    pub(super) closed: bool,
+}
+
+impl Reports {
+    /// Read reports from `control` (made non-blocking here).
+    pub(super) fn new(control: UnixStream) -> Reports {
+        let _ = control.set_nonblocking(true);
+        Reports {
+            control,
+            buf: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// The fd to poll while the leader is there.
+    pub(super) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        (!self.closed).then(|| self.control.as_fd())
+    }
+
+    /// Every whole report that has arrived. A malformed one is skipped.
+    pub(super) fn read(&mut self) -> Vec<Report> {
+        let mut chunk = [0u8; 256];
+        while !self.closed {
+            match (&self.control).read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => self.closed = true,
+            }
+        }
+        let whole = self.buf.len() / REPORT_LEN * REPORT_LEN;
+        let reports = self.buf[..whole]
+            .chunks(REPORT_LEN)
+            .filter_map(Report::decode)
+            .collect();
+        self.buf.drain(..whole);
+        reports
+    }
+}
+
+/// In a spare handed a call on a pty: lead a new session with `slave` as
+/// its controlling terminal and fork the executor. Returns in the executor
+/// only (which then takes the pty's foreground, `executor.rs`); the leader
+/// reports over `control` and exits when the executor has ended.
+pub(super) fn lead(control: UnixStream, slave: &OwnedFd, log: Log) -> UnixStream {
+    if let Err(e) = start_session(slave) {
+        log.err(&format!("make the call's session: {e}"));
+        sys::exit_now(127);
+    }
+    let leader = nix::unistd::getpid();
+    match sys::fork_checked() {
+        Ok(Forked::Child) => {
+            executor::die_with(leader, Signal::SIGKILL, log);
+            control
+        }
+        Ok(Forked::Parent(pid)) => supervise(control, Pid::from_raw(pid), log),
+        Err(e) => {
+            log.err(&format!("fork the call's executor: {e}"));
+            sys::exit_now(127)
+        }
+    }
+}
+
+/// A session of our own whose terminal is the pty, with every signal
+/// blocked: the pty's hang-up must not end us before the executor.
+fn start_session(slave: &OwnedFd) -> std::io::Result<()> {
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None)?;
+    setsid()?;
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal a terminal
+    // another session has) and touches no memory of ours.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The leader's life: report the executor, its stops and its end.
+fn supervise(control: UnixStream, executor: Pid, log: Log) -> ! {
+    // The executor does the same; whichever runs first wins.
+    let _ = setpgid(executor, executor);
+    // SAFETY: we are a fork child that never returns into the server's or
+    // the program's code: no owner of the closed fds uses them again.
+    unsafe { sys::close_fds_from(3, &[control.as_raw_fd()]) };
+    super::setup::set_title("session");
+    let report = |r: Report| write_all_nosignal(&control, &r.encode(), "report to the server");
+    if let Err(e) = report(Report::Executor(executor.as_raw())) {
+        log.debug(&e.to_string());
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer for the call.
+        let r = unsafe { libc::waitpid(executor.as_raw(), &mut status, libc::WUNTRACED) };
+        if r == -1 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            sys::exit_now(127);
+        }
+        let ended = !libc::WIFSTOPPED(status);
+        let r = if ended {
+            Report::Exited(status)
+        } else {
+            Report::Stopped(libc::WSTOPSIG(status))
+        };
+        // The server gone, we are killed with it (PR_SET_PDEATHSIG).
+        let _ = report(r);
+        if ended {
+            sys::exit_now(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_cross_whole_and_in_order() {
+        let (leader, server) = UnixStream::pair().unwrap();
+        let mut reports = Reports::new(server);
+        let sent = [
+            Report::Executor(4242),
+            Report::Stopped(libc::SIGTSTP),
+            Report::Exited(0x8200),
+        ];
+        let mut bytes: Vec<u8> = sent.iter().flat_map(|r| r.encode()).collect();
+        // Half a report waits for its other half.
+        write_all_nosignal(&leader, &bytes[..12], "test").unwrap();
+        assert_eq!(reports.read(), [sent[0]]);
+        write_all_nosignal(&leader, &bytes.split_off(12), "test").unwrap();
+        drop(leader);
+        assert_eq!(reports.read(), sent[1..]);
+        assert!(reports.closed);
+    }
+
+    #[test]
+    fn a_malformed_report_is_skipped() {
+        assert_eq!(Report::decode(&[0, 0, 0, 9, 0, 0, 0, 1]), None);
+        assert_eq!(Report::decode(&[0, 0, 0, 1, 0, 0, 0, 0]), None);
+    }
+}
