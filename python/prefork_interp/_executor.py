@@ -10,9 +10,10 @@ numbers, umask, resource limits, nice value, signal dispositions (the
 script's, with the caller's ignored signals, ``_signals``) and, last, the
 caller's signal mask.
 
-With extension pty1 (protocol.md section 9.3) the process group is a new
-session (the spare's ``setsid``, ``_executors``), and the pty's slave the
-client made replaces some of fds 0-2 and becomes the controlling terminal.
+With extension pty1 (protocol.md section 9.3) the executor is the child of
+the call's session leader, whose controlling terminal is the pty the client
+made; its process group, the pty's foreground group, is made before it
+gets here (``_session``); the pty's slave replaces some of fds 0-2.
 """
 
 __all__ = ["ScriptState", "become_executor", "prepare_in_place", "stdio_settings"]
@@ -250,22 +251,17 @@ def _install_stdio_fds(fds: "Sequence[int]") -> None:
 
 def _install_pty(numbers: "Sequence[int]", slave: int) -> None:
     """Extension pty1 (protocol.md section 9.3): the pty's slave at each of
-    ``numbers`` (among 0-2), inheritable, made our controlling terminal,
-    and the received copy closed, so the client sees the end of the output
-    (EIO on the master) once the call's processes have closed theirs.
+    ``numbers`` (among 0-2), inheritable, and the received copy closed, so
+    the client sees the end of the output (EIO on the master) once the
+    call's processes have closed theirs.
 
-    On entry this process leads a new session with no controlling terminal
-    (``setsid`` in the spare, ``_executors``).  The kernel makes our
-    process group, the call's, the pty's foreground group.
+    On entry the pty is already our controlling terminal (our parent, the
+    call's session leader, made it its session's) and our process group
+    the pty's foreground group (``_session``).
     """
-    # Here, not at the top: termios is for pty calls only, never on the
-    # cold path (a first call run in place gets no pty).
-    import termios
-
     try:
         for number in numbers:
             os.dup2(slave, number, inheritable=True)
-        fcntl.ioctl(numbers[0], termios.TIOCSCTTY, 0)
     finally:
         os.close(slave)
 
@@ -406,7 +402,8 @@ def become_executor(call: "Call", state: ScriptState, log: "Log", fast_exit: boo
     """Take on the caller's process context, then return into the script.
 
     On entry: a fresh fork child of a monitor, already the leader of its
-    own process group (with pty1, of its own session), with every signal
+    own process group (with pty1, the pty's foreground group, in the
+    session its parent, the call's session leader, leads), with every signal
     blocked; fds 0-2 are the monitor's; ``call`` holds the caller's stdio
     fds, request and (call1) attributes and extra fds (pty1: and the pty's
     slave); the monitor's protocol fds and wake-up pipe are already
