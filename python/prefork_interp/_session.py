@@ -76,6 +76,9 @@ def lead(ctl: socket.socket, slave: int) -> None:
     os.setsid()
     # 0: do not steal a terminal another session has.
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    # Before the fork: the title is there before the executor runs (which
+    # then shows the call's command line, as a direct run would).
+    set_cmdline(process_title("session"))
     leader = os.getpid()
     pid = fork()
     if pid == 0:
@@ -107,7 +110,6 @@ def _supervise(ctl: socket.socket, executor: int) -> None:
         os.setpgid(executor, executor)
     except OSError:
         pass
-    set_cmdline(process_title("session"))
     # Every fd but the control socket and 0-2 (/dev/null, the server's):
     # the slave above all, so the client sees EIO once the executor and
     # what it started have closed theirs.

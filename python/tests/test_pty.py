@@ -1,6 +1,7 @@
 """Extension pty1 through a client written here (fake_client.Call1): the
-pty's slave the client passes becomes the executor's controlling terminal,
-in a session of its own (protocol.md section 9).
+pty's slave the client passes becomes the controlling terminal of a new
+session, whose leader is the executor's parent, and the executor's process
+group the pty's foreground group (protocol.md section 9.3).
 
 Each call makes a pty with ``os.openpty()``, sends the slave after the
 extra fds and closes its own copy, then reads the master: what the script
@@ -29,7 +30,7 @@ from harness import alive, send_fds
 
 from prefork_interp._executors import _Running
 from prefork_interp._log import Log
-from prefork_interp._protocol import TAG_ATTR, TAG_SIGG, TAG_STOP, Attributes, encode_frame
+from prefork_interp._protocol import TAG_ATTR, TAG_SIGG, TAG_STOP, Attributes, Frame, encode_frame
 
 #: ``ioctl`` asking a tty for its session (termios has no name for it).
 TIOCGSID = 0x5429
@@ -50,7 +51,13 @@ def fd_info(n):
 
 
 def report():
-    got = {"pid": os.getpid(), "sid": os.getsid(0), "pgrp": os.getpgrp()}
+    got = {"pid": os.getpid(), "sid": os.getsid(0), "pgrp": os.getpgrp(), "ppid": os.getppid()}
+    with open(f"/proc/{got['ppid']}/stat") as f:
+        stat = f.read()
+    # Fields after the command: state, ppid, pgrp, session.
+    got["parent_sid"] = int(stat[stat.rindex(")") + 2 :].split()[3])
+    with open(f"/proc/{got['ppid']}/cmdline", "rb") as f:
+        got["parent_cmdline"] = f.read().decode(errors="replace")
     try:
         tty = os.open("/dev/tty", os.O_RDWR)
     except OSError as e:
@@ -83,6 +90,13 @@ if mode == "report":
         json.dump(got, f)
     print("reported", flush=True)
     print("on stderr", file=sys.stderr, flush=True)
+elif mode in ("exit", "kill"):
+    with open(path, "w") as f:
+        json.dump(report(), f)
+    print("ending", flush=True)
+    if mode == "exit":
+        sys.exit(7)
+    os.kill(os.getpid(), signal.SIGKILL)
 elif mode == "wait":
     with open(path, "w") as f:
         json.dump(report(), f)
@@ -225,6 +239,15 @@ def _assert_still_serving(fake: FakeClient, tmp_path) -> None:
 # The call on its pty
 
 
+def _assert_session(got) -> None:
+    """The executor leads its process group, in a session its parent, the
+    call's session leader, leads (not orphaned: ^Z can stop it)."""
+    assert got["pgrp"] == got["pid"], "the executor leads the call's process group"
+    assert got["sid"] != got["pid"], "but not a session"
+    assert got["sid"] == got["ppid"] == got["parent_sid"], "its parent leads its session"
+    assert "prefork-interp session: " in got["parent_cmdline"]
+
+
 def test_pty_on_fds_0_1_2(fake, tmp_path):
     report = tmp_path / "report"
     call = PtyCall(fake, ("report", str(report)), pty=(0, 1, 2))
@@ -242,8 +265,7 @@ def test_pty_on_fds_0_1_2(fake, tmp_path):
         call.close()
     got = json.loads(report.read_text())
     fake.servers.append(got["sid"])  # killed at the end, if anything is left
-    assert got["sid"] == got["pid"], "the executor leads a session of its own"
-    assert got["pgrp"] == got["pid"], "and the call's process group"
+    _assert_session(got)
     assert got["foreground"] == got["pgrp"], "which is the pty's foreground group"
     assert got["dev_tty"] == "opened", "/dev/tty is the pty (what was written to it came out of the master)"
     for n in "012":
@@ -279,7 +301,7 @@ def test_pty_on_fd_1_only(fake, tmp_path):
     assert got["fds"]["0"] == {"tty": None, "fifo": True, "inheritable": True}
     assert got["fds"]["1"] == {"tty": call.slave_name, "fifo": False, "inheritable": True}
     assert got["fds"]["2"] == {"tty": None, "fifo": True, "inheritable": True}
-    assert got["sid"] == got["pgrp"] == got["pid"]
+    _assert_session(got)
     assert got["dev_tty"] == "opened"
     assert got["foreground"] == got["pid"]
     assert got["slave_fds"] == [1]
@@ -296,15 +318,17 @@ def test_interrupt_reaches_the_script(fake, tmp_path, how):
     try:
         call.read_master(b"ready\r\n")
         got = json.loads(report.read_text())
-        executor = got["pid"]
-        fake.servers.append(executor)  # its session: killed at the end
+        executor, leader = got["pid"], got["ppid"]
+        fake.servers.append(leader)  # its session: killed at the end
+        _assert_session(got)
         assert os.tcgetpgrp(call.master) == executor
         sid = struct.unpack("i", fcntl.ioctl(call.master, TIOCGSID, b"\0" * 4))[0]
-        assert sid == executor
+        assert sid == leader
         server = fake.servers[0]
         others = [p.pid for p in alive(lambda p: p.sid == server)]
         assert len(others) >= 1 and server in others
         assert _holding(call.slave_name, others) == [], "the server and its spares hold no copy of the slave"
+        assert _holding(call.slave_name, [leader]) == [], "nor does the leader"
         assert _holding(call.slave_name, [executor]) == [executor]
         if how == "SIGG":
             call.call.send(TAG_SIGG, signal.SIGINT)
@@ -343,26 +367,58 @@ def test_sigstop_stops_the_call(fake, tmp_path):
         call.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol.md section 9.3: the executor leads its session, and its parent, the server, is in"
-    " another: the call's process group is orphaned, and Linux discards SIGTSTP, SIGTTIN and SIGTTOU"
-    " (default action: stop) sent to an orphaned group.  Only SIGSTOP stops it.",
-)
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.rindex(")") + 2]
+
+
 @pytest.mark.parametrize("how", ["typed ^Z", "SIGG SIGTSTP"])
 def test_tstp_stops_the_call(fake, tmp_path, how):
+    """The call's group is not orphaned (its leader's session holds it):
+    SIGTSTP stops it, typed (the line discipline signals the foreground
+    group) or sent; the stop is reported, and SIGCONT continues it."""
     call = _wait_call(fake, tmp_path)
     try:
+        executor = json.loads((tmp_path / "report").read_text())["pid"]
         if how == "SIGG SIGTSTP":
             call.call.send(TAG_SIGG, signal.SIGTSTP)
         else:
             os.write(call.master, b"\x1a")
-        # Fails (as expected) when no frame comes within the time.
-        assert call.call.expect(TAG_STOP, timeout=2) == signal.SIGTSTP
+        assert call.call.expect(TAG_STOP) == signal.SIGTSTP
+        assert _state(executor) == "T"
         call.call.send(TAG_SIGG, signal.SIGCONT)
-    finally:
         call.call.send(TAG_SIGG, signal.SIGINT)
+        assert call.call.expect(b"EXIT") == 3 << 8
+        assert b"interrupted\r\n" in call.read_master_to_eio()
+    finally:
         call.close()
+
+
+def _gone(pid: int) -> bool:
+    """Reaped (a zombie would still be in /proc)."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("mode, status", [("exit", 7 << 8), ("kill", signal.SIGKILL)])
+def test_reported_status_and_the_end(fake, tmp_path, mode, status):
+    """The client gets the executor's own wait status (the leader's report,
+    not the leader's exit 0), then EIO on the master: no copy of the slave
+    is left anywhere; the leader and the executor are both gone."""
+    report = tmp_path / "report"
+    call = PtyCall(fake, (mode, str(report)), pty=(0, 1, 2))
+    try:
+        assert call.call.expect(b"EXIT") == status
+        got = json.loads(report.read_text())
+        fake.servers.append(got["sid"])
+        _assert_session(got)
+        assert b"ending\r\n" in call.read_master_to_eio()
+    finally:
+        call.close()
+    # The leader reaps the executor before it reports its end, and the
+    # server reaps the leader before it sends EXIT.
+    assert _gone(got["pid"]) and _gone(got["ppid"])
+    assert not alive(lambda p: p.sid == got["sid"])
 
 
 # ---------------------------------------------------------------------------
@@ -426,22 +482,43 @@ def test_malformed_pty_drops_the_call(fake, tmp_path, attr_body, send_slave):
 
 
 # ---------------------------------------------------------------------------
-# The server's side of a group signal before the executor's setsid
+# The server's side: the leader's reports
 
 
-def test_group_signal_before_the_group_exists_goes_to_the_executor(tmp_path):
-    """Until the executor of a pty call has called setsid there is no group
-    of its pid: a SIGG or a hang-up's SIGINT goes to the executor alone."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    a, b = socket.socketpair()
+def test_signals_are_held_until_the_executor_is_reported(tmp_path):
+    """Until the leader has reported the executor's pid, SIGP, SIGG and a
+    hang-up's signals are held; then they go to the executor's group.
+    Stops reported become STOP frames; the reported status is kept."""
+    from prefork_interp._session import EXECUTOR, EXITED, REPORT, STOPPED
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    call_ours, call_theirs = socket.socketpair()
+    leader_ours, leader_theirs = socket.socketpair()
     try:
-        assert os.getpgid(child.pid) != child.pid, "not a group leader: no group of its pid"
-        running = _Running(child.pid, a, True, Log("x.py", None, str(tmp_path / "log")))
-        running._signal_group(signal.SIGTERM)
-        assert child.wait(timeout=30) == -signal.SIGTERM
+        leader_ours.setblocking(False)
+        running = _Running(12345, call_ours, True, Log("x.py", None, str(tmp_path / "log")), leader_ours)
+        assert running.executor is None
+        running._handle(Frame(TAG_SIGG, struct.pack(">I", signal.SIGTERM)))
+        assert running.held == [(signal.SIGTERM, True)], "held, not sent"
+        assert child.poll() is None
+        # Half a report waits for the rest.
+        whole = REPORT.pack(EXECUTOR, child.pid)
+        leader_theirs.sendall(whole[:5])
+        running.leader_readable()
+        assert running.executor is None and running.held
+        leader_theirs.sendall(whole[5:] + REPORT.pack(STOPPED, signal.SIGTSTP) + REPORT.pack(EXITED, 0x700))
+        running.leader_readable()
+        assert running.executor is None, "ended: its pid may be reused"
+        assert running.reported == 0x700
+        assert child.wait() == -signal.SIGTERM, "the held SIGG went to the executor's group"
+        call_theirs.settimeout(30)
+        assert call_theirs.recv(12) == TAG_STOP + struct.pack(">II", 4, signal.SIGTSTP)
+        leader_theirs.close()
+        running.leader_readable()
+        assert running.leader is None, "EOF: the leader has gone"
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-        a.close()
-        b.close()
+        for sock in (call_ours, call_theirs, leader_ours, leader_theirs):
+            sock.close()
