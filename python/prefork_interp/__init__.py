@@ -123,7 +123,13 @@ def initialisation_complete(
     SIGINT when the caller goes away), and, with a client offering the
     protocol extension call1, the caller's umask, resource limits, nice
     value, ignored and blocked signals, other open fds, and the signals
-    sent to the caller while the call runs.
+    sent to the caller while the call runs.  With extension pty1 too (our
+    client offers it when the caller's terminal is its controlling
+    terminal), the call leads a session of its own whose controlling
+    terminal is a pseudo-terminal the client relays to the caller's, in
+    place of the caller's terminal on those of fds 0-2 that were it:
+    ``/dev/tty``, ^C and window changes work as in a direct run (^Z not
+    yet: python/README.md, "Limitations").
 
     Options (the same names, meanings and defaults in the three libraries:
     docs/options.md):

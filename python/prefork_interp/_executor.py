@@ -9,6 +9,11 @@ that environment, and (protocol.md section 6.4; with a v1 client, section
 numbers, umask, resource limits, nice value, signal dispositions (the
 script's, with the caller's ignored signals, ``_signals``) and, last, the
 caller's signal mask.
+
+With extension pty1 (protocol.md section 9.3) the executor is the child of
+the call's session leader, whose controlling terminal is the pty the client
+made; its process group, the pty's foreground group, is made before it
+gets here (``_session``); the pty's slave replaces some of fds 0-2.
 """
 
 __all__ = ["ScriptState", "become_executor", "prepare_in_place", "stdio_settings"]
@@ -244,6 +249,23 @@ def _install_stdio_fds(fds: "Sequence[int]") -> None:
         os.close(fd)
 
 
+def _install_pty(numbers: "Sequence[int]", slave: int) -> None:
+    """Extension pty1 (protocol.md section 9.3): the pty's slave at each of
+    ``numbers`` (among 0-2), inheritable, and the received copy closed, so
+    the client sees the end of the output (EIO on the master) once the
+    call's processes have closed theirs.
+
+    On entry the pty is already our controlling terminal (our parent, the
+    call's session leader, made it its session's) and our process group
+    the pty's foreground group (``_session``).
+    """
+    try:
+        for number in numbers:
+            os.dup2(slave, number, inheritable=True)
+    finally:
+        os.close(slave)
+
+
 def _is_open(fd: int) -> bool:
     try:
         fcntl.fcntl(fd, fcntl.F_GETFD)
@@ -380,17 +402,27 @@ def become_executor(call: "Call", state: ScriptState, log: "Log", fast_exit: boo
     """Take on the caller's process context, then return into the script.
 
     On entry: a fresh fork child of a monitor, already the leader of its
-    own process group, with every signal blocked; fds 0-2 are the
-    monitor's; ``call`` holds the caller's stdio fds, request and (call1)
-    attributes and extra fds; the monitor's protocol fds and wake-up pipe
-    are already closed.  Any failure here is reported on the caller's
-    stderr and ends the process with status 127: it never returns into the
-    script half set up.  The signal mask is set last, once everything else
+    own process group (with pty1, the pty's foreground group, in the
+    session its parent, the call's session leader, leads), with every signal
+    blocked; fds 0-2 are the monitor's; ``call`` holds the caller's stdio
+    fds, request and (call1) attributes and extra fds (pty1: and the pty's
+    slave); the monitor's protocol fds and wake-up pipe are already
+    closed.  Any failure here is reported on the caller's stderr and ends
+    the process with status 127: it never returns into the script half set
+    up.  The signal mask is set last, once everything else
     is the caller's: a signal that arrived meanwhile acts then.
     """
     attrs = call.attrs
     try:
         _install_stdio_fds(call.stdio)
+        if call.pty_fd is not None:
+            # The new step of protocol.md section 9.3, after step 2 there,
+            # here before it: the same fds in the end (the slave goes only
+            # to 0-2, the extra fds only from 3 up), and the standard
+            # streams, made next, are made on the pty (isatty: line
+            # buffering, as at start-up on a terminal).
+            assert attrs is not None and attrs.pty is not None
+            _install_pty(attrs.pty, call.pty_fd)
         _apply_environment(call.request.env_entries(), call.in_place)
         sys.argv = [os.fsdecode(arg) for arg in call.request.argv()[1:]] or [""]
         if not call.in_place:

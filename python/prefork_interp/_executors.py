@@ -17,6 +17,19 @@ kernel (``waitpid`` after SIGCHLD), never from a pipe the language runtime
 may close early.  On a hang-up the call's process group gets SIGINT (and
 SIGCONT, in case it is stopped), as from a monitor.
 
+The call's process group: the server makes the spare the leader of a new
+group before it hands the call over, so the group exists before any
+``SIGG`` can be forwarded to it.
+
+With extension pty1 (protocol.md section 9.3) it does not: the spare
+becomes the call's session *leader* (``setsid``, which a group leader
+cannot do) and forks the executor into a group of its own (``_session``).
+The server keeps the spare's control socket, over which the leader reports
+the executor's pid, its stops and its wait status; signals for the call
+(``SIGP``, ``SIGG``, a hang-up's) are held until the executor's pid has
+come, then go to the executor and its group.  The server reaps the leader
+and sends the status it reported (the leader's own if none came).
+
 Every executor asks the kernel to SIGKILL it if the server dies
 (``PR_SET_PDEATHSIG``): a server killed under its calls never leaves one
 running with a caller's stdio after the client has returned.
@@ -25,7 +38,8 @@ Control socket, server to spare (a stream; sizes in bytes, big-endian):
 
 1. one message: 12 bytes ``len(body), len(attrs) or 0xffffffff, nfds``,
    carrying the first fds (``SCM_RIGHTS``): the call's socket, the
-   caller's fds 0-2, then its extra fds;
+   caller's fds 0-2, then its extra fds, then (pty1: the attributes have
+   ``pty``) the pty's slave;
 2. the rest of the fds, at most :data:`_FDS_PER_MESSAGE` a message, each
    message one byte;
 3. the request body, then the encoded attributes (``ATTR`` frame body).
@@ -126,6 +140,9 @@ def _wait_for_call(ctl: socket.socket) -> Call:
     request = parse_request(_recv_exact(ctl, body_len))
     attrs = None if attrs_len == _NO_ATTRS else parse_attributes(_recv_exact(ctl, attrs_len))
     sock = socket.socket(fileno=fds[0])
+    if attrs is not None and attrs.pty is not None:
+        # Extension pty1: the slave comes last.
+        return Call(sock, fds[1:4], request, attrs, fds[4:-1], pty_fd=fds[-1])
     return Call(sock, fds[1:4], request, attrs, fds[4:])
 
 
@@ -139,6 +156,14 @@ def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], Non
         die_with_parent(server_pid)
         set_cmdline(process_title("spare"))
         call = _wait_for_call(ctl)
+        if call.pty_fd is not None:
+            # Extension pty1, protocol.md section 9.3: we lead the call's
+            # session, the pty its controlling terminal, and the executor
+            # is a child of ours (the server made us no group: a group
+            # leader could not call setsid).  Returns in the executor only.
+            from ._session import lead
+
+            lead(ctl, call.pty_fd)
         ctl.close()
         call.sock.close()
         return call
@@ -165,9 +190,12 @@ class _Running:
     """A call being served by executor ``pid`` (the monitor's part of
     protocol.md section 4, driven by the server's poll loop)."""
 
-    __slots__ = ("pid", "sock", "listening", "framed", "frames", "log")
+    __slots__ = ("pid", "sock", "listening", "framed", "frames", "log", "pty", "leader", "executor", "held", "reported", "reports")
 
-    def __init__(self, pid: int, sock: _socket.socket, framed: bool, log: Log) -> None:
+    def __init__(
+        self, pid: int, sock: _socket.socket, framed: bool, log: Log, leader: "Optional[socket.socket]" = None
+    ) -> None:
+        #: Our child: the executor, or with pty1 the call's session leader.
         self.pid = pid
         #: The call's socket; None once the caller has gone.
         self.sock: Optional[_socket.socket] = sock
@@ -178,6 +206,22 @@ class _Running:
         self.framed = framed
         self.frames = FrameReader()
         self.log = log
+        #: Extension pty1: our child is the call's session leader.
+        self.pty = leader is not None
+        #: pty1: the leader's end of the control socket (None once at EOF),
+        #: over which it reports (``_session``).
+        self.leader = leader
+        #: Who gets SIGP and SIGG (the group of that pid): the executor;
+        #: with pty1 None until the leader has reported it, and again
+        #: None once it has ended (its pid is free then).
+        self.executor: Optional[int] = None if leader is not None else pid
+        #: pty1: signals (number, to the group) held until ``executor``
+        #: is known.
+        self.held: List[Tuple[int, bool]] = []
+        #: pty1: the executor's wait status, as the leader reported it.
+        self.reported: Optional[int] = None
+        #: pty1: the start of a report not all there yet.
+        self.reports = b""
 
     def readable(self) -> None:
         """The call socket polled readable: frames, or the hang-up."""
@@ -214,10 +258,7 @@ class _Running:
             self.log.warning(f"bad frame from client, ignored: {frame.tag.decode()} {sig} is not a signal number")
             return
         try:
-            if frame.tag == TAG_SIGG:
-                os.killpg(self.pid, sig)
-            else:
-                os.kill(self.pid, sig)
+            self._signal(sig, frame.tag == TAG_SIGG)
         except ProcessLookupError:
             pass  # the group has emptied; the executor's death is on its way
         except OSError as e:
@@ -235,9 +276,62 @@ class _Running:
         in case it is stopped."""
         for sig in (signal.SIGINT, signal.SIGCONT):
             try:
-                os.killpg(self.pid, sig)
+                self._signal(sig, True)
             except ProcessLookupError:
                 pass
+
+    def _signal(self, sig: int, group: bool) -> None:
+        """Send ``sig`` to the executor, or to its process group (which
+        exists before the server learns the executor's pid).  With pty1,
+        held until the leader has reported the pid, and dropped once it
+        has reported the executor's end.  Raises OSError."""
+        if self.executor is None:
+            if self.pty and self.reported is None:
+                self.held.append((sig, group))
+            return
+        if group:
+            os.killpg(self.executor, sig)
+        else:
+            os.kill(self.executor, sig)
+
+    def leader_readable(self) -> None:
+        """pty1: the leader's reports (or its EOF) have come: learn the
+        executor's pid (and send it what was held), pass its stops on,
+        note its status."""
+        data = b""
+        while self.leader is not None:
+            try:
+                chunk = self.leader.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.leader.close()
+                self.leader = None
+                break
+            data += chunk
+        if not data:
+            return
+        from ._session import EXECUTOR, STOPPED, decode_reports
+
+        reports, self.reports = decode_reports(self.reports + data)
+        for kind, value in reports:
+            if kind == EXECUTOR:
+                if self.reported is None:
+                    self.executor = value
+                    held, self.held = self.held, []
+                    for sig, group in held:
+                        try:
+                            self._signal(sig, group)
+                        except OSError:
+                            pass
+            elif kind == STOPPED:
+                self.stopped(value)
+            else:
+                self.reported = value
+                self.executor = None
+                self.held = []
 
     def stopped(self, sig: int) -> None:
         if self.framed and self.sock is not None:
@@ -266,6 +360,9 @@ class _Running:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.leader is not None:
+            self.leader.close()
+            self.leader = None
 
 
 class Executors:
@@ -293,6 +390,8 @@ class Executors:
         for running in self.running.values():
             if running.sock is not None:
                 running.sock.close()
+            if running.leader is not None:
+                running.leader.close()
 
     def _fork_spare(self) -> "Tuple[Optional[_Spare], Optional[Call]]":
         """Fork a spare: (the spare, None) in the server, (None, its call)
@@ -332,6 +431,7 @@ class Executors:
         """Hand ``call`` to a spare (forking one if none is left).  Returns
         only in that spare, with the call.  Raises OSError if no spare
         could be had or the handover failed (the call is then closed)."""
+        pty = call.pty_fd is not None
         try:
             if self.spares:
                 spare = self.spares.pop(0)
@@ -343,17 +443,30 @@ class Executors:
                 spare = new
             self._hand_over(spare, call)
         finally:
+            # In the server: its copies, now the spare's (the pty's slave
+            # too: the client sees EIO on the master only when no process
+            # holds one).  In a spare forked here for this call: the copies
+            # it inherited, the call having come to it over its socket.
             call.close_fds()
-        self.running[spare.pid] = _Running(spare.pid, call.sock, call.attrs is not None, self.log)
+        # pty1: the control socket stays, for the leader's reports.
+        leader = spare.ctl if pty else None
+        self.running[spare.pid] = _Running(spare.pid, call.sock, call.attrs is not None, self.log, leader)
         return None
 
     def _hand_over(self, spare: _Spare, call: Call) -> None:
-        # Its group exists before any SIGG could be forwarded to it.
-        try:
-            os.setpgid(spare.pid, spare.pid)
-        except OSError:
-            pass  # it has died: the send below fails
+        """Send ``call`` to ``spare`` (the module docstring has the layout).
+        The caller closes the call's received fds, the pty's slave
+        included, once it is sent: the server keeps no copy."""
+        if call.pty_fd is None:
+            # Its group exists before any SIGG could be forwarded to it.
+            # (With pty1 the spare leads a session and makes the group.)
+            try:
+                os.setpgid(spare.pid, spare.pid)
+            except OSError:
+                pass  # it has died: the send below fails
         fds = [call.sock.fileno(), *call.stdio, *call.extra_fds]
+        if call.pty_fd is not None:
+            fds.append(call.pty_fd)
         attrs = b"" if call.attrs is None else encode_attributes(call.attrs)
         head = _HEADER.pack(len(call.request.body), _NO_ATTRS if call.attrs is None else len(attrs), len(fds))
         try:
@@ -371,19 +484,27 @@ class Executors:
                 pass
             call.sock.close()
             raise
-        spare.ctl.close()
+        if call.pty_fd is None:
+            spare.ctl.close()
+        else:
+            spare.ctl.setblocking(False)
 
     def register(self, poller: "select.poll") -> None:
         """Running calls' sockets, for frames and hang-ups."""
         for running in self.running.values():
             if running.sock is not None and running.listening:
                 poller.register(running.sock.fileno(), select.POLLIN)
+            if running.leader is not None:
+                poller.register(running.leader.fileno(), select.POLLIN)
 
     def handle(self, fd: int) -> bool:
         """A poll event on ``fd``: False if it is not a running call's."""
         for running in self.running.values():
             if running.sock is not None and running.sock.fileno() == fd:
                 running.readable()
+                return True
+            if running.leader is not None and running.leader.fileno() == fd:
+                running.leader_readable()
                 return True
         return False
 
@@ -393,9 +514,17 @@ class Executors:
         running = self.running.get(pid)
         if running is not None:
             if os.WIFSTOPPED(status):
-                running.stopped(os.WSTOPSIG(status))
+                # pty1: the leader's own stops are its business; the
+                # executor's come in its reports.
+                if not running.pty:
+                    running.stopped(os.WSTOPSIG(status))
             else:
                 del self.running[pid]
+                if running.pty:
+                    # The leader has gone: what it wrote is all there.
+                    running.leader_readable()
+                    if running.reported is not None:
+                        status = running.reported
                 running.ended(status)
             return True
         if pid in self.leaving:

@@ -77,7 +77,7 @@ def peer_credentials(sock: "_socket.socket") -> "Tuple[int, int, int]":
 class Call:
     """A call whose handshake is complete: what a monitor serves."""
 
-    __slots__ = ("sock", "stdio", "request", "attrs", "extra_fds", "stderr", "in_place")
+    __slots__ = ("sock", "stdio", "request", "attrs", "extra_fds", "pty_fd", "stderr", "in_place")
 
     #: The call's connection.
     sock: "_socket.socket"
@@ -88,6 +88,8 @@ class Call:
     attrs: "Optional[Attributes]"
     #: Received copies of the caller's extra fds, one per ``attrs.fds``.
     extra_fds: "List[int]"
+    #: The received pty slave (extension pty1, ``attrs.pty`` set), or None.
+    pty_fd: "Optional[int]"
     #: For the first call only: the first caller's stderr, where its
     #: monitor logs (design.md section 2), or None.
     stderr: "Optional[int]"
@@ -104,20 +106,23 @@ class Call:
         extra_fds: "Optional[List[int]]" = None,
         stderr: "Optional[int]" = None,
         in_place: bool = False,
+        pty_fd: "Optional[int]" = None,
     ) -> None:
         self.sock = sock
         self.stdio = stdio
         self.request = request
         self.attrs = attrs
         self.extra_fds = [] if extra_fds is None else extra_fds
+        self.pty_fd = pty_fd
         self.stderr = stderr
         self.in_place = in_place
 
     def close_fds(self) -> None:
         """Close the received fds and ``stderr`` (not the socket)."""
-        close_quietly((*self.stdio, *self.extra_fds, self.stderr))
+        close_quietly((*self.stdio, *self.extra_fds, self.pty_fd, self.stderr))
         self.stdio = []
         self.extra_fds = []
+        self.pty_fd = None
         self.stderr = None
 
     def close(self) -> None:
@@ -252,7 +257,15 @@ class Intake:
         del self.pending[fd]
         assert handshake.request is not None
         self.waiting.append(
-            Call(handshake.sock, handshake.stdio, handshake.request, handshake.attrs, handshake.extra_fds, pending.stderr)
+            Call(
+                handshake.sock,
+                handshake.stdio,
+                handshake.request,
+                handshake.attrs,
+                handshake.extra_fds,
+                pending.stderr,
+                pty_fd=handshake.pty_fd,
+            )
         )
 
     def _drop(self, fd: int) -> None:
@@ -294,8 +307,14 @@ def take_in_place(sock: "_socket.socket", log: "Log", request_timeout: float = D
     Never returns half done: a client that hangs up or breaks the protocol
     gets its message on stderr (the caller's) and the process ends with
     status 127.
+
+    Extension pty1 is not accepted here (the accept frame names call1
+    alone, protocol.md section 9.1): this process leads the process group
+    the client made for the call, and a group leader cannot start a
+    session; it runs in the caller's session, where the caller's terminal
+    is its controlling terminal already.
     """
-    handshake = Handshake(sock)
+    handshake = Handshake(sock, accept_pty1=False)
     deadline = _deadline(time.monotonic(), request_timeout)
     try:
         send_in_place_greeting(sock)

@@ -1,5 +1,5 @@
-"""Wire protocol of prefork-interp, script side: v1 and extension call1
-(docs/protocol.md).
+"""Wire protocol of prefork-interp, script side: v1 and extensions call1
+and pty1 (docs/protocol.md).
 
 This module encodes and decodes; it never forks, never touches signal
 dispositions and never decides what to do about a bad client (that is the
@@ -19,6 +19,11 @@ written here once:
    the caller's attributes (also :class:`Handshake`; :class:`Attributes`);
    then frames both ways (:func:`encode_frame`, :class:`FrameReader`):
    ``SIGP``/``SIGG`` from the client, ``STOP``/``EXIT`` to it.
+4. extension ``pty1`` (protocol.md section 9), offered with call1: the
+   accept frame names it too, ``ATTR`` has the key ``pty``
+   (:attr:`Attributes.pty`), and one more fd follows the extra fds, the
+   slave side of the pseudo-terminal the client made for the call
+   (:attr:`Handshake.pty_fd`).
 
 A request is kept as the one ``bytes`` buffer it arrived in:
 :func:`parse_request` checks its shape without splitting it, and only the
@@ -41,6 +46,7 @@ __all__ = [
     "GREETING",
     "MAX_FRAME",
     "MAX_REQUEST_LEN",
+    "PTY1",
     "RLIM_INFINITY",
     "TAG_ACCEPT",
     "TAG_ATTR",
@@ -136,6 +142,10 @@ EXT_ENV_NAME = b"PREFORK_INTERP_EXT"
 
 #: The per-call extension (protocol.md section 6).
 CALL1 = "call1"
+
+#: The per-call extension giving the call a pseudo-terminal (protocol.md
+#: section 9); offered and accepted only with call1.
+PTY1 = "pty1"
 
 #: The extension announced in ``PREFORK_INTERP``, and the payload of the
 #: greeting that takes it up (protocol.md section 7).
@@ -392,6 +402,12 @@ class Offer(Record):
     def call1(self) -> bool:
         """Whether the client offers extension call1."""
         return _has_item(self.value, CALL1.encode())
+
+    @property
+    def pty1(self) -> bool:
+        """Whether the client offers extension pty1 with call1 (offered
+        alone, it is ignored: protocol.md section 9.1)."""
+        return self.call1 and _has_item(self.value, PTY1.encode())
 
     def names(self) -> "Tuple[str, ...]":
         """The names offered, in order (empty items skipped; bytes that are
@@ -661,7 +677,7 @@ class Attributes(Record):
     """What the ``ATTR`` frame says about the caller.  ``None`` (or, for
     ``rlimits``, a missing resource): not sent, the server's stays."""
 
-    __slots__ = ("umask", "nice", "rlimits", "sigign", "sigmask", "fds")
+    __slots__ = ("umask", "nice", "rlimits", "sigign", "sigmask", "fds", "pty")
 
     #: The caller's umask.
     umask: "Optional[int]"
@@ -677,6 +693,10 @@ class Attributes(Record):
     #: The caller's other open fds the client passes, ascending; each
     #: arrives, in this order, as one ``SCM_RIGHTS`` message after the frame.
     fds: "Tuple[int, ...]"
+    #: Extension pty1 (protocol.md section 9.2): the numbers among 0-2 that
+    #: the pty's slave replaces, ascending; the slave arrives after the
+    #: extra fds.  None: no pty (the key is absent).
+    pty: "Optional[Tuple[int, ...]]"
 
     def __init__(
         self,
@@ -686,6 +706,7 @@ class Attributes(Record):
         sigign: "Optional[FrozenSet[int]]" = None,
         sigmask: "Optional[FrozenSet[int]]" = None,
         fds: "Tuple[int, ...]" = (),
+        pty: "Optional[Tuple[int, ...]]" = None,
     ) -> None:
         self.umask = umask
         self.nice = nice
@@ -693,9 +714,10 @@ class Attributes(Record):
         self.sigign = sigign
         self.sigmask = sigmask
         self.fds = fds
+        self.pty = pty
 
 
-_ATTR_KEYS = ("umask", "nice", "rlimit", "sigign", "sigmask", "fds")
+_ATTR_KEYS = ("umask", "nice", "rlimit", "sigign", "sigmask", "fds", "pty")
 
 
 def _attr_int(key: str, text: str, signed: bool = False) -> int:
@@ -771,6 +793,12 @@ def parse_attributes(body: bytes) -> Attributes:
         raise ProtocolError(f"ATTR fds: {len(fds)} fds, more than {MAX_EXTRA_FDS}")
     if any(fd < 3 for fd in fds) or any(a >= b for a, b in zip(fds, fds[1:])):
         raise ProtocolError("ATTR fds: not ascending numbers from 3 up")
+    pty: "Optional[Tuple[int, ...]]" = None
+    if "pty" in values:
+        # Whether pty1 was accepted is the handshake's to check.
+        pty = tuple(_attr_list("pty", values["pty"]))
+        if not pty or any(fd > 2 for fd in pty) or any(a >= b for a, b in zip(pty, pty[1:])):
+            raise ProtocolError(f"ATTR pty: {values['pty'][:40]!r} is not ascending numbers among 0-2")
     return Attributes(
         umask=umask,
         nice=nice,
@@ -778,6 +806,7 @@ def parse_attributes(body: bytes) -> Attributes:
         sigign=_attr_signals("sigign", values["sigign"]) if "sigign" in values else None,
         sigmask=_attr_signals("sigmask", values["sigmask"]) if "sigmask" in values else None,
         fds=fds,
+        pty=pty,
     )
 
 
@@ -805,6 +834,8 @@ def encode_attributes(attrs: Attributes) -> bytes:
     if attrs.sigmask is not None:
         entries.append(f"sigmask={numbers(attrs.sigmask)}")
     entries.append(f"fds={numbers(attrs.fds)}")
+    if attrs.pty is not None:
+        entries.append(f"pty={numbers(attrs.pty)}")
     return "".join(entry + "\0" for entry in entries).encode("ascii")
 
 
@@ -814,8 +845,9 @@ def encode_attributes(attrs: Attributes) -> bytes:
 
 class Handshake:
     """Steps 2-4 of a call and, when the client offers call1, the accept
-    frame, the ``ATTR`` frame and the extra fds (sections 6.1-6.3), read
-    from a connection without ever blocking.
+    frame, the ``ATTR`` frame and the extra fds (sections 6.1-6.3), and
+    with pty1 accepted too, the pty's slave (section 9.2), read from a
+    connection without ever blocking.
 
     The server greets (:func:`send_greeting`), then calls :meth:`advance`
     whenever the socket polls readable; each call reads whatever has
@@ -827,9 +859,16 @@ class Handshake:
     bytes are in.
 
     Once :meth:`advance` has returned True the fields are complete:
-    :attr:`stdio`, :attr:`request`, and with call1 :attr:`attrs` and
-    :attr:`extra_fds`.  The received fds belong to the handshake until the
-    caller takes them; :meth:`close_fds` closes them.
+    :attr:`stdio`, :attr:`request`, with call1 :attr:`attrs` and
+    :attr:`extra_fds`, and with pty1 :attr:`pty_fd`.  The received fds
+    belong to the handshake until the caller takes them; :meth:`close_fds`
+    closes them.
+
+    ``accept_pty1``: whether to accept extension pty1 when the client
+    offers it (not for a first call run in place, protocol.md section 7:
+    the setup process leads the process group the client made, and a
+    group leader cannot start a session; it is in the caller's session,
+    with the caller's terminal, already).
     """
 
     # The items, in order; each step reads one (an fd, or a run of bytes).
@@ -840,10 +879,12 @@ class Handshake:
     _FRAME_HEADER = "a frame header"
     _FRAME_BODY = "a frame body"
     _EXTRA_FDS = "the extra fds"
+    _PTY_FD = "the pty slave"
     _DONE = "nothing more"
 
-    def __init__(self, sock: "_socket.socket") -> None:
+    def __init__(self, sock: "_socket.socket", accept_pty1: bool = True) -> None:
         self.sock = sock
+        self._accept_pty1 = accept_pty1
         #: The caller's fds 0, 1, 2, as received so far.
         self.stdio: "List[int]" = []
         #: The request, once its body has arrived.
@@ -852,6 +893,10 @@ class Handshake:
         self.attrs: "Optional[Attributes]" = None
         #: The caller's extra fds (call1), in the order of ``attrs.fds``.
         self.extra_fds: "List[int]" = []
+        #: Whether we accepted extension pty1 (so ``attrs.pty`` is set).
+        self.pty1 = False
+        #: The pty's slave (pty1), once received.
+        self.pty_fd: "Optional[int]" = None
         self._step = self._SIGNALLING_BYTE
         #: Bytes of the current item so far, and how many it has.
         self._buf = bytearray()
@@ -872,7 +917,7 @@ class Handshake:
         (:meth:`close_fds`).
         """
         while self._step != self._DONE:
-            if self._step in (self._STDIO, self._EXTRA_FDS):
+            if self._step in (self._STDIO, self._EXTRA_FDS, self._PTY_FD):
                 if not self._take_fd():
                     return False
             elif len(self._buf) < self._need:
@@ -891,7 +936,14 @@ class Handshake:
         self._need = need
 
     def _take_fd(self) -> bool:
-        """Receive the next fd of :attr:`stdio` or :attr:`extra_fds`."""
+        """Receive the next fd of :attr:`stdio` or :attr:`extra_fds`, or
+        :attr:`pty_fd`."""
+        if self._step == self._PTY_FD:
+            self.pty_fd = _recv_fd(self.sock, "the pty slave")
+            if self.pty_fd is None:
+                return False
+            self._expect(self._DONE)
+            return True
         if self._step == self._STDIO:
             fd = _recv_fd(self.sock, f"stdio fd {len(self.stdio)}")
             if fd is None:
@@ -907,8 +959,12 @@ class Handshake:
             return False
         self.extra_fds.append(fd)
         if len(self.extra_fds) == len(self.attrs.fds):
-            self._expect(self._DONE)
+            self._after_extra_fds()
         return True
+
+    def _after_extra_fds(self) -> None:
+        """With pty1, the slave follows the extra fds; else that was all."""
+        self._expect(self._PTY_FD if self.pty1 else self._DONE)
 
     def _item_done(self, item: bytes) -> None:
         """The bytes of the current item are all in: check them, and on to
@@ -927,7 +983,9 @@ class Handshake:
             if not self.request.offer.call1:
                 self._expect(self._DONE)
                 return
-            _send_now(self.sock, encode_frame(TAG_ACCEPT, CALL1.encode()), "the accept frame")
+            self.pty1 = self._accept_pty1 and self.request.offer.pty1
+            accepted = f"{CALL1},{PTY1}" if self.pty1 else CALL1
+            _send_now(self.sock, encode_frame(TAG_ACCEPT, accepted.encode()), "the accept frame")
             self._expect(self._FRAME_HEADER, _FRAME_HEADER.size)
         elif self._step == self._FRAME_HEADER:
             tag, length = _FRAME_HEADER.unpack(item)
@@ -940,7 +998,14 @@ class Handshake:
                 self._expect(self._FRAME_HEADER, _FRAME_HEADER.size)
                 return
             self.attrs = parse_attributes(item)
-            self._expect(self._EXTRA_FDS if self.attrs.fds else self._DONE)
+            if self.attrs.pty is not None and not self.pty1:
+                raise ProtocolError("ATTR pty: extension pty1 was not accepted")
+            if self.attrs.pty is None and self.pty1:
+                raise ProtocolError("ATTR has no pty, though extension pty1 was accepted")
+            if self.attrs.fds:
+                self._expect(self._EXTRA_FDS)
+            else:
+                self._after_extra_fds()
         else:
             raise AssertionError(f"handshake step {self._step!r} takes no bytes")
 
@@ -948,5 +1013,7 @@ class Handshake:
         """Close every fd received (the socket is the caller's to close)."""
         close_quietly(self.stdio)
         close_quietly(self.extra_fds)
+        close_quietly((self.pty_fd,))
         self.stdio = []
         self.extra_fds = []
+        self.pty_fd = None

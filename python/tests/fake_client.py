@@ -36,6 +36,9 @@ from prefork_interp._protocol import (
 #: What a call1 server answers at once (protocol.md section 6.1).
 ACCEPT_FRAME = b"PFXA\0\0\0\x05call1"
 
+#: What it answers to an offer of call1 and pty1 (protocol.md section 9.1).
+ACCEPT_PTY_FRAME = b"PFXA\0\0\0\x0acall1,pty1"
+
 
 class FakeClient:
     """Just enough of a prefork-interp client to start a server and call it."""
@@ -159,10 +162,13 @@ def read_to_eof(fd: int, timeout: float) -> bytes:
 class Call1:
     """One call with extension call1, driven by hand.
 
-    Sends greeting reply, stdio (stdin ``/dev/null``, stdout and stderr
-    pipes we read), the request with ``PREFORK_INTERP_EXT=call1`` last,
-    checks the accept frame, then sends ``attrs`` and the ``extra`` fds
-    (their numbers in ``attrs.fds`` are what the script sees).
+    Sends greeting reply, stdio (stdin ``/dev/null`` or ``stdin``, stdout
+    and stderr pipes we read), the request with ``PREFORK_INTERP_EXT=call1``
+    (or ``offer``) last, checks the accept frame (:data:`ACCEPT_FRAME`, or
+    :data:`ACCEPT_PTY_FRAME` for an offer of pty1), then sends ``attrs``
+    and the ``extra`` fds (their numbers in ``attrs.fds`` are what the
+    script sees), and ``pty``, a pty's slave, if given (protocol.md section
+    9.2).
     """
 
     def __init__(
@@ -174,6 +180,8 @@ class Call1:
         env: Iterable[Tuple[bytes, bytes]] = (),
         offer: bytes = b"call1",
         send_attr: bool = True,
+        stdin: Optional[int] = None,
+        pty: Optional[int] = None,
     ) -> None:
         self.sock = sock
         sock.settimeout(30)
@@ -181,17 +189,22 @@ class Call1:
         self.err, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDWR)
         try:
-            FakeClient.send_preamble(sock, (null, out_w, err_w))
+            FakeClient.send_preamble(sock, (null if stdin is None else stdin, out_w, err_w))
         finally:
             for fd in (out_w, err_w, null):
                 os.close(fd)
         sock.sendall(encode_request([*env, (b"PREFORK_INTERP_EXT", offer)], argv))
-        self.accept = sock.recv(len(ACCEPT_FRAME), socket.MSG_WAITALL)
-        if self.accept != ACCEPT_FRAME or not send_attr:
+        # The accept frame, whatever it names; or the 4 bytes of a v1 status.
+        self.accept = sock.recv(8, socket.MSG_WAITALL)
+        if len(self.accept) == 8 and self.accept.startswith(b"PFXA"):
+            self.accept += sock.recv(int.from_bytes(self.accept[4:], "big"), socket.MSG_WAITALL)
+        if self.accept not in (ACCEPT_FRAME, ACCEPT_PTY_FRAME) or not send_attr:
             return
         sock.sendall(encode_frame(TAG_ATTR, encode_attributes(attrs)))
         for fd in extra:
             send_fds(sock, [fd])
+        if pty is not None:
+            send_fds(sock, [pty])
 
     def send(self, tag: bytes, value: int) -> None:
         self.sock.sendall(encode_u32_frame(tag, value))

@@ -171,6 +171,26 @@ def test_attr_errors(body, message):
         parse_attributes(body)
 
 
+def test_attr_pty():
+    """Extension pty1 (protocol.md section 9.2): ``pty`` after ``fds``."""
+    attrs = Attributes(fds=(3,), pty=(0, 2))
+    body = encode_attributes(attrs)
+    assert body == b"fds=3\0pty=0,2\0"
+    assert parse_attributes(body) == attrs
+    assert parse_attributes(b"pty=0,1,2\0").pty == (0, 1, 2)
+    assert parse_attributes(b"pty=1\0").pty == (1,)
+    assert parse_attributes(b"").pty is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"pty=\0", b"pty=3\0", b"pty=0,3\0", b"pty=1,0\0", b"pty=1,1\0", b"pty=-1\0", b"pty=0,,1\0", b"pty=x\0", b"pty=0\0pty=0\0"],
+)
+def test_attr_pty_errors(body):
+    with pytest.raises(ProtocolError, match="pty"):
+        parse_attributes(body)
+
+
 def test_attr_256_fds_is_the_limit():
     fds = tuple(range(3, 3 + 256))
     assert parse_attributes(encode_attributes(Attributes(fds=fds))).fds == fds
@@ -192,16 +212,16 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def _offer_call1(server, client, null):
+def _offer_call1(server, client, null, offer=b"call1", accepted=b"call1", accept_pty1=True):
     """Steps 2-4 with a call1 offer; returns the handshake, at the point
     where it has sent the accept frame."""
     client.sendall(b"\0")
     for _ in range(3):
         send_fds(client, [null])
-    client.sendall(encode_request([(b"PREFORK_INTERP_EXT", b"call1")], [b"i"]))
-    handshake = Handshake(server)
+    client.sendall(encode_request([(b"PREFORK_INTERP_EXT", offer)], [b"i"]))
+    handshake = Handshake(server, accept_pty1=accept_pty1)
     assert not handshake.advance()
-    assert client.recv(100) == b"PFXA\0\0\0\x05call1"
+    assert client.recv(100) == encode_frame(TAG_ACCEPT, accepted)
     return handshake
 
 
@@ -272,3 +292,96 @@ def test_attr_encoding_takes_signal_enums():
     has numbers."""
     body = encode_attributes(Attributes(sigign=frozenset({signal.SIGHUP}), sigmask=frozenset({signal.SIGUSR1})))
     assert body == b"sigign=1\0sigmask=10\0fds=\0"
+
+
+# ---------------------------------------------------------------------------
+# Extension pty1 in the handshake (protocol.md section 9)
+
+
+@pytest.mark.parametrize(
+    "offer, accepted",
+    [
+        (b"call1,pty1", b"call1,pty1"),
+        (b"pty1,later,call1", b"call1,pty1"),
+        (b"call1", b"call1"),
+        (b"call1,pty2,PTY1", b"call1"),
+    ],
+)
+def test_accept_frame_names_pty1_when_offered_with_call1(pair, offer, accepted):
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        handshake = _offer_call1(server, client, null, offer, accepted)
+        assert handshake.pty1 is (accepted == b"call1,pty1")
+        handshake.close_fds()
+    finally:
+        os.close(null)
+
+
+def test_handshake_receives_the_slave_after_the_extra_fds(pair, tmp_path):
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    three = open(tmp_path / "three", "wb")
+    master, slave = os.openpty()
+    handshake = _offer_call1(server, client, null, b"call1,pty1", b"call1,pty1")
+    try:
+        client.sendall(encode_frame(TAG_ATTR, encode_attributes(Attributes(fds=(3,), pty=(0, 1)))))
+        send_fds(client, [three.fileno()])
+        assert not handshake.advance(), "the slave is still to come"
+        assert handshake.pty_fd is None
+        send_fds(client, [slave])
+        assert handshake.advance()
+        assert handshake.attrs == Attributes(fds=(3,), pty=(0, 1))
+        assert len(handshake.extra_fds) == 1
+        assert handshake.pty_fd is not None
+        assert os.ttyname(handshake.pty_fd) == os.ttyname(slave)
+        assert not os.get_inheritable(handshake.pty_fd), "close-on-exec until the executor installs it"
+    finally:
+        handshake.close_fds()
+        assert handshake.pty_fd is None
+        for fd in (null, master, slave):
+            os.close(fd)
+        three.close()
+
+
+@pytest.mark.parametrize(
+    "offer, accepted, accept_pty1, attr",
+    [
+        (b"call1", b"call1", True, b"pty=0\0"),  # pty without pty1
+        (b"call1,pty1", b"call1", False, b"pty=0\0"),  # declined (first call in place)
+        (b"call1,pty1", b"call1,pty1", True, b"fds=\0"),  # pty1 without pty
+        (b"call1,pty1", b"call1,pty1", True, b"pty=0,3\0"),
+    ],
+)
+def test_handshake_pty_mismatch_is_a_protocol_error(pair, offer, accepted, accept_pty1, attr):
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    before = _open_fds()
+    handshake = _offer_call1(server, client, null, offer, accepted, accept_pty1)
+    try:
+        client.sendall(encode_frame(TAG_ATTR, attr))
+        with pytest.raises(ProtocolError, match="pty"):
+            handshake.advance()
+    finally:
+        handshake.close_fds()
+    assert _open_fds() == before
+    os.close(null)
+
+
+def test_handshake_no_slave_message(pair):
+    """pty1 accepted, the ATTR and extra fds sent, then EOF: the client
+    is gone, and no fd received is left open."""
+    server, client = pair
+    null = os.open(os.devnull, os.O_RDONLY)
+    before = _open_fds()
+    handshake = _offer_call1(server, client, null, b"call1,pty1", b"call1,pty1")
+    try:
+        client.sendall(encode_frame(TAG_ATTR, b"fds=3\0pty=0,1,2\0"))
+        send_fds(client, [null])
+        client.shutdown(socket.SHUT_WR)
+        with pytest.raises(PeerGone, match="the pty slave"):
+            handshake.advance()
+    finally:
+        handshake.close_fds()
+    assert _open_fds() == before
+    os.close(null)

@@ -135,6 +135,21 @@ def test_offer(value, names, call1):
     assert request.env() == {b"A": b"1", b"B": b"2"}
 
 
+@pytest.mark.parametrize(
+    "value, pty1",
+    [
+        (b"call1,pty1", True),
+        (b"pty1,call1", True),
+        (b"pty1", False),  # without call1: ignored (protocol.md section 9.1)
+        (b"call1", False),
+        (b"call1,pty11,xpty1", False),
+    ],
+)
+def test_offer_pty1(value, pty1):
+    request = parse_request(encode_request([(b"PREFORK_INTERP_EXT", value)], [b"i"])[4:])
+    assert request.offer.pty1 is pty1
+
+
 def test_offer_first_entry_counts():
     env = [(b"PREFORK_INTERP_EXT", b"nothing"), (b"PREFORK_INTERP_EXT", b"call1")]
     assert not parse_request(encode_request(env, [b"i"])[4:]).offer.call1
