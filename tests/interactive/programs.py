@@ -140,12 +140,17 @@ elif mode == "tty":
         import errno
         say(f"tty {errno.errorcode[e.errno]}")
 elif mode == "tty-read":
-    with open("/dev/tty", "r+") as tty:
-        tty.write("<<tty prompt>>")
-        tty.flush()
-        line = tty.readline().strip()
-        fg = "yes" if os.tcgetpgrp(tty.fileno()) == os.getpgrp() else "no"
-    say(f"tty got {line} fg={fg}")
+    tty = os.open("/dev/tty", os.O_RDWR)
+    os.write(tty, b"<<tty prompt>>")
+    line = b""
+    while not line.endswith(b"\\n"):
+        byte = os.read(tty, 1)
+        if not byte:
+            break
+        line += byte
+    fg = "yes" if os.tcgetpgrp(tty) == os.getpgrp() else "no"
+    os.close(tty)
+    say(f"tty got {line.decode().strip()} fg={fg}")
 elif mode == "pid":
     say(f"pid {os.getpid()}")
     wait_forever()
