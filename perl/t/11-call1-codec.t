@@ -203,7 +203,8 @@ subtest 'ATTR (protocol.md 6.3)' => sub {
         . "umask=027\0nice=0\0rlimit=7,200,524288\0"
         . "sigign=1\0sigmask=\0fds=3\0";
     my %attr = (umask => 027, nice => 0, rlimits => [ [ 7, 200, 524288 ] ],
-                sigign => [1], sigmask => [], fds => [3], pty => undef);
+                sigign => [1], sigmask => [], fds => [3], pty => undef,
+                ptybg => undef);
     my $body = Prefork::Interp::Protocol::encode_attr(\%attr);
     is(length $body, 61, 'the body is 61 bytes');
     is(Prefork::Interp::Protocol::encode_frame('ATTR', $body), $example,
@@ -214,7 +215,7 @@ subtest 'ATTR (protocol.md 6.3)' => sub {
     $d = Prefork::Interp::Protocol::decode_attr('');
     is_deeply($d, { umask => undef, nice => undef, rlimits => undef,
                     sigign => undef, sigmask => undef, fds => undef,
-                    pty => undef, unknown => [] },
+                    pty => undef, ptybg => undef, unknown => [] },
               'empty body: every attribute absent (undef)');
 
     my $inf = Prefork::Interp::Protocol::RLIM_INFINITY;
@@ -295,6 +296,29 @@ subtest 'ATTR key pty (protocol.md 9.2)' => sub {
     dies_like(sub { Prefork::Interp::Protocol::decode_attr("pty=0\0") },
               qr/^ATTR has a pty entry, but pty1 was not accepted$/,
               'pty without pty1 accepted');
+};
+
+subtest 'ATTR key ptybg and frame FGND (protocol.md 9.2)' => sub {
+    my $decode = sub { Prefork::Interp::Protocol::decode_attr($_[0], 1) };
+    is($decode->("pty=0,1,2\0")->{ptybg}, undef, 'ptybg absent: undef');
+    is($decode->("pty=0,1,2\0ptybg=1\0")->{ptybg}, 1, 'ptybg=1');
+    is($decode->("ptybg=0\0pty=0\0")->{ptybg}, 0, 'ptybg=0, before pty');
+    is(Prefork::Interp::Protocol::encode_attr({ pty => [0], ptybg => 1 }),
+       "pty=0\0ptybg=1\0", 'encode: after pty');
+    foreach my $v ('2', '', '01', '1 ', 'yes', '-1') {
+        dies_like(sub { $decode->("pty=0\0ptybg=$v\0") },
+                  qr/^ATTR ptybg has a malformed value/, "ptybg='$v'");
+    }
+    my $fgnd = sub { Prefork::Interp::Protocol::decode_fgnd_body($_[0]) };
+    is(Prefork::Interp::Protocol::TAG_FGND, 'FGND', 'tag FGND');
+    is($fgnd->(pack 'N', 1), 1, 'FGND 1: foreground');
+    is($fgnd->(pack 'N', 0), 0, 'FGND 0: background');
+    dies_like(sub { $fgnd->(pack 'N', 2) },
+              qr/^frame 'FGND' holds 2, not 0 or 1$/, 'FGND 2');
+    dies_like(sub { $fgnd->("\0\0\0\0\1") },
+              qr/^frame 'FGND' has a body of 5 bytes, not 4$/,
+              'FGND with a 5-byte body');
+    dies_like(sub { $fgnd->('') }, qr/body of 0 bytes/, 'FGND, empty');
 };
 
 done_testing;

@@ -88,6 +88,9 @@ use constant TAG_SIGP   => 'SIGP';    # client -> server, kill(executor)
 use constant TAG_SIGG   => 'SIGG';    # client -> server, killpg(call group)
 use constant TAG_STOP   => 'STOP';    # server -> client, executor stopped
 use constant TAG_EXIT   => 'EXIT';    # server -> client, final wait status
+use constant TAG_FGND   => 'FGND';    # client -> server (pty1), 1: the
+                                      # caller's job is in the foreground,
+                                      # 0: in the background
 
 # At most this many extra fds in one call (protocol.md 6.3).
 use constant MAX_EXTRA_FDS => 256;
@@ -536,7 +539,7 @@ sub take_frame ($) {
 }
 
 # encode_u32_frame(TAG, N) and decode_u32_body(TAG, BODY): the frames
-# whose body is one big-endian u32 (SIGP, SIGG, STOP, EXIT).
+# whose body is one big-endian u32 (SIGP, SIGG, STOP, EXIT, FGND).
 sub encode_u32_frame ($$) {
     my ($tag, $n) = @_;
     return encode_frame($tag, pack('N', $n));
@@ -548,6 +551,17 @@ sub decode_u32_body ($$) {
         or die "frame '" . _printable($tag) . "' has a body of "
              . length($body) . " bytes, not 4\n";
     return unpack 'N', $body;
+}
+
+# decode_fgnd_body(BODY): an FGND frame's body (protocol.md 9.2): 1
+# (foreground) or 0 (background); dies with a one-line message for
+# anything else.
+sub decode_fgnd_body ($) {
+    my ($body) = @_;
+    my $n = decode_u32_body(TAG_FGND, $body);
+    $n == 0 || $n == 1
+        or die "frame '" . TAG_FGND . "' holds $n, not 0 or 1\n";
+    return $n;
 }
 
 sub _printable ($) {
@@ -570,17 +584,20 @@ sub _printable ($) {
 #   sigmask => [ SIGNAL, ... ]
 #   fds     => [ FD, ... ]   ascending, each 3 or more, at most 256
 #   pty     => [ FD, ... ]   ascending, each 0 to 2, at least one
+#   ptybg   => 0 or 1        1: the client starts in the background of
+#                            the caller's terminal (only with pty)
 #   unknown => [ KEY, ... ]  keys we do not know (ignored)
 # A malformed value of a key we know is a protocol error: dies with a
 # one-line message.  A repeated key other than rlimit: the last wins.
 # PTY1 says whether we accepted extension pty1 (protocol.md 9.2): then
 # the pty key must be there (the slave replaces those fds); without it,
-# a pty key is a protocol error too.
+# a pty key is a protocol error too.  A ptybg value other than 0 or 1
+# is malformed; without a pty it means nothing.
 sub decode_attr ($;$) {
     my ($body, $pty1) = @_;
     my %attr = (umask => undef, nice => undef, rlimits => undef,
                 sigign => undef, sigmask => undef, fds => undef,
-                pty => undef, unknown => []);
+                pty => undef, ptybg => undef, unknown => []);
     die "ATTR has no pty entry, with pty1 accepted\n"
         if $pty1 && $body eq '';
     return \%attr if $body eq '';
@@ -639,6 +656,9 @@ sub decode_attr ($;$) {
                 $i == 0 || $fds[$i] > $fds[$i - 1] or $bad->();
             }
             $attr{pty} = \@fds;
+        } elsif ($key eq 'ptybg') {
+            $value eq '0' || $value eq '1' or $bad->();
+            $attr{ptybg} = $value + 0;
         } else {
             push @{ $attr{unknown} }, $key;
         }
@@ -684,6 +704,7 @@ sub encode_attr ($) {
         push @s, "$key=" . join(',', @{ $attr->{$key} })
             if defined $attr->{$key};
     }
+    push @s, "ptybg=$attr->{ptybg}" if defined $attr->{ptybg};
     return join '', map { "$_\0" } @s;
 }
 
