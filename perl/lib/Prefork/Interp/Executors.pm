@@ -85,11 +85,19 @@ use constant FLAG_PTY1 => 1;
 # Reports from a pty call's session leader to the server, over the
 # control socket (protocol.md 9.3): 8 bytes, a kind and a value, 32-bit
 # big-endian: the executor's pid, a stop (the signal), the end (the raw
-# wait status).
+# wait status), an FGND carried out (its value).  The server sends the
+# leader records of the same shape the other way: an FGND frame's
+# value (protocol.md 9.3 step 5), which the leader answers with
+# REPORT_FGND once the pty mirrors it.
 use constant REPORT_LEN  => 8;
 use constant REPORT_PID  => 1;
 use constant REPORT_STOP => 2;
 use constant REPORT_EXIT => 3;
+use constant REPORT_FGND => 4;
+use constant ORDER_FGND  => 4;
+
+# MSG_NOSIGNAL, for send: a leader that has gone is EPIPE, not SIGPIPE.
+use constant MSG_NOSIGNAL => 0x4000;
 
 # A spare is not forked while a call started less than this long ago
 # runs: the server does nothing else while it forks, and a short call
@@ -128,6 +136,7 @@ sub new {
         leaving     => {},    # pid => 1: spares told to go, not reaped
         fill_failed => 0,     # no spares forked until the next call
         sigfd       => undef,
+        use_signalfd => $a{use_signalfd},    # so do pty calls' leaders
     }, $class;
     $self->{sigfd} = _signalfd_chld() if $a{use_signalfd} && $^O eq 'linux';
     return $self;
@@ -257,13 +266,15 @@ sub _pty1 ($) {
 # call), every signal blocked since the server forked it (the pty's
 # hang-up at the end must not end us early).  We lead a new session
 # whose controlling terminal is the pty's slave, and fork the executor,
-# which leads a process group of its own in the pty's foreground: its
-# group is not orphaned (its parent, we, is in the same session and
-# another group), so the kernel's stop signals (^Z, background reads)
-# work.  Returns REQUEST in the executor; we never return: we close
-# every fd but CTL, our channel to the server, report over it the
-# executor's pid, its stops and its end (see REPORT_*), and _exit,
-# running nothing of the script's.
+# which leads a process group of its own, in the pty's foreground
+# unless the attribute ptybg says the caller's job starts in the
+# background: its group is not orphaned (its parent, we, is in the same
+# session and another group), so the kernel's stop signals (^Z,
+# background reads) work.  Returns REQUEST in the executor; we never
+# return: we close every fd but CTL, our channel to the server, report
+# over it the executor's pid, its stops and its end (see REPORT_*),
+# carry out the FGND the server passes on (_lead), and _exit, running
+# nothing of the script's.
 sub _lead_session {
     my ($self, $ctl, $request) = @_;
     my $log = $self->{log};
@@ -285,6 +296,14 @@ sub _lead_session {
         close $fh;
     }
     my $leader = $$;
+    my $background = $request->{call1}{attr}{ptybg};
+    # The executor closes its end of this pipe once it has set the pty's
+    # foreground; we wait for that before we move the foreground
+    # ourselves (FGND), which its tcsetpgrp would undo otherwise.
+    my ($set_r, $set_w);
+    pipe($set_r, $set_w)
+        or $log->msg('warning', "cannot make a pipe for a call's session:"
+                     . " $!");
     my $pid = fork;
     if (!defined $pid) {
         $log->msg('err', "cannot fork the executor of a call with a pty: $!");
@@ -292,35 +311,137 @@ sub _lead_session {
     }
     if (!$pid) {
         # The executor: dies with its leader, as a spare does with the
-        # server; leads its group, the pty's foreground group (SIGTTOU
-        # is blocked, as everything is until the call's mask is set).
+        # server; leads its group, the pty's foreground group unless the
+        # caller's job is in the background (SIGTTOU is blocked, as
+        # everything is until the call's mask is set).
         close $ctl;
+        close $set_r if $set_r;
         Prefork::Interp::Signals::die_with_parent($leader, SIGKILL, $log);
         POSIX::setpgid(0, 0);
-        defined POSIX::tcsetpgrp($slave, POSIX::getpgrp())
-            or $log->msg('warning', "cannot put the call in the pty's"
-                         . " foreground: $!");
+        if (!$background) {
+            defined POSIX::tcsetpgrp($slave, POSIX::getpgrp())
+                or $log->msg('warning', "cannot put the call in the pty's"
+                             . " foreground: $!");
+        }
+        close $set_w if $set_w;
         return $request;
     }
     POSIX::setpgid($pid, $pid);
     Prefork::Interp::Title::set(
         Prefork::Interp::Title::of_role('session', $self->{title}));
+    if ($set_w) {
+        # EOF once the executor has closed its copy, or has died.
+        close $set_w;
+        my $byte;
+        1 while !defined sysread($set_r, $byte, 1) && $! == EINTR;
+        close $set_r;
+    }
     _close_all_but(fileno $ctl);
     _report($ctl, REPORT_PID, $pid);
+    _lead($ctl, $pid, $self->{use_signalfd} && $^O eq 'linux');
+}
+
+# _lead(CTL, EXECUTOR, USE_SIGNALFD): the session leader's watch, until the executor
+# ends: its stops and its end reported to the server over CTL, and the
+# server's FGND records carried out (_mirror) and answered.  Both are
+# waited for at once: SIGCHLD (blocked, as everything is) read from a
+# signalfd, or where there is none, a handler that writes to a pipe,
+# with SIGCHLD alone unblocked, and select looking again every POLL
+# seconds (perl runs a handler between its ops, so a SIGCHLD that comes
+# just before select starts is heard only then).  Each wake drains the
+# signalfd or pipe first, then waits for the executor without blocking,
+# so no change is missed.  Never returns: _exits once the end is
+# reported, or the executor cannot be waited for.
+sub _lead ($$$) {
+    my ($ctl, $exe, $use_signalfd) = @_;
+    my $wake = $use_signalfd ? _signalfd_chld() : undef;
+    my ($poll, $wake_r, $wake_w);
+    if (!defined $wake) {
+        $poll = POLL;
+        if (pipe($wake_r, $wake_w)) {
+            foreach my $fh ($wake_r, $wake_w) {
+                my $flags = fcntl($fh, Fcntl::F_GETFL(), 0);
+                fcntl($fh, Fcntl::F_SETFL(), $flags | Fcntl::O_NONBLOCK())
+                    if defined $flags;
+            }
+            $SIG{CHLD} = sub { syswrite $wake_w, "\0" };
+            $wake = fileno $wake_r;
+            POSIX::sigprocmask(POSIX::SIG_UNBLOCK(),
+                               POSIX::SigSet->new(POSIX::SIGCHLD()));
+        }
+    }
+    my $listening = 1;    # until the server closes its end
+    my $in = '';
+    my $saved;            # the foreground group an FGND 0 replaced
     for (;;) {
-        my $r = waitpid($pid, WUNTRACED);
-        if ($r < 0) {
-            next if $! == EINTR;
+        if (defined $wake) {
+            my $buf;
+            1 while defined POSIX::read($wake, $buf, 128 * 8) && length $buf;
+        }
+        for (;;) {
+            my $r = waitpid($exe, WNOHANG | WUNTRACED);
+            if ($r < 0) {
+                next if $! == EINTR;
+                POSIX::_exit(0);
+            }
+            last if $r == 0;
+            my $st = ${^CHILD_ERROR_NATIVE};
+            if (WIFSTOPPED($st)) {
+                _report($ctl, REPORT_STOP, WSTOPSIG($st));
+                next;
+            }
+            _report($ctl, REPORT_EXIT, $st);
             POSIX::_exit(0);
         }
-        my $st = ${^CHILD_ERROR_NATIVE};
-        if (WIFSTOPPED($st)) {
-            _report($ctl, REPORT_STOP, WSTOPSIG($st));
+        my $rbits = '';
+        vec($rbits, fileno $ctl, 1) = 1 if $listening;
+        vec($rbits, $wake, 1) = 1 if defined $wake;
+        # Errors are EINTR (our handler): look again.
+        next unless select($rbits, undef, undef, $poll) > 0
+                    && $listening && vec($rbits, fileno $ctl, 1);
+        my $r = sysread($ctl, $in, 4096, length $in);
+        next if !defined $r && $! == EINTR;
+        if (!$r) {
+            # The server has gone (we die with it) or is leaving.
+            $listening = 0;
             next;
         }
-        _report($ctl, REPORT_EXIT, $st);
-        POSIX::_exit(0);
+        while (length $in >= REPORT_LEN) {
+            my ($kind, $value) = unpack 'NN', substr($in, 0, REPORT_LEN, '');
+            next unless $kind == ORDER_FGND;
+            $saved = _mirror($exe, $value, $saved);
+            _report($ctl, REPORT_FGND, $value);
+        }
     }
+}
+
+# _mirror(EXECUTOR, FOREGROUND, SAVED): protocol.md 9.3 step 5, in the
+# session leader: the caller's job is now in the foreground (1) or the
+# background (0) of the caller's terminal, and the pty follows.  In the
+# background, the leader's own group takes the pty's foreground, so the
+# kernel stops the executor's group when it reads the pty (SIGTTIN);
+# the group that had it is remembered.  In the foreground, that group
+# gets it back, or if there is none or it has gone, the executor's
+# group.  Only when the leader's group has the foreground: otherwise
+# the pty mirrors the foreground already (and the foreground job of a
+# script that runs job control of its own stays).  SIGTTOU is blocked,
+# so tcsetpgrp does not stop us.  Returns the group to remember.
+sub _mirror ($$$) {
+    my ($exe, $fg, $saved) = @_;
+    open(my $tty, '+<', '/dev/tty') or return $saved;
+    my $fd = fileno $tty;
+    my $now = POSIX::tcgetpgrp($fd) // -1;
+    my $own = POSIX::getpgrp();
+    if (!$fg) {
+        $saved = $now
+            if $now > 0 && $now != $own && POSIX::tcsetpgrp($fd, $own);
+    } elsif ($now == $own) {
+        POSIX::tcsetpgrp($fd, $exe)
+            unless defined $saved && POSIX::tcsetpgrp($fd, $saved);
+        $saved = undef;
+    }
+    close $tty;
+    return $saved;
 }
 
 # _report(CTL, KIND, VALUE): from a session leader to the server.  A
@@ -388,8 +509,11 @@ sub _started {
         exe       => $ctl ? undef : $pid,    # where signals go
         ctl       => $ctl,       # pty1: the leader's reports, until EOF
         pty1      => $ctl ? 1 : 0,
-        held      => [],         # [TAG, SIGNAL] until exe is known
-        held_hang => 0,          # a hang-up, likewise
+        held      => [],         # [TAG, VALUE]: signals until exe is
+                                 # known, and pty1's FGND (see _pump)
+        held_hang => 0,          # a hang-up, until exe is known
+        fgnd_busy => 0,          # an FGND passed to the leader, not
+                                 # carried out yet
         reports   => '',
         reported  => undef,      # the executor's wait status, reported
         fh        => $call->{fh},    # undef once closed
@@ -419,7 +543,8 @@ sub _started {
 # _read_reports(C): reads what a pty call's session leader reported
 # (protocol.md 9.3), without blocking: the executor's pid (the signals
 # held until then are delivered), its stops (STOP frames), its end
-# (kept for the EXIT frame, sent once the leader is reaped).
+# (kept for the EXIT frame, sent once the leader is reaped), each FGND
+# it has carried out (what was held after it goes on).
 sub _read_reports {
     my ($self, $c) = @_;
     while ($c->{ctl}) {
@@ -438,14 +563,22 @@ sub _read_reports {
                                     substr($c->{reports}, 0, REPORT_LEN, '');
         if ($kind == REPORT_PID) {
             $c->{exe} = $value;
-            $self->_deliver($c, @$_) foreach @{ $c->{held} };
-            $c->{held} = [];
+            $self->_pump($c);
             Prefork::Interp::Signals::hang_up($value) if $c->{held_hang};
         } elsif ($kind == REPORT_STOP) {
             $self->_stopped($c, $value);
         } elsif ($kind == REPORT_EXIT) {
             $c->{reported} = $value;
+        } elsif ($kind == REPORT_FGND) {
+            $c->{fgnd_busy} = 0;
+            $self->_pump($c);
         }
+    }
+    if (!$c->{ctl}) {
+        # The leader has gone, and the executor with it: nothing held is
+        # carried out any more.
+        $c->{held} = [];
+        $c->{fgnd_busy} = 0;
     }
 }
 
@@ -690,9 +823,12 @@ sub _readable {
         }
         my ($tag, $body) = @$frame;
         # Frames we do not know are skipped (protocol.md 6.2).
-        next unless $tag eq $P->TAG_SIGP || $tag eq $P->TAG_SIGG;
+        next unless $tag eq $P->TAG_SIGP || $tag eq $P->TAG_SIGG
+                 || $tag eq $P->TAG_FGND;
         my $sig = eval {
-            Prefork::Interp::Protocol::decode_u32_body($tag, $body);
+            $tag eq $P->TAG_FGND
+                ? Prefork::Interp::Protocol::decode_fgnd_body($body)
+                : Prefork::Interp::Protocol::decode_u32_body($tag, $body);
         };
         if (!defined $sig) {
             # A malformed body is skipped: the client's mistake need not
@@ -706,17 +842,70 @@ sub _readable {
     }
 }
 
-# _deliver(C, TAG, SIGNAL): to the executor (SIGP) or its group (SIGG);
-# held while a pty call's executor is not known yet.
+# _deliver(C, TAG, VALUE): a signal to the executor (SIGP) or its
+# group (SIGG), or FGND's value to a pty call's leader (protocol.md 9.3
+# step 5), in the order they came (_pump).  FGND is ignored for a call
+# without a pty, or once its leader has gone.
 sub _deliver {
-    my ($self, $c, $tag, $sig) = @_;
-    if (!defined $c->{exe}) {
-        push @{ $c->{held} }, [ $tag, $sig ];
-        return;
+    my ($self, $c, $tag, $value) = @_;
+    my $held = $c->{held};
+    if ($tag eq $P->TAG_FGND) {
+        if (!$c->{pty1} || !$c->{ctl}) {
+            $self->{log}->msg('debug', "'$tag' frame for a call without a"
+                              . ' pty, or whose leader has gone; ignored');
+            return;
+        }
+        # FGNDs one after the other come to the last one's.
+        if (@$held && $held->[-1][0] eq $tag) {
+            $held->[-1][1] = $value;
+            return;
+        }
     }
-    my $err = Prefork::Interp::Signals::deliver($tag, $sig, $c->{exe});
-    $self->{log}->msg('warning', "caller sent a bad '$tag' frame: $err;"
-                      . ' ignored') if defined $err;
+    push @$held, [ $tag, $value ];
+    $self->_pump($c);
+}
+
+# _pump(C): carries out what C holds, in order: a signal once the
+# executor is known, FGND at once, passed to the leader; while the
+# leader has not answered that it has carried it out (REPORT_FGND),
+# what comes after waits, so that the pty mirrors the caller's
+# foreground before a SIGCONT sent after FGND 1 continues the script.
+sub _pump {
+    my ($self, $c) = @_;
+    my $held = $c->{held};
+    while (@$held && !$c->{fgnd_busy}) {
+        my ($tag, $value) = @{ $held->[0] };
+        if ($tag eq $P->TAG_FGND) {
+            shift @$held;
+            $c->{fgnd_busy} = $self->_pass_fgnd($c, $value);
+            next;
+        }
+        last unless defined $c->{exe};
+        shift @$held;
+        my $err = Prefork::Interp::Signals::deliver($tag, $value, $c->{exe});
+        $self->{log}->msg('warning', "caller sent a bad '$tag' frame: $err;"
+                          . ' ignored') if defined $err;
+    }
+}
+
+# _pass_fgnd(C, VALUE): FGND's value to the leader over its control
+# socket (one record at a time: a few bytes, which fit).  True if sent;
+# false if the leader has gone (quietly) or the write failed (logged).
+sub _pass_fgnd {
+    my ($self, $c, $value) = @_;
+    return 0 unless $c->{ctl};
+    my $bytes = pack 'NN', ORDER_FGND, $value;
+    for (;;) {
+        my $r = send($c->{ctl}, $bytes, MSG_NOSIGNAL);
+        return 1 if defined $r && $r == length $bytes;
+        next if !defined $r && $! == EINTR;
+        return 0 if !defined $r && ($! == EPIPE || $! == ECONNRESET);
+        $self->{log}->msg('warning', "cannot pass 'FGND' to the call's"
+                          . ' session leader: '
+                          . (defined $r ? "wrote $r of " . length($bytes)
+                                          . ' bytes' : "$!"));
+        return 0;
+    }
 }
 
 # 4.12 to 4.14: the caller has gone (WHY; undef: it broke the protocol,
