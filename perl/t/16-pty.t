@@ -18,7 +18,7 @@ use Errno qw(EIO);
 use Fcntl qw(O_RDWR O_NOCTTY);
 use IO::FDPass;
 use POSIX qw(SIGINT SIGUSR1);
-use PfiTest qw(slurp wait_for describe_status alive lib_dir);
+use PfiTest qw(slurp spit wait_for describe_status alive lib_dir);
 use Test::More;
 
 # A server that closes a connection must not kill the test.
@@ -133,6 +133,21 @@ if ($mode eq 'report') {
 if ($mode eq 'wait') {
     put('ready', "$$ " . getppid() . "\n");
     sleep 1 while 1;
+}
+if ($mode eq 'read') {
+    # read [go]: says it runs ("ready"); with "go", waits for the file
+    # "go" and says so ("went"); then reads a line of stdin, and reports
+    # it and the pty's foreground group then ("got"); exits 5.
+    put('ready', "$$ " . getppid() . "\n");
+    if (($ARGV[1] // '') eq 'go') {
+        select(undef, undef, undef, 0.01) until -e 'go';
+        put('went', "$$\n");
+    }
+    my $line = <STDIN> // 'EOF';
+    chomp $line;
+    put('got', "line=$line\ntcpgrp=" . POSIX::tcgetpgrp(0)
+               . "\npgrp=" . getpgrp() . "\n");
+    exit 5;
 }
 if ($mode eq 'exit') {
     exit($ARGV[1] // 3);
@@ -410,6 +425,153 @@ subtest 'stops: ^Z, SIGG SIGTSTP; exact statuses; nothing left' => sub {
     $h->cleanup_ok;
 };
 
+# got(H): what the script in mode "read" reported, as a hash ref, and
+# the file removed.
+sub got ($) {
+    my ($h) = @_;
+    my $f = $h->dir . '/got';
+    my $text = slurp($f) // return {};
+    unlink $f;
+    return { map { m/\A([^=]+)=(.*)\z/ ? ($1 => $2) : () } split /\n/, $text };
+}
+
+# fgnd(H, CONN, VALUE): an FGND frame (protocol.md 9.2).
+sub fgnd ($$$) {
+    my ($h, $conn, $value) = @_;
+    $h->send_frame($conn, 'FGND', pack 'N', $value);
+}
+
+# The job's state mirrored onto the pty (protocol.md 9.3 step 5), with
+# the leader woken by a signalfd and, without one, by its SIGCHLD
+# handler.
+foreach my $case ([ 'signalfd', '' ],
+                  [ 'no signalfd', '$Prefork::Interp::USE_PIDFD = 0;' ]) {
+    my ($how, $init_more) = @$case;
+    subtest "ptybg=1: a background read stops the script ($how)" => sub {
+        my $h = PfiTest::Harness->new(init => $init . $init_more,
+                                      body => $body);
+        my ($master, $slave, $path) = open_pty();
+        my $c = $h->call1_start($h->initial, offer => 'call1,pty1',
+                                args => [ 'perl', $h->script, 'read' ],
+                                attr => $h->attr_body(pty => '0,1,2',
+                                                      ptybg => 1),
+                                slave => fileno $slave);
+        close $slave;
+        is($c->{accepted}, 'call1,pty1', 'accepted');
+        my ($exec, $leader) = wait_ready2($h);
+        ok($exec, 'running') or return;
+        is_deeply($h->read_frame($c->{conn}, 20), [ 'STOP', pack 'N', 21 ],
+                  'it reads stdin: STOP frame with SIGTTIN');
+        is(POSIX::tcgetpgrp(fileno $master), $leader,
+           'the pty\'s foreground is the leader\'s group');
+        fgnd($h, $c->{conn}, 1);
+        $h->signal($c->{conn}, 'SIGG', POSIX::SIGCONT());
+        syswrite($master, "typed\n");
+        $c = $h->call1_finish($c);
+        is($c->{status}, 5 << 8, 'FGND 1, SIGG SIGCONT: EXIT status 5')
+            or diag explain $c->{frames}, $h->log_text;
+        is(scalar @{ $c->{frames} }, 1, '... the only frame after STOP');
+        my $got = got($h);
+        is($got->{line}, 'typed', '... and it read what was typed');
+        is($got->{tcpgrp}, $got->{pgrp}, '... in the pty\'s foreground');
+        is($got->{pgrp}, $exec, '... its own group');
+        my (undef, $end) = drain($master);
+        is($end, 'EIO', '... EIO on the master');
+        close $master;
+        ok(wait_for(20, sub { gone($exec) && gone($leader) }),
+           '... executor and leader reaped');
+        $h->cleanup_ok;
+    };
+}
+
+subtest 'FGND 0 while running: runs on until it reads; FGND 1' => sub {
+    my $h = PfiTest::Harness->new(init => $init, body => $body);
+    my ($master, $slave, $path) = open_pty();
+    my $c = $h->call1_start($h->initial, offer => 'call1,pty1',
+                            args => [ 'perl', $h->script, 'read', 'go' ],
+                            attr => $h->attr_body(pty => '0,1,2'),
+                            slave => fileno $slave);
+    close $slave;
+    my ($exec, $leader) = wait_ready2($h);
+    ok($exec, 'running') or return;
+    ok(wait_for(20, sub { POSIX::tcgetpgrp(fileno $master) == $exec }),
+       'the executor\'s group is the pty\'s foreground');
+    fgnd($h, $c->{conn}, 0);
+    ok(wait_for(20, sub { POSIX::tcgetpgrp(fileno $master) == $leader }),
+       'FGND 0: the leader\'s group takes the foreground');
+    spit($h->dir . '/go', '');
+    ok(wait_for(20, sub { -e $h->dir . '/went' }),
+       'in the background, a script that does not read runs on');
+    is_deeply($h->read_frame($c->{conn}, 20), [ 'STOP', pack 'N', 21 ],
+              'then it reads stdin: STOP frame with SIGTTIN');
+    fgnd($h, $c->{conn}, 1);
+    $h->signal($c->{conn}, 'SIGG', POSIX::SIGCONT());
+    syswrite($master, "typed\n");
+    $c = $h->call1_finish($c);
+    is($c->{status}, 5 << 8, 'FGND 1, SIGG SIGCONT: EXIT status 5')
+        or diag explain $c->{frames}, $h->log_text;
+    my $got = got($h);
+    is($got->{line}, 'typed', '... and it read what was typed');
+    is($got->{tcpgrp}, $exec, '... in the pty\'s foreground again');
+    my (undef, $end) = drain($master);
+    is($end, 'EIO', '... EIO on the master');
+    close $master;
+    ok(wait_for(20, sub { gone($exec) && gone($leader) }),
+       '... executor and leader reaped');
+    $h->cleanup_ok;
+};
+
+subtest 'FGND: malformed ones skipped; none without a pty' => sub {
+    my $h = PfiTest::Harness->new(init => $init, body => $body);
+    my ($master, $slave, $path) = open_pty();
+    my $c = $h->call1_start($h->initial, offer => 'call1,pty1',
+                            args => [ 'perl', $h->script, 'read', 'go' ],
+                            attr => $h->attr_body(pty => '0,1,2'),
+                            slave => fileno $slave);
+    close $slave;
+    my ($exec, $leader) = wait_ready2($h);
+    ok($exec, 'running') or return;
+    $h->send_frame($c->{conn}, 'FGND', "\0\0\0\0\0");
+    fgnd($h, $c->{conn}, 2);
+    ok(wait_for(20, sub { $h->log_text =~ m/holds 2/ }), 'logged');
+    like($h->log_text, qr/bad frame from caller, skipped: frame 'FGND' has a body of 5 bytes, not 4$/m,
+         'FGND with a 5-byte body: skipped');
+    like($h->log_text, qr/bad frame from caller, skipped: frame 'FGND' holds 2, not 0 or 1$/m,
+         'FGND 2: skipped');
+    spit($h->dir . '/go', '');
+    syswrite($master, "typed\n");
+    $c = $h->call1_finish($c);
+    is($c->{status}, 5 << 8, 'the call went on: EXIT status 5')
+        or diag explain $c->{frames}, $h->log_text;
+    is(scalar @{ $c->{frames} }, 1, '... no STOP');
+    my $got = got($h);
+    is($got->{line}, 'typed', '... it read what was typed');
+    is($got->{tcpgrp}, $exec, '... in the pty\'s foreground');
+    my (undef, $end) = drain($master);
+    is($end, 'EIO', '... EIO on the master');
+    close $master;
+
+    # A call without a pty: FGND is ignored.
+    open(my $null, '<', '/dev/null') or die;
+    $c = $h->call1_start($h->connect, offer => 'call1',
+                         args => [ 'perl', $h->script, 'read', 'go' ],
+                         stdio => [ $null ], attr => '');
+    close $null;
+    is($c->{accepted}, 'call1', 'call1 alone');
+    ($exec) = wait_ready2($h);
+    ok($exec, 'running') or return;
+    fgnd($h, $c->{conn}, 0);
+    fgnd($h, $c->{conn}, 1);
+    spit($h->dir . '/go', '');
+    $c = $h->call1_finish($c);
+    is($c->{status}, 5 << 8, 'FGND 0 and 1 ignored: EXIT status 5')
+        or diag explain $c->{frames}, $h->log_text;
+    is(scalar @{ $c->{frames} }, 1, '... the only frame');
+    is(got($h)->{line}, 'EOF', '... it read /dev/null');
+    unlike($h->log_text, qr/FGND.*(?:skipped|bad)/, '... nothing bad logged');
+    $h->cleanup_ok;
+};
+
 # spares(H): the server's spares (its children titled as such).
 sub spares ($) {
     my ($h) = @_;
@@ -523,6 +685,8 @@ subtest 'without pty1, and clients that break it' => sub {
           log => qr/bad request from caller: ATTR pty has a malformed value '3'$/m ],
         [ 'pty=', attr => "pty=\0",
           log => qr/bad request from caller: ATTR pty has a malformed value ''$/m ],
+        [ 'ptybg=2', attr => "pty=0,1,2\0ptybg=2\0",
+          log => qr/bad request from caller: ATTR ptybg has a malformed value '2'$/m ],
         [ 'no pty key', attr => "umask=022\0",
           log => qr/bad request from caller: ATTR has no pty entry, with pty1 accepted$/m ],
         [ 'no slave', attr => "fds=\0pty=0\0", after => "\0",
