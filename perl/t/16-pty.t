@@ -443,43 +443,54 @@ sub fgnd ($$$) {
 
 # The job's state mirrored onto the pty (protocol.md 9.3 step 5), with
 # the leader woken by a signalfd and, without one, by its SIGCHLD
-# handler.
-foreach my $case ([ 'signalfd', '' ],
-                  [ 'no signalfd', '$Prefork::Interp::USE_PIDFD = 0;' ]) {
-    my ($how, $init_more) = @$case;
+# handler; two calls each, so that with spares the second one is a
+# spare's.
+foreach my $case ([ 'signalfd, pool_size 2', '', 2 ],
+                  [ 'no signalfd, pool_size 0',
+                    '$Prefork::Interp::USE_PIDFD = 0;', 0 ]) {
+    my ($how, $init_more, $pool) = @$case;
     subtest "ptybg=1: a background read stops the script ($how)" => sub {
         my $h = PfiTest::Harness->new(init => $init . $init_more,
-                                      body => $body);
-        my ($master, $slave, $path) = open_pty();
-        my $c = $h->call1_start($h->initial, offer => 'call1,pty1',
-                                args => [ 'perl', $h->script, 'read' ],
-                                attr => $h->attr_body(pty => '0,1,2',
-                                                      ptybg => 1),
-                                slave => fileno $slave);
-        close $slave;
-        is($c->{accepted}, 'call1,pty1', 'accepted');
-        my ($exec, $leader) = wait_ready2($h);
-        ok($exec, 'running') or return;
-        is_deeply($h->read_frame($c->{conn}, 20), [ 'STOP', pack 'N', 21 ],
-                  'it reads stdin: STOP frame with SIGTTIN');
-        is(POSIX::tcgetpgrp(fileno $master), $leader,
-           'the pty\'s foreground is the leader\'s group');
-        fgnd($h, $c->{conn}, 1);
-        $h->signal($c->{conn}, 'SIGG', POSIX::SIGCONT());
-        syswrite($master, "typed\n");
-        $c = $h->call1_finish($c);
-        is($c->{status}, 5 << 8, 'FGND 1, SIGG SIGCONT: EXIT status 5')
-            or diag explain $c->{frames}, $h->log_text;
-        is(scalar @{ $c->{frames} }, 1, '... the only frame after STOP');
-        my $got = got($h);
-        is($got->{line}, 'typed', '... and it read what was typed');
-        is($got->{tcpgrp}, $got->{pgrp}, '... in the pty\'s foreground');
-        is($got->{pgrp}, $exec, '... its own group');
-        my (undef, $end) = drain($master);
-        is($end, 'EIO', '... EIO on the master');
-        close $master;
-        ok(wait_for(20, sub { gone($exec) && gone($leader) }),
-           '... executor and leader reaped');
+                                      body => $body,
+                                      opts => "pool_size => $pool");
+        foreach my $n (1, 2) {
+            my ($master, $slave, $path) = open_pty();
+            my $c = $h->call1_start($n == 1 ? $h->initial : $h->connect,
+                                    offer => 'call1,pty1',
+                                    args => [ 'perl', $h->script, 'read' ],
+                                    attr => $h->attr_body(pty => '0,1,2',
+                                                          ptybg => 1),
+                                    slave => fileno $slave);
+            close $slave;
+            is($c->{accepted}, 'call1,pty1', "call $n: accepted");
+            my ($exec, $leader) = wait_ready2($h);
+            ok($exec, "call $n: running") or return;
+            is_deeply($h->read_frame($c->{conn}, 20),
+                      [ 'STOP', pack 'N', 21 ],
+                      "call $n: it reads stdin: STOP frame with SIGTTIN");
+            is(POSIX::tcgetpgrp(fileno $master), $leader,
+               "call $n: the pty's foreground is the leader's group");
+            fgnd($h, $c->{conn}, 1);
+            $h->signal($c->{conn}, 'SIGG', POSIX::SIGCONT());
+            syswrite($master, "typed\n");
+            $c = $h->call1_finish($c);
+            is($c->{status}, 5 << 8,
+               "call $n: FGND 1, SIGG SIGCONT: EXIT status 5")
+                or diag explain $c->{frames}, $h->log_text;
+            is(scalar @{ $c->{frames} }, 1,
+               "call $n: ... the only frame after STOP");
+            my $got = got($h);
+            is($got->{line}, 'typed',
+               "call $n: ... and it read what was typed");
+            is($got->{tcpgrp}, $got->{pgrp},
+               "call $n: ... in the pty's foreground");
+            is($got->{pgrp}, $exec, "call $n: ... its own group");
+            my (undef, $end) = drain($master);
+            is($end, 'EIO', "call $n: ... EIO on the master");
+            close $master;
+            ok(wait_for(20, sub { gone($exec) && gone($leader) }),
+               "call $n: ... executor and leader reaped");
+        }
         $h->cleanup_ok;
     };
 }
@@ -494,7 +505,7 @@ subtest 'FGND 0 while running: runs on until it reads; FGND 1' => sub {
     close $slave;
     my ($exec, $leader) = wait_ready2($h);
     ok($exec, 'running') or return;
-    ok(wait_for(20, sub { POSIX::tcgetpgrp(fileno $master) == $exec }),
+    is(POSIX::tcgetpgrp(fileno $master), $exec,
        'the executor\'s group is the pty\'s foreground');
     fgnd($h, $c->{conn}, 0);
     ok(wait_for(20, sub { POSIX::tcgetpgrp(fileno $master) == $leader }),
