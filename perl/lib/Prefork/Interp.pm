@@ -670,8 +670,9 @@ caller's terminal; its slave side replaces the caller's terminal on
 those of descriptors 0, 1 and 2 that were it, and is the executor's
 controlling terminal, in a session of its own.  So opening
 F</dev/tty>, terminal job control (^C, ^Z and background reads
-stopping the job, through the kernel) and window-size changes work as
-in a direct run.  The descriptors that were not the caller's terminal
+stopping the job, through the kernel: while the caller's job is in the
+background of its terminal, the script's is in the background of the
+pseudo-terminal) and window-size changes work as in a direct run.  The descriptors that were not the caller's terminal
 (a pipe on standard input, say) are passed as they are.
 
 =item *
