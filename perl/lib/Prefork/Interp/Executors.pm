@@ -46,7 +46,9 @@
 #     server has checked it; the executor decodes it again).
 #
 # EOF instead of 1: the server is quitting.  (The call's socket stays
-# with the server: the executor has no use for it.)
+# with the server: the executor has no use for it.)  With pty1 the
+# socket then stays open between the server and the call's session
+# leader: 8-byte records both ways (REPORT_* and ORDER_FGND below).
 #
 # The server closes its copies of a call's fds as soon as the executor
 # has them, and an executor or spare forked later closes every fd the
