@@ -15,10 +15,13 @@
 //!   server ── spare control socket ──► leader (session leader, the pty
 //!     │          ◄── reports:            as controlling terminal; every
 //!     │              executor pid,       signal blocked, every fd closed
-//!     │              stops, wait status  but the control socket)
+//!     │              stops, wait status  but the control socket; puts the
+//!     │          FGND ──►                executor's group in front of the
+//!     │                                  pty, or its own while the
+//!     │                                  client's job is in the background)
 //!     │                                      │ fork, waitpid(WUNTRACED)
-//!     └── SIGP / SIGG, to the executor ──►  executor (own group, the pty's
-//!                                           foreground; runs the program)
+//!     └── SIGP / SIGG, to the executor ──►  executor (own group; runs the
+//!                                           program once the leader is done)
 //! ```
 //!
 //! The server reaps the leader; the executor's pid, stops and raw wait
@@ -146,20 +149,47 @@ impl Reports {
 
 /// In a spare handed a call on a pty: lead a new session with `slave` as
 /// its controlling terminal and fork the executor. Returns in the executor
-/// only (which then takes the pty's foreground, `executor.rs`); the leader
-/// reports over `control` and exits when the executor has ended.
-pub(super) fn lead(control: UnixStream, slave: &OwnedFd, log: Log) -> UnixStream {
+/// only, once the leader has put it in its process group and, unless the
+/// client starts in the `background` (`ptybg`), in the pty's foreground;
+/// the leader reports over `control` and exits when the executor has ended.
+pub(super) fn lead(control: UnixStream, slave: &OwnedFd, background: bool, log: Log) -> UnixStream {
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        log.err(&format!("{what}: {e}"));
+        sys::exit_now(127)
+    };
     if let Err(e) = start_session(slave) {
-        log.err(&format!("make the call's session: {e}"));
-        sys::exit_now(127);
+        fail("make the call's session", &e);
     }
+    // The executor waits for EOF on this pipe: the leader closes it once
+    // the executor's group is set up, before it handles any `FGND`.
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| fail("pipe", &e));
     let leader = nix::unistd::getpid();
     match sys::fork_checked() {
         Ok(Forked::Child) => {
+            drop(ready_w);
+            let mut byte = [0u8; 1];
+            while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&ready_r, &mut byte) {}
+            drop(ready_r);
             executor::die_with(leader, Signal::SIGKILL, log);
             control
         }
-        Ok(Forked::Parent(pid)) => supervise(control, Pid::from_raw(pid), log),
+        Ok(Forked::Parent(pid)) => {
+            drop(ready_r);
+            let executor = Pid::from_raw(pid);
+            // The executor's group, in front of the pty unless the client's
+            // job is in the background (then ours stays there, as
+            // TIOCSCTTY left it, and the kernel stops the executor's group
+            // when it reads).
+            if let Err(e) = setpgid(executor, executor) {
+                fail("put the executor in its group", &e);
+            }
+            if !background && let Err(e) = nix::unistd::tcsetpgrp(slave, executor) {
+                fail("put the executor in the pty's foreground", &e);
+            }
+            drop(ready_w);
+            supervise(control, executor, log)
+        }
         Err(e) => {
             log.err(&format!("fork the call's executor: {e}"));
             sys::exit_now(127)
@@ -183,8 +213,6 @@ fn start_session(slave: &OwnedFd) -> std::io::Result<()> {
 /// The leader's life: report the executor, its stops and its end, and
 /// mirror the client's job state onto the pty as the server passes it on.
 fn supervise(control: UnixStream, executor: Pid, log: Log) -> ! {
-    // The executor does the same; whichever runs first wins.
-    let _ = setpgid(executor, executor);
     // SAFETY: we are a fork child that never returns into the server's or
     // the program's code: no owner of the closed fds uses them again.
     unsafe { sys::close_fds_from(3, &[control.as_raw_fd()]) };
@@ -258,14 +286,19 @@ impl Foreground {
             return;
         };
         let ours = nix::unistd::getpgrp();
+        let Ok(now) = nix::unistd::tcgetpgrp(&tty) else {
+            return;
+        };
         if front {
-            let to = self.remembered.take().unwrap_or(executor);
-            if nix::unistd::tcsetpgrp(&tty, to).is_err() {
-                let _ = nix::unistd::tcsetpgrp(&tty, executor);
+            // Only if we hold it: a repeated FGND, or a job the program put
+            // in front itself meanwhile, is left alone.
+            if now == ours {
+                let to = self.remembered.take().unwrap_or(executor);
+                if nix::unistd::tcsetpgrp(&tty, to).is_err() {
+                    let _ = nix::unistd::tcsetpgrp(&tty, executor);
+                }
             }
-        } else if let Ok(now) = nix::unistd::tcgetpgrp(&tty)
-            && now != ours
-        {
+        } else if now != ours {
             self.remembered = Some(now);
             let _ = nix::unistd::tcsetpgrp(&tty, ours);
         }
