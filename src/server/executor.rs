@@ -163,7 +163,7 @@ pub(super) fn become_executor(
         if role == Role::Forked {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
         }
-        if let Some(slave) = &slave {
+        if let Some(slave) = slave.as_ref().filter(|_| !attrs.pty_background) {
             take_foreground(slave)?;
         }
         // Fds 0-2 are open already, so the received fds are >= 3
