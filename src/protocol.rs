@@ -372,6 +372,9 @@ pub enum Frame {
     Stopped(i32),
     /// `EXIT`, server → client: the executor's raw wait status; last.
     Exit(u32),
+    /// `FGND`, client → server, with `pty1` (§9.2): the client is now in
+    /// the foreground (`true`) or the background of the caller's terminal.
+    Foreground(bool),
     /// A frame with a tag we do not know (skipped, as §6.2 asks).
     Unknown([u8; 4]),
     /// A frame with a known tag whose body is wrong (§6.2: the server logs
@@ -385,6 +388,7 @@ const TAG_SIGP: [u8; 4] = *b"SIGP";
 const TAG_SIGG: [u8; 4] = *b"SIGG";
 const TAG_STOP: [u8; 4] = *b"STOP";
 const TAG_EXIT: [u8; 4] = *b"EXIT";
+const TAG_FGND: [u8; 4] = *b"FGND";
 
 fn tag_text(tag: &[u8]) -> String {
     String::from_utf8_lossy(tag).escape_debug().to_string()
@@ -430,6 +434,7 @@ impl Frame {
             Frame::SignalGroup(s) => (TAG_SIGG, (*s as u32).to_be_bytes().to_vec()),
             Frame::Stopped(s) => (TAG_STOP, (*s as u32).to_be_bytes().to_vec()),
             Frame::Exit(status) => (TAG_EXIT, status.to_be_bytes().to_vec()),
+            Frame::Foreground(front) => (TAG_FGND, u32::from(*front).to_be_bytes().to_vec()),
             Frame::Unknown(tag) | Frame::Malformed(tag, _) => (*tag, Vec::new()),
         };
         let mut out = Vec::with_capacity(8 + body.len());
@@ -474,6 +479,11 @@ impl Frame {
             TAG_SIGG => Frame::SignalGroup(signal_body(&tag, body)?),
             TAG_STOP => Frame::Stopped(signal_body(&tag, body)?),
             TAG_EXIT => Frame::Exit(u32_body(&tag, body)?),
+            TAG_FGND => match u32_body(&tag, body)? {
+                0 => Frame::Foreground(false),
+                1 => Frame::Foreground(true),
+                n => return Err(Error::protocol(format!("FGND frame: {n} is not 0 or 1"))),
+            },
             other => Frame::Unknown(other),
         })
     }
@@ -537,6 +547,9 @@ pub struct Attributes {
     /// Extension `pty1` (§9.2): the numbers among 0-2 that the pty's
     /// slave replaces; the slave follows the extra fds. Empty: no pty.
     pub pty: Vec<RawFd>,
+    /// With `pty`: the client starts in the background of the caller's
+    /// terminal (`ptybg=1`).
+    pub pty_background: bool,
 }
 
 fn join_numbers<T: std::fmt::Display>(items: &[T]) -> String {
@@ -582,6 +595,9 @@ impl Attributes {
         items.push(format!("fds={}", join_numbers(&self.fds)));
         if !self.pty.is_empty() {
             items.push(format!("pty={}", join_numbers(&self.pty)));
+            if self.pty_background {
+                items.push("ptybg=1".into());
+            }
         }
         let mut out = Vec::new();
         for item in items {
@@ -645,6 +661,13 @@ impl Attributes {
                     a.fds = numbers(value)?;
                     if a.fds.len() > MAX_EXTRA_FDS || a.fds.iter().any(|&fd| fd < 3) {
                         return Err(bad());
+                    }
+                }
+                "ptybg" => {
+                    a.pty_background = match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(bad()),
                     }
                 }
                 "pty" => {
@@ -1095,12 +1118,38 @@ mod tests {
         }
         // Without the key: no pty.
         assert!(Attributes::decode_body(b"fds=\0").unwrap().pty.is_empty());
+        let a = Attributes {
+            pty: vec![1],
+            pty_background: true,
+            ..Attributes::default()
+        };
+        assert_eq!(a.encode_body(), b"fds=\0pty=1\0ptybg=1\0");
+        assert_eq!(Attributes::decode_body(&a.encode_body()).unwrap(), a);
+        assert!(Attributes::decode_body(b"pty=1\0ptybg=2\0").is_err());
+    }
+
+    #[test]
+    fn fgnd_frames_carry_0_or_1() {
+        for front in [false, true] {
+            let bytes = Frame::Foreground(front).encode();
+            assert_eq!(&bytes[..8], b"FGND\0\0\0\x04");
+            assert_eq!(
+                Frame::parse(&bytes).unwrap().unwrap().0,
+                Frame::Foreground(front)
+            );
+        }
+        let bad = [&b"FGND\0\0\0\x04"[..], &2u32.to_be_bytes()].concat();
+        assert!(matches!(
+            Frame::parse(&bad).unwrap().unwrap().0,
+            Frame::Malformed(..)
+        ));
     }
 
     #[test]
     fn attr_worked_example_of_protocol_md() {
         let a = Attributes {
             pty: Vec::new(),
+            pty_background: false,
             umask: Some(0o027),
             nice: Some(0),
             rlimits: vec![Rlimit {

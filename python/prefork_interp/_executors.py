@@ -28,7 +28,11 @@ The server keeps the spare's control socket, over which the leader reports
 the executor's pid, its stops and its wait status; signals for the call
 (``SIGP``, ``SIGG``, a hang-up's) are held until the executor's pid has
 come, then go to the executor and its group.  The server reaps the leader
-and sends the status it reported (the leader's own if none came).
+and sends the status it reported (the leader's own if none came).  An
+``FGND`` frame goes to the leader over the same socket (a record of kind
+``_session.FOREGROUND``), which moves the pty's foreground and answers;
+signals are held until it has, so a ``SIGCONT`` after ``FGND 1`` finds the
+executor's group in front of the pty.
 
 Every executor asks the kernel to SIGKILL it if the server dies
 (``PR_SET_PDEATHSIG``): a server killed under its calls never leaves one
@@ -63,6 +67,7 @@ from ._log import Log
 from ._proc import close_quietly, die_with_parent, fork, process_title, set_cmdline
 from ._protocol import (
     TAG_EXIT,
+    TAG_FGND,
     TAG_SIGG,
     TAG_SIGP,
     TAG_STOP,
@@ -71,6 +76,7 @@ from ._protocol import (
     FrameReader,
     PeerGone,
     ProtocolError,
+    decode_foreground,
     decode_u32,
     encode_attributes,
     parse_attributes,
@@ -163,7 +169,8 @@ def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], Non
             # leader could not call setsid).  Returns in the executor only.
             from ._session import lead
 
-            lead(ctl, call.pty_fd)
+            assert call.attrs is not None
+            lead(ctl, call.pty_fd, call.attrs.ptybg)
         ctl.close()
         call.sock.close()
         return call
@@ -190,7 +197,10 @@ class _Running:
     """A call being served by executor ``pid`` (the monitor's part of
     protocol.md section 4, driven by the server's poll loop)."""
 
-    __slots__ = ("pid", "sock", "listening", "framed", "frames", "log", "pty", "leader", "executor", "held", "reported", "reports")
+    __slots__ = (
+        "pid", "sock", "listening", "framed", "frames", "log", "pty", "leader", "executor", "held", "reported", "reports",
+        "unanswered",
+    )
 
     def __init__(
         self, pid: int, sock: _socket.socket, framed: bool, log: Log, leader: "Optional[socket.socket]" = None
@@ -222,6 +232,9 @@ class _Running:
         self.reported: Optional[int] = None
         #: pty1: the start of a report not all there yet.
         self.reports = b""
+        #: pty1: FGNDs passed to the leader and not yet answered; signals
+        #: are held until they are.
+        self.unanswered = 0
 
     def readable(self) -> None:
         """The call socket polled readable: frames, or the hang-up."""
@@ -247,6 +260,9 @@ class _Running:
             self._handle(frame)
 
     def _handle(self, frame: Frame) -> None:
+        if frame.tag == TAG_FGND:
+            self._foreground(frame)
+            return
         if frame.tag not in (TAG_SIGP, TAG_SIGG):
             return  # a frame of a later version: skipped
         try:
@@ -263,6 +279,30 @@ class _Running:
             pass  # the group has emptied; the executor's death is on its way
         except OSError as e:
             self.log.warning(f"forwarding signal {sig}: {e}")
+
+    def _foreground(self, frame: Frame) -> None:
+        """``FGND``: the client's job has moved to the foreground or the
+        background of the caller's terminal.  Passed to the leader, which
+        mirrors it onto the pty; signals wait for its answer.  Ignored for
+        a call without a pty, or once the leader has gone."""
+        if not self.pty:
+            return
+        try:
+            front = decode_foreground(frame)
+        except ProtocolError as e:
+            self.log.warning(f"bad frame from client, ignored: {e}")
+            return
+        if self.leader is None or self.reported is not None:
+            return
+        from ._session import FOREGROUND, REPORT
+
+        try:
+            # 8 bytes to a socket the leader always reads: all or nothing.
+            self.leader.send(REPORT.pack(FOREGROUND, int(front)), socket.MSG_NOSIGNAL)
+        except OSError as e:
+            self.log.warning(f"passing FGND to the call's leader: {e}")
+            return
+        self.unanswered += 1
 
     def _hang_up(self) -> None:
         """The caller is gone (or only half-closed its end): interrupt the
@@ -283,9 +323,10 @@ class _Running:
     def _signal(self, sig: int, group: bool) -> None:
         """Send ``sig`` to the executor, or to its process group (which
         exists before the server learns the executor's pid).  With pty1,
-        held until the leader has reported the pid, and dropped once it
-        has reported the executor's end.  Raises OSError."""
-        if self.executor is None:
+        held until the leader has reported the pid and answered every
+        FGND, and dropped once it has reported the executor's end.  Raises
+        OSError."""
+        if self.executor is None or self.unanswered:
             if self.pty and self.reported is None:
                 self.held.append((sig, group))
             return
@@ -311,27 +352,42 @@ class _Running:
                 self.leader = None
                 break
             data += chunk
+        if self.leader is None:
+            # The leader has gone (and the executor with it): no answer to
+            # an FGND will come, and nothing held is sent.
+            self.unanswered = 0
+            self.held = []
         if not data:
             return
-        from ._session import EXECUTOR, STOPPED, decode_reports
+        from ._session import EXECUTOR, FOREGROUND, STOPPED, decode_reports
 
         reports, self.reports = decode_reports(self.reports + data)
         for kind, value in reports:
             if kind == EXECUTOR:
                 if self.reported is None:
                     self.executor = value
-                    held, self.held = self.held, []
-                    for sig, group in held:
-                        try:
-                            self._signal(sig, group)
-                        except OSError:
-                            pass
+                    self._release_held()
+            elif kind == FOREGROUND:
+                if self.unanswered:
+                    self.unanswered -= 1
+                    self._release_held()
             elif kind == STOPPED:
                 self.stopped(value)
             else:
                 self.reported = value
                 self.executor = None
                 self.held = []
+
+    def _release_held(self) -> None:
+        """pty1: send the held signals, once nothing holds them."""
+        if self.executor is None or self.unanswered:
+            return
+        held, self.held = self.held, []
+        for sig, group in held:
+            try:
+                self._signal(sig, group)
+            except OSError:
+                pass
 
     def stopped(self, sig: int) -> None:
         if self.framed and self.sock is not None:

@@ -21,9 +21,11 @@ written here once:
    ``SIGP``/``SIGG`` from the client, ``STOP``/``EXIT`` to it.
 4. extension ``pty1`` (protocol.md section 9), offered with call1: the
    accept frame names it too, ``ATTR`` has the key ``pty``
-   (:attr:`Attributes.pty`), and one more fd follows the extra fds, the
-   slave side of the pseudo-terminal the client made for the call
-   (:attr:`Handshake.pty_fd`).
+   (:attr:`Attributes.pty`, and ``ptybg``: :attr:`Attributes.ptybg`), and
+   one more fd follows the extra fds, the slave side of the
+   pseudo-terminal the client made for the call (:attr:`Handshake.pty_fd`);
+   while the call runs the client sends ``FGND`` when its job moves to or
+   from the foreground of the caller's terminal.
 
 A request is kept as the one ``bytes`` buffer it arrived in:
 :func:`parse_request` checks its shape without splitting it, and only the
@@ -51,6 +53,7 @@ __all__ = [
     "TAG_ACCEPT",
     "TAG_ATTR",
     "TAG_EXIT",
+    "TAG_FGND",
     "TAG_SIGG",
     "TAG_SIGP",
     "TAG_STOP",
@@ -64,6 +67,7 @@ __all__ = [
     "ProtocolError",
     "Request",
     "SetupInfo",
+    "decode_foreground",
     "decode_u32",
     "encode_attributes",
     "encode_frame",
@@ -168,6 +172,9 @@ TAG_ATTR = b"ATTR"
 TAG_SIGP = b"SIGP"
 #: Client -> server: send a signal (u32 BE) to the call's process group.
 TAG_SIGG = b"SIGG"
+#: Client -> server, pty1: the client is now in the foreground (u32 BE 1)
+#: or the background (0) of the caller's terminal (protocol.md section 9.2).
+TAG_FGND = b"FGND"
 #: Server -> client: the executor has stopped with this signal (u32 BE).
 TAG_STOP = b"STOP"
 #: Server -> client: the executor's raw wait status (u32 BE); last frame.
@@ -612,11 +619,20 @@ def encode_u32_frame(tag: bytes, value: int) -> bytes:
 
 
 def decode_u32(frame: Frame) -> int:
-    """The u32 BE body of a ``SIGP``/``SIGG``/``STOP``/``EXIT`` frame."""
+    """The u32 BE body of a ``SIGP``/``SIGG``/``STOP``/``EXIT``/``FGND`` frame."""
     if len(frame.body) != U32_BE.size:
         raise ProtocolError(f"{_tag_text(frame.tag)} frame body is {len(frame.body)} bytes, not 4")
     (value,) = U32_BE.unpack(frame.body)
     return int(value)
+
+
+def decode_foreground(frame: Frame) -> bool:
+    """An ``FGND`` frame's body: True for the foreground (1), False for the
+    background (0); anything else is a :class:`ProtocolError`."""
+    value = decode_u32(frame)
+    if value not in (0, 1):
+        raise ProtocolError(f"FGND frame: {value} is not 0 or 1")
+    return value == 1
 
 
 def _tag_text(tag: bytes) -> str:
@@ -677,7 +693,7 @@ class Attributes(Record):
     """What the ``ATTR`` frame says about the caller.  ``None`` (or, for
     ``rlimits``, a missing resource): not sent, the server's stays."""
 
-    __slots__ = ("umask", "nice", "rlimits", "sigign", "sigmask", "fds", "pty")
+    __slots__ = ("umask", "nice", "rlimits", "sigign", "sigmask", "fds", "pty", "ptybg")
 
     #: The caller's umask.
     umask: "Optional[int]"
@@ -697,6 +713,10 @@ class Attributes(Record):
     #: the pty's slave replaces, ascending; the slave arrives after the
     #: extra fds.  None: no pty (the key is absent).
     pty: "Optional[Tuple[int, ...]]"
+    #: Extension pty1: the client starts in the background of the caller's
+    #: terminal (``ptybg=1``; absent or ``0``: in its foreground).  Only
+    #: meaningful with :attr:`pty`.
+    ptybg: bool
 
     def __init__(
         self,
@@ -707,6 +727,7 @@ class Attributes(Record):
         sigmask: "Optional[FrozenSet[int]]" = None,
         fds: "Tuple[int, ...]" = (),
         pty: "Optional[Tuple[int, ...]]" = None,
+        ptybg: bool = False,
     ) -> None:
         self.umask = umask
         self.nice = nice
@@ -715,9 +736,10 @@ class Attributes(Record):
         self.sigmask = sigmask
         self.fds = fds
         self.pty = pty
+        self.ptybg = ptybg
 
 
-_ATTR_KEYS = ("umask", "nice", "rlimit", "sigign", "sigmask", "fds", "pty")
+_ATTR_KEYS = ("umask", "nice", "rlimit", "sigign", "sigmask", "fds", "pty", "ptybg")
 
 
 def _attr_int(key: str, text: str, signed: bool = False) -> int:
@@ -799,6 +821,9 @@ def parse_attributes(body: bytes) -> Attributes:
         pty = tuple(_attr_list("pty", values["pty"]))
         if not pty or any(fd > 2 for fd in pty) or any(a >= b for a, b in zip(pty, pty[1:])):
             raise ProtocolError(f"ATTR pty: {values['pty'][:40]!r} is not ascending numbers among 0-2")
+    ptybg = values.get("ptybg", "0")
+    if ptybg not in ("0", "1"):
+        raise ProtocolError(f"ATTR ptybg: {ptybg[:40]!r} is not 0 or 1")
     return Attributes(
         umask=umask,
         nice=nice,
@@ -807,6 +832,7 @@ def parse_attributes(body: bytes) -> Attributes:
         sigmask=_attr_signals("sigmask", values["sigmask"]) if "sigmask" in values else None,
         fds=fds,
         pty=pty,
+        ptybg=ptybg == "1",
     )
 
 
@@ -836,6 +862,8 @@ def encode_attributes(attrs: Attributes) -> bytes:
     entries.append(f"fds={numbers(attrs.fds)}")
     if attrs.pty is not None:
         entries.append(f"pty={numbers(attrs.pty)}")
+    if attrs.ptybg:
+        entries.append("ptybg=1")
     return "".join(entry + "\0" for entry in entries).encode("ascii")
 
 

@@ -18,6 +18,7 @@ from prefork_interp._protocol import (
     TAG_ACCEPT,
     TAG_ATTR,
     TAG_EXIT,
+    TAG_FGND,
     TAG_SIGG,
     Attributes,
     Frame,
@@ -25,6 +26,7 @@ from prefork_interp._protocol import (
     Handshake,
     PeerGone,
     ProtocolError,
+    decode_foreground,
     decode_u32,
     encode_attributes,
     encode_frame,
@@ -189,6 +191,34 @@ def test_attr_pty():
 def test_attr_pty_errors(body):
     with pytest.raises(ProtocolError, match="pty"):
         parse_attributes(body)
+
+
+def test_attr_ptybg():
+    """``ptybg=1``: the client starts in the background (section 9.2);
+    absent or ``0``: in the foreground."""
+    attrs = Attributes(fds=(), pty=(0, 1, 2), ptybg=True)
+    body = encode_attributes(attrs)
+    assert body == b"fds=\0pty=0,1,2\0ptybg=1\0"
+    assert parse_attributes(body) == attrs
+    assert parse_attributes(b"pty=1\0ptybg=0\0").ptybg is False
+    assert parse_attributes(b"pty=1\0").ptybg is False
+    assert encode_attributes(Attributes(pty=(1,))) == b"fds=\0pty=1\0", "the foreground: no key"
+
+
+@pytest.mark.parametrize("body", [b"ptybg=2\0", b"ptybg=\0", b"ptybg=01\0", b"ptybg=yes\0", b"ptybg=1\0ptybg=1\0"])
+def test_attr_ptybg_errors(body):
+    with pytest.raises(ProtocolError, match="ptybg"):
+        parse_attributes(b"pty=0\0" + body)
+
+
+def test_fgnd_frame():
+    """``FGND``, client to server (section 9.2): u32 BE 1 or 0."""
+    assert encode_u32_frame(TAG_FGND, 1) == b"FGND\0\0\0\x04\0\0\0\x01"
+    assert decode_foreground(Frame(TAG_FGND, b"\0\0\0\x01")) is True
+    assert decode_foreground(Frame(TAG_FGND, b"\0\0\0\0")) is False
+    for body in (b"\0\0\0\x02", b"\0\0\0\0\x01", b"\x01", b"", b"\x01\0\0\0"):
+        with pytest.raises(ProtocolError, match="FGND"):
+            decode_foreground(Frame(TAG_FGND, body))
 
 
 def test_attr_256_fds_is_the_limit():

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -30,7 +31,17 @@ from harness import alive, send_fds
 
 from prefork_interp._executors import _Running
 from prefork_interp._log import Log
-from prefork_interp._protocol import TAG_ATTR, TAG_SIGG, TAG_STOP, Attributes, Frame, encode_frame
+from prefork_interp._protocol import (
+    TAG_ATTR,
+    TAG_FGND,
+    TAG_SIGG,
+    TAG_SIGP,
+    TAG_STOP,
+    Attributes,
+    Frame,
+    encode_frame,
+    encode_u32_frame,
+)
 
 #: ``ioctl`` asking a tty for its session (termios has no name for it).
 TIOCGSID = 0x5429
@@ -81,6 +92,11 @@ def report():
     return got
 
 
+def wait_for(name):
+    while not os.path.exists(name):
+        time.sleep(0.02)
+
+
 mode, path = sys.argv[1], sys.argv[2]
 if mode == "report":
     got = report()
@@ -107,6 +123,34 @@ elif mode == "wait":
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         sys.exit(3)
+elif mode == "read":
+    # Reads a line from the pty, at once or once a file is there.
+    with open(path, "w") as f:
+        json.dump(report(), f)
+    print("ready", flush=True)
+    if len(sys.argv) > 3:
+        wait_for(sys.argv[3])
+    print("reading", flush=True)
+    line = sys.stdin.readline()
+    print("got " + line.strip(), flush=True)
+    sys.exit(5)
+elif mode == "jobs":
+    # Job control of its own: a child's group in front of the pty.
+    with open(path, "w") as f:
+        json.dump(report(), f)
+    child = os.fork()
+    if child == 0:
+        os.setpgid(0, 0)
+        while True:
+            time.sleep(1)
+    os.setpgid(child, child)
+    os.tcsetpgrp(0, child)
+    print(f"job {child}", flush=True)
+    wait_for(sys.argv[3])
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    print("job gone", flush=True)
+    wait_for(sys.argv[4])
 """
 
 
@@ -141,11 +185,13 @@ class PtyCall:
     """A call offering call1 and pty1, with a fresh pty: the slave is sent
     (and our copy closed), the master is ours to read."""
 
-    def __init__(self, client: FakeClient, args, pty, stdin=None, attr_body=None, send_slave=True) -> None:
+    def __init__(
+        self, client: FakeClient, args, pty, stdin=None, attr_body=None, send_slave=True, ptybg=False
+    ) -> None:
         self.master, slave = os.openpty()
         self.slave_name = os.ttyname(slave)
         try:
-            attrs = Attributes(sigign=frozenset(), sigmask=frozenset(), pty=pty)
+            attrs = Attributes(sigign=frozenset(), sigmask=frozenset(), pty=pty, ptybg=ptybg)
             self.call = Call1(
                 client.connect(), _argv(client, *args), attrs=attrs, offer=b"call1,pty1", stdin=stdin,
                 pty=slave if send_slave and attr_body is None else None, send_attr=attr_body is None,
@@ -422,6 +468,150 @@ def test_reported_status_and_the_end(fake, tmp_path, mode, status):
 
 
 # ---------------------------------------------------------------------------
+# The job's state mirrored onto the pty (ptybg, FGND: protocol.md section 9.3
+# step 5)
+
+
+def _foreground_becomes(call: PtyCall, pgrp: int, timeout: float = 30) -> None:
+    """Wait until ``pgrp`` is the pty's foreground group (the leader moves
+    it when the server passes an FGND on, after the frame has gone)."""
+    deadline = time.monotonic() + timeout
+    while os.tcgetpgrp(call.master) != pgrp:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the pty's foreground is {os.tcgetpgrp(call.master)}, not {pgrp}")
+        time.sleep(0.01)
+
+
+def test_started_in_the_background_a_read_stops_the_script(fake, tmp_path):
+    """``ptybg=1``: the leader's group stays in front of the pty, so the
+    script's read stops it (SIGTTIN, reported); FGND 1 and SIGCONT (what a
+    client does on ``fg``) let it read."""
+    report = tmp_path / "report"
+    call = PtyCall(fake, ("read", str(report)), pty=(0, 1, 2), ptybg=True)
+    try:
+        assert call.call.expect(TAG_STOP) == signal.SIGTTIN
+        got = json.loads(report.read_text())
+        fake.servers.append(got["sid"])
+        _assert_session(got)
+        assert got["foreground"] == got["ppid"], "the leader's group in front, from the start"
+        assert os.tcgetpgrp(call.master) == got["ppid"]
+        assert _state(got["pid"]) == "T"
+        os.write(call.master, b"typed\n")
+        call.call.send(TAG_FGND, 1)
+        call.call.send(TAG_SIGG, signal.SIGCONT)
+        assert call.call.expect(b"EXIT") == 5 << 8
+        out = call.read_master_to_eio()
+        assert b"ready\r\nreading\r\n" in out, "writing in the background is allowed (no tostop)"
+        assert b"got typed\r\n" in out
+    finally:
+        call.close()
+
+
+def test_moved_to_the_background_the_script_runs_until_it_reads(fake, tmp_path):
+    """Started in the foreground; after FGND 0 a script that does not read
+    runs on (a background job is stopped only when it reads); when it
+    reads, SIGTTIN stops it; FGND 1 and SIGCONT let it read."""
+    report, go = tmp_path / "report", tmp_path / "go"
+    call = PtyCall(fake, ("read", str(report), str(go)), pty=(0, 1, 2))
+    try:
+        call.read_master(b"ready\r\n")
+        got = json.loads(report.read_text())
+        fake.servers.append(got["sid"])
+        executor, leader = got["pid"], got["ppid"]
+        assert os.tcgetpgrp(call.master) == executor
+        call.call.send(TAG_FGND, 0)
+        _foreground_becomes(call, leader)
+        go.touch()
+        call.read_master(b"reading\r\n")
+        assert call.call.expect(TAG_STOP) == signal.SIGTTIN
+        assert _state(executor) == "T"
+        call.call.send(TAG_FGND, 1)
+        call.call.send(TAG_SIGG, signal.SIGCONT)
+        os.write(call.master, b"typed\n")
+        assert call.call.expect(b"EXIT") == 5 << 8
+        assert b"got typed\r\n" in call.read_master_to_eio()
+    finally:
+        call.close()
+
+
+def test_the_leader_gives_back_the_scripts_own_foreground_job(fake, tmp_path):
+    """A script that put a job of its own in front of the pty gets it back
+    after FGND 0 and FGND 1; if that job has gone meanwhile, the
+    executor's group gets the foreground."""
+    report, go, end = tmp_path / "report", tmp_path / "go", tmp_path / "end"
+    call = PtyCall(fake, ("jobs", str(report), str(go), str(end)), pty=(0, 1, 2))
+    try:
+        out = call.read_master(b"job ")
+        while not re.search(rb"job \d+\r\n", out):
+            out += call.read_master(b"\n")
+        job = int(re.search(rb"job (\d+)\r\n", out).group(1))
+        got = json.loads(report.read_text())
+        fake.servers.append(got["sid"])
+        executor, leader = got["pid"], got["ppid"]
+        assert os.tcgetpgrp(call.master) == job
+        call.call.send(TAG_FGND, 0)
+        _foreground_becomes(call, leader)
+        call.call.send(TAG_FGND, 1)
+        _foreground_becomes(call, job)
+        # A repeated FGND 1 moves nothing.
+        call.call.send(TAG_FGND, 1)
+        call.call.send(TAG_FGND, 0)
+        _foreground_becomes(call, leader)
+        go.touch()
+        call.read_master(b"job gone\r\n")
+        call.call.send(TAG_FGND, 1)
+        _foreground_becomes(call, executor)
+        end.touch()
+        assert call.call.expect(b"EXIT") == 0
+        call.read_master_to_eio()
+    finally:
+        call.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [encode_frame(TAG_FGND, b"\0\0\0\0\1"), encode_u32_frame(TAG_FGND, 2), encode_frame(TAG_FGND, b"")],
+)
+def test_malformed_fgnd_is_skipped(fake, tmp_path, garbage):
+    call = _wait_call(fake, tmp_path)
+    try:
+        executor = json.loads((tmp_path / "report").read_text())["pid"]
+        call.call.sock.sendall(garbage)
+        # A STOP answers a later frame: the bad one has been read (and
+        # nothing held the signal for an answer from the leader).
+        call.call.send(TAG_SIGG, signal.SIGSTOP)
+        assert call.call.expect(TAG_STOP) == signal.SIGSTOP
+        assert os.tcgetpgrp(call.master) == executor, "the pty's foreground has not moved"
+        call.call.send(TAG_SIGG, signal.SIGCONT)
+        call.call.send(TAG_SIGG, signal.SIGINT)
+        assert call.call.expect(b"EXIT") == 3 << 8
+        assert b"interrupted\r\n" in call.read_master_to_eio()
+    finally:
+        call.close()
+
+
+def test_fgnd_without_a_pty_is_ignored(fake, tmp_path):
+    call = Call1(
+        fake.connect(), _argv(fake, "wait", str(tmp_path / "report")),
+        attrs=Attributes(sigign=frozenset(), sigmask=frozenset()),
+    )
+    try:
+        call.read_out(b"ready\n")
+        call.send(TAG_FGND, 0)
+        call.send(TAG_FGND, 1)
+        call.sock.sendall(encode_u32_frame(TAG_FGND, 7))
+        call.send(TAG_SIGG, signal.SIGSTOP)
+        assert call.expect(TAG_STOP) == signal.SIGSTOP
+        call.send(TAG_SIGG, signal.SIGCONT)
+        call.send(TAG_SIGP, signal.SIGINT)
+        status, out, _ = call.finish()
+        assert status == 3 << 8
+        assert out == b"interrupted\n"
+    finally:
+        call.close()
+
+
+# ---------------------------------------------------------------------------
 # Negotiation and bad clients
 
 
@@ -462,6 +652,8 @@ def test_pty_attribute_without_pty1_drops_the_call(fake, tmp_path):
         (b"pty=-1\0", True),
         (b"fds=\0", True),  # pty1 accepted, but no pty key
         (b"pty=0\0", False),  # no slave message: the client hangs up
+        (b"pty=0\0ptybg=2\0", True),
+        (b"pty=0\0ptybg=\0", True),
     ],
 )
 def test_malformed_pty_drops_the_call(fake, tmp_path, attr_body, send_slave):
@@ -522,3 +714,55 @@ def test_signals_are_held_until_the_executor_is_reported(tmp_path):
             child.wait()
         for sock in (call_ours, call_theirs, leader_ours, leader_theirs):
             sock.close()
+
+
+def test_fgnd_goes_to_the_leader_and_signals_wait_for_its_answer(tmp_path):
+    """An FGND frame becomes a record to the leader; a signal after it is
+    held until the leader has answered (so a SIGCONT after FGND 1 finds
+    the pty's foreground moved).  Malformed ones go nowhere."""
+    from prefork_interp._session import EXECUTOR, FOREGROUND, REPORT
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    call_ours, call_theirs = socket.socketpair()
+    leader_ours, leader_theirs = socket.socketpair()
+    try:
+        leader_ours.setblocking(False)
+        leader_theirs.settimeout(30)
+        running = _Running(12345, call_ours, True, Log("x.py", None, str(tmp_path / "log")), leader_ours)
+        leader_theirs.sendall(REPORT.pack(EXECUTOR, child.pid))
+        running.leader_readable()
+        assert running.executor == child.pid
+        for body in (b"\0\0\0\2", b"\0\0\0\0\1"):
+            running._handle(Frame(TAG_FGND, body))
+        running._handle(Frame(TAG_FGND, struct.pack(">I", 1)))
+        assert leader_theirs.recv(64) == REPORT.pack(FOREGROUND, 1), "only the good one passed on"
+        running._handle(Frame(TAG_SIGG, struct.pack(">I", signal.SIGTERM)))
+        assert running.held == [(signal.SIGTERM, True)], "held until the leader answers"
+        assert child.poll() is None
+        leader_theirs.sendall(REPORT.pack(FOREGROUND, 1))
+        running.leader_readable()
+        assert running.held == []
+        assert child.wait() == -signal.SIGTERM
+        # The leader gone: an FGND goes nowhere, and holds nothing.
+        leader_theirs.close()
+        running.leader_readable()
+        assert running.leader is None
+        running._handle(Frame(TAG_FGND, struct.pack(">I", 0)))
+        assert running.unanswered == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for sock in (call_ours, call_theirs, leader_ours, leader_theirs):
+            sock.close()
+
+
+def test_fgnd_for_a_call_without_a_pty_goes_nowhere(tmp_path):
+    call_ours, call_theirs = socket.socketpair()
+    try:
+        running = _Running(os.getpid(), call_ours, True, Log("x.py", None, str(tmp_path / "log")))
+        running._handle(Frame(TAG_FGND, struct.pack(">I", 0)))
+        assert running.unanswered == 0 and running.held == []
+    finally:
+        call_ours.close()
+        call_theirs.close()

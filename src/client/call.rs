@@ -135,6 +135,7 @@ pub fn make_call(
         if let (Some(relay), Some(relay_ready)) = (&mut relay, relay_ready) {
             relay.pump(relay_ready)?;
             relay.check_front();
+            tell_job_moved(&call, relay)?;
         }
         if !ready.socket {
             continue;
@@ -188,11 +189,13 @@ fn send_attributes_with_pty(call: &mut Call, caller: &Caller, plan: Plan) -> Res
         .iter()
         .map(|&fd| plan.is_terminal(fd))
         .collect();
+    let pty = plan.stdio.clone();
+    let (relay, slave) = plan.open()?;
     let attrs = Attributes {
-        pty: plan.stdio.clone(),
+        pty,
+        pty_background: !relay.starts_in_front(),
         ..caller.attrs.clone()
     };
-    let (relay, slave) = plan.open()?;
     let fds: Vec<BorrowedFd<'_>> = caller
         .fds()
         .into_iter()
@@ -220,6 +223,9 @@ fn forward(
         }
         if r.signal == libc::SIGCONT {
             relay.resume();
+            // Before the SIGCONT: the pty's foreground is right when the
+            // script goes on (the server holds signals until it is).
+            tell_job_moved(call, relay)?;
         }
     }
     let frame = match forwarder.route(r) {
@@ -228,6 +234,23 @@ fn forward(
     };
     super::debug(|| format!("forward {frame:?}"));
     call.send_frame(&frame)
+}
+
+/// Tell the server if our job came to the front or went to the background
+/// (`FGND`, protocol.md §9.2).
+fn tell_job_moved(call: &Call, relay: &mut Relay) -> Result<()> {
+    match relay.job_moved() {
+        Some(front) => {
+            super::debug(|| {
+                format!(
+                    "job now in the {}",
+                    if front { "foreground" } else { "background" }
+                )
+            });
+            call.send_frame(&Frame::Foreground(front))
+        }
+        None => Ok(()),
+    }
 }
 
 /// What a [`wait`] found.

@@ -63,6 +63,7 @@ impl Caller {
             ),
             fds,
             pty: Vec::new(),
+            pty_background: false,
         };
         Caller { attrs, mask }
     }

@@ -18,9 +18,10 @@
 //! relaying: at the end of the call (on every way out: [`Relay`] restores
 //! it when dropped), and before we stop ourselves like the script. While
 //! we are in the background of the caller's terminal we neither read it
-//! nor change its mode: what is typed is the shell's, and a script reading
-//! its pty then waits for `fg` (a direct run would be stopped by SIGTTIN:
-//! design.md §8 says why this one is not).
+//! nor change its mode: what is typed is the shell's. The server hears
+//! where our job is (`ptybg`, `FGND`), and the call's leader puts the pty's
+//! foreground in step, so the kernel stops a script reading its pty while
+//! we are in the background, as for a direct run.
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::PollFlags;
@@ -116,6 +117,7 @@ impl Plan {
             master,
             saved: None,
             synced: false,
+            told_front: true,
             input: Vec::new(),
             tty_gone: false,
             master_done: false,
@@ -124,6 +126,7 @@ impl Plan {
         // whatever is in front (a shell's line editor): the caller's own
         // are copied again when we first come to the front.
         relay.synced = relay.in_front();
+        relay.told_front = relay.synced;
         relay.copy_window_size();
         Ok((relay, slave))
     }
@@ -140,6 +143,8 @@ pub struct Relay {
     saved: Option<Termios>,
     /// The pty has the caller's settings as they are when we are in front.
     synced: bool,
+    /// Where the server last heard our job is (`ptybg`, `FGND`).
+    told_front: bool,
     /// Typed bytes the pty has not taken yet.
     input: Vec<u8>,
     /// The caller's terminal has hung up: no more reading it.
@@ -202,6 +207,18 @@ impl Relay {
         if self.saved.is_none() && !self.tty_gone && self.in_front() {
             self.resume();
         }
+    }
+
+    /// Did our job come to the front or go to the background since we last
+    /// said (protocol.md §9.2 `FGND`)? Where it is now, if so.
+    pub fn job_moved(&mut self) -> Option<bool> {
+        let front = self.in_front();
+        (front != std::mem::replace(&mut self.told_front, front)).then_some(front)
+    }
+
+    /// Where our job is when the call starts (`ATTR` key `ptybg`).
+    pub fn starts_in_front(&self) -> bool {
+        self.told_front
     }
 
     /// Stop relaying for a while (we are about to stop like the script):

@@ -158,13 +158,10 @@ pub(super) fn become_executor(
     } = extension.unwrap_or_default();
     let arranged = (|| -> std::io::Result<Vec<(RawFd, String)>> {
         // protocol.md §6.4 step 1: lead the call's process group (in
-        // place: stay in the caller's, §7); on a pty (§9.3), in the session
-        // our parent leads, in the pty's foreground.
-        if role == Role::Forked {
+        // place: stay in the caller's, §7); on a pty (§9.3) our parent, the
+        // session's leader, has done it, and put us in front of the pty.
+        if role == Role::Forked && slave.is_none() {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-        }
-        if let Some(slave) = &slave {
-            take_foreground(slave)?;
         }
         // Fds 0-2 are open already, so the received fds are >= 3
         // and each dup2 makes a distinct copy without close-on-exec.
@@ -212,14 +209,6 @@ pub(super) fn become_executor(
     }
     nix::syslog::closelog();
     invocation
-}
-
-/// protocol.md §9.3: our group in the pty's foreground. Every signal is
-/// blocked still (the program's mask comes last), so SIGTTOU does not stop
-/// us for asking from the background.
-fn take_foreground(slave: &OwnedFd) -> std::io::Result<()> {
-    nix::unistd::tcsetpgrp(slave, nix::unistd::getpgrp())?;
-    Ok(())
 }
 
 /// protocol.md §9.3: the pty's slave at each of `numbers` (among 0-2);

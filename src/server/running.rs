@@ -48,6 +48,9 @@ pub(super) struct Running {
     held: Vec<(i32, bool)>,
     /// The executor's wait status, as its leader reported it.
     reported: Option<i32>,
+    /// `FGND`s passed to the leader and not yet answered: signals wait
+    /// for them, so the pty's foreground is right before a SIGCONT acts.
+    unanswered: u32,
     /// The call's socket (non-blocking).
     call: Call,
     /// With `call1`: frames both ways.
@@ -73,6 +76,7 @@ impl Running {
             leader: leader.map(Reports::new),
             held: Vec::new(),
             reported: None,
+            unanswered: 0,
             call,
             framed,
             buf: FrameBuf::default(),
@@ -95,9 +99,11 @@ impl Running {
             match report {
                 Report::Executor(pid) => {
                     self.executor = Some(pid);
-                    for (sig, group) in std::mem::take(&mut self.held) {
-                        let _ = self.signal(sig, group);
-                    }
+                    self.release_held();
+                }
+                Report::Foreground(_) => {
+                    self.unanswered = self.unanswered.saturating_sub(1);
+                    self.release_held();
                 }
                 Report::Stopped(sig) => self.report_stop(sig, log),
                 Report::Exited(status) => self.reported = Some(status),
@@ -105,10 +111,31 @@ impl Running {
         }
     }
 
+    /// Send the held signals, if nothing holds them any more.
+    fn release_held(&mut self) {
+        if self.executor.is_some() && self.unanswered == 0 {
+            for (sig, group) in std::mem::take(&mut self.held) {
+                let _ = self.signal(sig, group);
+            }
+        }
+    }
+
+    /// The client's job changed place (`FGND`): tell the leader, and hold
+    /// signals until it answers. Nothing to do without a leader.
+    fn job_moved(&mut self, front: bool, log: Log) {
+        let Some(leader) = self.leader.as_ref().filter(|l| !l.closed) else {
+            return;
+        };
+        match leader.tell(front) {
+            Ok(()) => self.unanswered += 1,
+            Err(e) => log.debug(&e.to_string()),
+        }
+    }
+
     /// Send `sig` to the executor, or to its group; held until the
-    /// executor's pid is known.
+    /// executor's pid is known and the leader has answered every `FGND`.
     fn signal(&mut self, sig: i32, group: bool) -> nix::Result<()> {
-        let Some(pid) = self.executor else {
+        let (Some(pid), 0) = (self.executor, self.unanswered) else {
             self.held.push((sig, group));
             return Ok(());
         };
@@ -155,6 +182,10 @@ impl Running {
             let sent = match frame {
                 Frame::SignalProcess(sig) => self.signal(sig, false),
                 Frame::SignalGroup(sig) => self.signal(sig, true),
+                Frame::Foreground(front) => {
+                    self.job_moved(front, log);
+                    Ok(())
+                }
                 Frame::Unknown(_) => Ok(()),
                 // A client's mistake need not end the call: skip it.
                 Frame::Malformed(tag, why) => {

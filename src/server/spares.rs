@@ -181,7 +181,10 @@ impl Waiting {
         // On a pty, the call runs in a session of its own: we lead it, and
         // the executor is our child (session.rs); only it returns here.
         match extension.as_ref().and_then(|e| e.slave.as_ref()) {
-            Some(slave) => drop(session::lead(self.control, slave, log)),
+            Some(slave) => {
+                let background = extension.as_ref().is_some_and(|e| e.attrs.pty_background);
+                drop(session::lead(self.control, slave, background, log));
+            }
             None => drop(self.control),
         }
         let invocation = executor::take_request(body);
