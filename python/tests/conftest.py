@@ -19,6 +19,17 @@ sys.path.insert(0, str(PACKAGE_ROOT))
 sys.path.insert(0, str(TESTS_DIR))
 
 from harness import C_CLIENT, Harness  # noqa: E402
+
+# What a shell gives the commands it runs in the foreground: SIGINT and
+# SIGQUIT at their default, also when this run was started in the
+# background of a non-interactive shell (which ignores both for its
+# background jobs); the processes the tests start inherit them.
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 OUR_CLIENT = os.environ.get("PREFORK_INTERP_CLIENT") or str(REPO_ROOT / "target" / "release" / "prefork-interp")
 
 CLIENTS = {"c": C_CLIENT, "ours": OUR_CLIENT}

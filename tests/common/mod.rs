@@ -230,6 +230,19 @@ impl Fixture {
         c.env_remove("PREFORK_INTERP_DEBUG");
         c.env_remove("PREFORK_INTERP");
         c.stdin(Stdio::null());
+        // What a shell gives the commands it runs in the foreground: SIGINT
+        // and SIGQUIT at their default, even when the tests themselves were
+        // started in the background of a non-interactive shell, which
+        // ignores both for its background jobs.
+        // SAFETY: signal() is async-signal-safe, fit to run between fork
+        // and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(c, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
     }
 
     /// `CLIENT OPTS PROGRAM... ARGS...`, prepared ([`Fixture::prepare`]).

@@ -16,6 +16,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from programs import CLIENT, PROGRAMS, Setup  # noqa: E402
 from terminal import Terminal  # noqa: E402
 
+# What a shell gives the commands it runs in the foreground: SIGINT and
+# SIGQUIT at their default, also when this run was started in the
+# background of a non-interactive shell (which ignores both for its
+# background jobs); the processes the tests start inherit them.
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
 
 @pytest.fixture(params=sorted(PROGRAMS))
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:

@@ -23,6 +23,13 @@
 package PfiTest;
 
 use strict;
+
+# What a shell gives the commands it runs in the foreground: SIGINT and
+# SIGQUIT at their default, also when the tests were started in the
+# background of a non-interactive shell (which ignores both for its
+# background jobs); the processes the tests start inherit them.
+$SIG{INT} = 'DEFAULT';
+$SIG{QUIT} = 'DEFAULT';
 use warnings;
 
 use Config ();
