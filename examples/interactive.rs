@@ -19,6 +19,7 @@
 //! - `tty-read`: prompt `<<tty prompt>>` on `/dev/tty`, read a line from
 //!   it, `<<tty got LINE fg=yes|no>>` (our group the terminal's foreground?);
 //! - `pid`: `<<pid N>>`, wait until killed;
+//! - `isatty`: `<<isatty XYZ>>`, `y` or `n` for each of fds 0-2;
 //! - `interleave`: 100 times `<<o N>>` on stdout, `<<e N>>` on stderr.
 
 use std::io::{BufRead, Write};
@@ -135,6 +136,17 @@ fn main() {
             loop {
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        "isatty" => {
+            // SAFETY: isatty only looks at the fd.
+            let tty = |fd| {
+                if unsafe { libc::isatty(fd) } == 1 {
+                    'y'
+                } else {
+                    'n'
+                }
+            };
+            say(&format!("isatty {}{}{}", tty(0), tty(1), tty(2)));
         }
         "interleave" => {
             for n in 0..100 {

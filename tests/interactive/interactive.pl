@@ -129,6 +129,8 @@ if ($mode eq 'warm') {
 } elsif ($mode eq 'pid') {
     say_marker("pid $$");
     select undef, undef, undef, 0.05 while 1;
+} elsif ($mode eq 'isatty') {
+    say_marker('isatty ' . join '', map { -t $_ ? 'y' : 'n' } \*STDIN, \*STDOUT, \*STDERR);
 } elsif ($mode eq 'interleave') {
     STDERR->autoflush(1);
     for my $n (0 .. 99) {

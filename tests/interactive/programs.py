@@ -34,6 +34,8 @@ contains them, so the terminal's echo of a typed command never matches):
     terminal's foreground?).
 ``pid``
     print ``<<pid N>>`` (its pid), wait until killed.
+``isatty``
+    print ``<<isatty XYZ>>``: for fds 0, 1, 2, ``y`` if a terminal, else ``n``.
 ``interleave``
     100 times: ``<<o N>>`` on stdout, ``<<e N>>`` on stderr, each flushed.
 ``pager-pydoc`` (Python)
@@ -154,6 +156,8 @@ elif mode == "tty-read":
 elif mode == "pid":
     say(f"pid {os.getpid()}")
     wait_forever()
+elif mode == "isatty":
+    say("isatty " + "".join("y" if os.isatty(fd) else "n" for fd in (0, 1, 2)))
 elif mode == "interleave":
     for n in range(100):
         print(f"<<o {n}>>", flush=True)
@@ -211,7 +215,7 @@ def python_program(directory: Path, run_dir: Path, sessions_file: Path) -> Progr
 #: The modes every language has.
 COMMON_MODES = [
     "interrupt", "finally", "read-line", "wait-file", "winch", "password", "tty", "pager-run",
-    "tty-read", "pid", "interleave",
+    "tty-read", "pid", "interleave", "isatty",
 ]
 
 

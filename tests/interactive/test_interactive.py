@@ -277,6 +277,14 @@ def kill_term_client(term: Terminal, command: str) -> Any:
     return _killed(term, command, "client")
 
 
+@mode("isatty")
+def redirected(term: Terminal, command: str, redirect: str) -> Any:
+    start = term.start(f"{command} isatty {redirect}")
+    status = term.wait_done()
+    _prompt(term)
+    return status, markers(term.since(start))
+
+
 @mode("interleave")
 def interleaved_output(term: Terminal, command: str) -> Any:
     start = term.start(f"{command} interleave")
@@ -421,6 +429,17 @@ def test_stdout_and_stderr_keep_their_order(setup):
     got = both(setup, interleaved_output)
     expected = [m for n in range(100) for m in (f"o {n}", f"e {n}")]
     assert got["served"] == got["direct"] == (0, expected)
+
+
+@pytest.mark.parametrize(
+    "redirect, seen",
+    [("", "yyy"), ("< /dev/null | cat", "nny"), ("2>/dev/null", "yyn"), ("| cat", "yny")],
+)
+def test_only_the_terminal_fds_get_the_pty(setup, redirect, seen):
+    """A pipe or a file stays what it is (``script | grep``); the fds that
+    are the terminal are the call's pty."""
+    got = both(setup, redirected, redirect)
+    assert got["served"] == got["direct"] == (0, [f"isatty {seen}"])
 
 
 def test_full_screen_program_quit(setup):
