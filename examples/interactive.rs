@@ -138,8 +138,8 @@ fn main() {
             }
         }
         "isatty" => {
-            // SAFETY: isatty only looks at the fd.
             let tty = |fd| {
+                // SAFETY: isatty only looks at the fd.
                 if unsafe { libc::isatty(fd) } == 1 {
                     'y'
                 } else {
