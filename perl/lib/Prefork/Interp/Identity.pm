@@ -17,7 +17,7 @@ use strict;
 use warnings;
 
 use Errno qw(ENOENT);
-use Time::HiRes ();
+use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
@@ -28,14 +28,15 @@ our $VERSION = '1.0.0';
 # exists.
 sub identity ($) {
     my ($path) = @_;
-    my @st = Time::HiRes::stat($path);
+    my @st = Prefork::Interp::Syscall::stat_times($path);
     if (!@st) {
         return ('absent', undef) if $! == ENOENT;
         return ("error: $!", undef);
     }
-    # Time::HiRes gives nanoseconds where the system has them (as a
-    # double: a fraction of a microsecond at today's dates).
-    return (sprintf('%s:%s:%s:%.9f:%.9f', @st[0, 1, 7, 9, 10]), $st[9]);
+    # Times with nanoseconds where the system has them (as a double: a
+    # fraction of a microsecond at today's dates), as Time::HiRes::stat
+    # gives them.
+    return (sprintf('%s:%s:%s:%.9f:%.9f', @st), $st[3]);
 }
 
 # record(PATHS): a hash ref, each path => its identity.

@@ -22,7 +22,6 @@ package Prefork::Interp::Protocol;
 use strict;
 use warnings;
 
-use Config ();
 use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNRESET EPIPE EDOM);
 
 use Prefork::Interp::Syscall ();
@@ -303,6 +302,10 @@ sub send_fd ($$$) {
 my $SOL_SOCKET;
 sub _sol_socket () {
     return $SOL_SOCKET if defined $SOL_SOCKET;
+    # (Config, which says, takes a cold call 2 ms to load: not asked
+    # where Syscall knows the architecture, x86_64, aarch64, riscv64.)
+    return $SOL_SOCKET = 1 if Prefork::Interp::Syscall::known_linux();
+    require Config;
     if ($^O eq 'linux'
         && $Config::Config{archname} !~ m/\A(?:alpha|mips|hppa|parisc|sparc)/) {
         return $SOL_SOCKET = 1;

@@ -34,7 +34,6 @@ use warnings;
 
 use Errno qw(EINTR);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
-use Time::HiRes ();
 
 use Prefork::Interp::Handshake;
 use Prefork::Interp::Identity ();
@@ -154,7 +153,7 @@ sub _take_in_place ($$$$) {
     my $ok = eval {
         _set_nonblocking($fh, 'CALL');
         Prefork::Interp::Protocol::send_in_place_greeting($fh);
-        my $start = Time::HiRes::time();
+        my $start = Prefork::Interp::Syscall::now();
         # Not pty1: this process leads the process group its client
         # made, so cannot start a session; and the caller's terminal is
         # its controlling terminal already, handed to it by the client
@@ -163,7 +162,7 @@ sub _take_in_place ($$$$) {
         until ($hs->advance) {
             # A request timeout of 0: no limit.
             my $left = $timeout > 0
-                     ? $start + $timeout - Time::HiRes::time() : undef;
+                     ? $start + $timeout - Prefork::Interp::Syscall::now() : undef;
             die "no complete request within $timeout s\n"
                 if defined $left && $left <= 0;
             my $rbits = '';

@@ -21,7 +21,6 @@ package Prefork::Interp::Signals;
 use strict;
 use warnings;
 
-use Config ();
 use Errno qw(ESRCH);
 
 use Prefork::Interp::Syscall ();
@@ -50,6 +49,7 @@ BEGIN {
                   (map { "NUM$_" } 35..63), qw(RTMAX IOT CLD POLL));
         @nums = (0..64, 6, 17, 29);
     } else {
+        require Config;
         @names = split ' ', $Config::Config{sig_name};
         @nums = split ' ', $Config::Config{sig_num};
     }

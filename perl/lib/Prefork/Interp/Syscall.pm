@@ -24,8 +24,6 @@ package Prefork::Interp::Syscall;
 use strict;
 use warnings;
 
-use Config ();
-
 our $VERSION = '1.0.0';
 
 # The numbers of every system call the library makes, on the
@@ -40,13 +38,15 @@ my %KNOWN = (
                 prlimit64 => 302, signalfd4 => 289,
                 inotify_init1 => 294, inotify_add_watch => 254,
                 pidfd_open => 434, close => 3, write => 1, dup2 => 33, fcntl => 72,
-                exit_group => 231, rt_sigprocmask => 14 },
+                exit_group => 231, rt_sigprocmask => 14,
+                clock_gettime => 228, statx => 332 },
     # No dup2 in the generic table: dup3.
     aarch64 => { prctl => 167, recvmsg => 212, sendmsg => 211,
                  prlimit64 => 261, signalfd4 => 74,
                  inotify_init1 => 26, inotify_add_watch => 27,
                  pidfd_open => 434, close => 57, write => 64, dup3 => 24, fcntl => 25,
-                 exit_group => 94, rt_sigprocmask => 135 },
+                 exit_group => 94, rt_sigprocmask => 135,
+                 clock_gettime => 113, statx => 291 },
 );
 $KNOWN{riscv64} = $KNOWN{aarch64};
 
@@ -66,8 +66,26 @@ my %FALLBACK = (
                s390x => 172 },
 );
 
-my ($ARCH) = $Config::Config{archname} =~ m/\A([^-]+)/;
-$ARCH //= '';
+# The first word of perl's archname (x86_64, aarch64...), without
+# loading Config, which takes a cold call about 2 ms: from the ELF header
+# of the running perl for the 64-bit little-endian machines %KNOWN has,
+# otherwise from Config.
+sub _arch () {
+    my %machine = (62 => 'x86_64', 183 => 'aarch64', 243 => 'riscv64');
+    if (open my $exe, '<:raw', '/proc/self/exe') {
+        my $head = '';
+        if ((sysread($exe, $head, 20) // 0) == 20 && substr($head, 0, 4) eq "\x7fELF") {
+            # EI_CLASS 2: 64-bit; EI_DATA 1: little-endian; e_machine at 18.
+            my ($class, $data, $machine) = unpack 'x4 C C x12 v', $head;
+            return $machine{$machine}
+                if $class == 2 && $data == 1 && exists $machine{$machine};
+        }
+    }
+    require Config;
+    my ($arch) = $Config::Config{archname} =~ m/\A([^-]+)/;
+    return $arch // '';
+}
+my $ARCH = _arch();
 my $KNOWN = $^O eq 'linux' && length(pack 'p', undef) == 8
             ? $KNOWN{$ARCH} : undef;
 
@@ -114,6 +132,51 @@ sub number ($) {
         return $nr if defined $nr;
     }
     return $FALLBACK{$name} ? $FALLBACK{$name}{$ARCH} : undef;
+}
+
+#---------- Time::HiRes functions, as system calls ----------
+
+# Time::HiRes takes a cold call about 5 ms to load: where the table knows
+# the numbers, its two functions the setup process needs are made here.
+
+# now(): the time of day in seconds, with the nanoseconds as a fraction,
+# as Time::HiRes::time gives it.
+sub now () {
+    if ($KNOWN && length(pack 'j', 0) == 8) {
+        my $ts = "\0" x 16;
+        # CLOCK_REALTIME
+        if (syscall($KNOWN->{clock_gettime}, 0, $ts) == 0) {
+            my ($sec, $nsec) = unpack 'q L', $ts;
+            return $sec + $nsec / 1e9;
+        }
+    }
+    require Time::HiRes;
+    return Time::HiRes::time();
+}
+
+# stat_times(PATH): (DEV, INO, SIZE, MTIME, CTIME) as Time::HiRes::stat
+# gives them (the times with their nanoseconds as a fraction), or () with
+# $! set.
+sub stat_times ($) {
+    my ($path) = @_;
+    if ($KNOWN && length(pack 'j', 0) == 8) {
+        my $buf = "\0" x 256;
+        # struct statx: AT_FDCWD, no flags, STATX_BASIC_STATS; the path
+        # as a new string, so that syscall passes a pointer.
+        if (syscall($KNOWN->{statx}, -100, "$path", 0, 0x7ff, $buf) == 0) {
+            my ($ino, $size) = unpack 'x32 Q Q', $buf;
+            my ($csec, $cnsec, $msec, $mnsec) = unpack 'x96 q L x4 q L', $buf;
+            my ($major, $minor) = unpack 'x136 L L', $buf;
+            # dev_t as glibc's stat gives it (gnu_dev_makedev).
+            my $dev = ($minor & 0xff) | (($major & 0xfff) << 8)
+                    | (($minor & ~0xff) << 12) | (($major & ~0xfff) << 32);
+            return ($dev, $ino, $size, $msec + $mnsec / 1e9, $csec + $cnsec / 1e9);
+        }
+        return () unless $! + 0 == 38;    # ENOSYS: a kernel before 4.11
+    }
+    require Time::HiRes;
+    my @st = Time::HiRes::stat($path);
+    return @st ? @st[0, 1, 7, 9, 10] : ();
 }
 
 #---------- POSIX functions, as system calls ----------
