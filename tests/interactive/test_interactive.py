@@ -42,7 +42,13 @@ def both(setup: Setup, scenario: Callable[..., Any], *args: Any) -> Dict[str, An
         pytest.skip(f"{wanted} is Python's own (pydoc); {setup.program.name} has no such mode")
     if setup.program.name == "rust":
         scenario(setup.terminal, setup.program.served, *args)
-    return {how: scenario(setup.terminal, getattr(setup.program, how), *args) for how in ("direct", "served")}
+    got = {"direct": scenario(setup.terminal, setup.program.direct, *args)}
+    # Every served scenario leaves the terminal's settings as it found
+    # them (the client's raw mode is put back on every way out).
+    before = _stty(setup.terminal)
+    got["served"] = scenario(setup.terminal, setup.program.served, *args)
+    assert _stty(setup.terminal) == before, "the served call left the terminal's settings changed"
+    return got
 
 
 def cold(setup: Setup, scenario: Callable[..., Any], *args: Any) -> Dict[str, Any]:
