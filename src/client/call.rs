@@ -1,10 +1,12 @@
 //! One call, once a server has greeted us (design.md §4.10-4.11): send the
-//! request offering extension `call1`, then run one poll loop over the call
-//! socket and the signalfd until the status arrives.
+//! request offering extension `call1` (and `pty1` on a terminal), then run
+//! one poll loop over the call socket, the signalfd and, with a pty, the
+//! relay's fds (`pty.rs`) until the status arrives.
 //!
 //! ```text
-//!   send request (+ PREFORK_INTERP_EXT=call1)
-//!   ├─ first reply "PFXA": send ATTR + extra fds; forward signals;
+//!   send request (+ PREFORK_INTERP_EXT=call1[,pty1])
+//!   ├─ first reply "PFXA": send ATTR + extra fds (+ the pty's slave);
+//!   │     forward signals; relay; FGND when our job moves;
 //!   │     STOP → stop ourselves like the script; EXIT → the status
 //!   ├─ first reply is a v1 status: the call is over
 //!   └─ nothing within ACCEPT_WAIT: signals act on us as in v1 until the

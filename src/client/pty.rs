@@ -1,4 +1,4 @@
-//! The pty relay (protocol.md §9, design.md §9): a served call whose
+//! The pty relay (protocol.md §9, design.md §8): a served call whose
 //! caller is on a terminal gets a pseudo-terminal of ours as its
 //! controlling terminal, and we copy bytes between the pty's master and the
 //! caller's terminal, as `ssh -t` does.
@@ -11,7 +11,9 @@
 //!                                   │  the kernel's line discipline:
 //!                                   │  ^C ^Z ^\, echo, SIGWINCH, SIGTTIN
 //!                                   ▼
-//!   executor (session leader) fd 0-2 → pty slave, its controlling terminal
+//!   executor: fds 0-2 that were the caller's terminal → the pty slave,
+//!   the controlling terminal of the session its parent, the call's
+//!   leader, leads (server/session.rs)
 //! ```
 //!
 //! The caller's terminal is put back as we found it whenever we stop
@@ -112,21 +114,20 @@ impl Plan {
         let master = OwnedFd::from(master);
         fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(|e| Error::io("make the pty master non-blocking", e))?;
-        let mut relay = Relay {
+        // Started in the background, the terminal has the settings of
+        // whatever is in front (a shell's line editor): the caller's own
+        // are copied again when we first come to the front.
+        let front = in_front(&self.tty);
+        let relay = Relay {
             tty: self.tty,
             master,
             saved: None,
-            synced: false,
-            told_front: true,
+            synced: front,
+            told_front: front,
             input: Vec::new(),
             tty_gone: false,
             master_done: false,
         };
-        // Started in the background, the terminal has the settings of
-        // whatever is in front (a shell's line editor): the caller's own
-        // are copied again when we first come to the front.
-        relay.synced = relay.in_front();
-        relay.told_front = relay.synced;
         relay.copy_window_size();
         Ok((relay, slave))
     }
@@ -162,16 +163,27 @@ pub struct Ready {
     pub tty: Option<PollFlags>,
 }
 
+/// Is our process group the foreground of `tty`?
+fn in_front(tty: &File) -> bool {
+    nix::unistd::tcgetpgrp(tty).is_ok_and(|g| g == getpgrp())
+}
+
 impl Relay {
     /// Is our process group the caller's terminal's foreground?
     fn in_front(&self) -> bool {
-        nix::unistd::tcgetpgrp(&self.tty).is_ok_and(|g| g == getpgrp())
+        in_front(&self.tty)
+    }
+
+    /// Are we not relaying the terminal's keys (not in raw mode), though
+    /// the terminal is there?
+    fn keys_waiting(&self) -> bool {
+        self.saved.is_none() && !self.tty_gone
     }
 
     /// Start or resume relaying: raw mode if we are in front, the window
     /// size copied (it may have changed while we were stopped).
     pub fn resume(&mut self) {
-        if self.in_front() && self.saved.is_none() && !self.tty_gone {
+        if self.keys_waiting() && self.in_front() {
             self.enter_raw_mode();
         }
         self.copy_window_size();
@@ -199,12 +211,12 @@ impl Relay {
     /// how soon to look again whether we have come to the front: a shell's
     /// `fg` of a running job sends no signal.
     pub fn recheck(&self) -> Option<std::time::Duration> {
-        (self.saved.is_none() && !self.tty_gone).then_some(FRONT_RECHECK)
+        self.keys_waiting().then_some(FRONT_RECHECK)
     }
 
     /// After [`Relay::recheck`]'s time: relay the keys if we are in front.
     pub fn check_front(&mut self) {
-        if self.saved.is_none() && !self.tty_gone && self.in_front() {
+        if self.keys_waiting() && self.in_front() {
             self.resume();
         }
     }
@@ -324,15 +336,15 @@ impl Relay {
         }
     }
 
-    /// What the script wrote onto the caller's terminal; false once every
-    /// slave descriptor is closed.
-    fn copy_output(&mut self) -> Result<bool> {
+    /// What the script wrote, onto the caller's terminal, until the pty has
+    /// no more for now or every slave descriptor is closed.
+    fn copy_output(&mut self) -> Result<()> {
         let mut buf = vec![0u8; CHUNK];
         loop {
             match nix::unistd::read(&self.master, &mut buf) {
                 Ok(0) | Err(nix::errno::Errno::EIO) => {
                     self.master_done = true;
-                    return Ok(false);
+                    return Ok(());
                 }
                 Ok(n) => {
                     // A terminal that hung up takes nothing: drop the output,
@@ -341,7 +353,7 @@ impl Relay {
                         self.tty_gone = true;
                     }
                 }
-                Err(nix::errno::Errno::EAGAIN) => return Ok(true),
+                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Error::io("read the pty", e)),
             }
@@ -361,9 +373,7 @@ impl Relay {
             )];
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(0) => return Ok(()),
-                Ok(_) => {
-                    self.copy_output()?;
-                }
+                Ok(_) => self.copy_output()?,
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Error::io("poll the pty", e)),
             }

@@ -43,8 +43,7 @@ pub(super) struct Running {
     executor: Option<libc::pid_t>,
     /// On a pty: the leader's reports.
     leader: Option<Reports>,
-    /// Signals for an executor whose pid is not known yet: (signal, to
-    /// its group).
+    /// Signals held (see [`Running::signal`]): (signal, to its group).
     held: Vec<(i32, bool)>,
     /// The executor's wait status, as its leader reported it.
     reported: Option<i32>,

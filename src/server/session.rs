@@ -190,10 +190,7 @@ pub(super) fn lead(control: UnixStream, slave: &OwnedFd, background: bool, log: 
             drop(ready_w);
             supervise(control, executor, log)
         }
-        Err(e) => {
-            log.err(&format!("fork the call's executor: {e}"));
-            sys::exit_now(127)
-        }
+        Err(e) => fail("fork the call's executor", &e),
     }
 }
 
