@@ -66,8 +66,10 @@ else:
 #: Opcodes that return from a frame: RETURN_VALUE, and from 3.12 to 3.13
 #: RETURN_CONST.  Found as the last instruction of the two kinds of code
 #: that end by returning (a value, and None), as the ``opcode`` module,
-#: which costs an import, would name them.
-_RETURN_OPS = frozenset(compile(source, "", mode).co_code[-2] for source, mode in (("", "exec"), ("x", "eval")))
+#: which costs an import, would name them.  (Functions compiled with this
+#: file, not ``compile()``: its first call builds the ``ast`` module's
+#: types, about 1 ms, on the cold path.)
+_RETURN_OPS = frozenset(f.__code__.co_code[-2] for f in (lambda x: x, lambda: None))
 
 #: SystemExit's own ``code`` member descriptor, under our property.
 _BASE_CODE: "Any" = SystemExit.__dict__["code"]
