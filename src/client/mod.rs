@@ -402,7 +402,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     let (watch_err_r, watch_err_w) = pipe("watcher output")?;
     sys::set_nonblocking(watch_err_r.as_fd(), true)
         .map_err(|e| Error::io("make watcher output non-blocking", e))?;
-    spawn::start_watcher(
+    let watcher = spawn::start_watcher(
         dir,
         name,
         initial,
@@ -410,7 +410,6 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         watch_err_w,
         &watcher_titles(cmd),
     )?;
-    debug(|| "watcher started".into());
 
     let (client_end, server_end) =
         UnixStream::pair().map_err(|e| Error::io("socketpair() for first call", e))?;
@@ -424,6 +423,13 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     let pid = spawn::start_setup(&exec_args(cmd), stamp, &fds)?;
     drop(fds);
     debug(|| format!("setup process {pid} started"));
+    // The setup process is on its way; the watcher's start is checked
+    // now. Without a watcher the new server sees WATCHE end and stops
+    // (design.md §3.2), but the call, under way, is not abandoned.
+    match watcher.finish() {
+        Ok(()) => debug(|| "watcher started".into()),
+        Err(e) => report(format_args!("{e}; the new server will stop at once")),
+    }
     // The setup process leads its own group: if the terminal is ours, it
     // is the setup's while it runs (its ^C, its reads), ours again after.
     let foreground = Foreground::ours();
