@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # not typing's: importing typing costs a cold call
 if TYPE_CHECKING:
     import ctypes
     import signal as _signal  # the stubs of _signal, which has none of its own
-    from typing import Iterable, List, Optional, Union
+    from typing import Iterable, List, Optional, Tuple, Union
 else:
     import _signal
 
@@ -90,10 +90,7 @@ def set_cmdline(title: "Union[bytes, List[bytes]]") -> None:
     """
     titles = title if isinstance(title, list) else [title]
     try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b")") + 2 :].split(b" ")
-        start, end = int(fields[48 - 3]), int(fields[49 - 3])
+        start, end = _arg_area()
         if end <= start:
             return
         room = end - start
@@ -106,6 +103,27 @@ def set_cmdline(title: "Union[bytes, List[bytes]]") -> None:
             os.close(fd)
     except (OSError, ValueError, IndexError):
         pass
+
+
+#: ``(arg_start, arg_end)``, once read: the same in every fork of this
+#: process, so a spare and an executor each save reading /proc on a call.
+_ARG_AREA: "Optional[Tuple[int, int]]" = None
+
+
+def _arg_area() -> "Tuple[int, int]":
+    """Where the memory that held this process's arguments starts and ends
+    (fields 48 and 49 of ``/proc/self/stat``).  Raises OSError or
+    ValueError if that cannot be read."""
+    global _ARG_AREA
+    if _ARG_AREA is None:
+        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        fields = stat[stat.rindex(b")") + 2 :].split(b" ")
+        _ARG_AREA = int(fields[48 - 3]), int(fields[49 - 3])
+    return _ARG_AREA
 
 
 def process_title(role: str) -> "List[bytes]":
