@@ -65,7 +65,7 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
     _check_socket(setup.call_fd, "CALL", listening=False)
     _check_open(setup.watchi_fd, "WATCHI")
     _check_open(setup.watche_fd, "WATCHE")
-    from ._proc import fork, load_libc
+    from ._proc import fork, load_libc, redirect_stdio_to_devnull
 
     setup_pid = os.getpid()
     child = fork()
@@ -86,6 +86,15 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
             os.setsid()
         except OSError:
             os._exit(127)
+        if setup.in_place:
+            # Our stderr is the first caller's, which the call running in
+            # place is using, and which must not wait for us to close it,
+            # nor get our start-up messages, maybe after that call has
+            # ended: those go to the log (the server would detach once
+            # started anyway).  Without inplace1 the client is waiting
+            # for us, and a failed start is said on its stderr.
+            log.to_stderr = False
+            redirect_stdio_to_devnull()
         from ._server import serve
 
         load_libc()  # once here, not in every executor (die_with_parent)

@@ -16,7 +16,7 @@ import importlib.machinery
 import json
 import os
 
-from harness import PYTHON, RECORD_SNIPPET
+from harness import PYTHON, RECORD_SNIPPET, wait_until
 
 #: Modules the cold path may import beyond a direct run's, besides
 #: prefork_interp's own: each built into the interpreter or a C extension.
@@ -164,3 +164,29 @@ def test_cold_call_does_not_keep_the_scripts_environment_changes(our_harness):
         got = _env_report(harness.run(script))
         assert (got[2] == os.getsid(0)) is (call == "cold")
         assert got[:2] == direct[:2], call
+
+
+def test_the_new_servers_messages_never_reach_the_first_callers_stderr(our_harness):
+    """The first call runs in place with the caller's stderr; the server,
+    forked meanwhile, must neither write there nor hold it (design.md
+    section 2): its start-up messages go to the log.  Here the server
+    cannot open its record (the script removed it first), which it
+    reports; the call's stderr stays empty, even once the server has
+    started."""
+    harness = our_harness
+    script = harness.script(
+        "no_record.py",
+        'print("ran")\n',
+        setup="""\
+        from prefork_interp._protocol import parse_setup_env
+        _raw = os.environb.get(b"PREFORK_INTERP")
+        if _raw is not None and parse_setup_env(_raw).record_path:
+            os.unlink(parse_setup_env(_raw).record_path)
+        """,
+    )
+    log = harness.run_dir / "log"
+    cold = harness.run(script)
+    assert (cold.returncode, cold.out) == (0, b"ran\n"), cold.err
+    wait_until(lambda: log.exists() and b"opening the server record" in log.read_bytes(), 10, "the warning in the log")
+    assert harness.run(script).returncode == 0, "and the server serves"
+    assert cold.err == b""

@@ -117,6 +117,12 @@ sub start ($) {
             my $server = fork;
             defined $server or die "cannot fork the server: $!\n";
             Prefork::Interp::Syscall::exit_now(0) if $server;
+            # Nor do we keep the first caller's stderr (our fds 1 and
+            # 2), in use by that call, while we load the server: it
+            # must not wait for us to close it (serve() does this too).
+            open(STDIN, '<', '/dev/null') or die "reopen stdin: $!\n";
+            open(STDOUT, '>', '/dev/null') or die "reopen stdout: $!\n";
+            open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
         }
         require Prefork::Interp::Server;
         Prefork::Interp::Server::serve($cfg, \%fh);
