@@ -1,7 +1,8 @@
-//! One call, once a server has greeted us (design.md §4.10-4.11): send the
-//! request offering extension `call1` (and `pty1` on a terminal), then run
-//! one poll loop over the call socket, the signalfd and, with a pty, the
-//! relay's fds (`pty.rs`) until the status arrives.
+//! One call (design.md §4.10-4.11): send the request offering extension
+//! `call1` (and `pty1` on a terminal), without waiting for the server's
+//! greeting ([`Sent`]), then, once it has greeted us, run one poll loop
+//! over the call socket, the signalfd and, with a pty, the relay's fds
+//! (`pty.rs`) until the status arrives.
 //!
 //! ```text
 //!   send request (+ PREFORK_INTERP_EXT=call1[,pty1])
@@ -35,23 +36,57 @@ const ACCEPT_WAIT: Duration = Duration::from_millis(200);
 /// the background still holds the pty; protocol.md §9.4).
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
-/// Make the call: returns the executor's raw wait status. With `plan`
-/// (the caller is on its terminal) `pty1` is offered too, and if the
-/// server accepts it the call runs on a pty of ours (protocol.md §9).
-pub fn make_call(
-    mut call: Call,
-    request: &Request,
-    caller: &Caller,
-    plan: Option<Plan>,
-) -> Result<u32> {
+/// A call whose request has been sent, with the signals that came since
+/// held for forwarding (protocol.md §6.1).
+pub struct Sent {
+    call: Call,
+    forwarder: Forwarder,
+}
+
+impl Sent {
+    /// Hold signals for forwarding from now on, for a call whose request
+    /// is about to go, or went already (to a new server's first call, with
+    /// the setup process's start).
+    pub fn hold(call: Call, caller: &Caller) -> Result<Sent> {
+        let forwarder = Forwarder::install(caller.mask, false)?;
+        Ok(Sent { call, forwarder })
+    }
+
+    /// Send `request` (steps 2-4). It may go before the server's greeting
+    /// has been read (design.md §4.10): the socket buffers it, and every
+    /// server reads it after greeting.
+    pub fn send_request(&mut self, request: &Request) -> Result<()> {
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        self.call
+            .send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
+        super::debug(|| "request sent".into());
+        Ok(())
+    }
+
+    /// The call, to read the greeting from.
+    pub fn call_mut(&mut self) -> &mut Call {
+        &mut self.call
+    }
+
+    /// Give the call up (the server went before greeting us, say): signals
+    /// that came meanwhile, and those to come, act on us again.
+    pub fn abandon(self) {
+        self.forwarder.restore(&[]);
+    }
+}
+
+/// Make the call whose request is `sent`, its greeting read: returns the
+/// executor's raw wait status. With `plan` (the caller is on its
+/// terminal) the request offered `pty1` too, and if the server accepts it
+/// the call runs on a pty of ours (protocol.md §9).
+pub fn make_call(sent: Sent, caller: &Caller, plan: Option<Plan>) -> Result<u32> {
+    let Sent {
+        mut call,
+        forwarder,
+    } = sent;
     // Some while signals are held for forwarding; None while they act on
     // us as with a v1 server (no PFXA within ACCEPT_WAIT).
-    let mut forwarding = Some(Forwarder::install(caller.mask, false)?);
-    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    let mut request = request.clone();
-    request.offer.pty1 = plan.is_some();
-    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], &request)?;
-    super::debug(|| "request sent".into());
+    let mut forwarding = Some(forwarder);
 
     let mut buf = FrameBuf::default();
     let mut held: Vec<Received> = Vec::new();

@@ -5,8 +5,9 @@
 //! ```text
 //!   client ──fork+exec──▶ setup (PREFORK_INTERP=v1,STAMP,inplace1 ...)
 //!     │                     ├─fork─▶ server (LISTEN; never takes CALL)
+//!     ├── request (buffered: it goes at once) ──▶
 //!     │◀── greeting "inplace1" on CALL
-//!     ├── request, PFXA, ATTR + extra fds ──▶ setup takes on the call
+//!     ├── PFXA, ATTR + extra fds ──▶ setup takes on the call
 //!     └── waitpid(setup): exit → the call's status; stop → stop like it
 //! ```
 //!
@@ -89,13 +90,14 @@ pub fn wait_for_setup(call: &mut Call, pid: libc::pid_t) -> Result<SetupAnswer> 
 
 /// Make the call whose greeting said `inplace1`, with our child `pid`,
 /// the leader of the call's process group, holding the terminal `fg` if
-/// we had it: returns its raw wait status. If the handshake fails (the
-/// child quit first, say), the child's status is still the call's.
+/// we had it: returns its raw wait status. `request` is to send, unless
+/// it went already, with the setup process's start. If the handshake fails
+/// (the child quit first, say), the child's status is still the call's.
 pub fn make_call(
     mut call: Call,
     pid: libc::pid_t,
     fg: Option<Foreground>,
-    request: &Request,
+    request: Option<&Request>,
     caller: &Caller,
 ) -> Result<u32> {
     let mut job = Job {
@@ -202,13 +204,15 @@ impl Job {
 /// meanwhile are `held` for [`pass_on`].
 fn handshake(
     call: &mut Call,
-    request: &Request,
+    request: Option<&Request>,
     caller: &Caller,
     forwarder: &mut Forwarder,
     held: &mut Vec<Received>,
 ) -> Result<()> {
-    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
+    if let Some(request) = request {
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
+    }
     let mut buf = FrameBuf::default();
     loop {
         let ready = super::call::wait(call, Some(forwarder), None, &[])?;

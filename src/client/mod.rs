@@ -53,6 +53,7 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::Mode as FileMode;
 
+use self::call::Sent;
 use self::cli::{Command, Mode, Parsed};
 use self::exit_status::Outcome;
 use self::identity::{DevIno, Host};
@@ -67,6 +68,11 @@ use caller::Caller;
 
 /// Environment variable that turns on tracing to stderr.
 pub const DEBUG_VAR: &str = "PREFORK_INTERP_DEBUG";
+
+/// The largest request body sent to a new server's setup process before
+/// it greets us: a socket buffer holds at least this much, so the send
+/// cannot block.
+const PRESEND_MAX: usize = 32 * 1024;
 
 /// How long `--kill` waits for the old server to go.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -117,29 +123,12 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
     sys::ensure_stdio_open().map_err(|e| Error::io("open /dev/null for closed stdio", e))?;
     let run_dir = RunDir::open()?;
     let mut names = Names::for_command(cmd, &run_dir)?;
-    let (call, in_place) = loop {
-        debug(|| format!("socket {}", run_dir.shown(&names.socket)));
-        let existing = match cmd.mode {
-            Mode::Normal => connect_existing(&run_dir, &names.socket)?,
-            Mode::Fresh | Mode::Kill | Mode::List | Mode::KillAll => None,
-        };
-        let started = match existing {
-            Some(_) if names.taken_by_another_binary(&run_dir)? => Started::Elsewhere,
-            Some(call) => Started::Ready(call),
-            None => under_lock(cmd, &run_dir, &names)?,
-        };
-        match started {
-            Started::Ready(call) => break (call, None),
-            Started::InPlace(call, pid, fg) => break (call, Some((pid, fg))),
-            Started::Done(outcome) => return Ok(outcome),
-            Started::Elsewhere => names = names.for_own_binary(),
-        }
-    };
-
-    // Nothing so far changed what the caller handed us (every fd we opened
-    // is close-on-exec, and signals are untouched), so read it now, when
-    // there is a call to carry it.
+    // Read what the caller handed us before anything could change it
+    // (every fd we open is close-on-exec, and signals are untouched until
+    // a request is sent): the request may go with the connection.
     let caller = Caller::capture();
+    let off = cmd.no_pty || std::env::var_os(cli::NO_PTY_VAR).is_some_and(|v| !v.is_empty());
+    let plan = pty::Plan::for_caller(off);
     let request = Request {
         env: std::env::vars_os()
             .map(|(k, v)| {
@@ -150,18 +139,49 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
             })
             .collect(),
         args: wire_args(cmd),
+        // A served call is offered pty1 on a terminal; the first call, run
+        // in place, already has the caller's terminal (protocol.md §7).
         offer: Offer {
             call1: true,
             pty1: false,
         },
     };
-    let status = match in_place {
-        None => {
-            let off =
-                cmd.no_pty || std::env::var_os(cli::NO_PTY_VAR).is_some_and(|v| !v.is_empty());
-            call::make_call(call, &request, &caller, pty::Plan::for_caller(off))
+    let served = Request {
+        offer: Offer {
+            call1: true,
+            pty1: plan.is_some(),
+        },
+        ..request.clone()
+    };
+    let ready = Ready {
+        served: &served,
+        in_place: &request,
+        caller: &caller,
+    };
+    let started = loop {
+        debug(|| format!("socket {}", run_dir.shown(&names.socket)));
+        let started = match cmd.mode {
+            Mode::Normal => match connect_existing(&run_dir, &names, &ready)? {
+                Existing::Ready(sent) => Started::Ready(sent),
+                Existing::Elsewhere => Started::Elsewhere,
+                Existing::None => under_lock(cmd, &run_dir, &names, &ready)?,
+            },
+            Mode::Fresh | Mode::Kill | Mode::List | Mode::KillAll => {
+                under_lock(cmd, &run_dir, &names, &ready)?
+            }
+        };
+        match started {
+            Started::Elsewhere => names = names.for_own_binary(),
+            Started::Done(outcome) => return Ok(outcome),
+            started => break started,
         }
-        Some((pid, fg)) => in_place::make_call(call, pid, fg, &request, &caller),
+    };
+    let status = match started {
+        Started::Ready(sent) => call::make_call(sent, &caller, plan),
+        Started::InPlace(call, pid, fg, sent) => {
+            in_place::make_call(call, pid, fg, (!sent).then_some(&request), &caller)
+        }
+        Started::Elsewhere | Started::Done(_) => unreachable!("handled in the loop"),
     }
     .map_err(|e| e.at(run_dir.shown(&names.socket)))?;
     debug(|| format!("wait status 0x{status:x}"));
@@ -307,11 +327,32 @@ fn exec_args(cmd: &Command) -> Vec<OsString> {
         .collect()
 }
 
-/// Connect to an existing server and read its greeting (step 1). `None`
-/// means there is no usable server: nothing there, nobody listening, or it
-/// hung up before greeting us. A server of another uid is an error: we
-/// send it nothing.
-fn connect_existing(dir: &RunDir, name: &str) -> Result<Option<Call>> {
+/// What a call sends, and with what: the requests for a served call and
+/// for a first call run in place, and the caller.
+struct Ready<'a> {
+    served: &'a Request,
+    in_place: &'a Request,
+    caller: &'a Caller,
+}
+
+/// What [`connect_existing`] found.
+enum Existing {
+    /// Nothing there, nobody listening, or a server that hung up before
+    /// greeting us.
+    None,
+    /// A server of another interpreter binary: we sent it nothing.
+    Elsewhere,
+    /// A server that greeted us, our request sent.
+    Ready(Sent),
+}
+
+/// Connect to an existing server, send the request and read its greeting
+/// (step 1). The request goes without waiting for the greeting, once we
+/// know whose server it is (its uid, its interpreter binary): one round
+/// trip less per call. A server of another uid is an error: we send it
+/// nothing.
+fn connect_existing(dir: &RunDir, names: &Names, ready: &Ready<'_>) -> Result<Existing> {
+    let name = names.socket.as_str();
     let sock = match UnixStream::connect(dir.via_fd(name)) {
         Ok(s) => s,
         Err(e)
@@ -321,34 +362,64 @@ fn connect_existing(dir: &RunDir, name: &str) -> Result<Option<Call>> {
             ) =>
         {
             debug(|| format!("no server: {e}"));
-            return Ok(None);
+            return Ok(Existing::None);
         }
         Err(e) => return Err(Error::io(format!("connect {}", dir.shown(name)), e)),
     };
     peer::check_server(&sock, &dir.shown(name))?;
-    peer::await_greeting(&sock, dir, name);
-    let mut call = Call::new(sock);
-    match call.read_greeting() {
-        Ok(_) => {
+    // The record of the binary is written before the socket exists, so it
+    // is this server's.
+    if names.taken_by_another_binary(dir)? {
+        return Ok(Existing::Elsewhere);
+    }
+    let mut sent = Sent::hold(Call::new(sock), ready.caller)?;
+    // A server that hangs up makes the send fail; what it said first (a
+    // stranger on our socket path, say) is still read below.
+    let request_lost = match sent.send_request(ready.served) {
+        Ok(()) => false,
+        Err(e)
+            if e.is_peer_gone()
+                || matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) =>
+        {
+            true
+        }
+        Err(e) => {
+            sent.abandon();
+            return Err(e.at(dir.shown(name)));
+        }
+    };
+    peer::await_greeting(sent.call_mut().socket(), dir, name);
+    let greeting = sent.call_mut().read_greeting();
+    match greeting {
+        Ok(_) if !request_lost => {
             debug(|| "connected to existing server".into());
-            Ok(Some(call))
+            Ok(Existing::Ready(sent))
+        }
+        Ok(_) => {
+            debug(|| "server hung up on our request".into());
+            sent.abandon();
+            Ok(Existing::None)
         }
         Err(e) if e.is_peer_gone() => {
             debug(|| "server hung up before greeting".into());
-            Ok(None)
+            sent.abandon();
+            Ok(Existing::None)
         }
-        Err(e) => Err(e.at(dir.shown(name))),
+        Err(e) => {
+            sent.abandon();
+            Err(e.at(dir.shown(name)))
+        }
     }
 }
 
 /// What happened under the lock.
 enum Started {
-    /// A server greeted us: make the call.
-    Ready(Call),
+    /// A server greeted us, our request sent: make the call.
+    Ready(Sent),
     /// The setup process, our child with this pid, runs the call itself
     /// (protocol.md §7): make the call with it; the terminal we were in
-    /// the foreground of, now its.
-    InPlace(Call, libc::pid_t, Option<Foreground>),
+    /// the foreground of, now its; whether the request went already.
+    InPlace(Call, libc::pid_t, Option<Foreground>, bool),
     /// The server under this name runs another interpreter binary: use
     /// the name with the caller's.
     Elsewhere,
@@ -359,27 +430,37 @@ enum Started {
 
 /// Steps 5-9: prune, lock, then kill, find the server someone else has
 /// just started, or start one.
-fn under_lock(cmd: &Command, run_dir: &RunDir, names: &Names) -> Result<Started> {
+fn under_lock(
+    cmd: &Command,
+    run_dir: &RunDir,
+    names: &Names,
+    ready: &Ready<'_>,
+) -> Result<Started> {
     rundir::prune(run_dir)?;
     let lock = Lock::acquire(run_dir, &names.lock)?;
     if cmd.mode == Mode::Kill {
         kill(run_dir, names, lock)?;
         return Ok(Started::Done(Outcome::Exit(0)));
     }
-    if cmd.mode == Mode::Normal
-        && let Some(call) = connect_existing(run_dir, &names.socket)?
-    {
-        if names.taken_by_another_binary(run_dir)? {
-            return Ok(Started::Elsewhere);
+    if cmd.mode == Mode::Normal {
+        match connect_existing(run_dir, names, ready)? {
+            Existing::Ready(sent) => return Ok(Started::Ready(sent)),
+            Existing::Elsewhere => return Ok(Started::Elsewhere),
+            Existing::None => {}
         }
-        return Ok(Started::Ready(call));
     }
-    start_server(cmd, run_dir, names, &lock)
+    start_server(cmd, run_dir, names, &lock, ready)
     // The lock is released here, after the new server's greeting.
 }
 
 /// Start a new server (design.md §4.3-4.9). We hold the lock.
-fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Result<Started> {
+fn start_server(
+    cmd: &Command,
+    dir: &RunDir,
+    names: &Names,
+    lock: &Lock,
+    ready: &Ready<'_>,
+) -> Result<Started> {
     let _ = lock; // held for the whole of this function by our caller
     let name = names.socket.as_str();
     cli::check_interpreter(cmd)?;
@@ -442,6 +523,16 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         }
     };
     let mut call = Call::new(client_end);
+    // The request goes now, while the interpreter starts: the socket
+    // buffers it, and the setup process (or, with a library without
+    // inplace1, the new server) reads it after greeting us, so the
+    // handshake has one round trip less. Not one too big for the socket
+    // to hold until then: sending it would block.
+    let sent = ready.in_place.encode_body().len() <= PRESEND_MAX && {
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        let stdio = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
+        call.send_request(stdio, ready.in_place).is_ok()
+    };
     let answer = in_place::wait_for_setup(&mut call, pid);
     if !matches!(&answer, Ok(SetupAnswer::Greeted(greeting)) if greeting.in_place()) {
         take_back();
@@ -449,7 +540,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
     let status = match answer? {
         SetupAnswer::Greeted(greeting) if greeting.in_place() => {
             debug(|| "the setup process runs the call in place".into());
-            return Ok(Started::InPlace(call, pid, foreground));
+            return Ok(Started::InPlace(call, pid, foreground, sent));
         }
         // A library without inplace1: its server greeted before its setup
         // process exited; that exit is still the one to check.
@@ -457,7 +548,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
             let status =
                 sys::wait_raw(pid).map_err(|e| Error::io(format!("wait for setup [{pid}]"), e))?;
             if status == 0 {
-                return Ok(Started::Ready(call));
+                return Ok(Started::Ready(first_call(call, sent, ready)?));
             }
             status
         }
@@ -473,7 +564,7 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         return Ok(Started::Done(exit_status::classify(status as u32, "setup")));
     }
     match call.read_greeting() {
-        Ok(_) => Ok(Started::Ready(call)),
+        Ok(_) => Ok(Started::Ready(first_call(call, sent, ready)?)),
         Err(e) if e.is_peer_gone() => {
             let msg = "setup failed: initial monitor process quit \
                        (did the script call its library's initialisation_complete()?)";
@@ -482,6 +573,17 @@ fn start_server(cmd: &Command, dir: &RunDir, names: &Names, lock: &Lock) -> Resu
         }
         Err(e) => Err(e.at(format!("first call of new server {}", dir.shown(name)))),
     }
+}
+
+/// The new server's first call, which it serves itself (a library without
+/// `inplace1`): the request went already if `sent`.
+fn first_call(call: Call, sent: bool, ready: &Ready<'_>) -> Result<Sent> {
+    let mut call = Sent::hold(call, ready.caller)?;
+    if !sent && let Err(e) = call.send_request(ready.served) {
+        call.abandon();
+        return Err(e);
+    }
+    Ok(call)
 }
 
 /// The watcher's command line, no argument of the caller's:
