@@ -193,6 +193,21 @@ subtest 'negotiation' => sub {
     like($c->{stdout}, qr/^USR1 in /m,
          'an early SIGP USR1 reached the script\'s handler');
 
+    # The same with no spare: the executor is forked for the call.
+    my $h0 = PfiTest::Harness->new(init => $init, body => $body,
+                                   opts => 'pool_size => 0');
+    is($h0->setup_status, 0, 'server without spares started')
+        or diag $h0->setup_err;
+    foreach my $n (1 .. 3) {
+        my $c0 = $h0->call1($h0->connect,
+                            before_attr => $h0->frame('SIGP', pack('N', SIGUSR1)),
+                            args => [ 'perl', $h0->script, 'exit', '0' ]);
+        is($c0->{status}, 0, "no spares, call $n: runs");
+        like($c0->{stdout}, qr/^USR1 in /m,
+             "no spares, call $n: the early SIGP reached the executor");
+    }
+    $h0->cleanup_ok;
+
     $c = $h->call1($h->connect, offer => 'future',
                    args => [ 'perl', $h->script, 'exit', '5' ]);
     ok(!defined $c->{accepted}, 'nothing we know offered: no accept frame');

@@ -223,16 +223,32 @@ sub start {
         $hs->close;
         die $e;
     }
+    # Signal frames that came before ATTR reach the process forked here
+    # before it goes on (as a spare's come before its call: _hand_over).
+    my ($early_r, $early_w);
+    my $early = !$pty1 && $call->{call1} && @{ $call->{call1}{early} };
+    if ($early && !pipe($early_r, $early_w)) {
+        my $e = "cannot make a pipe for a call's early signals: $!\n";
+        $hs->close;
+        die $e;
+    }
     my $pid = eval {
         $self->_fork('an executor', sub {
             close $call->{fh};
             close $ours if $ours;
+            if ($early) {
+                close $early_w;
+                1 while !defined sysread($early_r, my $eof, 1)
+                        && $! == EINTR;
+                close $early_r;
+            }
         });
     };
     if (!defined $pid) {
         my $e = $@;
         $hs->close;
         if ($ours) { close $ours; close $theirs }
+        if ($early) { close $early_r; close $early_w }
         die $e;
     }
     if (!$pid) {
@@ -253,8 +269,24 @@ sub start {
     # start a session.
     close $theirs if $theirs;
     POSIX::setpgid($pid, $pid) unless $pty1;
+    if ($early) {
+        close $early_r;
+        _deliver_early($call->{call1}, $pid);
+        close $early_w;
+    }
     $self->_started($pid, $call, $ours);
     return undef;
+}
+
+# _deliver_early(CALL1, PID): the signal frames that came before ATTR
+# (protocol.md 6.5), to PID, which has every signal blocked and has not
+# been handed the call yet, or waits for us to go on.
+sub _deliver_early ($$) {
+    my ($call1, $pid) = @_;
+    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
+        my ($tag, $sig) = @$early;
+        Prefork::Interp::Signals::deliver($tag, $sig, $pid);
+    }
 }
 
 # _pty1(CALL1): whether the call has a pty (extension pty1 accepted).
@@ -480,6 +512,11 @@ sub _hand_over ($$) {
     # the spare has gone: so do the writes below.  Not with pty1: the
     # spare starts a session, which a group leader cannot (_lead_session).
     POSIX::setpgid($spare->{pid}, $spare->{pid}) unless $pty1;
+    # Signal frames that came before ATTR, now, while the spare has every
+    # signal blocked: they stay pending until the call's dispositions and
+    # mask are set.  Sent after the handover, they could come too late,
+    # the call over by then (t/15-call1.t caught it).
+    _deliver_early($call1, $spare->{pid}) unless $pty1;
     my $attr = $call1 ? $call1->{attr_body} : undef;
     my @fds = (@{ $call->{fds} },
                map { $_->[1] } @{ $call1 ? $call1->{extra_fds} : [] });
@@ -498,9 +535,10 @@ sub _hand_over ($$) {
 # _started(PID, CALL, CTL): the server's side once executor PID has the
 # call (protocol.md 4, 4.10): the caller's fds and the request are the
 # executor's now (our copies are closed at once, the pty's slave
-# included: protocol.md 9.3); signal frames that came before it existed
-# are delivered at once (it keeps them pending until its dispositions
-# and mask are set); the call is watched from now on.  With pty1, PID
+# included: protocol.md 9.3); signal frames that came before ATTR have
+# been delivered before it could run the call (it keeps them pending
+# until its dispositions and mask are set); the call is watched from now
+# on.  With pty1, PID
 # is the call's session leader, and CTL our channel to it: the
 # executor's pid comes over it, and signals are held until then.
 sub _started {
@@ -531,8 +569,10 @@ sub _started {
         fcntl($ctl, Fcntl::F_SETFL(), $flags | Fcntl::O_NONBLOCK())
             if defined $flags;
     }
-    foreach my $early (@{ $call1 ? $call1->{early} : [] }) {
-        $self->_deliver($c, @$early);
+    # With pty1, held until the executor's pid comes; without, delivered
+    # already (_deliver_early).
+    if ($ctl) {
+        $self->_deliver($c, @$_) foreach @{ $call1 ? $call1->{early} : [] };
     }
     Prefork::Interp::Syscall::close_fd($_)
         foreach @{ $call->{fds} },
