@@ -168,11 +168,20 @@ def provoke_long_warning(harness: Harness, script: Path) -> str:
 
 
 def server_pid(harness: Harness, script: Path) -> int:
-    """The server's pid, from its line in the record."""
-    for line in server_files(harness, script)[1].read_bytes().splitlines():
-        if line.startswith(b"server="):
-            return int(line[len(b"server=") :].split()[0])
-    raise AssertionError("no server line in the record")
+    """The server's pid, from its line in the record, which it writes once
+    started: after a cold call, which ran in place meanwhile, it may not
+    be there yet."""
+    record = server_files(harness, script)[1]
+
+    def pid() -> Optional[int]:
+        for line in record.read_bytes().splitlines():
+            if line.startswith(b"server="):
+                return int(line[len(b"server=") :].split()[0])
+        return None
+
+    found = wait_until(pid, 10, "the server's line in the record")
+    assert isinstance(found, int)
+    return found
 
 
 def _lines(path: Path) -> List[str]:
@@ -381,7 +390,9 @@ def test_prefork_interp_log_of_the_setup_run(our_harness):
 
 
 def _record_tail(harness: Harness, script: Path) -> List[bytes]:
-    """The record's lines from the server line on."""
+    """The record's lines from the server line on (once the server, which
+    may still be starting, has written it)."""
+    server_pid(harness, script)
     lines = server_files(harness, script)[1].read_bytes().split(b"\n")
     assert lines[-1] == b"", "the record ends with a newline"
     starts = [i for i, line in enumerate(lines) if line.startswith(b"server=")]
