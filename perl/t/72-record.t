@@ -39,7 +39,7 @@ if (($what // '') eq 'fds') {
     }
 }
 print "pid=$$\n";
-print "loaded: ", join(' ', grep { m{\APrefork/Interp/(?:Record|Title|Server|FastExit)\.pm\z|\A(?:POSIX|Socket|Sys/Syslog|B)\.pm\z} }
+print "loaded: ", join(' ', grep { m{\APrefork/Interp/(?:Record|Title|Server)\.pm\z|\A(?:POSIX|Socket|Sys/Syslog)\.pm\z} }
                              sort keys %INC), "\n";
 EOT
 
@@ -103,7 +103,7 @@ if ($fx) {
     is($r->{status}, 0, 'the first call ends') or diag($r->{err});
     like($r->{out}, qr/^loaded: $/m,
          '... in a process that loaded nothing for the record and titles'
-         . ' (nor POSIX, Socket, Sys::Syslog), nor fast exit (nor B)');
+         . ' (nor POSIX, Socket, Sys::Syslog)');
     ok(wait_for(10, sub { (server_record($fx->run_dir)->{server}{running} // -1) == 0 }),
        'running 0 once the setup process has gone');
 
@@ -113,8 +113,6 @@ if ($fx) {
     }
     like($r->{out}, qr{^loaded: .*Prefork/Interp/Record\.pm}m,
          'a warm call\'s process, forked from the server, has them');
-    like($r->{out}, qr{^loaded: B\.pm .*Prefork/Interp/FastExit\.pm}m,
-         '... and fast exit');
     $rec = server_record($fx->run_dir);
     is($rec->{server}{calls}, 4, 'four calls');
     is($rec->{server}{running}, 0, 'none running');

@@ -25,13 +25,16 @@ use Prefork::Interp::Log;
 # the server loads the rest once forked (Prefork::Interp::Server).  So
 # a cold call costs little more than a direct run.  Not even POSIX,
 # which takes longer to load than all of these: Prefork::Interp::Syscall
-# has the few functions needed.  Nor Prefork::Interp::FastExit, which
-# loads B (about 3 ms together): the first call, run in place, ends as
-# the direct run it is (see "FAST EXIT").
+# has the few functions needed.  FastExit (and the B it loads, about 3 ms
+# together) is worth its cost even here: the first call, run in place,
+# shares its pages with the server it has just forked, so perl's global
+# destruction would copy every page it touches, as in a served call (with
+# DateTime and friends loaded: 14 ms more than a direct run's).
 use constant CALL_MODULES => qw(Prefork/Interp/Syscall.pm
                                 Prefork/Interp/Protocol.pm
                                 Prefork/Interp/Signals.pm
                                 Prefork/Interp/Attributes.pm
+                                Prefork/Interp/FastExit.pm
                                 Prefork/Interp/Setup.pm);
 
 our $VERSION = '1.0.0';
@@ -221,11 +224,7 @@ sub prefork_initialisation_complete {
     _enter_call($request);
     # Last thing before the script runs the call: from here on, how the
     # executor ends is the script's, up to the end of its END blocks.
-    # Not in place: that process is the first caller's direct run, with
-    # nothing of a server's to destroy but what the script made itself,
-    # and ends as a direct run does.  (The server loaded FastExit.)
-    Prefork::Interp::FastExit::install()
-        if $opt{fast_exit} && !$request->{in_place};
+    Prefork::Interp::FastExit::install() if $opt{fast_exit};
     return;
 }
 
@@ -604,7 +603,7 @@ environment variable of the run that starts the server gives it.
 
 =item C<< fast_exit => I<BOOL> >>
 
-Whether each served call ends without perl's global destruction; see
+Whether each call ends without perl's global destruction; see
 L</"FAST EXIT">.  (Not in C<Proc::Prefork::Interp>.)  Default: true.
 
 =back
@@ -766,12 +765,8 @@ global destruction visits everything the server loaded, and, in a
 forked process, copies the pages it touches: about 12 ms per call with
 DateTime loaded, against about 1 ms for C<POSIX::_exit>.
 
-So, with C<fast_exit> true (the default), each served call does
-everything up to global destruction exactly as perl does, and then
-C<POSIX::_exit>.  (The first call, which with this project's client runs
-in place, in the process that initialised the script, is a direct run
-and ends as one, global destruction included: its objects are its own,
-and loading what fast exit needs would cost it about 3 ms.)
+So, with C<fast_exit> true (the default), each call does everything up
+to global destruction exactly as perl does, and then C<POSIX::_exit>:
 
 =over
 

@@ -74,7 +74,6 @@ use POSIX ();
 use Time::HiRes ();
 
 use Prefork::Interp::Executors;
-use Prefork::Interp::FastExit ();    # installed in each executor
 use Prefork::Interp::Intake;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Record;
