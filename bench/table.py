@@ -12,7 +12,10 @@ Figures (medians):
    boto3 + botocore + awscli; POSIX, Data::Dumper, Storable, DateTime,
    DateTime::Format::Strptime; what is not installed is skipped, and said);
 4. cold first call (the one that starts the server; the server is stopped
-   with ``--kill`` before each) minus the direct run, Python trivial / heavy;
+   with ``--kill`` before each) minus the direct run, Python trivial / heavy:
+   the median of the differences of pairs run one after the other (not
+   hyperfine: its runs of one command all come before the other's, and
+   the machine drifts meanwhile);
 5. the same, Perl;
 6. 8 parallel callers (``seq N | xargs -P8``) of a trivial script: calls/s
    of our client + our Python / Perl library relative to the C client +
@@ -38,9 +41,11 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
@@ -81,6 +86,8 @@ class Bench:
         self.ours_servers: list[list[str]] = []  # [interp, script, args...] started with our client
         self.c_servers: list[list[str]] = []  # ... with the C client
         self.notes: list[str] = []
+        #: Figures 4 and 5: median of cold minus direct over pairs, ms.
+        self.cold_diffs: dict[str, float] = {}
 
     # --- helpers -------------------------------------------------------
     def write(self, name: str, text: str, executable: bool = False) -> str:
@@ -98,19 +105,58 @@ class Bench:
             raise SystemExit(f"table.py: {client} -U {' '.join(cmd)}: status {p.returncode}\n{p.stderr.decode(errors='replace')}")
 
     def hyperfine(self, tag: str, commands: list[tuple[str, str]], runs: int, warmup: int, shell: bool = False,
-                  prepare: list[str] | None = None) -> dict[str, float]:
-        """One hyperfine run over all commands; returns medians in ms by name."""
-        out = self.work / f"{tag}.json"
-        cmd = ["hyperfine", "--runs", str(runs), "--warmup", str(warmup), "--export-json", str(out), "--style", "basic"]
-        if not shell:
-            cmd.append("-N")
-        for p in prepare or []:
-            cmd += ["--prepare", p]
-        for name, command in commands:
-            cmd += ["-n", name, command]
-        print(f"\n### {tag}: {len(commands)} commands, {runs} runs each", flush=True)
-        subprocess.run(cmd, cwd=self.work, env=self.env, check=True)
-        return {r["command"]: r["median"] * 1000 for r in json.loads(out.read_text())["results"]}
+                  prepare: list[str] | None = None, passes: int = 1) -> dict[str, float]:
+        """hyperfine over all commands, in ``passes`` rounds of ``runs //
+        passes`` runs each (the machine drifts: every command gets a share
+        of each moment); returns the median of all of a command's times,
+        in ms, by name."""
+        times: dict[str, list[float]] = {name: [] for name, _ in commands}
+        for i in range(passes):
+            out = self.work / f"{tag}.{i}.json"
+            cmd = ["hyperfine", "--runs", str(max(1, runs // passes)), "--warmup", str(warmup), "--export-json", str(out),
+                   "--style", "basic"]
+            if not shell:
+                cmd.append("-N")
+            for p in prepare or []:
+                cmd += ["--prepare", p]
+            for name, command in commands:
+                cmd += ["-n", name, command]
+            print(f"\n### {tag}: {len(commands)} commands, {runs // passes} runs each"
+                  + (f", pass {i + 1} of {passes}" if passes > 1 else ""), flush=True)
+            subprocess.run(cmd, cwd=self.work, env=self.env, check=True)
+            for r in json.loads(out.read_text())["results"]:
+                times[r["command"]] += r["times"]
+        return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
+    def pairs(self, tag: str, cmd: list[str], n: int) -> tuple[list[float], list[float]]:
+        """``n`` pairs of a direct run of ``cmd`` and a cold call of it
+        through our client (its server stopped first, untimed), alternating
+        which goes first; wall times in ms."""
+        print(f"\n### cold first call and direct run, {tag}: {n} pairs", flush=True)
+        direct: list[float] = []
+        served: list[float] = []
+        self.timed([self.ours, "-U", *cmd])  # warm the file cache, start a server
+        for i in range(n):
+            subprocess.run([self.ours, "--kill", "-U", *cmd], cwd=self.work, env=self.env, capture_output=True)
+            time.sleep(0.05)  # the old server's processes gone
+            if i % 2:
+                served.append(self.timed([self.ours, "-U", *cmd]))
+                direct.append(self.timed(cmd))
+            else:
+                direct.append(self.timed(cmd))
+                served.append(self.timed([self.ours, "-U", *cmd]))
+        print(f"  direct median {statistics.median(direct):.1f} ms, cold median {statistics.median(served):.1f} ms, "
+              f"median of the differences {statistics.median(c - d for c, d in zip(served, direct)):+.1f} ms")
+        return direct, served
+
+    def timed(self, argv: list[str]) -> float:
+        """One run of ``argv``, output discarded: its wall time in ms."""
+        start = time.perf_counter()
+        p = subprocess.run(argv, cwd=self.work, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elapsed = (time.perf_counter() - start) * 1000
+        if p.returncode != 0:
+            raise SystemExit(f"table.py: {' '.join(argv)}: status {p.returncode}\n{p.stderr.decode(errors='replace')}")
+        return elapsed
 
     def kill_all(self) -> None:
         for client, servers in ((self.ours, self.ours_servers), (C_CLIENT, self.c_servers)):
@@ -190,22 +236,26 @@ class Bench:
             ("Perl heavy, warm", ours_cmd("warm_pl_heavy")),
             ("Perl trivial, C client + Proc::Prefork::Interp, warm", c_cmd("ref_trivial")),
             ("Perl heavy, C client + Proc::Prefork::Interp, warm", c_cmd("ref_heavy")),
-        ], runs=runs, warmup=10)
+        ], runs=runs, warmup=10, passes=3)
 
-        # B: cold first calls against direct runs; the server is stopped before each cold call.
-        cold_cmds, prepare = [], []
+        # B: cold first calls against direct runs, in pairs (figures 4 and 5
+        # are differences of two noisy times: measured one after the other,
+        # each pair in turn, so that the machine's drift hits both alike);
+        # the server is stopped, untimed, before each cold call.
+        cold: dict[str, float] = {}
         for lang, key in (("Python", "py"), ("Perl", "pl")):
             for kind in ("trivial", "heavy"):
                 k = f"cold_{key}_{kind}"
-                cold_cmds.append((f"{lang} {kind}, direct", f"{interp[k]} {s[k]}"))
-                prepare.append("/bin/true")
-                cold_cmds.append((f"{lang} {kind}, cold", ours_cmd(k)))
-                prepare.append(f"{self.ours} --kill -U {interp[k]} {s[k]}")
+                direct, served = self.pairs(f"{lang} {kind}", [interp[k], s[k]], cold_runs * 2)
+                cold[f"{lang} {kind}, direct"] = statistics.median(direct)
+                cold[f"{lang} {kind}, cold"] = statistics.median(served)
+                self.cold_diffs[f"{lang} {kind}"] = statistics.median(c - d for c, d in zip(served, direct))
+        cold_cmds, prepare = [], []
         for kind in ("trivial", "heavy"):
             k = f"cold_ref_{kind}"
             cold_cmds.append((f"Perl {kind}, C client + Proc::Prefork::Interp, cold", c_cmd(k)))
             prepare.append(f"{C_CLIENT} --kill -U {interp[k]} {s[k]}")
-        cold = self.hyperfine("cold first calls", cold_cmds, runs=cold_runs, warmup=1, prepare=prepare)
+        cold.update(self.hyperfine("cold first calls, reference", cold_cmds, runs=cold_runs, warmup=1, prepare=prepare))
 
         # C: 8 parallel callers, N calls per batch.
         n = a.calls
@@ -214,6 +264,11 @@ class Bench:
             ("Python, ours", f"{xargs} {ours_cmd('par_py')}"),
             ("Perl, ours", f"{xargs} {ours_cmd('par_pl')}"),
             ("Perl, C client + Proc::Prefork::Interp", f"{xargs} {c_cmd('par_ref')}"),
+            # For information, the ceiling: the same batches of the Rust
+            # example through our client, and of exec'ing /bin/true.
+            # (exit_with exits with its argument: each call gets 0 instead.)
+            ("Rust exit_with, ours", f"seq {n} | xargs -P8 -I{{}} {self.ours} -U {rust} 0"),
+            ("/bin/true", f"{xargs} /bin/true"),
         ], runs=batch_runs, warmup=1, shell=True)
 
         # D: 16 calls sleeping 0.5 s, 8 at a time: served (warm) against direct.
@@ -237,8 +292,7 @@ class Bench:
         r1p, r1l = pt / floor, lt / floor
         r2 = floor / warm["/bin/true"]
         r3p, r3l = ph / pt, lh / lt
-        d = {f"{lang} {kind}": cold[f"{lang} {kind}, cold"] - cold[f"{lang} {kind}, direct"]
-             for lang in ("Python", "Perl") for kind in ("trivial", "heavy")}
+        d = self.cold_diffs
         ref_rate = n / par["Perl, C client + Proc::Prefork::Interp"] * 1000
         py_rate, pl_rate = n / par["Python, ours"] * 1000, n / par["Perl, ours"] * 1000
         r6p, r6l = py_rate / ref_rate, pl_rate / ref_rate
@@ -274,6 +328,10 @@ class Bench:
         for row in rows:
             print("| " + " | ".join(row) + " |")
         print()
+        rust_rate, true_rate = n / par["Rust exit_with, ours"] * 1000, n / par["/bin/true"] * 1000
+        self.notes.append(f"for information, figure 6's ceiling on this machine: the same batches of the Rust example "
+                          f"through our client, {rust_rate / ref_rate:.2f}× ({rust_rate:.0f} calls/s), and of exec'ing "
+                          f"/bin/true, {true_rate / ref_rate:.2f}× ({true_rate:.0f} calls/s)")
         r7b = sl["served, max_servers=8"] / sl["direct"]
         self.notes.append(f"for information, figure 7 with `initialisation_complete(max_servers=8)` (the default is 8 per CPU): "
                           f"{r7b:.3f}× ({sl['served, max_servers=8'] / 1000:.3f} s)")
