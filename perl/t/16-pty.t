@@ -61,6 +61,30 @@ sub drain ($) {
     }
 }
 
+# pty_call(H, CONN, ARGS, ATTR...): starts a call of ARGS on CONN on a new
+# pty: offers call1,pty1, sends ATTR (pty => '0,1,2' unless given) and
+# the slave, and closes our copy of the slave.  Returns the call, the
+# master and the slave's path.
+sub pty_call ($$$;@) {
+    my ($h, $conn, $args, @attr) = @_;
+    @attr = (pty => '0,1,2') unless @attr;
+    my ($master, $slave, $path) = open_pty();
+    my $c = $h->call1_start($conn, offer => 'call1,pty1', args => $args,
+                            attr => $h->attr_body(@attr),
+                            slave => fileno $slave);
+    close $slave;
+    return ($c, $master, $path);
+}
+
+# ends_in_eio(MASTER, NAME): reads the master to its end, which must be
+# EIO (nobody holds the slave any more), as test NAME; closes it.
+sub ends_in_eio ($$) {
+    my ($master, $name) = @_;
+    my (undef, $end) = drain($master);
+    is($end, 'EIO', $name);
+    close $master;
+}
+
 # holders(PATH): the pids (but ours) with an fd open on PATH.
 sub holders ($) {
     my ($path) = @_;
@@ -286,17 +310,11 @@ subtest 'signals: SIGG before the session, SIGG during, ^C, hang-up' => sub {
     $c = $h->call1_finish($c);
     is($c->{status}, 0, 'early SIGG USR1: the call ran to its end');
     is(report($h)->{usr1}, 1, '... and the script\'s handler had it');
-    my (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
 
     # SIGG SIGINT while the call runs.
-    ($master, $slave, $path) = open_pty();
-    $c = $h->call1_start($h->connect, offer => 'call1,pty1',
-                         args => [ 'perl', $h->script, 'wait' ],
-                         attr => $h->attr_body(pty => '0,1,2'),
-                         slave => fileno $slave);
-    close $slave;
+    ($c, $master, $path) = pty_call($h, $h->connect,
+        [ 'perl', $h->script, 'wait' ]);
     my $exec = wait_ready($h);
     ok($exec, 'running') or return;
     ok(wait_for(10, sub { join(' ', holders($path)) eq $exec }),
@@ -308,40 +326,26 @@ subtest 'signals: SIGG before the session, SIGG during, ^C, hang-up' => sub {
     $c = $h->call1_finish($c);
     is(describe_status($c->{status}), 'signal ' . SIGINT,
        'SIGG SIGINT: EXIT, killed by SIGINT');
-    (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
 
     # ^C typed on the pty: the kernel's SIGINT to the foreground group.
-    ($master, $slave, $path) = open_pty();
-    $c = $h->call1_start($h->connect, offer => 'call1,pty1',
-                         args => [ 'perl', $h->script, 'wait' ],
-                         attr => $h->attr_body(pty => '0,1,2'),
-                         slave => fileno $slave);
-    close $slave;
+    ($c, $master, $path) = pty_call($h, $h->connect,
+        [ 'perl', $h->script, 'wait' ]);
     ok(wait_ready($h), 'running');
     syswrite($master, "\x03");
     $c = $h->call1_finish($c);
     is(describe_status($c->{status}), 'signal ' . SIGINT,
        '^C on the pty: EXIT, killed by SIGINT');
-    (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
 
     # The caller hangs up: SIGINT to the call.
-    ($master, $slave, $path) = open_pty();
-    $c = $h->call1_start($h->connect, offer => 'call1,pty1',
-                         args => [ 'perl', $h->script, 'wait' ],
-                         attr => $h->attr_body(pty => '0,1,2'),
-                         slave => fileno $slave);
-    close $slave;
+    ($c, $master, $path) = pty_call($h, $h->connect,
+        [ 'perl', $h->script, 'wait' ]);
     $exec = wait_ready($h);
     ok($exec, 'running');
     close $c->{conn};
     ok(wait_for(10, sub { !alive($exec) }), 'hang-up: the executor is gone');
-    (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
     $h->cleanup_ok;
 };
 
@@ -361,12 +365,8 @@ sub gone ($) { !-e "/proc/$_[0]" }
 subtest 'stops: ^Z, SIGG SIGTSTP; exact statuses; nothing left' => sub {
     my $h = PfiTest::Harness->new(init => $init, body => $body);
     my $conn = $h->initial;
-    my ($master, $slave, $path) = open_pty();
-    my $c = $h->call1_start($conn, offer => 'call1,pty1',
-                            args => [ 'perl', $h->script, 'wait' ],
-                            attr => $h->attr_body(pty => '0,1,2'),
-                            slave => fileno $slave);
-    close $slave;
+    my ($c, $master, $path) = pty_call($h, $conn,
+        [ 'perl', $h->script, 'wait' ]);
     my ($exec, $leader) = wait_ready2($h);
     ok($exec, 'running') or return;
     is(POSIX::tcgetpgrp(fileno $master), $exec,
@@ -383,33 +383,25 @@ subtest 'stops: ^Z, SIGG SIGTSTP; exact statuses; nothing left' => sub {
     $c = $h->call1_finish($c);
     is($c->{status}, POSIX::SIGTERM(), 'continued, then SIGG SIGTERM:'
        . ' EXIT status exactly SIGTERM');
-    my (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
     ok(wait_for(20, sub { gone($exec) && gone($leader) }),
        '... executor and leader reaped');
 
     # SIGKILL sent by pid to the script: status 9.
-    ($master, $slave, $path) = open_pty();
-    $c = $h->call1_start($h->connect, offer => 'call1,pty1',
-                         args => [ 'perl', $h->script, 'wait' ],
-                         attr => $h->attr_body(pty => '0,1,2'),
-                         slave => fileno $slave);
-    close $slave;
+    ($c, $master, $path) = pty_call($h, $h->connect,
+        [ 'perl', $h->script, 'wait' ]);
     ($exec, $leader) = wait_ready2($h);
     ok($exec, 'running') or return;
     isnt($leader, $exec, 'the executor\'s parent is another process');
     kill 'KILL', $exec;
     $c = $h->call1_finish($c);
     is($c->{status}, 9, 'killed by SIGKILL: EXIT status 9');
-    (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
     ok(wait_for(20, sub { gone($exec) && gone($leader) }),
        '... executor and leader reaped');
 
     # exit 7: status 0x700.
-    ($master, $slave, $path) = open_pty();
+    ($master, my $slave, $path) = open_pty();
     $c = $h->call1($h->connect, offer => 'call1,pty1',
                    args => [ 'perl', $h->script, 'exit', 7 ],
                    attr => $h->attr_body(pty => '0,1,2'),
@@ -417,9 +409,7 @@ subtest 'stops: ^Z, SIGG SIGTSTP; exact statuses; nothing left' => sub {
     close $slave;
     is($c->{status}, 0x700, 'exit 7: EXIT status 0x700');
     is(scalar @{ $c->{frames} }, 1, '... the only frame');
-    (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
     my @left = holders($path);
     is("@left", '', '... nobody holds the slave');
     $h->cleanup_ok;
@@ -454,14 +444,9 @@ foreach my $case ([ 'signalfd, pool_size 2', '', 2 ],
                                       body => $body,
                                       opts => "pool_size => $pool");
         foreach my $n (1, 2) {
-            my ($master, $slave, $path) = open_pty();
-            my $c = $h->call1_start($n == 1 ? $h->initial : $h->connect,
-                                    offer => 'call1,pty1',
-                                    args => [ 'perl', $h->script, 'read' ],
-                                    attr => $h->attr_body(pty => '0,1,2',
-                                                          ptybg => 1),
-                                    slave => fileno $slave);
-            close $slave;
+            my ($c, $master, $path) = pty_call(
+                $h, $n == 1 ? $h->initial : $h->connect,
+                [ 'perl', $h->script, 'read' ], pty => '0,1,2', ptybg => 1);
             is($c->{accepted}, 'call1,pty1', "call $n: accepted");
             my ($exec, $leader) = wait_ready2($h);
             ok($exec, "call $n: running") or return;
@@ -485,9 +470,7 @@ foreach my $case ([ 'signalfd, pool_size 2', '', 2 ],
             is($got->{tcpgrp}, $got->{pgrp},
                "call $n: ... in the pty's foreground");
             is($got->{pgrp}, $exec, "call $n: ... its own group");
-            my (undef, $end) = drain($master);
-            is($end, 'EIO', "call $n: ... EIO on the master");
-            close $master;
+            ends_in_eio($master, "call $n: ... EIO on the master");
             ok(wait_for(20, sub { gone($exec) && gone($leader) }),
                "call $n: ... executor and leader reaped");
         }
@@ -497,12 +480,8 @@ foreach my $case ([ 'signalfd, pool_size 2', '', 2 ],
 
 subtest 'FGND 0 while running: runs on until it reads; FGND 1' => sub {
     my $h = PfiTest::Harness->new(init => $init, body => $body);
-    my ($master, $slave, $path) = open_pty();
-    my $c = $h->call1_start($h->initial, offer => 'call1,pty1',
-                            args => [ 'perl', $h->script, 'read', 'go' ],
-                            attr => $h->attr_body(pty => '0,1,2'),
-                            slave => fileno $slave);
-    close $slave;
+    my ($c, $master, $path) = pty_call($h, $h->initial,
+        [ 'perl', $h->script, 'read', 'go' ]);
     my ($exec, $leader) = wait_ready2($h);
     ok($exec, 'running') or return;
     is(POSIX::tcgetpgrp(fileno $master), $exec,
@@ -524,9 +503,7 @@ subtest 'FGND 0 while running: runs on until it reads; FGND 1' => sub {
     my $got = got($h);
     is($got->{line}, 'typed', '... and it read what was typed');
     is($got->{tcpgrp}, $exec, '... in the pty\'s foreground again');
-    my (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
     ok(wait_for(20, sub { gone($exec) && gone($leader) }),
        '... executor and leader reaped');
     $h->cleanup_ok;
@@ -534,12 +511,8 @@ subtest 'FGND 0 while running: runs on until it reads; FGND 1' => sub {
 
 subtest 'FGND: malformed ones skipped; none without a pty' => sub {
     my $h = PfiTest::Harness->new(init => $init, body => $body);
-    my ($master, $slave, $path) = open_pty();
-    my $c = $h->call1_start($h->initial, offer => 'call1,pty1',
-                            args => [ 'perl', $h->script, 'read', 'go' ],
-                            attr => $h->attr_body(pty => '0,1,2'),
-                            slave => fileno $slave);
-    close $slave;
+    my ($c, $master, $path) = pty_call($h, $h->initial,
+        [ 'perl', $h->script, 'read', 'go' ]);
     my ($exec, $leader) = wait_ready2($h);
     ok($exec, 'running') or return;
     $h->send_frame($c->{conn}, 'FGND', "\0\0\0\0\0");
@@ -558,9 +531,7 @@ subtest 'FGND: malformed ones skipped; none without a pty' => sub {
     my $got = got($h);
     is($got->{line}, 'typed', '... it read what was typed');
     is($got->{tcpgrp}, $exec, '... in the pty\'s foreground');
-    my (undef, $end) = drain($master);
-    is($end, 'EIO', '... EIO on the master');
-    close $master;
+    ends_in_eio($master, '... EIO on the master');
 
     # A call without a pty: FGND is ignored.
     open(my $null, '<', '/dev/null') or die;
@@ -612,12 +583,8 @@ subtest 'spares forked while a pty call waits do not hold its slave' => sub {
     ok(wait_for(20, sub { spares($h) == 2 }), 'two spares');
     my $a = $h->call1_start($h->connect, args => [ 'perl', $h->script, 'wait' ],
                             attr => '');
-    my ($master, $slave, $path) = open_pty();
-    my $b = $h->call1_start($h->connect, offer => 'call1,pty1',
-                            args => [ 'perl', $h->script, 'report' ],
-                            attr => $h->attr_body(pty => '0,1,2'),
-                            slave => fileno $slave);
-    close $slave;
+    my ($b, $master, $path) = pty_call($h, $h->connect,
+        [ 'perl', $h->script, 'report' ]);
     my $exec = wait_ready($h);
     ok($exec, 'call A runs');
     ok(wait_for(20, sub { spares($h) == 2 }), 'two spares again');
@@ -636,9 +603,7 @@ subtest 'spares forked while a pty call waits do not hold its slave' => sub {
     my @still = grep { alive($_) } @idle;
     is(scalar @still, 1, 'one of the spares is still idle')
         or diag "spares before: @idle; pid of call B: $r->{pid}";
-    my (undef, $end) = drain($master);
-    is($end, 'EIO', 'reading the master ends in EIO');
-    close $master;
+    ends_in_eio($master, 'reading the master ends in EIO');
     $h->cleanup_ok;
 };
 
