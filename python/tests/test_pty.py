@@ -382,10 +382,16 @@ def test_interrupt_reaches_the_script(fake, tmp_path, how):
             call.call.send(TAG_SIGG, signal.SIGINT)
         else:
             os.write(call.master, b"\x03")
-        assert call.call.expect(b"EXIT") == 3 << 8
-        assert b"interrupted\r\n" in call.read_master_to_eio()
+        _ends_interrupted(call)
     finally:
         call.close()
+
+
+def _ends_interrupted(call: PtyCall) -> None:
+    """The "wait" script, interrupted, ends with its handler's status 3
+    and says so on the pty, which then reads EIO."""
+    assert call.call.expect(b"EXIT") == 3 << 8
+    assert b"interrupted\r\n" in call.read_master_to_eio()
 
 
 def _wait_call(fake: FakeClient, tmp_path) -> PtyCall:
@@ -409,8 +415,7 @@ def test_sigstop_stops_the_call(fake, tmp_path):
         assert call.call.expect(TAG_STOP) == signal.SIGSTOP
         call.call.send(TAG_SIGG, signal.SIGCONT)
         call.call.send(TAG_SIGG, signal.SIGINT)
-        assert call.call.expect(b"EXIT") == 3 << 8
-        assert b"interrupted\r\n" in call.read_master_to_eio()
+        _ends_interrupted(call)
     finally:
         call.close()
 
@@ -437,8 +442,7 @@ def test_tstp_stops_the_call(fake, tmp_path, how):
         assert _state(executor) == "T"
         call.call.send(TAG_SIGG, signal.SIGCONT)
         call.call.send(TAG_SIGG, signal.SIGINT)
-        assert call.call.expect(b"EXIT") == 3 << 8
-        assert b"interrupted\r\n" in call.read_master_to_eio()
+        _ends_interrupted(call)
     finally:
         call.close()
 
@@ -586,8 +590,7 @@ def test_malformed_fgnd_is_skipped(fake, tmp_path, garbage):
         assert os.tcgetpgrp(call.master) == executor, "the pty's foreground has not moved"
         call.call.send(TAG_SIGG, signal.SIGCONT)
         call.call.send(TAG_SIGG, signal.SIGINT)
-        assert call.call.expect(b"EXIT") == 3 << 8
-        assert b"interrupted\r\n" in call.read_master_to_eio()
+        _ends_interrupted(call)
     finally:
         call.close()
 
