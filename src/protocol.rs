@@ -273,18 +273,9 @@ impl Request {
     /// puts one on the wire, last in the environment.
     pub fn encode_body(&self) -> Vec<u8> {
         let offer = self.offer.entry();
-        let env: Vec<&[u8]> = self
-            .env
-            .iter()
-            .map(|e| e.as_bytes())
-            .filter(|e| !is_reserved_env(e))
-            .chain(offer.as_deref())
-            .collect();
-        let size: usize = env.iter().map(|e| e.len() + 1).sum::<usize>()
-            + self.args.iter().map(|s| s.len() + 1).sum::<usize>()
-            + 1;
+        let size = self.body_len_with(&offer);
         let mut out = Vec::with_capacity(size);
-        for e in env {
+        for e in self.wire_env(&offer) {
             out.extend_from_slice(e);
             out.push(0);
         }
@@ -295,6 +286,27 @@ impl Request {
         }
         debug_assert_eq!(out.len(), size);
         out
+    }
+
+    /// The length of [`Request::encode_body`]'s body, without making it.
+    pub fn body_len(&self) -> usize {
+        self.body_len_with(&self.offer.entry())
+    }
+
+    fn body_len_with(&self, offer: &Option<Vec<u8>>) -> usize {
+        self.wire_env(offer).map(|e| e.len() + 1).sum::<usize>()
+            + self.args.iter().map(|s| s.len() + 1).sum::<usize>()
+            + 1
+    }
+
+    /// The environment entries that go on the wire: the reserved ones
+    /// left out, the `offer` entry last.
+    fn wire_env<'a>(&'a self, offer: &'a Option<Vec<u8>>) -> impl Iterator<Item = &'a [u8]> {
+        self.env
+            .iter()
+            .map(|e| e.as_bytes())
+            .filter(|e| !is_reserved_env(e))
+            .chain(offer.as_deref())
     }
 
     /// Check the shape of the body of step 4 (it ends in NUL and has the

@@ -528,7 +528,7 @@ fn start_server(
     // inplace1, the new server) reads it after greeting us, so the
     // handshake has one round trip less. Not one too big for the socket
     // to hold until then: sending it would block.
-    let sent = ready.in_place.encode_body().len() <= PRESEND_MAX && {
+    let sent = ready.in_place.body_len() <= PRESEND_MAX && {
         let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
         let stdio = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
         call.send_request(stdio, ready.in_place).is_ok()
