@@ -16,7 +16,7 @@ use lib "$FindBin::Bin/lib";
 
 use Config ();
 use POSIX qw(SIG_BLOCK);
-use PfiTest qw(fixture slurp spit wait_for describe_status);
+use PfiTest qw(fixture slurp spit wait_for describe_status alive);
 use Test::More;
 use Time::HiRes ();
 
@@ -230,10 +230,15 @@ subtest 'every fatal signal: the same wait status as a direct run' => sub {
         my ($d, $s) = both(sub {
             my %how = @_;
             my $ready = "$dir/ready." . ++$n;
-            my $h = $fx->start($script, args => [ 'wait', $ready, "$dir/none" ],
+            my $done = "$dir/done.$n";
+            my $h = $fx->start($script, args => [ 'wait', $ready, $done ],
                                caller => no_core_caller(), %how);
             wait_for(20, sub { -e $ready });
             kill $sig, $h->{pid};
+            # A run the signal has not ended within a second (SIGFPE,
+            # which perl ignores) is told to finish, rather than left to
+            # its own 20 s wait, which raced the 20 s below.
+            spit($done, '') unless wait_for(1, sub { !alive($h->{pid}) });
             return $fx->finish($h, 20);
         });
         my ($ds, $ss) = map { describe_status($_->{status}) } $d, $s;
