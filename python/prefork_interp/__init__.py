@@ -202,7 +202,7 @@ def initialisation_complete(
     # (the server's are imported in the server, after the fork).
     import __main__
 
-    from ._executor import ScriptState, become_executor, prepare_in_place
+    from ._executor import ScriptState, become_executor, prepare_in_place, warm_up
     from ._log import Log
     from ._protocol import parse_setup_env
     from ._setup import start
@@ -215,7 +215,7 @@ def initialisation_complete(
     # takes the server's messages, is beside the server record.
     run_dir = os.fsdecode(os.path.dirname(setup.record_path)) if setup.record_path else None
     log = Log(getattr(__main__, "__file__", None) or "python", opts.log_facility, opts.log_file, run_dir)
-    call = start(setup, opts, (*opts.autoreload_extra, *_extra_files), log)
+    call = start(setup, opts, (*opts.autoreload_extra, *_extra_files), log, lambda: warm_up(state, log))
     # Only executors, and a setup process running the first call, get here.
     _completed = True
     if call.in_place:

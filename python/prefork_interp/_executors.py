@@ -72,6 +72,7 @@ from ._protocol import (
     TAG_SIGP,
     TAG_STOP,
     U32_BE,
+    Attributes,
     Frame,
     FrameReader,
     PeerGone,
@@ -79,6 +80,7 @@ from ._protocol import (
     decode_foreground,
     decode_u32,
     encode_attributes,
+    encode_request,
     parse_attributes,
     parse_request,
     send_frame,
@@ -132,6 +134,38 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _send_call(ctl: socket.socket, call: Call) -> None:
+    """Send ``call`` over a spare's control socket (the module docstring
+    has the layout).  Raises OSError."""
+    fds = [call.sock.fileno(), *call.stdio, *call.extra_fds]
+    if call.pty_fd is not None:
+        fds.append(call.pty_fd)
+    attrs = b"" if call.attrs is None else encode_attributes(call.attrs)
+    head = _HEADER.pack(len(call.request.body), _NO_ATTRS if call.attrs is None else len(attrs), len(fds))
+    first, rest = fds[:_FDS_PER_MESSAGE], fds[_FDS_PER_MESSAGE:]
+    ctl.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(first)}i", *first))])
+    while rest:
+        chunk, rest = rest[:_FDS_PER_MESSAGE], rest[_FDS_PER_MESSAGE:]
+        ctl.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(chunk)}i", *chunk))])
+    ctl.sendall(call.request.body + attrs)
+
+
+def _rehearse_handover() -> None:
+    """In a new spare: take a made-up call over a socket pair of our own,
+    as a real one will come (``_executor.warm_up`` says why)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        request = parse_request(encode_request([(b"NAME", b"value")], [b"interpreter", b"script"])[4:])
+        attrs = Attributes(umask=0o22, nice=0, rlimits=((0, 1, 2),), sigign=frozenset(), sigmask=frozenset({1}))
+        _send_call(ours, Call(ours, [devnull, devnull, devnull], request, attrs))
+        _wait_for_call(theirs).close()
+    finally:
+        os.close(devnull)
+        ours.close()
+        theirs.close()
+
+
 def _wait_for_call(ctl: socket.socket) -> Call:
     """Block until the server hands us a call; exit 0 at EOF."""
     head, fds = _recv_fds(ctl, _HEADER.size)
@@ -152,7 +186,9 @@ def _wait_for_call(ctl: socket.socket) -> Call:
     return Call(sock, fds[1:4], request, attrs, fds[4:])
 
 
-def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], None], log: Log) -> Call:
+def _become_spare(
+    server_pid: int, ctl: socket.socket, release: Callable[[], None], log: Log, warm_up: "Optional[Callable[[], None]]"
+) -> Call:
     """A fresh fork of the server, every signal blocked: wait for a call.
     Returns it, with the call's socket closed (the server keeps its end),
     as :func:`_executor.become_executor` wants it; anything else ends in
@@ -161,6 +197,9 @@ def _become_spare(server_pid: int, ctl: socket.socket, release: Callable[[], Non
         release()
         die_with_parent(server_pid)
         set_cmdline(process_title("spare"))
+        if warm_up is not None:
+            _rehearse_handover()
+            warm_up()
         call = _wait_for_call(ctl)
         if call.pty_fd is not None:
             # Extension pty1, protocol.md section 9.3: we lead the call's
@@ -424,9 +463,13 @@ class _Running:
 class Executors:
     """The server's spares and running calls."""
 
-    def __init__(self, pool_size: int, log: Log, release: Callable[[], None]) -> None:
+    def __init__(
+        self, pool_size: int, log: Log, release: Callable[[], None], warm_up: "Optional[Callable[[], None]]" = None
+    ) -> None:
         self.pool_size = pool_size
         self.log = log
+        #: What a new spare runs while it waits (``_executor.warm_up``).
+        self._warm_up = warm_up
         #: Closes, in a new spare, what only the server needs (not ours).
         self._release_server = release
         self.spares: List[_Spare] = []
@@ -463,7 +506,7 @@ class Executors:
             raise
         if pid == 0:
             ours.close()
-            return None, _become_spare(os.getppid(), theirs, self._release, self.log)
+            return None, _become_spare(os.getppid(), theirs, self._release, self.log, self._warm_up)
         restore_mask(mask)
         theirs.close()
         return _Spare(pid, ours), None
@@ -520,18 +563,8 @@ class Executors:
                 os.setpgid(spare.pid, spare.pid)
             except OSError:
                 pass  # it has died: the send below fails
-        fds = [call.sock.fileno(), *call.stdio, *call.extra_fds]
-        if call.pty_fd is not None:
-            fds.append(call.pty_fd)
-        attrs = b"" if call.attrs is None else encode_attributes(call.attrs)
-        head = _HEADER.pack(len(call.request.body), _NO_ATTRS if call.attrs is None else len(attrs), len(fds))
         try:
-            first, rest = fds[:_FDS_PER_MESSAGE], fds[_FDS_PER_MESSAGE:]
-            spare.ctl.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(first)}i", *first))])
-            while rest:
-                chunk, rest = rest[:_FDS_PER_MESSAGE], rest[_FDS_PER_MESSAGE:]
-                spare.ctl.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(chunk)}i", *chunk))])
-            spare.ctl.sendall(call.request.body + attrs)
+            _send_call(spare.ctl, call)
         except OSError:
             spare.ctl.close()
             try:

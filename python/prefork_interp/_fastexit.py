@@ -326,6 +326,15 @@ def _find_main_frame() -> "Optional[FrameType]":
     return found
 
 
+def rehearse() -> None:
+    """What :func:`install` looks up, changing nothing (``_executor.warm_up``)."""
+    _find_main_frame()
+    _main_frame_returned(None)
+    _decided_status()
+    _at_top_level(1)
+    _ExitTrigger("stdout", sys.stdout, [])
+
+
 def install(replaced_streams: "List[TextIO]") -> None:
     """Arrange for this process (an executor) to exit without finalization.
 

@@ -219,6 +219,15 @@ def die_with_parent(parent: int) -> None:
         os._exit(127)
 
 
+def rehearse_c_environment(entries: "List[bytes]") -> None:
+    """What :func:`set_c_environment` runs, changing nothing: the array is
+    made and dropped, ``environ`` read (``_executor.warm_up``)."""
+    import ctypes
+
+    (ctypes.c_char_p * (len(entries) + 1))(*entries)
+    ctypes.c_void_p.in_dll(load_libc(), "environ").value
+
+
 def set_c_environment(entries: "List[bytes]") -> None:
     """Make the C environment (``environ``) exactly ``entries``, in order.
 

@@ -42,7 +42,7 @@ import os
 import select
 import socket
 import time
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ._intake import Call, Intake
 from ._log import Log
@@ -84,7 +84,14 @@ class _Server:
     """State of a running server (the daemon)."""
 
     def __init__(
-        self, setup: SetupInfo, opts: Options, log: Log, listen: socket.socket, watch: Watch, in_place: Optional[int]
+        self,
+        setup: SetupInfo,
+        opts: Options,
+        log: Log,
+        listen: socket.socket,
+        watch: Watch,
+        in_place: Optional[int],
+        warm_up: "Optional[Callable[[], None]]",
     ) -> None:
         self.setup = setup
         self.opts = opts
@@ -93,7 +100,7 @@ class _Server:
         self.watch = watch
         self.wakeup = ChildWakeup()
         self.intake = Intake(log, opts.request_timeout)
-        self.executors = Executors(opts.pool_size, log, self.release_for_child)
+        self.executors = Executors(opts.pool_size, log, self.release_for_child, warm_up)
         self.errors = 0
         self.idle_since = time.monotonic()
         #: A pidfd of the setup process while it runs the first call in
@@ -311,7 +318,13 @@ class _Server:
 
 
 def serve(
-    setup: SetupInfo, opts: Options, extra_files: Iterable[str], log: Log, first: bool, in_place: Optional[int] = None
+    setup: SetupInfo,
+    opts: Options,
+    extra_files: Iterable[str],
+    log: Log,
+    first: bool,
+    in_place: Optional[int] = None,
+    warm_up: "Optional[Callable[[], None]]" = None,
 ) -> Call:
     """Be the server.  Returns only in an executor, with its call.
 
@@ -332,7 +345,7 @@ def serve(
     server: Optional[_Server] = None
     try:
         watch, no_inotify = Watch.start(reload_files(opts.autoreload, extra_files), setup.stamp_ns)
-        server = _Server(setup, opts, log, listen, watch, in_place)
+        server = _Server(setup, opts, log, listen, watch, in_place, warm_up)
         # Without inplace1, the first call is taken in like an accepted one.
         if first:
             server.intake.take(socket.socket(fileno=setup.call_fd))

@@ -17,7 +17,7 @@ from ._errors import PreforkError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable
+    from typing import Callable, Iterable, Optional
 
     from ._intake import Call
     from ._log import Log
@@ -50,10 +50,17 @@ def _check_open(fd: int, what: str) -> None:
         raise PreforkError(f"{_ENV_NAME}: {what} fd {fd}: {e.strerror}") from None
 
 
-def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log: "Log") -> "Call":
+def start(
+    setup: "SetupInfo",
+    opts: "Options",
+    extra_files: "Iterable[str]",
+    log: "Log",
+    warm_up: "Optional[Callable[[], None]]" = None,
+) -> "Call":
     """Fork the server.  Returns only with a call to run in this process:
     the first call, in place, or (in the server) a later one in an
-    executor.
+    executor.  ``warm_up``: what each spare runs while it waits
+    (``_executors``).
 
     On entry: the setup process, single-threaded, with the fds named in
     ``setup``.  Problems with those fds raise :class:`PreforkError` here,
@@ -100,8 +107,8 @@ def start(setup: "SetupInfo", opts: "Options", extra_files: "Iterable[str]", log
         load_libc()  # once here, not in every executor (die_with_parent)
 
         if setup.in_place:
-            return serve(setup, opts, extra_files, log, first=False, in_place=setup_pid)
-        return serve(setup, opts, extra_files, log, first=True)
+            return serve(setup, opts, extra_files, log, first=False, in_place=setup_pid, warm_up=warm_up)
+        return serve(setup, opts, extra_files, log, first=True, warm_up=warm_up)
     if not setup.in_place:
         # The client waits for this exit, then for the greeting on CALL.
         os._exit(0)

@@ -138,6 +138,16 @@ class ScriptSignals:
                 _signal.signal(sig, wanted)
         _signal.set_wakeup_fd(self.wakeup_fd)
 
+    def rehearse(self) -> None:
+        """What :meth:`apply_dispositions` and :meth:`set_mask` run, changing
+        nothing (``_executor.warm_up``); the mask is set to what it is."""
+        nothing: "FrozenSet[int]" = frozenset()
+        for sig in self.handlers:
+            wanted = self.disposition_for(sig, nothing)
+            if wanted is not None:
+                _same_disposition(_signal.getsignal(sig), wanted)
+        restore_mask(frozenset(_signal.pthread_sigmask(_signal.SIG_BLOCK, ())))
+
     def set_mask(self, caller_mask: "Optional[AbstractSet[int]]") -> None:
         """Step 7: the caller's mask, or without one (v1) the script's."""
         restore_mask(self.mask if caller_mask is None else caller_mask)
