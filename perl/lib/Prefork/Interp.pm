@@ -206,6 +206,7 @@ sub prefork_initialisation_complete {
         use_inotify     => $USE_INOTIFY,
         log             => $log,
         title           => $title,
+        rehearse        => \&_rehearse_call,
     );
 
     # What protocol.md 6.4 step 6 calls P: the script's dispositions
@@ -398,6 +399,40 @@ sub _enter_call ($) {
     $@ = '';
     $! = 0;
     return;
+}
+
+# _rehearse_call(REQUEST): in a new spare, the made-up call of
+# Prefork::Interp::Executors' _rehearse (stdio /dev/null, umask 022,
+# nice 0, one limit): what _enter_call and _apply_caller_attributes run,
+# changing nothing.  The standard handles are reopened on /dev/null,
+# which they are in a spare already (the server's); the umask, the limit,
+# the nice value, the signal dispositions and the mask are set to what
+# they are.
+sub _rehearse_call ($) {
+    my ($request) = @_;
+    my ($fd0, $fd1, $fd2) = @{ $request->{fds} };
+    _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
+    _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
+    _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
+    Prefork::Interp::Protocol::request_env($request->{body},
+                                           $request->{env_end});
+    Prefork::Interp::Protocol::request_args($request->{body},
+                                            $request->{env_end});
+    my $log = $request->{log};
+    Prefork::Interp::Attributes::set_umask(umask);
+    foreach my $r (@{ $request->{call1}{attr}{rlimits} // [] }) {
+        my @now = Prefork::Interp::Attributes::get_rlimit($r->[0]);
+        Prefork::Interp::Attributes::set_rlimits([ [ $r->[0], @now ] ], $log)
+            if @now == 2;
+    }
+    Prefork::Interp::Attributes::set_nice(
+        getpriority(Prefork::Interp::Attributes::PRIO_PROCESS(), 0));
+    foreach my $sig (Prefork::Interp::Signals::catchable()) {
+        my $name = Prefork::Interp::Signals::name_of($sig);
+        my $v = $SIG{$name};
+        $SIG{$name} = $v if defined $v;
+    }
+    Prefork::Interp::Signals::set_mask([ Prefork::Interp::Signals::blocked() ]);
 }
 
 # protocol.md 6.4 steps 2 to 7, in that order, with pty1 the pty's

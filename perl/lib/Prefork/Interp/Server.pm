@@ -214,6 +214,7 @@ sub _server_loop ($) {
     my $executors = $srv->{executors} = Prefork::Interp::Executors->new(
         pool_size => $cfg->{pool_size}, log => $log, title => $cfg->{title},
         use_signalfd => $cfg->{use_pidfd},
+        rehearse => $cfg->{rehearse},
         release => sub { _close_server_fds($srv) });
 
     for (;;) {
