@@ -338,16 +338,10 @@ sub _reload_files ($$) {
 # returned, so the script's own signal handlers and $0 are back.
 sub _enter_call ($) {
     my ($request) = @_;
-    my ($fd0, $fd1, $fd2) = @{ $request->{fds} };
 
-    # 4.9.i and iii: the caller's stdin, stdout and stderr.  Reopening
-    # the perl handles keeps fds 0, 1 and 2, keeps the I/O layers the
-    # script pushed during initialisation (e.g. "use open ':std'"),
-    # and lets perl choose line buffering afresh for a terminal.
-    _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
-    _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
-    _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
-    Prefork::Interp::Syscall::close_fd($_) foreach $fd0, $fd1, $fd2;
+    # 4.9.i and iii: the caller's stdin, stdout and stderr.
+    _install_std_handles($request->{fds});
+    Prefork::Interp::Syscall::close_fd($_) foreach @{ $request->{fds} };
 
     # 4.9.ii: environment and arguments, as a direct run would have
     # them.  The request is split here, in the caller's process, not in
@@ -410,10 +404,7 @@ sub _enter_call ($) {
 # they are.
 sub _rehearse_call ($) {
     my ($request) = @_;
-    my ($fd0, $fd1, $fd2) = @{ $request->{fds} };
-    _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
-    _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
-    _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
+    _install_std_handles($request->{fds});
     Prefork::Interp::Protocol::request_env($request->{body},
                                            $request->{env_end});
     Prefork::Interp::Protocol::request_args($request->{body},
@@ -468,6 +459,18 @@ sub _apply_caller_attributes ($) {
                                                  $attr->{sigign} // []);
     Prefork::Interp::Signals::set_mask($attr->{sigmask}
                                        // $signal_snapshot->{mask});
+}
+
+# _install_std_handles([FD0, FD1, FD2]): STDIN, STDOUT and STDERR on
+# copies of these fds.  Reopening the perl handles keeps fds 0, 1 and 2,
+# keeps the I/O layers the script pushed during initialisation (e.g.
+# "use open ':std'"), and lets perl choose line buffering afresh for a
+# terminal.
+sub _install_std_handles ($) {
+    my ($fd0, $fd1, $fd2) = @{ $_[0] };
+    _install_stdio(\*STDIN,  '<', $fd0, 0, $fd2);
+    _install_stdio(\*STDOUT, '>', $fd1, 1, $fd2);
+    _install_stdio(\*STDERR, '>', $fd2, 2, $fd2);
 }
 
 sub _install_stdio ($$$$$) {
