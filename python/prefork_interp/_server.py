@@ -42,7 +42,7 @@ import os
 import select
 import socket
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, List, Optional
 
 from ._intake import Call, Intake
 from ._log import Log
@@ -53,6 +53,10 @@ from ._proc import ChildWakeup, close_quietly, fork, process_title, redirect_std
 from ._protocol import SetupInfo
 from ._reload import Watch
 from ._reload import files as reload_files
+
+#: In an executor, the server's state, never freed (see ``serve``).
+_KEPT: "List[object]" = []
+
 
 class _Quit(Exception):
     """Leave the server loop: log ``message`` and exit with ``code``.
@@ -359,7 +363,14 @@ def serve(
         # cycles through module globals would no longer be finalized at a
         # normal exit, nor freed when a long call drops them.)
         gc.collect()
-        return server.loop()
+        call = server.loop()
+        # In an executor: the server's state (the reload watch with its
+        # lists of files, the intake, the spares...) stays allocated, as
+        # it is in the server.  Freed here, its objects' pages would be
+        # copied from the server (reference counts are written) on the
+        # call's path: with boto3 loaded, hundreds of page faults.
+        _KEPT.append(server)
+        return call
     except _Quit as q:
         code = q.code
         if code == 0:

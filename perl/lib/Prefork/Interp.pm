@@ -424,6 +424,7 @@ sub _rehearse_call ($) {
         $SIG{$name} = $v if defined $v;
     }
     Prefork::Interp::Signals::set_mask([ Prefork::Interp::Signals::blocked() ]);
+    Prefork::Interp::FastExit::rehearse();
 }
 
 # protocol.md 6.4 steps 2 to 7, in that order, with pty1 the pty's
