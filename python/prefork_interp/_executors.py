@@ -5,9 +5,15 @@ No fork is on a warm call's critical path.  The server keeps ``pool_size``
 *spares*: forks of itself made while it is idle, each waiting on a control
 socket of its own.  When a call's handshake is complete and a slot is free,
 the server hands the call to a spare (the call's socket, the caller's fds,
-the request and the attributes, over the control socket), and then forks a
-new spare.  The spare becomes the call's executor (``_executor``).  Android's
-zygote keeps its pool of unspecialised app processes the same way.
+the request and the attributes, over the control socket).  It forks the
+replacement once no call younger than :data:`FILL_DELAY` runs, as the Perl
+server does: the server does nothing else while it forks, so a call that
+ends meanwhile waits for the fork before its status is sent, and the fork
+and the new spare's rehearsal (below) compete with the call for the CPUs
+(a warm trivial call took 7-8% longer with the fork right after the
+handover, on a 2-core VM).  The spare becomes the call's executor
+(``_executor``).  Android's zygote keeps its pool of unspecialised app
+processes the same way.
 
 The server itself then plays the monitor's part of protocol.md section 4,
 one process per call fewer than a monitor per call: each running call's
@@ -58,6 +64,7 @@ import select
 import signal
 import socket
 import struct
+import time
 
 import _socket
 from typing import Callable, Dict, List, Optional, Tuple
@@ -87,6 +94,10 @@ from ._protocol import (
     send_status,
 )
 from ._signals import block_all, restore_mask
+
+#: A spare is not forked while a call younger than this (seconds) runs;
+#: once every call is older, or none runs, the pool is filled.
+FILL_DELAY = 0.1
 
 #: Fds in one control message (the kernel takes at most 253).
 _FDS_PER_MESSAGE = 250
@@ -238,7 +249,7 @@ class _Running:
 
     __slots__ = (
         "pid", "sock", "listening", "framed", "frames", "log", "pty", "leader", "executor", "held", "reported", "reports",
-        "unanswered",
+        "unanswered", "started",
     )
 
     def __init__(
@@ -274,6 +285,8 @@ class _Running:
         #: pty1: FGNDs passed to the leader and not yet answered; signals
         #: are held until they are.
         self.unanswered = 0
+        #: When the call was handed over (``time.monotonic``).
+        self.started = time.monotonic()
 
     def readable(self) -> None:
         """The call socket polled readable: frames, or the hang-up."""
@@ -476,6 +489,8 @@ class Executors:
         self.running: Dict[int, _Running] = {}
         #: Spares told to go (their control socket closed), not yet reaped.
         self.leaving: List[int] = []
+        #: A fork for the pool failed: no more tries until a call starts.
+        self.fill_failed = False
 
     def __len__(self) -> int:
         """Calls running."""
@@ -511,14 +526,23 @@ class Executors:
         theirs.close()
         return _Spare(pid, ours), None
 
+    def fill_wait(self, now: float) -> Optional[float]:
+        """Seconds until the pool may be filled (0: now); None if it is
+        full, or a fork for it failed and no call has started since."""
+        if self.fill_failed or len(self.spares) >= self.pool_size:
+            return None
+        return max([0.0] + [running.started + FILL_DELAY - now for running in self.running.values()])
+
     def fill(self) -> Optional[Call]:
         """Fork spares up to the pool size.  Returns only in a spare that
-        got a call; a fork failure is logged, and tried again later."""
+        got a call; a fork failure is logged, and tried again once a call
+        has started."""
         while len(self.spares) < self.pool_size:
             try:
                 spare, call = self._fork_spare()
             except OSError as e:
-                self.log.warning(f"fork for a spare executor: {e}")
+                self.log.warning(f"fork for a spare executor: {e}; no more spares until the next call")
+                self.fill_failed = True
                 return None
             if call is not None:
                 return call
@@ -547,6 +571,7 @@ class Executors:
             # holds one).  In a spare forked here for this call: the copies
             # it inherited, the call having come to it over its socket.
             call.close_fds()
+        self.fill_failed = False
         # pty1: the control socket stays, for the leader's reports.
         leader = spare.ctl if pty else None
         self.running[spare.pid] = _Running(spare.pid, call.sock, call.attrs is not None, self.log, leader)

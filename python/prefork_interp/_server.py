@@ -259,8 +259,8 @@ class _Server:
         return poller
 
     def _timeout_ms(self, now: float, next_deadline: Optional[float]) -> Optional[int]:
-        """How long to sleep: until the next handshake deadline, or (not
-        quitting, with nothing held or running) the idle timeout.  Raises
+        """How long to sleep: until the next deadline (a handshake's, the
+        pool's fill), or (not quitting, with nothing held or running) the idle timeout.  Raises
         _Quit once idle for ``idle_timeout``."""
         wake_at = next_deadline
         idle = self.quitting is None and not self.executors and not self.intake and self.first_call is None
@@ -285,14 +285,19 @@ class _Server:
             self._first_call_over()
             try:
                 executor_call = self._start_waiting_calls()
-                if executor_call is None and self.quitting is None:
+                now = time.monotonic()
+                fill_wait = None if self.quitting is not None else self.executors.fill_wait(now)
+                if executor_call is None and fill_wait == 0:
                     executor_call = self.executors.fill()
+                    fill_wait = None
                 if executor_call is not None:
                     return executor_call
-                now = time.monotonic()
                 next_deadline = self.intake.expire(now)
                 if self.quitting is not None and not self.executors and not self.intake:
                     raise self.quitting
+                if fill_wait is not None:
+                    fill_at = now + fill_wait
+                    next_deadline = fill_at if next_deadline is None else min(next_deadline, fill_at)
                 timeout_ms = self._timeout_ms(now, next_deadline)
                 for fd, events in self._poll_set().poll(timeout_ms):
                     if fd == self.wakeup.fd:
