@@ -209,8 +209,13 @@ def _become_spare(
         die_with_parent(server_pid)
         set_cmdline(process_title("spare"))
         if warm_up is not None:
-            _rehearse_handover()
-            warm_up()
+            try:
+                _rehearse_handover()
+                warm_up()
+            except Exception as e:
+                # Only a rehearsal: the spare still takes its call, which
+                # reports its own errors.
+                log.warning(f"spare executor: rehearsing a call: {type(e).__name__}: {e}")
         call = _wait_for_call(ctl)
         if call.pty_fd is not None:
             # Extension pty1, protocol.md section 9.3: we lead the call's

@@ -111,6 +111,24 @@ def _run_together(harness, script, n: int) -> list:
     return intervals
 
 
+def test_a_spare_whose_rehearsal_fails_still_serves_calls(harness):
+    # The server's environment names a codec that does not exist, so each
+    # spare's rehearsal of a call (streams made with the server's settings,
+    # _executor.warm_up) fails.  The calls themselves have the caller's
+    # environment: they are served, warm, by the same server.
+    script = harness.script(
+        "bad_rehearsal.py",
+        'print("served", flush=True)\n',
+        setup='import os\nos.environ["PYTHONIOENCODING"] = "no-such-codec"\n',
+    )
+    assert harness.run(script).out == b"served\n"
+    server = harness.last_server()
+    for _ in range(2 * DEFAULT_POOL_SIZE + 1):
+        got = harness.run(script)
+        assert got.out == b"served\n", got.text()
+        assert harness.last_server() == server
+
+
 def test_max_servers_reached_callers_wait(harness):
     script = harness.script("busy.py", CONCURRENT_BODY, init="max_servers=2")
     assert harness.run(script).returncode == 0
