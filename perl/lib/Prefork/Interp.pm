@@ -404,7 +404,12 @@ sub _enter_call ($) {
 # they are.
 sub _rehearse_call ($) {
     my ($request) = @_;
-    _install_std_handles($request->{fds});
+    # Only where the handles are on fds 0-2 (the server's /dev/null): a
+    # reopen then takes the fd it frees and cannot fail, and a failure
+    # would end the process (_install_stdio), which a rehearsal must not.
+    _install_std_handles($request->{fds})
+        if (fileno(STDIN) // -1) == 0 && (fileno(STDOUT) // -1) == 1
+           && (fileno(STDERR) // -1) == 2;
     Prefork::Interp::Protocol::request_env($request->{body},
                                            $request->{env_end});
     Prefork::Interp::Protocol::request_args($request->{body},
