@@ -137,7 +137,7 @@ sub serve ($$) {
             Prefork::Interp::Title::of_role('server', $cfg->{title}));
 
         # 3.6: from now on nobody reads our stderr.
-        _stdio_to_null();
+        Prefork::Interp::Setup::stdio_to_null();
         $log->to_stderr(0);
 
         # The first call, run in place by the setup process, is running
@@ -480,15 +480,6 @@ sub _readable ($) {
     my $rbits = '';
     vec($rbits, $fd, 1) = 1;
     return select($rbits, undef, undef, 0) > 0;
-}
-
-# 3.6: stdin, stdout and stderr to /dev/null.  Reopening the perl
-# handles (rather than dup2 underneath them) keeps them on fds 0, 1
-# and 2 and keeps any I/O layers the script pushed on them.
-sub _stdio_to_null () {
-    open(STDIN, '<', '/dev/null') or die "reopen stdin: $!\n";
-    open(STDOUT, '>', '/dev/null') or die "reopen stdout: $!\n";
-    open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
 }
 
 1;

@@ -120,9 +120,7 @@ sub start ($) {
             # Nor do we keep the first caller's stderr (our fds 1 and
             # 2), in use by that call, while we load the server: it
             # must not wait for us to close it (serve() does this too).
-            open(STDIN, '<', '/dev/null') or die "reopen stdin: $!\n";
-            open(STDOUT, '>', '/dev/null') or die "reopen stdout: $!\n";
-            open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
+            stdio_to_null();
         }
         require Prefork::Interp::Server;
         Prefork::Interp::Server::serve($cfg, \%fh);
@@ -134,6 +132,18 @@ sub start ($) {
     # Only reached if the server could not be started.
     $log->msg('err', "server failed: $@");
     Prefork::Interp::Syscall::exit_now(127);
+}
+
+# stdio_to_null(): stdin, stdout and stderr to /dev/null (upstream part
+# 3.6), in the server (Prefork::Interp::Server::serve) and, earlier, in
+# the child on its way to be the server beside a first call run in
+# place.  Reopening the perl handles (rather than dup2 underneath them)
+# keeps them on fds 0, 1 and 2 and keeps any I/O layers the script
+# pushed on them.  Dies on failure.
+sub stdio_to_null () {
+    open(STDIN, '<', '/dev/null') or die "reopen stdin: $!\n";
+    open(STDOUT, '>', '/dev/null') or die "reopen stdout: $!\n";
+    open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
 }
 
 # _take_in_place(CFG, CALL, CLIENT, CHILD): protocol.md 7, in the setup
