@@ -56,9 +56,7 @@ impl Sent {
     /// has been read (design.md §4.10): the socket buffers it, and every
     /// server reads it after greeting.
     pub fn send_request(&mut self, request: &Request) -> Result<()> {
-        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-        self.call
-            .send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
+        send_request(&mut self.call, request)?;
         super::debug(|| "request sent".into());
         Ok(())
     }
@@ -73,6 +71,12 @@ impl Sent {
     pub fn abandon(self) {
         self.forwarder.restore(&[]);
     }
+}
+
+/// Send `request` on `call` with our own fds 0-2, the caller's (steps 2-4).
+pub fn send_request(call: &mut Call, request: &Request) -> Result<()> {
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)
 }
 
 /// Make the call whose request is `sent`, its greeting read: returns the

@@ -210,8 +210,7 @@ fn handshake(
     held: &mut Vec<Received>,
 ) -> Result<()> {
     if let Some(request) = request {
-        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-        call.send_request([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()], request)?;
+        super::call::send_request(call, request)?;
     }
     let mut buf = FrameBuf::default();
     loop {

@@ -158,7 +158,7 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         in_place: &request,
         caller: &caller,
     };
-    let started = loop {
+    let status = loop {
         debug(|| format!("socket {}", run_dir.shown(&names.socket)));
         let started = match cmd.mode {
             Mode::Normal => match connect_existing(&run_dir, &names, &ready)? {
@@ -173,15 +173,11 @@ pub fn run(cmd: &Command) -> Result<Outcome> {
         match started {
             Started::Elsewhere => names = names.for_own_binary(),
             Started::Done(outcome) => return Ok(outcome),
-            started => break started,
+            Started::Ready(sent) => break call::make_call(sent, &caller, plan),
+            Started::InPlace(call, pid, fg, sent) => {
+                break in_place::make_call(call, pid, fg, (!sent).then_some(&request), &caller);
+            }
         }
-    };
-    let status = match started {
-        Started::Ready(sent) => call::make_call(sent, &caller, plan),
-        Started::InPlace(call, pid, fg, sent) => {
-            in_place::make_call(call, pid, fg, (!sent).then_some(&request), &caller)
-        }
-        Started::Elsewhere | Started::Done(_) => unreachable!("handled in the loop"),
     }
     .map_err(|e| e.at(run_dir.shown(&names.socket)))?;
     debug(|| format!("wait status 0x{status:x}"));
@@ -528,11 +524,8 @@ fn start_server(
     // inplace1, the new server) reads it after greeting us, so the
     // handshake has one round trip less. Not one too big for the socket
     // to hold until then: sending it would block.
-    let sent = ready.in_place.body_len() <= PRESEND_MAX && {
-        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-        let stdio = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
-        call.send_request(stdio, ready.in_place).is_ok()
-    };
+    let sent = ready.in_place.body_len() <= PRESEND_MAX
+        && call::send_request(&mut call, ready.in_place).is_ok();
     let answer = in_place::wait_for_setup(&mut call, pid);
     if !matches!(&answer, Ok(SetupAnswer::Greeted(greeting)) if greeting.in_place()) {
         take_back();
