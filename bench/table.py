@@ -138,9 +138,9 @@ class Bench:
         hyperfine runs all of one command's runs before the next's, so the
         machine's drift (large on a shared VM) goes into the ratios: the
         Python heavy/trivial ratio read 1.22-1.41 in four runs of this
-        script on the same code.  Interleaved, every command sees the same moments (and
-        finds the caches as other work left them, as a call in real use
-        does).  Each run is a posix_spawn and a waitpid, as little around
+        script on the same code.  Interleaved, every command sees the same
+        moments (and finds the caches as other work left them, as a call
+        in real use does).  Each run is a posix_spawn and a waitpid, as little around
         the command as hyperfine -N puts, output to /dev/null."""
         argvs = [(name, shlex.split(command)) for name, command in commands]
         times: dict[str, list[float]] = {name: [] for name, _ in argvs}

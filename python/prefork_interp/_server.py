@@ -260,8 +260,8 @@ class _Server:
 
     def _timeout_ms(self, now: float, next_deadline: Optional[float]) -> Optional[int]:
         """How long to sleep: until the next deadline (a handshake's, the
-        pool's fill), or (not quitting, with nothing held or running) the idle timeout.  Raises
-        _Quit once idle for ``idle_timeout``."""
+        pool's fill), or (not quitting, with nothing held or running) the
+        idle timeout.  Raises _Quit once idle for ``idle_timeout``."""
         wake_at = next_deadline
         idle = self.quitting is None and not self.executors and not self.intake and self.first_call is None
         if idle and self.opts.idle_timeout is not None:
