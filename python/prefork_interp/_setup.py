@@ -5,8 +5,12 @@ sections 1 and 7).
 
 This is the cold path: what runs here before the script goes on is the
 whole cost of a cold call over a direct run.  So it imports only C-level
-modules; the server's own modules are imported by the server, after the
-fork, and the first call's handshake code only when the call is taken.
+modules and the first call's handshake code (before the fork: pages a
+process writes after a fork are copied, one page fault each); the server's
+own modules are imported by the server, after the fork.  The server forked
+beside a first call run in place waits before it imports them (see
+:data:`START_DELAY`), so that its start does not compete with that call
+for the CPUs.
 """
 
 import os
@@ -26,6 +30,13 @@ if TYPE_CHECKING:
 
 #: Shown in the messages about the fds (as ``_protocol.ENV_NAME``).
 _ENV_NAME = "PREFORK_INTERP"
+
+#: Seconds a server forked beside a first call run in place waits before it
+#: starts (imports its modules, forks its spares), unless a caller connects
+#: first.  Its start takes tens of milliseconds of CPU, which on a small
+#: machine would otherwise be taken from the first call; a short first call
+#: is over by then, and a caller that comes sooner is not kept waiting.
+START_DELAY = 0.1
 
 
 def _check_socket(fd: int, what: str, listening: bool) -> None:
@@ -74,6 +85,8 @@ def start(
     _check_open(setup.watche_fd, "WATCHE")
     from ._proc import fork, load_libc, redirect_stdio_to_devnull
 
+    if setup.in_place:
+        from ._intake import take_in_place
     setup_pid = os.getpid()
     child = fork()
     if child == 0:
@@ -102,6 +115,7 @@ def start(
             # for us, and a failed start is said on its stderr.
             log.to_stderr = False
             redirect_stdio_to_devnull()
+            _wait_to_start(setup.listen_fd)
         from ._server import serve
 
         load_libc()  # once here, not in every executor (die_with_parent)
@@ -114,9 +128,20 @@ def start(
         os._exit(0)
     for fd in (setup.listen_fd, setup.watchi_fd, setup.watche_fd):
         os.close(fd)
-    from ._intake import take_in_place
-
     call = take_in_place(_socket.socket(fileno=setup.call_fd), log, opts.request_timeout)
     # The child in between has exited by now (it only forked): reap it.
     os.waitpid(child, 0)
     return call
+
+
+def _wait_to_start(listen_fd: int) -> None:
+    """In the server forked beside a first call run in place: wait until a
+    caller connects on ``listen_fd`` or :data:`START_DELAY` has passed."""
+    import select
+
+    poller = select.poll()
+    poller.register(listen_fd, select.POLLIN)
+    try:
+        poller.poll(START_DELAY * 1000)
+    except OSError:
+        pass  # start now, then
