@@ -199,32 +199,57 @@ pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
 /// Die of `sig` with its default action: reset the handler, unblock it,
 /// raise it. Returns only if the signal did not kill us.
 pub fn raise_default(sig: libc::c_int) {
-    // SAFETY: installing SIG_DFL and changing our own mask are always sound;
-    // the structs are zero-initialised plain data.
-    unsafe {
-        if sig != libc::SIGKILL {
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        }
-        libc::raise(sig);
+    if sig != libc::SIGKILL {
+        // SAFETY: installing SIG_DFL runs no code of ours.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        let _ = sigprocmask(libc::SIG_UNBLOCK, Some(&sigset_of(std::iter::once(sig))));
     }
+    // SAFETY: raise only sends a signal to this thread.
+    unsafe { libc::raise(sig) };
 }
 
-/// The description `strsignal(3)` gives, e.g. "Segmentation fault".
+/// The description glibc's `strsignal(3)` gives, e.g. "Segmentation
+/// fault", whatever C library this is linked against (musl words some
+/// differently), so that messages are the C client's.
 pub fn signal_name(sig: libc::c_int) -> String {
-    // SAFETY: strsignal returns a pointer to a static or thread-local
-    // NUL-terminated string, which we copy at once.
-    let p = unsafe { libc::strsignal(sig) };
-    if p.is_null() {
-        return format!("signal {sig}");
-    }
-    // SAFETY: non-null pointer to a NUL-terminated string (see above).
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
+    let text = match sig {
+        libc::SIGHUP => "Hangup",
+        libc::SIGINT => "Interrupt",
+        libc::SIGQUIT => "Quit",
+        libc::SIGILL => "Illegal instruction",
+        libc::SIGTRAP => "Trace/breakpoint trap",
+        libc::SIGABRT => "Aborted",
+        libc::SIGBUS => "Bus error",
+        libc::SIGFPE => "Floating point exception",
+        libc::SIGKILL => "Killed",
+        libc::SIGUSR1 => "User defined signal 1",
+        libc::SIGSEGV => "Segmentation fault",
+        libc::SIGUSR2 => "User defined signal 2",
+        libc::SIGPIPE => "Broken pipe",
+        libc::SIGALRM => "Alarm clock",
+        libc::SIGTERM => "Terminated",
+        #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+        libc::SIGSTKFLT => "Stack fault",
+        libc::SIGCHLD => "Child exited",
+        libc::SIGCONT => "Continued",
+        libc::SIGSTOP => "Stopped (signal)",
+        libc::SIGTSTP => "Stopped",
+        libc::SIGTTIN => "Stopped (tty input)",
+        libc::SIGTTOU => "Stopped (tty output)",
+        libc::SIGURG => "Urgent I/O condition",
+        libc::SIGXCPU => "CPU time limit exceeded",
+        libc::SIGXFSZ => "File size limit exceeded",
+        libc::SIGVTALRM => "Virtual timer expired",
+        libc::SIGPROF => "Profiling timer expired",
+        libc::SIGWINCH => "Window changed",
+        libc::SIGIO => "I/O possible",
+        libc::SIGPWR => "Power failure",
+        libc::SIGSYS => "Bad system call",
+        // glibc keeps 32 and 33 for itself and numbers the rest from 34.
+        34..=64 => return format!("Real-time signal {}", sig - 34),
+        _ => return format!("Unknown signal {sig}"),
+    };
+    text.to_owned()
 }
 
 /// Put `/dev/null` (opened for reading and writing) on each of the given
@@ -279,25 +304,74 @@ pub fn all_signals() -> impl Iterator<Item = libc::c_int> {
     (1..=64).filter(|&s| s != 32 && s != 33)
 }
 
-/// A signal set holding `sigs`, real-time signals included (nix's
-/// `Signal` has none).
-pub fn sigset_of(sigs: impl Iterator<Item = libc::c_int>) -> nix::sys::signal::SigSet {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before
-    // sigaddset writes into it (an invalid number is EINVAL, no change).
+// Signal sets and masks bit by bit, as the kernel has them (bit `sig - 1`
+// of the set's first 64 bits), and the mask through `rt_sigprocmask`
+// itself: the C libraries keep some real-time signals for themselves and
+// their wrappers refuse or hide those (glibc's 32 and 33, musl's 32 to
+// 34), while a caller's mask, or a signal to forward, may hold any of them.
+
+/// The 64 bits of `set` the kernel reads (Linux: 64 signals).
+fn sigset_bits(set: &libc::sigset_t) -> u64 {
+    // SAFETY: sigset_t is at least 64 bits of plain data on Linux (glibc
+    // and musl: 1024), its first 64 the kernel's set; read unaligned-safe.
+    unsafe { std::ptr::read_unaligned(std::ptr::from_ref(set).cast::<u64>()) }
+}
+
+/// A `sigset_t` holding the 64 bits `bits` (the kernel's set).
+fn sigset_from_bits(bits: u64) -> nix::sys::signal::SigSet {
+    // SAFETY: all-zero is an empty sigset_t (plain data), and its first 64
+    // bits are the kernel's set, written in place.
     unsafe {
         let mut raw: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut raw);
-        for s in sigs {
-            libc::sigaddset(&mut raw, s);
-        }
+        std::ptr::write_unaligned(std::ptr::from_mut(&mut raw).cast::<u64>(), bits);
         nix::sys::signal::SigSet::from_sigset_t_unchecked(raw)
     }
 }
 
+/// The bit of signal `sig` (1-64), or 0 for any other number.
+fn signal_bit(sig: libc::c_int) -> u64 {
+    if (1..=64).contains(&sig) {
+        1 << (sig - 1)
+    } else {
+        0
+    }
+}
+
+/// A signal set holding `sigs`, real-time signals included (nix's
+/// `Signal` has none); numbers outside 1-64 are left out.
+pub fn sigset_of(sigs: impl Iterator<Item = libc::c_int>) -> nix::sys::signal::SigSet {
+    sigset_from_bits(sigs.fold(0, |bits, s| bits | signal_bit(s)))
+}
+
 /// Is `sig` in `set`? (Real-time signals included.)
 pub fn sigset_has(set: &nix::sys::signal::SigSet, sig: libc::c_int) -> bool {
-    // SAFETY: sigismember only reads the initialised set we pass.
-    unsafe { libc::sigismember(set.as_ref(), sig) == 1 }
+    sigset_bits(set.as_ref()) & signal_bit(sig) != 0
+}
+
+/// `rt_sigprocmask(how, set)` (`how`: `libc::SIG_BLOCK`, `SIG_UNBLOCK` or
+/// `SIG_SETMASK`; no set: a query): this thread's mask before the call.
+pub fn sigprocmask(
+    how: libc::c_int,
+    set: Option<&nix::sys::signal::SigSet>,
+) -> io::Result<nix::sys::signal::SigSet> {
+    let new = set.map(|s| sigset_bits(s.as_ref()));
+    let mut old = 0u64;
+    let new_ptr = new.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: the kernel reads 8 bytes from `new_ptr` (null: no change) and
+    // writes 8 to `old`, both valid u64s; only this thread's mask changes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            new_ptr,
+            std::ptr::from_mut(&mut old),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sigset_from_bits(old))
 }
 
 /// Is `sig` pending for this process or thread (`sigpending`)?
@@ -305,7 +379,7 @@ pub fn signal_pending(sig: libc::c_int) -> bool {
     // SAFETY: sigpending fills the set we pass; all-zero is a valid start.
     unsafe {
         let mut raw: libc::sigset_t = std::mem::zeroed();
-        libc::sigpending(&mut raw) == 0 && libc::sigismember(&raw, sig) == 1
+        libc::sigpending(&mut raw) == 0 && sigset_bits(&raw) & signal_bit(sig) != 0
     }
 }
 
@@ -336,6 +410,15 @@ pub fn set_nice_value(nice: i32) -> io::Result<()> {
 
 /// Number of resource limits the kernel has (`RLIM_NLIMITS` on Linux).
 pub const RLIMIT_COUNT: u32 = 16;
+
+// The resource numbers as `get_rlimit` and `set_rlimit` take them: the
+// C libraries' constants differ in type (glibc's are unsigned, musl's int).
+/// `RLIMIT_CORE`.
+#[allow(clippy::unnecessary_cast)]
+pub const RLIMIT_CORE: u32 = libc::RLIMIT_CORE as u32;
+/// `RLIMIT_NOFILE`.
+#[allow(clippy::unnecessary_cast)]
+pub const RLIMIT_NOFILE: u32 = libc::RLIMIT_NOFILE as u32;
 
 /// `getrlimit(resource)` by number: (soft, hard), `RLIM_INFINITY` as
 /// `u64::MAX`.
@@ -381,19 +464,13 @@ pub fn reset_signals() {
         // for these numbers) leave that signal as it was.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-    // SAFETY: an empty set, built by sigemptyset, and a null old-set
-    // pointer; only this thread's mask changes.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    let _ = sigprocmask(libc::SIG_SETMASK, Some(&sigset_of(std::iter::empty())));
 }
 
 /// Make sure dying now leaves no core file: soft `RLIMIT_CORE` 0.
 pub fn disable_core_dumps() {
-    if let Ok((_, hard)) = get_rlimit(libc::RLIMIT_CORE) {
-        let _ = set_rlimit(libc::RLIMIT_CORE, 0, hard);
+    if let Ok((_, hard)) = get_rlimit(RLIMIT_CORE) {
+        let _ = set_rlimit(RLIMIT_CORE, 0, hard);
     }
 }
 
@@ -615,7 +692,10 @@ pub fn unix_now() -> i64 {
 
 /// `secs` (Unix time) broken down in local time, if the C library can.
 fn local_tm(secs: i64) -> Option<libc::tm> {
-    let t: libc::time_t = secs as libc::time_t;
+    // time_t by inference (the libc crate deprecates the name for musl),
+    // 64 bits here but not everywhere.
+    #[allow(clippy::useless_conversion)]
+    let t = secs.try_into().ok()?;
     let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
     // SAFETY: localtime_r reads `t` and writes only the `tm` we pass, which
     // is valid (zeroed) memory of the right type; it is re-entrant.
@@ -705,6 +785,18 @@ pub fn set_title(titles: &[&[u8]]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our table says what glibc's strsignal says, for every number.
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn signal_names_are_glibcs() {
+        for sig in -1..=66 {
+            // SAFETY: strsignal returns a NUL-terminated string, copied at
+            // once (the test threads do not call it on the same number).
+            let glibc = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(sig)) };
+            assert_eq!(signal_name(sig), glibc.to_string_lossy(), "signal {sig}");
+        }
+    }
 
     #[test]
     fn utsname_is_390_bytes_and_starts_with_sysname() {

@@ -27,7 +27,7 @@ impl Caller {
     /// Read the caller's attributes. Nothing here fails: an attribute that
     /// cannot be read is left out, and the server keeps its own.
     pub fn capture() -> Caller {
-        let mask = SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty());
+        let mask = sys::sigprocmask(libc::SIG_BLOCK, None).unwrap_or_else(|_| SigSet::empty());
         let old = umask(Mode::empty());
         umask(old);
         let mut fds = inherited_fds();

@@ -86,12 +86,12 @@ fn debug(msg: impl FnOnce() -> String) {
     }
 }
 
-/// The whole client: parse the command line, run, exit. Never returns.
-pub fn main() -> ! {
+/// The whole client: parse the command line `argv` (the program's
+/// arguments, its name first), run, exit. Never returns.
+pub fn main(argv: Vec<OsString>) -> ! {
     if std::env::var_os(DEBUG_VAR).is_some_and(|v| !v.is_empty()) {
         DEBUG.store(true, Ordering::Relaxed);
     }
-    let argv: Vec<OsString> = std::env::args_os().collect();
     let outcome = match cli::parse(&argv) {
         Ok(Parsed::Help) => print_stdout(cli::USAGE, "usage message"),
         Ok(Parsed::Version) => print_stdout(&(cli::version() + "\n"), "version"),

@@ -10,7 +10,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd, siginfo};
 
 use crate::error::{Error, Result};
@@ -102,8 +102,7 @@ impl Forwarder {
             sys::all_signals()
                 .filter(|&s| !NOT_FORWARDED.contains(&s) || (children && s == libc::SIGCHLD)),
         );
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-            .map_err(|e| Error::io("block signals", e))?;
+        sys::sigprocmask(libc::SIG_BLOCK, Some(&set)).map_err(|e| Error::io("block signals", e))?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::io("signalfd", e))?;
         Ok(Forwarder {
@@ -167,8 +166,8 @@ impl Forwarder {
             // it is unblocked.
             // SAFETY: raise only sends a signal to this thread.
             unsafe { libc::raise(sig) };
-            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&one), None);
-            let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&one), None);
+            let _ = sys::sigprocmask(libc::SIG_UNBLOCK, Some(&one));
+            let _ = sys::sigprocmask(libc::SIG_BLOCK, Some(&one));
             let _ = sys::restore_signal(&saved);
         }
         let cont_pending = sys::signal_pending(libc::SIGCONT);
@@ -182,7 +181,7 @@ impl Forwarder {
     /// act on the client as they would have without forwarding (v1).
     pub fn restore(self, held: &[Received]) {
         drop(self.fd);
-        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.original), None);
+        let _ = sys::sigprocmask(libc::SIG_SETMASK, Some(&self.original));
         for r in held {
             // SAFETY: raise only sends a signal to this thread; its
             // disposition is the caller's, as it was before we started.

@@ -9,7 +9,7 @@
 
 use std::os::fd::{BorrowedFd, RawFd};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use crate::sys;
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
 
 /// Our controlling terminal, open on one of fds 0-2.
@@ -66,13 +66,12 @@ impl Foreground {
     /// `tcsetpgrp` with SIGTTOU blocked: from a background group the
     /// kernel would otherwise stop us for it.
     fn set(&self, group: Pid) {
-        let ttou = SigSet::from(Signal::SIGTTOU);
-        let mut old = SigSet::empty();
-        let blocked = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_ok();
+        let ttou = sys::sigset_of(std::iter::once(libc::SIGTTOU));
+        let old = sys::sigprocmask(libc::SIG_BLOCK, Some(&ttou));
         // SAFETY: as in `ours`.
         let _ = tcsetpgrp(unsafe { BorrowedFd::borrow_raw(self.fd) }, group);
-        if blocked {
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+        if let Ok(old) = old {
+            let _ = sys::sigprocmask(libc::SIG_SETMASK, Some(&old));
         }
     }
 }

@@ -234,7 +234,7 @@ fn install_extra_fds(extra: Vec<(RawFd, OwnedFd)>) -> Vec<(RawFd, String)> {
     // The caller may hold fds above our limit (it lowered its limit after
     // opening them): allow them while placing (above the hard limit only
     // with privilege); the caller's own limits are applied afterwards.
-    let nofile = libc::RLIMIT_NOFILE;
+    let nofile = sys::RLIMIT_NOFILE;
     if let Ok((_, hard)) = sys::get_rlimit(nofile) {
         let want = hard.max(top as u64 + 1);
         if sys::set_rlimit(nofile, want, want).is_err() {

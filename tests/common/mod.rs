@@ -32,8 +32,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// Our client.
-pub const OURS: &str = env!("CARGO_BIN_EXE_prefork-interp");
+/// Our client: `$PREFORK_INTERP_CLIENT` when the tests were built (the
+/// Makefile sets it to the client it builds, maybe linked against musl),
+/// else the one cargo built with them.
+pub const OURS: &str = match option_env!("PREFORK_INTERP_CLIENT") {
+    Some(path) => path,
+    None => env!("CARGO_BIN_EXE_prefork-interp"),
+};
 /// The reference C client (Debian chiark-utils-bin).
 pub const C_CLIENT: &str = "/usr/bin/prefork-interp";
 
