@@ -5,7 +5,7 @@
 # Usage: bench/client.sh [path/to/prefork-interp] [runs]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-ours=$(realpath "${1:-$top/target/release/prefork-interp}")
+ours=$(realpath "${1:-${PREFORK_INTERP_CLIENT:-$top/target/release/prefork-interp}}")
 runs=${2:-200}
 c_client=/usr/bin/prefork-interp
 command -v hyperfine >/dev/null || { echo "bench: needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }

@@ -14,7 +14,7 @@ command -v hyperfine >/dev/null || { echo "bench: needs hyperfine (apt-get insta
 [ -f /usr/share/perl5/Proc/Prefork/Interp.pm ] || { echo "bench: needs chiark-scripts" >&2; exit 1; }
 
 (cd "$top" && cargo build --release --quiet && cargo build --release --quiet --example exit_with)
-ours=$top/target/release/prefork-interp
+ours=${PREFORK_INTERP_CLIENT:-$top/target/release/prefork-interp}
 
 work=$(mktemp -d)
 # A private copy, so this run has servers of its own.

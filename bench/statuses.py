@@ -389,8 +389,10 @@ def build(args: argparse.Namespace) -> None:
     and the Rust probe example."""
     targets = []
     if args.client is None:
-        targets += ["--bin", "prefork-interp"]
-        args.client = str(TOP / "target" / "release" / "prefork-interp")
+        # As make builds it (linked against musl where it can be).
+        subprocess.run(["make", "-s", "build"], cwd=TOP, check=True)
+        args.client = subprocess.run(["make", "-s", "--no-print-directory", "print-client"], cwd=TOP, check=True,
+                                     capture_output=True, text=True).stdout.strip()
     if "rust" in args.only:
         targets += ["--example", "probe"]
     if targets and shutil.which("cargo"):
@@ -403,7 +405,7 @@ def main() -> int:
     parser.add_argument("--concurrent", type=int, default=200, help="calls started at once per library (200)")
     parser.add_argument("--only", choices=["python", "perl", "rust"], action="append",
                         help="this library only (may be repeated; default: all three)")
-    parser.add_argument("--client", help="the client (default: target/release/prefork-interp, built first)")
+    parser.add_argument("--client", help="the client (default: the one make builds, built first)")
     parser.add_argument("--python", default=sys.executable, help="the Python interpreter (default: this one)")
     parser.add_argument("--perl", default=shutil.which("perl") or "/usr/bin/perl", help="the Perl interpreter")
     args = parser.parse_args()

@@ -76,10 +76,19 @@ def pl_script(imports: list[str], reference: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def built_client() -> str:
+    """The client ``make build`` builds (linked against musl where Rust's
+    musl target is installed): the one the tests run and ``make install``
+    installs."""
+    out = subprocess.run(["make", "-s", "--no-print-directory", "print-client"], cwd=TOP, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    return out or str(TOP / "target" / "release" / "prefork-interp")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.ours = str(TOP / "target" / "release" / "prefork-interp")
+        self.ours = built_client()
         self.work = Path(tempfile.mkdtemp(prefix="pfi-table-"))
         self.env = dict(os.environ, PYTHONPATH=str(TOP / "python"), PREFORK_INTERP_RUN_DIR=str(self.work / "run"))
         self.env.pop("PYTHONUNBUFFERED", None)
@@ -468,7 +477,7 @@ def main() -> int:
             sys.exit(f"table.py: {tool} not found")
     if not Path(REF_PM).exists():
         sys.exit(f"table.py: needs {REF_PM} (apt-get install chiark-scripts)")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+    subprocess.run(["make", "-s", "build"], cwd=TOP, check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "exit_with"], cwd=TOP, check=True)
     bench = Bench(args)
     try:

@@ -16,14 +16,15 @@
 #   /usr/share/doc/prefork-interp-rs/
 #
 # DEB_MAINTAINER sets the Maintainer field; BIN the client to package
-# (default target/release/prefork-interp, which must exist).
+# (default $PREFORK_INTERP_CLIENT, which the Makefile sets to the client it
+# builds, else target/release/prefork-interp; it must exist).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$top/target/packages}
 pkg=prefork-interp-rs
 repo=https://github.com/prefork-interp/prefork-interp
 maintainer=${DEB_MAINTAINER:-the prefork-interp contributors <maintainers@prefork-interp.invalid>}
-bin=${BIN:-$top/target/release/prefork-interp}
+bin=${BIN:-${PREFORK_INTERP_CLIENT:-$top/target/release/prefork-interp}}
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$top/Cargo.toml" | head -n 1)-1
 arch=$(dpkg --print-architecture)
 libc=$(dpkg-query -W -f='${Version}' libc6 2>/dev/null | sed 's/-.*//') || libc=

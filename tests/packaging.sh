@@ -19,7 +19,7 @@
 # "packaging: N passed, N failed"; exit status 1 if any failed.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-client=$top/target/release/prefork-interp
+client=${PREFORK_INTERP_CLIENT:-$top/target/release/prefork-interp}
 [ -x "$client" ] || { echo "packaging.sh: build $client first" >&2; exit 1; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/prefork-interp-packaging.XXXXXX")
 pkg=prefork-interp-rs

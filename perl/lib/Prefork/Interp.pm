@@ -532,8 +532,10 @@ processes ahead of time, while it is idle, so a call does not wait for a
 fork: see C<pool_size>.)  With this project's client the
 first invocation then carries on in the process that initialised the
 script, as a direct run would (so it costs about what a direct run
-costs); with chiark-utils' client, that process exits and the server
-serves the first invocation too.
+costs), while the server waits until a second invocation comes or
+0.1 s has passed before it loads its modules, so that it does not take
+the CPU from the first; with chiark-utils' client, that process exits
+and the server serves the first invocation too.
 
 (This project's client also takes interpreter arguments in the C<#!>
 line, as in C<-U,perl,-w>; chiark-utils' 7.0.0 client does not.)
