@@ -412,7 +412,7 @@ def main() -> int:
     args.only = args.only or ["python", "perl", "rust"]
     build(args)
     if not (os.path.isfile(args.client) and os.access(args.client, os.X_OK)):
-        sys.exit(f"statuses.py: client {args.client} not found (cargo build --release)")
+        sys.exit(f"statuses.py: client {args.client} not found (make build)")
 
     work = Path(tempfile.mkdtemp(prefix="pfi-statuses-"))
     bench = Bench(args, work)
