@@ -244,6 +244,30 @@ subtest 'the client killed: the cold call gets SIGINT' => sub {
     ok(wait_for(10, sub { !alive($pid) }), '... and it has gone');
 };
 
+subtest 'a caller during the first call wakes the waiting server' => sub {
+    # The server forked beside the first call waits before it starts
+    # ($Prefork::Interp::START_DELAY), here a minute, unless a caller
+    # connects meanwhile: the second call is served while the first one
+    # still runs.
+    my $delayed = $fx->script('delayed.pl', body => $body,
+        init => $init . ' $Prefork::Interp::START_DELAY = 60;');
+    my $ready = "$dir/ready." . ++$n;
+    my $done = "$dir/done.$n";
+    my $first = $fx->start($delayed, args => [ 'wait', $ready, $done ],
+                           pgrp => 1);
+    ok(wait_for(20, sub { -e $ready }), 'the first call runs') or return;
+    # (Waiting for a file that is there already: it returns at once.)
+    my $second = $fx->run($delayed, args => [ 'wait', "$dir/ready2.$n",
+                                              $ready ], timeout => 15);
+    ok(!$second->{timed_out}, 'the second call is served meanwhile');
+    is(describe_status($second->{status}), 'exit 0', '... exit 0')
+        or diag $second->{err};
+    ok(alive((split ' ', slurp($ready))[0]), '... the first still running');
+    spit($done, '');
+    is(describe_status($fx->finish($first, 30)->{status}), 'exit 0',
+       'the first call ends, exit 0');
+};
+
 subtest 'job control: the cold call stops and continues with the client' => sub {
     my $ready = "$dir/ready." . ++$n;
     my $done = "$dir/done.$n";

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.machinery
 import json
 import os
+import subprocess
 
 from harness import PYTHON, RECORD_SNIPPET, wait_until
 
@@ -190,3 +191,33 @@ def test_the_new_servers_messages_never_reach_the_first_callers_stderr(our_harne
     wait_until(lambda: log.exists() and b"opening the server record" in log.read_bytes(), 10, "the warning in the log")
     assert harness.run(script).returncode == 0, "and the server serves"
     assert cold.err == b""
+
+
+def test_a_caller_during_the_first_call_wakes_the_waiting_server(our_harness):
+    """The server forked beside a first call run in place waits before it
+    starts (``_setup.START_DELAY``), so as not to take the CPUs from that
+    call, but a caller that connects meanwhile starts it at once.  Here the
+    wait is a minute and the first call blocks on its stdin until the
+    second call has been served."""
+    harness = our_harness
+    script = harness.script(
+        "delayed.py",
+        """\
+        if sys.argv[1:] == ["first"]:
+            sys.stdin.buffer.read()
+        print("served", sys.argv[1])
+        """,
+        setup="""\
+        import prefork_interp._setup
+        prefork_interp._setup.START_DELAY = 60
+        """,
+    )
+    first = harness.popen(script, "first", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The first call runs in place once it has recorded itself (after
+    # looking a few seconds for a server process, which has not started).
+    wait_until(lambda: harness.executors(), 30, "the first call to run")
+    second = harness.run(script, "second", timeout=30)
+    assert (second.returncode, second.out) == (0, b"served second\n"), second.err
+    assert first.poll() is None, "the first call is still running"
+    out, err = first.communicate(b"", timeout=30)
+    assert (first.returncode, out) == (0, b"served first\n"), err

@@ -9,8 +9,9 @@
 
 use std::os::fd::{BorrowedFd, RawFd};
 
-use crate::sys;
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
+
+use crate::sys;
 
 /// Our controlling terminal, open on one of fds 0-2.
 #[derive(Debug, Clone, Copy)]

@@ -48,6 +48,7 @@ our @EXPORT = qw(
 our $REQUEST_TIMEOUT = 5;
 our $USE_PIDFD = 1;
 our $USE_INOTIFY = 1;
+our $START_DELAY = 0.1;
 
 # Calls served at once by default, per CPU this process may run on: calls
 # often wait (on I/O, on their callers), so a few per CPU keep the machine
@@ -204,6 +205,7 @@ sub prefork_initialisation_complete {
         request_timeout => $opt{request_timeout},
         use_pidfd       => $USE_PIDFD,
         use_inotify     => $USE_INOTIFY,
+        start_delay     => $START_DELAY,
         log             => $log,
         title           => $title,
         rehearse        => \&_rehearse_call,
@@ -1023,6 +1025,14 @@ every call, instead of watching them with inotify (see
 L</"AUTOMATIC RELOADING">).  The library falls back to that by itself
 where inotify is not available; the switch is for testing.
 Default: 1.
+
+=item C<$Prefork::Interp::START_DELAY>
+
+Seconds the server forked beside a first invocation run in place (see
+L</DESCRIPTION>) waits before it loads its modules and forks its
+spares, unless a second invocation comes first: its start takes tens of
+milliseconds of CPU, which would otherwise be taken from the first
+invocation.  Default: 0.1.
 
 =item C<$Prefork::Interp::USE_PIDFD>
 

@@ -23,8 +23,10 @@
 # what the first call needs: the server loads Prefork::Interp::Server
 # (the intake, the reload watches) once forked, so that a cold call
 # costs about what a direct run costs.  Beside a first call run here it
-# waits first (START_DELAY), so that its start does not compete with
-# that call for the CPUs.
+# waits first ($Prefork::Interp::START_DELAY, the start_delay of CFG),
+# so that its start does not compete with that call for the CPUs (it
+# takes tens of milliseconds of CPU, which on a small machine would
+# otherwise be taken from the first call).
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.
@@ -45,13 +47,6 @@ use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
-# Seconds a server forked beside a first call run in place waits before
-# it starts (loads its modules, forks its spares), unless a caller
-# connects first.  Its start takes tens of milliseconds of CPU, which on
-# a small machine would otherwise be taken from the first call (a cold
-# call with DateTime loaded: about 9 ms); a short first call is over by
-# then, and a caller that comes sooner is not kept waiting.
-use constant START_DELAY => 0.1;
 
 # start(CFG) - called in the setup process.  Forks the server (upstream
 # design comment, part 3 step 3).  Returns only in an executor, once
@@ -131,7 +126,7 @@ sub start ($) {
             # 2), in use by that call, while we load the server: it
             # must not wait for us to close it (serve() does this too).
             stdio_to_null();
-            _wait_to_start(fileno($fh{listen}));
+            _wait_to_start(fileno($fh{listen}), $cfg->{start_delay});
         }
         require Prefork::Interp::Server;
         Prefork::Interp::Server::serve($cfg, \%fh);
@@ -157,14 +152,14 @@ sub stdio_to_null () {
     open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
 }
 
-# _wait_to_start(LISTEN): in the server forked beside a first call run
-# in place, wait until a caller connects on fd LISTEN or START_DELAY has
-# passed (or a signal comes: then start at once).
-sub _wait_to_start ($) {
-    my ($fd) = @_;
+# _wait_to_start(LISTEN, SECONDS): in the server forked beside a first
+# call run in place, wait until a caller connects on fd LISTEN or SECONDS
+# have passed (or a signal comes: then start at once).
+sub _wait_to_start ($$) {
+    my ($fd, $seconds) = @_;
     my $rbits = '';
     vec($rbits, $fd, 1) = 1;
-    select($rbits, undef, undef, START_DELAY);
+    select($rbits, undef, undef, $seconds // 0);
     return;
 }
 
