@@ -57,6 +57,10 @@ test: lint typecheck-python test-rust test-python test-perl test-packaging
 lint:
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings -W clippy::undocumented_unsafe_blocks
+ifeq ($(MUSL),yes)
+	cargo clippy --release --target $(MUSL_TARGET) --bin prefork-interp -- -D warnings \
+		-W clippy::undocumented_unsafe_blocks
+endif
 
 test-rust: build
 	cargo test --release

@@ -47,7 +47,6 @@ use Prefork::Interp::Syscall ();
 
 our $VERSION = '1.0.0';
 
-
 # start(CFG) - called in the setup process.  Forks the server (upstream
 # design comment, part 3 step 3).  Returns only in an executor, once
 # per call, with the call (see Prefork::Interp::Server), and with
