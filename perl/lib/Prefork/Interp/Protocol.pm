@@ -35,71 +35,73 @@ our $VERSION = '1.0.0';
 
 #---------- constants ----------
 
-# Environment variable through which the client hands us the server's
-# file descriptors (SPEC section 4).
-use constant ENV_NAME => 'PREFORK_INTERP';
+use constant {
+    # Environment variable through which the client hands us the server's
+    # file descriptors (SPEC section 4).
+    ENV_NAME => 'PREFORK_INTERP',
 
-# Greeting (step 3): magic, then a 4-byte length and that many bytes.
-# The 7.0.0 C client reads the length without byte-swapping, so the
-# length must be zero and there must be no further data.
-use constant GREETING => "PFI\n\0\0\0\0";
+    # Greeting (step 3): magic, then a 4-byte length and that many bytes.
+    # The 7.0.0 C client reads the length without byte-swapping, so the
+    # length must be zero and there must be no further data.
+    GREETING => "PFI\n\0\0\0\0",
 
-# Signalling byte the client sends after the greeting (step 4).
-use constant SIGNAL_BYTE => "\0";
+    # Signalling byte the client sends after the greeting (step 4).
+    SIGNAL_BYTE => "\0",
 
-# A request carries a subset of the caller's arguments and its
-# environment, which Linux caps at 6 MiB for exec (3/4 of the 8 MiB
-# default stack limit, whatever the rlimit), plus a few bytes of
-# extension entries: 6 MiB + 4 KiB (protocol.md 4.1, item 5).  A longer
-# request is not from a real caller.
-use constant MAX_REQUEST_LEN => 6 * 1024 * 1024 + 4 * 1024;
+    # A request carries a subset of the caller's arguments and its
+    # environment, which Linux caps at 6 MiB for exec (3/4 of the 8 MiB
+    # default stack limit, whatever the rlimit), plus a few bytes of
+    # extension entries: 6 MiB + 4 KiB (protocol.md 4.1, item 5).  A longer
+    # request is not from a real caller.
+    MAX_REQUEST_LEN => 6 * 1024 * 1024 + 4 * 1024,
 
-# Environment entries whose names start with this are reserved for
-# protocol extensions (protocol.md 5); they are never given to the
-# script.  See check_request and request_env.
-use constant EXT_ENV_PREFIX => 'PREFORK_INTERP_EXT';
+    # Environment entries whose names start with this are reserved for
+    # protocol extensions (protocol.md 5); they are never given to the
+    # script.  See check_request and request_env.
+    EXT_ENV_PREFIX => 'PREFORK_INTERP_EXT',
 
-# The entry through which a client offers extensions (protocol.md
-# 6.1): PREFORK_INTERP_EXT=NAME[,NAME...].
-use constant EXT_OFFER_NAME => 'PREFORK_INTERP_EXT';
+    # The entry through which a client offers extensions (protocol.md
+    # 6.1): PREFORK_INTERP_EXT=NAME[,NAME...].
+    EXT_OFFER_NAME => 'PREFORK_INTERP_EXT',
 
-# The per-call extensions we implement: call1 (protocol.md 6), and
-# pty1 (protocol.md 9), which only comes with call1.
-use constant EXT_CALL1 => 'call1';
-use constant EXT_PTY1 => 'pty1';
+    # The per-call extensions we implement: call1 (protocol.md 6), and
+    # pty1 (protocol.md 9), which only comes with call1.
+    EXT_CALL1 => 'call1',
+    EXT_PTY1 => 'pty1',
 
-# The extension our client announces in PREFORK_INTERP (protocol.md
-# 7), which is also the payload of the greeting that takes it up.
-use constant EXT_INPLACE1 => 'inplace1';
+    # The extension our client announces in PREFORK_INTERP (protocol.md
+    # 7), which is also the payload of the greeting that takes it up.
+    EXT_INPLACE1 => 'inplace1',
 
-# The item of PREFORK_INTERP that announces a server record (protocol.md
-# 8): its path is the rest of the value, after the fds.
-use constant EXT_RECORD1 => 'record1';
+    # The item of PREFORK_INTERP that announces a server record (protocol.md
+    # 8): its path is the rest of the value, after the fds.
+    EXT_RECORD1 => 'record1',
 
-# Frames (protocol.md 6.2): 4-byte tag, 4-byte big-endian length, body.
-use constant MAX_FRAME_BODY => 65536;
-use constant FRAME_HEADER_LEN => 8;
+    # Frames (protocol.md 6.2): 4-byte tag, 4-byte big-endian length, body.
+    MAX_FRAME_BODY => 65536,
+    FRAME_HEADER_LEN => 8,
 
-# Frame tags.
-use constant TAG_ACCEPT => 'PFXA';    # server -> client, accepted names
-use constant TAG_ATTR   => 'ATTR';    # client -> server, attributes
-use constant TAG_SIGP   => 'SIGP';    # client -> server, kill(executor)
-use constant TAG_SIGG   => 'SIGG';    # client -> server, killpg(call group)
-use constant TAG_STOP   => 'STOP';    # server -> client, executor stopped
-use constant TAG_EXIT   => 'EXIT';    # server -> client, final wait status
-use constant TAG_FGND   => 'FGND';    # client -> server (pty1), 1: the
-                                      # caller's job is in the foreground,
-                                      # 0: in the background
+    # Frame tags.
+    TAG_ACCEPT => 'PFXA',    # server -> client, accepted names
+    TAG_ATTR   => 'ATTR',    # client -> server, attributes
+    TAG_SIGP   => 'SIGP',    # client -> server, kill(executor)
+    TAG_SIGG   => 'SIGG',    # client -> server, killpg(call group)
+    TAG_STOP   => 'STOP',    # server -> client, executor stopped
+    TAG_EXIT   => 'EXIT',    # server -> client, final wait status
+    TAG_FGND   => 'FGND',    # client -> server (pty1), 1: the
+                             # caller's job is in the foreground,
+                             # 0: in the background
 
-# At most this many extra fds in one call (protocol.md 6.3).
-use constant MAX_EXTRA_FDS => 256;
+    # At most this many extra fds in one call (protocol.md 6.3).
+    MAX_EXTRA_FDS => 256,
 
-# Signal numbers the ATTR sets may hold (Linux: 1 to 64).
-use constant MAX_SIGNAL => 64;
+    # Signal numbers the ATTR sets may hold (Linux: 1 to 64).
+    MAX_SIGNAL => 64,
 
-# RLIM_INFINITY, "inf" in an ATTR rlimit entry (all ones in the
-# kernel's 64-bit rlim_t).
-use constant RLIM_INFINITY => ~0;
+    # RLIM_INFINITY, "inf" in an ATTR rlimit entry (all ones in the
+    # kernel's 64-bit rlim_t).
+    RLIM_INFINITY => ~0,
+};
 
 #---------- errors ----------
 
@@ -208,12 +210,14 @@ sub read_some ($$$$) {
 # For recvmsg(2) by hand (perl has no recvmsg): the flags and the sizes
 # of struct msghdr, struct iovec and struct cmsghdr.  size_t is an
 # unsigned long on every Linux ABI ("L!"); a pointer is "p".
-use constant MSG_CTRUNC       => 0x08;
-use constant MSG_DONTWAIT     => 0x40;
-use constant MSG_CMSG_CLOEXEC => 0x40000000;
-use constant SCM_RIGHTS       => 1;
-use constant MSGHDR           => 'p L x![p] p L! p L! i x![p]';
-use constant MSGHDR_OUT       => 'x[p] L x![p] x[p] L! x[p] L! i';
+use constant {
+    MSG_CTRUNC       => 0x08,
+    MSG_DONTWAIT     => 0x40,
+    MSG_CMSG_CLOEXEC => 0x40000000,
+    SCM_RIGHTS       => 1,
+    MSGHDR           => 'p L x![p] p L! p L! i x![p]',
+    MSGHDR_OUT       => 'x[p] L x![p] x[p] L! x[p] L! i',
+};
 my $LONG = length pack 'l!', 0;
 sub _cmsg_align ($) { my ($n) = @_; return ($n + $LONG - 1) & ~($LONG - 1) }
 my $CMSG_HDR = _cmsg_align($LONG + 8);    # cmsg_len, cmsg_level, cmsg_type
