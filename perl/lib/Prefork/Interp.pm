@@ -294,8 +294,8 @@ sub _check_options {
 # unless told otherwise the modules loaded (%INC, as it is now), as
 # they were named: relative ones (from a relative "use lib", or
 # autoreload_extra) from the current directory, but the script from
-# the one we were loaded in.  Cheap (no module to load): the setup
-# process records their identities just before it forks the server.
+# the one we were loaded in.  Cheap (no module to load): the server
+# records their identities as soon as the setup process has forked it.
 sub _reload_paths ($) {
     my ($opt) = @_;
     my @paths;

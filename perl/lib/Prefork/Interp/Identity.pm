@@ -1,12 +1,13 @@
 # Prefork::Interp::Identity - what a file the server depends on is,
 # now: the identity Prefork::Interp::Reload compares (protocol.md 4).
 #
-# Apart from Prefork::Interp::Reload, which the server loads, the setup
-# process records these just before it forks the server (record): the
-# server compares them with what it finds when it starts, which may be
-# after the first call has ended when the setup process runs it itself
-# (protocol.md 7), so that a file changed in between (even to an older
-# date, or removed) is seen.
+# Apart from Prefork::Interp::Reload, which the server loads, the
+# server records these as soon as the setup process has forked it
+# (record), before it waits or loads anything: it compares them with
+# what it finds when it starts, which may be after the first call has
+# ended when the setup process runs it itself (protocol.md 7), so that
+# a file changed in between (even to an older date, or removed) is
+# seen.
 #
 # Copyright the prefork-interp contributors; see the project's
 # top-level files for the licence.

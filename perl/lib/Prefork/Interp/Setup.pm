@@ -40,7 +40,6 @@ use Errno qw(EINTR);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
 
 use Prefork::Interp::Handshake;
-use Prefork::Interp::Identity ();
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
@@ -83,12 +82,6 @@ sub start ($) {
     _set_nonblocking($fh{listen}, 'LISTEN');
     _set_nonblocking($fh{watche}, 'WATCHE');
 
-    # The files the server depends on, as the program has loaded them:
-    # the server, which starts after this (and, with inplace1, maybe
-    # after the first call has ended), compares.
-    $cfg->{before} = Prefork::Interp::Identity::record(
-        $cfg->{reload_paths}->());
-
     # 3.3: fork and let the parent exit, so the client, which waits for
     # its setup process, can carry on.  (fork flushes perl's output
     # buffers first, so output from initialisation appears once.)  With
@@ -121,6 +114,16 @@ sub start ($) {
             my $server = fork;
             defined $server or die "cannot fork the server: $!\n";
             Prefork::Interp::Syscall::exit_now(0) if $server;
+        }
+        # The files the server depends on, as the program has loaded
+        # them, recorded at once: the server compares them with what it
+        # finds when it starts, which may be after the first call has
+        # ended.  Here, not before the fork, so that a first call run in
+        # place does not wait for a stat of every file.
+        require Prefork::Interp::Identity;
+        $cfg->{before} = Prefork::Interp::Identity::record(
+            $cfg->{reload_paths}->());
+        if ($fds->{in_place}) {
             # Nor do we keep the first caller's stderr (our fds 1 and
             # 2), in use by that call, while we load the server: it
             # must not wait for us to close it (serve() does this too).
