@@ -2,18 +2,19 @@
 over each running call.
 
 No fork is on a warm call's critical path.  The server keeps ``pool_size``
-*spares*: forks of itself made while it is idle, each waiting on a control
-socket of its own.  When a call's handshake is complete and a slot is free,
-the server hands the call to a spare (the call's socket, the caller's fds,
-the request and the attributes, over the control socket).  It forks the
-replacement once no call younger than :data:`FILL_DELAY` runs, as the Perl
-server does: the server does nothing else while it forks, so a call that
-ends meanwhile waits for the fork before its status is sent, and the fork
-and the new spare's rehearsal (below) compete with the call for the CPUs
-(a warm trivial call took 7-8% longer with the fork right after the
-handover, on a 2-core VM).  The spare becomes the call's executor
-(``_executor``).  Android's zygote keeps its pool of unspecialised app
-processes the same way.
+*spares*: copies of itself made while it is idle, each waiting on a control
+socket of its own, and its children.  The forker (``_forker``) makes them,
+so that the server itself never forks while it serves; where no forker can
+run, or it has failed, the server forks them itself.  When a call's
+handshake is complete and a slot is free, the server hands the call to a
+spare (the call's socket, the caller's fds, the request and the
+attributes, over the control socket).  It asks for the replacement once
+no call younger than :data:`FILL_DELAY` runs, as the Perl server forks
+it: the fork and the new spare's rehearsal (below) compete with the call
+for the CPUs (a warm trivial call took 7-8% longer with the fork right
+after the handover, on a 2-core VM).  The spare becomes the call's
+executor (``_executor``).  Android's zygote keeps its pool of
+unspecialised app processes the same way.
 
 The server itself then plays the monitor's part of protocol.md section 4,
 one process per call fewer than a monitor per call: each running call's
@@ -69,6 +70,7 @@ import time
 import _socket
 from typing import Callable, Dict, List, Optional, Tuple
 
+from . import _forker
 from ._intake import Call
 from ._log import Log
 from ._proc import close_quietly, die_with_parent, fork, process_title, set_cmdline
@@ -496,14 +498,22 @@ class Executors:
         self.leaving: List[int] = []
         #: A fork for the pool failed: no more tries until a call starts.
         self.fill_failed = False
+        #: The process that forks our spares (``_forker``), once started.
+        self.forker: Optional[_forker.Forker] = None
+        #: Spares asked of the forker and not yet come.
+        self.requested = 0
+        #: No forker: none can run here, or it has failed (we fork).
+        self.forker_failed = not _forker.available()
 
     def __len__(self) -> int:
         """Calls running."""
         return len(self.running)
 
     def _release(self) -> None:
-        """In a new spare: close every fd of the server's."""
+        """In a new spare (or the forker): close every fd of the server's."""
         self._release_server()
+        if self.forker is not None:
+            self.forker.sock.close()
         for spare in self.spares:
             spare.ctl.close()
         for running in self.running.values():
@@ -534,7 +544,7 @@ class Executors:
     def fill_wait(self, now: float) -> Optional[float]:
         """Seconds until the pool may be filled (0: now); None if it is
         full, or a fork for it failed and no call has started since."""
-        if self.fill_failed or len(self.spares) >= self.pool_size:
+        if self.fill_failed or len(self.spares) + self.requested >= self.pool_size:
             return None
         return max([0.0] + [running.started + FILL_DELAY - now for running in self.running.values()])
 
@@ -542,6 +552,16 @@ class Executors:
         """Fork spares up to the pool size.  Returns only in a spare that
         got a call; a fork failure is logged, and tried again once a call
         has started."""
+        if self.forker is None and not self.forker_failed:
+            call = self._start_forker()
+            if call is not None:
+                return call
+        if self.forker is not None:
+            wanted = self.pool_size - len(self.spares) - self.requested
+            if wanted <= 0 or self.forker.request(wanted):
+                self.requested += max(0, wanted)
+                return None
+            self._forker_gone("its socket is closed")
         while len(self.spares) < self.pool_size:
             try:
                 spare, call = self._fork_spare()
@@ -554,6 +574,51 @@ class Executors:
             assert spare is not None
             self.spares.append(spare)
         return None
+
+    def _start_forker(self) -> Optional[Call]:
+        """Start the forker.  Returns only in a spare it has made, once
+        that has a call; a failure is logged, and we fork ourselves."""
+        mask = block_all()
+        try:
+            forker, call = _forker.start(
+                self._release,
+                lambda server, ctl: _become_spare(server, ctl, lambda: None, self.log, self._warm_up),
+            )
+        except OSError as e:
+            restore_mask(mask)
+            self.forker_failed = True
+            self.log.warning(f"fork for the forker of spares: {e}; the server forks them itself")
+            return None
+        if call is not None:
+            return call
+        restore_mask(mask)
+        self.forker = forker
+        return None
+
+    def _forker_gone(self, why: str, reaped: bool = False) -> None:
+        """The forker has failed: we fork our spares ourselves from now on.
+        ``reaped``: it has ended and been reaped already."""
+        assert self.forker is not None
+        self.log.warning(f"the forker of spares [{self.forker.pid}] has failed ({why}); the server forks them itself")
+        self.forker.close()
+        if not reaped:
+            self.leaving.append(self.forker.pid)
+        self.forker = None
+        self.forker_failed = True
+        self.requested = 0
+
+    def _forker_readable(self) -> None:
+        """Spares have come from the forker (or it has gone)."""
+        assert self.forker is not None
+        spares, failed, gone = self.forker.receive()
+        for pid, ctl in spares:
+            self.spares.append(_Spare(pid, ctl))
+        self.requested = max(0, self.requested - len(spares) - failed)
+        if failed:
+            self.log.warning(f"the forker could not make {failed} spare executor(s); no more until the next call")
+            self.fill_failed = True
+        if gone:
+            self._forker_gone("it has closed its socket")
 
     def start(self, call: Call) -> Optional[Call]:
         """Hand ``call`` to a spare (forking one if none is left).  Returns
@@ -609,7 +674,9 @@ class Executors:
             spare.ctl.setblocking(False)
 
     def register(self, poller: "select.poll") -> None:
-        """Running calls' sockets, for frames and hang-ups."""
+        """Running calls' sockets, for frames and hang-ups; the forker's."""
+        if self.forker is not None:
+            poller.register(self.forker.sock.fileno(), select.POLLIN)
         for running in self.running.values():
             if running.sock is not None and running.listening:
                 poller.register(running.sock.fileno(), select.POLLIN)
@@ -617,7 +684,11 @@ class Executors:
                 poller.register(running.leader.fileno(), select.POLLIN)
 
     def handle(self, fd: int) -> bool:
-        """A poll event on ``fd``: False if it is not a running call's."""
+        """A poll event on ``fd``: False if it is neither a running call's
+        nor the forker's."""
+        if self.forker is not None and self.forker.sock.fileno() == fd:
+            self._forker_readable()
+            return True
         for running in self.running.values():
             if running.sock is not None and running.sock.fileno() == fd:
                 running.readable()
@@ -646,6 +717,10 @@ class Executors:
                         status = running.reported
                 running.ended(status)
             return True
+        if self.forker is not None and pid == self.forker.pid:
+            if not os.WIFSTOPPED(status):
+                self._forker_gone(f"status {status:#x}", reaped=True)
+            return True
         if pid in self.leaving:
             if not os.WIFSTOPPED(status):
                 self.leaving.remove(pid)
@@ -660,7 +735,17 @@ class Executors:
         return False
 
     def close_spares(self) -> None:
-        """The server is quitting: spares see EOF and exit."""
+        """The server is quitting: spares (and the forker) see EOF and
+        exit."""
+        if self.forker is not None:
+            # The spares it has sent already are told to go like the rest.
+            self._forker_readable()
+        if self.forker is not None:
+            self.forker.close()
+            self.leaving.append(self.forker.pid)
+            self.forker = None
+            self.forker_failed = True
+            self.requested = 0
         for spare in self.spares:
             spare.ctl.close()
             self.leaving.append(spare.pid)

@@ -188,13 +188,22 @@ def listening_socket(server_pid: int, run_dir: "Optional[Path]" = None) -> str:
     raise AssertionError(f"server {server_pid} has no listening socket")
 
 
+def server_helpers() -> int:
+    """Processes a Python server keeps besides its spares: the forker that
+    makes them (``_forker``), where one can run."""
+    from prefork_interp import _forker
+
+    return 1 if _forker.available() else 0
+
+
 def only_server_and_spares(server: int) -> bool:
-    """Is everything left in the server's session the server and its idle
-    spare executors (its children, as many as the default pool size)?"""
+    """Is everything left in the server's session the server, its idle
+    spare executors (its children, as many as the default pool size) and
+    its forker (also its child, where one runs)?"""
     from prefork_interp._options import DEFAULT_POOL_SIZE
 
     others = alive(lambda p: p.sid == server and p.pid != server)
-    return len(others) == DEFAULT_POOL_SIZE and all(_ppid(p.pid) == server for p in others)
+    return len(others) == DEFAULT_POOL_SIZE + server_helpers() and all(_ppid(p.pid) == server for p in others)
 
 
 def _ppid(pid: int) -> int:

@@ -26,7 +26,7 @@ from typing import List, Tuple
 
 import pytest
 from fake_client import FakeClient, read_until
-from harness import PYTHON, Harness, alive, listening_socket, wait_until
+from harness import PYTHON, Harness, alive, listening_socket, server_helpers, wait_until
 
 from prefork_interp._intake import MAX_HELD
 from prefork_interp._options import DEFAULT_POOL_SIZE
@@ -432,7 +432,7 @@ def test_complete_call_waits_for_a_slot(fake):
         read_until(first_out_r, b"}\n", 10)
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
         # The server forks a new spare once it has handed the call over.
-        wait_until(lambda: len(in_session()) == 2 + DEFAULT_POOL_SIZE, 5, "the server, the first call's executor and the spares")
+        wait_until(lambda: len(in_session()) == 2 + DEFAULT_POOL_SIZE + server_helpers(), 5, "the server, the first call's executor and the spares")
         running = in_session()
 
         second.settimeout(1)  # greeted at once, though the only slot is busy
@@ -535,7 +535,7 @@ def test_quitting_serves_waiting_calls_and_unfinished_handshakes(our_harness):
         wait_until(lambda: started.exists() and started.read_text(), 10, "call A to start")
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
         # The server forks a new spare once it has handed call A over.
-        wait_until(lambda: len(in_session()) == 2 + DEFAULT_POOL_SIZE, 5, "the server, A's executor and the spares")
+        wait_until(lambda: len(in_session()) == 2 + DEFAULT_POOL_SIZE + server_helpers(), 5, "the server, A's executor and the spares")
         running = in_session()
 
         b.settimeout(5)

@@ -11,6 +11,7 @@ import time
 import pytest
 from harness import alive, listening_socket, only_server_and_spares, send_fds, wait_until
 
+from prefork_interp import _forker
 from prefork_interp._options import DEFAULT_REQUEST_TIMEOUT as REQUEST_TIMEOUT
 from prefork_interp._options import DEFAULT_POOL_SIZE
 from prefork_interp._protocol import GREETING, encode_request
@@ -127,6 +128,74 @@ def test_a_spare_whose_rehearsal_fails_still_serves_calls(harness):
         got = harness.run(script)
         assert got.out == b"served\n", got.text()
         assert harness.last_server() == server
+
+
+FORKS_SETUP = """\
+def _note_fork():
+    # In the server (a session leader), after each fork it makes itself.
+    if os.getsid(0) == os.getpid():
+        with open(os.environ["FORKS_FILE"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+
+os.register_at_fork(after_in_parent=_note_fork)
+"""
+
+needs_forker = pytest.mark.skipif(
+    not _forker.available(), reason="no forker here (CPython on glibc 2.34 or later, on x86_64, aarch64 or riscv64)"
+)
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def _server_forks(harness, script, path, calls: int) -> int:
+    """Make ``calls`` calls; how many forks the last one's server has made
+    itself."""
+    for _ in range(calls):
+        got = harness.run(script, env={"FORKS_FILE": str(path)})
+        assert got.out == b"served\n", got.text()
+    return path.read_text().split().count(str(harness.last_server())) if path.exists() else 0
+
+
+@needs_forker
+def test_the_forker_makes_the_spares_the_server_never_forks(harness, tmp_path):
+    """The server forks once, the forker (``_forker``), which makes every
+    spare; each spare is the server's child all the same (clone with
+    CLONE_PARENT), and calls are served as ever."""
+    forks = tmp_path / "forks"
+    script = harness.script("forked.py", 'print("served", flush=True)\n', setup=FORKS_SETUP)
+    _server_forks(harness, script, forks, 1)
+    server = harness.last_server()
+    wait_until(lambda: only_server_and_spares(server), 5, "the forker and the spares")
+    # The forker; and with the C client, whose first call the server takes
+    # in before it has a spare, that call's executor.
+    before = _server_forks(harness, script, forks, 0)
+    assert before in (1, 2)
+    assert _server_forks(harness, script, forks, 3 * DEFAULT_POOL_SIZE) == before, "no fork by the server"
+    assert harness.last_server() == server
+    wait_until(lambda: only_server_and_spares(server), 5, "the spares to be replaced")
+    titles = sorted(_cmdline(p.pid).split(b":")[0] for p in alive(lambda p: p.sid == server and p.pid != server))
+    assert titles == [b"prefork-interp forker"] + [b"prefork-interp spare"] * DEFAULT_POOL_SIZE
+
+
+@needs_forker
+def test_without_its_forker_the_server_forks_its_spares_itself(harness, tmp_path):
+    forks = tmp_path / "forks"
+    script = harness.script("forkless.py", 'print("served", flush=True)\n', setup=FORKS_SETUP)
+    _server_forks(harness, script, forks, 2)
+    server = harness.last_server()
+    wait_until(lambda: only_server_and_spares(server), 5, "the spares")
+    (forker,) = [p.pid for p in alive(lambda p: p.ppid == server and _cmdline(p.pid).startswith(b"prefork-interp forker:"))]
+    os.kill(forker, signal.SIGKILL)
+    assert _server_forks(harness, script, forks, 2 * DEFAULT_POOL_SIZE) > 1
+    assert harness.last_server() == server, "the same server serves on"
+    wait_until(lambda: len(alive(lambda p: p.ppid == server)) == DEFAULT_POOL_SIZE, 5, "the spares, forked by the server")
+    if harness.first_call_in_place:
+        # Our client names the run directory, where the log falls back to
+        # (the C client's server logs to syslog).
+        assert b"the forker of spares" in (harness.run_dir / "log").read_bytes()
 
 
 def test_max_servers_reached_callers_wait(harness):
@@ -289,19 +358,22 @@ def test_idle_connections_are_dropped_after_the_request_timeout(harness):
 
 MAX_ERRORS_SETUP = """\
 import resource
+import socket
 
-_forks = {}
+_accept = socket.socket.accept
+_accepts = [0]
 
-def _after_fork_in_parent():
-    # In the server (a session leader), after its fork (FIRST_SERVED) that
-    # follows the second call: leave it no fds, so that every accept() fails
-    # with EMFILE.
-    pid = os.getpid()
-    _forks[pid] = _forks.get(pid, 0) + 1
-    if _forks[pid] == int(os.environ["FIRST_SERVED"]) and os.getsid(0) == pid:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+def _accept_then_fail(self):
+    # In the server (a session leader), from its second accept() on (the
+    # third call; the first came on CALL or ran in place): leave it no fds,
+    # so that every accept() fails with EMFILE.
+    if os.getsid(0) == os.getpid():
+        _accepts[0] += 1
+        if _accepts[0] == 2:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return _accept(self)
 
-os.register_at_fork(after_in_parent=_after_fork_in_parent)
+socket.socket.accept = _accept_then_fail
 """
 
 
@@ -309,12 +381,10 @@ def test_max_errors_makes_a_failing_server_quit(harness):
     """accept() failing again and again: the server counts the errors and
     quits after max_errors; the waiting caller then starts a new server."""
     script = harness.script("failing.py", 'print("fine")\n', setup=MAX_ERRORS_SETUP, init="max_errors=5")
-    # The server forks its spares first, then one after each call served.
-    env = {"FIRST_SERVED": str(DEFAULT_POOL_SIZE + (1 if harness.first_call_in_place else 2))}
-    assert harness.run(script, env=env).returncode == 0
-    assert harness.run(script, env=env).returncode == 0
+    assert harness.run(script).returncode == 0
+    assert harness.run(script).returncode == 0
     first = harness.last_server()
-    got = harness.run(script, env=env, timeout=30)
+    got = harness.run(script, timeout=30)
     assert (got.returncode, got.out) == (0, b"fine\n"), got.text()
     assert harness.last_server() != first
     wait_until(lambda: _server_gone(first), 5, "the failing server to quit")
