@@ -13,7 +13,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use IO::FDPass;
-use PfiTest qw(fixture slurp spit wait_for describe_status alive);
+use PfiTest qw(fixture slurp spit wait_for describe_status alive
+               server_helpers);
 use POSIX ();
 use Socket qw(AF_UNIX SOCK_STREAM pack_sockaddr_un);
 use Test::More;
@@ -124,11 +125,12 @@ sub spares_of ($) {
         PfiTest::_all_procs();
 }
 
-# Whether the children of server PID are its two spares, and nothing else.
+# Whether the children of server PID are its two spares, and nothing
+# else but its forker.
 sub only_spares ($) {
     my ($pid) = @_;
     my @children = grep { $_->{ppid} == $pid } PfiTest::_all_procs();
-    return @children == 2 && spares_of($pid) == 2;
+    return @children == 2 + server_helpers() && spares_of($pid) == 2;
 }
 
 sub server_pid ($) {

@@ -15,7 +15,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use PfiTest qw(client_kinds fixture slurp wait_for alive describe_status
-               procs_in_sessions);
+               procs_in_sessions server_helpers);
 use Test::More;
 use Time::HiRes ();
 
@@ -112,10 +112,11 @@ foreach my $kind (client_kinds()) {
             or diag($r->{out});
         is($first->{pgrp}, $first->{pid}, '... leading a group of its own');
 
-        # Idle: pool_size (2) spares, in the server's group, asleep.
+        # Idle: pool_size (2) spares, in the server's group, asleep (and
+        # the forker that makes them, where one runs).
         ok(wait_for(5, sub { spares_of($server) == 2
-                             && children_of($server) == 2 }),
-           'idle: the server has two children, its spares')
+                             && children_of($server) == 2 + server_helpers() }),
+           'idle: the server\'s children are its two spares (and forker)')
             or diag(explain [ children_of($server) ]);
         my @spares = spares_of($server);
         is_deeply([ map { $_->{pgrp} } @spares ], [ $server, $server ],

@@ -12,7 +12,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use PfiTest qw(fixture client_kinds wait_for cmdline_of);
+use PfiTest qw(fixture client_kinds wait_for cmdline_of server_helpers);
 use Test::More;
 
 my $body = <<'EOT';
@@ -46,15 +46,17 @@ foreach my $kind (client_kinds()) {
         ok($server, "the server ($server)");
         is(cmdline_of($server), "prefork-interp server: $script (perl)",
            'the server\'s command line');
-        my @spares;
+        my @kids;
         wait_for(10, sub {
-            @spares = grep { $_->{ppid} == $server && $_->{state} ne 'Z' }
-                      PfiTest::_all_procs();
-            @spares == 2 });
-        is(scalar @spares, 2, 'two spares');
-        is(cmdline_of($_->{pid}), "prefork-interp spare: $script (perl)",
-           "spare [$_->{pid}]'s command line") foreach @spares;
-        foreach my $pid ($server, map { $_->{pid} } @spares) {
+            @kids = grep { $_->{ppid} == $server && $_->{state} ne 'Z' }
+                    PfiTest::_all_procs();
+            @kids == 2 + server_helpers() });
+        is_deeply([ sort map { cmdline_of($_->{pid}) } @kids ],
+                  [ (server_helpers()
+                     ? ("prefork-interp forker: $script (perl)") : ()),
+                    ("prefork-interp spare: $script (perl)") x 2 ],
+                  'two spares (and the forker), titled so');
+        foreach my $pid ($server, map { $_->{pid} } @kids) {
             my $all = PfiTest::slurp("/proc/$pid/cmdline") // '';
             unlike($all, qr/hunter2|x y/, "[$pid]: no caller's argument");
         }

@@ -587,14 +587,20 @@ machine can run (C<Proc::Prefork::Interp> 7.0.0: 4).
 
 =item C<< pool_size => I<N> >>
 
-How many spare executors the server keeps: processes forked from the
-server while it is idle, each waiting (asleep, using no CPU) for a
-call, so that a call is handed to a process that already exists
-instead of waiting for a fork; the server forks a new spare once it
-has handed a call over and no call that started less than 0.1 s ago
-is running (so that the fork delays no short call's end).  Each costs
-little memory: it shares its pages with the server until it runs a
-call.  0 means none:
+How many spare executors the server keeps: copies of the server made
+while it is idle, each waiting (asleep, using no CPU) for a call, so
+that a call is handed to a process that already exists instead of
+waiting for a fork; the server asks for a new spare once it has handed
+a call over and no call that started less than 0.1 s ago is running
+(so that the fork delays no short call's end).  A child of the server
+that does nothing else, the forker, makes them (with
+C<clone(CLONE_PARENT)>, so they are the server's children all the
+same), so that the server never forks while it serves: every page it
+wrote after a fork would be copied, on the next call's way.  Where
+that cannot be relied on (not glibc 2.34 or later on x86_64, aarch64
+or riscv64), or if the forker fails, the server forks them itself.
+Each costs little memory: it shares its pages with the server until it
+runs a call (the forker keeps about 1 MiB of its own).  0 means none:
 a process is forked for each call when it comes.  More calls at once
 than spares are served too, by processes forked for them.  Spares
 exit when the server does, running nothing of the script (no C<END>
@@ -994,9 +1000,10 @@ line (F</proc/I<PID>/cmdline>, what C<ps> shows) is
 
     prefork-interp server: SCRIPT (perl)
 
-and its spares'
+and its spares' and its forker's
 
     prefork-interp spare: SCRIPT (perl)
+    prefork-interp forker: SCRIPT (perl)
 
 (I<SCRIPT> as the first run named it): no caller's argument remains.
 A call's process shows what a direct run of that call would: C<$0> is

@@ -45,7 +45,7 @@ our @EXPORT_OK = qw(
     root_dir lib_dir client_kinds fixture slurp spit wait_for
     procs_in_sessions describe_status listen_path zombie_children
     alive read_bytes autoreload_pair session_of server_record cmdline_of
-    start_ticks
+    start_ticks server_helpers
 );
 
 # The repository (in an unpacked distribution: the directory above it),
@@ -55,6 +55,15 @@ my $LIB = abs_path(dirname(__FILE__) . '/../../lib');
 
 sub root_dir () { $ROOT }
 sub lib_dir () { $LIB }
+
+# How many processes our server keeps besides its spares, as its
+# children: the forker that makes them (Prefork::Interp::Forker), where
+# one can run.
+sub server_helpers () {
+    local @INC = ($LIB, @INC);
+    require Prefork::Interp::Forker;
+    return Prefork::Interp::Forker::available() ? 1 : 0;
+}
 
 use constant C_CLIENT => '/usr/bin/prefork-interp';
 

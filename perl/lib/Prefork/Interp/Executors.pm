@@ -2,8 +2,11 @@
 # ahead of calls, and the server's watch over each call in progress.
 #
 # No fork is on a warm call's critical path.  The server keeps
-# pool_size spares: forks of itself made while it is idle, each
-# blocked reading a control socket of its own (no timer, no polling).
+# pool_size spares: copies of itself made while it is idle, each
+# blocked reading a control socket of its own (no timer, no polling),
+# and its children.  The forker (Prefork::Interp::Forker) makes them,
+# so that the server itself never forks while it serves; where no
+# forker can run, or it has failed, the server forks them itself.
 # When a call's handshake is complete and a slot is free, the server
 # makes a spare the leader of the call's process group (with extension
 # pty1, the spare makes itself the leader of a new session instead),
@@ -78,6 +81,7 @@ use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC);
 use Time::HiRes ();
 
 use Prefork::Interp::Attributes ();
+use Prefork::Interp::Forker ();
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
 use Prefork::Interp::Syscall ();
@@ -143,6 +147,10 @@ sub new {
         running     => {},    # executor pid => the call (see _started)
         leaving     => {},    # pid => 1: spares told to go, not reaped
         fill_failed => 0,     # no spares forked until the next call
+        forker      => undef, # Prefork::Interp::Forker, once started
+        requested   => 0,     # spares asked of the forker, not yet come
+        # No forker: none can run here, or it has failed (we fork).
+        forker_failed => !Prefork::Interp::Forker::available(),
         sigfd       => undef,
         use_signalfd => $a{use_signalfd},    # so do pty calls' leaders
     }, $class;
@@ -160,7 +168,8 @@ sub running { scalar keys %{ $_[0]{running} } }
 sub fill_in {
     my ($self, $now) = @_;
     return undef if $self->{fill_failed}
-                 || @{ $self->{spares} } >= $self->{pool_size};
+                 || @{ $self->{spares} } + $self->{requested}
+                    >= $self->{pool_size};
     my $left = 0;
     foreach my $c (values %{ $self->{running} }) {
         my $wait = $c->{started} + FILL_DELAY - $now;
@@ -175,6 +184,20 @@ sub fill_in {
 # after the next call.
 sub fill {
     my ($self) = @_;
+    if (!$self->{forker} && !$self->{forker_failed}) {
+        my $ctl = $self->_start_forker;
+        return $self->_become_spare($ctl) if $ctl;
+    }
+    if (my $forker = $self->{forker}) {
+        my $wanted = $self->{pool_size} - @{ $self->{spares} }
+                   - $self->{requested};
+        return undef if $wanted <= 0;
+        if ($forker->request($wanted)) {
+            $self->{requested} += $wanted;
+            return undef;
+        }
+        $self->_forker_gone('its socket is closed');
+    }
     while (!$self->{fill_failed}
            && @{ $self->{spares} } < $self->{pool_size}) {
         my $request;
@@ -673,10 +696,81 @@ sub _fork {
     return 0;
 }
 
-# In an executor just forked: closes every fd of the server's.
+# _start_forker(): starts the forker (Prefork::Interp::Forker).
+# Returns undef in the server; in a spare the forker has made, its end
+# of its control socket.  A failure is logged, and we fork ourselves.
+sub _start_forker {
+    my ($self) = @_;
+    my $oldmask = Prefork::Interp::Signals::block_all();
+    my $log = $self->{log};
+    my $server = $$;
+    my $got = eval {
+        Prefork::Interp::Forker::start(
+            sub { $self->_release },
+            sub { Prefork::Interp::Signals::die_with_parent($_[0], SIGKILL,
+                                                            $log) },
+            sub { Prefork::Interp::Title::set(
+                      Prefork::Interp::Title::of_role('forker',
+                                                      $self->{title})) });
+    };
+    if (!$got) {
+        my $e = $@;
+        chomp $e;
+        Prefork::Interp::Signals::restore_mask($oldmask);
+        $self->{forker_failed} = 1;
+        $log->msg('warning', "$e; the server forks its spares itself");
+        return undef;
+    }
+    if (ref($got) ne 'Prefork::Interp::Forker') {
+        # A spare, the server's child: every signal stays blocked (see
+        # _fork), and it dies with the server (a clone does not inherit
+        # the forker's request).
+        Prefork::Interp::Signals::die_with_parent($server, SIGKILL, $log);
+        return $got;
+    }
+    Prefork::Interp::Signals::restore_mask($oldmask);
+    $self->{forker} = $got;
+    return undef;
+}
+
+# _forker_gone(WHY, REAPED): the forker has failed: we fork our spares
+# ourselves from now on.  REAPED: it has ended and been reaped already.
+sub _forker_gone {
+    my ($self, $why, $reaped) = @_;
+    my $forker = delete $self->{forker};
+    $self->{log}->msg('warning', 'the forker of spares [' . $forker->pid
+                      . "] has failed ($why); the server forks them"
+                      . ' itself');
+    $forker->stop;
+    $self->{leaving}{ $forker->pid } = 1 unless $reaped;
+    $self->{forker_failed} = 1;
+    $self->{requested} = 0;
+}
+
+# _forker_readable(): spares have come from the forker (or it has gone).
+sub _forker_readable {
+    my ($self) = @_;
+    my ($spares, $failed, $gone) = $self->{forker}->receive;
+    push @{ $self->{spares} }, { pid => $_->[0], ctl => $_->[1] }
+        foreach @$spares;
+    $self->{requested} -= @$spares + $failed;
+    $self->{requested} = 0 if $self->{requested} < 0;
+    if ($failed) {
+        $self->{log}->msg('warning', "the forker could not make $failed"
+                          . ' spare executor(s); no more until the next'
+                          . ' call');
+        $self->{fill_failed} = 1;
+    }
+    $self->_forker_gone('it has closed its socket') if $gone;
+}
+
+# In an executor just forked (or the forker): closes every fd of the
+# server's.
 sub _release {
     my ($self) = @_;
     $self->{release}->();
+    $self->{forker}->stop if $self->{forker};
+    delete $self->{forker};
     POSIX::close(delete $self->{sigfd}) if defined $self->{sigfd};
     close $_->{ctl} foreach @{ $self->{spares} };
     foreach my $c (values %{ $self->{running} }) {
@@ -711,7 +805,15 @@ sub _fork_spare {
         push @{ $self->{spares} }, { pid => $pid, ctl => $ours };
         return undef;
     }
-    # The spare: it waits, costing nothing, until a call or EOF comes.
+    return $self->_become_spare($theirs);
+}
+
+# _become_spare(CTL): in a new spare (forked by us or made by the
+# forker), every signal blocked: waits, costing nothing, until a call or
+# EOF comes on CTL, its end of its control socket.  Returns the call;
+# _exits at EOF.
+sub _become_spare {
+    my ($self, $theirs) = @_;
     Prefork::Interp::Title::set(
         Prefork::Interp::Title::of_role('spare', $self->{title}));
     $self->_rehearse if $self->{rehearse};
@@ -853,6 +955,7 @@ sub _write_all ($$) {
 sub watch {
     my ($self, $rbits) = @_;
     vec($$rbits, $self->{sigfd}, 1) = 1 if defined $self->{sigfd};
+    vec($$rbits, fileno($self->{forker}->fh), 1) = 1 if $self->{forker};
     foreach my $c (values %{ $self->{running} }) {
         vec($$rbits, fileno($c->{fh}), 1) = 1 if $c->{listening};
         vec($$rbits, fileno($c->{ctl}), 1) = 1 if $c->{ctl};
@@ -870,6 +973,8 @@ sub timeout {
 # service(RBITS): reads the calls' sockets that select found readable.
 sub service {
     my ($self, $rbits) = @_;
+    $self->_forker_readable
+        if $self->{forker} && vec($rbits, fileno($self->{forker}->fh), 1);
     foreach my $c (values %{ $self->{running} }) {
         $self->_read_reports($c)
             if $c->{ctl} && vec($rbits, fileno($c->{ctl}), 1);
@@ -1091,6 +1196,10 @@ sub _child_changed {
     }
     return if WIFSTOPPED($native);
     return if delete $self->{leaving}{$pid};
+    if ($self->{forker} && $pid == $self->{forker}->pid) {
+        $self->_forker_gone(describe_status($status), 1);
+        return;
+    }
     my @left = grep { $_->{pid} != $pid } @{ $self->{spares} };
     if (@left < @{ $self->{spares} }) {
         my ($spare) = grep { $_->{pid} == $pid } @{ $self->{spares} };
@@ -1137,6 +1246,16 @@ sub _tell {
 # and no more are forked.
 sub close_spares {
     my ($self) = @_;
+    if ($self->{forker}) {
+        # The spares it has sent already are told to go like the rest.
+        $self->_forker_readable;
+    }
+    if (my $forker = delete $self->{forker}) {
+        $forker->stop;
+        $self->{leaving}{ $forker->pid } = 1;
+        $self->{forker_failed} = 1;
+        $self->{requested} = 0;
+    }
     foreach my $spare (@{ $self->{spares} }) {
         close $spare->{ctl};
         $self->{leaving}{ $spare->{pid} } = 1;

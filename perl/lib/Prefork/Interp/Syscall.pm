@@ -39,14 +39,14 @@ my %KNOWN = (
                 inotify_init1 => 294, inotify_add_watch => 254,
                 pidfd_open => 434, close => 3, write => 1, dup2 => 33, fcntl => 72,
                 exit_group => 231, rt_sigprocmask => 14,
-                clock_gettime => 228, statx => 332 },
+                clock_gettime => 228, statx => 332, clone => 56 },
     # No dup2 in the generic table: dup3.
     aarch64 => { prctl => 167, recvmsg => 212, sendmsg => 211,
                  prlimit64 => 261, signalfd4 => 74,
                  inotify_init1 => 26, inotify_add_watch => 27,
                  pidfd_open => 434, close => 57, write => 64, dup3 => 24, fcntl => 25,
                  exit_group => 94, rt_sigprocmask => 135,
-                 clock_gettime => 113, statx => 291 },
+                 clock_gettime => 113, statx => 291, clone => 220 },
 );
 $KNOWN{riscv64} = $KNOWN{aarch64};
 
