@@ -431,7 +431,7 @@ def test_complete_call_waits_for_a_slot(fake):
         first.sendall(encode_request([], _argv(fake, b"report-then-wait", b"A")))
         read_until(first_out_r, b"}\n", 10)
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
-        # The server forks a new spare once it has handed the call over.
+        # The server has a new spare made once it has handed the call over.
         wait_until(lambda: len(in_session()) == 2 + DEFAULT_POOL_SIZE + server_helpers(), 5, "the server, the first call's executor and the spares")
         running = in_session()
 
@@ -534,7 +534,7 @@ def test_quitting_serves_waiting_calls_and_unfinished_handshakes(our_harness):
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_until(lambda: started.exists() and started.read_text(), 10, "call A to start")
         in_session = lambda: sorted(p.pid for p in alive(lambda p: p.sid == server))  # noqa: E731
-        # The server forks a new spare once it has handed call A over.
+        # The server has a new spare made once it has handed call A over.
         wait_until(lambda: len(in_session()) == 2 + DEFAULT_POOL_SIZE + server_helpers(), 5, "the server, A's executor and the spares")
         running = in_session()
 

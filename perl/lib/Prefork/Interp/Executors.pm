@@ -11,9 +11,9 @@
 # makes a spare the leader of the call's process group (with extension
 # pty1, the spare makes itself the leader of a new session instead),
 # hands it the call (the caller's fds, the request and the attributes,
-# over the control socket); it forks a new spare once no call younger than
-# FILL_DELAY runs (a fork would delay a short call's EXIT frame: the
-# server does nothing else while it forks).  The spare
+# over the control socket); it has a new spare made once no call younger
+# than FILL_DELAY runs (a fork would delay a short call's EXIT frame, by
+# the server's time or the CPU it takes beside the call).  The spare
 # returns from serve() as the call's executor; Prefork::Interp applies
 # everything of the call (stdio, environment, arguments, fds,
 # attributes, signals) there, as it did in an executor forked by a
