@@ -20,7 +20,6 @@ from programs import PYTHON_PACKAGE, Setup
 from terminal import PROMPT, Terminal, _stat_field, processes_in_session
 
 sys.path.insert(0, str(PYTHON_PACKAGE))
-from prefork_interp import _forker  # noqa: E402
 from prefork_interp._options import DEFAULT_POOL_SIZE  # noqa: E402
 
 MARKER = re.compile(rb"<<([^<>\r\n]*)>>")
@@ -318,18 +317,26 @@ def pager_quit(term: Terminal, command: str) -> Any:
 # The tests
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _no_process_left(setup: Setup) -> None:
     """Each server's session holds the server alone, and its idle spare
-    executors (2 by default, in every library) and a Python server's
-    forker (``_forker``); the session of a call run on a pty (protocol.md
+    executors (2 by default, in every library) and the Python or Perl
+    server's forker; the session of a call run on a pty (protocol.md
     section 9), led by its executor, holds nothing: no executor or child
     of a call is left."""
     spares = DEFAULT_POOL_SIZE
-    if setup.program.name == "python" and _forker.available():
-        spares += 1  # and the forker, the server's child too
     for sid in setup.server_sessions():
         left = lambda: sorted(processes_in_session(sid))  # noqa: E731
-        server = lambda: len(left()) == 1 + spares and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
+        # The forker (Python, Perl): one more child of the server, if any.
+        forkers = lambda: sum(_cmdline(pid).startswith(b"prefork-interp forker:") for pid in left())  # noqa: E731
+        server = lambda: forkers() <= 1 and len(left()) == 1 + spares + forkers() and all(pid == sid or _stat_field(pid, 1) == sid for pid in left())  # noqa: E731
         expected = lambda: server() or not left()  # noqa: E731
         deadline = time.monotonic() + 5
         while not expected() and time.monotonic() < deadline:
