@@ -154,7 +154,11 @@ class _Server:
     def _start_waiting_calls(self) -> Optional[Call]:
         """Hand waiting calls to executors while slots are free.  Returns
         only in an executor, with its call."""
-        while self.intake.waiting and not (0 <= self.opts.max_servers <= len(self.executors)):
+        while (
+            self.intake.waiting
+            and not (0 <= self.opts.max_servers <= len(self.executors))
+            and self.executors.can_start()
+        ):
             call = self.intake.next_call()
             assert call is not None
             try:

@@ -181,6 +181,25 @@ def test_the_forker_makes_the_spares_the_server_never_forks(harness, tmp_path):
 
 
 @needs_forker
+def test_calls_beyond_the_spares_wait_for_the_forker_not_a_fork(harness, tmp_path):
+    """More calls at once than spares: the forker makes the executors of
+    the others too (the server's pool is empty meanwhile); the server
+    still forks nothing."""
+    forks = tmp_path / "forks"
+    script = harness.script("burst.py", 'time.sleep(0.2)\nprint("served", flush=True)\n', setup="import time\n" + FORKS_SETUP)
+    _server_forks(harness, script, forks, 2)
+    server = harness.last_server()
+    wait_until(lambda: only_server_and_spares(server), 5, "the forker and the spares")
+    before = _server_forks(harness, script, forks, 0)
+    calls = [harness.popen(script, env={"FORKS_FILE": str(forks)}, stdout=-1, stderr=-1) for _ in range(3 * DEFAULT_POOL_SIZE)]
+    for p in calls:
+        out, err = p.communicate(timeout=30)
+        assert (p.returncode, out) == (0, b"served\n"), err
+    assert harness.last_server() == server
+    assert _server_forks(harness, script, forks, 0) == before, "no fork by the server"
+
+
+@needs_forker
 def test_without_its_forker_the_server_forks_its_spares_itself(harness, tmp_path):
     forks = tmp_path / "forks"
     script = harness.script("forkless.py", 'print("served", flush=True)\n', setup=FORKS_SETUP)
