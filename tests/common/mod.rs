@@ -814,9 +814,15 @@ pub fn executors(pid: i32) -> Vec<i32> {
 }
 
 /// The live children of the server `pid` waiting for calls: spare
-/// executors stay in the server's process group.
+/// executors stay in the server's process group (so does the forker of a
+/// Python or Perl server, which makes them, and is not one).
 pub fn spares(pid: i32) -> Vec<i32> {
-    live_children(pid, |_, pgrp| pgrp == pid)
+    live_children(pid, |child, pgrp| {
+        pgrp == pid
+            && !cmdline(child)
+                .first()
+                .is_some_and(|a| a.as_encoded_bytes().starts_with(b"prefork-interp forker:"))
+    })
 }
 
 /// Has the server `pid` settled after its calls: every executor reaped,
