@@ -102,6 +102,9 @@ foreach my $kind (client_kinds()) {
         ok(wait_for(5, sub { titled($server, 'spare') == 2 }),
            'two spares again, from the forker');
 
+        # (A spare just made shows the forker's title until it sets its
+        # own.)
+        ok(wait_for(5, sub { titled($server, 'forker') == 1 }), 'one forker');
         my ($forker) = titled($server, 'forker');
         kill 'KILL', $forker->{pid};
         ok(wait_for(5, sub { !alive($forker->{pid}) }), 'the forker killed');
