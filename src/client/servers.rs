@@ -130,7 +130,8 @@ struct Listed {
     record: Option<Record>,
     /// The server's pid, if its record names a live process that is it.
     pid: Option<i32>,
-    /// PSS of the server and its children (spares, running calls), KiB.
+    /// PSS of the server and its children (spares, forker, running calls),
+    /// KiB.
     pss_kib: Option<u64>,
 }
 
@@ -225,7 +226,8 @@ fn read_record(dir: &RunDir, ident: &str) -> Option<Record> {
     Record::parse(&bytes)
 }
 
-/// PSS in KiB of `pid` and its children (the server's spares and calls).
+/// PSS in KiB of `pid` and its children (the server's spares, forker and
+/// calls).
 fn family_pss_kib(pid: i32) -> u64 {
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
