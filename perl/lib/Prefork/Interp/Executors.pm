@@ -737,10 +737,17 @@ sub _start_forker {
 # ourselves from now on.  REAPED: it has ended and been reaped already.
 sub _forker_gone {
     my ($self, $why, $reaped) = @_;
+    $self->{log}->msg('warning', 'the forker of spares ['
+                      . $self->{forker}->pid . "] has failed ($why); the"
+                      . ' server forks them itself');
+    $self->_drop_forker($reaped);
+}
+
+# _drop_forker(REAPED): lets the forker go (it sees EOF and exits, unless
+# REAPED already); no spare is asked of it any more.
+sub _drop_forker {
+    my ($self, $reaped) = @_;
     my $forker = delete $self->{forker};
-    $self->{log}->msg('warning', 'the forker of spares [' . $forker->pid
-                      . "] has failed ($why); the server forks them"
-                      . ' itself');
     $forker->stop;
     $self->{leaving}{ $forker->pid } = 1 unless $reaped;
     $self->{forker_failed} = 1;
@@ -881,17 +888,8 @@ sub _wait_for_call ($) {
     my ($body_len, $env_end, $attr_len, $nfds, $flags) = unpack 'N5', $head;
     my $pty1 = $flags & FLAG_PTY1;
     my @fds;
-    while (@fds < $nfds) {
-        my $fd = Prefork::Interp::Protocol::recv_fd($ctl, 'a call\'s fd');
-        if (defined $fd) {
-            push @fds, $fd;
-            next;
-        }
-        my $rbits = '';
-        vec($rbits, fileno($ctl), 1) = 1;
-        select($rbits, undef, undef, undef) >= 0 || $! == EINTR
-            or die "select on the control socket: $!\n";
-    }
+    push @fds, Prefork::Interp::Protocol::recv_fd_wait($ctl, 'a call\'s fd')
+        while @fds < $nfds;
     my $body = '';
     _read_exact($ctl, \$body, $body_len)
         or die "control socket closed in the middle of a call\n";
@@ -933,19 +931,10 @@ sub _read_exact ($$$) {
     return 1;
 }
 
-# _write_all(FH, \DATA): writes DATA on FH (blocking), without copying
-# it (a request can be 6 MiB).
+# _write_all(FH, \DATA): to a spare's control socket (Protocol's write_all).
 sub _write_all ($$) {
     my ($fh, $data) = @_;
-    my $off = 0;
-    while ($off < length $$data) {
-        my $r = syswrite($fh, $$data, length($$data) - $off, $off);
-        if (!defined $r) {
-            next if $! == EINTR;
-            die "write to the control socket: $!\n";
-        }
-        $off += $r;
-    }
+    Prefork::Interp::Protocol::write_all($fh, $data, 'the control socket');
 }
 
 #---------- the calls in progress (the monitor's part) ----------
@@ -1250,12 +1239,7 @@ sub close_spares {
         # The spares it has sent already are told to go like the rest.
         $self->_forker_readable;
     }
-    if (my $forker = delete $self->{forker}) {
-        $forker->stop;
-        $self->{leaving}{ $forker->pid } = 1;
-        $self->{forker_failed} = 1;
-        $self->{requested} = 0;
-    }
+    $self->_drop_forker if $self->{forker};
     foreach my $spare (@{ $self->{spares} }) {
         close $spare->{ctl};
         $self->{leaving}{ $spare->{pid} } = 1;

@@ -140,7 +140,10 @@ sub receive {
             $failed++;
             next;
         }
-        my $fd = eval { _recv_fd_blocking($self->{fh}) };
+        my $fd = eval {
+            Prefork::Interp::Protocol::recv_fd_wait($self->{fh},
+                                                    'a spare\'s socket');
+        };
         return (\@spares, $failed, 1) unless defined $fd;
         open(my $ctl, '+<&=', $fd)
             or return (\@spares, $failed, 1);
@@ -152,18 +155,6 @@ sub receive {
 sub stop {
     my ($self) = @_;
     close(delete $self->{fh}) if $self->{fh};
-}
-
-sub _recv_fd_blocking ($) {
-    my ($fh) = @_;
-    for (;;) {
-        my $fd = Prefork::Interp::Protocol::recv_fd($fh, 'a spare\'s socket');
-        return $fd if defined $fd;
-        my $rbits = '';
-        vec($rbits, fileno($fh), 1) = 1;
-        select($rbits, undef, undef, undef) >= 0 || $! == EINTR
-            or die "select: $!\n";
-    }
 }
 
 # _serve(SOCK): the forker's loop (every signal blocked): a spare per
@@ -184,7 +175,8 @@ sub _serve ($) {
         for (1 .. $r) {
             socketpair(my $ctl, my $spares_end, AF_UNIX, SOCK_STREAM,
                        PF_UNSPEC) or do {
-                _write_all($sock, pack 'l', 0);
+                Prefork::Interp::Protocol::write_all($sock, \pack('l', 0),
+                                                 'the server');
                 next;
             };
             # "+ 0": syscall passes numbers as integers.
@@ -197,26 +189,16 @@ sub _serve ($) {
             close($spares_end);
             if ($pid < 0) {
                 close($ctl);
-                _write_all($sock, pack 'l', 0);
+                Prefork::Interp::Protocol::write_all($sock, \pack('l', 0),
+                                                 'the server');
                 next;
             }
-            _write_all($sock, pack 'l', $pid);
+            Prefork::Interp::Protocol::write_all($sock, \pack('l', $pid),
+                                             'the server');
             Prefork::Interp::Protocol::send_fd($sock, fileno($ctl),
                                                'a spare\'s socket');
             close($ctl);
         }
-    }
-}
-
-sub _write_all ($$) {
-    my ($fh, $bytes) = @_;
-    while (length $bytes) {
-        my $r = syswrite($fh, $bytes);
-        if (!defined $r) {
-            next if $! == EINTR;
-            die "write: $!\n";
-        }
-        substr($bytes, 0, $r, '');
     }
 }
 

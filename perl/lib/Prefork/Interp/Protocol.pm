@@ -271,6 +271,37 @@ sub recv_fd ($$) {
     die "$what: message has no file descriptor attached\n";
 }
 
+# write_all(FH, \DATA, WHAT): writes DATA on FH (blocking), without
+# copying it (a request can be 6 MiB).  Dies with a message naming
+# WHAT, the peer, if a write fails.
+sub write_all ($$$) {
+    my ($fh, $data, $what) = @_;
+    my $off = 0;
+    while ($off < length $$data) {
+        my $r = syswrite($fh, $$data, length($$data) - $off, $off);
+        if (!defined $r) {
+            next if $! == EINTR;
+            die "write to $what: $!\n";
+        }
+        $off += $r;
+    }
+}
+
+# recv_fd_wait(FH, WHAT): recv_fd, waiting (select) until the message
+# has come, on a socket whose peer sends it at once (a spare's control
+# socket, the forker's).  Dies as recv_fd does.
+sub recv_fd_wait ($$) {
+    my ($fh, $what) = @_;
+    for (;;) {
+        my $fd = recv_fd($fh, $what);
+        return $fd if defined $fd;
+        my $rbits = '';
+        vec($rbits, fileno($fh), 1) = 1;
+        select($rbits, undef, undef, undef) >= 0 || $! == EINTR
+            or die "select waiting for $what: $!\n";
+    }
+}
+
 # send_fd(FH, FD, WHAT): one message of one zero byte carrying FD, as
 # recv_fd takes it (the server hands a call's fds to a spare executor
 # this way).  FH blocks.  Dies as the writes below do.

@@ -146,7 +146,8 @@ sub serve ($$) {
         my $first_call;
         $first_call = _pidfd($cfg->{setup_pid})
             if $cfg->{fds}{in_place} && defined $cfg->{setup_pid};
-        if (defined $first_call && _readable($first_call)) {
+        if (defined $first_call
+            && Prefork::Interp::Syscall::readable($first_call, 0)) {
             POSIX::close($first_call);
             $first_call = undef;
         }
@@ -233,7 +234,8 @@ sub _server_loop ($) {
         # frames), then each complete call to an executor, oldest
         # first, while a slot is free.
         _reap($srv, 0);
-        if (defined $srv->{first_call} && _readable($srv->{first_call})) {
+        if (defined $srv->{first_call}
+            && Prefork::Interp::Syscall::readable($srv->{first_call}, 0)) {
             # The first call, run in place, has ended.
             POSIX::close(delete $srv->{first_call});
             $srv->{record}->ended if $srv->{record};
@@ -472,14 +474,6 @@ sub _pidfd ($) {
     return undef unless defined $nr;
     my $fd = syscall($nr, $pid + 0, 0);
     return $fd >= 0 ? $fd : undef;
-}
-
-# _readable(FD): whether FD polls readable now.
-sub _readable ($) {
-    my ($fd) = @_;
-    my $rbits = '';
-    vec($rbits, $fd, 1) = 1;
-    return select($rbits, undef, undef, 0) > 0;
 }
 
 1;

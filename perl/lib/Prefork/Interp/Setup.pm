@@ -128,7 +128,10 @@ sub start ($) {
             # 2), in use by that call, while we load the server: it
             # must not wait for us to close it (serve() does this too).
             stdio_to_null();
-            _wait_to_start(fileno($fh{listen}), $cfg->{start_delay});
+            # Then wait until a caller connects or START_DELAY has
+            # passed (a signal: start at once).
+            Prefork::Interp::Syscall::readable(fileno($fh{listen}),
+                                               $cfg->{start_delay} // 0);
         }
         require Prefork::Interp::Server;
         Prefork::Interp::Server::serve($cfg, \%fh);
@@ -152,17 +155,6 @@ sub stdio_to_null () {
     open(STDIN, '<', '/dev/null') or die "reopen stdin: $!\n";
     open(STDOUT, '>', '/dev/null') or die "reopen stdout: $!\n";
     open(STDERR, '>', '/dev/null') or die "reopen stderr: $!\n";
-}
-
-# _wait_to_start(LISTEN, SECONDS): in the server forked beside a first
-# call run in place, wait until a caller connects on fd LISTEN or SECONDS
-# have passed (or a signal comes: then start at once).
-sub _wait_to_start ($$) {
-    my ($fd, $seconds) = @_;
-    my $rbits = '';
-    vec($rbits, $fd, 1) = 1;
-    select($rbits, undef, undef, $seconds // 0);
-    return;
 }
 
 # _take_in_place(CFG, CALL, CLIENT, CHILD): protocol.md 7, in the setup

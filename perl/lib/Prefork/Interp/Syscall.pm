@@ -221,6 +221,15 @@ sub dup2 ($$) {
     return POSIX::dup2($old, $new);
 }
 
+# readable(FD, SECONDS): whether FD polls readable within SECONDS (0:
+# now; a signal ends the wait early, with false).
+sub readable ($$) {
+    my ($fd, $seconds) = @_;
+    my $rbits = '';
+    vec($rbits, $fd, 1) = 1;
+    return select($rbits, undef, undef, $seconds) > 0;
+}
+
 # write_fd(FD, DATA): one write(2); bytes written, or undef.
 sub write_fd ($$) {
     my ($fd, $data) = @_;
