@@ -566,8 +566,10 @@ class Executors:
                 return call
         if self.forker is not None:
             wanted = self.pool_size - len(self.spares) - self.requested
-            if wanted <= 0 or self.forker.request(wanted):
-                self.requested += max(0, wanted)
+            if wanted <= 0:
+                return None
+            if self.forker.request(wanted):
+                self.requested += wanted
                 return None
             self._forker_gone("its socket is closed")
         while len(self.spares) < self.pool_size:
@@ -608,6 +610,12 @@ class Executors:
         ``reaped``: it has ended and been reaped already."""
         assert self.forker is not None
         self.log.warning(f"the forker of spares [{self.forker.pid}] has failed ({why}); the server forks them itself")
+        self._drop_forker(reaped)
+
+    def _drop_forker(self, reaped: bool = False) -> None:
+        """Let the forker go (it sees EOF and exits, unless ``reaped``
+        already); no spare is asked of it any more."""
+        assert self.forker is not None
         self.forker.close()
         if not reaped:
             self.leaving.append(self.forker.pid)
@@ -756,11 +764,7 @@ class Executors:
             # The spares it has sent already are told to go like the rest.
             self._forker_readable()
         if self.forker is not None:
-            self.forker.close()
-            self.leaving.append(self.forker.pid)
-            self.forker = None
-            self.forker_failed = True
-            self.requested = 0
+            self._drop_forker()
         for spare in self.spares:
             spare.ctl.close()
             self.leaving.append(spare.pid)
