@@ -6,6 +6,10 @@
 # timeout; one that does not is dropped; then the server exits, leaving
 # no process.  Every caller it holds has been greeted, so dropping it
 # would fail its call (our client: exit 127).
+#
+# No check here is on the wall clock: each request timeout leaves the
+# test ample room on a loaded machine, and "at once" is what the client
+# or the server would tell us otherwise.
 
 use strict;
 use warnings;
@@ -26,6 +30,12 @@ use Time::HiRes ();
 $SIG{PIPE} = 'IGNORE';
 
 use constant GREETING => "PFI\n\0\0\0\0";
+
+# The request timeouts of the scripts below: C's request is held over
+# from before the quit to well after it.  D's runs out in the harness's
+# tests, which wait for that.
+use constant REQUEST_TIMEOUT => 30;
+use constant HARNESS_REQUEST_TIMEOUT => 10;
 
 my $body = <<'EOF';
 use Time::HiRes ();
@@ -99,8 +109,8 @@ sub send_rest ($$) {
 subtest 'our client: --kill serves the calls the server holds' => sub {
     my $fx = fixture('ours') or return;
     my $dir = $fx->dir;
-    my $script = $fx->script('q.pl', opts => 'max_servers => 1',
-                             body => $body);
+    my $script = $fx->script('q.pl', body => $body, opts => 'max_servers => 1,'
+                             . ' request_timeout => ' . REQUEST_TIMEOUT);
     # The first call runs in the setup process (protocol.md 7), not in
     # the server's slot: make it a quick one.
     is(describe_status($fx->run($script, args => [ 'exit', 0 ])->{status}),
@@ -128,12 +138,11 @@ subtest 'our client: --kill serves the calls the server holds' => sub {
                                          $script, 'exit', 5);
     ok($c, 'C is greeted and sends half its request') or return;
 
-    my $t0 = Time::HiRes::time();
     my $k = $fx->kill_server($script);
-    my $took = Time::HiRes::time() - $t0;
-    is($k->{status}, 0, '--kill succeeds') or diag($k->{err});
-    cmp_ok($took, '<', 2, sprintf('at once (%.2f s): it found the old'
-                                  . ' listener closed', $took));
+    is($k->{status}, 0, '--kill succeeds');
+    # The client waits a while for the old listener to close, and warns
+    # if it stays open.
+    is($k->{err}, '', 'it found the old listener closed, and said nothing');
     my (undef, $errno) = connect_to("$dir/alias.sock");
     is($errno // 0, ECONNREFUSED, 'a new connect to the old listener is'
        . ' refused');
@@ -148,13 +157,15 @@ subtest 'our client: --kill serves the calls the server holds' => sub {
        'then B is served, with its exit status') or diag($rb->{err});
     is($rb->{err}, '', '... and says nothing');
 
-    cmp_ok(Time::HiRes::time() - $c_at, '<', 4,
+    cmp_ok(Time::HiRes::time() - $c_at, '<', REQUEST_TIMEOUT - 1,
            'C is still within its request timeout') or return;
     ok(send_rest($c, $c_rest), 'C sends the rest of its request');
-    is(describe_status(status_of($c, 10)), 'exit 5', 'C is served');
+    is(describe_status(status_of($c, 10)), 'exit 5', 'C is served')
+        or diag($fx->log_text);
     close $c;
 
-    ok(wait_for(5, sub { !alive($server) }), 'then the old server exits');
+    ok(wait_for(20, sub { !alive($server) }), 'then the old server exits')
+        or diag($fx->log_text);
     my @log = $fx->log_text =~ m/^.*socket removed or replaced.*$/mg;
     is(scalar @log, 1, 'the reason for quitting is logged once')
         or diag($fx->log_text);
@@ -172,7 +183,9 @@ subtest 'our client: --kill serves the calls the server holds' => sub {
 
 sub with_harness ($$) {
     my ($what, $trigger) = @_;
-    my $h = PfiTest::Harness->new(opts => 'max_servers => 1', body => $body);
+    my $h = PfiTest::Harness->new(body => $body, opts => 'max_servers => 1,'
+                                  . ' request_timeout => '
+                                  . HARNESS_REQUEST_TIMEOUT);
     my (undef, $st) = $h->call($h->initial);
     is($st, 0, 'server up') or return;
     my @servers = $h->server_pids;
@@ -196,23 +209,25 @@ sub with_harness ($$) {
 
     $trigger->($h);
     my $errno;
-    ok(wait_for(2, sub { (undef, $errno) = connect_to($sock);
-                         ($errno // 0) == ECONNREFUSED }),
-       "$what: at once, a new connect is refused");
-    ok($h->server_gone(2), '... and the server has closed WATCHI');
+    ok(wait_for(10, sub { (undef, $errno) = connect_to($sock);
+                          ($errno // 0) == ECONNREFUSED }),
+       "$what: a new connect is refused, while calls are held");
+    ok($h->server_gone(10), '... and the server has closed WATCHI');
     ok(alive($server), 'the server is still there');
     is(status_of($b, 0.5), undef, 'B still waits');
 
     spit("$dir/a.done", '');
     is(describe_status(status_of($a, 10)), 'exit 0', 'A finishes');
     is(describe_status(status_of($b, 10)), 'exit 3', 'then B is served');
-    cmp_ok(Time::HiRes::time() - $c_at, '<', 4,
+    cmp_ok(Time::HiRes::time() - $c_at, '<', HARNESS_REQUEST_TIMEOUT - 1,
            'C is still within its request timeout') or return;
     ok(send_rest($c, $c_rest), 'C sends the rest of its request');
     is(describe_status(status_of($c, 10)), 'exit 5', 'C is served');
     ok(alive($server), 'the server waits for D');
-    is(read_bytes($d, 4, 10), '', 'D is dropped (EOF, no status)');
-    ok(wait_for(5, sub { !alive($server) }), 'then the server exits');
+    is(read_bytes($d, 4, HARNESS_REQUEST_TIMEOUT + 10), '',
+       'D is dropped (EOF, no status)');
+    ok(wait_for(20, sub { !alive($server) }), 'then the server exits')
+        or diag($h->log_text);
     close $_ foreach $a, $b, $c, $d;
     like($h->log_text, qr/debug: caller did not send its request/,
          "D's drop is logged");
