@@ -209,6 +209,49 @@ fn kill_leaves_no_server() {
     assert_ne!(server(&f, &[]), pid);
 }
 
+/// The name of the one socket in the fixture's run directory.
+fn socket_name(f: &Fixture) -> std::ffi::OsString {
+    let names: Vec<_> = std::fs::read_dir(&f.run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.as_encoded_bytes().starts_with(b"s"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].clone()
+}
+
+#[test]
+fn server_quits_whenever_its_socket_name_goes() {
+    // A second link to the socket: unlinking the name leaves the inode
+    // with a link, which the watcher must not take for the socket.
+    let f = perl("linked");
+    let pid = server(&f, &[]);
+    let socket = f.run_dir.join(socket_name(&f));
+    std::fs::hard_link(&socket, f.dir.join("alias")).unwrap();
+    let out = f.run_opts(&["-U", "--kill"], NONE);
+    assert_ok(&out);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert!(gone(pid), "server {pid} still running after --kill");
+
+    // The name renamed away, and another file renamed over the name.
+    let f = perl("renamed");
+    let pid = server(&f, &[]);
+    let socket = f.run_dir.join(socket_name(&f));
+    std::fs::rename(&socket, f.dir.join("moved")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(pid)),
+        "server {pid} still running with its socket renamed away"
+    );
+    let pid = server(&f, &[]);
+    std::fs::write(f.dir.join("other"), "").unwrap();
+    std::fs::rename(f.dir.join("other"), &socket).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(pid)),
+        "server {pid} still running with its socket replaced"
+    );
+    std::fs::remove_file(&socket).unwrap();
+}
+
 #[test]
 fn identity_options_make_separate_servers() {
     let f = perl("ident");

@@ -142,6 +142,16 @@ fn become_watcher(
 }
 
 /// The watcher's loop: returns Ok when it is time to go.
+///
+/// It watches the run directory (its cwd) for names leaving or arriving
+/// (`IN_DELETE`, `IN_MOVED_FROM`, `IN_MOVED_TO`), and stats the socket's
+/// name after each event. The kernel sends these once the name has left
+/// the dentry cache, so the `stat` that follows sees what the event
+/// reported. A watch on the socket itself would not do: an unlink's
+/// `IN_ATTRIB` (its link count dropping) comes before the name is
+/// removed, a `stat` racing with it can still find the old inode, and
+/// when the socket has a second link no later event on the inode follows
+/// (seen as a `--kill` that found the old server still listening).
 fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
     let stdin = std::io::stdin();
     sys::set_nonblocking(stdin.as_fd(), true)
@@ -149,13 +159,10 @@ fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
 
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(|e| Error::io("inotify_init", e))?;
-    let mask =
-        AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
-    match inotify.add_watch(socket_path, mask) {
-        Ok(_) => {}
-        Err(nix::errno::Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(Error::io(format!("watch {}", socket_path.display()), e)),
-    }
+    let mask = AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_MOVED_TO;
+    inotify
+        .add_watch(Path::new("."), mask)
+        .map_err(|e| Error::io("watch the run directory", e))?;
     // The socket may have been replaced before the watch existed.
     if socket_replaced(socket_path, initial)? {
         return Ok(());
@@ -180,6 +187,8 @@ fn watch(socket_path: &Path, initial: DevIno) -> Result<()> {
                 Err(e) => return Err(Error::io("read sentinel stdin", e)),
             }
         }
+        // Any event, whatever name it is for (or a queue overflow): one
+        // stat answers for all of them.
         if inotify_ready {
             match inotify.read_events() {
                 Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
@@ -202,13 +211,7 @@ fn socket_replaced(path: &Path, initial: DevIno) -> Result<bool> {
 }
 
 /// Does `st` (what the socket path names now) show our socket has gone?
-///
-/// A link count of 0 counts as gone: the kernel sends the `IN_ATTRIB` of
-/// an unlink after dropping the link count but before removing the name
-/// from the dentry cache, so a `stat` racing with the unlink can still
-/// find the old inode under the old name. Without this check the watcher
-/// would go back to sleep and never hear of the unlink again (seen about
-/// once in a thousand `--kill`s under load).
+/// (Another inode, or ours with no link left.)
 fn not_our_socket(st: &libc::stat, initial: DevIno) -> bool {
     st.st_dev != initial.dev || st.st_ino != initial.ino || st.st_nlink == 0
 }
