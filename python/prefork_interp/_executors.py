@@ -56,13 +56,20 @@ Control socket, server to spare (a stream; sizes in bytes, big-endian):
    ``pty``) the pty's slave;
 2. the rest of the fds, at most :data:`_FDS_PER_MESSAGE` a message, each
    message one byte;
-3. the request body, then the encoded attributes (``ATTR`` frame body).
+3. the request body, then the attributes the server has parsed, as
+   ``marshal`` data (:func:`_pack_attributes`; the spare, a copy of the
+   server, need not check them again).
+
+With no more fds than one message carries (every call but those passing
+hundreds of fds), steps 1 and 3 go in one message, so the spare wakes
+once to a whole call.
 
 EOF instead of step 1: the server is quitting; the spare exits 0.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
 import select
 import signal
@@ -91,9 +98,7 @@ from ._protocol import (
     ProtocolError,
     decode_foreground,
     decode_u32,
-    encode_attributes,
     encode_request,
-    parse_attributes,
     parse_request,
     send_frame,
     send_status,
@@ -103,6 +108,9 @@ from ._signals import block_all, restore_mask
 #: A spare is not forked while a call younger than this (seconds) runs;
 #: once every call is older, or none runs, the pool is filled.
 FILL_DELAY = 0.1
+
+#: Spares a call is offered to, when those before have gone (start()).
+_HANDOVER_TRIES = 3
 
 #: Fds in one control message (the kernel takes at most 253).
 _FDS_PER_MESSAGE = 250
@@ -150,16 +158,35 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _pack_attributes(attrs: Attributes) -> bytes:
+    """``attrs`` for the spare: its fields, in order, as ``marshal`` data
+    (built in C: parsing the ``ATTR`` body again took the spare 0.1 ms)."""
+    return marshal.dumps(tuple(getattr(attrs, name) for name in Attributes.__slots__))
+
+
+def _unpack_attributes(data: bytes) -> Attributes:
+    return Attributes(*marshal.loads(data))
+
+
 def _send_call(ctl: socket.socket, call: Call) -> None:
     """Send ``call`` over a spare's control socket (the module docstring
     has the layout).  Raises OSError."""
     fds = [call.sock.fileno(), *call.stdio, *call.extra_fds]
     if call.pty_fd is not None:
         fds.append(call.pty_fd)
-    attrs = b"" if call.attrs is None else encode_attributes(call.attrs)
+    attrs = b"" if call.attrs is None else _pack_attributes(call.attrs)
     head = _HEADER.pack(len(call.request.body), _NO_ATTRS if call.attrs is None else len(attrs), len(fds))
     first, rest = fds[:_FDS_PER_MESSAGE], fds[_FDS_PER_MESSAGE:]
-    ctl.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(first)}i", *first))])
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(first)}i", *first))]
+    if not rest:
+        data = head + call.request.body + attrs
+        sent = ctl.sendmsg([data], rights)
+        if sent < len(data):
+            # (Never an empty sendall: the spare, once it has the call,
+            # closes its end, and a send of nothing would then fail.)
+            ctl.sendall(data[sent:])
+        return
+    ctl.sendmsg([head], rights)
     while rest:
         chunk, rest = rest[:_FDS_PER_MESSAGE], rest[_FDS_PER_MESSAGE:]
         ctl.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(chunk)}i", *chunk))])
@@ -186,6 +213,8 @@ def _wait_for_call(ctl: socket.socket) -> Call:
     """Block until the server hands us a call; exit 0 at EOF."""
     head, fds = _recv_fds(ctl, _HEADER.size)
     if len(head) < _HEADER.size:
+        with open("/tmp/pf/spare-eof", "a") as f:
+            f.write(f"{os.getpid()} eof head={head!r} fds={fds}\n")
         os._exit(0)
     body_len, attrs_len, nfds = _HEADER.unpack(head)
     while len(fds) < nfds:
@@ -194,7 +223,7 @@ def _wait_for_call(ctl: socket.socket) -> Call:
             raise ProtocolError("control socket closed in the middle of a call")
         fds.extend(more)
     request = parse_request(_recv_exact(ctl, body_len))
-    attrs = None if attrs_len == _NO_ATTRS else parse_attributes(_recv_exact(ctl, attrs_len))
+    attrs = None if attrs_len == _NO_ATTRS else _unpack_attributes(_recv_exact(ctl, attrs_len))
     sock = socket.socket(fileno=fds[0])
     if attrs is not None and attrs.pty is not None:
         # Extension pty1: the slave comes last.
@@ -646,18 +675,29 @@ class Executors:
     def start(self, call: Call) -> Optional[Call]:
         """Hand ``call`` to a spare (forking one if none is left).  Returns
         only in that spare, with the call.  Raises OSError if no spare
-        could be had or the handover failed (the call is then closed)."""
+        could be had or the handover failed (the call is then closed).
+
+        A spare found gone at the handover (killed, say, by the OOM killer,
+        before we reaped it) never had the whole call: the next one gets
+        it, up to :data:`_HANDOVER_TRIES` spares in all."""
         pty = call.pty_fd is not None
         try:
-            if self.spares:
-                spare = self.spares.pop(0)
-            else:
-                new, executor_call = self._fork_spare()
-                if executor_call is not None:
-                    return executor_call
-                assert new is not None
-                spare = new
-            self._hand_over(spare, call)
+            for tries_left in reversed(range(_HANDOVER_TRIES)):
+                if self.spares:
+                    spare = self.spares.pop(0)
+                else:
+                    new, executor_call = self._fork_spare()
+                    if executor_call is not None:
+                        return executor_call
+                    assert new is not None
+                    spare = new
+                try:
+                    self._hand_over(spare, call)
+                    break
+                except (BrokenPipeError, ConnectionResetError) as e:
+                    if not tries_left:
+                        raise
+                    self.log.warning(f"spare executor [{spare.pid}] had gone ({e.strerror}): its call goes to another")
         finally:
             # In the server: its copies, now the spare's (the pty's slave
             # too: the client sees EIO on the master only when no process
@@ -673,7 +713,9 @@ class Executors:
     def _hand_over(self, spare: _Spare, call: Call) -> None:
         """Send ``call`` to ``spare`` (the module docstring has the layout).
         The caller closes the call's received fds, the pty's slave
-        included, once it is sent: the server keeps no copy."""
+        included, once it is sent: the server keeps no copy.  If the send
+        fails, the spare is killed (it may be there still) and reaped
+        later, and the call is left as it was."""
         if call.pty_fd is None:
             # Its group exists before any SIGG could be forwarded to it.
             # (With pty1 the spare leads a session and makes the group.)
@@ -689,7 +731,7 @@ class Executors:
                 os.kill(spare.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            call.sock.close()
+            self.leaving.append(spare.pid)
             raise
         if call.pty_fd is None:
             spare.ctl.close()

@@ -482,3 +482,56 @@ def test_many_calls_keep_the_server_steady(harness):
         assert harness.run(script).returncode == 0
     wait_until(lambda: only_server_and_spares(server), 5, "executors to be reaped")
     wait_until(lambda: fds() == before, 5, f"the server's fds to be {before} again")
+
+
+def test_a_call_for_a_spare_gone_goes_to_the_next(tmp_path):
+    """A spare that has died (the OOM killer, say) but is not reaped yet
+    is passed over at the handover: the call goes to the next spare,
+    whole, and the one gone is killed and awaited as leaving, not taken
+    for a stranger when it is reaped."""
+    import struct
+    import subprocess
+    import sys
+
+    from prefork_interp._executors import _HEADER, Executors, _Spare
+    from prefork_interp._intake import Call
+    from prefork_interp._log import Log
+    from prefork_interp._protocol import parse_request
+
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    next_one = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone_ours, gone_theirs = socket.socketpair()
+    next_ours, next_theirs = socket.socketpair()
+    call_ours, call_theirs = socket.socketpair()
+    gone_theirs.close()  # what a spare's death does to its end
+    stdio = [os.open(os.devnull, os.O_RDWR) for _ in range(3)]
+    log_file = tmp_path / "log"
+    handed = False
+    try:
+        executors = Executors(2, Log("x.py", None, str(log_file)), lambda: None)
+        executors.spares = [_Spare(gone.pid, gone_ours), _Spare(next_one.pid, next_ours)]
+        request = parse_request(encode_request([(b"A", b"b")], [b"python3", b"x.py", b"arg"])[4:])
+        assert executors.start(Call(call_ours, stdio, request)) is None, "the server's side"
+        handed = True  # (start closed our copies of the stdio fds)
+        assert list(executors.running) == [next_one.pid] and not executors.spares
+        next_theirs.settimeout(30)
+        head, ancillary, _, _ = next_theirs.recvmsg(_HEADER.size, socket.CMSG_SPACE(4 * 4))
+        body_len, attrs_len, nfds = _HEADER.unpack(head)
+        assert nfds == 4 and body_len == len(request.body), "the whole call went to the next spare"
+        received = list(struct.unpack("4i", ancillary[0][2]))
+        for fd in received:
+            os.close(fd)
+        assert executors.leaving == [gone.pid]
+        assert gone.wait(timeout=30) == -signal.SIGKILL
+        assert executors.child_changed(gone.pid, 9), "reaped as one of ours"
+        assert "spare executor [%d] had gone" % gone.pid in log_file.read_text()
+    finally:
+        for p in (gone, next_one):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for sock in (gone_ours, next_ours, next_theirs, call_ours, call_theirs):
+            sock.close()
+        if not handed:
+            for fd in stdio:
+                os.close(fd)
