@@ -212,6 +212,9 @@ class Intake:
             pending.close()
             return
         self.pending[sock.fileno()] = pending
+        # Our client sends its request without waiting for the greeting,
+        # so it is usually here: read it now rather than a poll later.
+        self._advance(sock.fileno(), pending)
 
     def register(self, poller: "select.poll") -> None:
         """Add the held connections to the server's poll set: handshakes for
