@@ -96,7 +96,7 @@ sub accept_new {
 # call's socket from PREFORK_INTERP): the peer check; at the limit,
 # the oldest idle handshake makes room; then the greeting at
 # once, whether or not a slot is free (protocol.md 4.1, items 1, 2 and
-# 4); then its handshake waits for bytes.
+# 4); then its handshake reads what has come, and waits for the rest.
 sub take_in {
     my ($self, $fh, $now, $initial) = @_;
     my $log = $self->{log};
@@ -126,8 +126,10 @@ sub take_in {
         close $fh;
         return;
     }
-    push @{ $self->{pending} },
-        Prefork::Interp::Handshake->new($fh, $now, $initial, 1);
+    # Our client sends its request without waiting for the greeting, so
+    # it is usually here: read it now rather than a select later.
+    my $hs = Prefork::Interp::Handshake->new($fh, $now, $initial, 1);
+    push @{ $self->{pending} }, $hs if $self->_advance($hs);
 }
 
 # Why the peer of FH may not call us, or undef if it may: only our own
@@ -157,21 +159,25 @@ sub service {
     my ($self, $rbits) = @_;
     my @still;
     foreach my $hs (@{ $self->{pending} }) {
-        if (!vec($rbits, fileno($hs->fh), 1)) {
-            push @still, $hs;
-            next;
-        }
-        my $done = eval { $hs->advance };
-        if (!defined $done) {
-            $self->_report($@);
-            $hs->close;
-        } elsif ($done) {
-            push @{ $self->{ready} }, $hs;
-        } else {
-            push @still, $hs;
-        }
+        push @still, $hs
+            if !vec($rbits, fileno($hs->fh), 1) || $self->_advance($hs);
     }
     $self->{pending} = \@still;
+}
+
+# _advance(HS): reads what has come of HS's handshake.  A complete one
+# joins the queue of calls, one that fails is logged and closed; true if
+# it is still under way.
+sub _advance {
+    my ($self, $hs) = @_;
+    my $done = eval { $hs->advance };
+    if (!defined $done) {
+        $self->_report($@);
+        $hs->close;
+        return 0;
+    }
+    push @{ $self->{ready} }, $hs if $done;
+    return !$done;
 }
 
 # A caller that goes away is not an error (upstream part 4); one that
