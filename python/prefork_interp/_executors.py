@@ -213,8 +213,6 @@ def _wait_for_call(ctl: socket.socket) -> Call:
     """Block until the server hands us a call; exit 0 at EOF."""
     head, fds = _recv_fds(ctl, _HEADER.size)
     if len(head) < _HEADER.size:
-        with open("/tmp/pf/spare-eof", "a") as f:
-            f.write(f"{os.getpid()} eof head={head!r} fds={fds}\n")
         os._exit(0)
     body_len, attrs_len, nfds = _HEADER.unpack(head)
     while len(fds) < nfds:
