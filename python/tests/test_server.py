@@ -535,3 +535,19 @@ def test_a_call_for_a_spare_gone_goes_to_the_next(tmp_path):
         if not handed:
             for fd in stdio:
                 os.close(fd)
+
+
+def test_a_server_that_quits_ends_quietly(harness):
+    """--kill: the server, its forker and its spares end without a word
+    above info in the log, the spares and the forker with status 0 (the
+    server reaps them: it would log any other status)."""
+    log = harness.dir / "quiet.log"
+    script = harness.script("quiet.py", 'print("ok")\n', init=f"log_facility=None, log_file={str(log)!r}")
+    for _ in range(4):
+        assert harness.run(script).out == b"ok\n"
+    server = harness.last_server()
+    harness.kill_server(script)
+    wait_until(lambda: not alive(lambda p: p.sid == server), 10, "the server and its children to end")
+    lines = log.read_text().splitlines()
+    assert any(" info: " in line and "quitting" in line for line in lines), lines
+    assert not [line for line in lines if " info: " not in line and " debug: " not in line], lines
