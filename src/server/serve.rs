@@ -466,7 +466,13 @@ impl Server {
             // (Only a call started ends a run of failures: a call
             // accepted but never started has not been served.)
             if self.peer_allowed(&sock) {
+                let ready = self.ready.len();
                 self.take_in(sock);
+                if self.ready.len() > ready {
+                    // A whole call came with it: start it before taking
+                    // in more.
+                    return Next::Continue;
+                }
             }
         }
     }
@@ -492,10 +498,15 @@ impl Server {
         }
     }
 
-    /// Greet a connection and hold it until its handshake is done.
+    /// Greet a connection and hold it until its handshake is done. Our
+    /// client sends its request without waiting for the greeting, so it is
+    /// usually here: it is read at once, not a poll later.
     fn take_in(&mut self, sock: UnixStream) {
         match Handshake::start(sock) {
-            Ok(h) => self.handshakes.push(h),
+            Ok(h) => {
+                self.handshakes.push(h);
+                self.on_handshake(self.handshakes.len() - 1);
+            }
             Err(e) => self.log.debug(&format!("a caller left at once: {e}")),
         }
     }
