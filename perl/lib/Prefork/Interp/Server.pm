@@ -357,7 +357,8 @@ sub _server_loop ($) {
                 $errors = _count_error($srv, $errors, $error);
                 last;
             }
-            last unless $got;
+            # A whole call came with it: start it before taking in more.
+            last unless $got && !$intake->ready;
         }
     }
 }
