@@ -160,7 +160,8 @@ subtest 'clients that break the protocol do not hurt the server' => sub {
             my $t0 = Time::HiRes::time();
             my $rest = $h->read_bytes($conn, 100, 10);
             is($rest, '', "'$name': connection closed, nothing run");
-            cmp_ok(Time::HiRes::time() - $t0, '<', 2, "'$name': at once");
+            cmp_ok(Time::HiRes::time() - $t0, '<', 4,
+                   "'$name': at once (before the 5 s request timeout)");
             close $conn;
         }
         my (undef, $st, $out) = $h->call($h->connect,

@@ -288,7 +288,8 @@ subtest 'more than 64 idle connections: the oldest are dropped' => sub {
        'the 6 oldest were dropped, 64 are held') or diag($h->log_text);
     my $t0 = Time::HiRes::time();
     my $took = timed_call($h);
-    ok(defined $took && $took < 2, 'a real call is served at once'
+    ok(defined $took && $took < 4, 'a real call is served before the 5 s'
+       . ' request timeout'
        . (defined $took ? sprintf(' (%.3f s)', $took) : ''));
     ok(wait_for(2, sub { !still_open($idle[6]) }),
        'and it took the place of the oldest idle one');

@@ -250,7 +250,7 @@ def test_request_timeout(our_harness):
             assert sock.recv(len(GREETING), socket.MSG_WAITALL) == GREETING
         greeted = time.monotonic()
         assert q.recv(1) == b""
-        assert 0.5 < time.monotonic() - greeted < 3
+        assert 0.5 < time.monotonic() - greeted < 5, "dropped once its 1 s request timeout is up"
         p.settimeout(max(0.1, greeted + 6 - time.monotonic()))
         with pytest.raises(socket.timeout):
             p.recv(1)
