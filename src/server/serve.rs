@@ -48,7 +48,7 @@ use super::log::{Level, Log};
 use super::reload::ReloadCheck;
 use super::running::Running;
 use super::signals;
-use super::spares::{self, Spare, SpareFork, Waiting};
+use super::spares::{self, NotHanded, Spare, SpareFork, Waiting};
 use crate::error::Error;
 use crate::record::{ServerLine, ServerRecord};
 use crate::sys;
@@ -562,32 +562,43 @@ impl Server {
                     .debug("a caller left while its call waited for a slot");
                 continue;
             }
-            let spare = match self.spares.pop() {
-                Some(spare) => spare,
+            let (spare, from_pool) = match self.spares.pop() {
+                Some(spare) => (spare, true),
                 None => match spares::fork() {
                     Ok(SpareFork::Spare(waiting)) => return Next::Spare(waiting),
-                    Ok(SpareFork::Server(spare)) => spare,
+                    Ok(SpareFork::Server(spare)) => (spare, false),
                     // Dropping the call makes the caller see a hang-up.
                     Err(e) => return self.failed(Error::io("fork an executor", e)),
                 },
             };
             let pid = spare.pid;
-            match spare.hand_over(call).map(Running::new) {
-                Ok(running) => {
-                    self.running.push(running);
+            match spare.hand_over(call) {
+                Ok(handed) => {
+                    self.running.push(Running::new(handed));
                     self.errors = 0;
                     self.note_call(true);
                 }
-                Err(e) => {
+                Err(NotHanded { error, call }) => {
                     // The spare may have taken part of the call: kill it
-                    // (reaped with the leaving ones); the caller sees a
-                    // hang-up.
-                    self.log.err(&format!("dropped a call: {e}"));
+                    // (reaped with the leaving ones).
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
                     );
                     self.leaving.push(pid);
+                    match call {
+                        // One from the pool that had died (the OOM killer,
+                        // say) before we reaped it: the call goes to the
+                        // next, or to a fork.
+                        Some(call) if from_pool => {
+                            self.log.warn(&format!(
+                                "spare executor [{pid}] had gone ({error}): its call goes to another"
+                            ));
+                            self.ready.push_front(*call);
+                        }
+                        // The caller sees a hang-up.
+                        _ => self.log.err(&format!("dropped a call: {error}")),
+                    }
                 }
             }
         }

@@ -67,6 +67,14 @@ pub(super) struct Handed {
     pub(super) leader: Option<UnixStream>,
 }
 
+/// A handover that failed ([`Spare::hand_over`]).
+pub(super) struct NotHanded {
+    /// Why.
+    pub(super) error: Error,
+    /// The call, if the spare had gone (another may take it).
+    pub(super) call: Option<Box<Complete>>,
+}
+
 /// A spare, seen from itself: waiting for its call.
 pub(super) struct Waiting {
     control: UnixStream,
@@ -100,13 +108,30 @@ impl Spare {
     /// Hand `call` to this spare, which becomes its executor, leading the
     /// call's process group (on a pty: the call's session leader, which
     /// forks the executor, `session.rs`). Returns what the server watches
-    /// the call with.
-    pub(super) fn hand_over(self, call: Complete) -> Result<Handed> {
+    /// the call with. On failure, the call comes back with the error if
+    /// the spare had gone: it cannot have taken the whole call, and
+    /// another spare may.
+    pub(super) fn hand_over(self, call: Complete) -> std::result::Result<Handed, NotHanded> {
+        if let Err(error) = self.send(&call) {
+            let call = error.is_peer_gone().then(|| Box::new(call));
+            return Err(NotHanded { error, call });
+        }
+        let slave = call.extension.as_ref().is_some_and(|e| e.slave.is_some());
+        Ok(Handed {
+            pid: self.pid,
+            framed: call.extension.is_some(),
+            call: call.call,
+            leader: slave.then_some(self.control),
+        })
+    }
+
+    /// The handover's bytes and fds (the layout at the top of this file).
+    fn send(&self, call: &Complete) -> Result<()> {
         let Complete {
-            call,
             stdio,
             body,
             extension,
+            ..
         } = call;
         // The executor does the same; whichever runs first wins, and the
         // other's is a harmless repeat (or EACCES once the program has
@@ -145,15 +170,11 @@ impl Spare {
         for fd in extra.iter().map(|(_, fd)| fd).chain(slave) {
             send_fd(&self.control, fd.as_fd()).map_err(at)?;
         }
-        let mut rest = body;
-        rest.extend_from_slice(attrs.as_deref().unwrap_or_default());
-        write_all_nosignal(&self.control, &rest, what).map_err(at)?;
-        Ok(Handed {
-            pid: self.pid,
-            call,
-            framed: extension.is_some(),
-            leader: slave.is_some().then_some(self.control),
-        })
+        let attrs = attrs.as_deref().unwrap_or_default();
+        let mut rest = Vec::with_capacity(body.len() + attrs.len());
+        rest.extend_from_slice(body);
+        rest.extend_from_slice(attrs);
+        write_all_nosignal(&self.control, &rest, what).map_err(at)
     }
 
     /// Tell the spare to go (EOF on its control socket): its pid, to reap.
@@ -286,12 +307,44 @@ mod tests {
             pid: 0x7fff_fff0,
             control: server,
         };
-        let handed = spare_side.hand_over(complete).unwrap();
+        let handed = spare_side.hand_over(complete).ok().unwrap();
         let received = receive(&spare).unwrap().unwrap();
         assert_eq!(handed.framed, received.2.is_some());
         let slave = received.2.as_ref().is_some_and(|e| e.slave.is_some());
         assert_eq!(handed.leader.is_some(), slave);
         received
+    }
+
+    #[test]
+    fn a_spare_gone_gives_the_call_back() {
+        let (server, spare) = UnixStream::pair().unwrap();
+        drop(spare); // what the spare's death does to its end
+        let (call, _caller) = UnixStream::pair().unwrap();
+        let complete = Complete {
+            call: Call::new(call),
+            stdio: [null(), null(), null()],
+            body: b"A=1\0\0prog\0arg\0".to_vec(),
+            extension: None,
+        };
+        let gone = Spare {
+            pid: 0x7fff_fff0,
+            control: server,
+        };
+        let Err(NotHanded { error, call }) = gone.hand_over(complete) else {
+            panic!("handed to a spare that had gone");
+        };
+        assert!(error.is_peer_gone(), "{error}");
+        let call = call.expect("the call comes back");
+        assert_eq!(call.body, b"A=1\0\0prog\0arg\0");
+        // And the next spare takes it whole.
+        let (server, spare) = UnixStream::pair().unwrap();
+        let next = Spare {
+            pid: 0x7fff_fff1,
+            control: server,
+        };
+        assert!(next.hand_over(*call).is_ok());
+        let (_, body, _) = receive(&spare).unwrap().unwrap();
+        assert_eq!(body, b"A=1\0\0prog\0arg\0");
     }
 
     #[test]
