@@ -99,6 +99,7 @@ from ._protocol import (
     decode_foreground,
     decode_u32,
     encode_request,
+    fds_in,
     parse_request,
     send_frame,
     send_status,
@@ -133,10 +134,7 @@ def _recv_fds(sock: socket.socket, size: int) -> "Tuple[bytes, List[int]]":
     space = socket.CMSG_SPACE(_FDS_PER_MESSAGE * 4)
     while len(data) < size:
         chunk, ancillary, flags, _ = sock.recvmsg(size - len(data), space, socket.MSG_CMSG_CLOEXEC)
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % 4
-                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+        fds.extend(fds_in(ancillary))
         if flags & socket.MSG_CTRUNC:
             close_quietly(fds)
             raise ProtocolError("control message truncated")

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 from ._proc import die_with_parent, fork, load_libc, process_title, set_cmdline
+from ._protocol import fds_in
 
 #: ``clone`` flag: the child's parent is the caller's parent.
 _CLONE_PARENT = 0x00008000
@@ -137,17 +138,14 @@ class Forker:
         failed = 0
         while True:
             try:
-                data, anc, _, _ = self.sock.recvmsg(_RECORD.size, socket.CMSG_SPACE(4), socket.MSG_DONTWAIT)
+                data, anc, _, _ = self.sock.recvmsg(
+                    _RECORD.size, socket.CMSG_SPACE(_RECORD.size), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+                )
             except BlockingIOError:
                 return spares, failed, False
             except OSError:
                 return spares, failed, True
-            fds = [
-                fd
-                for level, kind, payload in anc
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-                for (fd,) in struct.iter_unpack("=i", payload[: len(payload) - len(payload) % 4])
-            ]
+            fds = fds_in(anc)
             if len(data) < _RECORD.size:
                 for fd in fds:
                     os.close(fd)

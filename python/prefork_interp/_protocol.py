@@ -74,6 +74,7 @@ __all__ = [
     "encode_request",
     "encode_u32_frame",
     "env_mapping",
+    "fds_in",
     "parse_attributes",
     "parse_request",
     "parse_setup_env",
@@ -317,6 +318,17 @@ def _recv_some(sock: "_socket.socket", n: int, what: str) -> "Optional[bytes]":
     return data
 
 
+def fds_in(ancdata: "List[Tuple[int, int, bytes]]") -> "List[int]":
+    """The fds that ``recvmsg``'s control data (``ancdata``) carries, in
+    its ``SCM_RIGHTS`` messages."""
+    fds: "List[int]" = []
+    for level, kind, payload in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _FD_SIZE
+            fds.extend(memoryview(payload)[:usable].cast("i"))
+    return fds
+
+
 def _recv_fd(sock: "_socket.socket", what: str) -> "Optional[int]":
     """One one-byte message carrying exactly one fd, or None if it has not
     arrived.  The fd is close-on-exec.  Raises :class:`PeerGone` at EOF and
@@ -330,14 +342,8 @@ def _recv_fd(sock: "_socket.socket", what: str) -> "Optional[int]":
         return None
     except ConnectionResetError:
         raise PeerGone(f"client reset the connection sending {what}") from None
-    fds: "List[int]" = []
-    odd_cmsg = False
-    for level, kind, payload in ancdata:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % _FD_SIZE
-            fds.extend(memoryview(payload)[:usable].cast("i"))
-        else:
-            odd_cmsg = True
+    fds = fds_in(ancdata)
+    odd_cmsg = any(not (level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS) for level, kind, _ in ancdata)
     if not data:
         close_quietly(fds)
         raise PeerGone(f"EOF before {what}")
