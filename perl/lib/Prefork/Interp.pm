@@ -24,8 +24,9 @@ use Prefork::Interp::Log;
 # with extension inplace1, to run the first call itself (CALL_MODULES);
 # the server loads the rest once forked (Prefork::Interp::Server).  So
 # a cold call costs little more than a direct run.  Not even POSIX,
-# which takes longer to load than all of these: Prefork::Interp::Syscall
-# has the few functions needed.  FastExit (and the B it loads, about 3 ms
+# which takes longer to load than all of these, nor Errno and Fcntl
+# (about 2 ms together): Prefork::Interp::Syscall has the few functions
+# and constants needed.  FastExit (and the B it loads, about 3 ms
 # together) is worth its cost even here: the first call, run in place,
 # shares its pages with the server it has just forked, so perl's global
 # destruction would copy every page it touches, as in a served call (with

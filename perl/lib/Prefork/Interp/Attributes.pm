@@ -19,10 +19,8 @@ package Prefork::Interp::Attributes;
 use strict;
 use warnings;
 
-use Errno qw(EPERM EINVAL);
-
 use Prefork::Interp::Protocol ();
-use Prefork::Interp::Syscall ();
+use Prefork::Interp::Syscall qw(EPERM EINVAL EMFILE);
 
 our $VERSION = '1.0.0';
 
@@ -85,7 +83,7 @@ sub _dup_above ($$) {
         next if _is_open($n);
         return Prefork::Interp::Syscall::dup2($fd, $n) // undef;
     }
-    $! = Errno::EMFILE();
+    $! = EMFILE;
     return undef;
 }
 

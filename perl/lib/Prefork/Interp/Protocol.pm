@@ -22,9 +22,8 @@ package Prefork::Interp::Protocol;
 use strict;
 use warnings;
 
-use Errno qw(EINTR EAGAIN EWOULDBLOCK ECONNRESET EPIPE EDOM);
-
-use Prefork::Interp::Syscall ();
+use Prefork::Interp::Syscall qw(EINTR EAGAIN EWOULDBLOCK ECONNRESET EPIPE
+                                EDOM);
 
 # A setup process that runs the first call itself (extension inplace1)
 # loads this file, so it loads nothing it does not need: IO::FDPass only

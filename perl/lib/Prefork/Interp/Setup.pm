@@ -36,13 +36,10 @@ package Prefork::Interp::Setup;
 use strict;
 use warnings;
 
-use Errno qw(EINTR);
-use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
-
 use Prefork::Interp::Handshake;
 use Prefork::Interp::Protocol;
 use Prefork::Interp::Signals;
-use Prefork::Interp::Syscall ();
+use Prefork::Interp::Syscall qw(EINTR F_GETFL F_SETFL O_NONBLOCK);
 
 our $VERSION = '1.0.0';
 

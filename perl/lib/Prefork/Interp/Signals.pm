@@ -21,9 +21,7 @@ package Prefork::Interp::Signals;
 use strict;
 use warnings;
 
-use Errno qw(ESRCH);
-
-use Prefork::Interp::Syscall ();
+use Prefork::Interp::Syscall qw(ESRCH);
 
 # Not POSIX, which takes a while to load and which a setup process
 # running the first call itself does without: signal numbers from

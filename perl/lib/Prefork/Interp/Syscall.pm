@@ -134,6 +134,47 @@ sub number ($) {
     return $FALLBACK{$name} ? $FALLBACK{$name}{$ARCH} : undef;
 }
 
+#---------- Errno and Fcntl constants ----------
+
+# The error numbers and fcntl values the setup process needs, as Linux's
+# generic headers (asm-generic/errno*.h, fcntl.h) give them to the
+# architectures of %KNOWN: Errno and Fcntl together take a cold call
+# about 2 ms to load.  Elsewhere, Errno's and Fcntl's own.  A module
+# takes them by name, as constants:
+#
+#     use Prefork::Interp::Syscall qw(EINTR O_NONBLOCK);
+my %GENERIC = (
+    EPERM => 1, ESRCH => 3, EINTR => 4, EAGAIN => 11, EWOULDBLOCK => 11,
+    EINVAL => 22, EMFILE => 24, EPIPE => 32, EDOM => 33, ECONNRESET => 104,
+    F_GETFL => 3, F_SETFL => 4, O_NONBLOCK => 04000,
+);
+
+# value_of(NAME): the value of Errno's or Fcntl's constant NAME, from our
+# table where it applies (known_linux), otherwise from those modules.
+sub value_of ($) {
+    my ($name) = @_;
+    exists $GENERIC{$name}
+        or die "Prefork::Interp::Syscall has no constant $name\n";
+    return $GENERIC{$name} if $KNOWN;
+    my $module = $name =~ m/\AE/ ? 'Errno' : 'Fcntl';
+    require "$module.pm";
+    return $module->can($name)->();
+}
+
+# constant_names(): the names value_of knows.
+sub constant_names () { sort keys %GENERIC }
+
+sub import {
+    my ($class, @names) = @_;
+    return unless @names;
+    my %values = map { $_ => value_of($_) } @names;
+    # As constant's own import, for the module that said "use": it
+    # defines the names in its caller's package.
+    require constant;
+    @_ = ('constant', \%values);
+    goto &constant::import;
+}
+
 #---------- Time::HiRes functions, as system calls ----------
 
 # Time::HiRes takes a cold call about 5 ms to load: where the table knows
