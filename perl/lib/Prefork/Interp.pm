@@ -216,6 +216,10 @@ sub prefork_initialisation_complete {
     # now, before the server changes any.
     $signal_snapshot = Prefork::Interp::Signals::snapshot(\%INHERITED_IGNORE);
 
+    # Once here, for the server and every executor it will fork, rather
+    # than in each executor: see Prefork::Interp::FastExit::prepare.
+    Prefork::Interp::FastExit::prepare() if $opt{fast_exit};
+
     $became_server = 1;
     my $request = eval { Prefork::Interp::Setup::start(\%cfg) };
     if (!$request) {
@@ -881,7 +885,10 @@ this one runs last.  It flushes the handles (all of them through
 C<exec {''} ()>, an C<exec> of no program, which flushes every handle
 and returns at once) and calls C<_exit($?)> (as C<POSIX::_exit>
 does).  Never in the
-server, nor in a standalone run.
+server, nor in a standalone run.  Perl keeps no such list until an
+C<END> block has been compiled: if the program has none, the library
+compiles an empty one when C<prefork_initialisation_complete> is called
+under prefork-interp, once for the server and all its calls.
 
 =head1 AUTOMATIC RELOADING
 
