@@ -57,6 +57,7 @@ sub set ($) {
         chomp $COMM;
     }
     $0 = $title;
+    _args_area();    # known, for every process forked from here on
     my $shown = _read('/proc/self/cmdline');
     return if defined $shown && $shown =~ m/\A\Q$title\E\0?\z/;
     _write_args($title);
@@ -83,19 +84,31 @@ sub as_call {
 sub _write_args ($) {
     my ($text) = @_;
     local $!;
-    my $stat = _read('/proc/self/stat') // return;
-    my ($rest) = $stat =~ m/\) (.*)\z/s or return;
-    my @f = split / /, $rest;
-    my ($start, $end) = @f[48 - 3, 49 - 3];
-    return unless defined $end && $start =~ m/\A[0-9]+\z/
-        && $end =~ m/\A[0-9]+\z/ && $end > $start;
-    my $len = $end - $start;
+    my ($start, $len) = _args_area() or return;
     utf8::encode($text) if utf8::is_utf8($text);
     my $area = substr($text, 0, $len - 1);
     $area .= "\0" x ($len - length $area);
     sysopen(my $mem, '/proc/self/mem', O_WRONLY) or return;
     syswrite($mem, $area) if sysseek($mem, $start, SEEK_SET);
     close $mem;
+}
+
+# _args_area(): (START, LENGTH) of our argument area, as
+# /proc/self/stat gives it (arg_start and arg_end, its fields 48 and
+# 49), or () if it cannot be read.  Read once: a fork, or perl setting
+# $0, does not move it, so the server's answer is every spare's and
+# executor's (an executor would read and parse /proc/self/stat on every
+# call otherwise).
+my @ARGS_AREA;
+sub _args_area () {
+    return @ARGS_AREA if @ARGS_AREA;
+    my $stat = _read('/proc/self/stat') // return;
+    my ($rest) = $stat =~ m/\) (.*)\z/s or return;
+    my @f = split / /, $rest;
+    my ($start, $end) = @f[48 - 3, 49 - 3];
+    return unless defined $end && $start =~ m/\A[0-9]+\z/
+        && $end =~ m/\A[0-9]+\z/ && $end > $start;
+    return @ARGS_AREA = ($start, $end - $start);
 }
 
 sub _read ($) {
