@@ -46,12 +46,18 @@
 #     ends (check_request's env_end), the length of the ATTR body or
 #     0xffffffff without extension call1, the number N of fds, and
 #     flags: 1 if extension pty1 was accepted;
-#  2. N messages of one zero byte, each carrying one fd (SCM_RIGHTS,
-#     as the client sends them: Prefork::Interp::Protocol's send_fd and
-#     recv_fd): the caller's fds 0, 1 and 2, then its other fds in the
+#  2. the N fds: the caller's fds 0, 1 and 2, then its other fds in the
 #     order ATTR lists them, then with pty1 the pty's slave;
 #  3. the request body, then the ATTR body as the client sent it (the
 #     server has checked it; the executor decodes it again).
+#
+# Where perl can make the system calls (Prefork::Interp::Protocol's
+# send_with_fds and recv_with_fds) and N is at most 250, 1 to 3 go in
+# one sendmsg, the fds attached to its first bytes (one SCM_RIGHTS), so
+# the spare wakes once for its call.  Otherwise the fds of 2 come after
+# the header as N messages of one zero byte, each carrying one fd, as the
+# client sends them (send_fd and recv_fd).  The spare tells which from
+# whether fds came with the header.
 #
 # EOF instead of 1: the server is quitting.  (The call's socket stays
 # with the server: the executor has no use for it.)  With pty1 the
@@ -563,6 +569,9 @@ sub _send_call ($$) {
     my $head = pack 'N5', length $$body, $call->{env_end},
                           defined $attr ? length $attr : NO_ATTR,
                           scalar @fds, $pty1 ? FLAG_PTY1 : 0;
+    my $all = $head . $$body . ($attr // '');
+    return if Prefork::Interp::Protocol::send_with_fds($ctl, \$all, \@fds,
+                                                       'a call');
     _write_all($ctl, \$head);
     Prefork::Interp::Protocol::send_fd($ctl, $_, 'a call\'s fd') foreach @fds;
     _write_all($ctl, $body);
@@ -884,10 +893,24 @@ sub _rehearse {
 sub _wait_for_call ($) {
     my ($ctl) = @_;
     my $head = '';
-    _read_exact($ctl, \$head, HEADER_LEN) or return undef;
+    # The header, and the fds if they came with it (see the top of this
+    # file).
+    my ($got, $came) = Prefork::Interp::Protocol::recv_with_fds(
+        $ctl, HEADER_LEN, 'a call');
+    $head = $got if defined $got;
+    my @fds = @{ $came // [] };
+    if (!length $head) {
+        _read_exact($ctl, \$head, HEADER_LEN) or return undef;
+    } elsif (length $head < HEADER_LEN) {
+        _read_exact($ctl, \$head, HEADER_LEN - length $head)
+            or die "control socket closed in the middle of a call\n";
+    }
     my ($body_len, $env_end, $attr_len, $nfds, $flags) = unpack 'N5', $head;
     my $pty1 = $flags & FLAG_PTY1;
-    my @fds;
+    if (@fds && @fds != $nfds) {
+        Prefork::Interp::Syscall::close_fd($_) foreach @fds;
+        die 'got ' . scalar(@fds) . " fds with a call of $nfds\n";
+    }
     push @fds, Prefork::Interp::Protocol::recv_fd_wait($ctl, 'a call\'s fd')
         while @fds < $nfds;
     my $body = '';

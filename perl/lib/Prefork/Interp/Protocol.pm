@@ -213,6 +213,7 @@ use constant {
     MSG_CTRUNC       => 0x08,
     MSG_DONTWAIT     => 0x40,
     MSG_CMSG_CLOEXEC => 0x40000000,
+    MSG_NOSIGNAL     => 0x4000,
     SCM_RIGHTS       => 1,
     MSGHDR           => 'p L x![p] p L! p L! i x![p]',
     MSGHDR_OUT       => 'x[p] L x![p] x[p] L! x[p] L! i',
@@ -249,6 +250,22 @@ sub recv_fd ($$) {
     }
     _gone("hung up before sending $what") if $r == 0;
     my (undef, undef, $control_len, $flags) = unpack MSGHDR_OUT, $msg;
+    my @fds = _control_fds($control, $control_len);
+    return $fds[0] if @fds == 1 && !($flags & MSG_CTRUNC);
+    Prefork::Interp::Syscall::close_fd($_) foreach @fds;
+    die "$what: message carries more than one file descriptor\n" if @fds;
+    # Truncated with none installed: the kernel could not give us the fd
+    # (at our fd limit, say).
+    die "$what: could not be received (is the server at its fd"
+        . " limit?)\n" if $flags & MSG_CTRUNC;
+    die "$what: message has no file descriptor attached\n";
+}
+
+# _control_fds(CONTROL, LENGTH): the fds of the SCM_RIGHTS messages in
+# the first LENGTH bytes of the control buffer CONTROL, as recvmsg(2)
+# filled it.
+sub _control_fds ($$) {
+    my ($control, $control_len) = @_;
     my @fds;
     my $off = 0;
     while ($off + $CMSG_HDR <= $control_len) {
@@ -260,22 +277,84 @@ sub recv_fd ($$) {
         }
         $off += _cmsg_align($len);
     }
-    return $fds[0] if @fds == 1 && !($flags & MSG_CTRUNC);
-    Prefork::Interp::Syscall::close_fd($_) foreach @fds;
-    die "$what: message carries more than one file descriptor\n" if @fds;
-    # Truncated with none installed: the kernel could not give us the fd
-    # (at our fd limit, say).
-    die "$what: could not be received (is the server at its fd"
-        . " limit?)\n" if $flags & MSG_CTRUNC;
-    die "$what: message has no file descriptor attached\n";
+    return @fds;
 }
 
-# write_all(FH, \DATA, WHAT): writes DATA on FH (blocking), without
-# copying it (a request can be 6 MiB).  Dies with a message naming
-# WHAT, the peer, if a write fails.
-sub write_all ($$$) {
-    my ($fh, $data, $what) = @_;
-    my $off = 0;
+# The most fds send_with_fds attaches to one message (the kernel takes
+# up to 253, SCM_MAX_FD).
+use constant MAX_FDS_PER_MESSAGE => 250;
+
+# send_with_fds(FH, \DATA, FDS, WHAT): DATA (not empty) with the fds of
+# the array ref FDS (1 to MAX_FDS_PER_MESSAGE) attached to its first
+# bytes, in one sendmsg(2), and whatever of DATA the socket did not take
+# then written after it.  FH blocks.  Returns true; false, having sent
+# nothing, where the system call's number is unknown or FDS is too long
+# (the caller then sends the fds one by one, with send_fd).  Dies as
+# send_fd does.  On the server's own sockets (a spare's control socket),
+# where both ends are ours: the client's protocol has one fd a message.
+sub send_with_fds ($$$$) {
+    my ($fh, $data, $fds, $what) = @_;
+    my $nr = Prefork::Interp::Syscall::number('sendmsg');
+    my $n = @$fds;
+    return 0 unless defined $nr && $n >= 1 && $n <= MAX_FDS_PER_MESSAGE
+                    && length $$data;
+    my $control = pack "L! i i i$n", $CMSG_HDR + 4 * $n, _sol_socket(),
+                       SCM_RIGHTS, @$fds;
+    $control .= "\0" x ($CMSG_HDR + _cmsg_align(4 * $n) - length $control);
+    my $iov = pack 'p L!', $$data, length $$data;
+    my $msg = pack MSGHDR, undef, 0, $iov, 1, $control, length $control, 0;
+    my $r;
+    for (;;) {
+        $r = syscall($nr, fileno($fh) + 0, $msg, MSG_NOSIGNAL);
+        last if $r > 0;
+        next if $r < 0 && $! == EINTR;
+        _gone("hung up before we sent $what")
+            if $r < 0 && ($! == EPIPE || $! == ECONNRESET);
+        die "send $what: " . ($r < 0 ? "$!" : 'sent nothing') . "\n";
+    }
+    write_all($fh, $data, $what, $r);
+    return 1;
+}
+
+# recv_with_fds(FH, LENGTH, WHAT): waits for data on FH (which blocks),
+# then takes at most LENGTH bytes of it in one recvmsg(2), with room for
+# MAX_FDS_PER_MESSAGE fds: (DATA, FDS), FDS an array ref of the fds that
+# came with those bytes (close-on-exec, maybe none).  DATA is empty at
+# EOF.  Returns () where the system call's number is unknown (the
+# caller then reads with sysread, and takes fds with recv_fd).  More fds
+# than it has room for, or fds it could not be given (at our fd limit),
+# are a protocol error: those that came are closed.
+sub recv_with_fds ($$$) {
+    my ($fh, $length, $what) = @_;
+    my $nr = Prefork::Interp::Syscall::number('recvmsg');
+    return () unless defined $nr;
+    my $data = "\0" x $length;
+    my $control = "\0" x ($CMSG_HDR + _cmsg_align(4 * MAX_FDS_PER_MESSAGE));
+    my $iov = pack 'p L!', $data, $length;
+    my $msg = pack MSGHDR, undef, 0, $iov, 1, $control, length $control, 0;
+    my $r;
+    for (;;) {
+        $r = syscall($nr, fileno($fh) + 0, $msg, MSG_CMSG_CLOEXEC);
+        last if $r >= 0;
+        next if $! == EINTR;
+        _gone("connection reset receiving $what") if $! == ECONNRESET;
+        die "receive $what: $!\n";
+    }
+    my (undef, undef, $control_len, $flags) = unpack MSGHDR_OUT, $msg;
+    my @fds = _control_fds($control, $control_len);
+    if ($flags & MSG_CTRUNC) {
+        Prefork::Interp::Syscall::close_fd($_) foreach @fds;
+        die "$what: its file descriptors could not all be received\n";
+    }
+    return (substr($data, 0, $r), \@fds);
+}
+
+# write_all(FH, \DATA, WHAT[, FROM]): writes DATA (from byte FROM on, 0
+# by default) on FH (blocking), without copying it (a request can be
+# 6 MiB).  Dies with a message naming WHAT, the peer, if a write fails.
+sub write_all ($$$;$) {
+    my ($fh, $data, $what, $off) = @_;
+    $off //= 0;
     while ($off < length $$data) {
         my $r = syswrite($fh, $$data, length($$data) - $off, $off);
         if (!defined $r) {
@@ -303,8 +382,7 @@ sub recv_fd_wait ($$) {
 
 # send_fd(FH, FD, WHAT): one message of one zero byte carrying FD, as
 # recv_fd takes it (the server hands a call's fds to a spare executor
-# this way).  FH blocks.  Dies as the writes below do.
-use constant MSG_NOSIGNAL => 0x4000;
+# this way where send_with_fds cannot).  FH blocks.  Dies as the writes below do.
 sub send_fd ($$$) {
     my ($fh, $fd, $what) = @_;
     my $nr = Prefork::Interp::Syscall::number('sendmsg');
