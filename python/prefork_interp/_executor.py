@@ -382,6 +382,17 @@ def _apply_environment(entries: "List[bytes]", in_place: bool) -> None:
     shared = _environ_dict()
     if in_place and shared == data:
         return
+    if len(data) == len(entries) and list(shared.items()) == list(data.items()):
+        # A served call whose caller has the environment the server has,
+        # in the same order (the same shell again, say): nothing to do.
+        # The C environment is the same entries in that order too (the
+        # interpreter built os.environ from it; every change since, the
+        # script's and ours, went through os.environ, which putenv()s and
+        # unsetenv()s in step), unless C code changed it alone, as the
+        # script's initialisation would again in a direct run.  (Not with
+        # a repeated name or an entry without "=": those are in the C
+        # environment only, so it is set.)  Saves about 0.15 ms.
+        return
     set_c_environment(entries)
     shared.clear()
     shared.update(data)

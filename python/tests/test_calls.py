@@ -101,6 +101,39 @@ def test_100k_through_pipes(harness):
         assert got.err == data[:1000]
 
 
+
+ORDER = """\
+import json, subprocess
+child = subprocess.run(["env", "-0"], capture_output=True, check=True).stdout
+print(json.dumps({
+    "environ": [k for k in os.environ if k != "PFI_TEST_RECORD"],
+    "child": [e.split("=", 1)[0] for e in child.decode(errors="replace").split("\\0")[:-1] if not e.startswith("PFI_TEST_RECORD=")],
+}))
+"""
+
+
+def test_environment_order(harness):
+    """The order of the caller's environment, in os.environ and in the C
+    environment a child process gets, is a direct run's: when the caller has
+    the server's variables in another order, and when it has them in the
+    same order (which the executor need not set again)."""
+    script = harness.script("order.py", ORDER)
+    base = harness.env()
+    first = {**base, "PFI_ORDER_A": "1", "PFI_ORDER_B": "2"}
+    swapped = {k: v for k, v in first.items() if k not in ("PFI_ORDER_A", "PFI_ORDER_B")}
+    swapped = {"PFI_ORDER_B": "2", **swapped, "PFI_ORDER_A": "1"}
+    assert list(swapped) != list(first) and swapped == first
+    _report(harness.call_argv(harness.command(script), first, None, None, None, 30))  # the server
+    for env in (swapped, first, swapped):
+        got = _report(harness.call_argv(harness.command(script), env, None, None, None, 30))
+        direct = {k: v for k, v in env.items() if k != "PFI_TEST_RECORD"}  # as harness.direct
+        want = _report(harness.call_argv([PYTHON, str(script)], direct, None, None, None, 30))
+        assert got == want, f"order {list(env)[:2]}..."
+        assert got["environ"].index("PFI_ORDER_A") < got["environ"].index("PFI_ORDER_B") or env is swapped
+    executors = harness.executors()
+    assert len(executors) == 4 and len({server for _, _, server in executors}) == 1, "one server served all"
+
+
 STDIO_ENVS = [
     {},
     {"PYTHONUNBUFFERED": "1"},
