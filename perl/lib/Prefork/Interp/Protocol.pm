@@ -382,7 +382,8 @@ sub recv_fd_wait ($$) {
 
 # send_fd(FH, FD, WHAT): one message of one zero byte carrying FD, as
 # recv_fd takes it (the server hands a call's fds to a spare executor
-# this way where send_with_fds cannot).  FH blocks.  Dies as the writes below do.
+# this way where send_with_fds cannot).  FH blocks.  Dies as the writes
+# below do.
 sub send_fd ($$$) {
     my ($fh, $fd, $what) = @_;
     my $nr = Prefork::Interp::Syscall::number('sendmsg');
