@@ -132,26 +132,17 @@ sub apply_dispositions ($$) {
     foreach my $sig (catchable()) {
         my $name = $NAME[$sig];
         my $d = $snap->{disp}{$sig} // 'default';
+        # What %SIG should say: undef for a default the script never set.
+        my $want = $d eq 'handler'               ? $snap->{handler}{$sig}
+                 : $d eq 'ignore' || $ign{$sig}  ? 'IGNORE'
+                 : $snap->{unset}{$sig}          ? undef
+                 :                                 'DEFAULT';
         my $now = $SIG{$name};
-        if ($d eq 'handler') {
-            next if defined $now && $now eq $snap->{handler}{$sig};
-        } elsif ($d eq 'ignore' || $ign{$sig}) {
-            next if defined $now && $now eq 'IGNORE';
-        } elsif ($snap->{unset}{$sig}) {
-            next if !defined $now;
-        } else {
-            next if defined $now && $now eq 'DEFAULT';
-        }
-        if ($d eq 'handler') {
-            $SIG{$name} = $snap->{handler}{$sig};
-        } elsif ($d eq 'ignore' || $ign{$sig}) {
-            $SIG{$name} = 'IGNORE';
-        } else {
-            $SIG{$name} = 'DEFAULT';
-            # Deleting leaves the disposition alone and makes %SIG say
-            # undef, as in a program that never touched it.
-            delete $SIG{$name} if $snap->{unset}{$sig};
-        }
+        next if defined $want ? defined $now && $now eq $want : !defined $now;
+        $SIG{$name} = $want // 'DEFAULT';
+        # Deleting leaves the disposition alone and makes %SIG say undef,
+        # as in a program that never touched it.
+        delete $SIG{$name} unless defined $want;
     }
 }
 
