@@ -62,7 +62,7 @@ use Prefork::Interp::Syscall ();
 my $armed_pid;
 
 # Perl's list of END blocks (PL_endav), as an array reference, once
-# prepare() has found or made it.
+# prepare() has found or made it; undef if it could not.
 my $end_list;
 
 # prepare(): at initialisation, in the setup process: finds perl's list
@@ -74,25 +74,23 @@ my $end_list;
 # 0.3 ms of each.  An empty END block runs at the exit of whichever
 # process runs the END blocks, doing nothing.
 sub prepare () {
-    $end_list = _end_list();
-    return;
-}
-
-sub _end_list () {
     my $end = B::end_av();
     if (!$end->isa('B::AV')) {
         # No END block anywhere yet: compiling one creates the list.
-        eval 'END {} 1' or return undef;
+        eval 'END {} 1' or return;
         $end = B::end_av();
-        return undef unless $end->isa('B::AV');
+        return unless $end->isa('B::AV');
     }
-    return $end->object_2svref;
+    $end_list = $end->object_2svref;
+    return;
 }
 
-# In the executor, just before returning into the script.
+# In the executor (or the setup process running the first call), just
+# before returning into the script; prepare() has run in this process
+# or before the fork that made it.
 sub install () {
     return if defined $armed_pid;
-    my $list = $end_list // _end_list() // return;
+    my $list = $end_list // return;
     $armed_pid = $$;
     push @$list, \&_at_end;
     return;
