@@ -386,28 +386,13 @@ sub recv_fd_wait ($$) {
 # below do.
 sub send_fd ($$$) {
     my ($fh, $fd, $what) = @_;
-    my $nr = Prefork::Interp::Syscall::number('sendmsg');
-    if (!defined $nr) {
-        require IO::FDPass;
-        return if IO::FDPass::send(fileno($fh), $fd);
-        _gone("hung up before we sent $what")
-            if $! == EPIPE || $! == ECONNRESET;
-        die "send $what: $!\n";
-    }
     my $data = "\0";
-    my $control = pack 'L! i i i', $CMSG_HDR + 4, _sol_socket(), SCM_RIGHTS,
-                       $fd;
-    $control .= "\0" x ($CMSG_HDR + _cmsg_align(4) - length $control);
-    my $iov = pack 'p L!', $data, 1;
-    my $msg = pack MSGHDR, undef, 0, $iov, 1, $control, length $control, 0;
-    for (;;) {
-        my $r = syscall($nr, fileno($fh) + 0, $msg, MSG_NOSIGNAL);
-        return if $r == 1;
-        next if $r < 0 && $! == EINTR;
-        _gone("hung up before we sent $what")
-            if $r < 0 && ($! == EPIPE || $! == ECONNRESET);
-        die "send $what: " . ($r < 0 ? "$!" : "sent $r bytes") . "\n";
-    }
+    return if send_with_fds($fh, \$data, [ $fd ], $what);
+    # No sendmsg number here.
+    require IO::FDPass;
+    return if IO::FDPass::send(fileno($fh), $fd);
+    _gone("hung up before we sent $what") if $! == EPIPE || $! == ECONNRESET;
+    die "send $what: $!\n";
 }
 
 # SOL_SOCKET, the level of an SCM_RIGHTS message: 1 on Linux, except
